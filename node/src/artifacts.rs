@@ -1,0 +1,126 @@
+//! The content-addressed artifact cache.
+//!
+//! Artifacts live on disk as `dir/artifacts/<blake3 hex>.wasm` and survive
+//! restarts. In memory the cache keeps each artifact's pre-instantiated
+//! component (`InstancePre`, imports already resolved against the host), so
+//! a job pays only for instantiation, never for compilation or linking after
+//! the first use.
+//!
+//! An artifact is accepted only if it compiles as a component and fits the
+//! `job-guest` world: imports the host provides, exports `run` with the right
+//! type. Anything else is `invalid_artifact` with Wasmtime's reason.
+
+use crate::NodeError;
+use crate::bindings::JobGuestPre;
+use crate::state::GuestState;
+use spillway_proto::{Digest, Failure};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+pub(crate) struct ArtifactCache {
+    dir: PathBuf,
+    engine: Engine,
+    linker: Linker<GuestState>,
+    loaded: Mutex<HashMap<Digest, JobGuestPre<GuestState>>>,
+}
+
+impl std::fmt::Debug for ArtifactCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let loaded = self.loaded.lock().map(|l| l.len()).unwrap_or(0);
+        f.debug_struct("ArtifactCache").field("dir", &self.dir).field("loaded", &loaded).finish()
+    }
+}
+
+fn invalid(what: &str, e: wasmtime::Error) -> Failure {
+    Failure::InvalidArtifact { reason: format!("{what}: {e:#}") }
+}
+
+impl ArtifactCache {
+    pub(crate) fn open(
+        dir: &Path,
+        engine: Engine,
+        linker: Linker<GuestState>,
+    ) -> Result<Self, NodeError> {
+        let dir = dir.join("artifacts");
+        std::fs::create_dir_all(&dir).map_err(|source| NodeError::Io {
+            what: "cannot create the artifact cache",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir, engine, linker, loaded: Mutex::new(HashMap::new()) })
+    }
+
+    fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.wasm", digest.to_hex()))
+    }
+
+    /// The digests stored on disk.
+    pub(crate) fn resident(&self) -> Vec<Digest> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".wasm")?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// Compiles and links `bytes` against the job world.
+    fn prepare(&self, bytes: &[u8]) -> Result<JobGuestPre<GuestState>, Failure> {
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| invalid("not a valid component", e))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid("imports do not match spillway:runtime/job-guest", e))?;
+        JobGuestPre::new(pre).map_err(|e| invalid("exports do not match spillway:runtime/job-guest", e))
+    }
+
+    /// Validates and stores an artifact, returning its digest. Storing the
+    /// same bytes again is a cheap no-op.
+    pub(crate) fn put(&self, bytes: &[u8]) -> Result<Digest, Failure> {
+        let digest = Digest::of(bytes);
+        if self.loaded.lock().expect("cache lock").contains_key(&digest) {
+            return Ok(digest);
+        }
+        let pre = self.prepare(bytes)?;
+        let path = self.path(&digest);
+        write_atomically(&path, bytes).map_err(|e| Failure::Internal {
+            message: format!("cannot write {}: {e}", path.display()),
+        })?;
+        self.loaded.lock().expect("cache lock").insert(digest, pre);
+        Ok(digest)
+    }
+
+    /// The pre-instantiated component for `digest`, compiled from disk on
+    /// first use after a restart.
+    pub(crate) fn get(&self, digest: &Digest) -> Result<JobGuestPre<GuestState>, Failure> {
+        if let Some(pre) = self.loaded.lock().expect("cache lock").get(digest) {
+            return Ok(pre.clone());
+        }
+        let bytes = std::fs::read(self.path(digest))
+            .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
+        if Digest::of(&bytes) != *digest {
+            return Err(Failure::InvalidArtifact {
+                reason: format!("the cached copy of {digest} is corrupt (digest mismatch)"),
+            });
+        }
+        let pre = self.prepare(&bytes)?;
+        self.loaded.lock().expect("cache lock").insert(*digest, pre.clone());
+        Ok(pre)
+    }
+}
+
+/// Writes `bytes` to a temporary file, syncs it and renames it into place, so
+/// a crash never leaves a half-written artifact under its digest.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,71 @@
+//! The Wasmtime engine every job shares, and the thread that ticks its epoch.
+
+use crate::{NodeConfig, NodeError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Instances the pool holds beyond the configured slots: pre-validation of
+/// uploads and short bursts while a finished job's instance is dropped.
+const SPARE_INSTANCES: u32 = 8;
+
+/// Core instances and memories one component may hold (a guest and its
+/// allocator shim, with room to spare).
+const PER_COMPONENT: u32 = 8;
+
+/// Builds the engine: component model, pooling allocator sized from the
+/// slots, epoch interruption and the native stack limit.
+pub(crate) fn build(config: &NodeConfig) -> Result<Engine, NodeError> {
+    let instances = config.slots + SPARE_INSTANCES;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * PER_COMPONENT)
+        .total_memories(instances * PER_COMPONENT)
+        .total_tables(instances * PER_COMPONENT)
+        .max_core_instances_per_component(PER_COMPONENT)
+        .max_memories_per_component(PER_COMPONENT)
+        .max_tables_per_component(PER_COMPONENT)
+        .max_memory_size(config.max_memory_bytes as usize)
+        .table_elements(config.max_table_elements as usize);
+
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(config.max_wasm_stack_bytes)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| NodeError::Engine(format!("{e:?}")))
+}
+
+/// Increments the engine's epoch every tick until dropped.
+#[derive(Debug)]
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: Engine, tick: std::time::Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn the epoch ticker thread");
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Runs one job: instantiate from the pool, call `run`, classify the outcome.
+//!
+//! The executor is synchronous on purpose: a job runs on the calling thread
+//! (the server gives each one a blocking thread) and is interrupted by the
+//! epoch callback, which checks the job's cancel flag and deadline once per
+//! tick. Everything a job can end in is a [`Completion`] or a typed
+//! [`Failure`].
+
+use crate::artifacts::ArtifactCache;
+use crate::bindings::JobGuest;
+use crate::engine::{self, EpochTicker};
+use crate::limits::{GuestLimits, LimitExceeded};
+use crate::state::GuestState;
+use crate::{NodeConfig, NodeError};
+use spillway_proto::{
+    Accelerator, Backend, Capabilities, Completion, Digest, Failure, JobId, JobSpec, Refusal,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+/// How the outside world steers a running job.
+pub struct JobControl {
+    /// Set to interrupt the job; it ends with `cancelled` within one tick.
+    pub cancel: Arc<AtomicBool>,
+    /// Receives each chunk the guest emits, with its sequence number.
+    pub emit: Box<dyn FnMut(u32, Vec<u8>) + Send>,
+}
+
+impl std::fmt::Debug for JobControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobControl").field("cancel", &self.cancel).finish_non_exhaustive()
+    }
+}
+
+impl JobControl {
+    /// A control that is never cancelled and drops emitted chunks.
+    pub fn detached() -> Self {
+        Self { cancel: Arc::new(AtomicBool::new(false)), emit: Box::new(|_, _| {}) }
+    }
+}
+
+/// Why the epoch callback stopped a guest.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+enum Interrupted {
+    #[error("job cancelled")]
+    Cancelled,
+    #[error("job deadline reached")]
+    Deadline,
+}
+
+/// The node's job runner: engine, linker, artifact cache, epoch ticker.
+#[derive(Debug)]
+pub struct Executor {
+    config: NodeConfig,
+    engine: Engine,
+    cache: ArtifactCache,
+    _ticker: EpochTicker,
+}
+
+impl Executor {
+    /// Builds the engine and opens the artifact cache under `config.dir`.
+    pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
+        let config = config.validate()?;
+        let engine = engine::build(&config)?;
+        let mut linker = Linker::<GuestState>::new(&engine);
+        JobGuest::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+            .map_err(|e| NodeError::Engine(format!("{e:?}")))?;
+        let cache = ArtifactCache::open(&config.dir, engine.clone(), linker)?;
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        Ok(Self { config, engine, cache, _ticker: ticker })
+    }
+
+    /// What this node offers, for its `Hello`.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            slots: self.config.slots,
+            backends: vec![Backend::Cpu],
+            gpus: Vec::new(),
+            max_memory_bytes: self.config.max_memory_bytes,
+            epoch_tick_ms: self.config.epoch_tick.as_millis() as u32,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Validates and stores an artifact (see the artifact cache).
+    pub fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, Failure> {
+        self.cache.put(bytes)
+    }
+
+    /// Artifacts held on disk.
+    pub fn resident(&self) -> Vec<Digest> {
+        self.cache.resident()
+    }
+
+    /// Runs a job to its end on this thread.
+    pub fn run(
+        &self,
+        job: JobId,
+        spec: &JobSpec,
+        input: Vec<u8>,
+        remaining_ms: u64,
+        control: JobControl,
+    ) -> Result<Completion, Failure> {
+        let _span = tracing::info_span!("guest", job = %job, function = %spec.function).entered();
+        if spec.accelerator == Accelerator::Required {
+            return Err(Refusal::NoAccelerator.into());
+        }
+        if remaining_ms == 0 {
+            return Err(Failure::DeadlineExceeded { deadline_ms: spec.deadline_ms });
+        }
+        let pre = self.cache.get(&spec.digest)?;
+        let memory_limit = match spec.memory_limit_bytes {
+            0 => self.config.max_memory_bytes,
+            n => n.min(self.config.max_memory_bytes),
+        };
+        let started = Instant::now();
+        let state = GuestState {
+            job,
+            input: input.clone(),
+            limits: GuestLimits {
+                memory_bytes: memory_limit as usize,
+                table_elements: self.config.max_table_elements as usize,
+            },
+            control,
+            started,
+            deadline: started + Duration::from_millis(remaining_ms),
+            emitted: 0,
+            max_output: self.config.max_output_bytes,
+            chunks: 0,
+            table: ResourceTable::new(),
+            gpu_bytes: 0,
+            gpu_limit: memory_limit,
+            backend: Backend::Cpu,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let s = ctx.data();
+            if s.control.cancel.load(Ordering::Relaxed) {
+                return Err(wasmtime::Error::new(Interrupted::Cancelled));
+            }
+            if Instant::now() >= s.deadline {
+                return Err(wasmtime::Error::new(Interrupted::Deadline));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+
+        let outcome = pre
+            .instantiate(&mut store)
+            .and_then(|guest| guest.call_run(&mut store, &input));
+        let exec_us = started.elapsed().as_micros() as u64;
+        let state = store.data();
+        match outcome {
+            Ok(Ok(output)) => {
+                if state.emitted + output.len() as u64 > state.max_output {
+                    return Err(Failure::Trap {
+                        reason: format!(
+                            "output of {} bytes exceeds the limit of {} bytes",
+                            state.emitted + output.len() as u64,
+                            state.max_output
+                        ),
+                    });
+                }
+                Ok(Completion { job, output, exec_us, backend: state.backend })
+            }
+            Ok(Err(message)) => Err(Failure::GuestError { message }),
+            Err(e) => Err(classify(&e, spec, memory_limit)),
+        }
+    }
+}
+
+/// Turns a Wasmtime error from instantiate or call into a typed failure.
+fn classify(e: &wasmtime::Error, spec: &JobSpec, memory_limit: u64) -> Failure {
+    if let Some(i) = e.downcast_ref::<Interrupted>() {
+        return match i {
+            Interrupted::Cancelled => Failure::Cancelled,
+            Interrupted::Deadline => Failure::DeadlineExceeded { deadline_ms: spec.deadline_ms },
+        };
+    }
+    if e.downcast_ref::<LimitExceeded>().is_some() {
+        return Failure::MemoryLimit { limit_bytes: memory_limit };
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return Failure::Trap { reason: trap.to_string() };
+    }
+    Failure::Trap { reason: format!("{e:#}") }
+}

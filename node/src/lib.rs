@@ -1,0 +1,37 @@
+//! The Spillway node: the process where untrusted tenant code runs.
+//!
+//! ```text
+//!  sidecar ──Unix socket (proto frames)──▶ server ──▶ executor ──▶ guest (Wasmtime)
+//!                                            │           │            │ imports
+//!                                            │           ▼            ▼
+//!                                            │     artifact cache   job / gpu host
+//!                                            └──── load reports        (CPU kernels)
+//! ```
+//!
+//! - [`Executor`] is the synchronous core: it stores artifacts, keeps their
+//!   pre-instantiated components, and runs one job on the calling thread
+//!   under an epoch deadline and memory, table and stack limits.
+//! - [`server`] drives it from the Unix socket: slots, cancellation, output
+//!   chunks, load reports.
+//!
+//! What it is not: a network service. The node never opens a network socket;
+//! its sidecar fetches artifacts and talks to peers. It holds no identity key
+//! and no control-plane state, so a sandbox escape gets little.
+
+mod artifacts;
+mod bindings;
+mod config;
+mod engine;
+mod error;
+mod executor;
+mod frames;
+mod host_gpu;
+mod host_job;
+mod limits;
+pub mod server;
+mod state;
+
+pub use config::{ConfigError, NodeConfig};
+pub use error::NodeError;
+pub use executor::{Executor, JobControl};
+pub use server::run;

@@ -1,0 +1,229 @@
+//! The node's Unix-socket server: the async shell around [`Executor`].
+//!
+//! One connection per sidecar (normally exactly one). On each connection the
+//! node sends `Hello`, then serves `Execute`, `Cancel` and `PutArtifact`
+//! frames concurrently; each job runs on a blocking thread while it holds one
+//! of the node's slots. If the connection drops, the node cancels every job
+//! that came on it: nobody is left to receive the result.
+
+use crate::executor::{Executor, JobControl};
+use crate::frames;
+use crate::{NodeConfig, NodeError};
+use spillway_proto::{
+    Execute, Failure, FromNode, Hello, JobId, LoadReport, MAX_FRAME_LEN,
+    PROTOCOL_VERSION, Refusal, ToNode,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+
+/// How often a load report goes out when nothing changes.
+const LOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Node-wide state shared by all connections.
+#[derive(Debug)]
+struct Node {
+    executor: Executor,
+    slots: Arc<Semaphore>,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Node {
+    fn load(&self) -> LoadReport {
+        let slots = self.executor.config().slots;
+        LoadReport {
+            slots,
+            running: slots - self.slots.available_permits() as u32,
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs the node until `shutdown` resolves.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let socket = config.socket.clone();
+    let executor = tokio::task::spawn_blocking(move || Executor::new(config))
+        .await
+        .expect("executor construction does not panic")?;
+    let node = Arc::new(Node {
+        slots: Arc::new(Semaphore::new(executor.config().slots as usize)),
+        executor,
+        completed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(|source| NodeError::Io {
+        what: "cannot listen on",
+        path: socket.clone(),
+        source,
+    })?;
+    restrict_to_owner(&socket);
+    tracing::info!(socket = %socket.display(), resident = node.executor.resident().len(), "node ready");
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve(node.clone(), stream));
+                }
+                Err(e) => tracing::warn!("accept failed: {e}"),
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// The socket is the node's only door: only its owner (the sidecar's user)
+/// may connect.
+fn restrict_to_owner(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!("cannot restrict {}: {e}", path.display());
+    }
+}
+
+type Jobs = Arc<Mutex<HashMap<JobId, Arc<AtomicBool>>>>;
+
+async fn serve(node: Arc<Node>, stream: UnixStream) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<FromNode>(1024);
+    let writer_task = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let Err(e) = frames::write(&mut writer, &msg).await {
+                tracing::warn!("sidecar connection lost while writing: {e}");
+                break;
+            }
+        }
+    });
+
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        node_version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        capabilities: node.executor.capabilities(),
+        resident: node.executor.resident(),
+    };
+    let _ = tx.send(FromNode::Hello(hello)).await;
+    let _ = tx.send(FromNode::Load(node.load())).await;
+
+    let reporter = {
+        let (node, tx) = (node.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LOAD_INTERVAL);
+            loop {
+                tick.tick().await;
+                if tx.send(FromNode::Load(node.load())).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let jobs: Jobs = Arc::default();
+    loop {
+        match frames::read::<ToNode, _>(&mut reader, MAX_FRAME_LEN).await {
+            Ok(Some(msg)) => handle(&node, &jobs, &tx, msg),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!("dropping sidecar connection: {e}");
+                break;
+            }
+        }
+    }
+    for cancel in jobs.lock().expect("jobs lock").values() {
+        cancel.store(true, Ordering::Relaxed);
+    }
+    reporter.abort();
+    drop(tx);
+    let _ = writer_task.await;
+}
+
+fn handle(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, msg: ToNode) {
+    match msg {
+        ToNode::Execute(exec) => execute(node, jobs, tx, exec),
+        ToNode::Cancel { job } => {
+            if let Some(cancel) = jobs.lock().expect("jobs lock").get(&job) {
+                tracing::info!(job = %job, "cancel requested");
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        ToNode::PutArtifact { request, bytes } => {
+            let (node, tx) = (node.clone(), tx.clone());
+            tokio::spawn(async move {
+                let stored = tokio::task::spawn_blocking(move || {
+                    let size = bytes.len() as u64;
+                    node.executor.put_artifact(&bytes).map(|digest| (digest, size))
+                })
+                .await
+                .unwrap_or_else(|e| Err(Failure::Internal { message: e.to_string() }));
+                let reply = match stored {
+                    Ok((digest, size)) => FromNode::ArtifactStored { request, digest, size },
+                    Err(failure) => FromNode::ArtifactRejected { request, failure },
+                };
+                let _ = tx.send(reply).await;
+            });
+        }
+    }
+}
+
+fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Execute) {
+    let job = exec.job;
+    let Ok(permit) = node.slots.clone().try_acquire_owned() else {
+        let failure = Refusal::SlotsExhausted { retry_after_ms: 10 }.into();
+        let _ = tx.try_send(FromNode::Failed { job, failure });
+        return;
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    jobs.lock().expect("jobs lock").insert(job, cancel.clone());
+    let (node, jobs, tx) = (node.clone(), jobs.clone(), tx.clone());
+    let span = tracing::info_span!("node.execute", job = %job, function = %exec.spec.function);
+    tokio::spawn(
+        async move {
+            let _ = tx.send(FromNode::Load(node.load())).await;
+            let chunks = tx.clone();
+            let control = JobControl {
+                cancel,
+                emit: Box::new(move |seq, chunk| {
+                    let _ = chunks.blocking_send(FromNode::Output { job, seq, chunk });
+                }),
+            };
+            let worker = node.clone();
+            let span = tracing::Span::current();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                let Execute { job, spec, input, remaining_ms } = exec;
+                worker.executor.run(job, &spec, input, remaining_ms, control)
+            })
+            .await
+            .unwrap_or_else(|e| Err(Failure::Internal { message: format!("job panicked: {e}") }));
+            drop(permit);
+            jobs.lock().expect("jobs lock").remove(&job);
+            let reply = match outcome {
+                Ok(done) => {
+                    node.completed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(exec_us = done.exec_us, "job completed");
+                    FromNode::Completed(done)
+                }
+                Err(failure) => {
+                    node.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(code = failure.code(), "job failed: {failure}");
+                    FromNode::Failed { job, failure }
+                }
+            };
+            let _ = tx.send(reply).await;
+            let _ = tx.send(FromNode::Load(node.load())).await;
+        }
+        .instrument(span),
+    );
+}
+

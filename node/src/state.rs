@@ -1,0 +1,45 @@
+//! What one job's `Store` holds: its limits, its control block and the
+//! resources its guest created.
+
+use crate::executor::JobControl;
+use crate::limits::GuestLimits;
+use spillway_proto::{Backend, JobId};
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+
+/// The data of one job's store.
+pub(crate) struct GuestState {
+    pub(crate) job: JobId,
+    pub(crate) input: Vec<u8>,
+    pub(crate) limits: GuestLimits,
+    pub(crate) control: JobControl,
+    pub(crate) started: Instant,
+    pub(crate) deadline: Instant,
+    /// Output bytes emitted so far, and the most allowed.
+    pub(crate) emitted: u64,
+    pub(crate) max_output: u64,
+    pub(crate) chunks: u32,
+    /// Buffers live here (`gpu.buffer` resources).
+    pub(crate) table: ResourceTable,
+    /// Bytes held by live `gpu` buffers, and the most allowed.
+    pub(crate) gpu_bytes: u64,
+    pub(crate) gpu_limit: u64,
+    pub(crate) backend: Backend,
+}
+
+impl std::fmt::Debug for GuestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestState")
+            .field("job", &self.job)
+            .field("emitted", &self.emitted)
+            .field("gpu_bytes", &self.gpu_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestState {
+    /// Milliseconds until the deadline (0 once passed).
+    pub(crate) fn remaining_ms(&self) -> u64 {
+        self.deadline.saturating_duration_since(Instant::now()).as_millis() as u64
+    }
+}

@@ -1,0 +1,145 @@
+//! The executor against every example guest, in-process.
+
+use spillway_node::{Executor, JobControl, NodeConfig};
+use spillway_proto::{Accelerator, Digest, Failure, JobId, JobSpec, TenantId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = format!("{}/../examples/guests/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn executor(dir: &tempfile::TempDir) -> Executor {
+    Executor::new(NodeConfig {
+        dir: dir.path().to_owned(),
+        slots: 2,
+        max_memory_bytes: 64 << 20,
+        ..NodeConfig::default()
+    })
+    .unwrap()
+}
+
+fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
+    JobSpec {
+        tenant: TenantId::admin(),
+        function: "test".into(),
+        digest,
+        accelerator: Accelerator::Preferred,
+        deadline_ms,
+        memory_limit_bytes: 16 << 20,
+        idempotent: false,
+    }
+}
+
+fn run(exec: &Executor, name: &str, input: &[u8]) -> Result<Vec<u8>, Failure> {
+    let digest = exec.put_artifact(&guest(name)).unwrap();
+    exec.run(JobId(1), &spec(digest, 5_000), input.to_vec(), 5_000, JobControl::detached())
+        .map(|c| c.output)
+}
+
+/// A small deterministic generator, so failures reproduce.
+fn random_f32s(seed: &mut u64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn echo_uppercase_and_spin_return_what_they_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    assert_eq!(run(&exec, "echo", b"hello").unwrap(), b"hello");
+    assert_eq!(run(&exec, "noop", b"ignored").unwrap(), b"");
+    assert_eq!(run(&exec, "uppercase", b"Hello, wasm!").unwrap(), b"HELLO, WASM!");
+    let out = run(&exec, "spin", &1000u32.to_le_bytes()).unwrap();
+    assert_eq!(out.len(), 16);
+    assert!(out.iter().all(u8::is_ascii_hexdigit));
+}
+
+#[test]
+fn gemm_guest_matches_the_cpu_reference_on_random_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let mut seed = 0x9e3779b97f4a7c15;
+    for (m, n, k) in [(1, 1, 1), (3, 5, 7), (16, 9, 33)] {
+        let a = random_f32s(&mut seed, m * k);
+        let b = random_f32s(&mut seed, k * n);
+        let mut input = Vec::new();
+        for v in [m as u32, n as u32, k as u32] {
+            input.extend_from_slice(&v.to_le_bytes());
+        }
+        input.extend(a.iter().chain(&b).flat_map(|v| v.to_le_bytes()));
+        let out = run(&exec, "gemm", &input).unwrap();
+        let got: Vec<f32> =
+            out.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let mut want = vec![0.0; m * n];
+        spillway_kernels::gemm(m, n, k, 1.0, &a, &b, 0.0, &mut want).unwrap();
+        assert_eq!(got, want, "gemm {m}x{n}x{k}");
+    }
+    let err = run(&exec, "gemm", b"short").unwrap_err();
+    assert!(matches!(err, Failure::GuestError { ref message } if message.contains("m, n, k")), "{err:?}");
+}
+
+#[test]
+fn hostile_guests_end_in_typed_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let digest = exec.put_artifact(&guest("infinite_loop")).unwrap();
+    let err = exec.run(JobId(2), &spec(digest, 200), vec![], 200, JobControl::detached()).unwrap_err();
+    assert_eq!(err, Failure::DeadlineExceeded { deadline_ms: 200 });
+
+    let err = run(&exec, "memory_hog", b"").unwrap_err();
+    assert_eq!(err, Failure::MemoryLimit { limit_bytes: 16 << 20 });
+
+    let err = run(&exec, "deep_recursion", b"").unwrap_err();
+    assert!(matches!(err, Failure::Trap { ref reason } if reason.contains("stack")), "{err:?}");
+
+    // The executor is unaffected.
+    assert_eq!(run(&exec, "echo", b"still here").unwrap(), b"still here");
+}
+
+#[test]
+fn cancel_interrupts_a_running_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(executor(&dir));
+    let digest = exec.put_artifact(&guest("infinite_loop")).unwrap();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let control = JobControl { cancel: cancel.clone(), emit: Box::new(|_, _| {}) };
+    let runner = {
+        let exec = exec.clone();
+        std::thread::spawn(move || exec.run(JobId(3), &spec(digest, 60_000), vec![], 60_000, control))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    cancel.store(true, Ordering::Relaxed);
+    assert_eq!(runner.join().unwrap().unwrap_err(), Failure::Cancelled);
+}
+
+#[test]
+fn invalid_artifacts_are_rejected_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    for bad in [&b"not wasm"[..], b"\0asm\x01\0\0\0", b"(component)"] {
+        let err = exec.put_artifact(bad).unwrap_err();
+        assert!(matches!(err, Failure::InvalidArtifact { .. }), "{err:?}");
+    }
+    let unknown = Digest::of(b"never stored");
+    let err = exec.run(JobId(4), &spec(unknown, 1000), vec![], 1000, JobControl::detached());
+    assert_eq!(err.unwrap_err(), Failure::UnknownArtifact { digest: unknown });
+}
+
+#[test]
+fn artifacts_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = executor(&dir).put_artifact(&guest("echo")).unwrap();
+    let exec = executor(&dir);
+    assert!(exec.resident().contains(&digest));
+    let out = exec.run(JobId(5), &spec(digest, 5000), b"again".to_vec(), 5000, JobControl::detached());
+    assert_eq!(out.unwrap().output, b"again");
+}

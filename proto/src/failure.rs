@@ -1,0 +1,120 @@
+//! How a job ends when it does not end in a result.
+//!
+//! A [`Refusal`] means the job never ran; a [`Failure`] says what went wrong
+//! and whether the job may have run ([`Failure::may_have_run`]). Both travel
+//! on the wire as data and become the `code` of a JSON error at the HTTP edge:
+//! callers match on codes, never on messages.
+
+use crate::ids::Digest;
+use serde::{Deserialize, Serialize};
+
+/// Why a job was not accepted. The job never ran; retrying may help where a
+/// `retry_after_ms` is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// Every slot is busy and the bounded queue is full.
+    #[error("the host's queue is full; retry after {retry_after_ms} ms")]
+    QueueFull { retry_after_ms: u64 },
+    /// The node is down (restarting) and the queue cannot hold the job.
+    #[error("the host's node is unavailable; retry after {retry_after_ms} ms")]
+    NodeUnavailable { retry_after_ms: u64 },
+    /// The job requires an accelerator and this host has none.
+    #[error("the function requires an accelerator and none is available")]
+    NoAccelerator,
+    /// The node has no free slot (the sidecar's view of the load was stale).
+    #[error("the node has no free slot; retry after {retry_after_ms} ms")]
+    SlotsExhausted { retry_after_ms: u64 },
+}
+
+impl Refusal {
+    /// The snake_case code clients match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::QueueFull { .. } => "queue_full",
+            Refusal::NodeUnavailable { .. } => "node_unavailable",
+            Refusal::NoAccelerator => "no_accelerator",
+            Refusal::SlotsExhausted { .. } => "slots_exhausted",
+        }
+    }
+
+    /// How long to wait before retrying, where retrying can help.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Refusal::QueueFull { retry_after_ms }
+            | Refusal::NodeUnavailable { retry_after_ms }
+            | Refusal::SlotsExhausted { retry_after_ms } => Some(*retry_after_ms),
+            Refusal::NoAccelerator => None,
+        }
+    }
+}
+
+/// Why an accepted job ended without a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Failure {
+    /// The guest trapped (unreachable, out-of-bounds access, stack overflow...).
+    #[error("the guest trapped: {reason}")]
+    Trap { reason: String },
+    /// The guest returned `err(message)` from `run`.
+    #[error("the guest returned an error: {message}")]
+    GuestError { message: String },
+    /// The job ran past its deadline and was interrupted.
+    #[error("the job ran past its deadline of {deadline_ms} ms")]
+    DeadlineExceeded { deadline_ms: u64 },
+    /// The guest tried to grow memory (or a table) past its limit.
+    #[error("the guest exceeded its memory limit of {limit_bytes} bytes")]
+    MemoryLimit { limit_bytes: u64 },
+    /// The artifact is not a valid component for the `spillway:runtime` world.
+    #[error("invalid artifact: {reason}")]
+    InvalidArtifact { reason: String },
+    /// The node does not hold the artifact the job names.
+    #[error("the node does not hold artifact {digest}")]
+    UnknownArtifact { digest: Digest },
+    /// The client went away or cancelled; the guest was interrupted.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// The process running the job died before it answered.
+    #[error("the executor was lost (may have run: {may_have_run})")]
+    ExecutorLost { may_have_run: bool },
+    /// The job was refused before it ran.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// A fault inside Spillway itself; the message says what.
+    #[error("internal error: {message}")]
+    Internal { message: String },
+}
+
+impl Failure {
+    /// The snake_case code clients match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::Trap { .. } => "guest_trap",
+            Failure::GuestError { .. } => "guest_error",
+            Failure::DeadlineExceeded { .. } => "deadline_exceeded",
+            Failure::MemoryLimit { .. } => "memory_limit_exceeded",
+            Failure::InvalidArtifact { .. } => "invalid_artifact",
+            Failure::UnknownArtifact { .. } => "unknown_artifact",
+            Failure::Cancelled => "cancelled",
+            Failure::ExecutorLost { .. } => "executor_lost",
+            Failure::Refused(r) => r.code(),
+            Failure::Internal { .. } => "internal",
+        }
+    }
+
+    /// Whether the guest may have started running. `false` means it is safe
+    /// to run the job again even if it is not idempotent.
+    pub fn may_have_run(&self) -> bool {
+        match self {
+            Failure::Refused(_) | Failure::InvalidArtifact { .. } | Failure::UnknownArtifact { .. } => {
+                false
+            }
+            Failure::ExecutorLost { may_have_run } => *may_have_run,
+            _ => true,
+        }
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Failure::Refused(r)
+    }
+}

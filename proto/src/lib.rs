@@ -1,0 +1,27 @@
+//! The Spillway wire protocol: identifiers, every message the node and the
+//! sidecar exchange, the framing that carries them, and the typed refusal and
+//! failure codes that end up as JSON error codes at the HTTP edge.
+//!
+//! This crate is pure: no I/O, no async runtime. The node and the sidecar read
+//! and write frames with their own sockets and call [`frame`] to turn bytes
+//! into messages and back.
+//!
+//! ```text
+//!  sidecar ──ToNode (Execute, Cancel, PutArtifact)──▶ node
+//!  sidecar ◀─FromNode (Hello, Load, Output, Completed, Failed, Artifact*)── node
+//! ```
+//!
+//! What it is not: a transport. Peer (QUIC) streams will reuse these frames.
+
+pub mod failure;
+pub mod frame;
+pub mod ids;
+pub mod message;
+
+pub use failure::{Failure, Refusal};
+pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
+pub use ids::{Digest, DigestParseError, JobId, NodeId, TenantId};
+pub use message::{
+    Accelerator, Backend, Capabilities, Completion, Execute, FromNode, GpuDevice, Hello, JobSpec,
+    LoadReport, ToNode,
+};

@@ -1,0 +1,140 @@
+//! The messages a sidecar and its node exchange over the Unix socket.
+//!
+//! One connection carries every job, told apart by [`JobId`]. The node opens
+//! with [`FromNode::Hello`]; after that either side may send at any time.
+
+use crate::failure::Failure;
+use crate::ids::{Digest, JobId, TenantId};
+use serde::{Deserialize, Serialize};
+
+/// Where a job's `gpu` calls may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Accelerator {
+    /// Only on a GPU; refused where none is present.
+    Required,
+    /// On a GPU when one is present, else on the CPU reference backend.
+    #[default]
+    Preferred,
+    /// On the CPU reference backend.
+    None,
+}
+
+/// What executes a job's `gpu` calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Backend {
+    /// The CPU reference implementations in `spillway-kernels`.
+    Cpu,
+    /// CUDA through cudarc.
+    Cuda,
+}
+
+impl Backend {
+    /// The lowercase name used in headers and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+        }
+    }
+}
+
+/// One GPU as the node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuDevice {
+    pub index: u32,
+    pub model: String,
+    pub memory_bytes: u64,
+    pub compute_capability: (u32, u32),
+}
+
+/// What a node can do, sent once in [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Jobs the node runs at once.
+    pub slots: u32,
+    /// Backends for `gpu` calls, best first.
+    pub backends: Vec<Backend>,
+    /// GPUs present (empty on a CPU-only host).
+    pub gpus: Vec<GpuDevice>,
+    /// The largest memory limit a job may ask for.
+    pub max_memory_bytes: u64,
+    /// The epoch tick: deadlines are enforced to within one tick.
+    pub epoch_tick_ms: u32,
+}
+
+/// The node's greeting, first frame on every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u8,
+    pub node_version: String,
+    pub pid: u32,
+    pub capabilities: Capabilities,
+    /// Artifacts already in the node's cache.
+    pub resident: Vec<Digest>,
+}
+
+/// The node's load, sent whenever it changes and at least every second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub slots: u32,
+    pub running: u32,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+/// What a job asks of the cluster; the scheduler's input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub tenant: TenantId,
+    pub function: String,
+    pub digest: Digest,
+    pub accelerator: Accelerator,
+    pub deadline_ms: u64,
+    pub memory_limit_bytes: u64,
+    pub idempotent: bool,
+}
+
+/// Run `spec` on `input`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execute {
+    pub job: JobId,
+    pub spec: JobSpec,
+    pub input: Vec<u8>,
+    /// What is left of the deadline when the node receives the job.
+    pub remaining_ms: u64,
+}
+
+/// A finished job's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    pub job: JobId,
+    pub output: Vec<u8>,
+    pub exec_us: u64,
+    /// The backend that served the job's `gpu` calls (the node's best one if
+    /// it made none).
+    pub backend: Backend,
+}
+
+/// Sidecar to node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToNode {
+    Execute(Execute),
+    /// Interrupt the job; it ends with [`Failure::Cancelled`].
+    Cancel { job: JobId },
+    /// Validate, compile and store an artifact. Answered by
+    /// [`FromNode::ArtifactStored`] or [`FromNode::ArtifactRejected`].
+    PutArtifact { request: u64, bytes: Vec<u8> },
+}
+
+/// Node to sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromNode {
+    Hello(Hello),
+    Load(LoadReport),
+    /// A chunk the guest emitted; `seq` counts from 0 per job.
+    Output { job: JobId, seq: u32, chunk: Vec<u8> },
+    Completed(Completion),
+    Failed { job: JobId, failure: Failure },
+    ArtifactStored { request: u64, digest: Digest, size: u64 },
+    ArtifactRejected { request: u64, failure: Failure },
+}
