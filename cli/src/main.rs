@@ -1,1 +1,114 @@
-fn main() {}
+//! `spillway`: the one binary. Thin on purpose: it parses arguments, builds
+//! configurations and calls into the crates (`spillway-node`,
+//! `spillway-sidecar`); the client commands speak the HTTP API.
+
+mod bench;
+mod client;
+mod commands;
+mod demo;
+mod serve;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spillway",
+    version,
+    about = "A distributed runtime for sandboxed GPU work"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a host: a sidecar that spawns and supervises its node.
+    Host(serve::HostArgs),
+    /// Run only the node (the executor), listening on a Unix socket.
+    Node(serve::NodeArgs),
+    /// Run only the sidecar, connecting to a node started separately.
+    Sidecar(serve::SidecarArgs),
+    /// Start a local cluster on loopback and print how to reach it.
+    Up(up::UpArgs),
+    /// Upload and list artifacts.
+    #[command(subcommand)]
+    Artifact(commands::ArtifactCommand),
+    /// Register and list functions.
+    #[command(subcommand, name = "fn")]
+    Function(commands::FunctionCommand),
+    /// Invoke a function: input from a file or stdin, output to stdout.
+    Invoke(commands::InvokeArgs),
+    /// Show the cluster.
+    Status(commands::StatusArgs),
+    /// Measure: HTTP invoke latency and throughput.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Where a command reads the cluster's address and token.
+#[derive(Debug, Clone, clap::Args)]
+struct Target {
+    /// The host to talk to.
+    #[arg(
+        long,
+        env = "SPILLWAY_ENDPOINT",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    endpoint: String,
+    /// The bearer token.
+    #[arg(long, env = "SPILLWAY_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SPILLWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Host(args) => serve::host(args).await,
+            Command::Node(args) => serve::node(args).await,
+            Command::Sidecar(args) => serve::sidecar(args).await,
+            Command::Up(args) => up::up(args).await,
+            Command::Artifact(cmd) => commands::artifact(cmd).await,
+            Command::Function(cmd) => commands::function(cmd).await,
+            Command::Invoke(args) => commands::invoke(args).await,
+            Command::Status(args) => commands::status(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default state directory of a host.
+fn default_dir() -> PathBuf {
+    PathBuf::from("spillway-data")
+}

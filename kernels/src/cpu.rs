@@ -14,7 +14,9 @@ fn expect_len(arg: &'static str, got: usize, expected: usize) -> Result<(), Kern
 
 fn area(rows: usize, cols: usize, what: &str) -> Result<usize, KernelError> {
     if rows == 0 || cols == 0 {
-        return Err(KernelError::Shape(format!("{what} has a zero dimension ({rows}×{cols})")));
+        return Err(KernelError::Shape(format!(
+            "{what} has a zero dimension ({rows}×{cols})"
+        )));
     }
     rows.checked_mul(cols)
         .ok_or_else(|| KernelError::Shape(format!("{what} of {rows}×{cols} overflows")))
@@ -60,7 +62,11 @@ pub fn gemm(
             for p in 0..k {
                 acc += f64::from(a[i * k + p]) * f64::from(b[p * n + j]);
             }
-            let prior = if beta == 0.0 { 0.0 } else { beta * c[i * n + j] };
+            let prior = if beta == 0.0 {
+                0.0
+            } else {
+                beta * c[i * n + j]
+            };
             c[i * n + j] = alpha * acc as f32 + prior;
         }
     }
@@ -100,10 +106,16 @@ pub fn rmsnorm(
     expect_len("weight", weight.len(), cols)?;
     expect_len("out", out.len(), len)?;
     if !(eps >= 0.0) {
-        return Err(KernelError::Shape(format!("eps must be non-negative, got {eps}")));
+        return Err(KernelError::Shape(format!(
+            "eps must be non-negative, got {eps}"
+        )));
     }
     for (row, out_row) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let mean_sq = row.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>() / cols as f64;
+        let mean_sq = row
+            .iter()
+            .map(|v| f64::from(*v) * f64::from(*v))
+            .sum::<f64>()
+            / cols as f64;
         let scale = 1.0 / (mean_sq + f64::from(eps)).sqrt();
         for ((o, v), w) in out_row.iter_mut().zip(row).zip(weight) {
             *o = (f64::from(*v) * scale) as f32 * w;
@@ -131,7 +143,11 @@ mod tests {
         assert_eq!(y, [7.0, 9.0]);
         assert_eq!(
             vector_add(&[1.0], &[1.0, 2.0], &mut out),
-            Err(KernelError::Length { arg: "b", expected: 1, got: 2 })
+            Err(KernelError::Length {
+                arg: "b",
+                expected: 1,
+                got: 2
+            })
         );
     }
 
@@ -139,10 +155,30 @@ mod tests {
     fn gemm_small_known_product() {
         // [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50]
         let mut c = [1.0; 4];
-        gemm(2, 2, 2, 1.0, &[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0, 7.0, 8.0], 0.0, &mut c).unwrap();
+        gemm(
+            2,
+            2,
+            2,
+            1.0,
+            &[1.0, 2.0, 3.0, 4.0],
+            &[5.0, 6.0, 7.0, 8.0],
+            0.0,
+            &mut c,
+        )
+        .unwrap();
         assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
         let mut c = [1.0; 4];
-        gemm(2, 2, 2, 2.0, &[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0, 7.0, 8.0], 1.0, &mut c).unwrap();
+        gemm(
+            2,
+            2,
+            2,
+            2.0,
+            &[1.0, 2.0, 3.0, 4.0],
+            &[5.0, 6.0, 7.0, 8.0],
+            1.0,
+            &mut c,
+        )
+        .unwrap();
         assert_eq!(c, [39.0, 45.0, 87.0, 101.0]);
     }
 
@@ -151,9 +187,16 @@ mod tests {
         let mut c = [0.0; 4];
         assert!(matches!(
             gemm(2, 2, 3, 1.0, &[0.0; 4], &[0.0; 6], 0.0, &mut c),
-            Err(KernelError::Length { arg: "a", expected: 6, got: 4 })
+            Err(KernelError::Length {
+                arg: "a",
+                expected: 6,
+                got: 4
+            })
         ));
-        assert!(matches!(gemm(0, 2, 2, 1.0, &[], &[0.0; 4], 0.0, &mut []), Err(KernelError::Shape(_))));
+        assert!(matches!(
+            gemm(0, 2, 2, 1.0, &[], &[0.0; 4], 0.0, &mut []),
+            Err(KernelError::Shape(_))
+        ));
     }
 
     #[test]

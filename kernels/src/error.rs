@@ -5,14 +5,24 @@
 pub enum KernelError {
     /// A buffer's length does not match what the shape arguments require.
     #[error("argument `{arg}` holds {got} elements but {expected} are required")]
-    Length { arg: &'static str, expected: usize, got: usize },
+    Length {
+        arg: &'static str,
+        expected: usize,
+        got: usize,
+    },
     /// A shape argument is out of range (zero rows, overflow, ...).
     #[error("bad shape: {0}")]
     Shape(String),
     /// The kernel name is not in the library.
-    #[error("unknown kernel `{0}`; known kernels: vector_add, saxpy, gemm, softmax, rmsnorm, reduce_sum")]
+    #[error(
+        "unknown kernel `{0}`; known kernels: vector_add, saxpy, gemm, softmax, rmsnorm, reduce_sum"
+    )]
     UnknownKernel(String),
     /// A launch passed the wrong number or kind of arguments.
     #[error("kernel `{kernel}` argument {index}: expected {expected}")]
-    Argument { kernel: &'static str, index: usize, expected: String },
+    Argument {
+        kernel: &'static str,
+        index: usize,
+        expected: String,
+    },
 }

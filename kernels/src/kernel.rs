@@ -83,6 +83,9 @@ mod tests {
         for k in Kernel::ALL {
             assert_eq!(Kernel::from_name(k.name()).unwrap(), k);
         }
-        assert!(matches!(Kernel::from_name("nope"), Err(KernelError::UnknownKernel(_))));
+        assert!(matches!(
+            Kernel::from_name("nope"),
+            Err(KernelError::UnknownKernel(_))
+        ));
     }
 }

@@ -31,12 +31,17 @@ pub(crate) struct ArtifactCache {
 impl std::fmt::Debug for ArtifactCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let loaded = self.loaded.lock().map(|l| l.len()).unwrap_or(0);
-        f.debug_struct("ArtifactCache").field("dir", &self.dir).field("loaded", &loaded).finish()
+        f.debug_struct("ArtifactCache")
+            .field("dir", &self.dir)
+            .field("loaded", &loaded)
+            .finish()
     }
 }
 
 fn invalid(what: &str, e: wasmtime::Error) -> Failure {
-    Failure::InvalidArtifact { reason: format!("{what}: {e:#}") }
+    Failure::InvalidArtifact {
+        reason: format!("{what}: {e:#}"),
+    }
 }
 
 impl ArtifactCache {
@@ -51,7 +56,12 @@ impl ArtifactCache {
             path: dir.clone(),
             source,
         })?;
-        Ok(Self { dir, engine, linker, loaded: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            dir,
+            engine,
+            linker,
+            loaded: Mutex::new(HashMap::new()),
+        })
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -60,7 +70,9 @@ impl ArtifactCache {
 
     /// The digests stored on disk.
     pub(crate) fn resident(&self) -> Vec<Digest> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         entries
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
@@ -77,14 +89,20 @@ impl ArtifactCache {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| invalid("imports do not match spillway:runtime/job-guest", e))?;
-        JobGuestPre::new(pre).map_err(|e| invalid("exports do not match spillway:runtime/job-guest", e))
+        JobGuestPre::new(pre)
+            .map_err(|e| invalid("exports do not match spillway:runtime/job-guest", e))
     }
 
     /// Validates and stores an artifact, returning its digest. Storing the
     /// same bytes again is a cheap no-op.
     pub(crate) fn put(&self, bytes: &[u8]) -> Result<Digest, Failure> {
         let digest = Digest::of(bytes);
-        if self.loaded.lock().expect("cache lock").contains_key(&digest) {
+        if self
+            .loaded
+            .lock()
+            .expect("cache lock")
+            .contains_key(&digest)
+        {
             return Ok(digest);
         }
         let pre = self.prepare(bytes)?;
@@ -110,7 +128,10 @@ impl ArtifactCache {
             });
         }
         let pre = self.prepare(&bytes)?;
-        self.loaded.lock().expect("cache lock").insert(*digest, pre.clone());
+        self.loaded
+            .lock()
+            .expect("cache lock")
+            .insert(*digest, pre.clone());
         Ok(pre)
     }
 }

@@ -80,7 +80,10 @@ mod tests {
     #[test]
     fn defaults_validate_and_bad_values_are_named() {
         NodeConfig::default().validate().unwrap();
-        let bad = NodeConfig { slots: 0, ..NodeConfig::default() };
+        let bad = NodeConfig {
+            slots: 0,
+            ..NodeConfig::default()
+        };
         assert_eq!(bad.validate().unwrap_err(), ConfigError::Slots(0));
     }
 }

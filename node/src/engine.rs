@@ -57,7 +57,10 @@ impl EpochTicker {
                 }
             })
             .expect("spawn the epoch ticker thread");
-        Self { stop, thread: Some(thread) }
+        Self {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

@@ -13,5 +13,9 @@ pub enum NodeError {
     Engine(String),
     /// The state directory or socket could not be used.
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }

@@ -31,14 +31,19 @@ pub struct JobControl {
 
 impl std::fmt::Debug for JobControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobControl").field("cancel", &self.cancel).finish_non_exhaustive()
+        f.debug_struct("JobControl")
+            .field("cancel", &self.cancel)
+            .finish_non_exhaustive()
     }
 }
 
 impl JobControl {
     /// A control that is never cancelled and drops emitted chunks.
     pub fn detached() -> Self {
-        Self { cancel: Arc::new(AtomicBool::new(false)), emit: Box::new(|_, _| {}) }
+        Self {
+            cancel: Arc::new(AtomicBool::new(false)),
+            emit: Box::new(|_, _| {}),
+        }
     }
 }
 
@@ -70,7 +75,12 @@ impl Executor {
             .map_err(|e| NodeError::Engine(format!("{e:?}")))?;
         let cache = ArtifactCache::open(&config.dir, engine.clone(), linker)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
-        Ok(Self { config, engine, cache, _ticker: ticker })
+        Ok(Self {
+            config,
+            engine,
+            cache,
+            _ticker: ticker,
+        })
     }
 
     /// What this node offers, for its `Hello`.
@@ -113,7 +123,9 @@ impl Executor {
             return Err(Refusal::NoAccelerator.into());
         }
         if remaining_ms == 0 {
-            return Err(Failure::DeadlineExceeded { deadline_ms: spec.deadline_ms });
+            return Err(Failure::DeadlineExceeded {
+                deadline_ms: spec.deadline_ms,
+            });
         }
         let pre = self.cache.get(&spec.digest)?;
         let memory_limit = match spec.memory_limit_bytes {
@@ -169,7 +181,12 @@ impl Executor {
                         ),
                     });
                 }
-                Ok(Completion { job, output, exec_us, backend: state.backend })
+                Ok(Completion {
+                    job,
+                    output,
+                    exec_us,
+                    backend: state.backend,
+                })
             }
             Ok(Err(message)) => Err(Failure::GuestError { message }),
             Err(e) => Err(classify(&e, spec, memory_limit)),
@@ -182,14 +199,22 @@ fn classify(e: &wasmtime::Error, spec: &JobSpec, memory_limit: u64) -> Failure {
     if let Some(i) = e.downcast_ref::<Interrupted>() {
         return match i {
             Interrupted::Cancelled => Failure::Cancelled,
-            Interrupted::Deadline => Failure::DeadlineExceeded { deadline_ms: spec.deadline_ms },
+            Interrupted::Deadline => Failure::DeadlineExceeded {
+                deadline_ms: spec.deadline_ms,
+            },
         };
     }
     if e.downcast_ref::<LimitExceeded>().is_some() {
-        return Failure::MemoryLimit { limit_bytes: memory_limit };
+        return Failure::MemoryLimit {
+            limit_bytes: memory_limit,
+        };
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
-        return Failure::Trap { reason: trap.to_string() };
+        return Failure::Trap {
+            reason: trap.to_string(),
+        };
     }
-    Failure::Trap { reason: format!("{e:#}") }
+    Failure::Trap {
+        reason: format!("{e:#}"),
+    }
 }

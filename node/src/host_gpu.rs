@@ -18,7 +18,10 @@ pub struct Buffer {
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> GpuError {
-    GpuError { code, message: message.into() }
+    GpuError {
+        code,
+        message: message.into(),
+    }
 }
 
 impl From<KernelError> for GpuError {
@@ -32,7 +35,10 @@ impl From<KernelError> for GpuError {
 }
 
 fn lost(what: &str) -> GpuError {
-    error(ErrorCode::InvalidArgument, format!("{what} is not a live buffer"))
+    error(
+        ErrorCode::InvalidArgument,
+        format!("{what} is not a live buffer"),
+    )
 }
 
 impl GuestState {
@@ -74,20 +80,32 @@ impl gpu::HostBuffer for GuestState {
         }
         let handle = self
             .table
-            .push(Buffer { data: vec![0.0; len as usize] })
+            .push(Buffer {
+                data: vec![0.0; len as usize],
+            })
             .map_err(|e| error(ErrorCode::OutOfMemory, e.to_string()))?;
         self.gpu_bytes += bytes;
         Ok(handle)
     }
 
-    fn write(&mut self, this: Resource<Buffer>, offset: u32, data: Vec<f32>) -> Result<(), GpuError> {
+    fn write(
+        &mut self,
+        this: Resource<Buffer>,
+        offset: u32,
+        data: Vec<f32>,
+    ) -> Result<(), GpuError> {
         let buffer = self.buffer_mut(&this)?;
         let r = range(offset, data.len(), buffer.data.len())?;
         buffer.data[r].copy_from_slice(&data);
         Ok(())
     }
 
-    fn read(&mut self, this: Resource<Buffer>, offset: u32, len: u32) -> Result<Vec<f32>, GpuError> {
+    fn read(
+        &mut self,
+        this: Resource<Buffer>,
+        offset: u32,
+        len: u32,
+    ) -> Result<Vec<f32>, GpuError> {
         let buffer = self.buffer(&this)?;
         let r = range(offset, len as usize, buffer.data.len())?;
         Ok(buffer.data[r].to_vec())
@@ -129,7 +147,11 @@ impl Args<'_> {
                     | (KernelArg::U32(_), Param::U32)
             );
             if !ok {
-                return Err(KernelError::Argument { kernel, index, expected: format!("{param:?}") });
+                return Err(KernelError::Argument {
+                    kernel,
+                    index,
+                    expected: format!("{param:?}"),
+                });
             }
         }
         Ok(())
@@ -159,7 +181,11 @@ impl Args<'_> {
 
 fn expect_n(what: &'static str, n: usize, data: &[f32]) -> Result<(), KernelError> {
     if data.len() < n {
-        return Err(KernelError::Length { arg: what, expected: n, got: data.len() });
+        return Err(KernelError::Length {
+            arg: what,
+            expected: n,
+            got: data.len(),
+        });
     }
     Ok(())
 }
@@ -208,7 +234,14 @@ impl GuestState {
                 expect_n("x", n, &x)?;
                 expect_n("weight", cols, &w)?;
                 expect_n("out", n, &out.data)?;
-                spillway_kernels::rmsnorm(&x[..n], &w[..cols], rows, cols, eps, &mut out.data[..n])?;
+                spillway_kernels::rmsnorm(
+                    &x[..n],
+                    &w[..cols],
+                    rows,
+                    cols,
+                    eps,
+                    &mut out.data[..n],
+                )?;
             }
             Kernel::ReduceSum => {
                 let n = a.usize(2);
@@ -235,7 +268,11 @@ impl GuestState {
         c: &Resource<Buffer>,
     ) -> Result<(), GpuError> {
         let (a, b) = (self.buffer_data(a)?, self.buffer_data(b)?);
-        let (mk, kn, mn) = (m.saturating_mul(k), k.saturating_mul(n), m.saturating_mul(n));
+        let (mk, kn, mn) = (
+            m.saturating_mul(k),
+            k.saturating_mul(n),
+            m.saturating_mul(n),
+        );
         expect_n("a", mk, &a)?;
         expect_n("b", kn, &b)?;
         let c = self.buffer_mut(c)?;
@@ -248,7 +285,10 @@ impl GuestState {
 impl gpu::Host for GuestState {
     fn launch(&mut self, kernel: String, args: Vec<KernelArg>) -> Result<(), GpuError> {
         let kernel = Kernel::from_name(&kernel)?;
-        self.launch_cpu(&Args { kernel, args: &args })
+        self.launch_cpu(&Args {
+            kernel,
+            args: &args,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -34,7 +34,9 @@ impl job::Host for GuestState {
         }
         // Ask for a yield once less than a tenth of the deadline is left.
         let total = self.deadline.saturating_duration_since(self.started);
-        self.deadline.saturating_duration_since(std::time::Instant::now()) < total / 10
+        self.deadline
+            .saturating_duration_since(std::time::Instant::now())
+            < total / 10
     }
 
     fn log(&mut self, level: Level, message: String) {

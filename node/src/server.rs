@@ -10,8 +10,8 @@ use crate::executor::{Executor, JobControl};
 use crate::frames;
 use crate::{NodeConfig, NodeError};
 use spillway_proto::{
-    Execute, Failure, FromNode, Hello, JobId, LoadReport, MAX_FRAME_LEN,
-    PROTOCOL_VERSION, Refusal, ToNode,
+    Execute, Failure, FromNode, Hello, JobId, LoadReport, MAX_FRAME_LEN, PROTOCOL_VERSION, Refusal,
+    ToNode,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -162,12 +162,22 @@ fn handle(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, msg: ToNod
             tokio::spawn(async move {
                 let stored = tokio::task::spawn_blocking(move || {
                     let size = bytes.len() as u64;
-                    node.executor.put_artifact(&bytes).map(|digest| (digest, size))
+                    node.executor
+                        .put_artifact(&bytes)
+                        .map(|digest| (digest, size))
                 })
                 .await
-                .unwrap_or_else(|e| Err(Failure::Internal { message: e.to_string() }));
+                .unwrap_or_else(|e| {
+                    Err(Failure::Internal {
+                        message: e.to_string(),
+                    })
+                });
                 let reply = match stored {
-                    Ok((digest, size)) => FromNode::ArtifactStored { request, digest, size },
+                    Ok((digest, size)) => FromNode::ArtifactStored {
+                        request,
+                        digest,
+                        size,
+                    },
                     Err(failure) => FromNode::ArtifactRejected { request, failure },
                 };
                 let _ = tx.send(reply).await;
@@ -201,11 +211,22 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
             let span = tracing::Span::current();
             let outcome = tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
-                let Execute { job, spec, input, remaining_ms } = exec;
-                worker.executor.run(job, &spec, input, remaining_ms, control)
+                let Execute {
+                    job,
+                    spec,
+                    input,
+                    remaining_ms,
+                } = exec;
+                worker
+                    .executor
+                    .run(job, &spec, input, remaining_ms, control)
             })
             .await
-            .unwrap_or_else(|e| Err(Failure::Internal { message: format!("job panicked: {e}") }));
+            .unwrap_or_else(|e| {
+                Err(Failure::Internal {
+                    message: format!("job panicked: {e}"),
+                })
+            });
             drop(permit);
             jobs.lock().expect("jobs lock").remove(&job);
             let reply = match outcome {
@@ -226,4 +247,3 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
         .instrument(span),
     );
 }
-

@@ -40,6 +40,8 @@ impl std::fmt::Debug for GuestState {
 impl GuestState {
     /// Milliseconds until the deadline (0 once passed).
     pub(crate) fn remaining_ms(&self) -> u64 {
-        self.deadline.saturating_duration_since(Instant::now()).as_millis() as u64
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64
     }
 }

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 fn guest(name: &str) -> Vec<u8> {
-    let path = format!("{}/../examples/guests/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/guests/{name}.wat",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -35,8 +38,14 @@ fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
 
 fn run(exec: &Executor, name: &str, input: &[u8]) -> Result<Vec<u8>, Failure> {
     let digest = exec.put_artifact(&guest(name)).unwrap();
-    exec.run(JobId(1), &spec(digest, 5_000), input.to_vec(), 5_000, JobControl::detached())
-        .map(|c| c.output)
+    exec.run(
+        JobId(1),
+        &spec(digest, 5_000),
+        input.to_vec(),
+        5_000,
+        JobControl::detached(),
+    )
+    .map(|c| c.output)
 }
 
 /// A small deterministic generator, so failures reproduce.
@@ -57,7 +66,10 @@ fn echo_uppercase_and_spin_return_what_they_should() {
     let exec = executor(&dir);
     assert_eq!(run(&exec, "echo", b"hello").unwrap(), b"hello");
     assert_eq!(run(&exec, "noop", b"ignored").unwrap(), b"");
-    assert_eq!(run(&exec, "uppercase", b"Hello, wasm!").unwrap(), b"HELLO, WASM!");
+    assert_eq!(
+        run(&exec, "uppercase", b"Hello, wasm!").unwrap(),
+        b"HELLO, WASM!"
+    );
     let out = run(&exec, "spin", &1000u32.to_le_bytes()).unwrap();
     assert_eq!(out.len(), 16);
     assert!(out.iter().all(u8::is_ascii_hexdigit));
@@ -77,14 +89,19 @@ fn gemm_guest_matches_the_cpu_reference_on_random_inputs() {
         }
         input.extend(a.iter().chain(&b).flat_map(|v| v.to_le_bytes()));
         let out = run(&exec, "gemm", &input).unwrap();
-        let got: Vec<f32> =
-            out.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let got: Vec<f32> = out
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let mut want = vec![0.0; m * n];
         spillway_kernels::gemm(m, n, k, 1.0, &a, &b, 0.0, &mut want).unwrap();
         assert_eq!(got, want, "gemm {m}x{n}x{k}");
     }
     let err = run(&exec, "gemm", b"short").unwrap_err();
-    assert!(matches!(err, Failure::GuestError { ref message } if message.contains("m, n, k")), "{err:?}");
+    assert!(
+        matches!(err, Failure::GuestError { ref message } if message.contains("m, n, k")),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -92,14 +109,30 @@ fn hostile_guests_end_in_typed_failures() {
     let dir = tempfile::tempdir().unwrap();
     let exec = executor(&dir);
     let digest = exec.put_artifact(&guest("infinite_loop")).unwrap();
-    let err = exec.run(JobId(2), &spec(digest, 200), vec![], 200, JobControl::detached()).unwrap_err();
+    let err = exec
+        .run(
+            JobId(2),
+            &spec(digest, 200),
+            vec![],
+            200,
+            JobControl::detached(),
+        )
+        .unwrap_err();
     assert_eq!(err, Failure::DeadlineExceeded { deadline_ms: 200 });
 
     let err = run(&exec, "memory_hog", b"").unwrap_err();
-    assert_eq!(err, Failure::MemoryLimit { limit_bytes: 16 << 20 });
+    assert_eq!(
+        err,
+        Failure::MemoryLimit {
+            limit_bytes: 16 << 20
+        }
+    );
 
     let err = run(&exec, "deep_recursion", b"").unwrap_err();
-    assert!(matches!(err, Failure::Trap { ref reason } if reason.contains("stack")), "{err:?}");
+    assert!(
+        matches!(err, Failure::Trap { ref reason } if reason.contains("stack")),
+        "{err:?}"
+    );
 
     // The executor is unaffected.
     assert_eq!(run(&exec, "echo", b"still here").unwrap(), b"still here");
@@ -111,10 +144,15 @@ fn cancel_interrupts_a_running_guest() {
     let exec = Arc::new(executor(&dir));
     let digest = exec.put_artifact(&guest("infinite_loop")).unwrap();
     let cancel = Arc::new(AtomicBool::new(false));
-    let control = JobControl { cancel: cancel.clone(), emit: Box::new(|_, _| {}) };
+    let control = JobControl {
+        cancel: cancel.clone(),
+        emit: Box::new(|_, _| {}),
+    };
     let runner = {
         let exec = exec.clone();
-        std::thread::spawn(move || exec.run(JobId(3), &spec(digest, 60_000), vec![], 60_000, control))
+        std::thread::spawn(move || {
+            exec.run(JobId(3), &spec(digest, 60_000), vec![], 60_000, control)
+        })
     };
     std::thread::sleep(Duration::from_millis(50));
     cancel.store(true, Ordering::Relaxed);
@@ -130,8 +168,17 @@ fn invalid_artifacts_are_rejected_with_a_reason() {
         assert!(matches!(err, Failure::InvalidArtifact { .. }), "{err:?}");
     }
     let unknown = Digest::of(b"never stored");
-    let err = exec.run(JobId(4), &spec(unknown, 1000), vec![], 1000, JobControl::detached());
-    assert_eq!(err.unwrap_err(), Failure::UnknownArtifact { digest: unknown });
+    let err = exec.run(
+        JobId(4),
+        &spec(unknown, 1000),
+        vec![],
+        1000,
+        JobControl::detached(),
+    );
+    assert_eq!(
+        err.unwrap_err(),
+        Failure::UnknownArtifact { digest: unknown }
+    );
 }
 
 #[test]
@@ -140,6 +187,12 @@ fn artifacts_survive_a_restart() {
     let digest = executor(&dir).put_artifact(&guest("echo")).unwrap();
     let exec = executor(&dir);
     assert!(exec.resident().contains(&digest));
-    let out = exec.run(JobId(5), &spec(digest, 5000), b"again".to_vec(), 5000, JobControl::detached());
+    let out = exec.run(
+        JobId(5),
+        &spec(digest, 5000),
+        b"again".to_vec(),
+        5000,
+        JobControl::detached(),
+    );
     assert_eq!(out.unwrap().output, b"again");
 }

@@ -104,9 +104,9 @@ impl Failure {
     /// to run the job again even if it is not idempotent.
     pub fn may_have_run(&self) -> bool {
         match self {
-            Failure::Refused(_) | Failure::InvalidArtifact { .. } | Failure::UnknownArtifact { .. } => {
-                false
-            }
+            Failure::Refused(_)
+            | Failure::InvalidArtifact { .. }
+            | Failure::UnknownArtifact { .. } => false,
             Failure::ExecutorLost { may_have_run } => *may_have_run,
             _ => true,
         }

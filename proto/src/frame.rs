@@ -84,12 +84,16 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 /// bytes it used.
 pub fn decode<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<(T, usize), FrameError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
-        return Err(FrameError::Incomplete { needed: HEADER_LEN - buf.len() });
+        return Err(FrameError::Incomplete {
+            needed: HEADER_LEN - buf.len(),
+        });
     };
     let len = body_len(header.try_into().expect("4 bytes"), max)?;
     let end = HEADER_LEN + len;
     let Some(body) = buf.get(HEADER_LEN..end) else {
-        return Err(FrameError::Incomplete { needed: end - buf.len() });
+        return Err(FrameError::Incomplete {
+            needed: end - buf.len(),
+        });
     };
     Ok((decode_body(body)?, end))
 }
@@ -117,7 +121,11 @@ mod tests {
                 },
                 resident: vec![Digest::of(b"a")],
             }),
-            FromNode::Output { job: JobId(7), seq: 0, chunk: b"chunk".to_vec() },
+            FromNode::Output {
+                job: JobId(7),
+                seq: 0,
+                chunk: b"chunk".to_vec(),
+            },
             FromNode::Failed {
                 job: JobId(9),
                 failure: Failure::Refused(Refusal::QueueFull { retry_after_ms: 5 }),
@@ -156,7 +164,10 @@ mod tests {
         let header = (1u32 << 31).to_be_bytes();
         assert_eq!(
             body_len(header, MAX_FRAME_LEN),
-            Err(FrameError::TooLarge { len: 1 << 31, max: MAX_FRAME_LEN })
+            Err(FrameError::TooLarge {
+                len: 1 << 31,
+                max: MAX_FRAME_LEN
+            })
         );
     }
 

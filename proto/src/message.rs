@@ -120,10 +120,15 @@ pub struct Completion {
 pub enum ToNode {
     Execute(Execute),
     /// Interrupt the job; it ends with [`Failure::Cancelled`].
-    Cancel { job: JobId },
+    Cancel {
+        job: JobId,
+    },
     /// Validate, compile and store an artifact. Answered by
     /// [`FromNode::ArtifactStored`] or [`FromNode::ArtifactRejected`].
-    PutArtifact { request: u64, bytes: Vec<u8> },
+    PutArtifact {
+        request: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Node to sidecar.
@@ -132,9 +137,23 @@ pub enum FromNode {
     Hello(Hello),
     Load(LoadReport),
     /// A chunk the guest emitted; `seq` counts from 0 per job.
-    Output { job: JobId, seq: u32, chunk: Vec<u8> },
+    Output {
+        job: JobId,
+        seq: u32,
+        chunk: Vec<u8>,
+    },
     Completed(Completion),
-    Failed { job: JobId, failure: Failure },
-    ArtifactStored { request: u64, digest: Digest, size: u64 },
-    ArtifactRejected { request: u64, failure: Failure },
+    Failed {
+        job: JobId,
+        failure: Failure,
+    },
+    ArtifactStored {
+        request: u64,
+        digest: Digest,
+        size: u64,
+    },
+    ArtifactRejected {
+        request: u64,
+        failure: Failure,
+    },
 }

@@ -31,7 +31,11 @@ pub struct AdmissionPolicy {
 
 impl Default for AdmissionPolicy {
     fn default() -> Self {
-        Self { queue_capacity: 64, min_retry_ms: 10, max_retry_ms: 30_000 }
+        Self {
+            queue_capacity: 64,
+            min_retry_ms: 10,
+            max_retry_ms: 30_000,
+        }
     }
 }
 
@@ -55,12 +59,18 @@ pub fn admit(job: &JobSpec, load: &LocalLoad, policy: &AdmissionPolicy) -> Admis
     if job.accelerator == Accelerator::Required && !load.has_gpu {
         return Admission::Refuse(Refusal::NoAccelerator);
     }
-    let free = if load.node_up { load.slots.saturating_sub(load.running) } else { 0 };
+    let free = if load.node_up {
+        load.slots.saturating_sub(load.running)
+    } else {
+        0
+    };
     if free > 0 && load.queued == 0 {
         return Admission::RunNow;
     }
     if load.queued < policy.queue_capacity {
-        return Admission::Queue { position: load.queued };
+        return Admission::Queue {
+            position: load.queued,
+        };
     }
     let retry_after_ms = retry_hint(load, policy);
     Admission::Refuse(if load.node_up {
@@ -95,12 +105,22 @@ mod tests {
     }
 
     fn load(slots: u32, running: u32, queued: u32, node_up: bool) -> LocalLoad {
-        LocalLoad { slots, running, queued, node_up, has_gpu: false, mean_exec_ms: 100 }
+        LocalLoad {
+            slots,
+            running,
+            queued,
+            node_up,
+            has_gpu: false,
+            mean_exec_ms: 100,
+        }
     }
 
     #[test]
     fn admission_table() {
-        let policy = AdmissionPolicy { queue_capacity: 2, ..Default::default() };
+        let policy = AdmissionPolicy {
+            queue_capacity: 2,
+            ..Default::default()
+        };
         let none = job(Accelerator::None);
         let cases = [
             // (load, expected)
@@ -109,11 +129,18 @@ mod tests {
             (load(2, 2, 0, true), Admission::Queue { position: 0 }),
             // A free slot does not let a newcomer overtake the queue.
             (load(2, 1, 1, true), Admission::Queue { position: 1 }),
-            (load(2, 2, 2, true), Admission::Refuse(Refusal::QueueFull { retry_after_ms: 150 })),
+            (
+                load(2, 2, 2, true),
+                Admission::Refuse(Refusal::QueueFull {
+                    retry_after_ms: 150,
+                }),
+            ),
             (load(2, 0, 0, false), Admission::Queue { position: 0 }),
             (
                 load(2, 0, 2, false),
-                Admission::Refuse(Refusal::NodeUnavailable { retry_after_ms: 150 }),
+                Admission::Refuse(Refusal::NodeUnavailable {
+                    retry_after_ms: 150,
+                }),
             ),
         ];
         for (i, (load, want)) in cases.into_iter().enumerate() {
@@ -129,18 +156,33 @@ mod tests {
             admit(&job(Accelerator::Required), &l, &policy),
             Admission::Refuse(Refusal::NoAccelerator)
         );
-        assert_eq!(admit(&job(Accelerator::Preferred), &l, &policy), Admission::RunNow);
+        assert_eq!(
+            admit(&job(Accelerator::Preferred), &l, &policy),
+            Admission::RunNow
+        );
         let gpu = LocalLoad { has_gpu: true, ..l };
-        assert_eq!(admit(&job(Accelerator::Required), &gpu, &policy), Admission::RunNow);
+        assert_eq!(
+            admit(&job(Accelerator::Required), &gpu, &policy),
+            Admission::RunNow
+        );
     }
 
     #[test]
     fn retry_hint_is_clamped() {
-        let policy = AdmissionPolicy { queue_capacity: 0, min_retry_ms: 10, max_retry_ms: 500 };
-        let slow = LocalLoad { mean_exec_ms: 60_000, ..load(1, 1, 0, true) };
+        let policy = AdmissionPolicy {
+            queue_capacity: 0,
+            min_retry_ms: 10,
+            max_retry_ms: 500,
+        };
+        let slow = LocalLoad {
+            mean_exec_ms: 60_000,
+            ..load(1, 1, 0, true)
+        };
         assert_eq!(
             admit(&job(Accelerator::None), &slow, &policy),
-            Admission::Refuse(Refusal::QueueFull { retry_after_ms: 500 })
+            Admission::Refuse(Refusal::QueueFull {
+                retry_after_ms: 500
+            })
         );
     }
 }

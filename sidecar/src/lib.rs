@@ -1,1 +1,87 @@
-//! placeholder during bootstrap
+//! The Spillway sidecar: a host's network face.
+//!
+//! ```text
+//!  HTTP client ──▶ http (auth, limits) ──▶ queue (admission) ──▶ link ──Unix socket──▶ node
+//!                                                                  ▲
+//!                                     supervisor (spawn, restart) ─┘
+//! ```
+//!
+//! - [`http`] is the ingress: the JSON API of DESIGN §8 and `/metrics`.
+//! - `queue` admits jobs through the pure scheduler and holds them in a
+//!   bounded queue until a node slot is free.
+//! - `link` speaks `proto` frames to the node and matches answers to jobs;
+//!   when the node dies, every job in flight ends with `executor_lost`.
+//! - `supervisor` spawns the node, restarts it with backoff and reports the
+//!   host degraded meanwhile.
+//!
+//! What it is not: an executor. No tenant code and no CUDA ever run in this
+//! process. Peers, QUIC and Raft arrive with the control-plane issues.
+
+mod auth;
+mod config;
+mod error;
+mod frames;
+pub mod http;
+mod link;
+mod metrics;
+mod queue;
+mod registry;
+mod supervisor;
+
+pub use auth::{AdminToken, TokenError};
+pub use config::{ConfigError, NodeLaunch, SidecarConfig};
+pub use error::SidecarError;
+pub use registry::{AcceleratorName, ArtifactRecord, FunctionRecord};
+
+use std::future::Future;
+use std::sync::Arc;
+
+/// Runs a sidecar until `shutdown` resolves: binds the HTTP listener,
+/// starts (or connects to) the node, and serves.
+pub async fn run(
+    config: SidecarConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SidecarError> {
+    let config = config.validate()?;
+    std::fs::create_dir_all(&config.dir).map_err(|source| SidecarError::Io {
+        what: "cannot create the state directory",
+        path: config.dir.clone(),
+        source,
+    })?;
+    let token = AdminToken::load_or_create(&config.dir)?;
+    if let Some(secret) = &token.created {
+        // Shown exactly once, at first start; only its hash is kept.
+        println!("admin token (shown once, store it now): {secret}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| SidecarError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| SidecarError::Bind {
+        addr: config.http_addr,
+        source,
+    })?;
+    let app = Arc::new(http::App::new(config.clone(), token, local_addr)?);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let supervisor = tokio::spawn(supervisor::supervise(
+        app.link.clone(),
+        app.metrics.clone(),
+        config.clone(),
+        stop_rx.clone(),
+    ));
+    tracing::info!(http = %local_addr, dir = %config.dir.display(), "sidecar serving");
+    println!("listening on http://{local_addr}");
+
+    let server = axum::serve(listener, http::router(app.clone()).into_make_service())
+        .with_graceful_shutdown(shutdown);
+    let served = server.await;
+    let _ = stop_tx.send(true);
+    let _ = supervisor.await;
+    served.map_err(|source| SidecarError::Bind {
+        addr: local_addr,
+        source,
+    })
+}

@@ -43,14 +43,20 @@ pub struct HostView {
 impl HostView {
     /// Active when the node is connected, else degraded.
     pub fn state(&self) -> HostState {
-        if self.node_up { HostState::Active } else { HostState::Degraded }
+        if self.node_up {
+            HostState::Active
+        } else {
+            HostState::Degraded
+        }
     }
 
     /// Healthy: the node is up and its last load report is younger than
     /// `max_age` at `now`.
     pub fn healthy(&self, now: Instant, max_age: Duration) -> bool {
         self.node_up
-            && self.load.is_some_and(|(_, at)| now.saturating_duration_since(at) <= max_age)
+            && self
+                .load
+                .is_some_and(|(_, at)| now.saturating_duration_since(at) <= max_age)
     }
 
     /// Slots the node offers (0 before its hello).
@@ -75,7 +81,16 @@ mod tests {
             http_addr: "127.0.0.1:1".into(),
             quic_addr: None,
             capabilities: None,
-            load: load_at.map(|at| (LoadReport { slots: 2, running: 1, ..Default::default() }, at)),
+            load: load_at.map(|at| {
+                (
+                    LoadReport {
+                        slots: 2,
+                        running: 1,
+                        ..Default::default()
+                    },
+                    at,
+                )
+            }),
             queued: 0,
             node_up,
         }

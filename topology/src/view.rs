@@ -16,7 +16,12 @@ pub struct ClusterView {
 impl ClusterView {
     /// The view of a cluster of one host.
     pub fn single(cluster_id: String, host: HostView) -> Self {
-        Self { cluster_id, leader: Some(host.id), term: 1, members: vec![host] }
+        Self {
+            cluster_id,
+            leader: Some(host.id),
+            term: 1,
+            members: vec![host],
+        }
     }
 
     /// A member by id.

@@ -1,0 +1,118 @@
+//! `spillway bench http`: HTTP invoke of the no-op guest on loopback.
+//!
+//! Starts its own one-host cluster (as `spillway up` does), uploads the
+//! no-op guest, then for each concurrency runs a bounded number of
+//! invocations from that many concurrent clients and reports p50, p99 and
+//! throughput. The load stops by itself after `--requests` per level.
+
+use crate::client::Client;
+use crate::up::LocalCluster;
+use anyhow::bail;
+use serde_json::json;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Invoke latency and throughput over HTTP on loopback.
+    Http {
+        /// Concurrency levels to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        concurrency: Vec<usize>,
+        /// Invocations per level (after a warm-up of a tenth as many).
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Slots of the host.
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+    },
+}
+
+pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    let BenchCommand::Http {
+        concurrency,
+        requests,
+        slots,
+    } = cmd;
+    let cluster = LocalCluster::start(None, 1, slots).await?;
+    let result = measure(&cluster, &concurrency, requests).await;
+    cluster.stop().await;
+    result
+}
+
+async fn measure(
+    cluster: &LocalCluster,
+    levels: &[usize],
+    requests: usize,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&cluster.hosts[0].endpoint, Some(cluster.token.clone()));
+    let noop = include_str!("../../examples/guests/noop.wat");
+    let stored = client
+        .put_artifact("noop", noop.as_bytes().to_vec())
+        .await?;
+    client
+        .create_function(&json!({"name": "noop", "artifact": stored.digest, "deadline_ms": 10_000}))
+        .await?;
+    println!(
+        "HTTP invoke, no-op guest, loopback, {} host cores; {requests} requests per level",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:>11} {:>9} {:>9} {:>9} {:>12}",
+        "concurrency", "p50_ms", "p99_ms", "max_ms", "req_per_s"
+    );
+    for &c in levels {
+        if c == 0 {
+            bail!("concurrency must be positive");
+        }
+        load(&client, c, requests / 10).await?;
+        let (mut latencies, elapsed) = load(&client, c, requests).await?;
+        latencies.sort();
+        let pct =
+            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        println!(
+            "{:>11} {:>9.3} {:>9.3} {:>9.3} {:>12.0}",
+            c,
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3,
+            latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `total` invocations from `concurrency` clients; every one must succeed.
+async fn load(
+    client: &Client,
+    concurrency: usize,
+    total: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let (client, next) = (client.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let t = Instant::now();
+                let answer = client.invoke("noop", Vec::new(), None).await?;
+                if !answer.status.is_success() {
+                    bail!(
+                        "invoke failed: {} {}",
+                        answer.status,
+                        String::from_utf8_lossy(&answer.body)
+                    );
+                }
+                latencies.push(t.elapsed());
+            }
+            Ok(latencies)
+        })
+    });
+    let mut all = Vec::with_capacity(total);
+    for w in futures::future::join_all(workers).await {
+        all.extend(w??);
+    }
+    Ok((all, started.elapsed()))
+}

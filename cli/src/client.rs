@@ -1,0 +1,167 @@
+//! A small client for the HTTP API, shared by the client commands, the demo
+//! and the benchmark.
+
+use anyhow::{Context, bail};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use spillway_sidecar::{ArtifactRecord, FunctionRecord};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Option<String>,
+}
+
+/// The answer to an invocation, successful or not.
+#[derive(Debug)]
+pub(crate) struct Invocation {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Invocation {
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    }
+
+    /// The error code of a failed invocation.
+    pub(crate) fn error_code(&self) -> Option<String> {
+        let v: Value = serde_json::from_slice(&self.body).ok()?;
+        Some(v["error"]["code"].as_str()?.to_owned())
+    }
+
+    /// The receipt as JSON.
+    pub(crate) fn receipt(&self) -> Value {
+        let mut r = serde_json::json!({
+            "status": self.status.as_u16(),
+            "job_id": self.header("spillway-job-id"),
+            "node": self.header("spillway-node"),
+            "burst": self.header("spillway-burst") == "true",
+            "backend": self.header("spillway-backend"),
+            "queue_ms": self.header("spillway-queue-ms").parse::<f64>().ok(),
+            "exec_ms": self.header("spillway-exec-ms").parse::<f64>().ok(),
+            "output_len": self.body.len(),
+        });
+        match std::str::from_utf8(&self.body) {
+            Ok(text) if self.status.is_success() => r["output"] = text.into(),
+            Ok(_) => {
+                r["error"] =
+                    serde_json::from_slice(&self.body).unwrap_or(Value::Null)["error"].clone()
+            }
+            Err(_) => r["output_hex"] = hex_string(&self.body).into(),
+        }
+        r
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Client {
+    pub(crate) fn new(endpoint: &str, token: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client"),
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.endpoint));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(r: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let response = r
+            .send()
+            .await
+            .context("cannot reach the host (is SPILLWAY_ENDPOINT right?)")?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if !status.is_success() {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            bail!(
+                "{} {}: {}",
+                status.as_u16(),
+                v["error"]["code"].as_str().unwrap_or("error"),
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap_or(&String::from_utf8_lossy(&bytes))
+            );
+        }
+        serde_json::from_slice(&bytes).context("the host answered with unexpected JSON")
+    }
+
+    pub(crate) async fn put_artifact(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<ArtifactRecord> {
+        Self::json(
+            self.request(reqwest::Method::PUT, &format!("/v1/artifacts/{name}"))
+                .body(bytes),
+        )
+        .await
+    }
+
+    pub(crate) async fn artifacts(&self) -> anyhow::Result<Vec<ArtifactRecord>> {
+        Self::json(self.request(reqwest::Method::GET, "/v1/artifacts")).await
+    }
+
+    pub(crate) async fn create_function(&self, spec: &Value) -> anyhow::Result<FunctionRecord> {
+        Self::json(
+            self.request(reqwest::Method::POST, "/v1/functions")
+                .json(spec),
+        )
+        .await
+    }
+
+    pub(crate) async fn functions(&self) -> anyhow::Result<Vec<FunctionRecord>> {
+        Self::json(self.request(reqwest::Method::GET, "/v1/functions")).await
+    }
+
+    pub(crate) async fn cluster(&self) -> anyhow::Result<Value> {
+        Self::json(self.request(reqwest::Method::GET, "/v1/cluster")).await
+    }
+
+    pub(crate) async fn invoke(
+        &self,
+        name: &str,
+        input: Vec<u8>,
+        deadline_ms: Option<u64>,
+    ) -> anyhow::Result<Invocation> {
+        let mut r = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/functions/{name}/invoke"),
+            )
+            .body(input);
+        if let Some(ms) = deadline_ms {
+            r = r.header("spillway-deadline-ms", ms);
+        }
+        let response = r
+            .send()
+            .await
+            .context("cannot reach the host (is SPILLWAY_ENDPOINT right?)")?;
+        Ok(Invocation {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes().await?.to_vec(),
+        })
+    }
+}

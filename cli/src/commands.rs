@@ -1,0 +1,188 @@
+//! The client commands: `artifact`, `fn`, `invoke`, `status`.
+
+use crate::Target;
+use crate::client::Client;
+use anyhow::Context;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ArtifactCommand {
+    /// Upload a component (binary `.wasm` or text `.wat`) under a name.
+    Push {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List artifacts.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum FunctionCommand {
+    /// Register a function that runs an artifact.
+    Create {
+        name: String,
+        /// Artifact name or digest.
+        #[arg(long)]
+        artifact: String,
+        /// none | preferred | required
+        #[arg(long, default_value = "preferred")]
+        accelerator: String,
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        #[arg(long)]
+        memory_limit_bytes: Option<u64>,
+        #[arg(long)]
+        idempotent: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List functions.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InvokeArgs {
+    name: String,
+    /// Read the input from this file ("-": standard input, the default).
+    #[arg(long, default_value = "-")]
+    input: String,
+    /// Print the receipt (and output) as JSON instead of the raw output.
+    #[arg(long)]
+    json: bool,
+    /// Shorten the function's deadline (ms).
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatusArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+fn client(t: &Target) -> Client {
+    Client::new(&t.endpoint, t.token.clone())
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ArtifactCommand::Push { name, file, target } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            print_json(&client(&target).put_artifact(&name, bytes).await?)
+        }
+        ArtifactCommand::Ls { target } => print_json(&client(&target).artifacts().await?),
+    }
+}
+
+pub(crate) async fn function(cmd: FunctionCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FunctionCommand::Create {
+            name,
+            artifact,
+            accelerator,
+            deadline_ms,
+            memory_limit_bytes,
+            idempotent,
+            target,
+        } => {
+            let spec = json!({
+                "name": name, "artifact": artifact, "accelerator": accelerator,
+                "deadline_ms": deadline_ms, "memory_limit_bytes": memory_limit_bytes,
+                "idempotent": idempotent,
+            });
+            print_json(&client(&target).create_function(&spec).await?)
+        }
+        FunctionCommand::Ls { target } => print_json(&client(&target).functions().await?),
+    }
+}
+
+pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let input = if args.input == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input))?
+    };
+    let answer = client(&args.target)
+        .invoke(&args.name, input, args.deadline_ms)
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer.receipt())?);
+    } else if answer.status.is_success() {
+        std::io::stdout().write_all(&answer.body)?;
+        std::io::stdout().flush()?;
+    } else {
+        eprintln!(
+            "{} {}",
+            answer.status.as_u16(),
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    Ok(if answer.status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let cluster = client(&args.target).cluster().await?;
+    if args.json {
+        return print_json(&cluster);
+    }
+    println!(
+        "cluster {}  leader {}  term {}",
+        cluster["cluster_id"].as_str().unwrap_or("?"),
+        cluster["leader"].as_str().unwrap_or("-"),
+        cluster["term"]
+    );
+    println!(
+        "{:<4} {:<8} {:<9} {:<22} {:>5} {:>7} {:>6} {:>8}  backends",
+        "id", "role", "state", "http", "slots", "running", "queued", "restarts"
+    );
+    for m in cluster["members"].as_array().into_iter().flatten() {
+        let backends: Vec<&str> = m["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b.as_str())
+            .collect();
+        println!(
+            "{:<4} {:<8} {:<9} {:<22} {:>5} {:>7} {:>6} {:>8}  {}",
+            m["id"].as_str().unwrap_or("?"),
+            m["role"].as_str().unwrap_or("?"),
+            m["state"].as_str().unwrap_or("?"),
+            m["http_addr"].as_str().unwrap_or("?"),
+            m["slots"],
+            m["running"],
+            m["queued"],
+            m["node"]["restarts"],
+            backends.join(","),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,229 @@
+//! `spillway up`: a local cluster on loopback, each host a real `spillway
+//! host` process (sidecar plus its node), for trying Spillway, the demo, the
+//! benchmark and the integration tests.
+
+use anyhow::{Context, bail};
+use spillway_sidecar::AdminToken;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpArgs {
+    /// Hosts to start. This build runs one host; multi-host clusters arrive
+    /// with the control plane.
+    #[arg(long, default_value_t = 1)]
+    hosts: u32,
+    /// Slots per host.
+    #[arg(long, default_value_t = 4)]
+    slots: u32,
+    /// State directory (default: a fresh temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Run the demo workload, print its table, stop the cluster and exit.
+    #[arg(long)]
+    demo: bool,
+}
+
+/// One host process of a local cluster.
+#[derive(Debug)]
+pub(crate) struct LocalHost {
+    child: Child,
+    pub(crate) endpoint: String,
+    pub(crate) log: PathBuf,
+}
+
+/// A running local cluster.
+#[derive(Debug)]
+pub(crate) struct LocalCluster {
+    pub(crate) dir: PathBuf,
+    pub(crate) token: String,
+    pub(crate) hosts: Vec<LocalHost>,
+}
+
+/// How long a host may take to open its HTTP port and connect its node.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn fresh_dir() -> anyhow::Result<PathBuf> {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("spillway-{:08x}", u32::from_le_bytes(bytes)));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The admin token of a local cluster: kept in `DIR/token` (mode 0600) so
+/// `spillway up --dir DIR` can print it again; each host stores its hash.
+fn cluster_token(dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_owned());
+    }
+    let secret = AdminToken::generate_secret()?;
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(secret)
+}
+
+impl LocalCluster {
+    /// Starts `hosts` hosts under `dir` and waits until each serves with
+    /// its node connected.
+    pub(crate) async fn start(
+        dir: Option<PathBuf>,
+        hosts: u32,
+        slots: u32,
+    ) -> anyhow::Result<Self> {
+        if hosts != 1 {
+            bail!(
+                "--hosts {hosts}: this build runs single-host clusters only; multi-host clusters \
+                 need the control plane (Raft over QUIC), which has not landed yet"
+            );
+        }
+        let dir = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+                std::path::absolute(d)?
+            }
+            None => fresh_dir()?,
+        };
+        let token = cluster_token(&dir)?;
+        let mut started = Vec::new();
+        for i in 1..=hosts {
+            let host_dir = dir.join(format!("host-{i}"));
+            AdminToken::install(&host_dir.join("sidecar"), &token)?;
+            started.push(start_host(&host_dir, slots).await?);
+        }
+        let cluster = Self {
+            dir,
+            token,
+            hosts: started,
+        };
+        for h in &cluster.hosts {
+            cluster.wait_ready(h).await?;
+        }
+        Ok(cluster)
+    }
+
+    async fn wait_ready(&self, host: &LocalHost) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let until = Instant::now() + START_TIMEOUT;
+        loop {
+            let health = http.get(format!("{}/healthz", host.endpoint)).send().await;
+            if let Ok(r) = health
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && v["node_up"] == true
+            {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                bail!(
+                    "{} did not become ready; see {}",
+                    host.endpoint,
+                    host.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The lines a shell can `eval`, then one endpoint per host.
+    pub(crate) fn env_lines(&self) -> String {
+        let mut s = format!(
+            "export SPILLWAY_ENDPOINT={}\nexport SPILLWAY_TOKEN={}\n",
+            self.hosts[0].endpoint, self.token
+        );
+        for h in &self.hosts {
+            s.push_str(&h.endpoint);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Stops every host: closes its stdin (a graceful shutdown), then kills
+    /// what is still running after a few seconds.
+    pub(crate) async fn stop(self) {
+        for mut h in self.hosts {
+            drop(h.child.stdin.take());
+            if tokio::time::timeout(Duration::from_secs(10), h.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = h.child.kill().await;
+            }
+        }
+    }
+}
+
+async fn start_host(dir: &Path, slots: u32) -> anyhow::Result<LocalHost> {
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join("host.log");
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("host")
+        .arg("--dir")
+        .arg(dir)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--slots",
+            &slots.to_string(),
+            "--stop-on-stdin-close",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting spillway host")?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let endpoint = tokio::time::timeout(START_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                return Some(addr.trim().to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(endpoint) = endpoint else {
+        bail!("the host did not start; see {}", log.display());
+    };
+    // Keep draining its stdout so the host never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(LocalHost {
+        child,
+        endpoint,
+        log,
+    })
+}
+
+pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let cluster = LocalCluster::start(args.dir, args.hosts, args.slots).await?;
+    let env = cluster.env_lines();
+    std::fs::write(cluster.dir.join("env"), &env)?;
+    print!("{env}");
+    eprintln!(
+        "{} host(s) up in {:.1}s; state in {}, logs in host-*/host.log; `eval \"$(head -2 {}/env)\"` in another shell",
+        cluster.hosts.len(),
+        started.elapsed().as_secs_f64(),
+        cluster.dir.display(),
+        cluster.dir.display(),
+    );
+    if args.demo {
+        let outcome = crate::demo::run(&cluster).await;
+        cluster.stop().await;
+        return outcome;
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("stopping the cluster");
+    cluster.stop().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,117 @@
+//! The admin bearer token.
+//!
+//! Generated at a host's first start, shown once, and stored only as its
+//! BLAKE3 hash in `dir/admin-token.blake3`. Requests present it as
+//! `Authorization: Bearer <token>`; the comparison is of hashes, in constant
+//! time. Scoped per-tenant tokens come with the tenants issue.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const FILE: &str = "admin-token.blake3";
+
+/// The admin token's hash, and the secret itself when this start created it.
+#[derive(Clone)]
+pub struct AdminToken {
+    hash: blake3::Hash,
+    /// The secret, only on the start that generated it (to be shown once).
+    pub created: Option<String>,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken").finish_non_exhaustive()
+    }
+}
+
+/// The token file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot access the admin token file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Delete the file to generate a new token (all clients need the new one).
+    #[error("the admin token file {0} is corrupt")]
+    Corrupt(PathBuf),
+    #[error("no randomness available: {0}")]
+    Random(String),
+}
+
+impl AdminToken {
+    /// A new random secret: `swt_` and 64 hex digits (256 bits).
+    pub fn generate_secret() -> Result<String, TokenError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
+        Ok(format!("swt_{}", hex::encode(bytes)))
+    }
+
+    /// Stores the hash of `secret` as the admin token of the host at `dir`
+    /// (used by `spillway up`, which prints the secret itself).
+    pub fn install(dir: &Path, secret: &str) -> Result<(), TokenError> {
+        let path = dir.join(FILE);
+        let io = |source| TokenError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut file = std::fs::File::create(&path).map_err(io)?;
+        restrict(&path);
+        file.write_all(blake3::hash(secret.as_bytes()).to_hex().as_bytes())
+            .map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+
+    /// Loads the token hash from `dir`, creating a token if there is none.
+    pub fn load_or_create(dir: &Path) -> Result<Self, TokenError> {
+        let path = dir.join(FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let hash = blake3::Hash::from_hex(text.trim())
+                    .map_err(|_| TokenError::Corrupt(path.clone()))?;
+                Ok(Self {
+                    hash,
+                    created: None,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = Self::generate_secret()?;
+                Self::install(dir, &secret)?;
+                Ok(Self {
+                    hash: blake3::hash(secret.as_bytes()),
+                    created: Some(secret),
+                })
+            }
+            Err(source) => Err(TokenError::Io { path, source }),
+        }
+    }
+
+    /// Whether `presented` is the admin token (constant-time).
+    pub fn verify(&self, presented: &str) -> bool {
+        blake3::hash(presented.as_bytes()) == self.hash
+    }
+}
+
+fn restrict(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_loaded_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = AdminToken::load_or_create(dir.path()).unwrap();
+        let secret = first.created.clone().expect("first start creates a token");
+        let again = AdminToken::load_or_create(dir.path()).unwrap();
+        assert!(again.created.is_none());
+        assert!(again.verify(&secret));
+        assert!(!again.verify("swt_wrong"));
+        let stored = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(!stored.contains(&secret[4..]), "only the hash is stored");
+    }
+}

@@ -1,0 +1,128 @@
+//! The sidecar's configuration.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the sidecar gets its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeLaunch {
+    /// Spawn `program args…` and supervise it (`spillway host`). The node
+    /// must listen on the sidecar's `node_socket`.
+    Spawn {
+        program: PathBuf,
+        args: Vec<OsString>,
+    },
+    /// Connect to a node someone else runs (`spillway sidecar`), reconnecting
+    /// with backoff when it goes away.
+    Connect,
+}
+
+/// How a sidecar runs. `Default` assumes one host on loopback: port 7070,
+/// a queue of 64, 8 MiB inputs, 32 MiB artifacts, 30 s deadlines.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    /// The HTTP ingress address.
+    pub http_addr: SocketAddr,
+    /// State directory: admin token hash, registry, cluster id.
+    pub dir: PathBuf,
+    /// The node's Unix socket.
+    pub node_socket: PathBuf,
+    pub node: NodeLaunch,
+    /// Jobs the node runs at once (the node's own `--slots`); corrected by
+    /// the node's hello if it differs.
+    pub slots: u32,
+    /// Jobs that may wait for a slot before `queue_full`.
+    pub queue_capacity: u32,
+    /// Largest invocation input; larger is 413.
+    pub max_input_bytes: usize,
+    /// Largest artifact upload; larger is 413.
+    pub max_artifact_bytes: usize,
+    /// Deadline of functions that do not set one, and the most any may set.
+    pub default_deadline: Duration,
+    pub max_deadline: Duration,
+    /// Node restart backoff: first delay and cap (doubling in between).
+    pub restart_backoff: (Duration, Duration),
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            dir: PathBuf::from("."),
+            node_socket: PathBuf::from("node.sock"),
+            node: NodeLaunch::Connect,
+            slots: 4,
+            queue_capacity: 64,
+            max_input_bytes: 8 << 20,
+            max_artifact_bytes: 32 << 20,
+            default_deadline: Duration::from_secs(30),
+            max_deadline: Duration::from_secs(300),
+            restart_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A configuration value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("slots must be between 1 and 1024, got {0}")]
+    Slots(u32),
+    #[error("queue capacity must be at most 100000, got {0}")]
+    Queue(u32),
+    #[error("{what} must be between 1 byte and 60 MiB (the frame limit), got {got}")]
+    Size { what: &'static str, got: usize },
+    #[error(
+        "the default deadline ({default:?}) must be positive and at most the maximum ({max:?})"
+    )]
+    Deadline { default: Duration, max: Duration },
+}
+
+impl SidecarConfig {
+    /// Checks every value, returning the config unchanged when it is usable.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if !(1..=1024).contains(&self.slots) {
+            return Err(ConfigError::Slots(self.slots));
+        }
+        if self.queue_capacity > 100_000 {
+            return Err(ConfigError::Queue(self.queue_capacity));
+        }
+        for (what, got) in [
+            ("max_input_bytes", self.max_input_bytes),
+            ("max_artifact_bytes", self.max_artifact_bytes),
+        ] {
+            if !(1..=60 << 20).contains(&got) {
+                return Err(ConfigError::Size { what, got });
+            }
+        }
+        if self.default_deadline.is_zero() || self.default_deadline > self.max_deadline {
+            return Err(ConfigError::Deadline {
+                default: self.default_deadline,
+                max: self.max_deadline,
+            });
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_values_are_named() {
+        SidecarConfig::default().validate().unwrap();
+        let bad = SidecarConfig {
+            max_input_bytes: 1 << 30,
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            ConfigError::Size {
+                what: "max_input_bytes",
+                got: 1 << 30
+            }
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! `PUT /v1/artifacts/{name}` and `GET /v1/artifacts`.
+
+use super::{ApiError, App};
+use crate::registry::{ArtifactRecord, valid_name};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use spillway_proto::Failure;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an upload waits for a restarting node.
+const NODE_WAIT: Duration = Duration::from_secs(10);
+
+pub(super) async fn put(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ArtifactRecord>, ApiError> {
+    app.authorize(&headers)?;
+    if !valid_name(&name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
+        ));
+    }
+    let bytes = body.map_err(|r| ApiError::from_body(r, app.config.max_artifact_bytes))?;
+    if bytes.is_empty() {
+        return Err(ApiError::from(Failure::InvalidArtifact {
+            reason: "the body is empty".into(),
+        }));
+    }
+    app.link.wait_up(Instant::now() + NODE_WAIT).await;
+    let (digest, size) = app.link.put_artifact(bytes.to_vec()).await?;
+    let record = ArtifactRecord {
+        name,
+        digest: digest.to_string(),
+        size,
+    };
+    app.registry
+        .put_artifact(record.clone())
+        .map_err(|e| Failure::Internal {
+            message: format!("cannot save the registry: {e}"),
+        })?;
+    tracing::info!(name = %record.name, digest = %record.digest, size, "artifact stored");
+    Ok(Json(record))
+}
+
+pub(super) async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ArtifactRecord>>, ApiError> {
+    app.authorize(&headers)?;
+    Ok(Json(app.registry.artifacts()))
+}

@@ -1,0 +1,136 @@
+//! The JSON error every route answers with.
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use spillway_proto::{Failure, JobId, Refusal};
+
+/// `{"error": {"code", "message", ...}}` with its HTTP status. `code` is
+/// what clients match on; `message` is for people.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_ms: Option<u64>,
+    pub may_have_run: Option<bool>,
+    pub job_id: Option<JobId>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            may_have_run: None,
+            job_id: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn not_found(what: &'static str, message: impl Into<String>) -> Self {
+        let code = match what {
+            "function" => "unknown_function",
+            "artifact" => "unknown_artifact",
+            _ => "not_found",
+        };
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn with_job(mut self, job: JobId) -> Self {
+        self.job_id = Some(job);
+        self
+    }
+
+    /// A body the extractor refused: 413 when too large, else 400.
+    pub fn from_body(rejection: BytesRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body exceeds the limit of {limit} bytes"),
+            )
+        } else {
+            Self::bad_request("bad_body", rejection.body_text())
+        }
+    }
+
+    pub fn from_json(rejection: JsonRejection) -> Self {
+        Self::bad_request("bad_json", rejection.body_text())
+    }
+}
+
+fn refusal_error(r: &Refusal) -> ApiError {
+    ApiError {
+        retry_after_ms: r.retry_after_ms(),
+        may_have_run: Some(false),
+        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, r.code(), r.to_string())
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        let status = match &f {
+            Failure::Refused(r) => return refusal_error(r),
+            Failure::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Failure::ExecutorLost { .. } => StatusCode::BAD_GATEWAY,
+            Failure::InvalidArtifact { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Failure::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Trap { .. }
+            | Failure::GuestError { .. }
+            | Failure::MemoryLimit { .. }
+            | Failure::UnknownArtifact { .. }
+            | Failure::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let may_have_run = match &f {
+            Failure::ExecutorLost { may_have_run } => Some(*may_have_run),
+            _ => None,
+        };
+        ApiError {
+            may_have_run,
+            ..ApiError::new(status, f.code(), f.to_string())
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert("code".into(), json!(self.code));
+        body.insert("message".into(), json!(self.message));
+        if let Some(ms) = self.retry_after_ms {
+            body.insert("retry_after_ms".into(), json!(ms));
+        }
+        if let Some(m) = self.may_have_run {
+            body.insert("may_have_run".into(), json!(m));
+        }
+        if let Some(job) = self.job_id {
+            body.insert("job_id".into(), json!(job.to_string()));
+        }
+        let mut response =
+            (self.status, Json(json!({ "error": Value::Object(body) }))).into_response();
+        if let Some(ms) = self.retry_after_ms {
+            let secs = ms.div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(job) = self.job_id
+            && let Ok(v) = HeaderValue::from_str(&job.to_string())
+        {
+            response.headers_mut().insert("spillway-job-id", v);
+        }
+        response
+    }
+}

@@ -1,0 +1,93 @@
+//! `POST /v1/functions` and `GET /v1/functions`.
+
+use super::{ApiError, App};
+use crate::registry::{AcceleratorName, FunctionRecord, valid_name};
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use spillway_proto::Failure;
+use std::sync::Arc;
+
+/// The request body. Absent fields take the host's defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateFunction {
+    name: String,
+    /// An artifact name or digest.
+    artifact: String,
+    #[serde(default)]
+    accelerator: AcceleratorName,
+    deadline_ms: Option<u64>,
+    memory_limit_bytes: Option<u64>,
+    #[serde(default)]
+    idempotent: bool,
+}
+
+pub(super) async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<CreateFunction>, JsonRejection>,
+) -> Result<(StatusCode, Json<FunctionRecord>), ApiError> {
+    app.authorize(&headers)?;
+    let Json(req) = body.map_err(ApiError::from_json)?;
+    if !valid_name(&req.name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
+        ));
+    }
+    let digest = app
+        .registry
+        .resolve_artifact(&req.artifact)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "artifact",
+                format!("no artifact named or hashed {:?}", req.artifact),
+            )
+        })?;
+    let max_deadline = app.config.max_deadline.as_millis() as u64;
+    let deadline_ms = req
+        .deadline_ms
+        .unwrap_or(app.config.default_deadline.as_millis() as u64);
+    if !(1..=max_deadline).contains(&deadline_ms) {
+        return Err(ApiError::bad_request(
+            "bad_deadline",
+            format!("deadline_ms must be between 1 and {max_deadline}"),
+        ));
+    }
+    let max_memory = app.link.status().capabilities.map(|c| c.max_memory_bytes);
+    let memory_limit_bytes = req.memory_limit_bytes.or(max_memory).unwrap_or(0);
+    if let Some(max) = max_memory
+        && memory_limit_bytes > max
+    {
+        return Err(ApiError::bad_request(
+            "bad_memory_limit",
+            format!("memory_limit_bytes must be at most {max} on this host"),
+        ));
+    }
+    let record = FunctionRecord {
+        name: req.name,
+        artifact: req.artifact,
+        digest: digest.to_string(),
+        accelerator: req.accelerator,
+        deadline_ms,
+        memory_limit_bytes,
+        idempotent: req.idempotent,
+    };
+    app.registry
+        .put_function(record.clone())
+        .map_err(|e| Failure::Internal {
+            message: format!("cannot save the registry: {e}"),
+        })?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+pub(super) async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<FunctionRecord>>, ApiError> {
+    app.authorize(&headers)?;
+    Ok(Json(app.registry.functions()))
+}

@@ -1,0 +1,285 @@
+//! The sidecar's end of the Unix socket: sends jobs to the node and matches
+//! every answer to the job or upload that is waiting for it.
+//!
+//! A connection lives from the node's `Hello` until either side closes it.
+//! When it ends, every job still waiting ends with `executor_lost` (it may
+//! have run) and every upload with `node_unavailable`: nothing waits forever.
+//! Between connections the link is *down* and callers wait for it to come up
+//! again (bounded by their deadline).
+
+use crate::frames;
+use spillway_proto::{
+    Capabilities, Completion, Digest, Execute, Failure, FromNode, JobId, LoadReport, MAX_FRAME_LEN,
+    PROTOCOL_VERSION, Refusal, ToNode,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long a new connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the sidecar knows of its node right now.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeStatus {
+    pub(crate) up: bool,
+    pub(crate) pid: Option<u32>,
+    pub(crate) capabilities: Option<Capabilities>,
+    pub(crate) load: Option<(LoadReport, Instant)>,
+    pub(crate) resident: usize,
+    pub(crate) restarts: u64,
+}
+
+/// A finished job: the emitted chunks followed by the returned bytes.
+#[derive(Debug)]
+pub(crate) struct JobOutput {
+    pub(crate) body: Vec<u8>,
+    pub(crate) completion: Completion,
+}
+
+struct PendingJob {
+    chunks: Vec<u8>,
+    done: oneshot::Sender<Result<JobOutput, Failure>>,
+}
+
+#[derive(Default)]
+struct Conn {
+    tx: Option<mpsc::Sender<ToNode>>,
+    jobs: HashMap<JobId, PendingJob>,
+    uploads: HashMap<u64, oneshot::Sender<Result<(Digest, u64), Failure>>>,
+    next_request: u64,
+}
+
+pub(crate) struct NodeLink {
+    conn: Mutex<Conn>,
+    status: watch::Sender<NodeStatus>,
+}
+
+impl std::fmt::Debug for NodeLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeLink")
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable() -> Failure {
+    Refusal::NodeUnavailable {
+        retry_after_ms: 500,
+    }
+    .into()
+}
+
+impl NodeLink {
+    pub(crate) fn new() -> Self {
+        Self {
+            conn: Mutex::default(),
+            status: watch::channel(NodeStatus::default()).0,
+        }
+    }
+
+    pub(crate) fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    pub(crate) fn note_restart(&self) {
+        self.status.send_modify(|s| s.restarts += 1);
+    }
+
+    /// Waits until the node is up, or `deadline`. Returns whether it is up.
+    pub(crate) async fn wait_up(&self, deadline: Instant) -> bool {
+        let mut rx = self.status.subscribe();
+        let wait = rx.wait_for(|s| s.up);
+        matches!(
+            tokio::time::timeout_at(deadline.into(), wait).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Sends a job and waits for its end. Dropping the future does not
+    /// cancel the job on the node: call [`NodeLink::cancel`] for that.
+    pub(crate) async fn execute(&self, exec: Execute) -> Result<JobOutput, Failure> {
+        let (done, rx) = oneshot::channel();
+        let job = exec.job;
+        let tx = {
+            let mut conn = self.conn.lock().expect("link lock");
+            let Some(tx) = conn.tx.clone() else {
+                return Err(unavailable());
+            };
+            conn.jobs.insert(
+                job,
+                PendingJob {
+                    chunks: Vec::new(),
+                    done,
+                },
+            );
+            tx
+        };
+        if tx.send(ToNode::Execute(exec)).await.is_err() {
+            // The connection closed before the job left: it never ran.
+            self.conn.lock().expect("link lock").jobs.remove(&job);
+            return Err(unavailable());
+        }
+        rx.await
+            .unwrap_or(Err(Failure::ExecutorLost { may_have_run: true }))
+    }
+
+    /// Asks the node to interrupt a job.
+    pub(crate) fn cancel(&self, job: JobId) {
+        let tx = self.conn.lock().expect("link lock").tx.clone();
+        if let Some(tx) = tx {
+            let _ = tx.try_send(ToNode::Cancel { job });
+        }
+    }
+
+    /// Hands an artifact to the node, which validates and stores it.
+    pub(crate) async fn put_artifact(&self, bytes: Vec<u8>) -> Result<(Digest, u64), Failure> {
+        let (done, rx) = oneshot::channel();
+        let (tx, request) = {
+            let mut conn = self.conn.lock().expect("link lock");
+            let Some(tx) = conn.tx.clone() else {
+                return Err(unavailable());
+            };
+            conn.next_request += 1;
+            let request = conn.next_request;
+            conn.uploads.insert(request, done);
+            (tx, request)
+        };
+        if tx
+            .send(ToNode::PutArtifact { request, bytes })
+            .await
+            .is_err()
+        {
+            self.conn
+                .lock()
+                .expect("link lock")
+                .uploads
+                .remove(&request);
+            return Err(unavailable());
+        }
+        rx.await.unwrap_or_else(|_| Err(unavailable()))
+    }
+
+    /// Serves one connection to the node until it closes. Returns why it
+    /// ended.
+    pub(crate) async fn serve(&self, stream: UnixStream) -> String {
+        let (mut reader, mut writer) = stream.into_split();
+        let hello = match tokio::time::timeout(
+            HELLO_TIMEOUT,
+            frames::read::<FromNode, _>(&mut reader, MAX_FRAME_LEN),
+        )
+        .await
+        {
+            Ok(Ok(Some(FromNode::Hello(hello)))) => hello,
+            Ok(Ok(other)) => return format!("expected hello, got {other:?}"),
+            Ok(Err(e)) => return format!("reading hello: {e}"),
+            Err(_) => return "no hello within 10 s".into(),
+        };
+        if hello.protocol != PROTOCOL_VERSION {
+            return format!(
+                "node speaks protocol {}, sidecar {PROTOCOL_VERSION}",
+                hello.protocol
+            );
+        }
+        tracing::info!(
+            pid = hello.pid,
+            slots = hello.capabilities.slots,
+            "node connected"
+        );
+
+        let (tx, mut rx) = mpsc::channel::<ToNode>(1024);
+        let writer_task = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if let Err(e) = frames::write(&mut writer, &msg).await {
+                    tracing::warn!("writing to node: {e}");
+                    break;
+                }
+            }
+        });
+        self.conn.lock().expect("link lock").tx = Some(tx);
+        self.status.send_modify(|s| {
+            s.up = true;
+            s.pid = Some(hello.pid);
+            s.resident = hello.resident.len();
+            s.capabilities = Some(hello.capabilities.clone());
+        });
+
+        let reason = loop {
+            match frames::read::<FromNode, _>(&mut reader, MAX_FRAME_LEN).await {
+                Ok(Some(msg)) => self.dispatch(msg),
+                Ok(None) => break "node closed the connection".to_owned(),
+                Err(e) => break format!("reading from node: {e}"),
+            }
+        };
+        self.teardown();
+        writer_task.abort();
+        reason
+    }
+
+    fn dispatch(&self, msg: FromNode) {
+        let mut conn = self.conn.lock().expect("link lock");
+        match msg {
+            FromNode::Load(load) => {
+                self.status
+                    .send_modify(|s| s.load = Some((load, Instant::now())));
+            }
+            FromNode::Output { job, chunk, .. } => {
+                if let Some(p) = conn.jobs.get_mut(&job) {
+                    p.chunks.extend_from_slice(&chunk);
+                }
+            }
+            FromNode::Completed(completion) => {
+                if let Some(p) = conn.jobs.remove(&completion.job) {
+                    let mut body = p.chunks;
+                    body.extend_from_slice(&completion.output);
+                    let _ = p.done.send(Ok(JobOutput { body, completion }));
+                }
+            }
+            FromNode::Failed { job, failure } => {
+                if let Some(p) = conn.jobs.remove(&job) {
+                    let _ = p.done.send(Err(failure));
+                }
+            }
+            FromNode::ArtifactStored {
+                request,
+                digest,
+                size,
+            } => {
+                if let Some(done) = conn.uploads.remove(&request) {
+                    let _ = done.send(Ok((digest, size)));
+                }
+            }
+            FromNode::ArtifactRejected { request, failure } => {
+                if let Some(done) = conn.uploads.remove(&request) {
+                    let _ = done.send(Err(failure));
+                }
+            }
+            FromNode::Hello(_) => tracing::warn!("ignoring a second hello from the node"),
+        }
+    }
+
+    /// Ends everything that was waiting on the closed connection.
+    fn teardown(&self) {
+        let mut conn = self.conn.lock().expect("link lock");
+        conn.tx = None;
+        self.status.send_modify(|s| {
+            s.up = false;
+            s.pid = None;
+        });
+        let lost = conn.jobs.len();
+        for (job, p) in conn.jobs.drain() {
+            tracing::warn!(job = %job, "executor lost");
+            let _ = p
+                .done
+                .send(Err(Failure::ExecutorLost { may_have_run: true }));
+        }
+        for (_, done) in conn.uploads.drain() {
+            let _ = done.send(Err(unavailable()));
+        }
+        if lost > 0 {
+            tracing::warn!(lost, "node connection ended with jobs in flight");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Keeps the node running: spawn it, connect, serve the link, and when the
+//! node dies (crash, `kill -9`, a poisoned CUDA context) restart it with
+//! exponential backoff. While it is down the host reports itself degraded
+//! and jobs wait in the queue.
+//!
+//! The node gets a pipe as its stdin and exits when that pipe closes, so a
+//! node never outlives its sidecar, even one killed with `kill -9`.
+
+use crate::config::{NodeLaunch, SidecarConfig};
+use crate::link::NodeLink;
+use crate::metrics::Metrics;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// How long a started node may take to open its socket.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+const CONNECT_RETRY: Duration = Duration::from_millis(25);
+/// A node that stayed up this long restarts with the first backoff again.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+pub(crate) async fn supervise(
+    link: Arc<NodeLink>,
+    metrics: Arc<Metrics>,
+    config: SidecarConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (first, cap) = config.restart_backoff;
+    let mut backoff = first;
+    loop {
+        let started = Instant::now();
+        metrics.node_up.set(0);
+        let reason = run_once(&link, &metrics, &config, &mut stop).await;
+        metrics.node_up.set(0);
+        if *stop.borrow() {
+            break;
+        }
+        if started.elapsed() > STABLE_AFTER {
+            backoff = first;
+        }
+        tracing::warn!(%reason, ?backoff, "node down; host degraded until it is back");
+        link.note_restart();
+        metrics.node_restarts.inc();
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => break,
+        }
+        backoff = (backoff * 2).min(cap);
+    }
+}
+
+async fn run_once(
+    link: &NodeLink,
+    metrics: &Metrics,
+    config: &SidecarConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> String {
+    let mut child = match &config.node {
+        NodeLaunch::Spawn { program, args } => {
+            match Command::new(program)
+                .args(args)
+                .stdin(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+            {
+                Ok(child) => Some(child),
+                Err(e) => return format!("cannot start {}: {e}", program.display()),
+            }
+        }
+        NodeLaunch::Connect => None,
+    };
+    // Held for as long as the node should live: `Child::wait` would close it.
+    let _stdin = child.as_mut().and_then(|c| c.stdin.take());
+    let stream = match connect(config, child.as_mut(), stop).await {
+        Ok(stream) => stream,
+        Err(reason) => {
+            stop_child(child).await;
+            return reason;
+        }
+    };
+    metrics.node_up.set(1);
+    let serve = link.serve(stream);
+    tokio::pin!(serve);
+    let reason = tokio::select! {
+        reason = &mut serve => reason,
+        status = wait_child(child.as_mut()) => {
+            // The socket closes with the process; let the link tear down.
+            let _ = serve.await;
+            format!("node exited: {status}")
+        }
+        _ = stop.changed() => {
+            if let Some(c) = child.as_mut() {
+                let _ = c.start_kill();
+            }
+            let _ = serve.await;
+            "sidecar shutting down".to_owned()
+        }
+    };
+    stop_child(child).await;
+    reason
+}
+
+async fn connect(
+    config: &SidecarConfig,
+    mut child: Option<&mut Child>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<UnixStream, String> {
+    let started = Instant::now();
+    loop {
+        match UnixStream::connect(&config.node_socket).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if started.elapsed() > CONNECT_TIMEOUT => {
+                return Err(format!(
+                    "cannot connect to {}: {e}",
+                    config.node_socket.display()
+                ));
+            }
+            Err(_) => {}
+        }
+        if let Some(c) = child.as_deref_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            return Err(format!("node exited before opening its socket: {status}"));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CONNECT_RETRY) => {}
+            _ = stop.changed() => return Err("sidecar shutting down".into()),
+        }
+    }
+}
+
+async fn wait_child(child: Option<&mut Child>) -> String {
+    match child {
+        Some(c) => match c.wait().await {
+            Ok(status) => status.to_string(),
+            Err(e) => e.to_string(),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn stop_child(child: Option<Child>) {
+    if let Some(mut c) = child {
+        let _ = c.start_kill();
+        let _ = c.wait().await;
+    }
+}
