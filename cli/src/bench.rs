@@ -35,7 +35,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         requests,
         slots,
     } = cmd;
-    let cluster = LocalCluster::start(None, 1, slots).await?;
+    let cluster = LocalCluster::start(None, 1, slots, 1024).await?;
     let result = measure(&cluster, &concurrency, requests).await;
     cluster.stop().await;
     result

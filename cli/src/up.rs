@@ -19,6 +19,9 @@ pub(crate) struct UpArgs {
     /// Slots per host.
     #[arg(long, default_value_t = 4)]
     slots: u32,
+    /// Jobs per host that may wait for a slot before 503 queue_full.
+    #[arg(long, default_value_t = 64)]
+    queue: u32,
     /// State directory (default: a fresh temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -75,6 +78,7 @@ impl LocalCluster {
         dir: Option<PathBuf>,
         hosts: u32,
         slots: u32,
+        queue: u32,
     ) -> anyhow::Result<Self> {
         if hosts != 1 {
             bail!(
@@ -94,7 +98,7 @@ impl LocalCluster {
         for i in 1..=hosts {
             let host_dir = dir.join(format!("host-{i}"));
             AdminToken::install(&host_dir.join("sidecar"), &token)?;
-            started.push(start_host(&host_dir, slots).await?);
+            started.push(start_host(&host_dir, slots, queue).await?);
         }
         let cluster = Self {
             dir,
@@ -157,7 +161,7 @@ impl LocalCluster {
     }
 }
 
-async fn start_host(dir: &Path, slots: u32) -> anyhow::Result<LocalHost> {
+async fn start_host(dir: &Path, slots: u32, queue: u32) -> anyhow::Result<LocalHost> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join("host.log");
     let log_file =
@@ -171,6 +175,8 @@ async fn start_host(dir: &Path, slots: u32) -> anyhow::Result<LocalHost> {
             "127.0.0.1:0",
             "--slots",
             &slots.to_string(),
+            "--queue",
+            &queue.to_string(),
             "--stop-on-stdin-close",
         ])
         .stdin(Stdio::piped())
@@ -206,7 +212,7 @@ async fn start_host(dir: &Path, slots: u32) -> anyhow::Result<LocalHost> {
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let cluster = LocalCluster::start(args.dir, args.hosts, args.slots).await?;
+    let cluster = LocalCluster::start(args.dir, args.hosts, args.slots, args.queue).await?;
     let env = cluster.env_lines();
     std::fs::write(cluster.dir.join("env"), &env)?;
     print!("{env}");

@@ -105,7 +105,7 @@ pub fn rmsnorm(
     expect_len("x", x.len(), len)?;
     expect_len("weight", weight.len(), cols)?;
     expect_len("out", out.len(), len)?;
-    if !(eps >= 0.0) {
+    if eps.is_nan() || eps < 0.0 {
         return Err(KernelError::Shape(format!(
             "eps must be non-negative, got {eps}"
         )));

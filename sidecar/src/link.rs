@@ -39,6 +39,9 @@ pub(crate) struct JobOutput {
     pub(crate) completion: Completion,
 }
 
+/// Where an upload's answer goes: the stored digest and size, or why not.
+type UploadReply = oneshot::Sender<Result<(Digest, u64), Failure>>;
+
 struct PendingJob {
     chunks: Vec<u8>,
     done: oneshot::Sender<Result<JobOutput, Failure>>,
@@ -48,7 +51,7 @@ struct PendingJob {
 struct Conn {
     tx: Option<mpsc::Sender<ToNode>>,
     jobs: HashMap<JobId, PendingJob>,
-    uploads: HashMap<u64, oneshot::Sender<Result<(Digest, u64), Failure>>>,
+    uploads: HashMap<u64, UploadReply>,
     next_request: u64,
 }
 

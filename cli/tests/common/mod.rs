@@ -1,0 +1,160 @@
+//! A local cluster started through the real binary (`spillway up`), and a
+//! few helpers. Every test gets its own cluster in its own directory.
+#![allow(dead_code, unreachable_pub)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spillway");
+
+#[derive(Debug)]
+pub struct Cluster {
+    child: Child,
+    pub endpoint: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The hosts watch their stdin: when `up` dies they shut down too.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn guest(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../examples/guests/{name}.wat",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+impl Cluster {
+    pub fn start(slots: u32, queue: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args([
+                "up",
+                "--hosts",
+                "1",
+                "--slots",
+                &slots.to_string(),
+                "--queue",
+                &queue.to_string(),
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut endpoint = None;
+        let mut token = None;
+        while endpoint.is_none() || token.is_none() {
+            let line = lines
+                .next()
+                .expect("spillway up printed its exports")
+                .unwrap();
+            if let Some(v) = line.strip_prefix("export SPILLWAY_ENDPOINT=") {
+                endpoint = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("export SPILLWAY_TOKEN=") {
+                token = Some(v.to_owned());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            endpoint: endpoint.unwrap(),
+            token: token.unwrap(),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoint)
+    }
+
+    pub async fn put_artifact(&self, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(self.url(&format!("/v1/artifacts/{name}")))
+            .bearer_auth(&self.token)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads an example guest and registers it as a function.
+    pub async fn deploy(&self, function: &str, guest_name: &str, deadline_ms: u64) {
+        let r = self.put_artifact(guest_name, guest(guest_name)).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let r = self
+            .http
+            .post(self.url("/v1/functions"))
+            .bearer_auth(&self.token)
+            .json(
+                &json!({"name": function, "artifact": guest_name, "deadline_ms": deadline_ms,
+                          "memory_limit_bytes": 32 << 20}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
+    pub async fn invoke(&self, function: &str, input: Vec<u8>) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/v1/functions/{function}/invoke")))
+            .bearer_auth(&self.token)
+            .body(input)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn cluster(&self) -> Value {
+        self.http
+            .get(self.url("/v1/cluster"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls `/v1/cluster` until `pred` holds for the only member.
+    pub async fn wait_member(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let c = self.cluster().await;
+            if pred(&c["members"][0]) {
+                return c["members"][0].clone();
+            }
+            assert!(Instant::now() < until, "timed out waiting for {what}: {c}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Asserts an error response: status and JSON code. Returns the error object.
+pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status, "status");
+    let body: Value = r.json().await.expect("errors are JSON");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body["error"].clone()
+}

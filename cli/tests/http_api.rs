@@ -1,0 +1,294 @@
+//! The HTTP contract, against real processes: `spillway up` starts a host
+//! (sidecar + node) and the tests speak HTTP to it.
+
+mod common;
+
+use common::{Cluster, expect_error};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn upload_register_invoke_returns_output_and_receipt() {
+    let c = Cluster::start(2, 8);
+    c.deploy("echo", "echo", 10_000).await;
+    let r = c.invoke("echo", b"hello".to_vec()).await;
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["spillway-job-id"].len(), 32);
+    assert_eq!(h["spillway-node"], "n1");
+    assert_eq!(h["spillway-backend"], "cpu");
+    assert_eq!(h["spillway-burst"], "false");
+    for name in ["spillway-queue-ms", "spillway-exec-ms"] {
+        let v: f64 = h[name].to_str().unwrap().parse().unwrap();
+        assert!(v >= 0.0, "{name}");
+    }
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"hello");
+
+    let health = c.http.get(c.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = c
+        .http
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("spillway_jobs_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("spillway_node_restarts_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_typed_json_errors() {
+    let c = Cluster::start(1, 4);
+    // Invalid Wasm: 422.
+    let r = c
+        .put_artifact("junk", b"definitely not wasm".to_vec())
+        .await;
+    expect_error(r, 422, "invalid_artifact").await;
+    // Unknown function: 404.
+    expect_error(c.invoke("nope", vec![]).await, 404, "unknown_function").await;
+    // No token, wrong token: 401.
+    let r = c
+        .http
+        .post(c.url("/v1/functions/nope/invoke"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "missing_token").await;
+    let r = c
+        .http
+        .get(c.url("/v1/cluster"))
+        .bearer_auth("swt_wrong")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "invalid_token").await;
+    // Oversized body: 413 (the default input limit is 8 MiB).
+    c.deploy("echo", "echo", 10_000).await;
+    expect_error(
+        c.invoke("echo", vec![0u8; 9 << 20]).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+    // Bad function spec: 400 / 404.
+    let r = c
+        .http
+        .post(c.url("/v1/functions"))
+        .bearer_auth(&c.token)
+        .json(&serde_json::json!({"name": "x", "artifact": "missing"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "unknown_artifact").await;
+    let r = c
+        .http
+        .post(c.url("/v1/functions"))
+        .bearer_auth(&c.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_json").await;
+    // Nothing accepted before was lost.
+    assert_eq!(
+        c.invoke("echo", b"still".to_vec())
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"still"
+    );
+}
+
+#[tokio::test]
+async fn infinite_loop_hits_its_deadline_while_others_keep_succeeding() {
+    let c = Cluster::start(2, 8);
+    c.deploy("loop", "infinite_loop", 1_000).await;
+    c.deploy("echo", "echo", 10_000).await;
+    let started = Instant::now();
+    let looping = c.invoke("loop", vec![]);
+    let others = async {
+        for i in 0..20u8 {
+            let r = c.invoke("echo", vec![i]).await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.bytes().await.unwrap().as_ref(), [i]);
+        }
+    };
+    let (r, ()) = tokio::join!(looping, others);
+    let elapsed = started.elapsed();
+    expect_error(r, 504, "deadline_exceeded").await;
+    // Deadline 1000 ms, epoch tick 10 ms; the rest is HTTP and process
+    // scheduling on a loaded CI machine.
+    assert!(elapsed >= Duration::from_millis(1_000), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(1_000 + 10 + 1_000),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn memory_hog_and_deep_recursion_fail_typed_and_the_host_is_unaffected() {
+    let c = Cluster::start(1, 4);
+    c.deploy("hog", "memory_hog", 10_000).await;
+    c.deploy("deep", "deep_recursion", 10_000).await;
+    c.deploy("echo", "echo", 10_000).await;
+    expect_error(c.invoke("hog", vec![]).await, 500, "memory_limit_exceeded").await;
+    let e = expect_error(c.invoke("deep", vec![]).await, 500, "guest_trap").await;
+    assert!(e["message"].as_str().unwrap().contains("stack"), "{e}");
+    assert_eq!(c.invoke("echo", b"ok".to_vec()).await.status(), 200);
+    let m = c.cluster().await;
+    assert_eq!(m["members"][0]["node"]["restarts"], 0, "{m}");
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_with_retry_after() {
+    let c = Cluster::start(1, 1);
+    c.deploy("loop", "infinite_loop", 3_000).await;
+    let first = tokio::spawn({
+        let (http, url, token) = (
+            c.http.clone(),
+            c.url("/v1/functions/loop/invoke"),
+            c.token.clone(),
+        );
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    c.wait_member("one running job", |m| m["running"] == 1)
+        .await;
+    let second = tokio::spawn({
+        let (http, url, token) = (
+            c.http.clone(),
+            c.url("/v1/functions/loop/invoke"),
+            c.token.clone(),
+        );
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    c.wait_member("one queued job", |m| m["queued"] == 1).await;
+    let r = c.invoke("loop", vec![]).await;
+    assert!(r.headers().contains_key("retry-after"));
+    let e = expect_error(r, 503, "queue_full").await;
+    assert!(e["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{e}");
+    assert_eq!(e["may_have_run"], false);
+    assert_eq!(first.await.unwrap(), 504);
+    assert_eq!(second.await.unwrap(), 504);
+}
+
+#[tokio::test]
+async fn killing_the_node_loses_running_jobs_typed_and_the_node_comes_back() {
+    let c = Cluster::start(2, 8);
+    c.deploy("loop", "infinite_loop", 30_000).await;
+    c.deploy("echo", "echo", 10_000).await;
+    let member = c.wait_member("node up", |m| m["node"]["up"] == true).await;
+    let pid = member["node"]["pid"].as_u64().unwrap();
+    let jobs: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, url, token) = (
+                c.http.clone(),
+                c.url("/v1/functions/loop/invoke"),
+                c.token.clone(),
+            );
+            tokio::spawn(async move { http.post(url).bearer_auth(token).send().await.unwrap() })
+        })
+        .collect();
+    c.wait_member("two running jobs", |m| m["running"] == 2)
+        .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for job in jobs {
+        let e = expect_error(job.await.unwrap(), 502, "executor_lost").await;
+        assert_eq!(e["may_have_run"], true, "{e}");
+    }
+    let member = c
+        .wait_member("a new node", |m| {
+            m["node"]["up"] == true && m["node"]["pid"].as_u64().is_some_and(|p| p != pid)
+        })
+        .await;
+    assert!(
+        member["node"]["restarts"].as_u64().unwrap() >= 1,
+        "{member}"
+    );
+    let r = c.invoke("echo", b"back".to_vec()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"back");
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_job() {
+    let c = Cluster::start(1, 4);
+    c.deploy("loop", "infinite_loop", 60_000).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(c.url("/v1/functions/loop/invoke"))
+        .bearer_auth(&c.token)
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up");
+    // The guest is interrupted long before its 60 s deadline.
+    c.wait_member("the slot freed", |m| m["running"] == 0).await;
+}
+
+#[tokio::test]
+async fn gemm_through_http_equals_the_cpu_reference() {
+    let c = Cluster::start(1, 4);
+    c.deploy("gemm", "gemm", 10_000).await;
+    let mut seed = 0x2545f4914f6cdd1du64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect()
+    };
+    for (m, n, k) in [(4, 4, 4), (17, 5, 23), (32, 32, 32)] {
+        let (a, b) = (random(m * k), random(k * n));
+        let mut input: Vec<u8> = [m, n, k]
+            .iter()
+            .flat_map(|v| (*v as u32).to_le_bytes())
+            .collect();
+        input.extend(a.iter().chain(&b).flat_map(|v| v.to_le_bytes()));
+        let r = c.invoke("gemm", input).await;
+        assert_eq!(r.status(), 200);
+        let got: Vec<f32> = r
+            .bytes()
+            .await
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let mut want = vec![0.0; m * n];
+        spillway_kernels::gemm(m, n, k, 1.0, &a, &b, 0.0, &mut want).unwrap();
+        assert_eq!(got, want, "{m}x{n}x{k}");
+    }
+}
