@@ -315,3 +315,164 @@ impl gpu::Host for GuestState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::JobControl;
+    use crate::limits::GuestLimits;
+    use gpu::{Host as _, HostBuffer as _};
+    use spillway_proto::{Backend, JobId};
+    use std::time::{Duration, Instant};
+    use wasmtime::component::ResourceTable;
+
+    fn state(gpu_limit: u64) -> GuestState {
+        let now = Instant::now();
+        GuestState {
+            job: JobId(1),
+            input: Vec::new(),
+            limits: GuestLimits {
+                memory_bytes: 1 << 20,
+                table_elements: 100,
+            },
+            control: JobControl::detached(),
+            started: now,
+            deadline: now + Duration::from_secs(10),
+            emitted: 0,
+            max_output: 1 << 20,
+            chunks: 0,
+            table: ResourceTable::new(),
+            gpu_bytes: 0,
+            gpu_limit,
+            backend: Backend::Cpu,
+        }
+    }
+
+    fn buffer(s: &mut GuestState, data: &[f32]) -> Resource<Buffer> {
+        let b = s.create(data.len() as u32).unwrap();
+        s.write(borrow(&b), 0, data.to_vec()).unwrap();
+        b
+    }
+
+    fn borrow(b: &Resource<Buffer>) -> Resource<Buffer> {
+        Resource::new_borrow(b.rep())
+    }
+
+    fn read_all(s: &mut GuestState, b: &Resource<Buffer>) -> Vec<f32> {
+        let len = s.len(borrow(b));
+        s.read(borrow(b), 0, len).unwrap()
+    }
+
+    #[test]
+    fn launch_runs_each_kernel_like_the_reference() {
+        let mut s = state(1 << 20);
+        let x = [1.0, -2.0, 3.0, 0.5];
+        let y = [4.0, 5.0, -6.0, 2.0];
+        let (bx, by, out) = (
+            buffer(&mut s, &x),
+            buffer(&mut s, &y),
+            buffer(&mut s, &[0.0; 4]),
+        );
+
+        let args = vec![
+            KernelArg::Buf(borrow(&bx)),
+            KernelArg::Buf(borrow(&by)),
+            KernelArg::Buf(borrow(&out)),
+            KernelArg::U32(4),
+        ];
+        s.launch("vector_add".into(), args).unwrap();
+        assert_eq!(read_all(&mut s, &out), [5.0, 3.0, -3.0, 2.5]);
+
+        let args = vec![
+            KernelArg::F32(2.0),
+            KernelArg::Buf(borrow(&bx)),
+            KernelArg::Buf(borrow(&out)),
+            KernelArg::U32(4),
+        ];
+        s.launch("saxpy".into(), args).unwrap();
+        assert_eq!(read_all(&mut s, &out), [7.0, -1.0, 3.0, 3.5]);
+
+        let args = vec![
+            KernelArg::Buf(borrow(&bx)),
+            KernelArg::Buf(borrow(&out)),
+            KernelArg::U32(2),
+            KernelArg::U32(2),
+        ];
+        s.launch("softmax".into(), args).unwrap();
+        let mut want = [0.0; 4];
+        spillway_kernels::softmax(&x, 2, 2, &mut want).unwrap();
+        assert_eq!(read_all(&mut s, &out), want);
+
+        let w = buffer(&mut s, &[1.0, 2.0]);
+        let args = vec![
+            KernelArg::Buf(borrow(&bx)),
+            KernelArg::Buf(borrow(&w)),
+            KernelArg::Buf(borrow(&out)),
+            KernelArg::U32(2),
+            KernelArg::U32(2),
+            KernelArg::F32(1e-5),
+        ];
+        s.launch("rmsnorm".into(), args).unwrap();
+        spillway_kernels::rmsnorm(&x, &[1.0, 2.0], 2, 2, 1e-5, &mut want).unwrap();
+        assert_eq!(read_all(&mut s, &out), want);
+
+        let args = vec![
+            KernelArg::Buf(borrow(&bx)),
+            KernelArg::Buf(borrow(&out)),
+            KernelArg::U32(4),
+        ];
+        s.launch("reduce_sum".into(), args).unwrap();
+        assert_eq!(read_all(&mut s, &out)[0], 2.5);
+
+        // Output aliasing an input is fine: inputs are read before writing.
+        let args = vec![
+            KernelArg::Buf(borrow(&bx)),
+            KernelArg::Buf(borrow(&by)),
+            KernelArg::Buf(borrow(&bx)),
+            KernelArg::U32(2),
+            KernelArg::U32(2),
+            KernelArg::U32(2),
+            KernelArg::F32(1.0),
+            KernelArg::F32(0.0),
+        ];
+        s.launch("gemm".into(), args).unwrap();
+        let mut c = [0.0; 4];
+        spillway_kernels::gemm(2, 2, 2, 1.0, &x, &y, 0.0, &mut c).unwrap();
+        assert_eq!(read_all(&mut s, &bx), c);
+    }
+
+    #[test]
+    fn bad_launches_and_allocations_are_typed_errors() {
+        let mut s = state(64);
+        let b = buffer(&mut s, &[0.0; 8]);
+        let e = s.launch("nope".into(), vec![]).unwrap_err();
+        assert!(matches!(e.code, ErrorCode::UnknownKernel));
+        let e = s
+            .launch("reduce_sum".into(), vec![KernelArg::U32(1)])
+            .unwrap_err();
+        assert!(
+            matches!(e.code, ErrorCode::InvalidArgument),
+            "{}",
+            e.message
+        );
+        let args = vec![
+            KernelArg::Buf(borrow(&b)),
+            KernelArg::Buf(borrow(&b)),
+            KernelArg::U32(9),
+        ];
+        let e = s.launch("reduce_sum".into(), args).unwrap_err();
+        assert!(
+            matches!(e.code, ErrorCode::InvalidArgument),
+            "{}",
+            e.message
+        );
+        let e = s.read(borrow(&b), 6, 4).unwrap_err();
+        assert!(matches!(e.code, ErrorCode::InvalidArgument));
+        // 32 bytes in use of 64: another 16 elements (64 bytes) do not fit.
+        let e = s.create(16).unwrap_err();
+        assert!(matches!(e.code, ErrorCode::OutOfMemory), "{}", e.message);
+        s.drop(b).unwrap();
+        assert_eq!(s.gpu_bytes, 0);
+        s.create(16).unwrap();
+    }
+}

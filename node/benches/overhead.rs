@@ -1,0 +1,94 @@
+//! The node's per-job overhead: the no-op guest run through
+//! [`Executor::run`] (pooled instance, limits, epoch deadline, host state)
+//! beside bare Wasmtime instantiate + call of the same component, in the
+//! same process and run. Prints both medians and their ratio.
+//!
+//! Run: `cargo bench -p spillway-node --bench overhead`. The target is a
+//! ratio of at most 1.5.
+
+use spillway_node::{Executor, JobControl, NodeConfig};
+use spillway_proto::{Accelerator, JobId, JobSpec, TenantId};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+const SAMPLES: usize = 21;
+const PER_SAMPLE: u32 = 500;
+
+/// Median time of one call of `f`, over `SAMPLES` batches.
+fn median(mut f: impl FnMut()) -> Duration {
+    for _ in 0..PER_SAMPLE {
+        f();
+    }
+    let mut samples: Vec<Duration> = (0..SAMPLES)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..PER_SAMPLE {
+                f();
+            }
+            t.elapsed() / PER_SAMPLE
+        })
+        .collect();
+    samples.sort();
+    samples[SAMPLES / 2]
+}
+
+fn main() {
+    let noop = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/guests/noop.wat"
+    ))
+    .expect("examples/guests/noop.wat");
+
+    // Bare Wasmtime: default engine, pre-instantiated once, then a fresh
+    // store + instantiate + call per job.
+    let engine = Engine::default();
+    let component = Component::new(&engine, &noop).expect("noop compiles");
+    let pre = Linker::<()>::new(&engine)
+        .instantiate_pre(&component)
+        .expect("noop links");
+    let bare = median(|| {
+        let mut store = Store::new(&engine, ());
+        let instance = pre.instantiate(&mut store).expect("instantiate");
+        let run = instance
+            .get_typed_func::<(&[u8],), (Result<Vec<u8>, String>,)>(&mut store, "run")
+            .expect("run export");
+        let (out,) = run.call(&mut store, (&[],)).expect("call");
+        assert!(out.is_ok());
+    });
+
+    // Spillway's node executor.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exec = Executor::new(NodeConfig {
+        dir: dir.path().to_owned(),
+        ..NodeConfig::default()
+    })
+    .expect("executor");
+    let digest = exec.put_artifact(&noop).expect("store noop");
+    let spec = JobSpec {
+        tenant: TenantId::admin(),
+        function: "noop".into(),
+        digest,
+        accelerator: Accelerator::None,
+        deadline_ms: 10_000,
+        memory_limit_bytes: 16 << 20,
+        idempotent: false,
+    };
+    let mut n = 0u128;
+    let node = median(|| {
+        n += 1;
+        exec.run(JobId(n), &spec, Vec::new(), 10_000, JobControl::detached())
+            .expect("noop runs");
+    });
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "no-op guest, instantiate + call + drop, median of {SAMPLES}×{PER_SAMPLE} ({cores} cores)"
+    );
+    println!("  bare wasmtime      {:>9.2} µs", bare.as_secs_f64() * 1e6);
+    println!("  spillway executor  {:>9.2} µs", node.as_secs_f64() * 1e6);
+    println!(
+        "  ratio              {:>9.2}× (target ≤ 1.5×)",
+        node.as_secs_f64() / bare.as_secs_f64()
+    );
+}
