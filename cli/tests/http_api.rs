@@ -126,14 +126,18 @@ async fn infinite_loop_hits_its_deadline_while_others_keep_succeeding() {
     };
     let (r, ()) = tokio::join!(looping, others);
     let elapsed = started.elapsed();
-    expect_error(r, 504, "deadline_exceeded").await;
-    // Deadline 1000 ms, epoch tick 10 ms; the rest is HTTP and process
-    // scheduling on a loaded CI machine.
-    assert!(elapsed >= Duration::from_millis(1_000), "{elapsed:?}");
+    let e = expect_error(r, 504, "deadline_exceeded").await;
+    // The node stops the guest at the first epoch tick (10 ms) after the
+    // deadline and reports how long the guest ran. The margin beyond one
+    // tick is for thread scheduling on a loaded 2-core CI machine.
+    let exec_ms = e["exec_ms"].as_f64().expect("the node reports exec_ms");
+    eprintln!("infinite loop: deadline 1000 ms, ran {exec_ms:.1} ms, answered after {elapsed:?}");
     assert!(
-        elapsed < Duration::from_millis(1_000 + 10 + 1_000),
-        "{elapsed:?}"
+        (950.0..=1_000.0 + 10.0 + 40.0).contains(&exec_ms),
+        "ran {exec_ms} ms"
     );
+    assert!(elapsed >= Duration::from_millis(1_000), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2_000), "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -254,6 +258,15 @@ async fn client_disconnect_cancels_the_job() {
     assert!(r.is_err(), "the client gave up");
     // The guest is interrupted long before its 60 s deadline.
     c.wait_member("the slot freed", |m| m["running"] == 0).await;
+}
+
+#[tokio::test]
+async fn emitted_chunks_come_before_the_result_in_the_body() {
+    let c = Cluster::start(1, 4);
+    c.deploy("countdown", "countdown", 10_000).await;
+    let r = c.invoke("countdown", vec![4]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"4\n3\n2\n1\nliftoff\n");
 }
 
 #[tokio::test]

@@ -190,7 +190,11 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
     let job = exec.job;
     let Ok(permit) = node.slots.clone().try_acquire_owned() else {
         let failure = Refusal::SlotsExhausted { retry_after_ms: 10 }.into();
-        let _ = tx.try_send(FromNode::Failed { job, failure });
+        let _ = tx.try_send(FromNode::Failed {
+            job,
+            failure,
+            exec_us: 0,
+        });
         return;
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -209,7 +213,7 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
             };
             let worker = node.clone();
             let span = tracing::Span::current();
-            let outcome = tokio::task::spawn_blocking(move || {
+            let (outcome, exec_us) = tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
                 let Execute {
                     job,
@@ -217,15 +221,16 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
                     input,
                     remaining_ms,
                 } = exec;
-                worker
+                let started = std::time::Instant::now();
+                let outcome = worker
                     .executor
-                    .run(job, &spec, input, remaining_ms, control)
+                    .run(job, &spec, input, remaining_ms, control);
+                (outcome, started.elapsed().as_micros() as u64)
             })
             .await
             .unwrap_or_else(|e| {
-                Err(Failure::Internal {
-                    message: format!("job panicked: {e}"),
-                })
+                let message = format!("job panicked: {e}");
+                (Err(Failure::Internal { message }), 0)
             });
             drop(permit);
             jobs.lock().expect("jobs lock").remove(&job);
@@ -238,7 +243,11 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
                 Err(failure) => {
                     node.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(code = failure.code(), "job failed: {failure}");
-                    FromNode::Failed { job, failure }
+                    FromNode::Failed {
+                        job,
+                        failure,
+                        exec_us,
+                    }
                 }
             };
             let _ = tx.send(reply).await;

@@ -196,3 +196,53 @@ fn artifacts_survive_a_restart() {
     );
     assert_eq!(out.unwrap().output, b"again");
 }
+
+#[test]
+fn emitted_chunks_arrive_in_order_before_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let digest = exec.put_artifact(&guest("countdown")).unwrap();
+    let chunks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = chunks.clone();
+    let control = JobControl {
+        cancel: Arc::new(AtomicBool::new(false)),
+        emit: Box::new(move |seq, chunk| sink.lock().unwrap().push((seq, chunk))),
+    };
+    let done = exec
+        .run(JobId(6), &spec(digest, 5000), vec![3], 5000, control)
+        .unwrap();
+    assert_eq!(done.output, b"liftoff\n");
+    let chunks = chunks.lock().unwrap().clone();
+    assert_eq!(
+        chunks,
+        vec![
+            (0, b"3\n".to_vec()),
+            (1, b"2\n".to_vec()),
+            (2, b"1\n".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn should_yield_lets_a_long_loop_stop_cleanly_before_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let digest = exec.put_artifact(&guest("spin")).unwrap();
+    // u32::MAX rounds would take far longer than 300 ms: the guest sees
+    // should-yield turn true in the last tenth and returns its own error.
+    let err = exec
+        .run(
+            JobId(7),
+            &spec(digest, 300),
+            u32::MAX.to_le_bytes().to_vec(),
+            300,
+            JobControl::detached(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Failure::GuestError {
+            message: "spin: asked to yield".into()
+        }
+    );
+}

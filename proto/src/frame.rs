@@ -129,6 +129,7 @@ mod tests {
             FromNode::Failed {
                 job: JobId(9),
                 failure: Failure::Refused(Refusal::QueueFull { retry_after_ms: 5 }),
+                exec_us: 0,
             },
         ]
     }

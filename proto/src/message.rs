@@ -143,9 +143,11 @@ pub enum FromNode {
         chunk: Vec<u8>,
     },
     Completed(Completion),
+    /// `exec_us`: how long the job ran on the node (0 if it never started).
     Failed {
         job: JobId,
         failure: Failure,
+        exec_us: u64,
     },
     ArtifactStored {
         request: u64,

@@ -39,12 +39,29 @@ pub(crate) struct JobOutput {
     pub(crate) completion: Completion,
 }
 
+/// A job that ended without a result, and how long it ran on the node
+/// (`None` when the node never reported it: lost, or never sent).
+#[derive(Debug)]
+pub(crate) struct JobFailed {
+    pub(crate) failure: Failure,
+    pub(crate) exec_us: Option<u64>,
+}
+
+impl From<Failure> for JobFailed {
+    fn from(failure: Failure) -> Self {
+        Self {
+            failure,
+            exec_us: None,
+        }
+    }
+}
+
 /// Where an upload's answer goes: the stored digest and size, or why not.
 type UploadReply = oneshot::Sender<Result<(Digest, u64), Failure>>;
 
 struct PendingJob {
     chunks: Vec<u8>,
-    done: oneshot::Sender<Result<JobOutput, Failure>>,
+    done: oneshot::Sender<Result<JobOutput, JobFailed>>,
 }
 
 #[derive(Default)]
@@ -103,13 +120,13 @@ impl NodeLink {
 
     /// Sends a job and waits for its end. Dropping the future does not
     /// cancel the job on the node: call [`NodeLink::cancel`] for that.
-    pub(crate) async fn execute(&self, exec: Execute) -> Result<JobOutput, Failure> {
+    pub(crate) async fn execute(&self, exec: Execute) -> Result<JobOutput, JobFailed> {
         let (done, rx) = oneshot::channel();
         let job = exec.job;
         let tx = {
             let mut conn = self.conn.lock().expect("link lock");
             let Some(tx) = conn.tx.clone() else {
-                return Err(unavailable());
+                return Err(unavailable().into());
             };
             conn.jobs.insert(
                 job,
@@ -123,10 +140,10 @@ impl NodeLink {
         if tx.send(ToNode::Execute(exec)).await.is_err() {
             // The connection closed before the job left: it never ran.
             self.conn.lock().expect("link lock").jobs.remove(&job);
-            return Err(unavailable());
+            return Err(unavailable().into());
         }
         rx.await
-            .unwrap_or(Err(Failure::ExecutorLost { may_have_run: true }))
+            .unwrap_or_else(|_| Err(Failure::ExecutorLost { may_have_run: true }.into()))
     }
 
     /// Asks the node to interrupt a job.
@@ -240,9 +257,14 @@ impl NodeLink {
                     let _ = p.done.send(Ok(JobOutput { body, completion }));
                 }
             }
-            FromNode::Failed { job, failure } => {
+            FromNode::Failed {
+                job,
+                failure,
+                exec_us,
+            } => {
                 if let Some(p) = conn.jobs.remove(&job) {
-                    let _ = p.done.send(Err(failure));
+                    let exec_us = Some(exec_us).filter(|us| *us > 0);
+                    let _ = p.done.send(Err(JobFailed { failure, exec_us }));
                 }
             }
             FromNode::ArtifactStored {
@@ -276,7 +298,7 @@ impl NodeLink {
             tracing::warn!(job = %job, "executor lost");
             let _ = p
                 .done
-                .send(Err(Failure::ExecutorLost { may_have_run: true }));
+                .send(Err(Failure::ExecutorLost { may_have_run: true }.into()));
         }
         for (_, done) in conn.uploads.drain() {
             let _ = done.send(Err(unavailable()));

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub retry_after_ms: Option<u64>,
     pub may_have_run: Option<bool>,
     pub job_id: Option<JobId>,
+    /// How long the job ran on the node before it failed, where known.
+    pub exec_ms: Option<f64>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             retry_after_ms: None,
             may_have_run: None,
             job_id: None,
+            exec_ms: None,
         }
     }
 
@@ -115,6 +118,9 @@ impl IntoResponse for ApiError {
         if let Some(m) = self.may_have_run {
             body.insert("may_have_run".into(), json!(m));
         }
+        if let Some(ms) = self.exec_ms {
+            body.insert("exec_ms".into(), json!(ms));
+        }
         if let Some(job) = self.job_id {
             body.insert("job_id".into(), json!(job.to_string()));
         }
@@ -130,6 +136,11 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&job.to_string())
         {
             response.headers_mut().insert("spillway-job-id", v);
+        }
+        if let Some(ms) = self.exec_ms
+            && let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}"))
+        {
+            response.headers_mut().insert("spillway-exec-ms", v);
         }
         response
     }

@@ -6,7 +6,7 @@
 //! the job on the node.
 
 use super::{ApiError, App};
-use crate::link::{JobOutput, NodeLink};
+use crate::link::{JobFailed, JobOutput, NodeLink};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -160,7 +160,13 @@ async fn run(
         .instrument(tracing::info_span!("node", job = %job))
         .await;
     guard.armed = false;
-    Ok((result?, queue_ms))
+    match result {
+        Ok(output) => Ok((output, queue_ms)),
+        Err(JobFailed { failure, exec_us }) => Err(ApiError {
+            exec_ms: exec_us.map(|us| us as f64 / 1000.0),
+            ..failure.into()
+        }),
+    }
 }
 
 fn receipt(app: &App, job: JobId, queue: Duration, output: &JobOutput) -> Response {
