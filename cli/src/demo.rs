@@ -81,6 +81,14 @@ fn guests() -> Vec<Guest> {
             show: show_matrix,
         },
         Guest {
+            name: "countdown",
+            wat: wat!("countdown"),
+            deadline_ms: 10_000,
+            input: || vec![3],
+            expect_error: None,
+            show: |out| text(out).replace('\n', " "),
+        },
+        Guest {
             name: "noop",
             wat: wat!("noop"),
             deadline_ms: 10_000,
