@@ -10,10 +10,27 @@ use spillway_node::{Executor, JobControl, NodeConfig};
 use spillway_proto::{Accelerator, JobId, JobSpec, TenantId};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 const SAMPLES: usize = 21;
 const PER_SAMPLE: u32 = 500;
+
+/// Bare Wasmtime instantiate + call + drop of `wasm` on `engine`.
+fn bare_median(engine: &Engine, wasm: &[u8]) -> Duration {
+    let component = Component::new(engine, wasm).expect("noop compiles");
+    let pre = Linker::<()>::new(engine)
+        .instantiate_pre(&component)
+        .expect("noop links");
+    median(|| {
+        let mut store = Store::new(engine, ());
+        let instance = pre.instantiate(&mut store).expect("instantiate");
+        let run = instance
+            .get_typed_func::<(&[u8],), (Result<Vec<u8>, String>,)>(&mut store, "run")
+            .expect("run export");
+        let (out,) = run.call(&mut store, (&[],)).expect("call");
+        assert!(out.is_ok());
+    })
+}
 
 /// Median time of one call of `f`, over `SAMPLES` batches.
 fn median(mut f: impl FnMut()) -> Duration {
@@ -40,22 +57,21 @@ fn main() {
     ))
     .expect("examples/guests/noop.wat");
 
-    // Bare Wasmtime: default engine, pre-instantiated once, then a fresh
-    // store + instantiate + call per job.
-    let engine = Engine::default();
-    let component = Component::new(&engine, &noop).expect("noop compiles");
-    let pre = Linker::<()>::new(&engine)
-        .instantiate_pre(&component)
-        .expect("noop links");
-    let bare = median(|| {
-        let mut store = Store::new(&engine, ());
-        let instance = pre.instantiate(&mut store).expect("instantiate");
-        let run = instance
-            .get_typed_func::<(&[u8],), (Result<Vec<u8>, String>,)>(&mut store, "run")
-            .expect("run export");
-        let (out,) = run.call(&mut store, (&[],)).expect("call");
-        assert!(out.is_ok());
-    });
+    // Bare Wasmtime, twice: the default engine (on-demand allocation), and
+    // an engine with the pooling allocator as the node configures it. Both
+    // pre-instantiate once, then make a fresh store + instantiate + call.
+    let default_engine = Engine::default();
+    let bare = bare_median(&default_engine, &noop);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(12)
+        .total_core_instances(96)
+        .total_memories(96)
+        .total_tables(96)
+        .max_memory_size(256 << 20);
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let pooled_engine = Engine::new(&config).expect("pooling engine");
+    let bare_pooled = bare_median(&pooled_engine, &noop);
 
     // Spillway's node executor.
     let dir = tempfile::tempdir().expect("temp dir");
@@ -82,13 +98,19 @@ fn main() {
     });
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "no-op guest, instantiate + call + drop, median of {SAMPLES}×{PER_SAMPLE} ({cores} cores)"
+        "no-op guest, instantiate + call + drop, median of {SAMPLES}x{PER_SAMPLE} ({cores} cores)"
     );
-    println!("  bare wasmtime      {:>9.2} µs", bare.as_secs_f64() * 1e6);
-    println!("  spillway executor  {:>9.2} µs", node.as_secs_f64() * 1e6);
+    println!("  bare wasmtime, default allocator  {:>8.2} us", us(bare));
     println!(
-        "  ratio              {:>9.2}× (target ≤ 1.5×)",
-        node.as_secs_f64() / bare.as_secs_f64()
+        "  bare wasmtime, pooling allocator  {:>8.2} us",
+        us(bare_pooled)
+    );
+    println!("  spillway executor                 {:>8.2} us", us(node));
+    println!(
+        "  ratio executor / bare: {:.2}x (default), {:.2}x (pooling); target <= 1.5x",
+        node.as_secs_f64() / bare.as_secs_f64(),
+        node.as_secs_f64() / bare_pooled.as_secs_f64()
     );
 }
