@@ -23,8 +23,9 @@ pub(crate) struct NodeLimits {
     epoch_tick_ms: u64,
 }
 
-#[derive(Debug, clap::Args)]
-pub(crate) struct HostArgs {
+/// What a sidecar serves from: its state and its HTTP ingress.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Ingress {
     /// State directory (created if missing).
     #[arg(long, default_value_os_t = crate::default_dir())]
     dir: PathBuf,
@@ -34,6 +35,12 @@ pub(crate) struct HostArgs {
     /// Jobs that may wait for a slot before 503 queue_full.
     #[arg(long, default_value_t = 64)]
     queue: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct HostArgs {
+    #[command(flatten)]
+    ingress: Ingress,
     #[command(flatten)]
     limits: NodeLimits,
     /// Exit when standard input closes (used by `spillway up`).
@@ -62,12 +69,8 @@ pub(crate) struct SidecarArgs {
     /// The node's Unix socket.
     #[arg(long)]
     node_socket: PathBuf,
-    #[arg(long, default_value_os_t = crate::default_dir())]
-    dir: PathBuf,
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    listen: SocketAddr,
-    #[arg(long, default_value_t = 64)]
-    queue: u32,
+    #[command(flatten)]
+    ingress: Ingress,
     /// The node's slots (corrected by the node's hello).
     #[arg(long, default_value_t = 4)]
     slots: u32,
@@ -120,12 +123,12 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     let config = SidecarConfig {
-        http_addr: args.listen,
-        dir: args.dir,
+        http_addr: args.ingress.listen,
+        dir: args.ingress.dir,
         node_socket: args.node_socket,
         node: NodeLaunch::Connect,
         slots: args.slots,
-        queue_capacity: args.queue,
+        queue_capacity: args.ingress.queue,
         ..SidecarConfig::default()
     };
     spillway_sidecar::run(config, shutdown_signal(false)).await?;
@@ -133,7 +136,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
-    let dir = std::path::absolute(&args.dir).context("resolving --dir")?;
+    let dir = std::path::absolute(&args.ingress.dir).context("resolving --dir")?;
     let node_dir = dir.join("node");
     let socket = dir.join("node.sock");
     std::fs::create_dir_all(&node_dir)
@@ -157,7 +160,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     // Validate the node's half here too, so a bad flag fails before spawning.
     node_config(socket.clone(), dir.clone(), l).validate()?;
     let config = SidecarConfig {
-        http_addr: args.listen,
+        http_addr: args.ingress.listen,
         dir: dir.join("sidecar"),
         node_socket: socket,
         node: NodeLaunch::Spawn {
@@ -165,7 +168,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             args: node_args,
         },
         slots: l.slots,
-        queue_capacity: args.queue,
+        queue_capacity: args.ingress.queue,
         ..SidecarConfig::default()
     };
     spillway_sidecar::run(config, shutdown_signal(args.stop_on_stdin_close)).await?;

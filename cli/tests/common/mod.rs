@@ -119,6 +119,15 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Invokes `function` with an empty input on a task of its own.
+    pub fn spawn_invoke(&self, function: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+        let request = self
+            .http
+            .post(self.url(&format!("/v1/functions/{function}/invoke")))
+            .bearer_auth(&self.token);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    }
+
     pub async fn cluster(&self) -> Value {
         self.http
             .get(self.url("/v1/cluster"))
