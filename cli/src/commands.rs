@@ -177,10 +177,10 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             m["role"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
             m["http_addr"].as_str().unwrap_or("?"),
-            m["slots"],
-            m["running"],
-            m["queued"],
-            m["node"]["restarts"],
+            m["slots"].to_string(),
+            m["running"].to_string(),
+            m["queued"].to_string(),
+            m["node"]["restarts"].to_string(),
             backends.join(","),
         );
     }

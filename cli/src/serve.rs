@@ -77,7 +77,7 @@ pub(crate) struct SidecarArgs {
 }
 
 /// Resolves on Ctrl-C, SIGTERM or, if asked, when stdin closes.
-async fn shutdown_signal(stdin_close: bool) {
+pub(crate) async fn shutdown_signal(stdin_close: bool) {
     use tokio::io::AsyncReadExt;
     let stdin = async {
         if stdin_close {

@@ -228,7 +228,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         cluster.stop().await;
         return outcome;
     }
-    let _ = tokio::signal::ctrl_c().await;
+    crate::serve::shutdown_signal(false).await;
     eprintln!("stopping the cluster");
     cluster.stop().await;
     Ok(ExitCode::SUCCESS)
