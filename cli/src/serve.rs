@@ -21,6 +21,42 @@ pub(crate) struct NodeLimits {
     /// How often deadlines and cancellation are checked (ms).
     #[arg(long, default_value_t = 10)]
     epoch_tick_ms: u64,
+    /// GPUs to use: `all`, `none`, or ordinals such as `0,1`.
+    #[arg(long, default_value = "all", value_parser = parse_gpus)]
+    gpus: GpuChoice,
+}
+
+/// `--gpus`: every GPU, or only the listed ordinals (none for an empty list).
+#[derive(Debug, Clone)]
+pub(crate) struct GpuChoice(Option<Vec<usize>>);
+
+fn parse_gpus(s: &str) -> Result<GpuChoice, String> {
+    match s {
+        "all" => Ok(GpuChoice(None)),
+        "none" => Ok(GpuChoice(Some(Vec::new()))),
+        list => list
+            .split(',')
+            .map(|o| {
+                o.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("not a GPU ordinal: {o:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| GpuChoice(Some(v))),
+    }
+}
+
+impl std::fmt::Display for GpuChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("all"),
+            Some(v) if v.is_empty() => f.write_str("none"),
+            Some(v) => {
+                let list: Vec<String> = v.iter().map(usize::to_string).collect();
+                f.write_str(&list.join(","))
+            }
+        }
+    }
 }
 
 /// What a sidecar serves from: its state and its HTTP ingress.
@@ -111,6 +147,7 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         slots: limits.slots,
         max_memory_bytes: limits.max_memory_mib << 20,
         epoch_tick: Duration::from_millis(limits.epoch_tick_ms),
+        gpus: limits.gpus.0.clone(),
         ..NodeConfig::default()
     }
 }
@@ -155,6 +192,8 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         l.max_memory_mib.to_string().into(),
         "--epoch-tick-ms".into(),
         l.epoch_tick_ms.to_string().into(),
+        "--gpus".into(),
+        l.gpus.to_string().into(),
         "--stop-on-stdin-close".into(),
     ];
     // Validate the node's half here too, so a bad flag fails before spawning.

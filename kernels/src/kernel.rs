@@ -89,3 +89,106 @@ mod tests {
         ));
     }
 }
+
+/// A buffer argument's required length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// Position of the argument in the launch.
+    pub arg: usize,
+    /// Its name, for error messages.
+    pub name: &'static str,
+    /// Elements it must hold at least.
+    pub elements: usize,
+}
+
+fn product(a: u32, b: u32, what: &str) -> Result<usize, KernelError> {
+    if a == 0 || b == 0 {
+        return Err(KernelError::Shape(format!(
+            "{what} has a zero dimension ({a}×{b})"
+        )));
+    }
+    (a as usize)
+        .checked_mul(b as usize)
+        .ok_or_else(|| KernelError::Shape(format!("{what} of {a}×{b} overflows")))
+}
+
+impl Kernel {
+    /// What each buffer argument must hold for the shape arguments `shape`
+    /// (the `u32` parameters in launch order), checked before any backend
+    /// runs the kernel. Also rejects shapes the kernel cannot take.
+    pub fn requirements(self, shape: &[u32]) -> Result<Vec<Needs>, KernelError> {
+        let s = |i: usize| shape.get(i).copied().unwrap_or(0);
+        let need = |arg, name, elements| Needs {
+            arg,
+            name,
+            elements,
+        };
+        Ok(match self {
+            Kernel::VectorAdd => {
+                let n = s(0) as usize;
+                vec![need(0, "a", n), need(1, "b", n), need(2, "out", n)]
+            }
+            Kernel::Saxpy => {
+                let n = s(0) as usize;
+                vec![need(1, "x", n), need(2, "y", n)]
+            }
+            Kernel::Gemm => {
+                let (m, n, k) = (s(0), s(1), s(2));
+                vec![
+                    need(0, "a", product(m, k, "A")?),
+                    need(1, "b", product(k, n, "B")?),
+                    need(2, "c", product(m, n, "C")?),
+                ]
+            }
+            Kernel::Softmax => {
+                let len = product(s(0), s(1), "x")?;
+                vec![need(0, "x", len), need(1, "out", len)]
+            }
+            Kernel::Rmsnorm => {
+                let len = product(s(0), s(1), "x")?;
+                vec![
+                    need(0, "x", len),
+                    need(1, "weight", s(1) as usize),
+                    need(2, "out", len),
+                ]
+            }
+            Kernel::ReduceSum => vec![need(0, "x", s(0) as usize), need(1, "out", 1)],
+        })
+    }
+
+    /// Pairs of buffer arguments that must not be the same buffer (an output
+    /// written while another thread still reads its input).
+    pub fn must_not_alias(self) -> &'static [(usize, usize)] {
+        match self {
+            Kernel::Gemm => &[(2, 0), (2, 1)],
+            Kernel::ReduceSum => &[(1, 0)],
+            _ => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod requirement_tests {
+    use super::*;
+
+    #[test]
+    fn requirements_follow_the_shapes() {
+        let r = Kernel::Gemm.requirements(&[2, 3, 4]).unwrap();
+        assert_eq!(r.iter().map(|n| n.elements).collect::<Vec<_>>(), [8, 12, 6]);
+        assert!(matches!(
+            Kernel::Gemm.requirements(&[0, 3, 4]),
+            Err(KernelError::Shape(_))
+        ));
+        let r = Kernel::Rmsnorm.requirements(&[4, 8]).unwrap();
+        assert_eq!(
+            r[1],
+            Needs {
+                arg: 1,
+                name: "weight",
+                elements: 8
+            }
+        );
+        assert_eq!(Kernel::ReduceSum.requirements(&[5]).unwrap()[1].elements, 1);
+        assert_eq!(Kernel::VectorAdd.requirements(&[0]).unwrap()[0].elements, 0);
+    }
+}

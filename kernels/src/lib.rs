@@ -8,13 +8,18 @@
 //! [`Kernel`] names the kernels a guest may launch and the typed parameters
 //! each takes, so every backend binds launch arguments the same way.
 //!
-//! What it is not: the CUDA sources and NVRTC/cuBLAS glue (they come with the
-//! GPU executor).
+//! The CUDA versions live in `cuda/builtin.cu`; [`nvrtc`] compiles them for
+//! a device's architecture and caches the PTX on disk, and [`Kernel::geometry`]
+//! gives each launch's grid. `gemm` runs on cuBLAS. What it is not: a GPU
+//! runtime: contexts, streams, buffers and launches belong to the node.
 
 mod cpu;
 mod error;
+mod geometry;
 mod kernel;
+pub mod nvrtc;
 
 pub use cpu::{gemm, reduce_sum, rmsnorm, saxpy, softmax, vector_add};
 pub use error::KernelError;
-pub use kernel::{Kernel, Param};
+pub use geometry::{BLOCK, Geometry, MAX_GRID};
+pub use kernel::{Kernel, Needs, Param};

@@ -24,6 +24,9 @@ pub struct NodeConfig {
     pub epoch_tick: Duration,
     /// Bytes a job may emit as chunks plus return.
     pub max_output_bytes: u64,
+    /// Which GPUs the node uses: `None` every GPU the driver shows,
+    /// `Some(ordinals)` only those (empty: none, CPU backend only).
+    pub gpus: Option<Vec<usize>>,
 }
 
 impl Default for NodeConfig {
@@ -37,6 +40,7 @@ impl Default for NodeConfig {
             max_wasm_stack_bytes: 512 * 1024,
             epoch_tick: Duration::from_millis(10),
             max_output_bytes: 16 * 1024 * 1024,
+            gpus: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::artifacts::ArtifactCache;
 use crate::bindings::JobGuest;
+use crate::cuda::CudaBackend;
 use crate::engine::{self, EpochTicker};
 use crate::limits::{GuestLimits, LimitExceeded};
 use crate::state::GuestState;
@@ -62,6 +63,7 @@ pub struct Executor {
     config: NodeConfig,
     engine: Engine,
     cache: ArtifactCache,
+    cuda: Option<CudaBackend>,
     _ticker: EpochTicker,
 }
 
@@ -75,10 +77,12 @@ impl Executor {
             .map_err(|e| NodeError::Engine(format!("{e:?}")))?;
         let cache = ArtifactCache::open(&config.dir, engine.clone(), linker)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        let cuda = open_cuda(&config);
         Ok(Self {
             config,
             engine,
             cache,
+            cuda,
             _ticker: ticker,
         })
     }
@@ -87,8 +91,15 @@ impl Executor {
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {
             slots: self.config.slots,
-            backends: vec![Backend::Cpu],
-            gpus: Vec::new(),
+            backends: match self.cuda {
+                Some(_) => vec![Backend::Cuda, Backend::Cpu],
+                None => vec![Backend::Cpu],
+            },
+            gpus: self
+                .cuda
+                .as_ref()
+                .map(CudaBackend::devices)
+                .unwrap_or_default(),
             max_memory_bytes: self.config.max_memory_bytes,
             epoch_tick_ms: self.config.epoch_tick.as_millis() as u32,
         }
@@ -119,9 +130,16 @@ impl Executor {
         control: JobControl,
     ) -> Result<Completion, Failure> {
         let _span = tracing::info_span!("guest", job = %job, function = %spec.function).entered();
-        if spec.accelerator == Accelerator::Required {
-            return Err(Refusal::NoAccelerator.into());
-        }
+        let cuda = match (spec.accelerator, &self.cuda) {
+            (Accelerator::None, _) => None,
+            (Accelerator::Required, None) => return Err(Refusal::NoAccelerator.into()),
+            (Accelerator::Required, Some(gpus)) => Some(
+                gpus.lease()
+                    .ok_or(Refusal::SlotsExhausted { retry_after_ms: 10 })?,
+            ),
+            // Preferred: a GPU when one has a free stream, else the CPU.
+            (Accelerator::Preferred, gpus) => gpus.as_ref().and_then(CudaBackend::lease),
+        };
         if remaining_ms == 0 {
             return Err(Failure::DeadlineExceeded {
                 deadline_ms: spec.deadline_ms,
@@ -149,7 +167,8 @@ impl Executor {
             table: ResourceTable::new(),
             gpu_bytes: 0,
             gpu_limit: memory_limit,
-            backend: Backend::Cpu,
+            cuda,
+            device_fault: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -168,7 +187,17 @@ impl Executor {
         let outcome = pre
             .instantiate(&mut store)
             .and_then(|guest| guest.call_run(&mut store, &input));
+        let state = store.data_mut();
+        if let Some(lease) = &state.cuda
+            && let Err(e) = lease.synchronize()
+            && e.poisoned
+        {
+            state.device_fault.get_or_insert(e.message);
+        }
         let exec_us = started.elapsed().as_micros() as u64;
+        if let Some(message) = state.device_fault.clone() {
+            return Err(Failure::DeviceFault { message });
+        }
         let state = store.data();
         match outcome {
             Ok(Ok(output)) => {
@@ -185,11 +214,27 @@ impl Executor {
                     job,
                     output,
                     exec_us,
-                    backend: state.backend,
+                    backend: state.gpu_backend(),
                 })
             }
             Ok(Err(message)) => Err(Failure::GuestError { message }),
             Err(e) => Err(classify(&e, spec, memory_limit)),
+        }
+    }
+}
+
+/// Opens the GPUs the configuration allows; any failure leaves the node
+/// CPU-only, loudly.
+fn open_cuda(config: &NodeConfig) -> Option<CudaBackend> {
+    if config.gpus.as_ref().is_some_and(Vec::is_empty) {
+        return None;
+    }
+    let ptx_dir = config.dir.join("ptx");
+    match CudaBackend::open(&ptx_dir, config.slots, config.gpus.as_deref()) {
+        Ok(backend) => backend,
+        Err(e) => {
+            tracing::error!("GPUs present but unusable, running CPU-only: {e}");
+            None
         }
     }
 }

@@ -1,20 +1,39 @@
-//! The host side of the `gpu` interface, on the CPU reference backend.
+//! The host side of the `gpu` interface.
 //!
-//! Buffers are `Vec<f32>` in the job's resource table; every kernel runs the
-//! reference implementation from `spillway-kernels`. Buffer bytes count
-//! against the job's allowance, so a guest cannot allocate around its memory
-//! limit through `gpu`. The CUDA backend will implement the same calls.
+//! A job's buffers live in its resource table, on the backend chosen for the
+//! job: device memory on its leased CUDA stream, or `Vec<f32>` for the CPU
+//! reference backend. Every call is validated the same way for both (buffer
+//! bounds, kernel signatures, shape requirements, aliasing) before anything
+//! runs, and buffer bytes count against the job's allowance, so a guest cannot
+//! allocate around its memory limit through `gpu`.
+//!
+//! A device error that poisons the CUDA context is recorded in the job's
+//! state; the executor ends the job with `device_fault` and the node exits so
+//! its sidecar restarts it.
 
 use crate::bindings::gpu::{self, Device, ErrorCode, GpuError, KernelArg};
+use crate::cuda::{DeviceError, LaunchArg};
 use crate::state::GuestState;
+use cudarc::driver::CudaSlice;
 use spillway_kernels::{Kernel, KernelError, Param};
+use spillway_proto::Backend;
 use wasmtime::component::Resource;
 
-/// A `gpu.buffer`: `f32` elements.
-#[derive(Debug)]
+/// A `gpu.buffer`: `f32` elements on the job's backend.
 #[allow(unreachable_pub)] // named by the generated bindings
-pub struct Buffer {
-    data: Vec<f32>,
+#[derive(Debug)]
+pub enum Buffer {
+    Host(Vec<f32>),
+    Device(CudaSlice<f32>),
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        match self {
+            Buffer::Host(v) => v.len(),
+            Buffer::Device(s) => s.len(),
+        }
+    }
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> GpuError {
@@ -34,25 +53,11 @@ impl From<KernelError> for GpuError {
     }
 }
 
-fn lost(what: &str) -> GpuError {
+fn lost() -> GpuError {
     error(
         ErrorCode::InvalidArgument,
-        format!("{what} is not a live buffer"),
+        "the handle is not a live buffer",
     )
-}
-
-impl GuestState {
-    fn buffer(&self, handle: &Resource<Buffer>) -> Result<&Buffer, GpuError> {
-        self.table.get(handle).map_err(|_| lost("handle"))
-    }
-
-    fn buffer_data(&self, handle: &Resource<Buffer>) -> Result<Vec<f32>, GpuError> {
-        Ok(self.buffer(handle)?.data.clone())
-    }
-
-    fn buffer_mut(&mut self, handle: &Resource<Buffer>) -> Result<&mut Buffer, GpuError> {
-        self.table.get_mut(handle).map_err(|_| lost("handle"))
-    }
 }
 
 fn range(offset: u32, len: usize, buffer_len: usize) -> Result<std::ops::Range<usize>, GpuError> {
@@ -63,6 +68,31 @@ fn range(offset: u32, len: usize, buffer_len: usize) -> Result<std::ops::Range<u
             ErrorCode::InvalidArgument,
             format!("range {start}..{start}+{len} is outside a buffer of {buffer_len} elements"),
         )),
+    }
+}
+
+impl GuestState {
+    fn buffer(&self, handle: &Resource<Buffer>) -> Result<&Buffer, GpuError> {
+        self.table.get(handle).map_err(|_| lost())
+    }
+
+    fn buffer_mut(&mut self, handle: &Resource<Buffer>) -> Result<&mut Buffer, GpuError> {
+        self.table.get_mut(handle).map_err(|_| lost())
+    }
+
+    /// Maps a device error to the guest's error, remembering a poisoned
+    /// context for the executor.
+    fn device_error(&mut self, e: DeviceError) -> GpuError {
+        if e.poisoned {
+            tracing::error!(job = %self.job, "CUDA context poisoned: {e}");
+            self.device_fault.get_or_insert_with(|| e.message.clone());
+        }
+        let code = if e.out_of_memory {
+            ErrorCode::OutOfMemory
+        } else {
+            ErrorCode::Device
+        };
+        error(code, e.message)
     }
 }
 
@@ -78,11 +108,16 @@ impl gpu::HostBuffer for GuestState {
                 ),
             ));
         }
+        let buffer = match &self.cuda {
+            Some(lease) => match lease.alloc(len as usize) {
+                Ok(slice) => Buffer::Device(slice),
+                Err(e) => return Err(self.device_error(e)),
+            },
+            None => Buffer::Host(vec![0.0; len as usize]),
+        };
         let handle = self
             .table
-            .push(Buffer {
-                data: vec![0.0; len as usize],
-            })
+            .push(buffer)
             .map_err(|e| error(ErrorCode::OutOfMemory, e.to_string()))?;
         self.gpu_bytes += bytes;
         Ok(handle)
@@ -94,10 +129,20 @@ impl gpu::HostBuffer for GuestState {
         offset: u32,
         data: Vec<f32>,
     ) -> Result<(), GpuError> {
-        let buffer = self.buffer_mut(&this)?;
-        let r = range(offset, data.len(), buffer.data.len())?;
-        buffer.data[r].copy_from_slice(&data);
-        Ok(())
+        let outcome = {
+            let GuestState { table, cuda, .. } = self;
+            let buffer = table.get_mut(&this).map_err(|_| lost())?;
+            let r = range(offset, data.len(), buffer.len())?;
+            match (buffer, cuda) {
+                (Buffer::Host(v), _) => {
+                    v[r].copy_from_slice(&data);
+                    Ok(())
+                }
+                (Buffer::Device(s), Some(lease)) => lease.write(s, r.start, &data),
+                (Buffer::Device(_), None) => unreachable!("device buffers exist only with a lease"),
+            }
+        };
+        outcome.map_err(|e| self.device_error(e))
     }
 
     fn read(
@@ -107,39 +152,50 @@ impl gpu::HostBuffer for GuestState {
         len: u32,
     ) -> Result<Vec<f32>, GpuError> {
         let buffer = self.buffer(&this)?;
-        let r = range(offset, len as usize, buffer.data.len())?;
-        Ok(buffer.data[r].to_vec())
+        let r = range(offset, len as usize, buffer.len())?;
+        let outcome = match (buffer, &self.cuda) {
+            (Buffer::Host(v), _) => Ok(v[r].to_vec()),
+            (Buffer::Device(s), Some(lease)) => lease.read(s, r),
+            (Buffer::Device(_), None) => unreachable!("device buffers exist only with a lease"),
+        };
+        outcome.map_err(|e| self.device_error(e))
     }
 
     fn len(&mut self, this: Resource<Buffer>) -> u32 {
-        self.buffer(&this).map(|b| b.data.len() as u32).unwrap_or(0)
+        self.buffer(&this).map(|b| b.len() as u32).unwrap_or(0)
     }
 
     fn drop(&mut self, this: Resource<Buffer>) -> wasmtime::Result<()> {
         let buffer = self.table.delete(this)?;
-        self.gpu_bytes -= buffer.data.len() as u64 * 4;
+        self.gpu_bytes -= buffer.len() as u64 * 4;
         Ok(())
     }
 }
 
-/// Launch arguments checked against a kernel's parameter list.
-struct Args<'a> {
+/// A launch whose arguments match the kernel's signature and whose buffers
+/// hold what the shape arguments require.
+struct Launch<'a> {
     kernel: Kernel,
     args: &'a [KernelArg],
 }
 
-impl Args<'_> {
-    fn check(&self) -> Result<(), KernelError> {
-        let params = self.kernel.params();
-        let kernel = self.kernel.name();
-        if self.args.len() != params.len() {
+impl<'a> Launch<'a> {
+    fn validate(
+        state: &GuestState,
+        kernel: Kernel,
+        args: &'a [KernelArg],
+    ) -> Result<Self, GpuError> {
+        let params = kernel.params();
+        let name = kernel.name();
+        if args.len() != params.len() {
             return Err(KernelError::Argument {
-                kernel,
-                index: self.args.len().min(params.len()),
-                expected: format!("{} arguments, got {}", params.len(), self.args.len()),
-            });
+                kernel: name,
+                index: args.len().min(params.len()),
+                expected: format!("{} arguments, got {}", params.len(), args.len()),
+            }
+            .into());
         }
-        for (index, (arg, param)) in self.args.iter().zip(params).enumerate() {
+        for (index, (arg, param)) in args.iter().zip(params).enumerate() {
             let ok = matches!(
                 (arg, param),
                 (KernelArg::Buf(_), Param::Buffer)
@@ -147,148 +203,184 @@ impl Args<'_> {
                     | (KernelArg::U32(_), Param::U32)
             );
             if !ok {
+                let expected = format!("{param:?}");
                 return Err(KernelError::Argument {
-                    kernel,
+                    kernel: name,
                     index,
-                    expected: format!("{param:?}"),
-                });
+                    expected,
+                }
+                .into());
             }
         }
-        Ok(())
+        let launch = Self { kernel, args };
+        for need in kernel.requirements(&launch.shape())? {
+            let got = state.buffer(launch.buf(need.arg))?.len();
+            if got < need.elements {
+                let e = KernelError::Length {
+                    arg: need.name,
+                    expected: need.elements,
+                    got,
+                };
+                return Err(e.into());
+            }
+        }
+        for &(out, input) in kernel.must_not_alias() {
+            if launch.buf(out).rep() == launch.buf(input).rep() {
+                return Err(error(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "{name}: argument {out} must not be the same buffer as argument {input}"
+                    ),
+                ));
+            }
+        }
+        Ok(launch)
+    }
+
+    /// The `u32` arguments, in order.
+    fn shape(&self) -> Vec<u32> {
+        self.args
+            .iter()
+            .filter_map(|a| match a {
+                KernelArg::U32(v) => Some(*v),
+                _ => None,
+            })
+            .collect()
     }
 
     fn buf(&self, i: usize) -> &Resource<Buffer> {
         match &self.args[i] {
             KernelArg::Buf(b) => b,
-            _ => unreachable!("checked by Args::check"),
+            _ => unreachable!("checked by Launch::validate"),
         }
     }
 
     fn f32(&self, i: usize) -> f32 {
         match self.args[i] {
             KernelArg::F32(v) => v,
-            _ => unreachable!("checked by Args::check"),
+            _ => unreachable!("checked by Launch::validate"),
         }
     }
 
     fn usize(&self, i: usize) -> usize {
         match self.args[i] {
             KernelArg::U32(v) => v as usize,
-            _ => unreachable!("checked by Args::check"),
+            _ => unreachable!("checked by Launch::validate"),
         }
     }
-}
-
-fn expect_n(what: &'static str, n: usize, data: &[f32]) -> Result<(), KernelError> {
-    if data.len() < n {
-        return Err(KernelError::Length {
-            arg: what,
-            expected: n,
-            got: data.len(),
-        });
-    }
-    Ok(())
 }
 
 impl GuestState {
-    /// Runs `kernel` on the CPU: inputs are copied out of the table, the
-    /// output buffer is written back only when the kernel succeeds.
-    fn launch_cpu(&mut self, a: &Args<'_>) -> Result<(), GpuError> {
-        a.check()?;
-        match a.kernel {
+    fn host(&self, handle: &Resource<Buffer>, n: usize) -> Result<Vec<f32>, GpuError> {
+        match self.buffer(handle)? {
+            Buffer::Host(v) => Ok(v[..n].to_vec()),
+            Buffer::Device(_) => unreachable!("a job's buffers all live on its backend"),
+        }
+    }
+
+    fn host_mut(&mut self, handle: &Resource<Buffer>, n: usize) -> Result<&mut [f32], GpuError> {
+        match self.buffer_mut(handle)? {
+            Buffer::Host(v) => Ok(&mut v[..n]),
+            Buffer::Device(_) => unreachable!("a job's buffers all live on its backend"),
+        }
+    }
+
+    /// Runs a validated launch on the CPU: inputs are copied out first, so
+    /// an output may alias an input.
+    fn launch_cpu(&mut self, l: &Launch<'_>) -> Result<(), GpuError> {
+        match l.kernel {
             Kernel::VectorAdd => {
-                let n = a.usize(3);
-                let (x, y) = (self.buffer_data(a.buf(0))?, self.buffer_data(a.buf(1))?);
-                expect_n("a", n, &x)?;
-                expect_n("b", n, &y)?;
-                let out = self.buffer_mut(a.buf(2))?;
-                expect_n("out", n, &out.data)?;
-                spillway_kernels::vector_add(&x[..n], &y[..n], &mut out.data[..n])?;
+                let n = l.usize(3);
+                let (a, b) = (self.host(l.buf(0), n)?, self.host(l.buf(1), n)?);
+                spillway_kernels::vector_add(&a, &b, self.host_mut(l.buf(2), n)?)?;
             }
             Kernel::Saxpy => {
-                let (alpha, n) = (a.f32(0), a.usize(3));
-                let x = self.buffer_data(a.buf(1))?;
-                expect_n("x", n, &x)?;
-                let y = self.buffer_mut(a.buf(2))?;
-                expect_n("y", n, &y.data)?;
-                spillway_kernels::saxpy(alpha, &x[..n], &mut y.data[..n])?;
+                let n = l.usize(3);
+                let x = self.host(l.buf(1), n)?;
+                spillway_kernels::saxpy(l.f32(0), &x, self.host_mut(l.buf(2), n)?)?;
             }
             Kernel::Gemm => {
-                let (m, n, k) = (a.usize(3), a.usize(4), a.usize(5));
-                self.gemm_cpu(m, n, k, a.f32(6), a.buf(0), a.buf(1), a.f32(7), a.buf(2))?;
+                let (m, n, k) = (l.usize(3), l.usize(4), l.usize(5));
+                let (a, b) = (self.host(l.buf(0), m * k)?, self.host(l.buf(1), k * n)?);
+                let c = self.host_mut(l.buf(2), m * n)?;
+                spillway_kernels::gemm(m, n, k, l.f32(6), &a, &b, l.f32(7), c)?;
             }
             Kernel::Softmax => {
-                let (rows, cols) = (a.usize(2), a.usize(3));
-                let x = self.buffer_data(a.buf(0))?;
-                let out = self.buffer_mut(a.buf(1))?;
-                let n = rows.saturating_mul(cols);
-                expect_n("x", n, &x)?;
-                expect_n("out", n, &out.data)?;
-                spillway_kernels::softmax(&x[..n], rows, cols, &mut out.data[..n])?;
+                let (rows, cols) = (l.usize(2), l.usize(3));
+                let x = self.host(l.buf(0), rows * cols)?;
+                spillway_kernels::softmax(&x, rows, cols, self.host_mut(l.buf(1), rows * cols)?)?;
             }
             Kernel::Rmsnorm => {
-                let (rows, cols, eps) = (a.usize(3), a.usize(4), a.f32(5));
-                let (x, w) = (self.buffer_data(a.buf(0))?, self.buffer_data(a.buf(1))?);
-                let out = self.buffer_mut(a.buf(2))?;
-                let n = rows.saturating_mul(cols);
-                expect_n("x", n, &x)?;
-                expect_n("weight", cols, &w)?;
-                expect_n("out", n, &out.data)?;
-                spillway_kernels::rmsnorm(
-                    &x[..n],
-                    &w[..cols],
-                    rows,
-                    cols,
-                    eps,
-                    &mut out.data[..n],
-                )?;
+                let (rows, cols) = (l.usize(3), l.usize(4));
+                let (x, w) = (
+                    self.host(l.buf(0), rows * cols)?,
+                    self.host(l.buf(1), cols)?,
+                );
+                let out = self.host_mut(l.buf(2), rows * cols)?;
+                spillway_kernels::rmsnorm(&x, &w, rows, cols, l.f32(5), out)?;
             }
             Kernel::ReduceSum => {
-                let n = a.usize(2);
-                let x = self.buffer_data(a.buf(0))?;
-                expect_n("x", n, &x)?;
-                let out = self.buffer_mut(a.buf(1))?;
-                expect_n("out", 1, &out.data)?;
-                out.data[0] = spillway_kernels::reduce_sum(&x[..n]);
+                let x = self.host(l.buf(0), l.usize(2))?;
+                self.host_mut(l.buf(1), 1)?[0] = spillway_kernels::reduce_sum(&x);
             }
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_cpu(
-        &mut self,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f32,
-        a: &Resource<Buffer>,
-        b: &Resource<Buffer>,
-        beta: f32,
-        c: &Resource<Buffer>,
-    ) -> Result<(), GpuError> {
-        let (a, b) = (self.buffer_data(a)?, self.buffer_data(b)?);
-        let (mk, kn, mn) = (
-            m.saturating_mul(k),
-            k.saturating_mul(n),
-            m.saturating_mul(n),
-        );
-        expect_n("a", mk, &a)?;
-        expect_n("b", kn, &b)?;
-        let c = self.buffer_mut(c)?;
-        expect_n("c", mn, &c.data)?;
-        spillway_kernels::gemm(m, n, k, alpha, &a[..mk], &b[..kn], beta, &mut c.data[..mn])?;
-        Ok(())
+    /// Runs a validated launch on the job's CUDA stream.
+    fn launch_cuda(&mut self, l: &Launch<'_>) -> Result<(), DeviceError> {
+        let lease = self
+            .cuda
+            .as_ref()
+            .expect("launch_cuda is called with a lease");
+        let ptr = |h: &Resource<Buffer>| match self.table.get(h) {
+            Ok(Buffer::Device(s)) => lease.ptr(s),
+            _ => unreachable!("validated: a live device buffer"),
+        };
+        if l.kernel == Kernel::Gemm {
+            let (a, b, c) = (ptr(l.buf(0)), ptr(l.buf(1)), ptr(l.buf(2)));
+            let (m, n, k) = (l.usize(3), l.usize(4), l.usize(5));
+            return lease.gemm(m, n, k, l.f32(6), a, b, l.f32(7), c);
+        }
+        if l.kernel == Kernel::ReduceSum {
+            // The kernel accumulates into out[0].
+            let out = match self.table.get_mut(l.buf(1)) {
+                Ok(Buffer::Device(s)) => s,
+                _ => unreachable!("validated: a live device buffer"),
+            };
+            let lease = self.cuda.as_ref().expect("a lease");
+            lease.write(out, 0, &[0.0])?;
+        }
+        let lease = self.cuda.as_ref().expect("a lease");
+        let args: Vec<LaunchArg> = l
+            .args
+            .iter()
+            .map(|a| match a {
+                KernelArg::Buf(h) => match self.table.get(h) {
+                    Ok(Buffer::Device(s)) => LaunchArg::Ptr(lease.ptr(s)),
+                    _ => unreachable!("validated: a live device buffer"),
+                },
+                KernelArg::F32(v) => LaunchArg::F32(*v),
+                KernelArg::U32(v) => LaunchArg::U32(*v),
+            })
+            .collect();
+        lease.launch(l.kernel, &args)
+    }
+
+    fn run_launch(&mut self, kernel: Kernel, args: &[KernelArg]) -> Result<(), GpuError> {
+        let launch = Launch::validate(self, kernel, args)?;
+        if self.cuda.is_some() {
+            self.launch_cuda(&launch).map_err(|e| self.device_error(e))
+        } else {
+            self.launch_cpu(&launch)
+        }
     }
 }
 
 impl gpu::Host for GuestState {
     fn launch(&mut self, kernel: String, args: Vec<KernelArg>) -> Result<(), GpuError> {
         let kernel = Kernel::from_name(&kernel)?;
-        self.launch_cpu(&Args {
-            kernel,
-            args: &args,
-        })
+        self.run_launch(kernel, &args)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -303,15 +395,47 @@ impl gpu::Host for GuestState {
         beta: f32,
         c: Resource<Buffer>,
     ) -> Result<(), GpuError> {
-        self.gemm_cpu(m as usize, n as usize, k as usize, alpha, &a, &b, beta, &c)
+        let args = [
+            KernelArg::Buf(a),
+            KernelArg::Buf(b),
+            KernelArg::Buf(c),
+            KernelArg::U32(m),
+            KernelArg::U32(n),
+            KernelArg::U32(k),
+            KernelArg::F32(alpha),
+            KernelArg::F32(beta),
+        ];
+        self.run_launch(Kernel::Gemm, &args)
     }
 
     fn device_info(&mut self) -> Device {
-        Device {
-            backend: gpu::Backend::Cpu,
-            name: "cpu-reference".to_owned(),
-            memory_bytes: self.gpu_limit,
-            compute_capability: None,
+        match &self.cuda {
+            Some(lease) => {
+                let d = lease.device();
+                Device {
+                    backend: gpu::Backend::Cuda,
+                    name: d.model.clone(),
+                    memory_bytes: d.memory_bytes,
+                    compute_capability: Some(d.compute_capability),
+                }
+            }
+            None => Device {
+                backend: gpu::Backend::Cpu,
+                name: "cpu-reference".to_owned(),
+                memory_bytes: self.gpu_limit,
+                compute_capability: None,
+            },
+        }
+    }
+}
+
+impl GuestState {
+    /// The backend this job's `gpu` calls run on.
+    pub(crate) fn gpu_backend(&self) -> Backend {
+        if self.cuda.is_some() {
+            Backend::Cuda
+        } else {
+            Backend::Cpu
         }
     }
 }
@@ -322,7 +446,7 @@ mod tests {
     use crate::executor::JobControl;
     use crate::limits::GuestLimits;
     use gpu::{Host as _, HostBuffer as _};
-    use spillway_proto::{Backend, JobId};
+    use spillway_proto::JobId;
     use std::time::{Duration, Instant};
     use wasmtime::component::ResourceTable;
 
@@ -344,7 +468,8 @@ mod tests {
             table: ResourceTable::new(),
             gpu_bytes: 0,
             gpu_limit,
-            backend: Backend::Cpu,
+            cuda: None,
+            device_fault: None,
         }
     }
 
@@ -424,21 +549,30 @@ mod tests {
         s.launch("reduce_sum".into(), args).unwrap();
         assert_eq!(read_all(&mut s, &out)[0], 2.5);
 
-        // Output aliasing an input is fine: inputs are read before writing.
-        let args = vec![
-            KernelArg::Buf(borrow(&bx)),
-            KernelArg::Buf(borrow(&by)),
-            KernelArg::Buf(borrow(&bx)),
-            KernelArg::U32(2),
-            KernelArg::U32(2),
-            KernelArg::U32(2),
-            KernelArg::F32(1.0),
-            KernelArg::F32(0.0),
-        ];
-        s.launch("gemm".into(), args).unwrap();
-        let mut c = [0.0; 4];
-        spillway_kernels::gemm(2, 2, 2, 1.0, &x, &y, 0.0, &mut c).unwrap();
-        assert_eq!(read_all(&mut s, &bx), c);
+        let c = buffer(&mut s, &[0.0; 4]);
+        let gemm_args = |out: &Resource<Buffer>| {
+            vec![
+                KernelArg::Buf(borrow(&bx)),
+                KernelArg::Buf(borrow(&by)),
+                KernelArg::Buf(borrow(out)),
+                KernelArg::U32(2),
+                KernelArg::U32(2),
+                KernelArg::U32(2),
+                KernelArg::F32(1.0),
+                KernelArg::F32(0.0),
+            ]
+        };
+        s.launch("gemm".into(), gemm_args(&c)).unwrap();
+        let mut want = [0.0; 4];
+        spillway_kernels::gemm(2, 2, 2, 1.0, &x, &y, 0.0, &mut want).unwrap();
+        assert_eq!(read_all(&mut s, &c), want);
+        // gemm's output may not alias an input (cuBLAS cannot do it).
+        let e = s.launch("gemm".into(), gemm_args(&bx)).unwrap_err();
+        assert!(
+            matches!(e.code, ErrorCode::InvalidArgument),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

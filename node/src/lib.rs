@@ -21,6 +21,9 @@
 mod artifacts;
 mod bindings;
 mod config;
+mod cuda;
+#[cfg(test)]
+mod cuda_tests;
 mod engine;
 mod error;
 mod executor;

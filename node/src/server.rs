@@ -250,7 +250,21 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
                     }
                 }
             };
+            let poisoned = matches!(
+                &reply,
+                FromNode::Failed {
+                    failure: Failure::DeviceFault { .. },
+                    ..
+                }
+            );
             let _ = tx.send(reply).await;
+            if poisoned {
+                // Let the writer flush the answer, then leave: the CUDA
+                // context is unusable for every later job.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tracing::error!("exiting: the CUDA context is poisoned");
+                std::process::exit(spillway_proto::EXIT_DEVICE_FAULT);
+            }
             let _ = tx.send(FromNode::Load(node.load())).await;
         }
         .instrument(span),

@@ -1,9 +1,10 @@
 //! What one job's `Store` holds: its limits, its control block and the
 //! resources its guest created.
 
+use crate::cuda::StreamLease;
 use crate::executor::JobControl;
 use crate::limits::GuestLimits;
-use spillway_proto::{Backend, JobId};
+use spillway_proto::JobId;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 
@@ -24,7 +25,11 @@ pub(crate) struct GuestState {
     /// Bytes held by live `gpu` buffers, and the most allowed.
     pub(crate) gpu_bytes: u64,
     pub(crate) gpu_limit: u64,
-    pub(crate) backend: Backend,
+    /// The job's CUDA stream, when its `gpu` calls run on a GPU. Declared
+    /// after `table` so the buffers are freed before the stream goes back.
+    pub(crate) cuda: Option<StreamLease>,
+    /// Set when a device call poisoned the CUDA context.
+    pub(crate) device_fault: Option<String>,
 }
 
 impl std::fmt::Debug for GuestState {

@@ -75,6 +75,10 @@ pub enum Failure {
     /// The process running the job died before it answered.
     #[error("the executor was lost (may have run: {may_have_run})")]
     ExecutorLost { may_have_run: bool },
+    /// The GPU failed in a way that poisons its context (illegal address and
+    /// the like). The node restarts; the job may have run partly.
+    #[error("the GPU faulted: {message}")]
+    DeviceFault { message: String },
     /// The job was refused before it ran.
     #[error(transparent)]
     Refused(Refusal),
@@ -95,6 +99,7 @@ impl Failure {
             Failure::UnknownArtifact { .. } => "unknown_artifact",
             Failure::Cancelled => "cancelled",
             Failure::ExecutorLost { .. } => "executor_lost",
+            Failure::DeviceFault { .. } => "device_fault",
             Failure::Refused(r) => r.code(),
             Failure::Internal { .. } => "internal",
         }

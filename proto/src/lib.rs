@@ -19,6 +19,10 @@ pub mod ids;
 pub mod message;
 
 pub use failure::{Failure, Refusal};
+
+/// The node's exit code after a GPU fault poisoned its CUDA context: the
+/// process cannot use the GPU again, so it exits for its sidecar to restart.
+pub const EXIT_DEVICE_FAULT: i32 = 75;
 pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use ids::{Digest, DigestParseError, JobId, NodeId, TenantId};
 pub use message::{

@@ -89,7 +89,7 @@ async fn run_once(
         status = wait_child(child.as_mut()) => {
             // The socket closes with the process; let the link tear down.
             let _ = serve.await;
-            format!("node exited: {status}")
+            exit_reason(status)
         }
         _ = stop.changed() => {
             if let Some(c) = child.as_mut() {
@@ -132,12 +132,20 @@ async fn connect(
     }
 }
 
-async fn wait_child(child: Option<&mut Child>) -> String {
+/// Why the node process ended, in words for the log.
+fn exit_reason(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) if s.code() == Some(spillway_proto::EXIT_DEVICE_FAULT) => {
+            "node exited after a GPU fault poisoned its CUDA context".to_owned()
+        }
+        Ok(s) => format!("node exited: {s}"),
+        Err(e) => format!("waiting for the node: {e}"),
+    }
+}
+
+async fn wait_child(child: Option<&mut Child>) -> std::io::Result<std::process::ExitStatus> {
     match child {
-        Some(c) => match c.wait().await {
-            Ok(status) => status.to_string(),
-            Err(e) => e.to_string(),
-        },
+        Some(c) => c.wait().await,
         None => std::future::pending().await,
     }
 }

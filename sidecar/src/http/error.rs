@@ -87,7 +87,7 @@ impl From<Failure> for ApiError {
         let status = match &f {
             Failure::Refused(r) => return refusal_error(r),
             Failure::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Failure::ExecutorLost { .. } => StatusCode::BAD_GATEWAY,
+            Failure::ExecutorLost { .. } | Failure::DeviceFault { .. } => StatusCode::BAD_GATEWAY,
             Failure::InvalidArtifact { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Failure::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Trap { .. }

@@ -1,0 +1,379 @@
+//! The CUDA backend behind the `gpu` interface.
+//!
+//! ```text
+//!  CudaBackend ── one CudaGpu per device ── context, built-in kernels (NVRTC PTX),
+//!                                            a pool of slot streams (stream + cuBLAS handle)
+//!  a job ── StreamLease (one slot stream on the least busy GPU) ── its buffers, launches, gemm
+//! ```
+//!
+//! Discovery loads the driver dynamically: a host without one (or without
+//! GPUs) is a CPU-only host, never a panic. A job leases one stream for its
+//! whole run and returns it when its store is dropped; its buffers are
+//! `CudaSlice`s freed with it, whatever way the job ended.
+//!
+//! Errors: [`DeviceError`] says whether the context is *poisoned* (a sticky
+//! error such as an illegal address: every later call on this process fails),
+//! in which case the node must exit and be restarted by its sidecar.
+
+#![allow(unsafe_code)] // kernel launches and cuBLAS calls are unsafe in cudarc
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::sys::CUresult;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
+    PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+use spillway_kernels::{Kernel, nvrtc};
+use spillway_proto::GpuDevice;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// A failed device call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct DeviceError {
+    pub(crate) message: String,
+    /// The device ran out of memory (the job may retry smaller).
+    pub(crate) out_of_memory: bool,
+    /// The context is poisoned: the node must exit.
+    pub(crate) poisoned: bool,
+}
+
+impl From<DriverError> for DeviceError {
+    fn from(e: DriverError) -> Self {
+        use CUresult::*;
+        let poisoned = matches!(
+            e.0,
+            CUDA_ERROR_ILLEGAL_ADDRESS
+                | CUDA_ERROR_HARDWARE_STACK_ERROR
+                | CUDA_ERROR_ILLEGAL_INSTRUCTION
+                | CUDA_ERROR_MISALIGNED_ADDRESS
+                | CUDA_ERROR_INVALID_ADDRESS_SPACE
+                | CUDA_ERROR_INVALID_PC
+                | CUDA_ERROR_LAUNCH_FAILED
+                | CUDA_ERROR_ECC_UNCORRECTABLE
+                | CUDA_ERROR_CONTEXT_IS_DESTROYED
+        );
+        Self {
+            message: format!("CUDA: {e}"),
+            out_of_memory: e.0 == CUDA_ERROR_OUT_OF_MEMORY,
+            poisoned,
+        }
+    }
+}
+
+impl From<cudarc::cublas::result::CublasError> for DeviceError {
+    fn from(e: cudarc::cublas::result::CublasError) -> Self {
+        // A cuBLAS failure after a kernel fault reports the fault's state;
+        // the next driver call tells whether the context is poisoned.
+        Self {
+            message: format!("cuBLAS: {e:?}"),
+            out_of_memory: false,
+            poisoned: false,
+        }
+    }
+}
+
+/// One argument of a kernel launch, in the kernel's parameter order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LaunchArg {
+    /// A device pointer (from [`StreamLease::ptr`]).
+    Ptr(u64),
+    F32(f32),
+    U32(u32),
+}
+
+struct SlotStream {
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+}
+
+/// One GPU: its context, kernels and free slot streams.
+pub(crate) struct CudaGpu {
+    info: GpuDevice,
+    ctx: Arc<CudaContext>,
+    functions: HashMap<Kernel, CudaFunction>,
+    free: Mutex<Vec<SlotStream>>,
+}
+
+/// Every GPU of the host.
+pub(crate) struct CudaBackend {
+    gpus: Vec<Arc<CudaGpu>>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("gpus", &self.devices())
+            .finish()
+    }
+}
+
+/// Whether the CUDA driver library can be loaded at all.
+pub(crate) fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda by its usual names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+impl CudaBackend {
+    /// Opens every GPU (or those in `only`), compiles or loads the
+    /// built-in kernels for each and creates `slots` streams per GPU.
+    /// `Ok(None)` when the host has no driver or no GPU.
+    pub(crate) fn open(
+        ptx_dir: &Path,
+        slots: u32,
+        only: Option<&[usize]>,
+    ) -> Result<Option<Self>, DeviceError> {
+        if !driver_present() {
+            tracing::info!("no CUDA driver found: CPU backend only");
+            return Ok(None);
+        }
+        let count = match CudaContext::device_count() {
+            Ok(n) => n.max(0) as usize,
+            Err(e) => {
+                tracing::warn!("CUDA driver present but unusable ({e}): CPU backend only");
+                return Ok(None);
+            }
+        };
+        let mut gpus = Vec::new();
+        for ordinal in 0..count {
+            if only.is_some_and(|o| !o.contains(&ordinal)) {
+                continue;
+            }
+            gpus.push(Arc::new(open_gpu(ordinal, ptx_dir, slots)?));
+        }
+        if gpus.is_empty() {
+            return Ok(None);
+        }
+        for g in &gpus {
+            tracing::info!(index = g.info.index, model = %g.info.model,
+                memory_gib = g.info.memory_bytes >> 30, cc = ?g.info.compute_capability, "GPU ready");
+        }
+        Ok(Some(Self { gpus }))
+    }
+
+    /// The inventory, for the node's capabilities.
+    pub(crate) fn devices(&self) -> Vec<GpuDevice> {
+        self.gpus.iter().map(|g| g.info.clone()).collect()
+    }
+
+    /// A slot stream on the GPU with the most free streams.
+    pub(crate) fn lease(&self) -> Option<StreamLease> {
+        let gpu = self
+            .gpus
+            .iter()
+            .max_by_key(|g| g.free.lock().expect("stream pool lock").len())?
+            .clone();
+        let slot = gpu.free.lock().expect("stream pool lock").pop()?;
+        Some(StreamLease {
+            gpu,
+            slot: Some(slot),
+        })
+    }
+}
+
+fn open_gpu(ordinal: usize, ptx_dir: &Path, slots: u32) -> Result<CudaGpu, DeviceError> {
+    let ctx = CudaContext::new(ordinal)?;
+    let (major, minor) = ctx.compute_capability()?;
+    let info = GpuDevice {
+        index: ordinal as u32,
+        model: ctx.name()?,
+        memory_bytes: ctx.total_mem()? as u64,
+        compute_capability: (major as u32, minor as u32),
+    };
+    let arch = nvrtc::arch_for(info.compute_capability);
+    let ptx = nvrtc::ptx(nvrtc::BUILTIN_SOURCE, &arch, ptx_dir).map_err(|e| DeviceError {
+        message: e.to_string(),
+        out_of_memory: false,
+        poisoned: false,
+    })?;
+    let module = ctx.load_module(Ptx::from_src(ptx))?;
+    let mut functions = HashMap::new();
+    for k in Kernel::ALL {
+        if k != Kernel::Gemm {
+            functions.insert(k, module.load_function(k.name())?);
+        }
+    }
+    let mut free = Vec::new();
+    for _ in 0..slots {
+        let stream = ctx.new_stream()?;
+        let blas = CudaBlas::new(stream.clone())?;
+        free.push(SlotStream { stream, blas });
+    }
+    Ok(CudaGpu {
+        info,
+        ctx,
+        functions,
+        free: Mutex::new(free),
+    })
+}
+
+/// One job's stream (and cuBLAS handle) on one GPU, returned to the pool
+/// when dropped. The stream is synchronized first, so nothing the job
+/// enqueued outlives it.
+pub(crate) struct StreamLease {
+    gpu: Arc<CudaGpu>,
+    slot: Option<SlotStream>,
+}
+
+impl std::fmt::Debug for StreamLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamLease")
+            .field("gpu", &self.gpu.info.index)
+            .finish()
+    }
+}
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            // A stream whose work failed is not handed to the next job.
+            if slot.stream.synchronize().is_ok() {
+                self.gpu.free.lock().expect("stream pool lock").push(slot);
+            }
+        }
+    }
+}
+
+impl StreamLease {
+    fn slot(&self) -> &SlotStream {
+        self.slot
+            .as_ref()
+            .expect("a lease holds its slot until dropped")
+    }
+
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.slot().stream
+    }
+
+    /// The GPU this lease runs on.
+    pub(crate) fn device(&self) -> &GpuDevice {
+        &self.gpu.info
+    }
+
+    pub(crate) fn alloc(&self, len: usize) -> Result<CudaSlice<f32>, DeviceError> {
+        Ok(self.stream().alloc_zeros::<f32>(len)?)
+    }
+
+    /// Copies `data` into `dst` at element `offset` (bounds checked by the
+    /// caller).
+    pub(crate) fn write(
+        &self,
+        dst: &mut CudaSlice<f32>,
+        offset: usize,
+        data: &[f32],
+    ) -> Result<(), DeviceError> {
+        let mut view = dst.slice_mut(offset..offset + data.len());
+        self.stream().memcpy_htod(data, &mut view)?;
+        Ok(())
+    }
+
+    /// Copies elements `range` of `src` out (waits for the stream).
+    pub(crate) fn read(
+        &self,
+        src: &CudaSlice<f32>,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>, DeviceError> {
+        Ok(self.stream().clone_dtoh(&src.slice(range))?)
+    }
+
+    /// The raw device pointer of a buffer, for launch arguments.
+    pub(crate) fn ptr(&self, buffer: &CudaSlice<f32>) -> u64 {
+        let (ptr, _sync) = buffer.device_ptr(self.stream());
+        ptr
+    }
+
+    /// Launches a built-in kernel. Every pointer argument must come from a
+    /// buffer whose length the caller checked against the shape arguments.
+    pub(crate) fn launch(&self, kernel: Kernel, args: &[LaunchArg]) -> Result<(), DeviceError> {
+        let func = self.gpu.functions.get(&kernel).ok_or_else(|| DeviceError {
+            message: format!("{} is not a launchable CUDA kernel", kernel.name()),
+            out_of_memory: false,
+            poisoned: false,
+        })?;
+        let shape: Vec<u32> = args
+            .iter()
+            .filter_map(|a| match a {
+                LaunchArg::U32(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        let geometry = kernel.geometry(&shape);
+        let mut builder = self.stream().launch_builder(func);
+        for a in args {
+            match a {
+                LaunchArg::Ptr(p) => builder.arg(p),
+                LaunchArg::F32(v) => builder.arg(v),
+                LaunchArg::U32(v) => builder.arg(v),
+            };
+        }
+        let config = LaunchConfig {
+            grid_dim: (geometry.grid, 1, 1),
+            block_dim: (geometry.block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel's parameter list (checked
+        // against `Kernel::params` by the caller), every buffer is at least as
+        // long as the shape arguments require, and the kernels guard their
+        // own bounds.
+        unsafe { builder.launch(config) }?;
+        Ok(())
+    }
+
+    /// `C = alpha·A(m×k)·B(k×n) + beta·C`, row-major, through cuBLAS. The
+    /// pointers come from buffers checked to hold m·k, k·n and m·n elements;
+    /// `c` aliases neither `a` nor `b`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: u64,
+        b: u64,
+        beta: f32,
+        c: u64,
+    ) -> Result<(), DeviceError> {
+        use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
+        let dim = |v: usize| {
+            i32::try_from(v).map_err(|_| DeviceError {
+                message: format!("dimension {v} is too large for cuBLAS"),
+                out_of_memory: false,
+                poisoned: false,
+            })
+        };
+        let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
+        self.gpu.ctx.bind_to_thread()?;
+        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: swap the operands
+        // and the m/n dimensions; leading dimensions are the row lengths.
+        // SAFETY: see the doc comment; the handle is bound to this lease's
+        // stream.
+        unsafe {
+            cudarc::cublas::result::sgemm(
+                *self.slot().blas.handle(),
+                CUBLAS_OP_N,
+                CUBLAS_OP_N,
+                n,
+                m,
+                k,
+                &alpha,
+                b as *const f32,
+                n,
+                a as *const f32,
+                k,
+                &beta,
+                c as *mut f32,
+                n,
+            )
+        }?;
+        Ok(())
+    }
+
+    /// Waits for everything the job enqueued.
+    pub(crate) fn synchronize(&self) -> Result<(), DeviceError> {
+        Ok(self.stream().synchronize()?)
+    }
+}

@@ -1,0 +1,284 @@
+//! The CUDA backend against the CPU reference, through the `gpu` host
+//! functions. Each test skips (saying so) on a machine without a CUDA driver
+//! or GPU; on a GPU host they all run.
+//!
+//! Method (see the device notes): fresh random inputs for every check,
+//! outputs poisoned with NaN before each launch and checked to be fully
+//! written, relative L2 error against the f64-accumulating reference within
+//! 1e-5 (f32 arithmetic; cuBLAS without TF32).
+
+use crate::bindings::gpu::{ErrorCode, Host as _, HostBuffer as _, KernelArg};
+use crate::cuda::CudaBackend;
+use crate::executor::JobControl;
+use crate::host_gpu::Buffer;
+use crate::limits::GuestLimits;
+use crate::state::GuestState;
+use spillway_proto::JobId;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Resource, ResourceTable};
+
+const TOLERANCE: f64 = 1e-5;
+
+fn backend() -> Option<&'static CudaBackend> {
+    static BACKEND: OnceLock<Option<CudaBackend>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("spillway-ptx-test-{}", std::process::id()));
+            CudaBackend::open(&dir, 4, None).expect("a present GPU must open")
+        })
+        .as_ref()
+}
+
+/// A job state on a GPU, or `None` (and a printed reason) without one.
+fn gpu_state(test: &str) -> Option<GuestState> {
+    let Some(backend) = backend() else {
+        eprintln!("skipped {test}: no CUDA driver or GPU on this machine");
+        return None;
+    };
+    let now = Instant::now();
+    Some(GuestState {
+        job: JobId(1),
+        input: Vec::new(),
+        limits: GuestLimits {
+            memory_bytes: 1 << 20,
+            table_elements: 100,
+        },
+        control: JobControl::detached(),
+        started: now,
+        deadline: now + Duration::from_secs(60),
+        emitted: 0,
+        max_output: 1 << 20,
+        chunks: 0,
+        table: ResourceTable::new(),
+        gpu_bytes: 0,
+        gpu_limit: 1 << 30,
+        cuda: Some(backend.lease().expect("a free stream")),
+        device_fault: None,
+    })
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        Self(t.as_nanos() as u64 | 1)
+    }
+
+    fn f32s(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect()
+    }
+}
+
+fn upload(s: &mut GuestState, data: &[f32]) -> Resource<Buffer> {
+    let b = s.create(data.len() as u32).unwrap();
+    s.write(Resource::new_borrow(b.rep()), 0, data.to_vec())
+        .unwrap();
+    b
+}
+
+fn poisoned(s: &mut GuestState, n: usize) -> Resource<Buffer> {
+    upload(s, &vec![f32::NAN; n])
+}
+
+fn arg(b: &Resource<Buffer>) -> KernelArg {
+    KernelArg::Buf(Resource::new_borrow(b.rep()))
+}
+
+fn download(s: &mut GuestState, b: &Resource<Buffer>, n: usize) -> Vec<f32> {
+    s.read(Resource::new_borrow(b.rep()), 0, n as u32).unwrap()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: an element was not written (NaN left)"
+    );
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (g, w) in got.iter().zip(want) {
+        err += (f64::from(*g) - f64::from(*w)).powi(2);
+        norm += f64::from(*w).powi(2);
+    }
+    let rel = (err / norm.max(f64::MIN_POSITIVE)).sqrt();
+    assert!(
+        rel <= TOLERANCE,
+        "{what}: relative error {rel:e} > {TOLERANCE:e}"
+    );
+}
+
+#[test]
+fn elementwise_kernels_match_the_reference() {
+    let Some(mut s) = gpu_state("elementwise_kernels_match_the_reference") else {
+        return;
+    };
+    let mut rng = Rng::new();
+    for n in [1usize, 1000, (1 << 20) + 3] {
+        let (x, y) = (rng.f32s(n), rng.f32s(n));
+        let (bx, by, out) = (upload(&mut s, &x), upload(&mut s, &y), poisoned(&mut s, n));
+        s.launch(
+            "vector_add".into(),
+            vec![arg(&bx), arg(&by), arg(&out), KernelArg::U32(n as u32)],
+        )
+        .unwrap();
+        let mut want = vec![0.0; n];
+        spillway_kernels::vector_add(&x, &y, &mut want).unwrap();
+        assert_close(
+            &format!("vector_add n={n}"),
+            &download(&mut s, &out, n),
+            &want,
+        );
+
+        let alpha = rng.f32s(1)[0];
+        s.launch(
+            "saxpy".into(),
+            vec![
+                KernelArg::F32(alpha),
+                arg(&bx),
+                arg(&by),
+                KernelArg::U32(n as u32),
+            ],
+        )
+        .unwrap();
+        let mut want = y.clone();
+        spillway_kernels::saxpy(alpha, &x, &mut want).unwrap();
+        assert_close(&format!("saxpy n={n}"), &download(&mut s, &by, n), &want);
+
+        let sum = poisoned(&mut s, 1);
+        s.launch(
+            "reduce_sum".into(),
+            vec![arg(&bx), arg(&sum), KernelArg::U32(n as u32)],
+        )
+        .unwrap();
+        let want = spillway_kernels::reduce_sum(&x);
+        let got = download(&mut s, &sum, 1)[0];
+        // A sum's error grows with n; relative to Σ|x|, not to the sum.
+        let scale: f64 = x.iter().map(|v| f64::from(v.abs())).sum();
+        let err = (f64::from(got) - f64::from(want)).abs() / scale;
+        assert!(
+            err <= TOLERANCE,
+            "reduce_sum n={n}: {got} vs {want} (error {err:e} of Σ|x|)"
+        );
+        for b in [bx, by, out, sum] {
+            s.drop(b).unwrap();
+        }
+    }
+}
+
+#[test]
+fn row_kernels_match_the_reference() {
+    let Some(mut s) = gpu_state("row_kernels_match_the_reference") else {
+        return;
+    };
+    let mut rng = Rng::new();
+    for (rows, cols) in [(1usize, 1usize), (7, 33), (300, 1000), (4, 5000)] {
+        let n = rows * cols;
+        let x: Vec<f32> = rng.f32s(n).iter().map(|v| v * 8.0).collect();
+        let w = rng.f32s(cols);
+        let (bx, bw, out) = (upload(&mut s, &x), upload(&mut s, &w), poisoned(&mut s, n));
+        let (r, c) = (KernelArg::U32(rows as u32), KernelArg::U32(cols as u32));
+        s.launch("softmax".into(), vec![arg(&bx), arg(&out), r, c])
+            .unwrap();
+        let mut want = vec![0.0; n];
+        spillway_kernels::softmax(&x, rows, cols, &mut want).unwrap();
+        assert_close(
+            &format!("softmax {rows}x{cols}"),
+            &download(&mut s, &out, n),
+            &want,
+        );
+
+        let out2 = poisoned(&mut s, n);
+        let (r, c) = (KernelArg::U32(rows as u32), KernelArg::U32(cols as u32));
+        let args = vec![arg(&bx), arg(&bw), arg(&out2), r, c, KernelArg::F32(1e-5)];
+        s.launch("rmsnorm".into(), args).unwrap();
+        spillway_kernels::rmsnorm(&x, &w, rows, cols, 1e-5, &mut want).unwrap();
+        assert_close(
+            &format!("rmsnorm {rows}x{cols}"),
+            &download(&mut s, &out2, n),
+            &want,
+        );
+        for b in [bx, bw, out, out2] {
+            s.drop(b).unwrap();
+        }
+    }
+}
+
+#[test]
+fn gemm_on_cublas_matches_the_reference() {
+    let Some(mut s) = gpu_state("gemm_on_cublas_matches_the_reference") else {
+        return;
+    };
+    let mut rng = Rng::new();
+    for (m, n, k) in [
+        (1usize, 1usize, 1usize),
+        (3, 5, 7),
+        (64, 48, 80),
+        (257, 129, 255),
+    ] {
+        let (a, b) = (rng.f32s(m * k), rng.f32s(k * n));
+        let c0 = rng.f32s(m * n);
+        let (ba, bb, bc) = (upload(&mut s, &a), upload(&mut s, &b), upload(&mut s, &c0));
+        let (alpha, beta) = (1.5f32, -0.5f32);
+        s.gemm(
+            m as u32,
+            n as u32,
+            k as u32,
+            alpha,
+            Resource::new_borrow(ba.rep()),
+            Resource::new_borrow(bb.rep()),
+            beta,
+            Resource::new_borrow(bc.rep()),
+        )
+        .unwrap();
+        let mut want = c0.clone();
+        spillway_kernels::gemm(m, n, k, alpha, &a, &b, beta, &mut want).unwrap();
+        assert_close(
+            &format!("gemm {m}x{n}x{k}"),
+            &download(&mut s, &bc, m * n),
+            &want,
+        );
+        for buf in [ba, bb, bc] {
+            s.drop(buf).unwrap();
+        }
+    }
+}
+
+#[test]
+fn device_memory_is_accounted_and_checked_before_launch() {
+    let Some(mut s) = gpu_state("device_memory_is_accounted_and_checked_before_launch") else {
+        return;
+    };
+    s.gpu_limit = 4096;
+    let a = s.create(512).unwrap();
+    let e = s.create(1024).unwrap_err();
+    assert!(matches!(e.code, ErrorCode::OutOfMemory), "{}", e.message);
+    // A launch whose shape exceeds a buffer is refused before it runs.
+    let e = s
+        .launch(
+            "reduce_sum".into(),
+            vec![arg(&a), arg(&a), KernelArg::U32(513)],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e.code, ErrorCode::InvalidArgument),
+        "{}",
+        e.message
+    );
+    let info = s.device_info();
+    assert!(matches!(info.backend, crate::bindings::gpu::Backend::Cuda));
+    assert!(info.memory_bytes > 0 && info.compute_capability.is_some());
+    s.drop(a).unwrap();
+    assert_eq!(s.gpu_bytes, 0);
+    assert!(s.device_fault.is_none());
+}
