@@ -260,6 +260,7 @@ async fn gemm_through_http_equals_the_cpu_reference() {
         input.extend(a.iter().chain(&b).flat_map(|v| v.to_le_bytes()));
         let r = c.invoke("gemm", input).await;
         assert_eq!(r.status(), 200);
+        let backend = r.headers()["spillway-backend"].to_str().unwrap().to_owned();
         let got: Vec<f32> = r
             .bytes()
             .await
@@ -269,6 +270,53 @@ async fn gemm_through_http_equals_the_cpu_reference() {
             .collect();
         let mut want = vec![0.0; m * n];
         spillway_kernels::gemm(m, n, k, 1.0, &a, &b, 0.0, &mut want).unwrap();
-        assert_eq!(got, want, "{m}x{n}x{k}");
+        if backend == "cpu" {
+            // The CPU backend is the reference itself.
+            assert_eq!(got, want, "{m}x{n}x{k}");
+        } else {
+            assert_eq!(backend, "cuda");
+            assert!(got.iter().all(|v| v.is_finite()));
+            let err: f64 = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| f64::from(g - w).powi(2))
+                .sum();
+            let norm: f64 = want.iter().map(|w| f64::from(*w).powi(2)).sum();
+            assert!((err / norm).sqrt() <= 1e-5, "{m}x{n}x{k} on cuda");
+        }
+    }
+}
+
+#[tokio::test]
+async fn required_accelerator_runs_on_a_gpu_or_is_refused() {
+    let c = Cluster::start(1, 4);
+    c.deploy("gemm", "gemm", 10_000).await;
+    let r = c
+        .http
+        .post(c.url("/v1/functions"))
+        .bearer_auth(&c.token)
+        .json(
+            &serde_json::json!({"name": "gemm-gpu", "artifact": "gemm", "accelerator": "required"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let member = c.wait_member("node up", |m| m["node"]["up"] == true).await;
+    let input: Vec<u8> = [1u32, 1, 1]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .chain(2f32.to_le_bytes())
+        .chain(3f32.to_le_bytes())
+        .collect();
+    let r = c.invoke("gemm-gpu", input).await;
+    if member["gpus"].as_array().unwrap().is_empty() {
+        eprintln!("no GPU on this host: expecting no_accelerator");
+        let e = expect_error(r, 503, "no_accelerator").await;
+        assert_eq!(e["may_have_run"], false);
+    } else {
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["spillway-backend"], "cuda");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
     }
 }
