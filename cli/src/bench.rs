@@ -6,7 +6,7 @@
 //! throughput. The load stops by itself after `--requests` per level.
 
 use crate::client::Client;
-use crate::up::LocalCluster;
+use crate::up::{HostOptions, LocalCluster};
 use anyhow::bail;
 use serde_json::json;
 use std::process::ExitCode;
@@ -35,7 +35,12 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         requests,
         slots,
     } = cmd;
-    let cluster = LocalCluster::start(None, 1, slots, 1024).await?;
+    let options = HostOptions {
+        slots,
+        queue: 1024,
+        test_kernels: false,
+    };
+    let cluster = LocalCluster::start(None, 1, options).await?;
     let result = measure(&cluster, &concurrency, requests).await;
     cluster.stop().await;
     result

@@ -24,6 +24,9 @@ pub(crate) struct NodeLimits {
     /// GPUs to use: `all`, `none`, or ordinals such as `0,1`.
     #[arg(long, default_value = "all", value_parser = parse_gpus)]
     gpus: GpuChoice,
+    /// Load the fault-test GPU kernels (tests only: lets a guest fault the GPU).
+    #[arg(long, hide = true)]
+    test_kernels: bool,
 }
 
 /// `--gpus`: every GPU, or only the listed ordinals (none for an empty list).
@@ -148,6 +151,7 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         max_memory_bytes: limits.max_memory_mib << 20,
         epoch_tick: Duration::from_millis(limits.epoch_tick_ms),
         gpus: limits.gpus.0.clone(),
+        test_kernels: limits.test_kernels,
         ..NodeConfig::default()
     }
 }
@@ -180,7 +184,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", node_dir.display()))?;
     let program = std::env::current_exe().context("locating the spillway binary")?;
     let l = &args.limits;
-    let node_args: Vec<OsString> = vec![
+    let mut node_args: Vec<OsString> = vec![
         "node".into(),
         "--socket".into(),
         socket.clone().into(),
@@ -196,6 +200,9 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         l.gpus.to_string().into(),
         "--stop-on-stdin-close".into(),
     ];
+    if l.test_kernels {
+        node_args.push("--test-kernels".into());
+    }
     // Validate the node's half here too, so a bad flag fails before spawning.
     node_config(socket.clone(), dir.clone(), l).validate()?;
     let config = SidecarConfig {

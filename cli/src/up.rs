@@ -28,6 +28,9 @@ pub(crate) struct UpArgs {
     /// Run the demo workload, print its table, stop the cluster and exit.
     #[arg(long)]
     demo: bool,
+    /// Start the nodes with the fault-test GPU kernels (tests only).
+    #[arg(long, hide = true)]
+    test_kernels: bool,
 }
 
 /// One host process of a local cluster.
@@ -77,8 +80,7 @@ impl LocalCluster {
     pub(crate) async fn start(
         dir: Option<PathBuf>,
         hosts: u32,
-        slots: u32,
-        queue: u32,
+        options: HostOptions,
     ) -> anyhow::Result<Self> {
         if hosts != 1 {
             bail!(
@@ -98,7 +100,7 @@ impl LocalCluster {
         for i in 1..=hosts {
             let host_dir = dir.join(format!("host-{i}"));
             AdminToken::install(&host_dir.join("sidecar"), &token)?;
-            started.push(start_host(&host_dir, slots, queue).await?);
+            started.push(start_host(&host_dir, options).await?);
         }
         let cluster = Self {
             dir,
@@ -161,7 +163,15 @@ impl LocalCluster {
     }
 }
 
-async fn start_host(dir: &Path, slots: u32, queue: u32) -> anyhow::Result<LocalHost> {
+/// How each host of a local cluster runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostOptions {
+    pub(crate) slots: u32,
+    pub(crate) queue: u32,
+    pub(crate) test_kernels: bool,
+}
+
+async fn start_host(dir: &Path, options: HostOptions) -> anyhow::Result<LocalHost> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join("host.log");
     let log_file =
@@ -174,11 +184,12 @@ async fn start_host(dir: &Path, slots: u32, queue: u32) -> anyhow::Result<LocalH
             "--listen",
             "127.0.0.1:0",
             "--slots",
-            &slots.to_string(),
+            &options.slots.to_string(),
             "--queue",
-            &queue.to_string(),
+            &options.queue.to_string(),
             "--stop-on-stdin-close",
         ])
+        .args(options.test_kernels.then_some("--test-kernels"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -212,7 +223,12 @@ async fn start_host(dir: &Path, slots: u32, queue: u32) -> anyhow::Result<LocalH
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let cluster = LocalCluster::start(args.dir, args.hosts, args.slots, args.queue).await?;
+    let options = HostOptions {
+        slots: args.slots,
+        queue: args.queue,
+        test_kernels: args.test_kernels,
+    };
+    let cluster = LocalCluster::start(args.dir, args.hosts, options).await?;
     let env = cluster.env_lines();
     std::fs::write(cluster.dir.join("env"), &env)?;
     print!("{env}");

@@ -14,6 +14,13 @@ use std::path::{Path, PathBuf};
 /// The CUDA C source of the built-in kernels.
 pub const BUILTIN_SOURCE: &str = include_str!("../cuda/builtin.cu");
 
+/// Kernels that exist to test fault handling (loaded only on request).
+pub const TESTING_SOURCE: &str = include_str!("../cuda/testing.cu");
+
+/// The fault-test kernel a guest may launch on a node started with test
+/// kernels: `test_oob_write(buf, n: u32)` writes far out of bounds.
+pub const TEST_OOB_WRITE: &str = "test_oob_write";
+
 /// Options every built-in kernel is compiled with.
 const OPTIONS: &[&str] = &["--std=c++17"];
 

@@ -27,6 +27,9 @@ pub struct NodeConfig {
     /// Which GPUs the node uses: `None` every GPU the driver shows,
     /// `Some(ordinals)` only those (empty: none, CPU backend only).
     pub gpus: Option<Vec<usize>>,
+    /// Load the fault-test kernels (`test_oob_write`). Never in production:
+    /// a guest could poison the node's CUDA context on purpose.
+    pub test_kernels: bool,
 }
 
 impl Default for NodeConfig {
@@ -41,6 +44,7 @@ impl Default for NodeConfig {
             epoch_tick: Duration::from_millis(10),
             max_output_bytes: 16 * 1024 * 1024,
             gpus: None,
+            test_kernels: false,
         }
     }
 }

@@ -95,6 +95,8 @@ pub(crate) struct CudaGpu {
     info: GpuDevice,
     ctx: Arc<CudaContext>,
     functions: HashMap<Kernel, CudaFunction>,
+    /// `test_oob_write`, when the node runs with test kernels.
+    oob_write: Option<CudaFunction>,
     free: Mutex<Vec<SlotStream>>,
 }
 
@@ -125,6 +127,7 @@ impl CudaBackend {
         ptx_dir: &Path,
         slots: u32,
         only: Option<&[usize]>,
+        test_kernels: bool,
     ) -> Result<Option<Self>, DeviceError> {
         if !driver_present() {
             tracing::info!("no CUDA driver found: CPU backend only");
@@ -142,7 +145,7 @@ impl CudaBackend {
             if only.is_some_and(|o| !o.contains(&ordinal)) {
                 continue;
             }
-            gpus.push(Arc::new(open_gpu(ordinal, ptx_dir, slots)?));
+            gpus.push(Arc::new(open_gpu(ordinal, ptx_dir, slots, test_kernels)?));
         }
         if gpus.is_empty() {
             return Ok(None);
@@ -174,7 +177,20 @@ impl CudaBackend {
     }
 }
 
-fn open_gpu(ordinal: usize, ptx_dir: &Path, slots: u32) -> Result<CudaGpu, DeviceError> {
+fn compile_error(e: nvrtc::CompileError) -> DeviceError {
+    DeviceError {
+        message: e.to_string(),
+        out_of_memory: false,
+        poisoned: false,
+    }
+}
+
+fn open_gpu(
+    ordinal: usize,
+    ptx_dir: &Path,
+    slots: u32,
+    test_kernels: bool,
+) -> Result<CudaGpu, DeviceError> {
     let ctx = CudaContext::new(ordinal)?;
     let (major, minor) = ctx.compute_capability()?;
     let info = GpuDevice {
@@ -184,11 +200,7 @@ fn open_gpu(ordinal: usize, ptx_dir: &Path, slots: u32) -> Result<CudaGpu, Devic
         compute_capability: (major as u32, minor as u32),
     };
     let arch = nvrtc::arch_for(info.compute_capability);
-    let ptx = nvrtc::ptx(nvrtc::BUILTIN_SOURCE, &arch, ptx_dir).map_err(|e| DeviceError {
-        message: e.to_string(),
-        out_of_memory: false,
-        poisoned: false,
-    })?;
+    let ptx = nvrtc::ptx(nvrtc::BUILTIN_SOURCE, &arch, ptx_dir).map_err(compile_error)?;
     let module = ctx.load_module(Ptx::from_src(ptx))?;
     let mut functions = HashMap::new();
     for k in Kernel::ALL {
@@ -196,6 +208,17 @@ fn open_gpu(ordinal: usize, ptx_dir: &Path, slots: u32) -> Result<CudaGpu, Devic
             functions.insert(k, module.load_function(k.name())?);
         }
     }
+    let oob_write = if test_kernels {
+        let ptx = nvrtc::ptx(nvrtc::TESTING_SOURCE, &arch, ptx_dir).map_err(compile_error)?;
+        let module = ctx.load_module(Ptx::from_src(ptx))?;
+        tracing::warn!(
+            gpu = ordinal,
+            "fault-test kernels loaded: guests can fault this GPU"
+        );
+        Some(module.load_function(nvrtc::TEST_OOB_WRITE)?)
+    } else {
+        None
+    };
     let mut free = Vec::new();
     for _ in 0..slots {
         let stream = ctx.new_stream()?;
@@ -206,6 +229,7 @@ fn open_gpu(ordinal: usize, ptx_dir: &Path, slots: u32) -> Result<CudaGpu, Devic
         info,
         ctx,
         functions,
+        oob_write,
         free: Mutex::new(free),
     })
 }
@@ -369,6 +393,31 @@ impl StreamLease {
                 n,
             )
         }?;
+        Ok(())
+    }
+
+    /// Whether this GPU has the fault-test kernels.
+    pub(crate) fn has_test_kernels(&self) -> bool {
+        self.gpu.oob_write.is_some()
+    }
+
+    /// Launches `test_oob_write` on `buffer` (a fault test).
+    pub(crate) fn launch_oob_write(&self, buffer: u64, n: u32) -> Result<(), DeviceError> {
+        let func = self.gpu.oob_write.as_ref().ok_or_else(|| DeviceError {
+            message: "fault-test kernels are not loaded".into(),
+            out_of_memory: false,
+            poisoned: false,
+        })?;
+        let mut builder = self.stream().launch_builder(func);
+        builder.arg(&buffer).arg(&n);
+        let config = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: deliberately unsound on the device (that is the test); the
+        // host side passes a valid pointer and scalar.
+        unsafe { builder.launch(config) }?;
         Ok(())
     }
 

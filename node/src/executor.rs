@@ -230,7 +230,8 @@ fn open_cuda(config: &NodeConfig) -> Option<CudaBackend> {
         return None;
     }
     let ptx_dir = config.dir.join("ptx");
-    match CudaBackend::open(&ptx_dir, config.slots, config.gpus.as_deref()) {
+    let only = config.gpus.as_deref();
+    match CudaBackend::open(&ptx_dir, config.slots, only, config.test_kernels) {
         Ok(backend) => backend,
         Err(e) => {
             tracing::error!("GPUs present but unusable, running CPU-only: {e}");

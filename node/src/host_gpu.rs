@@ -379,6 +379,11 @@ impl GuestState {
 
 impl gpu::Host for GuestState {
     fn launch(&mut self, kernel: String, args: Vec<KernelArg>) -> Result<(), GpuError> {
+        if kernel == spillway_kernels::nvrtc::TEST_OOB_WRITE
+            && self.cuda.as_ref().is_some_and(|l| l.has_test_kernels())
+        {
+            return self.launch_oob_write(&args);
+        }
         let kernel = Kernel::from_name(&kernel)?;
         self.run_launch(kernel, &args)
     }
@@ -430,6 +435,23 @@ impl gpu::Host for GuestState {
 }
 
 impl GuestState {
+    /// `test_oob_write(buf, n)`: the fault test (only with test kernels).
+    fn launch_oob_write(&mut self, args: &[KernelArg]) -> Result<(), GpuError> {
+        let (Some(KernelArg::Buf(b)), Some(KernelArg::U32(n))) = (args.first(), args.get(1)) else {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                "test_oob_write takes (buffer, u32)",
+            ));
+        };
+        let lease = self.cuda.as_ref().expect("checked by the caller");
+        let ptr = match self.table.get(b) {
+            Ok(Buffer::Device(s)) => lease.ptr(s),
+            _ => return Err(lost()),
+        };
+        let outcome = lease.launch_oob_write(ptr, *n);
+        outcome.map_err(|e| self.device_error(e))
+    }
+
     /// The backend this job's `gpu` calls run on.
     pub(crate) fn gpu_backend(&self) -> Backend {
         if self.cuda.is_some() {

@@ -36,6 +36,11 @@ pub fn guest(name: &str) -> Vec<u8> {
 
 impl Cluster {
     pub fn start(slots: u32, queue: u32) -> Self {
+        Self::start_with(slots, queue, &[])
+    }
+
+    /// Starts with extra `spillway up` flags.
+    pub fn start_with(slots: u32, queue: u32, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)
             .args([
@@ -49,6 +54,7 @@ impl Cluster {
             ])
             .arg("--dir")
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,41 @@
+//! A GPU fault over HTTP: the faulting job ends with 502 `device_fault`, the
+//! node exits and is restarted by its sidecar, and the next GPU job
+//! succeeds. Skips (saying so) on a host without a GPU.
+
+mod common;
+
+use common::{Cluster, expect_error};
+
+#[tokio::test]
+async fn a_gpu_fault_restarts_the_node_and_the_next_gpu_job_succeeds() {
+    let c = Cluster::start_with(1, 4, &["--test-kernels"]);
+    let member = c.wait_member("node up", |m| m["node"]["up"] == true).await;
+    if member["gpus"].as_array().unwrap().is_empty() {
+        eprintln!("skipped: no CUDA driver or GPU on this host");
+        return;
+    }
+    let pid = member["node"]["pid"].as_u64().unwrap();
+    c.deploy("fault", "gpu_fault", 30_000).await;
+    c.deploy("gemm", "gemm", 30_000).await;
+    let e = expect_error(c.invoke("fault", vec![]).await, 502, "device_fault").await;
+    eprintln!("fault: {e}");
+    let member = c
+        .wait_member("a new node", |m| {
+            m["node"]["up"] == true && m["node"]["pid"].as_u64().is_some_and(|p| p != pid)
+        })
+        .await;
+    assert!(
+        member["node"]["restarts"].as_u64().unwrap() >= 1,
+        "{member}"
+    );
+    let input: Vec<u8> = [1u32, 1, 1]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .chain(2f32.to_le_bytes())
+        .chain(3f32.to_le_bytes())
+        .collect();
+    let r = c.invoke("gemm", input).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["spillway-backend"], "cuda");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
+}
