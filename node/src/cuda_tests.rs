@@ -54,6 +54,7 @@ fn gpu_state(test: &str) -> Option<GuestState> {
         table: ResourceTable::new(),
         gpu_bytes: 0,
         gpu_limit: 1 << 30,
+        gpu_pool: None,
         cuda: Some(backend.lease().expect("a free stream")),
         device_fault: None,
     })

@@ -63,7 +63,7 @@ pub struct Executor {
     config: NodeConfig,
     engine: Engine,
     cache: ArtifactCache,
-    cuda: Option<CudaBackend>,
+    cuda: Option<Arc<CudaBackend>>,
     _ticker: EpochTicker,
 }
 
@@ -77,7 +77,7 @@ impl Executor {
             .map_err(|e| NodeError::Engine(format!("{e:?}")))?;
         let cache = ArtifactCache::open(&config.dir, engine.clone(), linker)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
-        let cuda = open_cuda(&config);
+        let cuda = open_cuda(&config).map(Arc::new);
         Ok(Self {
             config,
             engine,
@@ -95,11 +95,7 @@ impl Executor {
                 Some(_) => vec![Backend::Cuda, Backend::Cpu],
                 None => vec![Backend::Cpu],
             },
-            gpus: self
-                .cuda
-                .as_ref()
-                .map(CudaBackend::devices)
-                .unwrap_or_default(),
+            gpus: self.cuda.as_ref().map(|c| c.devices()).unwrap_or_default(),
             max_memory_bytes: self.config.max_memory_bytes,
             epoch_tick_ms: self.config.epoch_tick.as_millis() as u32,
         }
@@ -130,15 +126,19 @@ impl Executor {
         control: JobControl,
     ) -> Result<Completion, Failure> {
         let _span = tracing::info_span!("guest", job = %job, function = %spec.function).entered();
-        let cuda = match (spec.accelerator, &self.cuda) {
-            (Accelerator::None, _) => None,
+        // Required: a GPU stream now, or the job is refused. Preferred: a
+        // stream at the job's first `gpu` call if one is free, else the CPU
+        // (so a job that never calls `gpu` holds no GPU and says `cpu`).
+        let (cuda, gpu_pool) = match (spec.accelerator, &self.cuda) {
+            (Accelerator::None, _) | (Accelerator::Preferred, None) => (None, None),
             (Accelerator::Required, None) => return Err(Refusal::NoAccelerator.into()),
-            (Accelerator::Required, Some(gpus)) => Some(
-                gpus.lease()
-                    .ok_or(Refusal::SlotsExhausted { retry_after_ms: 10 })?,
-            ),
-            // Preferred: a GPU when one has a free stream, else the CPU.
-            (Accelerator::Preferred, gpus) => gpus.as_ref().and_then(CudaBackend::lease),
+            (Accelerator::Required, Some(gpus)) => {
+                let lease = gpus
+                    .lease()
+                    .ok_or(Refusal::SlotsExhausted { retry_after_ms: 10 })?;
+                (Some(lease), None)
+            }
+            (Accelerator::Preferred, Some(gpus)) => (None, Some(gpus.clone())),
         };
         if remaining_ms == 0 {
             return Err(Failure::DeadlineExceeded {
@@ -167,6 +167,7 @@ impl Executor {
             table: ResourceTable::new(),
             gpu_bytes: 0,
             gpu_limit: memory_limit,
+            gpu_pool,
             cuda,
             device_fault: None,
         };

@@ -80,6 +80,15 @@ impl GuestState {
         self.table.get_mut(handle).map_err(|_| lost())
     }
 
+    /// Settles the job's backend at its first `gpu` call: a job that
+    /// prefers a GPU leases a stream now if one is free, else stays on the
+    /// CPU for good.
+    fn settle_backend(&mut self) {
+        if let Some(pool) = self.gpu_pool.take() {
+            self.cuda = pool.lease();
+        }
+    }
+
     /// Maps a device error to the guest's error, remembering a poisoned
     /// context for the executor.
     fn device_error(&mut self, e: DeviceError) -> GpuError {
@@ -98,6 +107,7 @@ impl GuestState {
 
 impl gpu::HostBuffer for GuestState {
     fn create(&mut self, len: u32) -> Result<Resource<Buffer>, GpuError> {
+        self.settle_backend();
         let bytes = u64::from(len) * 4;
         if self.gpu_bytes + bytes > self.gpu_limit {
             return Err(error(
@@ -379,6 +389,7 @@ impl GuestState {
 
 impl gpu::Host for GuestState {
     fn launch(&mut self, kernel: String, args: Vec<KernelArg>) -> Result<(), GpuError> {
+        self.settle_backend();
         if kernel == spillway_kernels::nvrtc::TEST_OOB_WRITE
             && self.cuda.as_ref().is_some_and(|l| l.has_test_kernels())
         {
@@ -400,6 +411,7 @@ impl gpu::Host for GuestState {
         beta: f32,
         c: Resource<Buffer>,
     ) -> Result<(), GpuError> {
+        self.settle_backend();
         let args = [
             KernelArg::Buf(a),
             KernelArg::Buf(b),
@@ -414,6 +426,7 @@ impl gpu::Host for GuestState {
     }
 
     fn device_info(&mut self) -> Device {
+        self.settle_backend();
         match &self.cuda {
             Some(lease) => {
                 let d = lease.device();
@@ -490,6 +503,7 @@ mod tests {
             table: ResourceTable::new(),
             gpu_bytes: 0,
             gpu_limit,
+            gpu_pool: None,
             cuda: None,
             device_fault: None,
         }

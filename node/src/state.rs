@@ -25,6 +25,9 @@ pub(crate) struct GuestState {
     /// Bytes held by live `gpu` buffers, and the most allowed.
     pub(crate) gpu_bytes: u64,
     pub(crate) gpu_limit: u64,
+    /// For a job that prefers a GPU: where to lease a stream at its first
+    /// `gpu` call (taken then, whatever the outcome).
+    pub(crate) gpu_pool: Option<std::sync::Arc<crate::cuda::CudaBackend>>,
     /// The job's CUDA stream, when its `gpu` calls run on a GPU. Declared
     /// after `table` so the buffers are freed before the stream goes back.
     pub(crate) cuda: Option<StreamLease>,

@@ -246,3 +246,18 @@ fn should_yield_lets_a_long_loop_stop_cleanly_before_its_deadline() {
         }
     );
 }
+
+#[test]
+fn the_gemm_benchmark_guest_runs_on_the_cpu_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let wasm = include_bytes!("../benches/guests/gemm_bench.wat");
+    let mut s = spec(exec.put_artifact(wasm).unwrap(), 5_000);
+    s.accelerator = Accelerator::None;
+    let input = [8u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
+    let out = exec.run(JobId(8), &s, input, 5_000, JobControl::detached()).unwrap().output;
+    assert_eq!(out.len(), 4);
+    assert!(f32::from_le_bytes(out.try_into().unwrap()).is_finite());
+    let err = exec.run(JobId(9), &s, vec![1], 5_000, JobControl::detached()).unwrap_err();
+    assert!(matches!(err, Failure::GuestError { ref message } if message.starts_with("gemm_bench")), "{err:?}");
+}

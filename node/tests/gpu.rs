@@ -6,6 +6,7 @@ use spillway_node::{Executor, JobControl, NodeConfig};
 use spillway_proto::{Accelerator, Backend, Failure, JobId, JobSpec, Refusal, TenantId};
 
 const GEMM: &[u8] = include_bytes!("../../examples/guests/gemm.wat");
+const ECHO: &[u8] = include_bytes!("../../examples/guests/echo.wat");
 
 fn executor(dir: &tempfile::TempDir) -> Executor {
     Executor::new(NodeConfig {
@@ -81,6 +82,29 @@ fn jobs_run_on_the_backend_their_accelerator_asks_for() {
         .as_nanos() as u64
         | 1;
     let (input, want) = gemm_input(33, 17, 65, &mut seed);
+
+    // A job that never calls `gpu` holds no GPU and says `cpu`, whatever
+    // it prefers.
+    let digest = exec.put_artifact(ECHO).unwrap();
+    let echo = JobSpec {
+        tenant: TenantId::admin(),
+        function: "echo".into(),
+        digest,
+        accelerator: Accelerator::Preferred,
+        deadline_ms: 5_000,
+        memory_limit_bytes: 16 << 20,
+        idempotent: false,
+    };
+    let done = exec
+        .run(
+            JobId(9),
+            &echo,
+            b"hi".to_vec(),
+            5_000,
+            JobControl::detached(),
+        )
+        .unwrap();
+    assert_eq!(done.backend, Backend::Cpu);
 
     // `none` always runs on the CPU reference, exactly.
     let (got, backend) = run(&exec, Accelerator::None, input.clone()).unwrap();
