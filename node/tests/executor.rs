@@ -255,9 +255,17 @@ fn the_gemm_benchmark_guest_runs_on_the_cpu_backend() {
     let wasm = include_bytes!("../benches/guests/gemm_bench.wat");
     let s = spec(exec.put_artifact(wasm).unwrap(), 5_000);
     let input = [8u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
-    let out = exec.run(JobId(8), &s, input, 5_000, JobControl::detached()).unwrap().output;
+    let out = exec
+        .run(JobId(8), &s, input, 5_000, JobControl::detached())
+        .unwrap()
+        .output;
     assert_eq!(out.len(), 4);
     assert!(f32::from_le_bytes(out.try_into().unwrap()).is_finite());
-    let err = exec.run(JobId(9), &s, vec![1], 5_000, JobControl::detached()).unwrap_err();
-    assert!(matches!(err, Failure::GuestError { ref message } if message.starts_with("gemm_bench")), "{err:?}");
+    let err = exec
+        .run(JobId(9), &s, vec![1], 5_000, JobControl::detached())
+        .unwrap_err();
+    assert!(
+        matches!(err, Failure::GuestError { ref message } if message.starts_with("gemm_bench")),
+        "{err:?}"
+    );
 }
