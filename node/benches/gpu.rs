@@ -7,6 +7,12 @@
 //!   `2` and `2 + EXTRA` products divided by `EXTRA`, so upload and setup
 //!   cancel out. Target: at least 0.9× torch's throughput.
 //!
+//! - `vector_add` and `saxpy` on 2^25 elements launched by a guest
+//!   (`benches/guests/elementwise_bench.wat` calling `gpu.launch`), their
+//!   achieved bandwidth (12 bytes moved per element) vs a device-to-device
+//!   copy of the same size with cudarc in this process (8 bytes per element).
+//!   Same differencing as for gemm. Target: at least 80% of the copy.
+//!
 //! Run: `cargo bench -p spillway-node --bench gpu` (torch is looked up as
 //! `python3 -c 'import torch'`).
 
@@ -18,6 +24,9 @@ const N: u32 = 4096;
 const EXTRA: u32 = 20;
 const REPEATS: usize = 5;
 const GEMM_BENCH: &[u8] = include_bytes!("guests/gemm_bench.wat");
+const ELEMENTWISE_BENCH: &[u8] = include_bytes!("guests/elementwise_bench.wat");
+const ELEMENTS: u32 = 1 << 25;
+const LAUNCHES: u32 = 100;
 
 const TORCH: &str = r#"
 import statistics, torch
@@ -41,7 +50,7 @@ fn main() {
     let exec = Executor::new(NodeConfig {
         dir: dir.path().to_owned(),
         slots: 1,
-        max_memory_bytes: 1 << 30,
+        max_memory_bytes: 3 << 30,
         ..NodeConfig::default()
     })
     .expect("executor");
@@ -50,38 +59,39 @@ fn main() {
         println!("gpu bench skipped: no CUDA driver or GPU on this machine");
         return;
     };
-    let spec = JobSpec {
+    let spec = |wasm: &[u8], name: &str| JobSpec {
         tenant: TenantId::admin(),
-        function: "gemm_bench".into(),
-        digest: exec.put_artifact(GEMM_BENCH).expect("bench guest"),
+        function: name.into(),
+        digest: exec.put_artifact(wasm).expect("bench guest"),
         accelerator: Accelerator::Required,
         deadline_ms: 120_000,
-        memory_limit_bytes: 1 << 30,
+        memory_limit_bytes: 2 << 30,
         idempotent: false,
     };
     let mut id = 0u128;
-    let mut job = |iters: u32| -> Duration {
+    // Wall time of one job of `spec` on `input`.
+    let mut job = |spec: &JobSpec, input: Vec<u8>| -> Duration {
         id += 1;
-        let input = [N.to_le_bytes(), iters.to_le_bytes()].concat();
         let t = Instant::now();
         let done = exec
-            .run(JobId(id), &spec, input, 120_000, JobControl::detached())
-            .expect("gemm bench job");
+            .run(JobId(id), spec, input, 120_000, JobControl::detached())
+            .expect("bench job");
         assert!(f32::from_le_bytes(done.output[..4].try_into().unwrap()).is_finite());
         t.elapsed()
     };
-    job(1);
-    job(1);
-    let mut per: Vec<f64> = (0..REPEATS)
-        .map(|_| {
-            let base = job(2);
-            let more = job(2 + EXTRA);
-            (more.saturating_sub(base)).as_secs_f64() / f64::from(EXTRA)
-        })
-        .collect();
-    per.sort_by(f64::total_cmp);
-    let ours = per[REPEATS / 2];
-    let flop = 2.0 * f64::from(N).powi(3);
+    // Median over REPEATS of (job(base + extra) - job(base)) / extra.
+    let mut per_op = |spec: &JobSpec, input: &dyn Fn(u32) -> Vec<u8>, extra: u32| -> f64 {
+        job(spec, input(1));
+        let mut per: Vec<f64> = (0..REPEATS)
+            .map(|_| {
+                let base = job(spec, input(2));
+                let more = job(spec, input(2 + extra));
+                more.saturating_sub(base).as_secs_f64() / f64::from(extra)
+            })
+            .collect();
+        per.sort_by(f64::total_cmp);
+        per[REPEATS / 2]
+    };
 
     println!(
         "GPU {}: {} ({} GiB, cc {:?})",
@@ -90,6 +100,13 @@ fn main() {
         gpu.memory_bytes >> 30,
         gpu.compute_capability
     );
+    let gemm = spec(GEMM_BENCH, "gemm_bench");
+    let ours = per_op(
+        &gemm,
+        &|iters| [N.to_le_bytes(), iters.to_le_bytes()].concat(),
+        EXTRA,
+    );
+    let flop = 2.0 * f64::from(N).powi(3);
     println!("f32 gemm {N}x{N}x{N}, TF32 off, median of {REPEATS}");
     println!(
         "  spillway guest (gpu.gemm)  {:>8.3} ms  {:>6.1} TFLOP/s",
@@ -111,6 +128,58 @@ fn main() {
         }
         None => println!("  torch.matmul: unavailable (python3 with torch not found)"),
     }
+
+    let copy = copy_seconds(gpu.index as usize, ELEMENTS as usize);
+    let copy_gbs = 8.0 * f64::from(ELEMENTS) / copy / 1e9;
+    println!("elementwise, {ELEMENTS} f32 elements, median of {REPEATS}");
+    println!(
+        "  device-to-device copy (cudarc)  {:>8.1} us  {:>7.0} GB/s",
+        copy * 1e6,
+        copy_gbs
+    );
+    let elementwise = spec(ELEMENTWISE_BENCH, "elementwise_bench");
+    for (kernel, name) in [(0u32, "vector_add"), (1, "saxpy")] {
+        let input = |iters: u32| {
+            [kernel, ELEMENTS, iters]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        };
+        let t = per_op(&elementwise, &input, LAUNCHES);
+        let gbs = 12.0 * f64::from(ELEMENTS) / t / 1e9;
+        println!(
+            "  {name:<10} through the guest   {:>8.1} us  {:>7.0} GB/s  {:.0}% of the copy (target >= 80%)",
+            t * 1e6,
+            gbs,
+            100.0 * gbs / copy_gbs
+        );
+    }
+}
+
+/// Median time of one device-to-device copy of `n` f32s (random data).
+fn copy_seconds(ordinal: usize, n: usize) -> f64 {
+    let ctx = cudarc::driver::CudaContext::new(ordinal).expect("context");
+    let stream = ctx.new_stream().expect("stream");
+    let host: Vec<f32> = (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 8) as f32)
+        .collect();
+    let src = stream.clone_htod(&host).expect("upload");
+    let mut dst = stream.alloc_zeros::<f32>(n).expect("alloc");
+    let mut time = |copies: u32| {
+        stream.synchronize().expect("sync");
+        let t = Instant::now();
+        for _ in 0..copies {
+            stream.memcpy_dtod(&src, &mut dst).expect("copy");
+        }
+        stream.synchronize().expect("sync");
+        t.elapsed()
+    };
+    time(3);
+    let mut per: Vec<f64> = (0..REPEATS)
+        .map(|_| (time(2 + LAUNCHES).saturating_sub(time(2))).as_secs_f64() / f64::from(LAUNCHES))
+        .collect();
+    per.sort_by(f64::total_cmp);
+    per[REPEATS / 2]
 }
 
 fn torch_ms() -> Option<f64> {

@@ -269,3 +269,30 @@ fn the_gemm_benchmark_guest_runs_on_the_cpu_backend() {
         "{err:?}"
     );
 }
+
+#[test]
+fn the_elementwise_benchmark_guest_runs_on_the_cpu_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let wasm = include_bytes!("../benches/guests/elementwise_bench.wat");
+    let s = spec(exec.put_artifact(wasm).unwrap(), 5_000);
+    for kernel in [0u32, 1] {
+        let input = [kernel, 1000, 3]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let out = exec
+            .run(JobId(10), &s, input, 5_000, JobControl::detached())
+            .unwrap()
+            .output;
+        assert!(f32::from_le_bytes(out.try_into().unwrap()).is_finite());
+    }
+    let input = [7u32, 1, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let err = exec
+        .run(JobId(11), &s, input, 5_000, JobControl::detached())
+        .unwrap_err();
+    assert!(
+        matches!(err, Failure::GuestError { ref message } if message.starts_with("elementwise_bench")),
+        "{err:?}"
+    );
+}
