@@ -28,12 +28,7 @@ async fn a_gpu_fault_restarts_the_node_and_the_next_gpu_job_succeeds() {
         member["node"]["restarts"].as_u64().unwrap() >= 1,
         "{member}"
     );
-    let input: Vec<u8> = [1u32, 1, 1]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .chain(2f32.to_le_bytes())
-        .chain(3f32.to_le_bytes())
-        .collect();
+    let input = common::gemm_1x1(2.0, 3.0);
     let r = c.invoke("gemm", input).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["spillway-backend"], "cuda");

@@ -303,12 +303,7 @@ async fn required_accelerator_runs_on_a_gpu_or_is_refused() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let member = c.wait_member("node up", |m| m["node"]["up"] == true).await;
-    let input: Vec<u8> = [1u32, 1, 1]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .chain(2f32.to_le_bytes())
-        .chain(3f32.to_le_bytes())
-        .collect();
+    let input = common::gemm_1x1(2.0, 3.0);
     let r = c.invoke("gemm-gpu", input).await;
     if member["gpus"].as_array().unwrap().is_empty() {
         eprintln!("no GPU on this host: expecting no_accelerator");

@@ -9,14 +9,10 @@
 
 use crate::bindings::gpu::{ErrorCode, Host as _, HostBuffer as _, KernelArg};
 use crate::cuda::CudaBackend;
-use crate::executor::JobControl;
 use crate::host_gpu::Buffer;
-use crate::limits::GuestLimits;
 use crate::state::GuestState;
-use spillway_proto::JobId;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::Resource;
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -37,27 +33,8 @@ fn gpu_state(test: &str) -> Option<GuestState> {
         eprintln!("skipped {test}: no CUDA driver or GPU on this machine");
         return None;
     };
-    let now = Instant::now();
-    Some(GuestState {
-        job: JobId(1),
-        input: Vec::new(),
-        limits: GuestLimits {
-            memory_bytes: 1 << 20,
-            table_elements: 100,
-        },
-        control: JobControl::detached(),
-        started: now,
-        deadline: now + Duration::from_secs(60),
-        emitted: 0,
-        max_output: 1 << 20,
-        chunks: 0,
-        table: ResourceTable::new(),
-        gpu_bytes: 0,
-        gpu_limit: 1 << 30,
-        gpu_pool: None,
-        cuda: Some(backend.lease().expect("a free stream")),
-        device_fault: None,
-    })
+    let lease = backend.lease().expect("a free stream");
+    Some(GuestState::for_test(1 << 30, Some(lease)))
 }
 
 struct Rng(u64);

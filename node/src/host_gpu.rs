@@ -478,35 +478,10 @@ impl GuestState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::JobControl;
-    use crate::limits::GuestLimits;
     use gpu::{Host as _, HostBuffer as _};
-    use spillway_proto::JobId;
-    use std::time::{Duration, Instant};
-    use wasmtime::component::ResourceTable;
 
     fn state(gpu_limit: u64) -> GuestState {
-        let now = Instant::now();
-        GuestState {
-            job: JobId(1),
-            input: Vec::new(),
-            limits: GuestLimits {
-                memory_bytes: 1 << 20,
-                table_elements: 100,
-            },
-            control: JobControl::detached(),
-            started: now,
-            deadline: now + Duration::from_secs(10),
-            emitted: 0,
-            max_output: 1 << 20,
-            chunks: 0,
-            table: ResourceTable::new(),
-            gpu_bytes: 0,
-            gpu_limit,
-            gpu_pool: None,
-            cuda: None,
-            device_fault: None,
-        }
+        GuestState::for_test(gpu_limit, None)
     }
 
     fn buffer(s: &mut GuestState, data: &[f32]) -> Resource<Buffer> {

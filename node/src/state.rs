@@ -53,3 +53,32 @@ impl GuestState {
             .as_millis() as u64
     }
 }
+
+#[cfg(test)]
+impl GuestState {
+    /// A job state for host-function tests: 1 MiB of memory, a minute of
+    /// deadline, `gpu_limit` bytes of buffers, on `cuda` or the CPU.
+    pub(crate) fn for_test(gpu_limit: u64, cuda: Option<StreamLease>) -> Self {
+        let now = Instant::now();
+        Self {
+            job: JobId(1),
+            input: Vec::new(),
+            limits: GuestLimits {
+                memory_bytes: 1 << 20,
+                table_elements: 100,
+            },
+            control: JobControl::detached(),
+            started: now,
+            deadline: now + std::time::Duration::from_secs(60),
+            emitted: 0,
+            max_output: 1 << 20,
+            chunks: 0,
+            table: ResourceTable::new(),
+            gpu_bytes: 0,
+            gpu_limit,
+            gpu_pool: None,
+            cuda,
+            device_fault: None,
+        }
+    }
+}

@@ -160,6 +160,16 @@ impl Cluster {
     }
 }
 
+/// The gemm guest's input for a 1×1×1 product `a·b`.
+pub fn gemm_1x1(a: f32, b: f32) -> Vec<u8> {
+    [1u32, 1, 1]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .chain(a.to_le_bytes())
+        .chain(b.to_le_bytes())
+        .collect()
+}
+
 /// Asserts an error response: status and JSON code. Returns the error object.
 pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(r.status().as_u16(), status, "status");
