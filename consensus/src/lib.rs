@@ -13,19 +13,27 @@
 //! - [`TypeConfig`] ties the types together for openraft, whose API is
 //!   unstable: it stays behind this crate.
 //!
-//! What it is not (yet): the network. Raft RPCs over QUIC, join tickets and
-//! membership changes come with the sidecar's QUIC endpoint.
+//! - [`ControlPlane`] is one host's member: start, initialize, propose,
+//!   read the state. Peers are reached through a [`RaftTransport`];
+//!   [`MemoryTransport`] connects in-process members for tests.
+//!
+//! What it is not (yet): the QUIC transport, join tickets and membership
+//! changes, which come with the sidecar's QUIC endpoint.
 
 mod command;
+mod control_plane;
 mod error;
 mod log_store;
 mod state;
 mod state_machine;
+mod transport;
 mod types;
 
 pub use command::{ControlCommand, ControlResponse};
+pub use control_plane::{ControlConfig, ControlError, ControlPlane};
 pub use error::OpenError;
 pub use log_store::LogStore;
 pub use state::{ArtifactEntry, ControlState, FunctionEntry, ResidencyStatus};
 pub use state_machine::StateMachine;
+pub use transport::{MemoryTransport, Raft, RaftTransport, Snapshot, TransportError};
 pub use types::{Member, TypeConfig};

@@ -55,6 +55,9 @@ impl LogStore {
             path: path.to_owned(),
             reason,
         };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+        }
         let db = Database::create(path).map_err(|e| err(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
         txn.open_table(LOG).map_err(|e| err(e.to_string()))?;

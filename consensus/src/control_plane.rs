@@ -1,0 +1,176 @@
+//! One host's member of the control plane: its Raft, log and state machine,
+//! and the calls the sidecar makes on them.
+
+use crate::command::{ControlCommand, ControlResponse};
+use crate::state::ControlState;
+use crate::state_machine::StateMachine;
+use crate::transport::{Network, Raft, RaftTransport};
+use crate::types::Member;
+use crate::{LogStore, OpenError};
+use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Timing of the control plane. `Default` assumes hosts on one LAN: 100 ms
+/// heartbeats, elections after 400–800 ms of silence, a snapshot every 1000
+/// entries.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// Entries applied since the last snapshot that trigger a new one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the latest snapshot.
+    pub keep_behind_snapshot: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            snapshot_every: 1000,
+            keep_behind_snapshot: 100,
+        }
+    }
+}
+
+/// Why the control plane could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The timing values do not make a working Raft (see openraft's rules).
+    #[error("invalid control-plane configuration: {0}")]
+    Config(String),
+    /// This host is not the leader; send the proposal to `leader` (if known).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// Raft stopped or failed; the message says how.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// One host's control-plane member.
+#[derive(Clone)]
+pub struct ControlPlane {
+    id: u64,
+    raft: Raft,
+    state_machine: StateMachine,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Opens the log and state machine under `dir` and starts Raft as host
+    /// `id`, talking to peers through `transport`.
+    pub async fn start<T: RaftTransport>(
+        id: u64,
+        dir: &Path,
+        config: &ControlConfig,
+        transport: T,
+    ) -> Result<Self, ControlError> {
+        let raft_config = openraft::Config {
+            cluster_name: "spillway".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_behind_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ControlError::Config(e.to_string()))?;
+        let log = LogStore::open(&dir.join("log.redb"))?;
+        let state_machine = StateMachine::open(&dir.join("state"))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            Network(transport),
+            log,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| ControlError::Raft(e.to_string()))?;
+        Ok(Self {
+            id,
+            raft,
+            state_machine,
+        })
+    }
+
+    /// The Raft handle (for a transport to deliver messages to).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Forms a new cluster with `members` as its voters. Called once, on
+    /// one host, at `spillway init`.
+    pub async fn initialize(&self, members: BTreeMap<u64, Member>) -> Result<(), ControlError> {
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| ControlError::Raft(e.to_string()))
+    }
+
+    /// Appends `command` to the log and waits until it is committed and
+    /// applied here.
+    pub async fn propose(&self, command: ControlCommand) -> Result<ControlResponse, ControlError> {
+        match self.raft.client_write(command).await {
+            Ok(r) => Ok(r.data),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(ControlError::NotLeader {
+                    leader: f.leader_id,
+                }),
+                None => Err(ControlError::Raft(e.to_string())),
+            },
+        }
+    }
+
+    /// The current leader, as this host knows it.
+    pub async fn leader(&self) -> Option<u64> {
+        self.raft.current_leader().await
+    }
+
+    /// The control state as applied on this host.
+    pub async fn state(&self) -> ControlState {
+        self.state_machine.state().await
+    }
+
+    /// The index of the last entry applied here.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map(|id| id.index)
+    }
+
+    /// The index of the latest snapshot here, and of the last purged entry.
+    pub fn snapshot_and_purged(&self) -> (Option<u64>, Option<u64>) {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        (m.snapshot.map(|id| id.index), m.purged.map(|id| id.index))
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// Stops Raft (the storage stays, for a restart).
+    pub async fn shutdown(&self) -> Result<(), ControlError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| ControlError::Raft(e.to_string()))
+    }
+}

@@ -1,0 +1,152 @@
+//! Three control-plane members in one process, over the in-memory
+//! transport, on real storage: they elect a leader, replicate, fail over
+//! when the leader stops, and a restarted member whose log was compacted
+//! past catches up from a snapshot.
+
+use spillway_consensus::{ControlCommand, ControlConfig, ControlPlane, Member, MemoryTransport};
+use spillway_proto::Digest;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn config() -> ControlConfig {
+    ControlConfig {
+        heartbeat: Duration::from_millis(50),
+        election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
+        snapshot_every: 10,
+        keep_behind_snapshot: 2,
+    }
+}
+
+async fn start(id: u64, dir: &Path, t: &MemoryTransport) -> ControlPlane {
+    let member = ControlPlane::start(id, &dir.join(format!("host-{id}")), &config(), t.clone())
+        .await
+        .expect("start");
+    t.register(id, member.raft().clone());
+    member
+}
+
+fn put(name: &str) -> ControlCommand {
+    ControlCommand::PutArtifact {
+        name: name.into(),
+        digest: Digest::of(name.as_bytes()),
+        size: 1,
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every host names the same leader, one of them.
+async fn wait_for_leader(hosts: &BTreeMap<u64, ControlPlane>) -> u64 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(l) = agreed_leader(hosts).await {
+            return l;
+        }
+        assert!(Instant::now() < until, "timed out waiting for a leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn agreed_leader(hosts: &BTreeMap<u64, ControlPlane>) -> Option<u64> {
+    let mut leaders = Vec::new();
+    for h in hosts.values() {
+        leaders.push(h.leader().await);
+    }
+    let first = leaders[0]?;
+    (leaders.iter().all(|l| *l == Some(first)) && hosts.contains_key(&first)).then_some(first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_replicate_fail_over_and_catch_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = MemoryTransport::default();
+    let mut hosts = BTreeMap::new();
+    for id in 1..=3 {
+        hosts.insert(id, start(id, dir.path(), &t).await);
+    }
+    let voters: BTreeMap<u64, Member> = (1..=3).map(|id| (id, Member::default())).collect();
+    hosts[&1].initialize(voters).await.expect("initialize");
+
+    let leader = wait_for_leader(&hosts).await;
+    hosts[&leader].propose(put("first")).await.expect("propose");
+    eventually("replication to all", Duration::from_secs(5), || async {
+        for h in hosts.values() {
+            if h.state().await.artifact("first").is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+
+    // The leader stops; the other two elect a new one and keep committing.
+    let old = leader;
+    let old_term = hosts[&old].term();
+    hosts[&old].shutdown().await.unwrap();
+    t.unregister(old);
+    hosts.remove(&old);
+    let stopped = Instant::now();
+    let leader = wait_for_leader(&hosts).await;
+    eprintln!("new leader {leader} after {:?}", stopped.elapsed());
+    assert_ne!(leader, old);
+    assert!(hosts[&leader].term() > old_term);
+    // Keep writing until the leader has compacted its log past everything
+    // the stopped host has (it purges once no replication is reading there).
+    let stopped_at = 2; // the blank entry of the first term and "first"
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut written = 0;
+    loop {
+        hosts[&leader]
+            .propose(put(&format!("later-{written}")))
+            .await
+            .expect("propose after fail-over");
+        written += 1;
+        let (snapshot, purged) = hosts[&leader].snapshot_and_purged();
+        if written >= 25 && purged.is_some_and(|p| p > stopped_at + 1) {
+            eprintln!(
+                "leader snapshot at {snapshot:?}, purged through {purged:?} after {written} writes"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the leader never compacted its log ({snapshot:?}, {purged:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The old leader restarts from its own storage and catches up, through a
+    // snapshot since the entries it lacks are gone from the leader's log.
+    let back = start(old, dir.path(), &t).await;
+    eventually(
+        "the restarted host to catch up",
+        Duration::from_secs(10),
+        || async {
+            back.state()
+                .await
+                .artifact(&format!("later-{}", written - 1))
+                .is_some()
+        },
+    )
+    .await;
+    let state = back.state().await;
+    assert!(state.artifact("first").is_some());
+    assert!((0..written).all(|i| state.artifact(&format!("later-{i}")).is_some()));
+    let (snapshot, _) = back.snapshot_and_purged();
+    assert!(snapshot.is_some(), "caught up from a snapshot");
+    for h in hosts.values().chain([&back]) {
+        h.shutdown().await.unwrap();
+    }
+}
