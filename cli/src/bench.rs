@@ -26,7 +26,34 @@ pub(crate) enum BenchCommand {
         /// Slots of the host.
         #[arg(long, default_value_t = 4)]
         slots: u32,
+        /// The guest: `noop` (no work at all) or `gpu-noop` (one-element
+        /// buffer, one kernel launch, read back; needs a GPU).
+        #[arg(long, default_value = "noop")]
+        guest: BenchGuest,
     },
+}
+
+/// The guest `spillway bench http` invokes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum BenchGuest {
+    Noop,
+    GpuNoop,
+}
+
+impl BenchGuest {
+    fn wat(self) -> &'static str {
+        match self {
+            BenchGuest::Noop => include_str!("../../examples/guests/noop.wat"),
+            BenchGuest::GpuNoop => include_str!("../../node/benches/guests/gpu_noop.wat"),
+        }
+    }
+
+    fn accelerator(self) -> &'static str {
+        match self {
+            BenchGuest::Noop => "none",
+            BenchGuest::GpuNoop => "required",
+        }
+    }
 }
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -34,6 +61,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         concurrency,
         requests,
         slots,
+        guest,
     } = cmd;
     let options = HostOptions {
         slots,
@@ -41,26 +69,29 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         test_kernels: false,
     };
     let cluster = LocalCluster::start(None, 1, options).await?;
-    let result = measure(&cluster, &concurrency, requests).await;
+    let result = measure(&cluster, guest, &concurrency, requests).await;
     cluster.stop().await;
     result
 }
 
 async fn measure(
     cluster: &LocalCluster,
+    guest: BenchGuest,
     levels: &[usize],
     requests: usize,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(&cluster.hosts[0].endpoint, Some(cluster.token.clone()));
-    let noop = include_str!("../../examples/guests/noop.wat");
     let stored = client
-        .put_artifact("noop", noop.as_bytes().to_vec())
+        .put_artifact("noop", guest.wat().as_bytes().to_vec())
         .await?;
     client
-        .create_function(&json!({"name": "noop", "artifact": stored.digest, "deadline_ms": 10_000}))
+        .create_function(
+            &json!({"name": "noop", "artifact": stored.digest, "deadline_ms": 10_000,
+                                 "accelerator": guest.accelerator()}),
+        )
         .await?;
     println!(
-        "HTTP invoke, no-op guest, loopback, {} host cores; {requests} requests per level",
+        "HTTP invoke, {guest:?} guest, loopback, {} host cores; {requests} requests per level",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(

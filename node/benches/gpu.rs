@@ -15,6 +15,12 @@
 //!   copy of the same size with cudarc in this process (8 bytes per element).
 //!   Same differencing as for gemm. Target: at least 80% of the copy.
 //!
+//! - a no-op GPU job (`benches/guests/gpu_noop.wat`: one-element buffer,
+//!   `vector_add` on it, read back) through the executor (instantiate, host
+//!   calls, stream lease, launch, synchronize) vs the same work done directly
+//!   with cudarc (alloc, launch, copy back). The full HTTP path is measured
+//!   by `spillway bench http --guest gpu-noop`.
+//!
 //! Run: `cargo bench -p spillway-node --bench gpu` (torch is looked up as
 //! `python3 -c 'import torch'`).
 
@@ -27,6 +33,8 @@ const EXTRA: u32 = 100;
 const REPEATS: usize = 5;
 const GEMM_BENCH: &[u8] = include_bytes!("guests/gemm_bench.wat");
 const ELEMENTWISE_BENCH: &[u8] = include_bytes!("guests/elementwise_bench.wat");
+const GPU_NOOP: &[u8] = include_bytes!("guests/gpu_noop.wat");
+const NOOP_RUNS: usize = 2000;
 const ELEMENTS: u32 = 1 << 25;
 const LAUNCHES: u32 = 2000;
 
@@ -156,6 +164,69 @@ fn main() {
             100.0 * gbs / copy_gbs
         );
     }
+
+    let noop = spec(GPU_NOOP, "gpu_noop");
+    let mut times: Vec<f64> = (0..NOOP_RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            job(&noop, Vec::new());
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let ours = times[NOOP_RUNS / 2];
+    let raw = raw_noop_seconds(gpu.index as usize);
+    println!("no-op GPU job (alloc 1 element, vector_add, read back), median of {NOOP_RUNS}");
+    println!("  raw cudarc                      {:>8.1} us", raw * 1e6);
+    println!(
+        "  through the executor            {:>8.1} us  ({:.2}x raw, +{:.1} us)",
+        ours * 1e6,
+        ours / raw,
+        (ours - raw) * 1e6
+    );
+}
+
+/// Median time of the no-op GPU job's work done directly with cudarc.
+#[allow(unsafe_code)] // a raw kernel launch, as the baseline
+fn raw_noop_seconds(ordinal: usize) -> f64 {
+    use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
+    let ctx = cudarc::driver::CudaContext::new(ordinal).expect("context");
+    let stream = ctx.new_stream().expect("stream");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (major, minor) = ctx.compute_capability().expect("compute capability");
+    let arch = spillway_kernels::nvrtc::arch_for((major as u32, minor as u32));
+    let ptx =
+        spillway_kernels::nvrtc::ptx(spillway_kernels::nvrtc::BUILTIN_SOURCE, &arch, dir.path())
+            .expect("compile the kernels");
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+        .expect("load");
+    let f = module.load_function("vector_add").expect("vector_add");
+    let once = || {
+        let t = Instant::now();
+        let buf = stream.alloc_zeros::<f32>(1).expect("alloc");
+        let (ptr, _sync) = buf.device_ptr(&stream);
+        let n = 1u32;
+        let mut launch = stream.launch_builder(&f);
+        launch.arg(&ptr).arg(&ptr).arg(&ptr).arg(&n);
+        let config = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: vector_add(a, b, out, n) with n = 1 on a one-element buffer.
+        unsafe { launch.launch(config) }.expect("launch");
+        drop(_sync);
+        let out = stream.clone_dtoh(&buf).expect("read back");
+        assert!(out[0].is_finite());
+        t.elapsed().as_secs_f64()
+    };
+    for _ in 0..100 {
+        once();
+    }
+    let mut times: Vec<f64> = (0..NOOP_RUNS).map(|_| once()).collect();
+    times.sort_by(f64::total_cmp);
+    times[NOOP_RUNS / 2]
 }
 
 /// Median time of one device-to-device copy of `n` f32s (random data).

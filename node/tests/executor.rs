@@ -296,3 +296,16 @@ fn the_elementwise_benchmark_guest_runs_on_the_cpu_backend() {
         "{err:?}"
     );
 }
+
+#[test]
+fn the_gpu_noop_benchmark_guest_runs_on_the_cpu_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let wasm = include_bytes!("../benches/guests/gpu_noop.wat");
+    let s = spec(exec.put_artifact(wasm).unwrap(), 5_000);
+    let out = exec
+        .run(JobId(12), &s, vec![], 5_000, JobControl::detached())
+        .unwrap()
+        .output;
+    assert_eq!(out, 0f32.to_le_bytes());
+}
