@@ -199,6 +199,12 @@ fn open_gpu(
         memory_bytes: ctx.total_mem()? as u64,
         compute_capability: (major as u32, minor as u32),
     };
+    keep_freed_memory(&ctx, info.memory_bytes / 4)?;
+    // SAFETY: every buffer is allocated, used and freed on the one stream of
+    // the job that owns it, and a stream is synchronized before it goes back
+    // to the pool; nothing crosses streams, so cudarc's cross-stream event
+    // tracking (an event record per buffer use) buys nothing.
+    unsafe { ctx.disable_event_tracking() };
     let arch = nvrtc::arch_for(info.compute_capability);
     let ptx = nvrtc::ptx(nvrtc::BUILTIN_SOURCE, &arch, ptx_dir).map_err(compile_error)?;
     let module = ctx.load_module(Ptx::from_src(ptx))?;
@@ -232,6 +238,27 @@ fn open_gpu(
         oob_write,
         free: Mutex::new(free),
     })
+}
+
+/// Lets the device's memory pool keep up to `bytes` of freed memory for
+/// reuse. The default threshold (0) hands freed memory back to the driver
+/// at every synchronization, so each job's first allocation would map fresh
+/// memory: that costs more than the rest of a small job.
+fn keep_freed_memory(ctx: &Arc<CudaContext>, bytes: u64) -> Result<(), DriverError> {
+    use cudarc::driver::result::{device, mem_pool};
+    use cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+    ctx.bind_to_thread()?;
+    let mut threshold = bytes;
+    // SAFETY: the device handle comes from a live context; the release
+    // threshold attribute takes a pointer to a u64, which `threshold` is.
+    unsafe {
+        let pool = device::get_default_mem_pool(ctx.cu_device())?;
+        mem_pool::set_attribute(
+            pool,
+            CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&raw mut threshold).cast::<std::ffi::c_void>(),
+        )
+    }
 }
 
 /// One job's stream (and cuBLAS handle) on one GPU, returned to the pool
