@@ -17,6 +17,7 @@ async fn upload_register_invoke_returns_output_and_receipt() {
     assert_eq!(h["spillway-node"], "n1");
     assert_eq!(h["spillway-backend"], "cpu");
     assert_eq!(h["spillway-burst"], "false");
+    assert!(!h.contains_key("spillway-gpu"), "echo never used a GPU");
     for name in ["spillway-queue-ms", "spillway-exec-ms"] {
         let v: f64 = h[name].to_str().unwrap().parse().unwrap();
         assert!(v >= 0.0, "{name}");
@@ -312,6 +313,7 @@ async fn required_accelerator_runs_on_a_gpu_or_is_refused() {
     } else {
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["spillway-backend"], "cuda");
+        assert!(r.headers().contains_key("spillway-gpu"), "a GPU job names its GPU");
         assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
     }
 }

@@ -216,6 +216,7 @@ impl Executor {
                     output,
                     exec_us,
                     backend: state.gpu_backend(),
+                    gpu: state.cuda.as_ref().map(|lease| lease.device().index),
                 })
             }
             Ok(Err(message)) => Err(Failure::GuestError { message }),

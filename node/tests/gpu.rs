@@ -162,3 +162,55 @@ fn large_gemm_through_the_guest_on_the_gpu() {
     let rel = relative_error(&got, &want);
     assert!(rel <= 1e-5, "relative error {rel:e}");
 }
+
+#[test]
+fn a_node_with_several_gpus_uses_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = std::sync::Arc::new(
+        Executor::new(NodeConfig {
+            dir: dir.path().to_owned(),
+            slots: 4,
+            max_memory_bytes: 1 << 30,
+            ..NodeConfig::default()
+        })
+        .unwrap(),
+    );
+    let gpus = exec.capabilities().gpus.len();
+    if gpus < 2 {
+        eprintln!("skipped a_node_with_several_gpus_uses_all_of_them: {gpus} GPU(s) here, needs 2");
+        return;
+    }
+    let digest = exec
+        .put_artifact(include_bytes!("../benches/guests/gemm_bench.wat"))
+        .unwrap();
+    let spec = JobSpec {
+        tenant: TenantId::admin(),
+        function: "gemm_bench".into(),
+        digest,
+        accelerator: Accelerator::Required,
+        deadline_ms: 60_000,
+        memory_limit_bytes: 512 << 20,
+        idempotent: false,
+    };
+    // Jobs that hold their GPU stream for a while, started together.
+    let workers: Vec<_> = (0..2 * gpus as u64)
+        .map(|i| {
+            let (exec, spec) = (exec.clone(), spec.clone());
+            std::thread::spawn(move || {
+                let input = [1024u32.to_le_bytes(), 20u32.to_le_bytes()].concat();
+                let done = exec.run(
+                    JobId(100 + u128::from(i)),
+                    &spec,
+                    input,
+                    60_000,
+                    JobControl::detached(),
+                );
+                done.unwrap().gpu.expect("a GPU job names its GPU")
+            })
+        })
+        .collect();
+    let used: std::collections::BTreeSet<u32> =
+        workers.into_iter().map(|w| w.join().unwrap()).collect();
+    eprintln!("jobs ran on GPUs {used:?}");
+    assert_eq!(used.len(), gpus, "every GPU took jobs");
+}

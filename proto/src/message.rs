@@ -110,9 +110,10 @@ pub struct Completion {
     pub job: JobId,
     pub output: Vec<u8>,
     pub exec_us: u64,
-    /// The backend that served the job's `gpu` calls (the node's best one if
-    /// it made none).
+    /// The backend that served the job's `gpu` calls (`Cpu` if it made none).
     pub backend: Backend,
+    /// The GPU (its index on the host) when the backend is `Cuda`.
+    pub gpu: Option<u32>,
 }
 
 /// Sidecar to node.

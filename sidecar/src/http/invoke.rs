@@ -185,6 +185,9 @@ fn receipt(app: &App, job: JobId, queue: Duration, output: &JobOutput) -> Respon
         "spillway-backend",
         output.completion.backend.as_str().into(),
     );
+    if let Some(gpu) = output.completion.gpu {
+        set("spillway-gpu", gpu.to_string());
+    }
     set(
         "spillway-queue-ms",
         format!("{:.3}", queue.as_secs_f64() * 1000.0),
