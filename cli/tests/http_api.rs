@@ -313,7 +313,10 @@ async fn required_accelerator_runs_on_a_gpu_or_is_refused() {
     } else {
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["spillway-backend"], "cuda");
-        assert!(r.headers().contains_key("spillway-gpu"), "a GPU job names its GPU");
+        assert!(
+            r.headers().contains_key("spillway-gpu"),
+            "a GPU job names its GPU"
+        );
         assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
     }
 }

@@ -37,3 +37,17 @@ pub use state::{ArtifactEntry, ControlState, FunctionEntry, ResidencyStatus};
 pub use state_machine::StateMachine;
 pub use transport::{MemoryTransport, Raft, RaftTransport, Snapshot, TransportError};
 pub use types::{Member, TypeConfig};
+
+/// The Raft messages a transport carries, with Spillway's types filled in,
+/// so transports never name openraft's generics.
+pub mod raft {
+    use crate::TypeConfig;
+
+    pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+    pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<TypeConfig>;
+    pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
+    pub type VoteResponse = openraft::raft::VoteResponse<TypeConfig>;
+    pub type SnapshotResponse = openraft::raft::SnapshotResponse<TypeConfig>;
+    pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+    pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+}

@@ -24,6 +24,7 @@ mod frames;
 pub mod http;
 mod link;
 mod metrics;
+pub mod peer;
 mod queue;
 mod registry;
 mod supervisor;

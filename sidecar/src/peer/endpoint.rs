@@ -1,0 +1,93 @@
+//! The QUIC endpoint: quinn over rustls (TLS 1.3 only, no 0-RTT), ALPN
+//! `spillway/1`, this host's identity as certificate, pinned peer keys on
+//! both sides. It takes a bound `std::net::UdpSocket`, the one seam through
+//! which tests can wrap, drop or partition the host's datagrams.
+
+use crate::peer::{HostIdentity, PinnedPeers};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The ALPN protocol every peer connection speaks.
+pub const ALPN: &[u8] = b"spillway/1";
+
+/// The name clients put in the TLS handshake; peers are identified by key,
+/// not by name.
+const SERVER_NAME: &str = "spillway-host";
+
+/// A host's QUIC endpoint (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct PeerEndpoint {
+    endpoint: quinn::Endpoint,
+}
+
+fn tls_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("TLS configuration: {e}"))
+}
+
+impl PeerEndpoint {
+    /// Serves and connects on `socket` as `identity`, accepting the peers
+    /// `peers` pins.
+    pub fn bind(
+        socket: std::net::UdpSocket,
+        identity: &HostIdentity,
+        peers: PinnedPeers,
+    ) -> std::io::Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .with_client_cert_verifier(Arc::new(peers.clone()))
+            .with_single_cert(vec![identity.certificate()], identity.private_key())
+            .map_err(tls_error)?;
+        server.alpn_protocols = vec![ALPN.to_vec()];
+        server.max_early_data_size = 0;
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(peers))
+            .with_client_auth_cert(vec![identity.certificate()], identity.private_key())
+            .map_err(tls_error)?;
+        client.alpn_protocols = vec![ALPN.to_vec()];
+        client.enable_early_data = false;
+
+        let server = quinn::ServerConfig::with_crypto(Arc::new(
+            QuicServerConfig::try_from(server).map_err(tls_error)?,
+        ));
+        let client = quinn::ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(client).map_err(tls_error)?,
+        ));
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        endpoint.set_default_client_config(client);
+        Ok(Self { endpoint })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Connects to the peer at `addr` (fails unless both keys are pinned).
+    pub async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, String> {
+        let connecting = self
+            .endpoint
+            .connect(addr, SERVER_NAME)
+            .map_err(|e| e.to_string())?;
+        connecting.await.map_err(|e| e.to_string())
+    }
+
+    /// The next incoming connection attempt; `None` once closed.
+    pub async fn accept(&self) -> Option<quinn::Incoming> {
+        self.endpoint.accept().await
+    }
+
+    /// Closes every connection.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}

@@ -1,0 +1,155 @@
+//! Certificate verification by pinned keys: a peer is accepted when its
+//! certificate's ed25519 key is one of the pinned keys, and the TLS 1.3
+//! handshake signature verifies with that same key. Names, chains and
+//! expiry do not matter: the key is the identity, and membership (the
+//! control log) says which keys are in.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+/// The ed25519 OID, 1.3.101.112.
+const ED25519_OID: &str = "1.3.101.112";
+
+/// The set of keys this host accepts as peers. Cheap to clone; every clone
+/// sees changes (a member joining or leaving takes effect on the next
+/// handshake).
+#[derive(Clone)]
+pub struct PinnedPeers {
+    keys: Arc<RwLock<HashSet<[u8; 32]>>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl std::fmt::Debug for PinnedPeers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.keys.read().map(|k| k.len()).unwrap_or(0);
+        f.debug_struct("PinnedPeers").field("keys", &n).finish()
+    }
+}
+
+impl Default for PinnedPeers {
+    fn default() -> Self {
+        Self {
+            keys: Arc::default(),
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+/// The ed25519 public key in a certificate, parsed properly (never found
+/// by searching the bytes).
+fn ed25519_key(cert: &CertificateDer<'_>) -> Result<[u8; 32], Error> {
+    let bad = |why: &str| Error::General(format!("peer certificate rejected: {why}"));
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| bad("not X.509"))?;
+    let spki = parsed.public_key();
+    if spki.algorithm.algorithm.to_id_string() != ED25519_OID {
+        return Err(bad("not an ed25519 key"));
+    }
+    spki.subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| bad("malformed ed25519 key"))
+}
+
+impl PinnedPeers {
+    /// Accepts `key` from now on.
+    pub fn pin(&self, key: [u8; 32]) {
+        self.keys.write().expect("pinned keys lock").insert(key);
+    }
+
+    /// Stops accepting `key` (open connections stay until closed).
+    pub fn unpin(&self, key: &[u8; 32]) {
+        self.keys.write().expect("pinned keys lock").remove(key);
+    }
+
+    fn check(&self, cert: &CertificateDer<'_>) -> Result<(), Error> {
+        let key = ed25519_key(cert)?;
+        if self.keys.read().expect("pinned keys lock").contains(&key) {
+            Ok(())
+        } else {
+            Err(Error::General(
+                "peer certificate rejected: key is not a member".into(),
+            ))
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedPeers {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        self.check(end_entity)
+            .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::General("TLS 1.2 is not accepted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+impl ClientCertVerifier for PinnedPeers {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.check(end_entity)
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::General("TLS 1.2 is not accepted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
