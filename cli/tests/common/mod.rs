@@ -125,6 +125,20 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Waits until the sidecar has restarted its node (a new pid, up) after
+    /// the node `old_pid` died, and checks the restart was counted.
+    pub async fn wait_for_restarted_node(&self, old_pid: u64) {
+        let member = self
+            .wait_member("a new node", |m| {
+                m["node"]["up"] == true && m["node"]["pid"].as_u64().is_some_and(|p| p != old_pid)
+            })
+            .await;
+        assert!(
+            member["node"]["restarts"].as_u64().unwrap() >= 1,
+            "{member}"
+        );
+    }
+
     /// Invokes `function` with an empty input on a task of its own.
     pub fn spawn_invoke(&self, function: &str) -> tokio::task::JoinHandle<reqwest::Response> {
         let request = self

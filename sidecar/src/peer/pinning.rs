@@ -80,6 +80,26 @@ impl PinnedPeers {
     }
 }
 
+/// Only ed25519 handshake signatures: every host key is ed25519.
+const SCHEMES: [SignatureScheme; 1] = [SignatureScheme::ED25519];
+
+fn tls12_refused() -> Error {
+    Error::General("TLS 1.2 is not accepted".into())
+}
+
+impl PinnedPeers {
+    /// The TLS 1.3 handshake signature, checked with the certificate's key
+    /// (the key `check` found pinned).
+    fn handshake_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
 impl ServerCertVerifier for PinnedPeers {
     fn verify_server_cert(
         &self,
@@ -95,11 +115,11 @@ impl ServerCertVerifier for PinnedPeers {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::General("TLS 1.2 is not accepted".into()))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -108,11 +128,11 @@ impl ServerCertVerifier for PinnedPeers {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.handshake_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        SCHEMES.to_vec()
     }
 }
 
@@ -133,11 +153,11 @@ impl ClientCertVerifier for PinnedPeers {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::General("TLS 1.2 is not accepted".into()))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -146,10 +166,10 @@ impl ClientCertVerifier for PinnedPeers {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.handshake_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        SCHEMES.to_vec()
     }
 }
