@@ -150,6 +150,7 @@ impl Executor {
             0 => self.config.max_memory_bytes,
             n => n.min(self.config.max_memory_bytes),
         };
+        let input = Arc::new(input);
         let started = Instant::now();
         let state = GuestState {
             job,

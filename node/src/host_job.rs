@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 impl job::Host for GuestState {
     fn input(&mut self) -> Vec<u8> {
-        self.input.clone()
+        self.input.to_vec()
     }
 
     fn emit(&mut self, chunk: Vec<u8>) -> Result<(), String> {

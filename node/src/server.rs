@@ -99,7 +99,13 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
     let (tx, mut rx) = mpsc::channel::<FromNode>(1024);
     let writer_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            if let Err(e) = frames::write(&mut writer, &msg).await {
+            let written = frames::write(&mut writer, &msg).await;
+            if reports_device_fault(&msg) {
+                // The answer is out (or cannot be sent): now leave, since
+                // the CUDA context is unusable for every later job.
+                exit_after_device_fault();
+            }
+            if let Err(e) = written {
                 tracing::warn!("sidecar connection lost while writing: {e}");
                 break;
             }
@@ -250,23 +256,31 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
                     }
                 }
             };
-            let poisoned = matches!(
-                &reply,
-                FromNode::Failed {
-                    failure: Failure::DeviceFault { .. },
-                    ..
-                }
-            );
-            let _ = tx.send(reply).await;
-            if poisoned {
-                // Let the writer flush the answer, then leave: the CUDA
-                // context is unusable for every later job.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                tracing::error!("exiting: the CUDA context is poisoned");
-                std::process::exit(spillway_proto::EXIT_DEVICE_FAULT);
+            let poisoned = reports_device_fault(&reply);
+            // After a device fault the writer exits the process once the
+            // answer is written; with no writer left, exit here.
+            if tx.send(reply).await.is_err() && poisoned {
+                exit_after_device_fault();
             }
             let _ = tx.send(FromNode::Load(node.load())).await;
         }
         .instrument(span),
     );
+}
+
+fn reports_device_fault(msg: &FromNode) -> bool {
+    matches!(
+        msg,
+        FromNode::Failed {
+            failure: Failure::DeviceFault { .. },
+            ..
+        }
+    )
+}
+
+/// Ends the node after a GPU fault poisoned its CUDA context; the sidecar
+/// restarts it.
+fn exit_after_device_fault() -> ! {
+    tracing::error!("exiting: the CUDA context is poisoned");
+    std::process::exit(spillway_proto::EXIT_DEVICE_FAULT)
 }

@@ -11,7 +11,8 @@ use wasmtime::component::ResourceTable;
 /// The data of one job's store.
 pub(crate) struct GuestState {
     pub(crate) job: JobId,
-    pub(crate) input: Vec<u8>,
+    /// Shared with the call of `run`, so the input is never copied.
+    pub(crate) input: std::sync::Arc<Vec<u8>>,
     pub(crate) limits: GuestLimits,
     pub(crate) control: JobControl,
     pub(crate) started: Instant,
@@ -62,7 +63,7 @@ impl GuestState {
         let now = Instant::now();
         Self {
             job: JobId(1),
-            input: Vec::new(),
+            input: std::sync::Arc::default(),
             limits: GuestLimits {
                 memory_bytes: 1 << 20,
                 table_elements: 100,

@@ -4,7 +4,6 @@ use spillway_node::{Executor, JobControl, NodeConfig};
 use spillway_proto::{Accelerator, Digest, Failure, JobId, JobSpec, TenantId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 fn guest(name: &str) -> Vec<u8> {
     let path = format!(
@@ -155,7 +154,8 @@ fn cancel_interrupts_a_running_guest() {
             exec.run(JobId(3), &spec(digest, 60_000), vec![], 60_000, control)
         })
     };
-    std::thread::sleep(Duration::from_millis(50));
+    // The flag is checked at every epoch tick, so the loop is interrupted
+    // whether it started before or after the store.
     cancel.store(true, Ordering::Relaxed);
     assert_eq!(runner.join().unwrap().unwrap_err(), Failure::Cancelled);
 }

@@ -107,7 +107,9 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
         digest: Digest::of(b"echo"),
         size: 3,
     };
+    let until = Instant::now() + Duration::from_secs(15);
     let leader = loop {
+        assert!(Instant::now() < until, "no leader accepted the proposal");
         let leader = leader_of(&hosts).await;
         match hosts[&leader].control.propose(put.clone()).await {
             Ok(_) => break leader,

@@ -100,7 +100,7 @@ pub(super) async fn invoke(
             app.metrics.job_ended("ok", seconds);
             let exec_ms = output.completion.exec_us as f64 / 1000.0;
             app.queue.record_exec(exec_ms);
-            Ok(receipt(&app, job, queue_ms, &output).into_response())
+            Ok(receipt(&app, job, queue_ms, output).into_response())
         }
         Err(e) => {
             app.metrics.job_ended(e.code, seconds);
@@ -169,8 +169,9 @@ async fn run(
     }
 }
 
-fn receipt(app: &App, job: JobId, queue: Duration, output: &JobOutput) -> Response {
-    let mut response = (StatusCode::OK, output.body.clone()).into_response();
+fn receipt(app: &App, job: JobId, queue: Duration, output: JobOutput) -> Response {
+    let JobOutput { body, completion } = output;
+    let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -181,11 +182,8 @@ fn receipt(app: &App, job: JobId, queue: Duration, output: &JobOutput) -> Respon
     set("spillway-job-id", job.to_string());
     set("spillway-node", app.node_id.to_string());
     set("spillway-burst", "false".into());
-    set(
-        "spillway-backend",
-        output.completion.backend.as_str().into(),
-    );
-    if let Some(gpu) = output.completion.gpu {
+    set("spillway-backend", completion.backend.as_str().into());
+    if let Some(gpu) = completion.gpu {
         set("spillway-gpu", gpu.to_string());
     }
     set(
@@ -194,7 +192,7 @@ fn receipt(app: &App, job: JobId, queue: Duration, output: &JobOutput) -> Respon
     );
     set(
         "spillway-exec-ms",
-        format!("{:.3}", output.completion.exec_us as f64 / 1000.0),
+        format!("{:.3}", completion.exec_us as f64 / 1000.0),
     );
     response
 }
