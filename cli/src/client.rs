@@ -135,6 +135,25 @@ impl Client {
         Self::json(self.request(reqwest::Method::GET, "/v1/functions")).await
     }
 
+    pub(crate) async fn create_ticket(&self, ttl_s: u64) -> anyhow::Result<Value> {
+        Self::json(
+            self.request(reqwest::Method::POST, "/v1/tickets")
+                .json(&serde_json::json!({ "ttl_s": ttl_s })),
+        )
+        .await
+    }
+
+    /// `drain`: POST …/drain; `remove`: DELETE.
+    pub(crate) async fn member(&self, id: u64, remove: bool) -> anyhow::Result<Value> {
+        let r = if remove {
+            self.request(reqwest::Method::DELETE, &format!("/v1/members/{id}"))
+        } else {
+            self.request(reqwest::Method::POST, &format!("/v1/members/{id}/drain"))
+                .json(&serde_json::json!({}))
+        };
+        Self::json(r).await
+    }
+
     pub(crate) async fn cluster(&self) -> anyhow::Result<Value> {
         Self::json(self.request(reqwest::Method::GET, "/v1/cluster")).await
     }

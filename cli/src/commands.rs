@@ -1,4 +1,5 @@
-//! The client commands: `artifact`, `fn`, `invoke`, `status`.
+//! The client commands: `artifact`, `fn`, `invoke`, `status`, `ticket`,
+//! `member`.
 
 use crate::Target;
 use crate::client::Client;
@@ -65,6 +66,53 @@ pub(crate) struct InvokeArgs {
     deadline_ms: Option<u64>,
     #[command(flatten)]
     target: Target,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum TicketCommand {
+    /// Make a one-time join ticket (a secret: hand it only to the new host).
+    Create {
+        /// How long it stays valid: seconds, or with a unit (90s, 30m, 2h, 1d).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit in {s:?} (use s, m, h or d)")),
+    };
+    Ok(n * scale)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum MemberCommand {
+    /// Stop giving a host new work and never promote it to voter.
+    Drain {
+        id: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a host from the cluster: its key is no longer accepted, and
+    /// a learner replaces it if it was a voter.
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,20 +197,54 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+pub(crate) async fn ticket(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TicketCommand::Create { ttl, target } => {
+            let answer = client(&target).create_ticket(ttl).await?;
+            println!("{}", answer["ticket"].as_str().unwrap_or_default());
+            eprintln!(
+                "one-time ticket for {}, valid {ttl} s; on the new host: spillway join <ticket>",
+                answer["cluster_id"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) async fn member(cmd: MemberCommand) -> anyhow::Result<ExitCode> {
+    let (id, remove, target) = match cmd {
+        MemberCommand::Drain { id, target } => (id, false, target),
+        MemberCommand::Remove { id, target } => (id, true, target),
+    };
+    print_json(&client(&target).member(id, remove).await?)
+}
+
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let cluster = client(&args.target).cluster().await?;
     if args.json {
         return print_json(&cluster);
     }
     println!(
-        "cluster {}  leader {}  term {}",
+        "cluster {}  leader {}  term {}  commit {}  applied {} (on host {})",
         cluster["cluster_id"].as_str().unwrap_or("?"),
         cluster["leader"].as_str().unwrap_or("-"),
-        cluster["term"]
+        cluster["term"],
+        cluster["committed_index"],
+        cluster["applied_index"],
+        cluster["host"].as_str().unwrap_or("?"),
     );
     println!(
-        "{:<4} {:<8} {:<9} {:<22} {:>5} {:>7} {:>6} {:>8}  backends",
-        "id", "role", "state", "http", "slots", "running", "queued", "restarts"
+        "{:<4} {:<8} {:<9} {:<7} {:<22} {:>5} {:>7} {:>6} {:>8} {:>8}  backends",
+        "id",
+        "role",
+        "state",
+        "health",
+        "http",
+        "slots",
+        "running",
+        "queued",
+        "restarts",
+        "resident"
     );
     for m in cluster["members"].as_array().into_iter().flatten() {
         let backends: Vec<&str> = m["backends"]
@@ -171,16 +253,23 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .flatten()
             .filter_map(|b| b.as_str())
             .collect();
+        let role = if m["leader"] == true {
+            "leader"
+        } else {
+            m["role"].as_str().unwrap_or("?")
+        };
         println!(
-            "{:<4} {:<8} {:<9} {:<22} {:>5} {:>7} {:>6} {:>8}  {}",
+            "{:<4} {:<8} {:<9} {:<7} {:<22} {:>5} {:>7} {:>6} {:>8} {:>8}  {}",
             m["id"].as_str().unwrap_or("?"),
-            m["role"].as_str().unwrap_or("?"),
+            role,
             m["state"].as_str().unwrap_or("?"),
+            if m["healthy"] == true { "ok" } else { "down" },
             m["http_addr"].as_str().unwrap_or("?"),
             m["slots"].to_string(),
             m["running"].to_string(),
             m["queued"].to_string(),
             m["node"]["restarts"].to_string(),
+            m["resident_artifacts"].to_string(),
             backends.join(","),
         );
     }

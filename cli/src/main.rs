@@ -27,6 +27,16 @@ struct Cli {
 enum Command {
     /// Run a host: a sidecar that spawns and supervises its node.
     Host(serve::HostArgs),
+    /// Found a new cluster and run its first host.
+    Init(serve::HostArgs),
+    /// Join a cluster with a ticket and run as its host.
+    Join(serve::JoinArgs),
+    /// Join tickets.
+    #[command(subcommand)]
+    Ticket(commands::TicketCommand),
+    /// Drain or remove cluster members.
+    #[command(subcommand)]
+    Member(commands::MemberCommand),
     /// Run only the node (the executor), listening on a Unix socket.
     Node(serve::NodeArgs),
     /// Run only the sidecar, connecting to a node started separately.
@@ -89,6 +99,13 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Host(args) => serve::host(args).await,
+            Command::Init(mut args) => {
+                args.membership.init = true;
+                serve::host(args).await
+            }
+            Command::Join(args) => serve::join(args).await,
+            Command::Ticket(cmd) => commands::ticket(cmd).await,
+            Command::Member(cmd) => commands::member(cmd).await,
             Command::Node(args) => serve::node(args).await,
             Command::Sidecar(args) => serve::sidecar(args).await,
             Command::Up(args) => up::up(args).await,

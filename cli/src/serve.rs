@@ -2,8 +2,9 @@
 //! processes.
 
 use anyhow::Context;
+use spillway_consensus::ControlConfig;
 use spillway_node::NodeConfig;
-use spillway_sidecar::{NodeLaunch, SidecarConfig};
+use spillway_sidecar::{ClusterStart, NodeLaunch, SidecarConfig};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,15 +77,84 @@ pub(crate) struct Ingress {
     queue: u32,
 }
 
+/// How a host takes part in its cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Membership {
+    /// QUIC address for peers (port 0: any free port; a restart reuses the
+    /// last one).
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    peer_listen: SocketAddr,
+    /// Voters the cluster keeps when this host leads (others are learners).
+    #[arg(long, default_value_t = 3)]
+    max_voters: usize,
+    /// A label for placement rules, `key=value` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Take a control-log snapshot every this many entries.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_every: u64,
+    /// Found a new cluster if this directory belongs to none (= `spillway init`).
+    #[arg(long, conflicts_with = "join")]
+    pub(crate) init: bool,
+    /// Join with this ticket if this directory belongs to no cluster
+    /// (= `spillway join`).
+    #[arg(long, env = "SPILLWAY_JOIN_TICKET", hide_env_values = true)]
+    pub(crate) join: Option<String>,
+}
+
+impl Membership {
+    /// Fills the cluster part of a sidecar's configuration.
+    fn apply(&self, config: SidecarConfig) -> SidecarConfig {
+        let cluster = match (&self.join, self.init) {
+            (Some(ticket), _) => ClusterStart::Join(ticket.clone()),
+            (None, true) => ClusterStart::Init,
+            (None, false) => ClusterStart::Rejoin,
+        };
+        SidecarConfig {
+            peer_addr: self.peer_listen,
+            cluster,
+            control: ControlConfig {
+                snapshot_every: self.snapshot_every,
+                keep_behind_snapshot: (self.snapshot_every / 10).max(1),
+                ..ControlConfig::default()
+            },
+            max_voters: self.max_voters,
+            labels: self.labels.iter().cloned().collect(),
+            ..config
+        }
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("a label is key=value, got {s:?}"))
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct HostArgs {
     #[command(flatten)]
     ingress: Ingress,
     #[command(flatten)]
     limits: NodeLimits,
+    #[command(flatten)]
+    pub(crate) membership: Membership,
     /// Exit when standard input closes (used by `spillway up`).
     #[arg(long, hide = true)]
     stop_on_stdin_close: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct JoinArgs {
+    /// The ticket from `spillway ticket create`.
+    ticket: String,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+pub(crate) async fn join(mut args: JoinArgs) -> anyhow::Result<ExitCode> {
+    args.host.membership.join = Some(args.ticket);
+    host(args.host).await
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +183,8 @@ pub(crate) struct SidecarArgs {
     /// The node's slots (corrected by the node's hello).
     #[arg(long, default_value_t = 4)]
     slots: u32,
+    #[command(flatten)]
+    membership: Membership,
 }
 
 /// Resolves on Ctrl-C, SIGTERM or, if asked, when stdin closes.
@@ -172,6 +244,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         queue_capacity: args.ingress.queue,
         ..SidecarConfig::default()
     };
+    let config = args.membership.apply(config);
     spillway_sidecar::run(config, shutdown_signal(false)).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -217,6 +290,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         queue_capacity: args.ingress.queue,
         ..SidecarConfig::default()
     };
+    let config = args.membership.apply(config);
     spillway_sidecar::run(config, shutdown_signal(args.stop_on_stdin_close)).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,9 +12,9 @@ use tokio::process::{Child, Command};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
-    /// Hosts to start. This build runs one host; multi-host clusters arrive
-    /// with the control plane.
-    #[arg(long, default_value_t = 1)]
+    /// Hosts to start: the first founds the cluster, the others join it
+    /// with tickets (up to 3 voters; the rest are learners).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     hosts: u32,
     /// Slots per host.
     #[arg(long, default_value_t = 4)]
@@ -82,12 +82,6 @@ impl LocalCluster {
         hosts: u32,
         options: HostOptions,
     ) -> anyhow::Result<Self> {
-        if hosts != 1 {
-            bail!(
-                "--hosts {hosts}: this build runs single-host clusters only; multi-host clusters \
-                 need the control plane (Raft over QUIC), which has not landed yet"
-            );
-        }
         let dir = match dir {
             Some(d) => {
                 std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
@@ -96,21 +90,57 @@ impl LocalCluster {
             None => fresh_dir()?,
         };
         let token = cluster_token(&dir)?;
-        let mut started = Vec::new();
-        for i in 1..=hosts {
-            let host_dir = dir.join(format!("host-{i}"));
-            AdminToken::install(&host_dir.join("sidecar"), &token)?;
-            started.push(start_host(&host_dir, options).await?);
-        }
-        let cluster = Self {
+        let first_dir = dir.join("host-1");
+        AdminToken::install(&first_dir.join("sidecar"), &token)?;
+        let first = start_host(&first_dir, options, Role::Founder).await?;
+        let mut cluster = Self {
             dir,
             token,
-            hosts: started,
+            hosts: vec![first],
         };
-        for h in &cluster.hosts {
-            cluster.wait_ready(h).await?;
+        cluster.wait_ready(&cluster.hosts[0]).await?;
+        for i in 2..=hosts {
+            let host_dir = cluster.dir.join(format!("host-{i}"));
+            let role = if host_dir.join("sidecar/membership.json").exists() {
+                Role::Member
+            } else {
+                let client = crate::client::Client::new(
+                    &cluster.hosts[0].endpoint,
+                    Some(cluster.token.clone()),
+                );
+                let answer = client.create_ticket(600).await?;
+                let ticket = answer["ticket"].as_str().unwrap_or_default().to_owned();
+                Role::Joiner(ticket)
+            };
+            let host = start_host(&host_dir, options, role).await?;
+            cluster.wait_ready(&host).await?;
+            cluster.hosts.push(host);
         }
+        cluster.wait_members(hosts as usize).await?;
         Ok(cluster)
+    }
+
+    /// Waits until the cluster lists `n` active members and has a leader.
+    async fn wait_members(&self, n: usize) -> anyhow::Result<()> {
+        let client = crate::client::Client::new(&self.hosts[0].endpoint, Some(self.token.clone()));
+        let until = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(v) = client.cluster().await {
+                let active = v["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| m["state"] == "active" && m["role"] != "none")
+                    .count();
+                if active >= n && !v["leader"].is_null() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > until {
+                bail!("the cluster did not reach {n} active members; see host-*/host.log");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_ready(&self, host: &LocalHost) -> anyhow::Result<()> {
@@ -171,17 +201,45 @@ pub(crate) struct HostOptions {
     pub(crate) test_kernels: bool,
 }
 
-async fn start_host(dir: &Path, options: HostOptions) -> anyhow::Result<LocalHost> {
+/// How a host of a local cluster starts.
+#[derive(Debug)]
+enum Role {
+    /// Founds the cluster (or rejoins it on a second `up --dir`).
+    Founder,
+    /// Joins with this ticket.
+    Joiner(String),
+    /// Already a member (a second `up --dir`).
+    Member,
+}
+
+async fn start_host(dir: &Path, options: HostOptions, role: Role) -> anyhow::Result<LocalHost> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join("host.log");
-    let log_file =
-        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("host")
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("host").env_remove("SPILLWAY_JOIN_TICKET");
+    match role {
+        Role::Founder => {
+            command.arg("--init");
+        }
+        // Through the environment, not argv: a ticket is a secret and argv
+        // is visible to every user of the machine.
+        Role::Joiner(ticket) => {
+            command.env("SPILLWAY_JOIN_TICKET", ticket);
+        }
+        Role::Member => {}
+    }
+    let mut child = command
         .arg("--dir")
         .arg(dir)
         .args([
             "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
             "127.0.0.1:0",
             "--slots",
             &options.slots.to_string(),

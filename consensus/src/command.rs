@@ -1,14 +1,30 @@
 //! The commands the control log carries, and what applying one answers.
 
+use crate::membership::{JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
 use crate::state::{FunctionEntry, ResidencyStatus};
 use serde::{Deserialize, Serialize};
-use spillway_proto::{Digest, NodeId};
+use spillway_proto::{Digest, GpuDevice, NodeId};
 use std::fmt;
+
+/// One host's change in what it holds of an artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidencyChange {
+    pub host: NodeId,
+    pub digest: Digest,
+    pub status: ResidencyStatus,
+}
 
 /// A change to the control state. Every one is a log entry, so the log is
 /// also the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlCommand {
+    /// Founds the cluster: its id, the admin token's hash and the first
+    /// member. Only the first entry may be one.
+    Bootstrap {
+        cluster_id: String,
+        admin_token_hash: [u8; 32],
+        first: MemberEntry,
+    },
     /// Names an artifact (a new name, or a new version under the name).
     PutArtifact {
         name: String,
@@ -17,27 +33,52 @@ pub enum ControlCommand {
     },
     /// Registers or replaces a function.
     PutFunction(FunctionEntry),
-    /// Reports what a host holds of an artifact.
-    SetResidency {
-        host: NodeId,
-        digest: Digest,
-        status: ResidencyStatus,
+    /// Reports what hosts hold, in one batch.
+    SetResidency(Vec<ResidencyChange>),
+    /// Records a join ticket, so any member can check it.
+    IssueTicket(TicketEntry),
+    /// Admits a host with a ticket: answers [`ControlResponse::Admitted`]
+    /// with its new id, or [`ControlResponse::Refused`]. The proposer
+    /// stamps its clock (`now_unix_ms`) so every replica decides expiry
+    /// alike.
+    Admit {
+        ticket: PublicKey,
+        cluster_id: String,
+        version: u16,
+        now_unix_ms: u64,
+        member: MemberEntry,
+    },
+    /// Moves a member to another lifecycle state.
+    SetMemberState { id: u64, state: MemberState },
+    /// A member's addresses or GPUs changed (it restarted elsewhere).
+    UpdateMember {
+        id: u64,
+        quic_addr: String,
+        http_addr: String,
+        gpus: Vec<GpuDevice>,
     },
 }
 
 impl fmt::Display for ControlCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ControlCommand::Bootstrap { cluster_id, .. } => write!(f, "bootstrap {cluster_id}"),
             ControlCommand::PutArtifact { name, digest, .. } => {
                 write!(f, "put artifact {name} = {digest}")
             }
             ControlCommand::PutFunction(func) => write!(f, "put function {}", func.name),
-            ControlCommand::SetResidency {
-                host,
-                digest,
-                status,
-            } => {
-                write!(f, "residency of {digest} on {host}: {status:?}")
+            ControlCommand::SetResidency(changes) => {
+                write!(f, "{} residency change(s)", changes.len())
+            }
+            ControlCommand::IssueTicket(t) => write!(f, "issue a ticket (by {})", t.issuer),
+            ControlCommand::Admit { member, .. } => {
+                write!(f, "admit a host at {}", member.quic_addr)
+            }
+            ControlCommand::SetMemberState { id, state } => {
+                write!(f, "member {id} → {}", state.as_str())
+            }
+            ControlCommand::UpdateMember { id, quic_addr, .. } => {
+                write!(f, "member {id} now at {quic_addr}")
             }
         }
     }
@@ -49,6 +90,10 @@ pub enum ControlResponse {
     /// Applied.
     #[default]
     Done,
+    /// A host was admitted under this id.
+    Admitted { id: u64 },
+    /// A join was refused; the state is unchanged.
+    Refused(JoinRefusal),
     /// Not applied; the state is unchanged. The reason names what was wrong.
     Rejected(String),
 }

@@ -7,8 +7,9 @@ use crate::state_machine::StateMachine;
 use crate::transport::{Network, Raft, RaftTransport};
 use crate::types::Member;
 use crate::{LogStore, OpenError};
+use openraft::ChangeMembers;
 use openraft::async_runtime::WatchReceiver;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,47 @@ pub enum ControlError {
     /// Raft stopped or failed; the message says how.
     #[error("raft: {0}")]
     Raft(String),
+}
+
+/// What Raft says about this host and the cluster, as this host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: &'static str,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub voters: BTreeSet<u64>,
+    pub learners: BTreeSet<u64>,
+    /// Raft's membership: where each host's sidecar listens.
+    pub nodes: BTreeMap<u64, Member>,
+    /// On the leader: the last log index each follower and learner holds.
+    pub matched: BTreeMap<u64, Option<u64>>,
+}
+
+/// See [`ControlPlane::changes`].
+pub struct Changes(
+    openraft::type_config::alias::WatchReceiverOf<
+        crate::TypeConfig,
+        openraft::RaftMetrics<crate::TypeConfig>,
+    >,
+);
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes").finish_non_exhaustive()
+    }
+}
+
+impl Changes {
+    /// Waits for the next change; `false` once Raft has stopped.
+    pub async fn next(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
 }
 
 /// One host's control-plane member.
@@ -124,15 +166,100 @@ impl ControlPlane {
     /// Appends `command` to the log and waits until it is committed and
     /// applied here.
     pub async fn propose(&self, command: ControlCommand) -> Result<ControlResponse, ControlError> {
-        match self.raft.client_write(command).await {
-            Ok(r) => Ok(r.data),
-            Err(e) => match e.forward_to_leader() {
-                Some(f) => Err(ControlError::NotLeader {
-                    leader: f.leader_id,
-                }),
-                None => Err(ControlError::Raft(e.to_string())),
-            },
+        self.raft
+            .client_write(command)
+            .await
+            .map(|r| r.data)
+            .map_err(write_error)
+    }
+
+    /// Whether this host's log already belongs to a cluster (it was
+    /// initialized, or has received entries from a leader).
+    pub async fn is_initialized(&self) -> Result<bool, ControlError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| ControlError::Raft(e.to_string()))
+    }
+
+    /// Adds host `id` as a learner without waiting for it to catch up.
+    /// Leader only.
+    pub async fn add_learner(&self, id: u64, member: Member) -> Result<(), ControlError> {
+        self.raft
+            .add_learner(id, member, false)
+            .await
+            .map(|_| ())
+            .map_err(write_error)
+    }
+
+    /// Makes the given learners voters and the given voters learners (or
+    /// removes them from Raft entirely with `retain: false`). Leader only.
+    pub async fn change_voters(
+        &self,
+        add: BTreeSet<u64>,
+        remove: BTreeSet<u64>,
+        retain: bool,
+    ) -> Result<(), ControlError> {
+        if !add.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(add), true)
+                .await
+                .map_err(write_error)?;
         }
+        if !remove.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(remove), retain)
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// Removes learners from Raft (they stop receiving the log). Leader only.
+    pub async fn remove_learners(&self, ids: BTreeSet<u64>) -> Result<(), ControlError> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map(|_| ())
+            .map_err(write_error)
+    }
+
+    /// Raft's view: role, term, leader, indexes and membership.
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        RaftStatus {
+            id: self.id,
+            role: match m.state {
+                openraft::ServerState::Leader => "leader",
+                openraft::ServerState::Follower => "follower",
+                openraft::ServerState::Candidate => "candidate",
+                openraft::ServerState::Learner => "learner",
+                openraft::ServerState::Shutdown => "shutdown",
+            },
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed_index: m.local_committed.map(|id| id.index),
+            applied_index: m.last_applied.map(|id| id.index),
+            snapshot_index: m.snapshot.map(|id| id.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+            matched: m
+                .replication
+                .iter()
+                .flatten()
+                .map(|(id, log)| (*id, log.map(|l| l.index)))
+                .collect(),
+        }
+    }
+
+    /// A subscription to Raft's changes (an entry applied, a new leader
+    /// or term, a membership change).
+    pub fn changes(&self) -> Changes {
+        Changes(self.raft.metrics())
     }
 
     /// The current leader, as this host knows it.
@@ -172,5 +299,19 @@ impl ControlPlane {
             .shutdown()
             .await
             .map_err(|e| ControlError::Raft(e.to_string()))
+    }
+}
+
+fn write_error(
+    e: openraft::error::RaftError<
+        crate::TypeConfig,
+        openraft::error::ClientWriteError<crate::TypeConfig>,
+    >,
+) -> ControlError {
+    match e.forward_to_leader() {
+        Some(f) => ControlError::NotLeader {
+            leader: f.leader_id,
+        },
+        None => ControlError::Raft(e.to_string()),
     }
 }

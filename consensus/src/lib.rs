@@ -6,8 +6,9 @@
 //!                                                                  └─ snapshots (file, atomic)
 //! ```
 //!
-//! - [`ControlState`] is the pure core: artifacts, functions and residency,
-//!   changed only by [`ControlCommand`]s through [`ControlState::apply`].
+//! - [`ControlState`] is the pure core: membership and join tickets,
+//!   artifacts, functions and residency, changed only by
+//!   [`ControlCommand`]s through [`ControlState::apply`].
 //! - [`LogStore`] and [`StateMachine`] are openraft's storage traits over
 //!   durable files; both pass openraft's storage conformance suite.
 //! - [`TypeConfig`] ties the types together for openraft, whose API is
@@ -17,22 +18,24 @@
 //!   read the state. Peers are reached through a [`RaftTransport`];
 //!   [`MemoryTransport`] connects in-process members for tests.
 //!
-//! What it is not (yet): the QUIC transport, join tickets and membership
-//! changes, which come with the sidecar's QUIC endpoint.
+//! What it is not: a network. The QUIC transport, ticket signatures and
+//! the join handshake live in the sidecar (`spillway_sidecar::peer`).
 
 mod command;
 mod control_plane;
 mod error;
 mod log_store;
+mod membership;
 mod state;
 mod state_machine;
 mod transport;
 mod types;
 
-pub use command::{ControlCommand, ControlResponse};
-pub use control_plane::{ControlConfig, ControlError, ControlPlane};
+pub use command::{ControlCommand, ControlResponse, ResidencyChange};
+pub use control_plane::{Changes, ControlConfig, ControlError, ControlPlane, RaftStatus};
 pub use error::OpenError;
 pub use log_store::LogStore;
+pub use membership::{JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
 pub use state::{ArtifactEntry, ControlState, FunctionEntry, ResidencyStatus};
 pub use state_machine::StateMachine;
 pub use transport::{MemoryTransport, Raft, RaftTransport, Snapshot, TransportError};

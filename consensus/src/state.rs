@@ -1,7 +1,10 @@
 //! The control state: what every host agrees on. Pure: changed only by
 //! [`ControlState::apply`], the same on every replica.
 
-use crate::command::{ControlCommand, ControlResponse};
+use crate::command::{ControlCommand, ControlResponse, ResidencyChange};
+use crate::membership::{
+    JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
+};
 use serde::{Deserialize, Serialize};
 use spillway_proto::{Accelerator, Digest, NodeId};
 use std::collections::BTreeMap;
@@ -18,6 +21,8 @@ pub struct ArtifactEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionEntry {
     pub name: String,
+    /// The artifact as given at registration (a name or a digest).
+    pub artifact: String,
     pub digest: Digest,
     pub accelerator: Accelerator,
     pub deadline_ms: u64,
@@ -27,15 +32,21 @@ pub struct FunctionEntry {
 
 /// What a host holds of an artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ResidencyStatus {
     Fetching,
     Resident,
     Evicted,
 }
 
-/// Artifacts, functions and residency.
+/// Membership, tickets, artifacts, functions and residency.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlState {
+    /// Empty until [`ControlCommand::Bootstrap`] is applied.
+    cluster_id: String,
+    admin_token_hash: Option<[u8; 32]>,
+    members: BTreeMap<u64, MemberEntry>,
+    tickets: BTreeMap<PublicKey, TicketEntry>,
     artifacts: BTreeMap<String, ArtifactEntry>,
     functions: BTreeMap<String, FunctionEntry>,
     /// digest → host → status (evicted entries are dropped).
@@ -46,6 +57,68 @@ impl ControlState {
     /// Applies one command. A rejected command leaves the state unchanged.
     pub fn apply(&mut self, command: &ControlCommand) -> ControlResponse {
         match command {
+            ControlCommand::Bootstrap {
+                cluster_id,
+                admin_token_hash,
+                first,
+            } => {
+                if !self.cluster_id.is_empty() {
+                    return ControlResponse::Rejected(format!(
+                        "the cluster {} is already bootstrapped",
+                        self.cluster_id
+                    ));
+                }
+                self.cluster_id = cluster_id.clone();
+                self.admin_token_hash = Some(*admin_token_hash);
+                let mut first = first.clone();
+                first.state = MemberState::Active;
+                self.members.insert(first.id, first);
+            }
+            ControlCommand::IssueTicket(ticket) => {
+                if !self.members.contains_key(&ticket.issuer) {
+                    return ControlResponse::Rejected(format!(
+                        "ticket issuer {} is not a member",
+                        ticket.issuer
+                    ));
+                }
+                self.tickets.insert(ticket.key, ticket.clone());
+            }
+            ControlCommand::Admit {
+                ticket,
+                cluster_id,
+                version,
+                now_unix_ms,
+                member,
+            } => {
+                return match self.admit(ticket, cluster_id, *version, *now_unix_ms, member) {
+                    Ok(id) => ControlResponse::Admitted { id },
+                    Err(refusal) => ControlResponse::Refused(refusal),
+                };
+            }
+            ControlCommand::SetMemberState { id, state } => {
+                let Some(m) = self.members.get_mut(id) else {
+                    return ControlResponse::Rejected(format!("no member {id}"));
+                };
+                if m.state == MemberState::Removed && *state != MemberState::Removed {
+                    return ControlResponse::Rejected(format!(
+                        "member {id} was removed; it must join again"
+                    ));
+                }
+                m.state = *state;
+            }
+            ControlCommand::UpdateMember {
+                id,
+                quic_addr,
+                http_addr,
+                gpus,
+            } => {
+                let Some(m) = self.members.get_mut(id) else {
+                    return ControlResponse::Rejected(format!("no member {id}"));
+                };
+                m.quic_addr.clone_from(quic_addr);
+                m.http_addr.clone_from(http_addr);
+                m.gpus.clone_from(gpus);
+            }
             ControlCommand::PutArtifact { name, digest, size } => {
                 self.artifacts.insert(
                     name.clone(),
@@ -65,26 +138,168 @@ impl ControlState {
                 }
                 self.functions.insert(f.name.clone(), f.clone());
             }
-            ControlCommand::SetResidency {
-                host,
-                digest,
-                status,
-            } => {
-                let hosts = self.residency.entry(*digest).or_default();
-                match status {
-                    ResidencyStatus::Evicted => {
-                        hosts.remove(host);
-                        if hosts.is_empty() {
-                            self.residency.remove(digest);
-                        }
-                    }
-                    s => {
-                        hosts.insert(*host, *s);
-                    }
+            ControlCommand::SetResidency(changes) => {
+                for change in changes {
+                    self.set_residency(change);
                 }
             }
         }
         ControlResponse::Done
+    }
+
+    fn set_residency(&mut self, change: &ResidencyChange) {
+        let ResidencyChange {
+            host,
+            digest,
+            status,
+        } = change;
+        let hosts = self.residency.entry(*digest).or_default();
+        match status {
+            ResidencyStatus::Evicted => {
+                hosts.remove(host);
+                if hosts.is_empty() {
+                    self.residency.remove(digest);
+                }
+            }
+            s => {
+                hosts.insert(*host, *s);
+            }
+        }
+    }
+
+    fn admit(
+        &mut self,
+        ticket: &PublicKey,
+        cluster_id: &str,
+        version: u16,
+        now_unix_ms: u64,
+        member: &MemberEntry,
+    ) -> Result<u64, JoinRefusal> {
+        if version != JOIN_VERSION {
+            return Err(JoinRefusal::VersionIncompatible {
+                ours: JOIN_VERSION,
+                theirs: version,
+            });
+        }
+        if cluster_id != self.cluster_id {
+            return Err(JoinRefusal::WrongCluster {
+                ticket: cluster_id.to_owned(),
+                cluster: self.cluster_id.clone(),
+            });
+        }
+        let entry = self.tickets.get(ticket).ok_or(JoinRefusal::UnknownTicket)?;
+        if let Some(by) = entry.used_by {
+            return Err(JoinRefusal::AlreadyUsed { by });
+        }
+        if now_unix_ms > entry.expires_unix_ms {
+            return Err(JoinRefusal::Expired);
+        }
+        if let Some(m) = self.member_by_key(&member.key) {
+            return Err(JoinRefusal::AlreadyMember { id: m.id });
+        }
+        let id = self.members.keys().next_back().map_or(1, |last| last + 1);
+        self.members.insert(
+            id,
+            MemberEntry {
+                id,
+                state: MemberState::Joining,
+                ..member.clone()
+            },
+        );
+        if let Some(t) = self.tickets.get_mut(ticket) {
+            t.used_by = Some(id);
+        }
+        Ok(id)
+    }
+
+    /// The cluster id; empty before bootstrap.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The BLAKE3 hash of the admin token.
+    pub fn admin_token_hash(&self) -> Option<[u8; 32]> {
+        self.admin_token_hash
+    }
+
+    /// Every member ever admitted (removed ones included), by id.
+    pub fn members(&self) -> impl Iterator<Item = &MemberEntry> {
+        self.members.values()
+    }
+
+    pub fn member(&self, id: u64) -> Option<&MemberEntry> {
+        self.members.get(&id)
+    }
+
+    /// The member (not removed) with this identity key.
+    pub fn member_by_key(&self, key: &PublicKey) -> Option<&MemberEntry> {
+        self.members
+            .values()
+            .find(|m| m.key == *key && m.state != MemberState::Removed)
+    }
+
+    pub fn ticket(&self, key: &PublicKey) -> Option<&TicketEntry> {
+        self.tickets.get(key)
+    }
+
+    pub fn tickets(&self) -> impl Iterator<Item = &TicketEntry> {
+        self.tickets.values()
+    }
+
+    pub fn artifacts(&self) -> impl Iterator<Item = &ArtifactEntry> {
+        self.artifacts.values()
+    }
+
+    pub fn functions(&self) -> impl Iterator<Item = &FunctionEntry> {
+        self.functions.values()
+    }
+
+    /// Resolves an artifact reference: a known name, or the digest of a
+    /// registered artifact.
+    pub fn resolve_artifact(&self, reference: &str) -> Option<Digest> {
+        if let Some(a) = self.artifacts.get(reference) {
+            return Some(a.digest);
+        }
+        let digest: Digest = reference.parse().ok()?;
+        self.artifacts
+            .values()
+            .any(|a| a.digest == digest)
+            .then_some(digest)
+    }
+
+    /// The registered size of the artifact with this digest.
+    pub fn artifact_size(&self, digest: &Digest) -> Option<u64> {
+        self.artifacts
+            .values()
+            .find(|a| a.digest == *digest)
+            .map(|a| a.size)
+    }
+
+    /// What each host holds of `digest`.
+    pub fn residency(&self, digest: &Digest) -> Vec<(NodeId, ResidencyStatus)> {
+        self.residency
+            .get(digest)
+            .into_iter()
+            .flatten()
+            .map(|(h, s)| (*h, *s))
+            .collect()
+    }
+
+    /// The digests `host` holds as resident.
+    pub fn resident_on(&self, host: NodeId) -> std::collections::BTreeSet<Digest> {
+        self.residency
+            .iter()
+            .filter(|(_, hosts)| hosts.get(&host) == Some(&ResidencyStatus::Resident))
+            .map(|(d, _)| *d)
+            .collect()
+    }
+
+    /// How many artifacts `host` holds as resident.
+    pub fn resident_count(&self, host: NodeId) -> usize {
+        self.residency
+            .values()
+            .filter(|hosts| hosts.get(&host) == Some(&ResidencyStatus::Resident))
+            .count()
     }
 
     pub fn artifact(&self, name: &str) -> Option<&ArtifactEntry> {
@@ -110,10 +325,12 @@ impl ControlState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::membership::TicketEntry;
 
     fn function(name: &str, digest: Digest) -> FunctionEntry {
         FunctionEntry {
             name: name.into(),
+            artifact: name.into(),
             digest,
             accelerator: Accelerator::Preferred,
             deadline_ms: 1000,
@@ -150,10 +367,12 @@ mod tests {
     fn residency_tracks_holders_and_eviction() {
         let mut s = ControlState::default();
         let d = Digest::of(b"x");
-        let set = |host, status| ControlCommand::SetResidency {
-            host: NodeId(host),
-            digest: d,
-            status,
+        let set = |host, status| {
+            ControlCommand::SetResidency(vec![ResidencyChange {
+                host: NodeId(host),
+                digest: d,
+                status,
+            }])
         };
         s.apply(&set(1, ResidencyStatus::Resident));
         s.apply(&set(2, ResidencyStatus::Fetching));
@@ -168,5 +387,126 @@ mod tests {
             ControlState::default(),
             "evicting every holder forgets the digest"
         );
+    }
+
+    fn member(key: u8) -> MemberEntry {
+        MemberEntry {
+            id: 0,
+            key: [key; 32],
+            quic_addr: format!("127.0.0.1:{}", 7000 + u16::from(key)),
+            http_addr: String::new(),
+            labels: BTreeMap::new(),
+            gpus: Vec::new(),
+            state: MemberState::Joining,
+        }
+    }
+
+    fn bootstrapped() -> ControlState {
+        let mut s = ControlState::default();
+        let first = MemberEntry { id: 1, ..member(1) };
+        let boot = ControlCommand::Bootstrap {
+            cluster_id: "sw-a".into(),
+            admin_token_hash: [9; 32],
+            first,
+        };
+        assert_eq!(s.apply(&boot), ControlResponse::Done);
+        assert!(matches!(s.apply(&boot), ControlResponse::Rejected(_)));
+        let ticket = TicketEntry {
+            key: [100; 32],
+            issuer: 1,
+            expires_unix_ms: 1_000,
+            used_by: None,
+        };
+        assert_eq!(
+            s.apply(&ControlCommand::IssueTicket(ticket)),
+            ControlResponse::Done
+        );
+        s
+    }
+
+    fn admit(ticket: u8, cluster: &str, version: u16, now: u64, key: u8) -> ControlCommand {
+        ControlCommand::Admit {
+            ticket: [ticket; 32],
+            cluster_id: cluster.into(),
+            version,
+            now_unix_ms: now,
+            member: member(key),
+        }
+    }
+
+    /// One row per refusal; each leaves the state as it was.
+    #[test]
+    fn join_refusals_are_typed_and_change_nothing() {
+        let cases: [(&str, ControlCommand, JoinRefusal); 5] = [
+            (
+                "version",
+                admit(100, "sw-a", JOIN_VERSION + 1, 10, 2),
+                JoinRefusal::VersionIncompatible {
+                    ours: JOIN_VERSION,
+                    theirs: JOIN_VERSION + 1,
+                },
+            ),
+            (
+                "foreign",
+                admit(100, "sw-b", JOIN_VERSION, 10, 2),
+                JoinRefusal::WrongCluster {
+                    ticket: "sw-b".into(),
+                    cluster: "sw-a".into(),
+                },
+            ),
+            (
+                "unknown",
+                admit(101, "sw-a", JOIN_VERSION, 10, 2),
+                JoinRefusal::UnknownTicket,
+            ),
+            (
+                "expired",
+                admit(100, "sw-a", JOIN_VERSION, 1_001, 2),
+                JoinRefusal::Expired,
+            ),
+            (
+                "duplicate identity",
+                admit(100, "sw-a", JOIN_VERSION, 10, 1),
+                JoinRefusal::AlreadyMember { id: 1 },
+            ),
+        ];
+        for (case, command, refusal) in cases {
+            let mut s = bootstrapped();
+            let before = s.clone();
+            assert_eq!(
+                s.apply(&command),
+                ControlResponse::Refused(refusal),
+                "{case}"
+            );
+            assert_eq!(s, before, "{case}: a refused join changes nothing");
+        }
+    }
+
+    #[test]
+    fn a_ticket_admits_one_host_with_the_next_id() {
+        let mut s = bootstrapped();
+        assert_eq!(
+            s.apply(&admit(100, "sw-a", JOIN_VERSION, 10, 2)),
+            ControlResponse::Admitted { id: 2 }
+        );
+        let m = s.member(2).unwrap();
+        assert_eq!((m.key, m.state), ([2; 32], MemberState::Joining));
+        assert_eq!(
+            s.apply(&admit(100, "sw-a", JOIN_VERSION, 10, 3)),
+            ControlResponse::Refused(JoinRefusal::AlreadyUsed { by: 2 })
+        );
+        assert_eq!(s.member_by_key(&[2; 32]).map(|m| m.id), Some(2));
+        s.apply(&ControlCommand::SetMemberState {
+            id: 2,
+            state: MemberState::Removed,
+        });
+        assert!(s.member_by_key(&[2; 32]).is_none(), "removed keys are out");
+        assert!(matches!(
+            s.apply(&ControlCommand::SetMemberState {
+                id: 2,
+                state: MemberState::Active
+            }),
+            ControlResponse::Rejected(_)
+        ));
     }
 }

@@ -68,6 +68,19 @@ impl ArtifactCache {
         self.dir.join(format!("{}.wasm", digest.to_hex()))
     }
 
+    /// The stored bytes of `digest`, checked against it (a file damaged
+    /// on disk is never handed out).
+    pub(crate) fn read(&self, digest: &Digest) -> Result<Vec<u8>, Failure> {
+        let bytes = std::fs::read(self.path(digest))
+            .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
+        if Digest::of(&bytes) != *digest {
+            return Err(Failure::Internal {
+                message: format!("the stored copy of {digest} is damaged"),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// The digests stored on disk.
     pub(crate) fn resident(&self) -> Vec<Digest> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {

@@ -111,6 +111,11 @@ impl Executor {
         self.cache.put(bytes)
     }
 
+    /// The bytes of a stored artifact, checked against its digest.
+    pub fn artifact_bytes(&self, digest: &Digest) -> Result<Vec<u8>, Failure> {
+        self.cache.read(digest)
+    }
+
     /// Artifacts held on disk.
     pub fn resident(&self) -> Vec<Digest> {
         self.cache.resident()

@@ -1,8 +1,8 @@
 //! The node's Unix-socket server: the async shell around [`Executor`].
 //!
 //! One connection per sidecar (normally exactly one). On each connection the
-//! node sends `Hello`, then serves `Execute`, `Cancel` and `PutArtifact`
-//! frames concurrently; each job runs on a blocking thread while it holds one
+//! node sends `Hello`, then serves `Execute`, `Cancel`, `PutArtifact` and
+//! `GetArtifact` frames concurrently; each job runs on a blocking thread while it holds one
 //! of the node's slots. If the connection drops, the node cancels every job
 //! that came on it: nobody is left to receive the result.
 
@@ -184,6 +184,24 @@ fn handle(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, msg: ToNod
                         digest,
                         size,
                     },
+                    Err(failure) => FromNode::ArtifactRejected { request, failure },
+                };
+                let _ = tx.send(reply).await;
+            });
+        }
+        ToNode::GetArtifact { request, digest } => {
+            let (node, tx) = (node.clone(), tx.clone());
+            tokio::spawn(async move {
+                let read =
+                    tokio::task::spawn_blocking(move || node.executor.artifact_bytes(&digest))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(Failure::Internal {
+                                message: e.to_string(),
+                            })
+                        });
+                let reply = match read {
+                    Ok(bytes) => FromNode::ArtifactBytes { request, bytes },
                     Err(failure) => FromNode::ArtifactRejected { request, failure },
                 };
                 let _ = tx.send(reply).await;

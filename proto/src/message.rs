@@ -130,6 +130,13 @@ pub enum ToNode {
         request: u64,
         bytes: Vec<u8>,
     },
+    /// Read a stored artifact's bytes (for a peer that fetches it).
+    /// Answered by [`FromNode::ArtifactBytes`] or
+    /// [`FromNode::ArtifactRejected`] (`unknown_artifact`).
+    GetArtifact {
+        request: u64,
+        digest: Digest,
+    },
 }
 
 /// Node to sidecar.
@@ -158,5 +165,9 @@ pub enum FromNode {
     ArtifactRejected {
         request: u64,
         failure: Failure,
+    },
+    ArtifactBytes {
+        request: u64,
+        bytes: Vec<u8>,
     },
 }

@@ -1,7 +1,8 @@
 //! The admin bearer token.
 //!
-//! Generated at a host's first start, shown once, and stored only as its
-//! BLAKE3 hash in `dir/admin-token.blake3`. Requests present it as
+//! Generated when a cluster is founded, shown once, and stored only as its
+//! BLAKE3 hash: in the founding host's `dir/admin-token.blake3`, and in the
+//! control log, from which every host checks it. Requests present it as
 //! `Authorization: Bearer <token>`; the comparison is of hashes, in constant
 //! time. Scoped per-tenant tokens come with the tenants issue.
 
@@ -85,6 +86,19 @@ impl AdminToken {
             }
             Err(source) => Err(TokenError::Io { path, source }),
         }
+    }
+
+    /// The token whose hash is `hash` (as the control log holds it).
+    pub fn from_hash(hash: [u8; 32]) -> Self {
+        Self {
+            hash: blake3::Hash::from_bytes(hash),
+            created: None,
+        }
+    }
+
+    /// The token's BLAKE3 hash.
+    pub fn hash_bytes(&self) -> [u8; 32] {
+        *self.hash.as_bytes()
     }
 
     /// Whether `presented` is the admin token (constant-time).

@@ -1,5 +1,8 @@
 //! The sidecar's configuration.
 
+use crate::control::ClusterStart;
+use spillway_consensus::ControlConfig;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +22,9 @@ pub enum NodeLaunch {
     Connect,
 }
 
-/// How a sidecar runs. `Default` assumes one host on loopback: port 7070,
-/// a queue of 64, 8 MiB inputs, 32 MiB artifacts, 30 s deadlines.
+/// How a sidecar runs. `Default` assumes one host on loopback: HTTP on
+/// 7070, QUIC on 7071, a queue of 64, 8 MiB inputs, 32 MiB artifacts, 30 s
+/// deadlines, 3 voters.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
     /// The HTTP ingress address.
@@ -44,6 +48,16 @@ pub struct SidecarConfig {
     pub max_deadline: Duration,
     /// Node restart backoff: first delay and cap (doubling in between).
     pub restart_backoff: (Duration, Duration),
+    /// The QUIC peer address (port 0: any; a restart reuses the last one).
+    pub peer_addr: SocketAddr,
+    /// Found, join or rejoin a cluster.
+    pub cluster: ClusterStart,
+    /// Raft timing and snapshot policy.
+    pub control: ControlConfig,
+    /// Voters the cluster keeps (further hosts are learners): 1 to 7.
+    pub max_voters: usize,
+    /// This host's labels (for placement rules).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for SidecarConfig {
@@ -60,6 +74,11 @@ impl Default for SidecarConfig {
             default_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(300),
             restart_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            cluster: ClusterStart::Rejoin,
+            control: ControlConfig::default(),
+            max_voters: 3,
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -73,6 +92,8 @@ pub enum ConfigError {
     Queue(u32),
     #[error("{what} must be between 1 byte and 60 MiB (the frame limit), got {got}")]
     Size { what: &'static str, got: usize },
+    #[error("max_voters must be between 1 and 7, got {0}")]
+    MaxVoters(usize),
     #[error(
         "the default deadline ({default:?}) must be positive and at most the maximum ({max:?})"
     )]
@@ -95,6 +116,9 @@ impl SidecarConfig {
             if !(1..=60 << 20).contains(&got) {
                 return Err(ConfigError::Size { what, got });
             }
+        }
+        if !(1..=7).contains(&self.max_voters) {
+            return Err(ConfigError::MaxVoters(self.max_voters));
         }
         if self.default_deadline.is_zero() || self.default_deadline > self.max_deadline {
             return Err(ConfigError::Deadline {

@@ -24,7 +24,23 @@ pub enum SidecarError {
     },
     #[error(transparent)]
     Token(#[from] crate::TokenError),
-    /// The registry file exists but is not ours or is corrupt.
-    #[error("cannot read the registry {path}: {reason}")]
-    Registry { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Identity(#[from] crate::peer::IdentityError),
+    #[error(transparent)]
+    Control(#[from] spillway_consensus::ControlError),
+    #[error(transparent)]
+    Ticket(#[from] crate::peer::TicketError),
+    /// The cluster refused to admit this host; the reason says why.
+    #[error("join refused ({code}): {0}", code = .0.code())]
+    JoinRefused(#[from] spillway_consensus::JoinRefusal),
+    /// None of the ticket's members could be reached.
+    #[error("no member of the ticket's cluster answered: {0}")]
+    JoinUnreachable(String),
+    /// The state directory belongs to no cluster and none was asked for.
+    #[error(
+        "{0} belongs to no cluster: found one with `spillway init`, or join one with `spillway join TICKET`"
+    )]
+    NoCluster(PathBuf),
+    #[error("control plane: {0}")]
+    Cluster(String),
 }

@@ -14,11 +14,16 @@
 //! - `supervisor` spawns the node, restarts it with backoff and reports the
 //!   host degraded meanwhile.
 //!
+//! - `control` is this host's member of the Raft control plane and its
+//!   QUIC peer side ([`peer`]): joins, forwarded proposals, artifact
+//!   fetches, membership and residency upkeep.
+//!
 //! What it is not: an executor. No tenant code and no CUDA ever run in this
-//! process. Peers, QUIC and Raft arrive with the control-plane issues.
+//! process.
 
 mod auth;
 mod config;
+mod control;
 mod error;
 mod frames;
 pub mod http;
@@ -26,13 +31,14 @@ mod link;
 mod metrics;
 pub mod peer;
 mod queue;
-mod registry;
+mod records;
 mod supervisor;
 
 pub use auth::{AdminToken, TokenError};
 pub use config::{ConfigError, NodeLaunch, SidecarConfig};
+pub use control::ClusterStart;
 pub use error::SidecarError;
-pub use registry::{AcceleratorName, ArtifactRecord, FunctionRecord};
+pub use records::{AcceleratorName, ArtifactRecord, FunctionRecord};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,11 +55,6 @@ pub async fn run(
         path: config.dir.clone(),
         source,
     })?;
-    let token = AdminToken::load_or_create(&config.dir)?;
-    if let Some(secret) = &token.created {
-        // Shown exactly once, at first start; only its hash is kept.
-        println!("admin token (shown once, store it now): {secret}");
-    }
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| SidecarError::Bind {
@@ -64,21 +65,38 @@ pub async fn run(
         addr: config.http_addr,
         source,
     })?;
-    let app = Arc::new(http::App::new(config.clone(), token, local_addr)?);
-
+    let link = Arc::new(link::NodeLink::new());
+    let metrics = Arc::new(metrics::Metrics::new());
+    let queue = Arc::new(queue::LocalQueue::new(config.slots, config.queue_capacity));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let supervisor = tokio::spawn(supervisor::supervise(
-        app.link.clone(),
-        app.metrics.clone(),
+        link.clone(),
+        metrics.clone(),
         config.clone(),
         stop_rx.clone(),
     ));
+    let control = match control::start(&config, local_addr, link.clone(), queue.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = supervisor.await;
+            return Err(e);
+        }
+    };
+    let app = Arc::new(http::App {
+        config: config.clone(),
+        link,
+        queue,
+        metrics,
+        control: control.clone(),
+    });
     tracing::info!(http = %local_addr, dir = %config.dir.display(), "sidecar serving");
     println!("listening on http://{local_addr}");
 
     let server = axum::serve(listener, http::router(app.clone()).into_make_service())
         .with_graceful_shutdown(shutdown);
     let served = server.await;
+    control.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = supervisor.await;
     served.map_err(|source| SidecarError::Bind {

@@ -12,8 +12,8 @@ use spillway_proto::{
     Capabilities, Completion, Digest, Execute, Failure, FromNode, JobId, LoadReport, MAX_FRAME_LEN,
     PROTOCOL_VERSION, Refusal, ToNode,
 };
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -28,7 +28,9 @@ pub(crate) struct NodeStatus {
     pub(crate) pid: Option<u32>,
     pub(crate) capabilities: Option<Capabilities>,
     pub(crate) load: Option<(LoadReport, Instant)>,
-    pub(crate) resident: usize,
+    /// The artifacts the node holds (from its hello, plus what it stored
+    /// since).
+    pub(crate) held: Arc<BTreeSet<Digest>>,
     pub(crate) restarts: u64,
 }
 
@@ -58,6 +60,8 @@ impl From<Failure> for JobFailed {
 
 /// Where an upload's answer goes: the stored digest and size, or why not.
 type UploadReply = oneshot::Sender<Result<(Digest, u64), Failure>>;
+/// Where a read's answer goes: the artifact's bytes, or why not.
+type ReadReply = oneshot::Sender<Result<Vec<u8>, Failure>>;
 
 struct PendingJob {
     chunks: Vec<u8>,
@@ -69,6 +73,7 @@ struct Conn {
     tx: Option<mpsc::Sender<ToNode>>,
     jobs: HashMap<JobId, PendingJob>,
     uploads: HashMap<u64, UploadReply>,
+    reads: HashMap<u64, ReadReply>,
     next_request: u64,
 }
 
@@ -182,6 +187,30 @@ impl NodeLink {
         rx.await.unwrap_or_else(|_| Err(unavailable()))
     }
 
+    /// Reads a stored artifact from the node (for a peer fetching it).
+    pub(crate) async fn get_artifact(&self, digest: Digest) -> Result<Vec<u8>, Failure> {
+        let (done, rx) = oneshot::channel();
+        let (tx, request) = {
+            let mut conn = self.conn.lock().expect("link lock");
+            let Some(tx) = conn.tx.clone() else {
+                return Err(unavailable());
+            };
+            conn.next_request += 1;
+            let request = conn.next_request;
+            conn.reads.insert(request, done);
+            (tx, request)
+        };
+        if tx
+            .send(ToNode::GetArtifact { request, digest })
+            .await
+            .is_err()
+        {
+            self.conn.lock().expect("link lock").reads.remove(&request);
+            return Err(unavailable());
+        }
+        rx.await.unwrap_or_else(|_| Err(unavailable()))
+    }
+
     /// Serves one connection to the node until it closes. Returns why it
     /// ended.
     pub(crate) async fn serve(&self, stream: UnixStream) -> String {
@@ -222,7 +251,7 @@ impl NodeLink {
         self.status.send_modify(|s| {
             s.up = true;
             s.pid = Some(hello.pid);
-            s.resident = hello.resident.len();
+            s.held = Arc::new(hello.resident.iter().copied().collect());
             s.capabilities = Some(hello.capabilities.clone());
         });
 
@@ -272,6 +301,9 @@ impl NodeLink {
                 digest,
                 size,
             } => {
+                self.status.send_modify(|s| {
+                    Arc::make_mut(&mut s.held).insert(digest);
+                });
                 if let Some(done) = conn.uploads.remove(&request) {
                     let _ = done.send(Ok((digest, size)));
                 }
@@ -279,6 +311,13 @@ impl NodeLink {
             FromNode::ArtifactRejected { request, failure } => {
                 if let Some(done) = conn.uploads.remove(&request) {
                     let _ = done.send(Err(failure));
+                } else if let Some(done) = conn.reads.remove(&request) {
+                    let _ = done.send(Err(failure));
+                }
+            }
+            FromNode::ArtifactBytes { request, bytes } => {
+                if let Some(done) = conn.reads.remove(&request) {
+                    let _ = done.send(Ok(bytes));
                 }
             }
             FromNode::Hello(_) => tracing::warn!("ignoring a second hello from the node"),
@@ -301,6 +340,9 @@ impl NodeLink {
                 .send(Err(Failure::ExecutorLost { may_have_run: true }.into()));
         }
         for (_, done) in conn.uploads.drain() {
+            let _ = done.send(Err(unavailable()));
+        }
+        for (_, done) in conn.reads.drain() {
             let _ = done.send(Err(unavailable()));
         }
         if lost > 0 {

@@ -1,12 +1,13 @@
 //! `PUT /v1/artifacts/{name}` and `GET /v1/artifacts`.
 
 use super::{ApiError, App};
-use crate::registry::{ArtifactRecord, valid_name};
+use crate::records::{ArtifactRecord, valid_name};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use spillway_consensus::ControlCommand;
 use spillway_proto::Failure;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,15 +37,12 @@ pub(super) async fn put(
     app.link.wait_up(Instant::now() + NODE_WAIT).await;
     let (digest, size) = app.link.put_artifact(bytes.to_vec()).await?;
     let record = ArtifactRecord {
-        name,
+        name: name.clone(),
         digest: digest.to_string(),
         size,
     };
-    app.registry
-        .put_artifact(record.clone())
-        .map_err(|e| Failure::Internal {
-            message: format!("cannot save the registry: {e}"),
-        })?;
+    let command = ControlCommand::PutArtifact { name, digest, size };
+    app.commit(command).await?;
     tracing::info!(name = %record.name, digest = %record.digest, size, "artifact stored");
     Ok(Json(record))
 }
@@ -54,5 +52,6 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<ArtifactRecord>>, ApiError> {
     app.authorize(&headers)?;
-    Ok(Json(app.registry.artifacts()))
+    let state = app.control.state();
+    Ok(Json(state.artifacts().map(ArtifactRecord::from).collect()))
 }

@@ -1,75 +1,100 @@
-//! `GET /v1/cluster`: the cluster at a glance (= `spillway status --json`).
+//! `GET /v1/cluster`: the cluster at a glance (= `spillway status --json`):
+//! Raft's view from this host (leader, term, log indexes, voters and
+//! learners), every member from the control log, and each member's own
+//! report of its node (asked over QUIC; `null` when it does not answer).
 
 use super::{ApiError, App};
+use crate::peer::HostStatus;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
-use spillway_topology::{ClusterView, HostState, HostView, Role};
+use spillway_consensus::MemberState;
+use spillway_proto::NodeId;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A load report older than this makes a host unhealthy.
-const MAX_REPORT_AGE: Duration = Duration::from_secs(5);
+/// How long a member may take to report its status.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub(super) async fn get_cluster(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     app.authorize(&headers)?;
-    let status = app.link.status();
-    let host = HostView {
-        id: app.node_id,
-        role: Role::Voter,
-        http_addr: app.http_addr.to_string(),
-        quic_addr: None,
-        capabilities: status.capabilities.clone(),
-        load: status.load,
-        queued: app.queue.depth(),
-        node_up: status.up,
-    };
-    let view = ClusterView::single(app.cluster_id.clone(), host);
-    let now = Instant::now();
-    let members: Vec<Value> = view
-        .members
-        .iter()
+    let control = app.control.clone();
+    let state = control.state();
+    let raft = control.raft_status();
+    let mut asks = tokio::task::JoinSet::new();
+    for m in state.members() {
+        if m.id != control.id && m.state != MemberState::Removed {
+            let (control, id) = (control.clone(), m.id);
+            asks.spawn(async move { (id, control.peer_status(id, STATUS_TIMEOUT).await) });
+        }
+    }
+    let mut reports: HashMap<u64, HostStatus> = HashMap::new();
+    reports.insert(control.id, control.local_status());
+    while let Some(Ok((id, report))) = asks.join_next().await {
+        if let Some(r) = report {
+            reports.insert(id, r);
+        }
+    }
+    let members: Vec<Value> = state
+        .members()
         .map(|m| {
+            let role = if raft.voters.contains(&m.id) {
+                "voter"
+            } else if raft.learners.contains(&m.id) {
+                "learner"
+            } else {
+                "none"
+            };
+            let report = reports.get(&m.id);
             let gpus: Vec<Value> = m
-                .capabilities
+                .gpus
                 .iter()
-                .flat_map(|c| &c.gpus)
                 .map(|g| {
                     json!({"index": g.index, "model": g.model, "memory_bytes": g.memory_bytes,
                            "compute_capability": format!("{}.{}", g.compute_capability.0, g.compute_capability.1)})
                 })
                 .collect();
-            let backends: Vec<&str> =
-                m.capabilities.iter().flat_map(|c| &c.backends).map(|b| b.as_str()).collect();
             json!({
                 "id": m.id.to_string(),
-                "role": m.role,
-                "state": match m.state() { HostState::Active => "active", HostState::Degraded => "degraded" },
+                "role": role,
+                "state": m.state.as_str(),
+                "leader": raft.leader == Some(m.id),
                 "http_addr": m.http_addr,
                 "quic_addr": m.quic_addr,
-                "healthy": m.healthy(now, MAX_REPORT_AGE),
+                "key": hex::encode(m.key),
+                "labels": m.labels,
                 "gpus": gpus,
-                "backends": backends,
-                "slots": m.slots(),
-                "running": m.running(),
-                "queued": m.queued,
-                "node": {
-                    "pid": status.pid,
-                    "up": status.up,
-                    "restarts": status.restarts,
-                    "resident_artifacts": status.resident,
-                },
+                "healthy": report.is_some_and(|r| r.node_up),
+                "resident_artifacts": state.resident_count(NodeId(m.id)),
+                "slots": report.map(|r| r.slots),
+                "running": report.map(|r| r.running),
+                "queued": report.map(|r| r.queued),
+                "backends": report.map(|r| r.backends.clone()),
+                "applied_index": report.and_then(|r| r.applied_index),
+                "node": report.map(|r| json!({
+                    "up": r.node_up,
+                    "pid": r.node_pid,
+                    "restarts": r.node_restarts,
+                    "resident_artifacts": r.resident_artifacts,
+                })),
             })
         })
         .collect();
     Ok(Json(json!({
-        "cluster_id": view.cluster_id,
-        "leader": view.leader.map(|l| l.to_string()),
-        "term": view.term,
+        "cluster_id": state.cluster_id(),
+        "host": control.id.to_string(),
+        "role": raft.role,
+        "leader": raft.leader.map(|l| l.to_string()),
+        "term": raft.term,
+        "last_log_index": raft.last_log_index,
+        "committed_index": raft.committed_index,
+        "applied_index": raft.applied_index,
+        "snapshot_index": raft.snapshot_index,
         "members": members,
     })))
 }

@@ -1,13 +1,13 @@
 //! `POST /v1/functions` and `GET /v1/functions`.
 
 use super::{ApiError, App};
-use crate::registry::{AcceleratorName, FunctionRecord, valid_name};
+use crate::records::{AcceleratorName, FunctionRecord, valid_name};
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use spillway_proto::Failure;
+use spillway_consensus::{ControlCommand, FunctionEntry};
 use std::sync::Arc;
 
 /// The request body. Absent fields take the host's defaults.
@@ -39,7 +39,8 @@ pub(super) async fn create(
         ));
     }
     let digest = app
-        .registry
+        .control
+        .state()
         .resolve_artifact(&req.artifact)
         .ok_or_else(|| {
             ApiError::not_found(
@@ -67,20 +68,17 @@ pub(super) async fn create(
             format!("memory_limit_bytes must be at most {max} on this host"),
         ));
     }
-    let record = FunctionRecord {
+    let entry = FunctionEntry {
         name: req.name,
         artifact: req.artifact,
-        digest: digest.to_string(),
-        accelerator: req.accelerator,
+        digest,
+        accelerator: req.accelerator.into(),
         deadline_ms,
         memory_limit_bytes,
         idempotent: req.idempotent,
     };
-    app.registry
-        .put_function(record.clone())
-        .map_err(|e| Failure::Internal {
-            message: format!("cannot save the registry: {e}"),
-        })?;
+    let record = FunctionRecord::from(&entry);
+    app.commit(ControlCommand::PutFunction(entry)).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -89,5 +87,6 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<FunctionRecord>>, ApiError> {
     app.authorize(&headers)?;
-    Ok(Json(app.registry.functions()))
+    let state = app.control.state();
+    Ok(Json(state.functions().map(FunctionRecord::from).collect()))
 }

@@ -72,20 +72,20 @@ pub(super) async fn invoke(
     app.authorize(&headers)?;
     let input = body.map_err(|r| ApiError::from_body(r, app.config.max_input_bytes))?;
     let function = app
-        .registry
+        .control
+        .state()
         .function(&name)
+        .cloned()
         .ok_or_else(|| ApiError::not_found("function", format!("no function named {name:?}")))?;
     let deadline_ms = deadline_ms(&headers, function.deadline_ms)?;
-    let digest = function.digest.parse().map_err(|e| Failure::Internal {
-        message: format!("registry holds a bad digest: {e}"),
-    })?;
+    let digest = function.digest;
     let job = new_job_id();
     let span = tracing::info_span!("ingress", job = %job, function = %name);
     let spec = JobSpec {
         tenant: TenantId::admin(),
         function: name,
         digest,
-        accelerator: function.accelerator.into(),
+        accelerator: function.accelerator,
         deadline_ms,
         memory_limit_bytes: function.memory_limit_bytes,
         idempotent: function.idempotent,
@@ -118,6 +118,31 @@ async fn run(
     accepted: Instant,
 ) -> Result<(JobOutput, Duration), ApiError> {
     let deadline = accepted + Duration::from_millis(spec.deadline_ms);
+    // An artifact this host's node lacks comes from a holder first.
+    if !app.link.status().held.contains(&spec.digest) {
+        let fetch = app
+            .control
+            .ensure_artifact(spec.digest)
+            .instrument(tracing::info_span!("fetch", job = %job));
+        match tokio::time::timeout_at(deadline.into(), fetch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => {
+                return Err(ApiError {
+                    may_have_run: Some(false),
+                    ..failure.into()
+                });
+            }
+            Err(_) => {
+                return Err(ApiError {
+                    may_have_run: Some(false),
+                    ..Failure::DeadlineExceeded {
+                        deadline_ms: spec.deadline_ms,
+                    }
+                    .into()
+                });
+            }
+        }
+    }
     let status = app.link.status();
     if let Some(cap) = &status.capabilities {
         app.queue.resize(cap.slots);
@@ -180,7 +205,7 @@ fn receipt(app: &App, job: JobId, queue: Duration, output: JobOutput) -> Respons
     };
     set("content-type", "application/octet-stream".into());
     set("spillway-job-id", job.to_string());
-    set("spillway-node", app.node_id.to_string());
+    set("spillway-node", app.control.id.to_string());
     set("spillway-burst", "false".into());
     set("spillway-backend", completion.backend.as_str().into());
     if let Some(gpu) = completion.gpu {

@@ -4,7 +4,9 @@
 //! | --- | --- |
 //! | `GET /healthz` | 200 while the host serves (also when degraded) |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /v1/cluster` | members, their node, slots and load |
+//! | `GET /v1/cluster` | members, roles, leader, term, log indexes, per-host health |
+//! | `POST /v1/tickets` | a one-time join ticket (`{"ttl_s": 3600}`) |
+//! | `POST /v1/members/{id}/drain` / `DELETE /v1/members/{id}` | drain / remove a member |
 //! | `PUT /v1/artifacts/{name}` / `GET /v1/artifacts` | upload (validated by the node) / list |
 //! | `POST /v1/functions` / `GET /v1/functions` | register / list |
 //! | `POST /v1/functions/{name}/invoke` | run; output bytes, receipt in headers |
@@ -17,59 +19,36 @@ mod cluster;
 mod error;
 mod functions;
 mod invoke;
+mod members;
 
 pub use error::ApiError;
 
+use crate::SidecarConfig;
 use crate::auth::AdminToken;
+use crate::control::{Control, ProposeFailure};
 use crate::link::NodeLink;
 use crate::metrics::Metrics;
 use crate::queue::LocalQueue;
-use crate::registry::Registry;
-use crate::{SidecarConfig, SidecarError};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
-use spillway_proto::NodeId;
-use std::net::SocketAddr;
+use axum::routing::{delete, get, post, put};
+use spillway_consensus::{ControlCommand, ControlResponse};
 use std::sync::Arc;
 
 /// Everything a request handler may touch.
 #[derive(Debug)]
 pub struct App {
     pub(crate) config: SidecarConfig,
-    pub(crate) token: AdminToken,
-    pub(crate) registry: Registry,
     pub(crate) link: Arc<NodeLink>,
-    pub(crate) queue: LocalQueue,
+    pub(crate) queue: Arc<LocalQueue>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) cluster_id: String,
-    pub(crate) node_id: NodeId,
-    pub(crate) http_addr: SocketAddr,
+    pub(crate) control: Arc<Control>,
 }
 
 impl App {
-    pub(crate) fn new(
-        config: SidecarConfig,
-        token: AdminToken,
-        http_addr: SocketAddr,
-    ) -> Result<Self, SidecarError> {
-        let cluster_id = cluster_id(&config.dir)?;
-        Ok(Self {
-            registry: Registry::open(&config.dir)?,
-            link: Arc::new(NodeLink::new()),
-            queue: LocalQueue::new(config.slots, config.queue_capacity),
-            metrics: Arc::new(Metrics::new()),
-            cluster_id,
-            node_id: NodeId(1),
-            http_addr,
-            token,
-            config,
-        })
-    }
-
-    /// Checks the bearer token.
+    /// Checks the bearer token against the hash in the control log.
     pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>")
@@ -81,7 +60,17 @@ impl App {
             .ok_or_else(|| {
                 ApiError::unauthorized("invalid_token", "expected Authorization: Bearer <token>")
             })?;
-        if self.token.verify(token.trim()) {
+        let Some(hash) = self.control.state().admin_token_hash() else {
+            return Err(ApiError {
+                retry_after_ms: Some(500),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "this host has not caught up with the control log yet",
+                )
+            });
+        };
+        if AdminToken::from_hash(hash).verify(token.trim()) {
             Ok(())
         } else {
             Err(ApiError::unauthorized(
@@ -90,23 +79,29 @@ impl App {
             ))
         }
     }
-}
 
-/// The cluster id, created at first start (`dir/cluster-id`).
-fn cluster_id(dir: &std::path::Path) -> Result<String, SidecarError> {
-    let path = dir.join("cluster-id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        return Ok(id.trim().to_owned());
+    /// Appends a command to the control log (through the leader) and
+    /// waits until it is applied here.
+    pub(crate) async fn commit(
+        &self,
+        command: ControlCommand,
+    ) -> Result<ControlResponse, ApiError> {
+        match self.control.propose(command).await {
+            Ok(ControlResponse::Rejected(reason)) => {
+                Err(ApiError::new(StatusCode::CONFLICT, "rejected", reason))
+            }
+            Ok(response) => Ok(response),
+            Err(e @ ProposeFailure::NoLeader(_)) => Err(ApiError {
+                retry_after_ms: Some(500),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string())
+            }),
+            Err(e) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "control_plane",
+                e.to_string(),
+            )),
+        }
     }
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| crate::TokenError::Random(e.to_string()))?;
-    let id = format!("sw-{}", hex::encode(bytes));
-    std::fs::write(&path, &id).map_err(|source| SidecarError::Io {
-        what: "cannot write",
-        path: path.clone(),
-        source,
-    })?;
-    Ok(id)
 }
 
 /// The ingress router.
@@ -117,6 +112,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster::get_cluster))
+        .route("/v1/tickets", post(members::create_ticket))
+        .route("/v1/members/{id}/drain", post(members::drain))
+        .route("/v1/members/{id}", delete(members::remove))
         .route("/v1/artifacts", get(artifacts::list))
         .route(
             "/v1/artifacts/{name}",

@@ -53,6 +53,36 @@ impl HostIdentity {
         })
     }
 
+    /// The identity whose private key is `der` (PKCS#8), as carried by a
+    /// join ticket.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, IdentityError> {
+        let key = KeyPair::try_from(der).map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        if key.public_key_raw().len() != 32 {
+            return Err(IdentityError::Certificate("not an ed25519 key".into()));
+        }
+        Self::from_key(key)
+    }
+
+    /// The private key as PKCS#8 DER (to put in a join ticket: a secret).
+    pub(crate) fn pkcs8_der(&self) -> Vec<u8> {
+        self.key.serialize_der()
+    }
+
+    /// Signs `message` with the identity key (ed25519).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use rcgen::SigningKey;
+        self.key
+            .sign(message)
+            .expect("ed25519 signing does not fail")
+    }
+
+    /// Whether `signature` is `key`'s ed25519 signature of `message`.
+    pub fn verify(key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+            .verify(message, signature)
+            .is_ok()
+    }
+
     /// Loads the identity in `dir`, creating it on first start.
     pub fn load_or_create(dir: &Path) -> Result<Self, IdentityError> {
         use std::os::unix::fs::PermissionsExt;

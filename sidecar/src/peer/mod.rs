@@ -15,12 +15,20 @@
 //! joining host's key is pinned by hand here) or the wiring of the
 //! sidecar's HTTP side to the control plane.
 
+pub(crate) mod client;
 mod endpoint;
 mod identity;
 mod pinning;
-mod raft_rpc;
+pub(crate) mod raft_rpc;
+mod service;
+mod ticket;
+mod wire;
 
+pub use client::PeerClient;
 pub use endpoint::{ALPN, PeerEndpoint};
 pub use identity::{HostIdentity, IdentityError};
 pub use pinning::PinnedPeers;
-pub use raft_rpc::{QuicTransport, serve_raft};
+pub use raft_rpc::{QuicTransport, RaftReply, RaftRequest, serve_raft};
+pub use service::{PeerHandler, PeerKind, RaftOnly, serve};
+pub use ticket::{JoinTicket, TicketError, TicketMember};
+pub use wire::{HostStatus, JoinAccepted, JoinRequest, PeerReply, PeerRequest, ProposeError};

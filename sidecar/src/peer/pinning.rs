@@ -15,19 +15,33 @@ use std::sync::{Arc, RwLock};
 /// The ed25519 OID, 1.3.101.112.
 const ED25519_OID: &str = "1.3.101.112";
 
-/// The set of keys this host accepts as peers. Cheap to clone; every clone
-/// sees changes (a member joining or leaving takes effect on the next
-/// handshake).
+/// The keys this host accepts in a handshake: members' identity keys, and
+/// the one-time keys of join tickets (whose holders may only ask to join).
+/// Cheap to clone; every clone sees changes (a member joining or leaving
+/// takes effect on the next handshake).
 #[derive(Clone)]
 pub struct PinnedPeers {
-    keys: Arc<RwLock<HashSet<[u8; 32]>>>,
+    keys: Arc<RwLock<Keys>>,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+#[derive(Debug, Default)]
+struct Keys {
+    members: HashSet<[u8; 32]>,
+    tickets: HashSet<[u8; 32]>,
 }
 
 impl std::fmt::Debug for PinnedPeers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.keys.read().map(|k| k.len()).unwrap_or(0);
-        f.debug_struct("PinnedPeers").field("keys", &n).finish()
+        let (m, t) = self
+            .keys
+            .read()
+            .map(|k| (k.members.len(), k.tickets.len()))
+            .unwrap_or_default();
+        f.debug_struct("PinnedPeers")
+            .field("members", &m)
+            .field("tickets", &t)
+            .finish()
     }
 }
 
@@ -42,7 +56,7 @@ impl Default for PinnedPeers {
 
 /// The ed25519 public key in a certificate, parsed properly (never found
 /// by searching the bytes).
-fn ed25519_key(cert: &CertificateDer<'_>) -> Result<[u8; 32], Error> {
+pub(crate) fn ed25519_key(cert: &CertificateDer<'_>) -> Result<[u8; 32], Error> {
     let bad = |why: &str| Error::General(format!("peer certificate rejected: {why}"));
     let (_, parsed) =
         x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| bad("not X.509"))?;
@@ -58,19 +72,55 @@ fn ed25519_key(cert: &CertificateDer<'_>) -> Result<[u8; 32], Error> {
 }
 
 impl PinnedPeers {
-    /// Accepts `key` from now on.
+    /// Accepts `key` as a member's from now on.
     pub fn pin(&self, key: [u8; 32]) {
-        self.keys.write().expect("pinned keys lock").insert(key);
+        self.keys
+            .write()
+            .expect("pinned keys lock")
+            .members
+            .insert(key);
+    }
+
+    /// Accepts `key` as a join ticket's (its holder may only ask to join).
+    pub fn pin_ticket(&self, key: [u8; 32]) {
+        self.keys
+            .write()
+            .expect("pinned keys lock")
+            .tickets
+            .insert(key);
     }
 
     /// Stops accepting `key` (open connections stay until closed).
     pub fn unpin(&self, key: &[u8; 32]) {
-        self.keys.write().expect("pinned keys lock").remove(key);
+        let mut keys = self.keys.write().expect("pinned keys lock");
+        keys.members.remove(key);
+        keys.tickets.remove(key);
+    }
+
+    /// Replaces every pinned key (from the committed membership).
+    pub fn replace(
+        &self,
+        members: impl IntoIterator<Item = [u8; 32]>,
+        tickets: impl IntoIterator<Item = [u8; 32]>,
+    ) {
+        let mut keys = self.keys.write().expect("pinned keys lock");
+        keys.members = members.into_iter().collect();
+        keys.tickets = tickets.into_iter().collect();
+    }
+
+    /// Whether `key` is a member's (not just a ticket's).
+    pub fn is_member(&self, key: &[u8; 32]) -> bool {
+        self.keys
+            .read()
+            .expect("pinned keys lock")
+            .members
+            .contains(key)
     }
 
     fn check(&self, cert: &CertificateDer<'_>) -> Result<(), Error> {
         let key = ed25519_key(cert)?;
-        if self.keys.read().expect("pinned keys lock").contains(&key) {
+        let keys = self.keys.read().expect("pinned keys lock");
+        if keys.members.contains(&key) || keys.tickets.contains(&key) {
             Ok(())
         } else {
             Err(Error::General(

@@ -1,15 +1,15 @@
-//! Raft RPCs over QUIC: one bidirectional stream per call, one request
-//! frame and one reply frame (`proto` framing), with a deadline per call and
-//! one reused connection per peer.
+//! Raft RPCs over QUIC: the [`RaftTransport`] of `spillway host`, over the
+//! peer protocol's [`PeerClient`] (one stream per call, a deadline per
+//! call, one reused connection per peer).
 
-use crate::peer::PeerEndpoint;
+use crate::peer::client::PeerClient;
+use crate::peer::service::{RaftOnly, serve};
+use crate::peer::wire::{PeerReply, PeerRequest};
+use crate::peer::{PeerEndpoint, PinnedPeers};
 use serde::{Deserialize, Serialize};
 use spillway_consensus::{Raft, RaftTransport, Snapshot, TransportError};
-use spillway_proto::frame;
-use std::collections::HashMap;
 use std::io::Cursor;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft_types::*;
@@ -23,18 +23,17 @@ mod openraft_types {
     };
 }
 
-/// Largest RPC frame (a snapshot travels in one frame for now).
-const MAX_RPC: usize = frame::MAX_FRAME_LEN;
 /// Deadline of a vote or append.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of a snapshot transfer.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The first (and only) frame a peer sends on a Raft stream.
+/// A Raft RPC.
 #[derive(Debug, Serialize, Deserialize)]
-enum RaftRequest {
+pub enum RaftRequest {
     Append(AppendEntriesRequest),
     Vote(VoteRequest),
+    /// A whole snapshot in one frame (so at most 64 MiB for now).
     Snapshot {
         vote: Vote,
         meta: SnapshotMeta,
@@ -43,7 +42,7 @@ enum RaftRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum RaftReply {
+pub enum RaftReply {
     Append(AppendEntriesResponse),
     Vote(VoteResponse),
     Snapshot(SnapshotResponse),
@@ -54,58 +53,12 @@ enum RaftReply {
 /// Raft messages to peers over QUIC.
 #[derive(Debug, Clone)]
 pub struct QuicTransport {
-    endpoint: PeerEndpoint,
-    addresses: Arc<RwLock<HashMap<u64, SocketAddr>>>,
-    connections: Arc<Mutex<HashMap<u64, quinn::Connection>>>,
+    client: PeerClient,
 }
 
 impl QuicTransport {
-    pub fn new(endpoint: PeerEndpoint) -> Self {
-        Self {
-            endpoint,
-            addresses: Arc::default(),
-            connections: Arc::default(),
-        }
-    }
-
-    /// Where host `id` listens.
-    pub fn set_address(&self, id: u64, addr: SocketAddr) {
-        self.addresses
-            .write()
-            .expect("address book lock")
-            .insert(id, addr);
-    }
-
-    async fn connection(&self, target: u64) -> Result<quinn::Connection, TransportError> {
-        let cached = self
-            .connections
-            .lock()
-            .expect("connections lock")
-            .get(&target)
-            .cloned();
-        if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
-            return Ok(c);
-        }
-        let unreachable = |reason: String| TransportError::Unreachable {
-            peer: target,
-            reason,
-        };
-        let addr = self
-            .addresses
-            .read()
-            .expect("address book lock")
-            .get(&target)
-            .copied()
-            .ok_or_else(|| unreachable("no known address".into()))?;
-        let conn = tokio::time::timeout(RPC_TIMEOUT, self.endpoint.connect(addr))
-            .await
-            .map_err(|_| unreachable(format!("connecting to {addr} timed out")))?
-            .map_err(|e| unreachable(format!("connecting to {addr}: {e}")))?;
-        self.connections
-            .lock()
-            .expect("connections lock")
-            .insert(target, conn.clone());
-        Ok(conn)
+    pub fn new(client: PeerClient) -> Self {
+        Self { client }
     }
 
     async fn call(
@@ -114,32 +67,16 @@ impl QuicTransport {
         request: RaftRequest,
         deadline: Duration,
     ) -> Result<RaftReply, TransportError> {
-        let conn = self.connection(target).await?;
-        let failed = |reason: String| TransportError::Failed {
-            peer: target,
-            reason,
-        };
-        let exchange = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            send.write_all(&frame::encode(&request))
-                .await
-                .map_err(|e| e.to_string())?;
-            send.finish().map_err(|e| e.to_string())?;
-            let bytes = recv.read_to_end(MAX_RPC).await.map_err(|e| e.to_string())?;
-            frame::decode::<RaftReply>(&bytes, MAX_RPC)
-                .map(|(r, _)| r)
-                .map_err(|e| e.to_string())
-        };
-        match tokio::time::timeout(deadline, exchange).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                self.connections
-                    .lock()
-                    .expect("connections lock")
-                    .remove(&target);
-                Err(failed(e))
-            }
-            Err(_) => Err(failed(format!("no answer within {deadline:?}"))),
+        match self
+            .client
+            .call(target, &PeerRequest::Raft(request), deadline)
+            .await?
+        {
+            PeerReply::Raft(reply) => Ok(reply),
+            other => Err(TransportError::Failed {
+                peer: target,
+                reason: format!("unexpected reply {other:?}"),
+            }),
         }
     }
 }
@@ -196,40 +133,15 @@ impl RaftTransport for QuicTransport {
 }
 
 /// Serves Raft RPCs arriving on `endpoint` to `raft` until the endpoint
-/// closes. Connections from unpinned keys fail their handshake and are
-/// never read.
-pub async fn serve_raft(endpoint: PeerEndpoint, raft: Raft) {
-    while let Some(incoming) = endpoint.accept().await {
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let conn = match incoming.await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("peer handshake failed: {e}");
-                    return;
-                }
-            };
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(answer(raft.clone(), send, recv));
-            }
-        });
-    }
+/// closes (a host with nothing but Raft; `spillway host` serves the whole
+/// peer protocol). Connections from unpinned keys fail their handshake and
+/// are never read.
+pub async fn serve_raft(endpoint: PeerEndpoint, pinned: PinnedPeers, raft: Raft) {
+    serve(endpoint, pinned, Arc::new(RaftOnly(raft))).await;
 }
 
-async fn answer(raft: Raft, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let reply = match recv.read_to_end(MAX_RPC).await {
-        Ok(bytes) => match frame::decode::<RaftRequest>(&bytes, MAX_RPC) {
-            Ok((request, _)) => handle(&raft, request).await,
-            Err(e) => RaftReply::Error(format!("bad request frame: {e}")),
-        },
-        Err(e) => RaftReply::Error(format!("reading the request: {e}")),
-    };
-    if send.write_all(&frame::encode(&reply)).await.is_ok() {
-        let _ = send.finish();
-    }
-}
-
-async fn handle(raft: &Raft, request: RaftRequest) -> RaftReply {
+/// Hands one Raft RPC to the local Raft.
+pub(crate) async fn answer_raft(raft: &Raft, request: RaftRequest) -> RaftReply {
     match request {
         RaftRequest::Append(rpc) => match raft.append_entries(rpc).await {
             Ok(r) => RaftReply::Append(r),

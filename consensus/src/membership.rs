@@ -1,0 +1,112 @@
+//! Who is in the cluster: members (identity key, addresses, labels, GPUs,
+//! lifecycle state), the join tickets that admit new ones, and the typed
+//! reasons a join is refused.
+//!
+//! Raft's own membership config says who votes; this says who a host *is*.
+//! A member's role (voter or learner) is read from Raft, its lifecycle state
+//! from here.
+
+use serde::{Deserialize, Serialize};
+use spillway_proto::GpuDevice;
+use std::collections::BTreeMap;
+
+/// The join protocol version this build speaks. A ticket or join request
+/// of another version is refused with [`JoinRefusal::VersionIncompatible`].
+pub const JOIN_VERSION: u16 = 1;
+
+/// An ed25519 public key (raw, 32 bytes): a host's or a ticket's identity.
+pub type PublicKey = [u8; 32];
+
+/// Where a member is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Admitted; Raft is adding it (as a learner first).
+    Joining,
+    /// Serving.
+    Active,
+    /// Finishing its work; takes no new jobs and is not promoted.
+    Draining,
+    /// Out of the cluster; its key is no longer accepted.
+    Removed,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Joining => "joining",
+            MemberState::Active => "active",
+            MemberState::Draining => "draining",
+            MemberState::Removed => "removed",
+        }
+    }
+}
+
+/// One host of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    pub id: u64,
+    /// Its ed25519 identity key: the key its QUIC certificate carries.
+    pub key: PublicKey,
+    pub quic_addr: String,
+    pub http_addr: String,
+    pub labels: BTreeMap<String, String>,
+    pub gpus: Vec<GpuDevice>,
+    pub state: MemberState,
+}
+
+/// A join ticket as the log records it: its one-time key (the joining
+/// host proves possession in the QUIC handshake), who issued it, until when
+/// it is valid, and who used it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketEntry {
+    pub key: PublicKey,
+    pub issuer: u64,
+    pub expires_unix_ms: u64,
+    pub used_by: Option<u64>,
+}
+
+/// Why a host was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JoinRefusal {
+    /// Ask a member for a new ticket (`spillway ticket create`).
+    #[error("the join ticket expired")]
+    Expired,
+    /// Tickets admit one host; ask for a new one.
+    #[error("the join ticket was already used (by host {by})")]
+    AlreadyUsed { by: u64 },
+    /// The ticket belongs to another cluster than the one reached.
+    #[error("the join ticket is for cluster {ticket}, but this is cluster {cluster}")]
+    WrongCluster { ticket: String, cluster: String },
+    /// This identity key already belongs to a member.
+    #[error("this host's identity is already member {id} of the cluster")]
+    AlreadyMember { id: u64 },
+    /// The joining host and the cluster speak different join versions.
+    #[error("join protocol version {theirs} is not supported (this cluster speaks {ours})")]
+    VersionIncompatible { ours: u16, theirs: u16 },
+    /// No such ticket was issued by this cluster.
+    #[error("this cluster never issued the join ticket")]
+    UnknownTicket,
+    /// The ticket's signature does not verify with its issuer's key.
+    #[error("the join ticket's signature is not valid")]
+    BadSignature,
+    /// The cluster could not decide now (no leader); retry.
+    #[error("the cluster cannot admit hosts now: {0}")]
+    Unavailable(String),
+}
+
+impl JoinRefusal {
+    /// A stable code for scripts and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JoinRefusal::Expired => "ticket_expired",
+            JoinRefusal::AlreadyUsed { .. } => "ticket_already_used",
+            JoinRefusal::WrongCluster { .. } => "wrong_cluster",
+            JoinRefusal::AlreadyMember { .. } => "already_member",
+            JoinRefusal::VersionIncompatible { .. } => "version_incompatible",
+            JoinRefusal::UnknownTicket => "unknown_ticket",
+            JoinRefusal::BadSignature => "bad_signature",
+            JoinRefusal::Unavailable(_) => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Answers peers: Raft RPCs, proposals forwarded to this host as leader,
+//! joins, artifact fetches and status queries.
+
+use super::Control;
+use crate::peer::raft_rpc::answer_raft;
+use crate::peer::{
+    JoinAccepted, JoinRequest, PeerHandler, PeerKind, PeerReply, PeerRequest, ProposeError,
+    TicketMember,
+};
+use spillway_consensus::{
+    ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal, MemberState,
+};
+use std::sync::Arc;
+
+/// The peer handler of `spillway host`.
+#[derive(Debug, Clone)]
+pub(crate) struct ControlHandler(pub(crate) Arc<Control>);
+
+impl PeerHandler for ControlHandler {
+    async fn handle(&self, from: PeerKind, request: PeerRequest) -> PeerReply {
+        let control = &self.0;
+        match request {
+            PeerRequest::Raft(r) => PeerReply::Raft(answer_raft(control.plane.raft(), r).await),
+            PeerRequest::Propose(command) => {
+                PeerReply::Proposed(control.plane.propose(command).await.map_err(|e| match e {
+                    ControlError::NotLeader { leader } => ProposeError::NotLeader { leader },
+                    other => ProposeError::Failed(other.to_string()),
+                }))
+            }
+            PeerRequest::Join(join) => {
+                let PeerKind::Joiner(ticket_key) = from else {
+                    return PeerReply::Joined(Err(JoinRefusal::AlreadyMember {
+                        id: control
+                            .state()
+                            .member_by_key(&join.member.key)
+                            .map_or(0, |m| m.id),
+                    }));
+                };
+                PeerReply::Joined(control.admit(ticket_key, join).await)
+            }
+            PeerRequest::FetchArtifact { digest } => PeerReply::Artifact(
+                control
+                    .link
+                    .get_artifact(digest)
+                    .await
+                    .map_err(|f| f.to_string()),
+            ),
+            PeerRequest::Status => PeerReply::Status(control.local_status()),
+        }
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Control {
+    /// Decides a join: checks the ticket against the committed state here,
+    /// then lets the log decide (one use, expiry, duplicate identity) so two
+    /// members can never admit with one ticket.
+    async fn admit(
+        &self,
+        ticket_key: [u8; 32],
+        join: JoinRequest,
+    ) -> Result<JoinAccepted, JoinRefusal> {
+        let body = &join.ticket.body;
+        if join.version != JOIN_VERSION || body.version != JOIN_VERSION {
+            return Err(JoinRefusal::VersionIncompatible {
+                ours: JOIN_VERSION,
+                theirs: join.version.max(body.version),
+            });
+        }
+        let state = self.state();
+        if body.cluster_id != state.cluster_id() {
+            return Err(JoinRefusal::WrongCluster {
+                ticket: body.cluster_id.clone(),
+                cluster: state.cluster_id().to_owned(),
+            });
+        }
+        let issuer = state
+            .member(body.issuer)
+            .ok_or(JoinRefusal::UnknownTicket)?;
+        if !join.ticket.signed_by(&issuer.key) {
+            return Err(JoinRefusal::BadSignature);
+        }
+        // The handshake proved the one-time key; it must be this ticket's.
+        let presented = join
+            .ticket
+            .identity()
+            .map_err(|_| JoinRefusal::BadSignature)?;
+        if presented.public_key() != ticket_key {
+            return Err(JoinRefusal::BadSignature);
+        }
+        let command = ControlCommand::Admit {
+            ticket: ticket_key,
+            cluster_id: body.cluster_id.clone(),
+            version: join.version,
+            now_unix_ms: now_unix_ms(),
+            member: join.member,
+        };
+        match self.propose(command).await {
+            Ok(ControlResponse::Admitted { id }) => {
+                tracing::info!(host = id, "admitted a host");
+                let state = self.state();
+                let members = state
+                    .members()
+                    .filter(|m| m.state != MemberState::Removed && m.id != id)
+                    .map(|m| TicketMember {
+                        id: m.id,
+                        key: m.key,
+                        quic_addr: m.quic_addr.clone(),
+                    })
+                    .collect();
+                Ok(JoinAccepted {
+                    id,
+                    cluster_id: state.cluster_id().to_owned(),
+                    members,
+                })
+            }
+            Ok(ControlResponse::Refused(refusal)) => Err(refusal),
+            Ok(other) => Err(JoinRefusal::Unavailable(format!("{other:?}"))),
+            Err(e) => Err(JoinRefusal::Unavailable(e.to_string())),
+        }
+    }
+}

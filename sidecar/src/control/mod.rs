@@ -1,0 +1,197 @@
+//! The sidecar's side of the control plane: this host's Raft member, the
+//! peer protocol it serves over QUIC, and the loops that keep the log and
+//! the host in step.
+//!
+//! ```text
+//!             HTTP handlers ──propose──▶ Control ──(leader? local : forward over QUIC)──▶ Raft log
+//!                           ◀──state()── (cached ControlState, refreshed on every apply)
+//!  peers ──QUIC──▶ handler (Raft RPCs, forwarded proposals, joins, artifact fetches, status)
+//!  loops: sync (pinned keys, peer addresses, cache) · reconcile (leader: learners, voters)
+//!         · residency (node's artifacts → log, in batches) · self-update (addresses, GPUs)
+//! ```
+//!
+//! - `start` founds a cluster (`init`), joins one with a ticket, or
+//!   rejoins the one this host's directory belongs to.
+//! - `handler` answers peers; `tasks` runs the loops; `fetch` brings an
+//!   artifact from a holder, checks its digest and hands it to the node.
+//!
+//! What it is not: the scheduler or the dispatch of jobs to peers (the
+//! burst issue), nor tenants and their tokens (the tenants issue).
+
+mod fetch;
+mod handler;
+mod local;
+mod start;
+mod tasks;
+
+pub use start::ClusterStart;
+pub(crate) use start::{start, ticket_members};
+
+use crate::link::NodeLink;
+use crate::peer::{HostIdentity, PeerClient, PeerEndpoint, PeerReply, PeerRequest, PinnedPeers};
+use crate::peer::{HostStatus, ProposeError};
+use crate::queue::LocalQueue;
+use spillway_consensus::{
+    ControlCommand, ControlError, ControlPlane, ControlResponse, ControlState, RaftStatus,
+};
+use spillway_proto::Digest;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OnceCell, watch};
+
+/// How long a proposal may look for a leader before it gives up.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of one forwarded proposal.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a change could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProposeFailure {
+    /// No leader answered in time (an election, a partition): retry.
+    #[error("the control plane has no reachable leader: {0}")]
+    NoLeader(String),
+    #[error("the control plane failed: {0}")]
+    Failed(String),
+}
+
+/// This host's control-plane member and peer side.
+pub(crate) struct Control {
+    pub(crate) id: u64,
+    plane: ControlPlane,
+    client: PeerClient,
+    endpoint: PeerEndpoint,
+    pinned: PinnedPeers,
+    identity: HostIdentity,
+    state: watch::Sender<Arc<ControlState>>,
+    link: Arc<NodeLink>,
+    queue: Arc<LocalQueue>,
+    max_voters: usize,
+    http_addr: std::net::SocketAddr,
+    /// Fetches in flight, one per digest (concurrent callers share it).
+    fetches: Mutex<HashMap<Digest, Arc<OnceCell<Result<(), String>>>>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// The control state as applied here (cheap: shared).
+    pub(crate) fn state(&self) -> Arc<ControlState> {
+        self.state.borrow().clone()
+    }
+
+    /// Raft's view from this host.
+    pub(crate) fn raft_status(&self) -> RaftStatus {
+        self.plane.status()
+    }
+
+    pub(crate) fn identity(&self) -> &HostIdentity {
+        &self.identity
+    }
+
+    pub(crate) fn quic_addr(&self) -> Option<std::net::SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// Appends `command` through the leader (this host, or forwarded over
+    /// QUIC) and waits until it is applied here too, so a caller reads its
+    /// own write.
+    pub(crate) async fn propose(
+        &self,
+        command: ControlCommand,
+    ) -> Result<ControlResponse, ProposeFailure> {
+        let until = Instant::now() + PROPOSE_TIMEOUT;
+        let mut last = String::from("no leader elected yet");
+        while Instant::now() < until {
+            let leader = match self.plane.propose(command.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(ControlError::NotLeader { leader }) => leader,
+                Err(e) => return Err(ProposeFailure::Failed(e.to_string())),
+            };
+            match leader.filter(|l| *l != self.id) {
+                Some(leader) => {
+                    let request = PeerRequest::Propose(command.clone());
+                    match self.client.call(leader, &request, FORWARD_TIMEOUT).await {
+                        Ok(PeerReply::Proposed(Ok(response))) => {
+                            self.wait_applied_past(leader).await;
+                            return Ok(response);
+                        }
+                        Ok(PeerReply::Proposed(Err(ProposeError::Failed(e)))) => {
+                            return Err(ProposeFailure::Failed(e));
+                        }
+                        Ok(PeerReply::Proposed(Err(e @ ProposeError::NotLeader { .. }))) => {
+                            last = e.to_string();
+                        }
+                        Ok(other) => last = format!("unexpected reply {other:?}"),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                None => last = "no leader elected yet".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(ProposeFailure::NoLeader(last))
+    }
+
+    /// After a forwarded write: waits (briefly) until this host has applied
+    /// what the leader had committed, so the caller reads its own write.
+    async fn wait_applied_past(&self, leader: u64) {
+        let Ok(PeerReply::Status(status)) = self
+            .client
+            .call(leader, &PeerRequest::Status, FORWARD_TIMEOUT)
+            .await
+        else {
+            return;
+        };
+        let target = status.applied_index;
+        let until = Instant::now() + FORWARD_TIMEOUT;
+        let mut changes = self.plane.changes();
+        while self.plane.applied_index() < target && Instant::now() < until {
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.next()).await;
+        }
+    }
+
+    /// This host's own status, as peers ask for it.
+    pub(crate) fn local_status(&self) -> HostStatus {
+        let node = self.link.status();
+        HostStatus {
+            node_up: node.up,
+            node_pid: node.pid,
+            node_restarts: node.restarts,
+            slots: node.capabilities.as_ref().map_or(0, |c| c.slots),
+            running: self.queue.running(),
+            queued: self.queue.depth(),
+            resident_artifacts: node.held.len(),
+            backends: node
+                .capabilities
+                .iter()
+                .flat_map(|c| &c.backends)
+                .map(|b| b.as_str().to_owned())
+                .collect(),
+            applied_index: self.plane.applied_index(),
+        }
+    }
+
+    /// Another member's status over QUIC (`None` if it does not answer
+    /// within `deadline`).
+    pub(crate) async fn peer_status(&self, id: u64, deadline: Duration) -> Option<HostStatus> {
+        match self.client.call(id, &PeerRequest::Status, deadline).await {
+            Ok(PeerReply::Status(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Stops Raft and closes the QUIC endpoint.
+    pub(crate) async fn shutdown(&self) {
+        if let Err(e) = self.plane.shutdown().await {
+            tracing::warn!("stopping raft: {e}");
+        }
+        self.endpoint.close();
+    }
+}

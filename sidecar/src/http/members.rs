@@ -1,0 +1,117 @@
+//! `POST /v1/tickets`, `POST /v1/members/{id}/drain`, `DELETE
+//! /v1/members/{id}`: admitting, draining and removing hosts.
+
+use super::{ApiError, App};
+use crate::control::ticket_members;
+use crate::peer::JoinTicket;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spillway_consensus::{ControlCommand, MemberState, TicketEntry};
+use std::sync::Arc;
+
+/// The longest a ticket may stay valid.
+const MAX_TTL_S: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateTicket {
+    /// Seconds the ticket stays valid (default one hour).
+    ttl_s: Option<u64>,
+}
+
+pub(super) async fn create_ticket(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<CreateTicket>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    app.authorize(&headers)?;
+    let ttl_s = body
+        .map(|Json(b)| b)
+        .unwrap_or_default()
+        .ttl_s
+        .unwrap_or(3600);
+    if !(1..=MAX_TTL_S).contains(&ttl_s) {
+        return Err(ApiError::bad_request(
+            "bad_ttl",
+            format!("ttl_s must be between 1 and {MAX_TTL_S}"),
+        ));
+    }
+    let control = &app.control;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let expires_unix_ms = now_ms + ttl_s * 1000;
+    let cluster_id = control.state().cluster_id().to_owned();
+    let (ticket, key) = JoinTicket::issue(
+        control.identity(),
+        control.id,
+        cluster_id.clone(),
+        ticket_members(control),
+        expires_unix_ms,
+    )
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let entry = TicketEntry {
+        key,
+        issuer: control.id,
+        expires_unix_ms,
+        used_by: None,
+    };
+    app.commit(ControlCommand::IssueTicket(entry)).await?;
+    tracing::info!(ttl_s, "join ticket issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "ticket": ticket.encode(),
+            "cluster_id": cluster_id,
+            "expires_unix_ms": expires_unix_ms,
+        })),
+    ))
+}
+
+fn parse_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request("bad_member", format!("{id:?} is not a host id")))
+}
+
+async fn set_state(app: &App, id: u64, state: MemberState) -> Result<Json<Value>, ApiError> {
+    let current = app.control.state();
+    let Some(member) = current.member(id) else {
+        return Err(ApiError::not_found("member", format!("no member {id}")));
+    };
+    let raft = app.control.raft_status();
+    if state == MemberState::Removed && raft.voters.len() == 1 && raft.voters.contains(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_voter",
+            format!("host {id} is the only voter; add a voter before removing it"),
+        ));
+    }
+    let from = member.state.as_str();
+    app.commit(ControlCommand::SetMemberState { id, state })
+        .await?;
+    tracing::info!(host = id, from, to = state.as_str(), "member state changed");
+    Ok(Json(json!({"id": id, "state": state.as_str()})))
+}
+
+pub(super) async fn drain(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    _body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    app.authorize(&headers)?;
+    set_state(&app, parse_id(&id)?, MemberState::Draining).await
+}
+
+pub(super) async fn remove(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    app.authorize(&headers)?;
+    set_state(&app, parse_id(&id)?, MemberState::Removed).await
+}

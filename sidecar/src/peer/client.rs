@@ -1,0 +1,129 @@
+//! Calls to peers: one reused QUIC connection per peer, one bidirectional
+//! stream per call (a request frame, a reply frame), a deadline per call.
+//! A broken connection is dropped and the next call reconnects.
+
+use crate::peer::PeerEndpoint;
+use crate::peer::wire::{PeerReply, PeerRequest};
+use spillway_consensus::TransportError;
+use spillway_proto::frame;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Largest reply frame (an artifact or a snapshot travels in one frame).
+pub(crate) const MAX_REPLY: usize = frame::MAX_FRAME_LEN;
+
+/// How long connecting to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Calls peers by host id (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    endpoint: PeerEndpoint,
+    addresses: Arc<RwLock<HashMap<u64, SocketAddr>>>,
+    connections: Arc<Mutex<HashMap<u64, quinn::Connection>>>,
+}
+
+impl PeerClient {
+    pub fn new(endpoint: PeerEndpoint) -> Self {
+        Self {
+            endpoint,
+            addresses: Arc::default(),
+            connections: Arc::default(),
+        }
+    }
+
+    /// Where host `id` listens. A changed address drops the old connection.
+    pub fn set_address(&self, id: u64, addr: SocketAddr) {
+        let old = self
+            .addresses
+            .write()
+            .expect("address book lock")
+            .insert(id, addr);
+        if old.is_some_and(|a| a != addr) {
+            self.connections
+                .lock()
+                .expect("connections lock")
+                .remove(&id);
+        }
+    }
+
+    async fn connection(&self, target: u64) -> Result<quinn::Connection, TransportError> {
+        let cached = self
+            .connections
+            .lock()
+            .expect("connections lock")
+            .get(&target)
+            .cloned();
+        if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
+            return Ok(c);
+        }
+        let unreachable = |reason: String| TransportError::Unreachable {
+            peer: target,
+            reason,
+        };
+        let addr = self
+            .addresses
+            .read()
+            .expect("address book lock")
+            .get(&target)
+            .copied()
+            .ok_or_else(|| unreachable("no known address".into()))?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(addr))
+            .await
+            .map_err(|_| unreachable(format!("connecting to {addr} timed out")))?
+            .map_err(|e| unreachable(format!("connecting to {addr}: {e}")))?;
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .insert(target, conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends `request` to host `target` and waits for its reply.
+    pub async fn call(
+        &self,
+        target: u64,
+        request: &PeerRequest,
+        deadline: Duration,
+    ) -> Result<PeerReply, TransportError> {
+        let conn = self.connection(target).await?;
+        match tokio::time::timeout(deadline, exchange(&conn, request)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(reason)) => {
+                self.connections
+                    .lock()
+                    .expect("connections lock")
+                    .remove(&target);
+                Err(TransportError::Failed {
+                    peer: target,
+                    reason,
+                })
+            }
+            Err(_) => Err(TransportError::Failed {
+                peer: target,
+                reason: format!("no answer within {deadline:?}"),
+            }),
+        }
+    }
+}
+
+/// One request and its reply on a new stream of `conn`.
+pub(crate) async fn exchange(
+    conn: &quinn::Connection,
+    request: &PeerRequest,
+) -> Result<PeerReply, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(&frame::encode(request))
+        .await
+        .map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let bytes = recv
+        .read_to_end(MAX_REPLY)
+        .await
+        .map_err(|e| e.to_string())?;
+    frame::decode::<PeerReply>(&bytes, MAX_REPLY)
+        .map(|(r, _)| r)
+        .map_err(|e| e.to_string())
+}

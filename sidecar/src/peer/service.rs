@@ -1,0 +1,117 @@
+//! The server side of the peer protocol: accepts QUIC connections, reads
+//! one request per stream and answers it through a [`PeerHandler`].
+//!
+//! A connection whose key is a ticket's (not a member's) may send only a
+//! join request; anything else is refused and the connection closed. A key
+//! that is neither never gets past the handshake.
+
+use crate::peer::client::MAX_REPLY;
+use crate::peer::pinning::ed25519_key;
+use crate::peer::raft_rpc::answer_raft;
+use crate::peer::wire::{PeerReply, PeerRequest};
+use crate::peer::{PeerEndpoint, PinnedPeers};
+use rustls::pki_types::CertificateDer;
+use spillway_consensus::{PublicKey, Raft};
+use spillway_proto::frame;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Who sent a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    Member(PublicKey),
+    /// The holder of a join ticket's one-time key.
+    Joiner(PublicKey),
+}
+
+/// Answers peer requests.
+pub trait PeerHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        from: PeerKind,
+        request: PeerRequest,
+    ) -> impl Future<Output = PeerReply> + Send;
+}
+
+/// Answers Raft RPCs only (tests and tools that run a bare Raft).
+#[derive(Debug, Clone)]
+pub struct RaftOnly(pub Raft);
+
+impl PeerHandler for RaftOnly {
+    async fn handle(&self, _from: PeerKind, request: PeerRequest) -> PeerReply {
+        match request {
+            PeerRequest::Raft(r) => PeerReply::Raft(answer_raft(&self.0, r).await),
+            _ => PeerReply::Error("this host answers Raft requests only".into()),
+        }
+    }
+}
+
+/// The key a connection's peer proved in the handshake.
+pub(crate) fn peer_key(conn: &quinn::Connection) -> Option<PublicKey> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    ed25519_key(certs.first()?).ok()
+}
+
+/// Serves peers arriving on `endpoint` until it closes.
+pub async fn serve<H: PeerHandler>(endpoint: PeerEndpoint, pinned: PinnedPeers, handler: Arc<H>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (handler, pinned) = (handler.clone(), pinned.clone());
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!("peer handshake failed: {e}");
+                    return;
+                }
+            };
+            let Some(key) = peer_key(&conn) else {
+                conn.close(1u32.into(), b"no identity");
+                return;
+            };
+            let from = if pinned.is_member(&key) {
+                PeerKind::Member(key)
+            } else {
+                PeerKind::Joiner(key)
+            };
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let handler = handler.clone();
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    answer(&*handler, from, &conn, send, recv).await;
+                });
+            }
+        });
+    }
+}
+
+async fn answer<H: PeerHandler>(
+    handler: &H,
+    from: PeerKind,
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    // A joiner's request is small; members may send snapshots.
+    let limit = match from {
+        PeerKind::Member(_) => MAX_REPLY,
+        PeerKind::Joiner(_) => 64 << 10,
+    };
+    let reply = match recv.read_to_end(limit).await {
+        Ok(bytes) => match frame::decode::<PeerRequest>(&bytes, limit) {
+            Ok((request, _)) => match (from, request) {
+                (PeerKind::Joiner(_), r @ PeerRequest::Join(_)) => handler.handle(from, r).await,
+                (PeerKind::Joiner(_), _) => {
+                    conn.close(2u32.into(), b"ticket holders may only join");
+                    return;
+                }
+                (PeerKind::Member(_), r) => handler.handle(from, r).await,
+            },
+            Err(e) => PeerReply::Error(format!("bad request frame: {e}")),
+        },
+        Err(e) => PeerReply::Error(format!("reading the request: {e}")),
+    };
+    if send.write_all(&frame::encode(&reply)).await.is_ok() {
+        let _ = send.finish();
+    }
+}
