@@ -66,6 +66,8 @@ pub struct RaftStatus {
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
+    /// The last entry dropped from the log (compacted into a snapshot).
+    pub purged_index: Option<u64>,
     pub voters: BTreeSet<u64>,
     pub learners: BTreeSet<u64>,
     /// Raft's membership: where each host's sidecar listens.
@@ -244,6 +246,7 @@ impl ControlPlane {
             committed_index: m.local_committed.map(|id| id.index),
             applied_index: m.last_applied.map(|id| id.index),
             snapshot_index: m.snapshot.map(|id| id.index),
+            purged_index: m.purged.map(|id| id.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
             nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),

@@ -6,13 +6,15 @@ use spillway_consensus::{
     ControlCommand, ControlConfig, ControlError, ControlPlane, Member, RaftTransport,
 };
 use spillway_proto::Digest;
-use spillway_sidecar::peer::{HostIdentity, PeerEndpoint, PinnedPeers, QuicTransport, serve_raft};
+use spillway_sidecar::peer::{
+    HostIdentity, PeerClient, PeerEndpoint, PinnedPeers, QuicTransport, serve_raft,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 struct Host {
     control: ControlPlane,
-    transport: QuicTransport,
+    client: PeerClient,
     endpoint: PeerEndpoint,
 }
 
@@ -58,7 +60,8 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
     for (i, identity) in identities.iter().enumerate() {
         let id = i as u64 + 1;
         let endpoint = endpoint(identity, &pinned);
-        let transport = QuicTransport::new(endpoint.clone());
+        let client = PeerClient::new(endpoint.clone());
+        let transport = QuicTransport::new(client.clone());
         let control = ControlPlane::start(
             id,
             &dir.path().join(id.to_string()),
@@ -67,12 +70,16 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
         )
         .await
         .unwrap();
-        tokio::spawn(serve_raft(endpoint.clone(), control.raft().clone()));
+        tokio::spawn(serve_raft(
+            endpoint.clone(),
+            pinned.clone(),
+            control.raft().clone(),
+        ));
         hosts.insert(
             id,
             Host {
                 control,
-                transport,
+                client,
                 endpoint,
             },
         );
@@ -83,7 +90,7 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
         .collect();
     for h in hosts.values() {
         for (id, addr) in &addresses {
-            h.transport.set_address(*id, *addr);
+            h.client.set_address(*id, *addr);
         }
     }
     let members: BTreeMap<u64, Member> = addresses
@@ -134,8 +141,9 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
     for id in &identities {
         pin(&its_view, id);
     }
-    let intruder_transport = QuicTransport::new(endpoint(&intruder, &its_view));
-    intruder_transport.set_address(leader, addresses[leader as usize - 1].1);
+    let intruder_client = PeerClient::new(endpoint(&intruder, &its_view));
+    intruder_client.set_address(leader, addresses[leader as usize - 1].1);
+    let intruder_transport = QuicTransport::new(intruder_client);
     let term_before = hosts[&leader].control.term();
     let vote = spillway_consensus::raft::VoteRequest::new(
         spillway_consensus::raft::Vote::new(term_before + 10, 99),

@@ -39,6 +39,9 @@ impl Control {
     }
 
     async fn fetch(&self, digest: Digest) -> Result<(), String> {
+        if self.state().holders(&digest).is_empty() {
+            self.catch_up().await;
+        }
         let state = self.state();
         let holders: Vec<u64> = state
             .holders(&digest)

@@ -157,6 +157,16 @@ impl Control {
         }
     }
 
+    /// Waits (briefly) until this host has applied what the leader has:
+    /// called before answering "not found", so a name registered through
+    /// another host a moment ago is found here too.
+    pub(crate) async fn catch_up(&self) {
+        match self.plane.status().leader {
+            Some(leader) if leader != self.id => self.wait_applied_past(leader).await,
+            _ => {}
+        }
+    }
+
     /// This host's own status, as peers ask for it.
     pub(crate) fn local_status(&self) -> HostStatus {
         let node = self.link.status();

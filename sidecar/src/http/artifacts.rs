@@ -7,8 +7,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use spillway_consensus::ControlCommand;
+use spillway_consensus::{ControlCommand, ResidencyChange, ResidencyStatus};
 use spillway_proto::Failure;
+use spillway_proto::NodeId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,14 @@ pub(super) async fn put(
     };
     let command = ControlCommand::PutArtifact { name, digest, size };
     app.commit(command).await?;
+    // This host holds it from now on; say so at once rather than at the
+    // residency loop's next batch, so peers can fetch it right away.
+    let held = ResidencyChange {
+        host: NodeId(app.control.id),
+        digest,
+        status: ResidencyStatus::Resident,
+    };
+    app.commit(ControlCommand::SetResidency(vec![held])).await?;
     tracing::info!(name = %record.name, digest = %record.digest, size, "artifact stored");
     Ok(Json(record))
 }

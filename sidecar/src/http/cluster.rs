@@ -60,7 +60,7 @@ pub(super) async fn get_cluster(
                 })
                 .collect();
             json!({
-                "id": m.id.to_string(),
+                "id": NodeId(m.id).to_string(),
                 "role": role,
                 "state": m.state.as_str(),
                 "leader": raft.leader == Some(m.id),
@@ -87,14 +87,15 @@ pub(super) async fn get_cluster(
         .collect();
     Ok(Json(json!({
         "cluster_id": state.cluster_id(),
-        "host": control.id.to_string(),
+        "host": NodeId(control.id).to_string(),
         "role": raft.role,
-        "leader": raft.leader.map(|l| l.to_string()),
+        "leader": raft.leader.map(|l| NodeId(l).to_string()),
         "term": raft.term,
         "last_log_index": raft.last_log_index,
         "committed_index": raft.committed_index,
         "applied_index": raft.applied_index,
         "snapshot_index": raft.snapshot_index,
+        "purged_index": raft.purged_index,
         "members": members,
     })))
 }

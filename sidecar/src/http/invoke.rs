@@ -12,7 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use spillway_proto::{Execute, Failure, JobId, JobSpec, TenantId};
+use spillway_proto::{Execute, Failure, JobId, JobSpec, NodeId, TenantId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -71,11 +71,12 @@ pub(super) async fn invoke(
 ) -> Result<Response, ApiError> {
     app.authorize(&headers)?;
     let input = body.map_err(|r| ApiError::from_body(r, app.config.max_input_bytes))?;
-    let function = app
-        .control
-        .state()
-        .function(&name)
-        .cloned()
+    let mut function = app.control.state().function(&name).cloned();
+    if function.is_none() {
+        app.control.catch_up().await;
+        function = app.control.state().function(&name).cloned();
+    }
+    let function = function
         .ok_or_else(|| ApiError::not_found("function", format!("no function named {name:?}")))?;
     let deadline_ms = deadline_ms(&headers, function.deadline_ms)?;
     let digest = function.digest;
@@ -205,7 +206,7 @@ fn receipt(app: &App, job: JobId, queue: Duration, output: JobOutput) -> Respons
     };
     set("content-type", "application/octet-stream".into());
     set("spillway-job-id", job.to_string());
-    set("spillway-node", app.control.id.to_string());
+    set("spillway-node", NodeId(app.control.id).to_string());
     set("spillway-burst", "false".into());
     set("spillway-backend", completion.backend.as_str().into());
     if let Some(gpu) = completion.gpu {

@@ -81,17 +81,22 @@ impl PeerClient {
         Ok(conn)
     }
 
-    /// Sends `request` to host `target` and waits for its reply.
+    /// Sends `request` to host `target` and waits for its reply; the
+    /// deadline covers connecting too.
     pub async fn call(
         &self,
         target: u64,
         request: &PeerRequest,
         deadline: Duration,
     ) -> Result<PeerReply, TransportError> {
-        let conn = self.connection(target).await?;
-        match tokio::time::timeout(deadline, exchange(&conn, request)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(reason)) => {
+        let attempt = async {
+            let conn = self.connection(target).await?;
+            Ok(exchange(&conn, request).await)
+        };
+        match tokio::time::timeout(deadline, attempt).await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(reason))) => {
                 self.connections
                     .lock()
                     .expect("connections lock")
