@@ -110,7 +110,10 @@ impl Control {
         let mut last = String::from("no leader elected yet");
         while Instant::now() < until {
             let leader = match self.plane.propose(command.clone()).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    self.reload_state().await;
+                    return Ok(response);
+                }
                 Err(ControlError::NotLeader { leader }) => leader,
                 Err(e) => return Err(ProposeFailure::Failed(e.to_string())),
             };
@@ -120,6 +123,7 @@ impl Control {
                     match self.client.call(leader, &request, FORWARD_TIMEOUT).await {
                         Ok(PeerReply::Proposed(Ok(response))) => {
                             self.wait_applied_past(leader).await;
+                            self.reload_state().await;
                             return Ok(response);
                         }
                         Ok(PeerReply::Proposed(Err(ProposeError::Failed(e)))) => {
@@ -139,6 +143,12 @@ impl Control {
         Err(ProposeFailure::NoLeader(last))
     }
 
+    /// Reloads the cached state from the state machine (the sync loop does
+    /// too, a moment later; a writer must read its own write at once).
+    async fn reload_state(&self) {
+        self.state.send_replace(Arc::new(self.plane.state().await));
+    }
+
     /// After a forwarded write: waits (briefly) until this host has applied
     /// what the leader had committed, so the caller reads its own write.
     async fn wait_applied_past(&self, leader: u64) {
@@ -155,6 +165,7 @@ impl Control {
         while self.plane.applied_index() < target && Instant::now() < until {
             let _ = tokio::time::timeout(Duration::from_millis(100), changes.next()).await;
         }
+        self.reload_state().await;
     }
 
     /// Waits (briefly) until this host has applied what the leader has:
