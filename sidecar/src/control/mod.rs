@@ -55,6 +55,9 @@ pub(crate) enum ProposeFailure {
     Failed(String),
 }
 
+/// One fetch of an artifact: set once, by the first caller, for all.
+type Fetch = OnceCell<Result<(), String>>;
+
 /// This host's control-plane member and peer side.
 pub(crate) struct Control {
     pub(crate) id: u64,
@@ -69,7 +72,7 @@ pub(crate) struct Control {
     max_voters: usize,
     http_addr: std::net::SocketAddr,
     /// Fetches in flight, one per digest (concurrent callers share it).
-    fetches: Mutex<HashMap<Digest, Arc<OnceCell<Result<(), String>>>>>,
+    fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
 }
 
 impl std::fmt::Debug for Control {
