@@ -124,6 +124,11 @@ impl Api {
     }
 
     async fn ticket(&self, host: &Host, ttl_s: u64) -> String {
+        self.ticket_expiring(host, ttl_s).await.0
+    }
+
+    /// A ticket and the time (Unix ms) it expires.
+    async fn ticket_expiring(&self, host: &Host, ttl_s: u64) -> (String, u64) {
         let r: Value = self
             .http
             .post(format!("{}/v1/tickets", host.endpoint))
@@ -135,7 +140,8 @@ impl Api {
             .json()
             .await
             .unwrap();
-        r["ticket"].as_str().expect("a ticket").to_owned()
+        let ticket = r["ticket"].as_str().expect("a ticket").to_owned();
+        (ticket, r["expires_unix_ms"].as_u64().expect("an expiry"))
     }
 
     async fn put_function(&self, host: &Host, name: &str, artifact: &str) -> reqwest::Response {
@@ -160,6 +166,13 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn h(hosts: &[Option<Host>], i: usize) -> &Host {
@@ -367,8 +380,12 @@ async fn reused_expired_and_foreign_tickets_are_refused_with_their_reason() {
     let err = Host::start(&root.path().join("a3"), &[], Some(&ticket)).unwrap_err();
     assert!(err.contains("ticket_already_used"), "{err}");
 
-    let short = api.ticket(&a, 1).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (short, expires_unix_ms) = api.ticket_expiring(&a, 1).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while unix_ms() <= expires_unix_ms {
+        assert!(Instant::now() < until, "the clock did not pass the expiry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let err = Host::start(&root.path().join("a4"), &[], Some(&short)).unwrap_err();
     assert!(err.contains("ticket_expired"), "{err}");
 

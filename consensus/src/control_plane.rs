@@ -166,12 +166,15 @@ impl ControlPlane {
     }
 
     /// Appends `command` to the log and waits until it is committed and
-    /// applied here.
-    pub async fn propose(&self, command: ControlCommand) -> Result<ControlResponse, ControlError> {
+    /// applied here. Returns the answer and the entry's log index.
+    pub async fn propose(
+        &self,
+        command: ControlCommand,
+    ) -> Result<(ControlResponse, u64), ControlError> {
         self.raft
             .client_write(command)
             .await
-            .map(|r| r.data)
+            .map(|r| (r.data, r.log_id.index))
             .map_err(write_error)
     }
 

@@ -58,10 +58,26 @@ impl From<Failure> for JobFailed {
     }
 }
 
-/// Where an upload's answer goes: the stored digest and size, or why not.
-type UploadReply = oneshot::Sender<Result<(Digest, u64), Failure>>;
-/// Where a read's answer goes: the artifact's bytes, or why not.
-type ReadReply = oneshot::Sender<Result<Vec<u8>, Failure>>;
+/// Where the answer to an artifact request goes.
+enum Pending {
+    /// The stored digest and size, or why not.
+    Upload(oneshot::Sender<Result<(Digest, u64), Failure>>),
+    /// The artifact's bytes, or why not.
+    Read(oneshot::Sender<Result<Vec<u8>, Failure>>),
+}
+
+impl Pending {
+    fn fail(self, failure: Failure) {
+        match self {
+            Pending::Upload(done) => {
+                let _ = done.send(Err(failure));
+            }
+            Pending::Read(done) => {
+                let _ = done.send(Err(failure));
+            }
+        }
+    }
+}
 
 struct PendingJob {
     chunks: Vec<u8>,
@@ -72,8 +88,7 @@ struct PendingJob {
 struct Conn {
     tx: Option<mpsc::Sender<ToNode>>,
     jobs: HashMap<JobId, PendingJob>,
-    uploads: HashMap<u64, UploadReply>,
-    reads: HashMap<u64, ReadReply>,
+    requests: HashMap<u64, Pending>,
     next_request: u64,
 }
 
@@ -162,34 +177,31 @@ impl NodeLink {
     /// Hands an artifact to the node, which validates and stores it.
     pub(crate) async fn put_artifact(&self, bytes: Vec<u8>) -> Result<(Digest, u64), Failure> {
         let (done, rx) = oneshot::channel();
-        let (tx, request) = {
-            let mut conn = self.conn.lock().expect("link lock");
-            let Some(tx) = conn.tx.clone() else {
-                return Err(unavailable());
-            };
-            conn.next_request += 1;
-            let request = conn.next_request;
-            conn.uploads.insert(request, done);
-            (tx, request)
-        };
-        if tx
-            .send(ToNode::PutArtifact { request, bytes })
-            .await
-            .is_err()
-        {
-            self.conn
-                .lock()
-                .expect("link lock")
-                .uploads
-                .remove(&request);
-            return Err(unavailable());
-        }
+        self.request(Pending::Upload(done), |request| ToNode::PutArtifact {
+            request,
+            bytes,
+        })
+        .await?;
         rx.await.unwrap_or_else(|_| Err(unavailable()))
     }
 
     /// Reads a stored artifact from the node (for a peer fetching it).
     pub(crate) async fn get_artifact(&self, digest: Digest) -> Result<Vec<u8>, Failure> {
         let (done, rx) = oneshot::channel();
+        self.request(Pending::Read(done), |request| ToNode::GetArtifact {
+            request,
+            digest,
+        })
+        .await?;
+        rx.await.unwrap_or_else(|_| Err(unavailable()))
+    }
+
+    /// Sends a numbered request whose answer goes to `pending`.
+    async fn request(
+        &self,
+        pending: Pending,
+        message: impl FnOnce(u64) -> ToNode,
+    ) -> Result<(), Failure> {
         let (tx, request) = {
             let mut conn = self.conn.lock().expect("link lock");
             let Some(tx) = conn.tx.clone() else {
@@ -197,18 +209,18 @@ impl NodeLink {
             };
             conn.next_request += 1;
             let request = conn.next_request;
-            conn.reads.insert(request, done);
+            conn.requests.insert(request, pending);
             (tx, request)
         };
-        if tx
-            .send(ToNode::GetArtifact { request, digest })
-            .await
-            .is_err()
-        {
-            self.conn.lock().expect("link lock").reads.remove(&request);
+        if tx.send(message(request)).await.is_err() {
+            self.conn
+                .lock()
+                .expect("link lock")
+                .requests
+                .remove(&request);
             return Err(unavailable());
         }
-        rx.await.unwrap_or_else(|_| Err(unavailable()))
+        Ok(())
     }
 
     /// Serves one connection to the node until it closes. Returns why it
@@ -304,19 +316,17 @@ impl NodeLink {
                 self.status.send_modify(|s| {
                     Arc::make_mut(&mut s.held).insert(digest);
                 });
-                if let Some(done) = conn.uploads.remove(&request) {
+                if let Some(Pending::Upload(done)) = conn.requests.remove(&request) {
                     let _ = done.send(Ok((digest, size)));
                 }
             }
             FromNode::ArtifactRejected { request, failure } => {
-                if let Some(done) = conn.uploads.remove(&request) {
-                    let _ = done.send(Err(failure));
-                } else if let Some(done) = conn.reads.remove(&request) {
-                    let _ = done.send(Err(failure));
+                if let Some(pending) = conn.requests.remove(&request) {
+                    pending.fail(failure);
                 }
             }
             FromNode::ArtifactBytes { request, bytes } => {
-                if let Some(done) = conn.reads.remove(&request) {
+                if let Some(Pending::Read(done)) = conn.requests.remove(&request) {
                     let _ = done.send(Ok(bytes));
                 }
             }
@@ -339,11 +349,8 @@ impl NodeLink {
                 .done
                 .send(Err(Failure::ExecutorLost { may_have_run: true }.into()));
         }
-        for (_, done) in conn.uploads.drain() {
-            let _ = done.send(Err(unavailable()));
-        }
-        for (_, done) in conn.reads.drain() {
-            let _ = done.send(Err(unavailable()));
+        for (_, pending) in conn.requests.drain() {
+            pending.fail(unavailable());
         }
         if lost > 0 {
             tracing::warn!(lost, "node connection ended with jobs in flight");

@@ -1,14 +1,13 @@
 //! Answers peers: Raft RPCs, proposals forwarded to this host as leader,
 //! joins, artifact fetches and status queries.
 
-use super::Control;
+use super::{Control, member_list};
 use crate::peer::raft_rpc::answer_raft;
 use crate::peer::{
     JoinAccepted, JoinRequest, PeerHandler, PeerKind, PeerReply, PeerRequest, ProposeError,
-    TicketMember,
 };
 use spillway_consensus::{
-    ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal, MemberState,
+    ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal,
 };
 use std::sync::Arc;
 
@@ -104,19 +103,10 @@ impl Control {
             Ok(ControlResponse::Admitted { id }) => {
                 tracing::info!(host = id, "admitted a host");
                 let state = self.state();
-                let members = state
-                    .members()
-                    .filter(|m| m.state != MemberState::Removed && m.id != id)
-                    .map(|m| TicketMember {
-                        id: m.id,
-                        key: m.key,
-                        quic_addr: m.quic_addr.clone(),
-                    })
-                    .collect();
                 Ok(JoinAccepted {
                     id,
                     cluster_id: state.cluster_id().to_owned(),
-                    members,
+                    members: member_list(&state, Some(id)),
                 })
             }
             Ok(ControlResponse::Refused(refusal)) => Err(refusal),

@@ -25,14 +25,15 @@ mod start;
 mod tasks;
 
 pub use start::ClusterStart;
-pub(crate) use start::{start, ticket_members};
+pub(crate) use start::start;
 
 use crate::link::NodeLink;
 use crate::peer::{HostIdentity, PeerClient, PeerEndpoint, PeerReply, PeerRequest, PinnedPeers};
-use crate::peer::{HostStatus, ProposeError};
+use crate::peer::{HostStatus, ProposeError, TicketMember};
 use crate::queue::LocalQueue;
 use spillway_consensus::{
-    ControlCommand, ControlError, ControlPlane, ControlResponse, ControlState, RaftStatus,
+    ControlCommand, ControlError, ControlPlane, ControlResponse, ControlState, MemberState,
+    RaftStatus,
 };
 use spillway_proto::Digest;
 use std::collections::HashMap;
@@ -55,6 +56,20 @@ pub(crate) enum ProposeFailure {
     Failed(String),
 }
 
+/// The live members other than `except`, as tickets, join answers and
+/// `membership.json` list them.
+pub(crate) fn member_list(state: &ControlState, except: Option<u64>) -> Vec<TicketMember> {
+    state
+        .members()
+        .filter(|m| m.state != MemberState::Removed && Some(m.id) != except)
+        .map(|m| TicketMember {
+            id: m.id,
+            key: m.key,
+            quic_addr: m.quic_addr.clone(),
+        })
+        .collect()
+}
+
 /// One fetch of an artifact: set once, by the first caller, for all.
 type Fetch = OnceCell<Result<(), String>>;
 
@@ -73,6 +88,9 @@ pub(crate) struct Control {
     http_addr: std::net::SocketAddr,
     /// Fetches in flight, one per digest (concurrent callers share it).
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// The peers last saved to `membership.json` (saved again only when
+    /// they change).
+    saved_peers: Mutex<Vec<TicketMember>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -113,7 +131,7 @@ impl Control {
         let mut last = String::from("no leader elected yet");
         while Instant::now() < until {
             let leader = match self.plane.propose(command.clone()).await {
-                Ok(response) => {
+                Ok((response, _)) => {
                     self.reload_state().await;
                     return Ok(response);
                 }
@@ -124,9 +142,8 @@ impl Control {
                 Some(leader) => {
                     let request = PeerRequest::Propose(command.clone());
                     match self.client.call(leader, &request, FORWARD_TIMEOUT).await {
-                        Ok(PeerReply::Proposed(Ok(response))) => {
-                            self.wait_applied_past(leader).await;
-                            self.reload_state().await;
+                        Ok(PeerReply::Proposed(Ok((response, index)))) => {
+                            self.wait_applied(Some(index)).await;
                             return Ok(response);
                         }
                         Ok(PeerReply::Proposed(Err(ProposeError::Failed(e)))) => {
@@ -152,17 +169,9 @@ impl Control {
         self.state.send_replace(Arc::new(self.plane.state().await));
     }
 
-    /// After a forwarded write: waits (briefly) until this host has applied
-    /// what the leader had committed, so the caller reads its own write.
-    async fn wait_applied_past(&self, leader: u64) {
-        let Ok(PeerReply::Status(status)) = self
-            .client
-            .call(leader, &PeerRequest::Status, FORWARD_TIMEOUT)
-            .await
-        else {
-            return;
-        };
-        let target = status.applied_index;
+    /// Waits (briefly) until this host has applied the entry at `target`
+    /// (after a forwarded write, so the caller reads its own write).
+    async fn wait_applied(&self, target: Option<u64>) {
         let until = Instant::now() + FORWARD_TIMEOUT;
         let mut changes = self.plane.changes();
         while self.plane.applied_index() < target && Instant::now() < until {
@@ -176,7 +185,15 @@ impl Control {
     /// another host a moment ago is found here too.
     pub(crate) async fn catch_up(&self) {
         match self.plane.status().leader {
-            Some(leader) if leader != self.id => self.wait_applied_past(leader).await,
+            Some(leader) if leader != self.id => {
+                if let Ok(PeerReply::Status(status)) = self
+                    .client
+                    .call(leader, &PeerRequest::Status, FORWARD_TIMEOUT)
+                    .await
+                {
+                    self.wait_applied(status.applied_index).await;
+                }
+            }
             _ => {}
         }
     }

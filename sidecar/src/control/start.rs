@@ -8,7 +8,7 @@ use crate::link::NodeLink;
 use crate::peer::client::exchange;
 use crate::peer::{
     HostIdentity, JoinAccepted, JoinRequest, JoinTicket, PeerClient, PeerEndpoint, PeerReply,
-    PeerRequest, PinnedPeers, QuicTransport, TicketMember,
+    PeerRequest, PinnedPeers, QuicTransport,
 };
 use crate::queue::LocalQueue;
 use crate::{AdminToken, SidecarConfig, SidecarError};
@@ -169,6 +169,7 @@ pub(crate) async fn start(
         max_voters: config.max_voters,
         http_addr,
         fetches: Mutex::new(HashMap::new()),
+        saved_peers: Mutex::new(local.as_ref().map(|l| l.peers.clone()).unwrap_or_default()),
     });
     tokio::spawn(crate::peer::serve(
         endpoint,
@@ -348,18 +349,4 @@ async fn ask(
         Ok(Err(e)) => Err(AskError::Other(e)),
         Err(_) => Err(AskError::Other("no answer to the join request".into())),
     }
-}
-
-/// The members a new ticket lists.
-pub(crate) fn ticket_members(control: &Control) -> Vec<TicketMember> {
-    control
-        .state()
-        .members()
-        .filter(|m| m.state != MemberState::Removed)
-        .map(|m| TicketMember {
-            id: m.id,
-            key: m.key,
-            quic_addr: m.quic_addr.clone(),
-        })
-        .collect()
 }

@@ -12,9 +12,8 @@
 //! - `residency`: compares what the node holds with what the log says this
 //!   host holds and proposes the difference in one batch.
 
-use super::Control;
 use super::local::LocalMembership;
-use crate::peer::TicketMember;
+use super::{Control, member_list};
 use spillway_consensus::{
     ControlCommand, MemberState, RaftStatus, ResidencyChange, ResidencyStatus,
 };
@@ -60,20 +59,15 @@ impl Control {
                     self.client.set_address(m.id, addr);
                 }
             }
-            let peers: Vec<TicketMember> = live()
-                .filter(|m| m.id != self.id)
-                .map(|m| TicketMember {
-                    id: m.id,
-                    key: m.key,
-                    quic_addr: m.quic_addr.clone(),
-                })
-                .collect();
-            if let Ok(Some(mut local)) = LocalMembership::load(dir)
-                && local.peers != peers
+            let peers = member_list(&state, Some(self.id));
+            let mut saved = self.saved_peers.lock().expect("saved peers lock");
+            if *saved != peers
+                && let Ok(Some(mut local)) = LocalMembership::load(dir)
             {
-                local.peers = peers;
-                if let Err(e) = local.save(dir) {
-                    tracing::warn!("saving membership.json: {e}");
+                local.peers.clone_from(&peers);
+                match local.save(dir) {
+                    Ok(()) => *saved = peers,
+                    Err(e) => tracing::warn!("saving membership.json: {e}"),
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! /v1/members/{id}`: admitting, draining and removing hosts.
 
 use super::{ApiError, App};
-use crate::control::ticket_members;
+use crate::control::member_list;
 use crate::peer::JoinTicket;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -50,7 +50,7 @@ pub(super) async fn create_ticket(
         control.identity(),
         control.id,
         cluster_id.clone(),
-        ticket_members(control),
+        member_list(&control.state(), None),
         expires_unix_ms,
     )
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;

@@ -29,7 +29,8 @@ pub enum PeerRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerReply {
     Raft(RaftReply),
-    Proposed(Result<ControlResponse, ProposeError>),
+    /// The answer and the entry's log index.
+    Proposed(Result<(ControlResponse, u64), ProposeError>),
     Joined(Result<JoinAccepted, JoinRefusal>),
     Artifact(Result<Vec<u8>, String>),
     Status(HostStatus),
