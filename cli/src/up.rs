@@ -120,19 +120,20 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Waits until the cluster lists `n` active members and has a leader.
+    /// Waits until the cluster lists `n` active members, up to 3 of them
+    /// voters, and has a leader.
     async fn wait_members(&self, n: usize) -> anyhow::Result<()> {
         let client = crate::client::Client::new(&self.hosts[0].endpoint, Some(self.token.clone()));
         let until = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(v) = client.cluster().await {
-                let active = v["members"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                let members = || v["members"].as_array().into_iter().flatten();
+                let active = members()
                     .filter(|m| m["state"] == "active" && m["role"] != "none")
                     .count();
-                if active >= n && !v["leader"].is_null() {
+                let voters = members().filter(|m| m["role"] == "voter").count();
+                // Hosts 2 and 3 are promoted to voters once caught up.
+                if active >= n && voters >= n.min(3) && !v["leader"].is_null() {
                     return Ok(());
                 }
             }
