@@ -52,7 +52,7 @@ pub(crate) struct LocalCluster {
 /// How long a host may take to open its HTTP port and connect its node.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn fresh_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn fresh_dir() -> anyhow::Result<PathBuf> {
     let mut bytes = [0u8; 4];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let dir = std::env::temp_dir().join(format!("spillway-{:08x}", u32::from_le_bytes(bytes)));
@@ -177,6 +177,12 @@ impl LocalCluster {
             s.push('\n');
         }
         s
+    }
+
+    /// Sends SIGKILL to host `index`'s `spillway host` process (its node
+    /// notices the closed socket and exits).
+    pub(crate) fn kill(&mut self, index: usize) -> std::io::Result<()> {
+        self.hosts[index].child.start_kill()
     }
 
     /// Stops every host: closes its stdin (a graceful shutdown), then kills

@@ -5,6 +5,7 @@
 //! invocations from that many concurrent clients and reports p50, p99 and
 //! throughput. The load stops by itself after `--requests` per level.
 
+use super::{cores, percentile};
 use crate::client::Client;
 use crate::up::{HostOptions, LocalCluster};
 use anyhow::bail;
@@ -12,26 +13,6 @@ use serde_json::json;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, clap::Subcommand)]
-pub(crate) enum BenchCommand {
-    /// Invoke latency and throughput over HTTP on loopback.
-    Http {
-        /// Concurrency levels to measure.
-        #[arg(long, value_delimiter = ',', default_value = "1,32")]
-        concurrency: Vec<usize>,
-        /// Invocations per level (after a warm-up of a tenth as many).
-        #[arg(long, default_value_t = 2000)]
-        requests: usize,
-        /// Slots of the host.
-        #[arg(long, default_value_t = 4)]
-        slots: u32,
-        /// The guest: `noop` (no work at all) or `gpu-noop` (one-element
-        /// buffer, one kernel launch, read back; needs a GPU).
-        #[arg(long, default_value = "noop")]
-        guest: BenchGuest,
-    },
-}
 
 /// The guest `spillway bench http` invokes.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -43,8 +24,8 @@ pub(crate) enum BenchGuest {
 impl BenchGuest {
     fn wat(self) -> &'static str {
         match self {
-            BenchGuest::Noop => include_str!("../../examples/guests/noop.wat"),
-            BenchGuest::GpuNoop => include_str!("../../node/benches/guests/gpu_noop.wat"),
+            BenchGuest::Noop => include_str!("../../../examples/guests/noop.wat"),
+            BenchGuest::GpuNoop => include_str!("../../../node/benches/guests/gpu_noop.wat"),
         }
     }
 
@@ -56,13 +37,12 @@ impl BenchGuest {
     }
 }
 
-pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Http {
-        concurrency,
-        requests,
-        slots,
-        guest,
-    } = cmd;
+pub(crate) async fn run(
+    concurrency: Vec<usize>,
+    requests: usize,
+    slots: u32,
+    guest: BenchGuest,
+) -> anyhow::Result<ExitCode> {
     let options = HostOptions {
         slots,
         queue: 1024,
@@ -92,7 +72,7 @@ async fn measure(
         .await?;
     println!(
         "HTTP invoke, {guest:?} guest, loopback, {} host cores; {requests} requests per level",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        cores()
     );
     println!(
         "{:>11} {:>9} {:>9} {:>9} {:>12}",
@@ -105,8 +85,7 @@ async fn measure(
         load(&client, c, requests / 10).await?;
         let (mut latencies, elapsed) = load(&client, c, requests).await?;
         latencies.sort();
-        let pct =
-            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        let pct = |p: f64| percentile(&latencies, p);
         println!(
             "{:>11} {:>9.3} {:>9.3} {:>9.3} {:>12.0}",
             c,

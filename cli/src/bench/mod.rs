@@ -1,0 +1,96 @@
+//! `spillway bench`: measurements that stop by themselves and print a
+//! table naming what they ran on. Targets are checked here and recorded in
+//! `docs/benchmarks.md`, never by timed assertions in tests.
+//!
+//! - `http`: HTTP invoke of a guest on a one-host cluster.
+//! - `failover`: leader `kill -9` to the first committed write, on three
+//!   hosts, repeated.
+//! - `control-log`: commit latency and throughput of the control log on
+//!   three voters over loopback QUIC with fsync on.
+
+mod control_log;
+mod failover;
+mod http;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Invoke latency and throughput over HTTP on loopback.
+    Http {
+        /// Concurrency levels to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        concurrency: Vec<usize>,
+        /// Invocations per level (after a warm-up of a tenth as many).
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Slots of the host.
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+        /// The guest: `noop` (no work at all) or `gpu-noop` (one-element
+        /// buffer, one kernel launch, read back; needs a GPU).
+        #[arg(long, default_value = "noop")]
+        guest: http::BenchGuest,
+    },
+    /// Leader failover on three loopback hosts: `kill -9` of the leader's
+    /// `spillway host` process to the first write committed through a
+    /// survivor, over fresh clusters.
+    Failover {
+        /// Clusters to form, fail over and tear down.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+    /// Control-log commit latency (one client) and throughput (many
+    /// concurrent proposals) on three voters in this process, over
+    /// loopback QUIC, with the log fsynced on every append.
+    ControlLog {
+        /// Proposals per level (after a warm-up of a tenth as many).
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Concurrency levels to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        concurrency: Vec<usize>,
+        /// Where the voters keep their logs (default: a fresh temporary
+        /// directory, removed afterwards); put it on the disk you mean to
+        /// measure.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Http {
+            concurrency,
+            requests,
+            slots,
+            guest,
+        } => http::run(concurrency, requests, slots, guest).await,
+        BenchCommand::Failover { runs } => failover::run(runs).await,
+        BenchCommand::ControlLog {
+            requests,
+            concurrency,
+            dir,
+        } => control_log::run(requests, &concurrency, dir).await,
+    }
+}
+
+/// The `p` quantile (0..=1) of `sorted`, nearest rank; zero when empty.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Milliseconds with three decimals.
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The host's cores, for the table's heading.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
