@@ -77,6 +77,7 @@ fn main() {
         deadline_ms: 120_000,
         memory_limit_bytes: 2 << 30,
         idempotent: false,
+        placement: Default::default(),
     };
     let mut id = 0u128;
     // Wall time of one job of `spec` on `input`.

@@ -89,6 +89,7 @@ fn main() {
         deadline_ms: 10_000,
         memory_limit_bytes: 16 << 20,
         idempotent: false,
+        placement: Default::default(),
     };
     let mut n = 0u128;
     let node = median(|| {

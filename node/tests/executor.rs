@@ -33,6 +33,7 @@ fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
         deadline_ms,
         memory_limit_bytes: 16 << 20,
         idempotent: false,
+        placement: Default::default(),
     }
 }
 

@@ -50,6 +50,7 @@ fn run(
         deadline_ms: 30_000,
         memory_limit_bytes: 256 << 20,
         idempotent: false,
+        placement: Default::default(),
     };
     let done = exec.run(JobId(1), &spec, input, 30_000, JobControl::detached())?;
     let out = done
@@ -94,6 +95,7 @@ fn jobs_run_on_the_backend_their_accelerator_asks_for() {
         deadline_ms: 5_000,
         memory_limit_bytes: 16 << 20,
         idempotent: false,
+        placement: Default::default(),
     };
     let done = exec
         .run(
@@ -191,6 +193,7 @@ fn a_node_with_several_gpus_uses_all_of_them() {
         deadline_ms: 60_000,
         memory_limit_bytes: 512 << 20,
         idempotent: false,
+        placement: Default::default(),
     };
     // Jobs that hold their GPU stream for a while, started together.
     let workers: Vec<_> = (0..2 * gpus as u64)

@@ -16,6 +16,7 @@ fn spec(exec: &Executor, accelerator: Accelerator) -> JobSpec {
         deadline_ms: 30_000,
         memory_limit_bytes: 16 << 20,
         idempotent: false,
+        placement: Default::default(),
     }
 }
 

@@ -24,6 +24,17 @@ pub enum Refusal {
     /// The node has no free slot (the sidecar's view of the load was stale).
     #[error("the node has no free slot; retry after {retry_after_ms} ms")]
     SlotsExhausted { retry_after_ms: u64 },
+    /// No member carries every placement label the job requires.
+    #[error("no host carries the placement labels the job requires")]
+    NoMatchingHost,
+    /// This host cannot run the job (accelerator or labels) and no host
+    /// that can has a free slot now.
+    #[error("no host that can run the job has a free slot; retry after {retry_after_ms} ms")]
+    NoHostFree { retry_after_ms: u64 },
+    /// A peer takes a burst job only when a slot is free at once (one hop:
+    /// it never queues or forwards a peer's job).
+    #[error("the peer has no free slot for a burst job")]
+    PeerFull,
 }
 
 impl Refusal {
@@ -34,6 +45,9 @@ impl Refusal {
             Refusal::NodeUnavailable { .. } => "node_unavailable",
             Refusal::NoAccelerator => "no_accelerator",
             Refusal::SlotsExhausted { .. } => "slots_exhausted",
+            Refusal::NoMatchingHost => "no_matching_host",
+            Refusal::NoHostFree { .. } => "no_host_free",
+            Refusal::PeerFull => "peer_full",
         }
     }
 
@@ -42,8 +56,9 @@ impl Refusal {
         match self {
             Refusal::QueueFull { retry_after_ms }
             | Refusal::NodeUnavailable { retry_after_ms }
-            | Refusal::SlotsExhausted { retry_after_ms } => Some(*retry_after_ms),
-            Refusal::NoAccelerator => None,
+            | Refusal::SlotsExhausted { retry_after_ms }
+            | Refusal::NoHostFree { retry_after_ms } => Some(*retry_after_ms),
+            Refusal::NoAccelerator | Refusal::NoMatchingHost | Refusal::PeerFull => None,
         }
     }
 }

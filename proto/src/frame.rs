@@ -152,6 +152,7 @@ mod tests {
                 deadline_ms: 1000,
                 memory_limit_bytes: 1 << 20,
                 idempotent: false,
+                placement: Default::default(),
             },
             input: vec![1, 2, 3],
             remaining_ms: 999,

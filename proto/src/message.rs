@@ -6,6 +6,7 @@
 use crate::failure::Failure;
 use crate::ids::{Digest, JobId, TenantId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Where a job's `gpu` calls may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -92,6 +93,8 @@ pub struct JobSpec {
     pub deadline_ms: u64,
     pub memory_limit_bytes: u64,
     pub idempotent: bool,
+    /// Labels a host must carry to run the job (`zone=a`); empty: any host.
+    pub placement: BTreeMap<String, String>,
 }
 
 /// Run `spec` on `input`.

@@ -101,6 +101,7 @@ mod tests {
             deadline_ms: 1000,
             memory_limit_bytes: 0,
             idempotent: false,
+            placement: Default::default(),
         }
     }
 

@@ -1,14 +1,18 @@
-//! What a Spillway cluster is made of, as the scheduler and the status API
-//! see it: hosts with their capabilities and latest load, gathered into a
-//! [`ClusterView`] snapshot.
+//! What a Spillway cluster looks like to one host's scheduler: every member
+//! with what it offers (GPUs, labels), whether it takes work, its latest
+//! gossiped load and the measured round trip to it, gathered into a
+//! [`ClusterView`].
 //!
-//! Pure data and pure functions: time is passed in, so health (a host whose
-//! load report is too old is unhealthy) is decided the same way in tests and
-//! in production. What it is not: the source of truth for membership (that
-//! will be the Raft log) or a transport for load (the sidecar gossips it).
+//! Pure data and pure functions: time is passed in, so freshness (a load
+//! report older than the stale bound counts as unknown) is decided the same
+//! way in tests and in production. What it is not: the source of truth for
+//! membership (the Raft log) or the transport for load (the sidecar gossips
+//! it over QUIC datagrams and fills [`LoadSample`]s in).
 
 mod host;
+mod load;
 mod view;
 
-pub use host::{HostState, HostView, Role};
+pub use host::HostView;
+pub use load::{LoadGossip, LoadSample};
 pub use view::ClusterView;

@@ -1,31 +1,32 @@
-//! The cluster at one instant.
+//! The cluster at one instant, from one host.
 
 use crate::HostView;
 use spillway_proto::NodeId;
 
-/// A snapshot of the cluster: the scheduler's input and the status API's
-/// answer. A single host sees itself as the whole cluster, its own leader.
+/// Every member as this host sees it, itself included.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterView {
-    pub cluster_id: String,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub members: Vec<HostView>,
+    /// This host.
+    pub local: NodeId,
+    pub hosts: Vec<HostView>,
+    /// Measured artifact transfer rate from peers, bytes per second (0:
+    /// not measured yet; the scheduler then uses its policy's default).
+    pub fetch_bytes_per_s: u64,
 }
 
 impl ClusterView {
-    /// The view of a cluster of one host.
-    pub fn single(cluster_id: String, host: HostView) -> Self {
-        Self {
-            cluster_id,
-            leader: Some(host.id),
-            term: 1,
-            members: vec![host],
-        }
+    /// A member by id.
+    pub fn host(&self, id: NodeId) -> Option<&HostView> {
+        self.hosts.iter().find(|h| h.id == id)
     }
 
-    /// A member by id.
-    pub fn member(&self, id: NodeId) -> Option<&HostView> {
-        self.members.iter().find(|m| m.id == id)
+    /// This host's own entry, if the membership lists it yet.
+    pub fn local_host(&self) -> Option<&HostView> {
+        self.host(self.local)
+    }
+
+    /// Every member but this host.
+    pub fn peers(&self) -> impl Iterator<Item = &HostView> {
+        self.hosts.iter().filter(move |h| h.id != self.local)
     }
 }

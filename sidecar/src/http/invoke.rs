@@ -90,6 +90,7 @@ pub(super) async fn invoke(
         deadline_ms,
         memory_limit_bytes: function.memory_limit_bytes,
         idempotent: function.idempotent,
+        placement: Default::default(),
     };
     let accepted = Instant::now();
     let outcome = run(&app, job, spec, input.to_vec(), accepted)
