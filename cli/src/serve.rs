@@ -93,6 +93,15 @@ pub(crate) struct Membership {
     /// Take a control-log snapshot every this many entries.
     #[arg(long, default_value_t = 1000)]
     snapshot_every: u64,
+    /// Never send jobs to peers: when full, queue here (burst off).
+    #[arg(long)]
+    no_burst: bool,
+    /// How often to gossip this host's load to its peers, in ms.
+    #[arg(long, default_value_t = 250)]
+    gossip_ms: u64,
+    /// Peers tried for one job before it falls back to the local queue.
+    #[arg(long, default_value_t = 3)]
+    burst_attempts: usize,
     /// Found a new cluster if this directory belongs to none (= `spillway init`).
     #[arg(long, conflicts_with = "join")]
     pub(crate) init: bool,
@@ -120,6 +129,9 @@ impl Membership {
             },
             max_voters: self.max_voters,
             labels: self.labels.iter().cloned().collect(),
+            burst: !self.no_burst,
+            gossip_every: std::time::Duration::from_millis(self.gossip_ms),
+            burst_attempts: self.burst_attempts,
             ..config
         }
     }

@@ -2,6 +2,7 @@
 
 use crate::control::ClusterStart;
 use spillway_consensus::ControlConfig;
+use spillway_scheduler::{AdmissionPolicy, PlacementPolicy};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -58,6 +59,13 @@ pub struct SidecarConfig {
     pub max_voters: usize,
     /// This host's labels (for placement rules).
     pub labels: BTreeMap<String, String>,
+    /// Whether jobs may burst to peers when this host is full (off: local
+    /// queueing only).
+    pub burst: bool,
+    /// How often this host gossips its load to its peers (20 ms to 10 s).
+    pub gossip_every: Duration,
+    /// Peers tried for one job before it falls back to the local queue.
+    pub burst_attempts: usize,
 }
 
 impl Default for SidecarConfig {
@@ -79,6 +87,9 @@ impl Default for SidecarConfig {
             control: ControlConfig::default(),
             max_voters: 3,
             labels: BTreeMap::new(),
+            burst: true,
+            gossip_every: Duration::from_millis(250),
+            burst_attempts: 3,
         }
     }
 }
@@ -94,6 +105,10 @@ pub enum ConfigError {
     Size { what: &'static str, got: usize },
     #[error("max_voters must be between 1 and 7, got {0}")]
     MaxVoters(usize),
+    #[error("the gossip interval must be between 20 ms and 10 s, got {0:?}")]
+    Gossip(Duration),
+    #[error("burst attempts must be between 1 and 16, got {0}")]
+    BurstAttempts(usize),
     #[error(
         "the default deadline ({default:?}) must be positive and at most the maximum ({max:?})"
     )]
@@ -120,6 +135,12 @@ impl SidecarConfig {
         if !(1..=7).contains(&self.max_voters) {
             return Err(ConfigError::MaxVoters(self.max_voters));
         }
+        if !(Duration::from_millis(20)..=Duration::from_secs(10)).contains(&self.gossip_every) {
+            return Err(ConfigError::Gossip(self.gossip_every));
+        }
+        if !(1..=16).contains(&self.burst_attempts) {
+            return Err(ConfigError::BurstAttempts(self.burst_attempts));
+        }
         if self.default_deadline.is_zero() || self.default_deadline > self.max_deadline {
             return Err(ConfigError::Deadline {
                 default: self.default_deadline,
@@ -127,6 +148,22 @@ impl SidecarConfig {
             });
         }
         Ok(self)
+    }
+}
+
+impl SidecarConfig {
+    /// The scheduler's policy for this host: its queue, and load reports
+    /// stale after four missed gossip rounds (at least 1 s).
+    pub(crate) fn placement_policy(&self) -> PlacementPolicy {
+        PlacementPolicy {
+            admission: AdmissionPolicy {
+                queue_capacity: self.queue_capacity,
+                ..AdmissionPolicy::default()
+            },
+            stale_after: (self.gossip_every * 4).max(Duration::from_secs(1)),
+            max_attempts: self.burst_attempts,
+            ..PlacementPolicy::default()
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 //! process.
 
 mod auth;
+mod burst;
 mod config;
 mod control;
 mod error;

@@ -112,6 +112,30 @@ fn unavailable() -> Failure {
     .into()
 }
 
+/// Cancels a job on the node unless disarmed: whoever waited for it went
+/// away before it ended.
+struct CancelOnDrop<'a> {
+    link: &'a NodeLink,
+    job: JobId,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::info!(job = %self.job, "the caller went away; cancelling the job");
+            self.link.cancel(self.job);
+            // Its answer, when it comes, has nobody to go to.
+            self.link
+                .conn
+                .lock()
+                .expect("link lock")
+                .jobs
+                .remove(&self.job);
+        }
+    }
+}
+
 impl NodeLink {
     pub(crate) fn new() -> Self {
         Self {
@@ -138,8 +162,9 @@ impl NodeLink {
         )
     }
 
-    /// Sends a job and waits for its end. Dropping the future does not
-    /// cancel the job on the node: call [`NodeLink::cancel`] for that.
+    /// Sends a job and waits for its end. Dropping the future before the
+    /// end (the client or the origin went away) cancels the job on the
+    /// node, which interrupts the guest.
     pub(crate) async fn execute(&self, exec: Execute) -> Result<JobOutput, JobFailed> {
         let (done, rx) = oneshot::channel();
         let job = exec.job;
@@ -162,8 +187,16 @@ impl NodeLink {
             self.conn.lock().expect("link lock").jobs.remove(&job);
             return Err(unavailable().into());
         }
-        rx.await
-            .unwrap_or_else(|_| Err(Failure::ExecutorLost { may_have_run: true }.into()))
+        let mut guard = CancelOnDrop {
+            link: self,
+            job,
+            armed: true,
+        };
+        let outcome = rx
+            .await
+            .unwrap_or_else(|_| Err(Failure::ExecutorLost { may_have_run: true }.into()));
+        guard.armed = false;
+        outcome
     }
 
     /// Asks the node to interrupt a job.

@@ -66,14 +66,19 @@ impl LocalQueue {
             .saturating_sub(self.permits.available_permits() as u32)
     }
 
-    /// Decides whether `job` may wait for a slot.
-    pub(crate) fn admit(&self, job: &JobSpec, node: &NodeStatus) -> Result<Waiting<'_>, Refusal> {
-        let mut c = self.counts.lock().expect("queue lock");
-        let load = LocalLoad {
+    /// The load the scheduler sees.
+    pub(crate) fn load(&self, node: &NodeStatus) -> LocalLoad {
+        Self::load_of(
+            &self.counts.lock().expect("queue lock"),
+            &self.permits,
+            node,
+        )
+    }
+
+    fn load_of(c: &Counts, permits: &Semaphore, node: &NodeStatus) -> LocalLoad {
+        LocalLoad {
             slots: c.slots,
-            running: c
-                .slots
-                .saturating_sub(self.permits.available_permits() as u32),
+            running: c.slots.saturating_sub(permits.available_permits() as u32),
             queued: c.queued,
             node_up: node.up,
             has_gpu: node
@@ -81,7 +86,34 @@ impl LocalQueue {
                 .as_ref()
                 .is_some_and(|cap| !cap.gpus.is_empty()),
             mean_exec_ms: c.mean_exec_ms as u64,
-        };
+        }
+    }
+
+    /// A slot now for a peer's burst job, or a refusal: it is only taken
+    /// when the job could run at once and no local job is waiting (a burst
+    /// job never queues here, and never overtakes this host's own queue).
+    pub(crate) fn try_slot(
+        &self,
+        job: &JobSpec,
+        node: &NodeStatus,
+    ) -> Result<OwnedSemaphorePermit, Refusal> {
+        let c = self.counts.lock().expect("queue lock");
+        let load = Self::load_of(&c, &self.permits, node);
+        match admit(job, &load, &self.policy) {
+            Admission::RunNow => self
+                .permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Refusal::PeerFull),
+            Admission::Refuse(Refusal::NoAccelerator) => Err(Refusal::NoAccelerator),
+            Admission::Queue { .. } | Admission::Refuse(_) => Err(Refusal::PeerFull),
+        }
+    }
+
+    /// Decides whether `job` may wait for a slot.
+    pub(crate) fn admit(&self, job: &JobSpec, node: &NodeStatus) -> Result<Waiting<'_>, Refusal> {
+        let mut c = self.counts.lock().expect("queue lock");
+        let load = Self::load_of(&c, &self.permits, node);
         match admit(job, &load, &self.policy) {
             Admission::RunNow | Admission::Queue { .. } => {
                 c.queued += 1;

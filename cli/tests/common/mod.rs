@@ -2,6 +2,8 @@
 //! few helpers. Every test gets its own cluster in its own directory.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod hosts;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

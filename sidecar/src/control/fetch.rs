@@ -54,6 +54,7 @@ impl Control {
         }
         let mut errors = Vec::new();
         for holder in holders {
+            let started = std::time::Instant::now();
             let reply = self
                 .client
                 .call(
@@ -84,6 +85,7 @@ impl Control {
                 continue;
             }
             let size = bytes.len();
+            self.burst.record_fetch(size as u64, started.elapsed());
             match self.link.put_artifact(bytes).await {
                 Ok((stored, _)) if stored == digest => {
                     tracing::info!(host = holder, %digest, size, "fetched artifact");

@@ -4,10 +4,11 @@
 use super::{Control, member_list};
 use crate::peer::raft_rpc::answer_raft;
 use crate::peer::{
-    JoinAccepted, JoinRequest, PeerHandler, PeerKind, PeerReply, PeerRequest, ProposeError,
+    Dispatch, JoinAccepted, JoinRequest, PeerHandler, PeerKind, PeerReply, PeerRequest,
+    ProposeError,
 };
 use spillway_consensus::{
-    ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal,
+    ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal, PublicKey,
 };
 use std::sync::Arc;
 
@@ -45,7 +46,17 @@ impl PeerHandler for ControlHandler {
                     .map_err(|f| f.to_string()),
             ),
             PeerRequest::Status => PeerReply::Status(control.local_status()),
+            // The service hands dispatches to `dispatch` below.
+            PeerRequest::Dispatch(_) => PeerReply::Error("a dispatch needs its own stream".into()),
         }
+    }
+
+    async fn dispatch(&self, from: PublicKey, job: Dispatch, send: quinn::SendStream) {
+        self.0.run_for_peer(from, job, send).await;
+    }
+
+    fn datagram(&self, from: PublicKey, bytes: &[u8]) {
+        self.0.receive_gossip(&from, bytes);
     }
 }
 

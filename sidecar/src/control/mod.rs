@@ -16,7 +16,8 @@
 //!   artifact from a holder, checks its digest and hands it to the node.
 //!
 //! What it is not: the scheduler or the dispatch of jobs to peers (the
-//! burst issue), nor tenants and their tokens (the tenants issue).
+//! `burst` module, which uses this host's peer client and node link), nor
+//! tenants and their tokens (the tenants issue).
 
 mod fetch;
 mod handler;
@@ -27,6 +28,7 @@ mod tasks;
 pub use start::ClusterStart;
 pub(crate) use start::start;
 
+use crate::burst::Burst;
 use crate::link::NodeLink;
 use crate::peer::{HostIdentity, PeerClient, PeerEndpoint, PeerReply, PeerRequest, PinnedPeers};
 use crate::peer::{HostStatus, ProposeError, TicketMember};
@@ -88,6 +90,8 @@ pub(crate) struct Control {
     http_addr: std::net::SocketAddr,
     /// Fetches in flight, one per digest (concurrent callers share it).
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// Peers' load and the burst settings.
+    burst: Arc<Burst>,
     /// The peers last saved to `membership.json` (saved again only when
     /// they change).
     saved_peers: Mutex<Vec<TicketMember>>,
@@ -110,6 +114,22 @@ impl Control {
     /// Raft's view from this host.
     pub(crate) fn raft_status(&self) -> RaftStatus {
         self.plane.status()
+    }
+
+    pub(crate) fn burst(&self) -> &Arc<Burst> {
+        &self.burst
+    }
+
+    pub(crate) fn queue(&self) -> &LocalQueue {
+        &self.queue
+    }
+
+    pub(crate) fn link(&self) -> &NodeLink {
+        &self.link
+    }
+
+    pub(crate) fn client(&self) -> &PeerClient {
+        &self.client
     }
 
     pub(crate) fn identity(&self) -> &HostIdentity {
@@ -216,6 +236,13 @@ impl Control {
                 .map(|b| b.as_str().to_owned())
                 .collect(),
             applied_index: self.plane.applied_index(),
+            completed: node.load.map_or(0, |(l, _)| l.completed),
+            failed: node.load.map_or(0, |(l, _)| l.failed),
+            burst_out: self.burst.sent.load(std::sync::atomic::Ordering::Relaxed),
+            burst_in: self
+                .burst
+                .received
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

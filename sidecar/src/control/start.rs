@@ -4,6 +4,7 @@
 use super::handler::ControlHandler;
 use super::local::LocalMembership;
 use super::{Control, tasks};
+use crate::burst::Burst;
 use crate::link::NodeLink;
 use crate::peer::client::exchange;
 use crate::peer::{
@@ -169,6 +170,11 @@ pub(crate) async fn start(
         max_voters: config.max_voters,
         http_addr,
         fetches: Mutex::new(HashMap::new()),
+        burst: Arc::new(Burst::new(
+            config.burst,
+            config.placement_policy(),
+            config.gossip_every,
+        )),
         saved_peers: Mutex::new(local.as_ref().map(|l| l.peers.clone()).unwrap_or_default()),
     });
     tokio::spawn(crate::peer::serve(
@@ -202,6 +208,7 @@ pub(crate) async fn start(
     tokio::spawn(tasks::sync(control.clone(), dir.clone()));
     tokio::spawn(tasks::reconcile(control.clone()));
     tokio::spawn(tasks::residency(control.clone()));
+    tokio::spawn(crate::burst::gossip_loop(control.clone()));
     tracing::info!(host = id, quic = %quic_addr, key = %control.identity().public_key_hex(), "control plane started");
     println!("peer endpoint quic://{quic_addr} (host {id})");
     Ok(control)

@@ -76,6 +76,10 @@ pub(super) async fn get_cluster(
                 "queued": report.map(|r| r.queued),
                 "backends": report.map(|r| r.backends.clone()),
                 "applied_index": report.and_then(|r| r.applied_index),
+                "completed": report.map(|r| r.completed),
+                "failed": report.map(|r| r.failed),
+                "burst_out": report.map(|r| r.burst_out),
+                "burst_in": report.map(|r| r.burst_in),
                 "node": report.map(|r| json!({
                     "up": r.node_up,
                     "pid": r.node_pid,

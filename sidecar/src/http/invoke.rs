@@ -1,37 +1,29 @@
 //! `POST /v1/functions/{name}/invoke`: a job's path through this host.
 //!
-//! ingress (auth, size, deadline) → queue (admission, wait for a slot) →
-//! node (execute over the socket) → response with the receipt headers. If
-//! the client goes away first, the handler is dropped and the guard cancels
-//! the job on the node.
+//! ingress (auth, size, deadline) → scheduler (`place`: here, a peer, the
+//! local queue, or a refusal) → here: artifact fetch if missing, queue,
+//! node over the socket; a peer: one QUIC stream per attempt, candidates
+//! tried in turn → response with the receipt headers (`spillway-node`
+//! names the host that ran it, `spillway-burst` whether it was a peer). If
+//! the client goes away first, the handler is dropped: the node link
+//! cancels a local job, and a dropped dispatch stream makes the peer cancel
+//! its.
 
 use super::{ApiError, App};
-use crate::link::{JobFailed, JobOutput, NodeLink};
+use crate::burst::origin::{Accepted, Attempt, Offer};
+use crate::link::{JobFailed, JobOutput};
+use crate::peer::Dispatch;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use spillway_proto::{Execute, Failure, JobId, JobSpec, NodeId, TenantId};
+use spillway_proto::{Execute, Failure, JobId, JobSpec, NodeId, Refusal, TenantId};
+use spillway_scheduler::{Decision, Fallback};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// Cancels the job on the node unless disarmed (the client went away).
-struct CancelOnDrop<'a> {
-    link: &'a NodeLink,
-    job: JobId,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            tracing::info!(job = %self.job, "client went away; cancelling the job");
-            self.link.cancel(self.job);
-        }
-    }
-}
 
 fn new_job_id() -> JobId {
     let mut bytes = [0u8; 16];
@@ -93,16 +85,22 @@ pub(super) async fn invoke(
         placement: Default::default(),
     };
     let accepted = Instant::now();
-    let outcome = run(&app, job, spec, input.to_vec(), accepted)
+    let context = Context {
+        trace: header(&headers, "traceparent"),
+        idempotency_key: header(&headers, "spillway-idempotency-key"),
+    };
+    let outcome = run(&app, job, spec, input.to_vec(), accepted, context)
         .instrument(span)
         .await;
     let seconds = accepted.elapsed().as_secs_f64();
     match outcome {
-        Ok((output, queue_ms)) => {
+        Ok(ran) => {
             app.metrics.job_ended("ok", seconds);
-            let exec_ms = output.completion.exec_us as f64 / 1000.0;
-            app.queue.record_exec(exec_ms);
-            Ok(receipt(&app, job, queue_ms, output).into_response())
+            if !ran.burst {
+                let exec_ms = ran.output.completion.exec_us as f64 / 1000.0;
+                app.queue.record_exec(exec_ms);
+            }
+            Ok(receipt(job, ran).into_response())
         }
         Err(e) => {
             app.metrics.job_ended(e.code, seconds);
@@ -111,93 +109,299 @@ pub(super) async fn invoke(
     }
 }
 
-/// Admission, queue, node. Returns the output and the time spent queued.
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// What travels with a job to a peer besides the job itself.
+struct Context {
+    trace: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+/// A job that ran: where, and how long it waited before running.
+struct Ran {
+    output: JobOutput,
+    queue: Duration,
+    host: NodeId,
+    burst: bool,
+}
+
+/// The job, what it needs to be sent anywhere, and its deadline.
+struct Job<'a> {
+    app: &'a App,
+    id: JobId,
+    spec: JobSpec,
+    input: Vec<u8>,
+    context: Context,
+    accepted: Instant,
+    deadline: Instant,
+}
+
+/// Where a placement led: the job ended here, or a peer took it.
+enum Placed {
+    Ended(Result<Ran, ApiError>),
+    Peer(Accepted),
+}
+
+/// Peers lost with an idempotent job before it gives up.
+const MAX_LOST_PEERS: u32 = 3;
+
+fn executor_lost() -> ApiError {
+    Failure::ExecutorLost { may_have_run: true }.into()
+}
+
+/// Where the scheduler says, then there. An idempotent job whose peer is
+/// lost mid-job is placed again; any other ends `executor_lost`.
 async fn run(
     app: &App,
-    job: JobId,
+    id: JobId,
     spec: JobSpec,
     input: Vec<u8>,
     accepted: Instant,
-) -> Result<(JobOutput, Duration), ApiError> {
+    context: Context,
+) -> Result<Ran, ApiError> {
     let deadline = accepted + Duration::from_millis(spec.deadline_ms);
-    // An artifact this host's node lacks comes from a holder first.
-    if !app.link.status().held.contains(&spec.digest) {
-        let fetch = app
-            .control
-            .ensure_artifact(spec.digest)
-            .instrument(tracing::info_span!("fetch", job = %job));
-        match tokio::time::timeout_at(deadline.into(), fetch).await {
-            Ok(Ok(())) => {}
-            Ok(Err(failure)) => {
+    let job = Job {
+        app,
+        id,
+        spec,
+        input,
+        context,
+        accepted,
+        deadline,
+    };
+    let mut lost = 0;
+    loop {
+        let taken = match job.place(lost > 0).await {
+            Placed::Ended(outcome) => return outcome,
+            Placed::Peer(taken) => taken,
+        };
+        let peer = NodeId(taken.peer());
+        let span = tracing::info_span!("burst", job = %id, peer = %peer);
+        match taken.outcome(deadline).instrument(span).await {
+            Attempt::Done(Ok(output)) => {
+                app.control.burst().sent.fetch_add(1, Ordering::Relaxed);
+                let exec = Duration::from_micros(output.completion.exec_us);
+                return Ok(Ran {
+                    queue: accepted.elapsed().saturating_sub(exec),
+                    output,
+                    host: peer,
+                    burst: true,
+                });
+            }
+            Attempt::Done(Err(JobFailed { failure, exec_us })) => {
                 return Err(ApiError {
-                    may_have_run: Some(false),
+                    exec_ms: exec_us.map(|us| us as f64 / 1000.0),
                     ..failure.into()
                 });
             }
-            Err(_) => {
-                return Err(ApiError {
-                    may_have_run: Some(false),
-                    ..Failure::DeadlineExceeded {
-                        deadline_ms: spec.deadline_ms,
-                    }
-                    .into()
-                });
+            Attempt::Lost(why)
+                if job.spec.idempotent && lost < MAX_LOST_PEERS && Instant::now() < deadline =>
+            {
+                tracing::warn!(job = %id, %peer, "peer lost mid-job ({why}); idempotent, placing it again");
+                lost += 1;
+            }
+            Attempt::Lost(why) => {
+                tracing::warn!(job = %id, %peer, "peer lost mid-job: {why}");
+                return Err(executor_lost());
             }
         }
     }
-    let status = app.link.status();
-    if let Some(cap) = &status.capabilities {
-        app.queue.resize(cap.slots);
+}
+
+impl Job<'_> {
+    /// The scheduler's decision, for the job as it stands now.
+    fn decide(&self) -> Decision {
+        let control = &self.app.control;
+        control.burst().decide(
+            &self.spec,
+            &control.state(),
+            control.id,
+            &self.app.queue,
+            &self.app.link.status(),
+        )
     }
-    let waiting = app.queue.admit(&spec, &status).map_err(Failure::from)?;
-    let slot = async {
-        let slot = waiting.slot(deadline).await?;
-        app.link.wait_up(deadline).await.then_some(slot)
+
+    /// One placement. `lost_before`: a peer was lost with this job, so a
+    /// refusal now must not claim it never ran.
+    async fn place(&self, lost_before: bool) -> Placed {
+        let refused = |refusal: Refusal| -> ApiError {
+            if lost_before {
+                executor_lost()
+            } else {
+                Failure::from(refusal).into()
+            }
+        };
+        match self.decide() {
+            Decision::Local | Decision::Queue { .. } => self.here().await,
+            Decision::Refuse(refusal) => Placed::Ended(Err(refused(refusal))),
+            Decision::Peer {
+                candidates,
+                fallback,
+            } => match self.offer(&candidates).await {
+                Ok(Some(taken)) => Placed::Peer(taken),
+                Err(e) => Placed::Ended(Err(e)),
+                Ok(None) => match fallback {
+                    Fallback::Queue => self.here().await,
+                    Fallback::Refuse(refusal) => Placed::Ended(Err(refused(refusal))),
+                },
+            },
+        }
     }
-    .instrument(tracing::info_span!("queue", job = %job))
-    .await;
-    let Some(_slot) = slot else {
-        // Never ran: the deadline passed while it waited.
-        return Err(ApiError {
+
+    /// Offers the job to `candidates` in turn; `None` if none took it. A
+    /// peer lost before answering may have run it: fatal unless the job
+    /// is idempotent.
+    async fn offer(&self, candidates: &[NodeId]) -> Result<Option<Accepted>, ApiError> {
+        for (attempt, peer) in candidates.iter().enumerate() {
+            let remaining_ms = self
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64;
+            if remaining_ms == 0 {
+                return Ok(None);
+            }
+            let dispatch = Dispatch {
+                execute: Execute {
+                    job: self.id,
+                    spec: self.spec.clone(),
+                    input: self.input.clone(),
+                    remaining_ms,
+                },
+                trace: self.context.trace.clone(),
+                idempotency_key: self.context.idempotency_key.clone(),
+                attempt: attempt as u32 + 1,
+            };
+            match self
+                .app
+                .control
+                .offer(peer.0, dispatch, self.deadline)
+                .await
+            {
+                Offer::Accepted(taken) => return Ok(Some(taken)),
+                Offer::NotRun(why) => {
+                    tracing::debug!(job = %self.id, %peer, "not run on the peer: {why}");
+                }
+                Offer::Lost(why) if self.spec.idempotent => {
+                    tracing::warn!(job = %self.id, %peer, "no clear answer ({why}); idempotent, trying on");
+                }
+                Offer::Lost(why) => {
+                    tracing::warn!(job = %self.id, %peer, "no clear answer: {why}");
+                    return Err(executor_lost());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn deadline_exceeded(&self) -> ApiError {
+        ApiError {
             may_have_run: Some(false),
             ..Failure::DeadlineExceeded {
-                deadline_ms: spec.deadline_ms,
+                deadline_ms: self.spec.deadline_ms,
             }
             .into()
-        });
-    };
-    let queue_ms = accepted.elapsed();
-    let remaining_ms = deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis() as u64;
-    let mut guard = CancelOnDrop {
-        link: &app.link,
-        job,
-        armed: true,
-    };
-    let exec = Execute {
-        job,
-        spec,
-        input,
-        remaining_ms,
-    };
-    let result = app
-        .link
-        .execute(exec)
-        .instrument(tracing::info_span!("node", job = %job))
-        .await;
-    guard.armed = false;
-    match result {
-        Ok(output) => Ok((output, queue_ms)),
-        Err(JobFailed { failure, exec_us }) => Err(ApiError {
-            exec_ms: exec_us.map(|us| us as f64 / 1000.0),
-            ..failure.into()
-        }),
+        }
+    }
+
+    /// Here: artifact, admission, queue, node. While the job waits in the
+    /// queue it is placed again every gossip round, and leaves the queue
+    /// for a peer that has room and takes it.
+    async fn here(&self) -> Placed {
+        let app = self.app;
+        // An artifact this host's node lacks comes from a holder first.
+        if !app.link.status().held.contains(&self.spec.digest) {
+            let fetch = app
+                .control
+                .ensure_artifact(self.spec.digest)
+                .instrument(tracing::info_span!("fetch", job = %self.id));
+            match tokio::time::timeout_at(self.deadline.into(), fetch).await {
+                Ok(Ok(())) => {}
+                Ok(Err(failure)) => {
+                    return Placed::Ended(Err(ApiError {
+                        may_have_run: Some(false),
+                        ..failure.into()
+                    }));
+                }
+                Err(_) => return Placed::Ended(Err(self.deadline_exceeded())),
+            }
+        }
+        let status = app.link.status();
+        if let Some(cap) = &status.capabilities {
+            app.queue.resize(cap.slots);
+        }
+        let waiting = match app.queue.admit(&self.spec, &status) {
+            Ok(w) => w,
+            Err(refusal) => return Placed::Ended(Err(Failure::from(refusal).into())),
+        };
+        let acquire = async {
+            let slot = waiting.slot(self.deadline).await?;
+            app.link.wait_up(self.deadline).await.then_some(slot)
+        };
+        let mut acquire = std::pin::pin!(acquire);
+        let burst = app.control.burst();
+        let every = burst.gossip_every;
+        let mut replace = tokio::time::interval_at((Instant::now() + every).into(), every);
+        let slot = loop {
+            tokio::select! {
+                slot = &mut acquire => break slot,
+                _ = replace.tick(), if burst.enabled => {
+                    if let Decision::Peer { candidates, .. } = self.decide() {
+                        match self.offer(&candidates).await {
+                            Ok(Some(taken)) => return Placed::Peer(taken),
+                            Ok(None) => {}
+                            Err(e) => return Placed::Ended(Err(e)),
+                        }
+                    }
+                }
+            }
+        };
+        let Some(_slot) = slot else {
+            // Never ran: the deadline passed while it waited.
+            return Placed::Ended(Err(self.deadline_exceeded()));
+        };
+        let queue = self.accepted.elapsed();
+        let remaining_ms = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        let exec = Execute {
+            job: self.id,
+            spec: self.spec.clone(),
+            input: self.input.clone(),
+            remaining_ms,
+        };
+        let result = app
+            .link
+            .execute(exec)
+            .instrument(tracing::info_span!("node", job = %self.id))
+            .await;
+        Placed::Ended(match result {
+            Ok(output) => Ok(Ran {
+                output,
+                queue,
+                host: NodeId(app.control.id),
+                burst: false,
+            }),
+            Err(JobFailed { failure, exec_us }) => Err(ApiError {
+                exec_ms: exec_us.map(|us| us as f64 / 1000.0),
+                ..failure.into()
+            }),
+        })
     }
 }
 
-fn receipt(app: &App, job: JobId, queue: Duration, output: JobOutput) -> Response {
-    let JobOutput { body, completion } = output;
+fn receipt(job: JobId, ran: Ran) -> Response {
+    let Ran {
+        output: JobOutput { body, completion },
+        queue,
+        host,
+        burst,
+    } = ran;
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
@@ -207,8 +411,8 @@ fn receipt(app: &App, job: JobId, queue: Duration, output: JobOutput) -> Respons
     };
     set("content-type", "application/octet-stream".into());
     set("spillway-job-id", job.to_string());
-    set("spillway-node", NodeId(app.control.id).to_string());
-    set("spillway-burst", "false".into());
+    set("spillway-node", host.to_string());
+    set("spillway-burst", burst.to_string());
     set("spillway-backend", completion.backend.as_str().into());
     if let Some(gpu) = completion.gpu {
         set("spillway-gpu", gpu.to_string());

@@ -97,10 +97,7 @@ impl PeerClient {
             Ok(Err(e)) => Err(e),
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(reason))) => {
-                self.connections
-                    .lock()
-                    .expect("connections lock")
-                    .remove(&target);
+                self.forget(target);
                 Err(TransportError::Failed {
                     peer: target,
                     reason,
@@ -111,6 +108,67 @@ impl PeerClient {
                 reason: format!("no answer within {deadline:?}"),
             }),
         }
+    }
+}
+
+impl PeerClient {
+    /// Sends `bytes` as one unreliable datagram to host `target`
+    /// (connecting first if needed, within `deadline`); returns the
+    /// connection's smoothed round-trip time.
+    pub async fn send_datagram(
+        &self,
+        target: u64,
+        bytes: bytes::Bytes,
+        deadline: Duration,
+    ) -> Result<Duration, TransportError> {
+        let conn = tokio::time::timeout(deadline, self.connection(target))
+            .await
+            .map_err(|_| TransportError::Unreachable {
+                peer: target,
+                reason: format!("no connection within {deadline:?}"),
+            })??;
+        conn.send_datagram(bytes)
+            .map_err(|e| TransportError::Failed {
+                peer: target,
+                reason: format!("datagram: {e}"),
+            })?;
+        Ok(conn.rtt())
+    }
+
+    /// Opens a stream to host `target` and sends `request` on it (its send
+    /// half finished), for a caller that reads a sequence of answers.
+    pub async fn open(
+        &self,
+        target: u64,
+        request: &PeerRequest,
+        deadline: Duration,
+    ) -> Result<quinn::RecvStream, TransportError> {
+        let failed = |reason: String| TransportError::Failed {
+            peer: target,
+            reason,
+        };
+        let attempt = async {
+            let conn = self.connection(target).await?;
+            let (mut send, recv) = conn.open_bi().await.map_err(|e| {
+                self.forget(target);
+                failed(e.to_string())
+            })?;
+            send.write_all(&frame::encode(request))
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            send.finish().map_err(|e| failed(e.to_string()))?;
+            Ok(recv)
+        };
+        tokio::time::timeout(deadline, attempt)
+            .await
+            .map_err(|_| failed(format!("no stream within {deadline:?}")))?
+    }
+
+    fn forget(&self, target: u64) {
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .remove(&target);
     }
 }
 

@@ -7,6 +7,7 @@ use crate::peer::{HostIdentity, PinnedPeers};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The ALPN protocol every peer connection speaks.
 pub const ALPN: &[u8] = b"spillway/1";
@@ -23,6 +24,22 @@ pub struct PeerEndpoint {
 
 fn tls_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("TLS configuration: {e}"))
+}
+
+/// How long a silent peer connection lives: a dead host's connections
+/// close this soon, which ends the burst jobs it had accepted
+/// (`executor_lost`, or a re-run elsewhere for idempotent ones).
+const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Keep-alives on idle connections, well inside the idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(PEER_IDLE_TIMEOUT).expect("3 s is a valid idle timeout"),
+    ));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t
 }
 
 impl PeerEndpoint {
@@ -52,12 +69,15 @@ impl PeerEndpoint {
         client.alpn_protocols = vec![ALPN.to_vec()];
         client.enable_early_data = false;
 
-        let server = quinn::ServerConfig::with_crypto(Arc::new(
+        let transport = Arc::new(transport());
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             QuicServerConfig::try_from(server).map_err(tls_error)?,
         ));
-        let client = quinn::ClientConfig::new(Arc::new(
+        server.transport_config(transport.clone());
+        let mut client = quinn::ClientConfig::new(Arc::new(
             QuicClientConfig::try_from(client).map_err(tls_error)?,
         ));
+        client.transport_config(transport);
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),

@@ -1,19 +1,19 @@
 //! The sidecar's peer side: QUIC between hosts, authenticated by pinned
-//! ed25519 identities, carrying Raft RPCs (and, later, dispatch and artifact
-//! fetch).
+//! ed25519 identities, carrying Raft RPCs, forwarded proposals, joins,
+//! artifact fetches, status queries, burst jobs and load gossip.
 //!
 //! ```text
 //!  HostIdentity (ed25519 key, self-signed cert) ─┐
-//!  PinnedPeers (keys of committed members)  ─────┼─▶ endpoint (quinn, TLS 1.3, ALPN spillway/1)
+//!  PinnedPeers (member keys, ticket keys) ───────┼─▶ endpoint (quinn, TLS 1.3, ALPN spillway/1)
 //!  std UdpSocket (the one seam for chaos tests) ─┘        │
-//!                          QuicTransport (client) ◀──────┴──▶ serve_raft (server)
+//!                PeerClient (calls, dispatch, datagrams) ◀┴▶ serve (PeerHandler)
 //! ```
 //!
 //! Both sides present a certificate and both verify that the other's key is
-//! pinned; a peer whose key is not a member never completes the handshake,
-//! so none of its frames is read. What it is not yet: join tickets (a
-//! joining host's key is pinned by hand here) or the wiring of the
-//! sidecar's HTTP side to the control plane.
+//! pinned; a peer whose key is neither a member's nor a live ticket's never
+//! completes the handshake, so none of its frames is read. A ticket holder
+//! may only ask to join. What it is not: the meaning of the requests (the
+//! sidecar's `control` and `burst` modules answer them).
 
 pub(crate) mod client;
 mod endpoint;
@@ -29,6 +29,9 @@ pub use endpoint::{ALPN, PeerEndpoint};
 pub use identity::{HostIdentity, IdentityError};
 pub use pinning::PinnedPeers;
 pub use raft_rpc::{QuicTransport, RaftReply, RaftRequest, serve_raft};
-pub use service::{PeerHandler, PeerKind, RaftOnly, serve};
+pub use service::{PeerHandler, PeerKind, RaftOnly, serve, write_dispatch_reply};
 pub use ticket::{JoinTicket, TicketError, TicketMember};
-pub use wire::{HostStatus, JoinAccepted, JoinRequest, PeerReply, PeerRequest, ProposeError};
+pub use wire::{
+    Dispatch, DispatchReply, HostStatus, JoinAccepted, JoinRequest, PeerReply, PeerRequest,
+    ProposeError,
+};

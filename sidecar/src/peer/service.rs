@@ -1,5 +1,7 @@
 //! The server side of the peer protocol: accepts QUIC connections, reads
-//! one request per stream and answers it through a [`PeerHandler`].
+//! one request per stream and answers it through a [`PeerHandler`] (a
+//! dispatch gets the stream's send half, to answer in several frames), and
+//! hands a member's datagrams (load gossip) to the handler too.
 //!
 //! A connection whose key is a ticket's (not a member's) may send only a
 //! join request; anything else is refused and the connection closed. A key
@@ -8,11 +10,11 @@
 use crate::peer::client::MAX_REPLY;
 use crate::peer::pinning::ed25519_key;
 use crate::peer::raft_rpc::answer_raft;
-use crate::peer::wire::{PeerReply, PeerRequest};
+use crate::peer::wire::{Dispatch, DispatchReply, PeerReply, PeerRequest};
 use crate::peer::{PeerEndpoint, PinnedPeers};
 use rustls::pki_types::CertificateDer;
 use spillway_consensus::{PublicKey, Raft};
-use spillway_proto::frame;
+use spillway_proto::{Refusal, frame};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -31,6 +33,26 @@ pub trait PeerHandler: Send + Sync + 'static {
         from: PeerKind,
         request: PeerRequest,
     ) -> impl Future<Output = PeerReply> + Send;
+
+    /// Runs a member's burst job, answering on `send` in
+    /// [`DispatchReply`] frames. When the origin goes away, `send` is
+    /// stopped ([`quinn::SendStream::stopped`]).
+    fn dispatch(
+        &self,
+        from: PublicKey,
+        job: Dispatch,
+        send: quinn::SendStream,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// A datagram from a member (load gossip). Called on the connection's
+    /// reader task: it must not block.
+    fn datagram(&self, from: PublicKey, bytes: &[u8]);
+}
+
+/// Writes one dispatch answer frame (a failed write means the origin is
+/// gone, which the caller learns from the stream).
+pub async fn write_dispatch_reply(send: &mut quinn::SendStream, reply: &DispatchReply) -> bool {
+    send.write_all(&frame::encode(reply)).await.is_ok()
 }
 
 /// Answers Raft RPCs only (tests and tools that run a bare Raft).
@@ -44,6 +66,16 @@ impl PeerHandler for RaftOnly {
             _ => PeerReply::Error("this host answers Raft requests only".into()),
         }
     }
+
+    async fn dispatch(&self, _from: PublicKey, _job: Dispatch, mut send: quinn::SendStream) {
+        // A bare Raft member has no node.
+        let refused = DispatchReply::Refused(Refusal::PeerFull);
+        if write_dispatch_reply(&mut send, &refused).await {
+            let _ = send.finish();
+        }
+    }
+
+    fn datagram(&self, _from: PublicKey, _bytes: &[u8]) {}
 }
 
 /// The key a connection's peer proved in the handshake.
@@ -74,6 +106,14 @@ pub async fn serve<H: PeerHandler>(endpoint: PeerEndpoint, pinned: PinnedPeers, 
             } else {
                 PeerKind::Joiner(key)
             };
+            if let PeerKind::Member(key) = from {
+                let (handler, conn) = (handler.clone(), conn.clone());
+                tokio::spawn(async move {
+                    while let Ok(bytes) = conn.read_datagram().await {
+                        handler.datagram(key, &bytes);
+                    }
+                });
+            }
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let handler = handler.clone();
                 let conn = conn.clone();
@@ -104,6 +144,9 @@ async fn answer<H: PeerHandler>(
                 (PeerKind::Joiner(_), _) => {
                     conn.close(2u32.into(), b"ticket holders may only join");
                     return;
+                }
+                (PeerKind::Member(key), PeerRequest::Dispatch(job)) => {
+                    return handler.dispatch(key, job, send).await;
                 }
                 (PeerKind::Member(_), r) => handler.handle(from, r).await,
             },

@@ -1,13 +1,15 @@
-//! What peers say to each other: one request frame and one reply frame per
-//! bidirectional QUIC stream. The first frame tells the stream's kind
-//! (DESIGN §5): a Raft RPC, a proposal forwarded to the leader, a join, an
-//! artifact fetch, or a status query.
+//! What peers say to each other. The first frame on a bidirectional QUIC
+//! stream tells the stream's kind (DESIGN §5): a Raft RPC, a proposal
+//! forwarded to the leader, a join, an artifact fetch or a status query
+//! (each answered by one reply frame), or a burst job ([`Dispatch`],
+//! answered by a sequence of [`DispatchReply`] frames). Load reports travel
+//! as datagrams ([`spillway_topology::LoadGossip`], one frame each).
 
 use crate::peer::raft_rpc::{RaftReply, RaftRequest};
 use crate::peer::ticket::{JoinTicket, TicketMember};
 use serde::{Deserialize, Serialize};
 use spillway_consensus::{ControlCommand, ControlResponse, JoinRefusal, MemberEntry};
-use spillway_proto::Digest;
+use spillway_proto::{Completion, Digest, Execute, Failure, Refusal};
 
 /// The first (and only) frame a peer sends on a stream.
 #[derive(Debug, Serialize, Deserialize)]
@@ -23,6 +25,43 @@ pub enum PeerRequest {
     },
     /// How is your host doing?
     Status,
+    /// Run this job (a burst from the sender, which never sends it on).
+    Dispatch(Dispatch),
+}
+
+/// A burst job: what the origin's node would have received, and why.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// The job, its spec and input; `remaining_ms` is what is left of its
+    /// deadline when the origin sends it.
+    pub execute: Execute,
+    /// W3C `traceparent` of the origin's span, when it has one.
+    pub trace: Option<String>,
+    /// The client's idempotency key, if it gave one.
+    pub idempotency_key: Option<String>,
+    /// 1 for the first peer tried, 2 for the next, and so on.
+    pub attempt: u32,
+}
+
+/// A peer's answers on a dispatch stream, in order: `Accepted` or
+/// `Refused`; after `Accepted`, `Completed` or `Failed`.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum DispatchReply {
+    /// The peer took a slot for the job: from now on it may run.
+    Accepted,
+    /// The peer will not run it (the job never ran there).
+    Refused(Refusal),
+    /// The job's output (emitted chunks then the returned bytes), the
+    /// completion, and how long it waited there for its artifact.
+    Completed {
+        body: Vec<u8>,
+        completion: Completion,
+    },
+    /// The job failed there; `exec_us` when the node ran it.
+    Failed {
+        failure: Failure,
+        exec_us: Option<u64>,
+    },
 }
 
 /// The answer.
@@ -80,4 +119,10 @@ pub struct HostStatus {
     pub backends: Vec<String>,
     /// The last control-log entry applied on that host.
     pub applied_index: Option<u64>,
+    /// Jobs its node has completed (and failed) since it started.
+    pub completed: u64,
+    pub failed: u64,
+    /// Burst jobs this host sent to peers, and ran for peers.
+    pub burst_out: u64,
+    pub burst_in: u64,
 }

@@ -1,0 +1,199 @@
+//! Hosts of a multi-host test cluster: each a real `spillway host`
+//! process in its own directory, and a small authenticated API client.
+
+use super::BIN;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One `spillway host` process.
+#[derive(Debug)]
+pub struct Host {
+    pub child: Child,
+    pub _stdin: ChildStdin,
+    pub dir: PathBuf,
+    pub endpoint: String,
+    /// The admin token, when this start printed it (founding only).
+    pub token: Option<String>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Host {
+    /// Starts `spillway host` in `dir` with `extra` flags (and a join
+    /// ticket through the environment); waits until it serves HTTP.
+    pub fn start(dir: &Path, extra: &[&str], ticket: Option<&str>) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("host.log"))
+            .unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "host",
+                "--listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+            ])
+            .args(
+                (!extra.contains(&"--slots"))
+                    .then_some(["--slots", "2"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(["--snapshot-every", "20", "--stop-on-stdin-close"])
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .env_remove("SPILLWAY_JOIN_TICKET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(t) = ticket {
+            command.env("SPILLWAY_JOIN_TICKET", t);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut token = None;
+        let endpoint = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(t) = line.strip_prefix("admin token (shown once, store it now): ") {
+                        token = Some(t.to_owned());
+                    } else if let Some(e) = line.strip_prefix("listening on ") {
+                        break e.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    return Err(std::fs::read_to_string(dir.join("host.log")).unwrap());
+                }
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            child,
+            _stdin: stdin,
+            dir: dir.to_path_buf(),
+            endpoint,
+            token,
+        })
+    }
+
+    pub fn kill9(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.clone()
+    }
+}
+
+pub struct Api {
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl Api {
+    pub async fn get(&self, host: &Host, path: &str) -> reqwest::Result<Value> {
+        self.http
+            .get(format!("{}{path}", host.endpoint))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .json()
+            .await
+    }
+
+    pub async fn cluster(&self, host: &Host) -> Value {
+        self.get(host, "/v1/cluster").await.unwrap_or(Value::Null)
+    }
+
+    pub async fn ticket(&self, host: &Host, ttl_s: u64) -> String {
+        self.ticket_expiring(host, ttl_s).await.0
+    }
+
+    /// A ticket and the time (Unix ms) it expires.
+    pub async fn ticket_expiring(&self, host: &Host, ttl_s: u64) -> (String, u64) {
+        let r: Value = self
+            .http
+            .post(format!("{}/v1/tickets", host.endpoint))
+            .bearer_auth(&self.token)
+            .json(&json!({ "ttl_s": ttl_s }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ticket = r["ticket"].as_str().expect("a ticket").to_owned();
+        (ticket, r["expires_unix_ms"].as_u64().expect("an expiry"))
+    }
+
+    pub async fn put_function(&self, host: &Host, name: &str, artifact: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/functions", host.endpoint))
+            .bearer_auth(&self.token)
+            .json(&json!({"name": name, "artifact": artifact, "deadline_ms": 5000}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `host` sees `pred` hold of the cluster view.
+    pub async fn wait(&self, host: &Host, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.cluster(host).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < until, "{what}: last view {v:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+pub fn h(hosts: &[Option<Host>], i: usize) -> &Host {
+    hosts[i - 1].as_ref().expect("host running")
+}
+
+pub fn members(v: &Value) -> Vec<Value> {
+    v["members"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn member(v: &Value, id: &str) -> Value {
+    members(v)
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+pub fn roles(v: &Value) -> Vec<(String, String)> {
+    members(v)
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap_or("?").to_owned(),
+                m["role"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect()
+}

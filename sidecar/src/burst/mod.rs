@@ -1,0 +1,173 @@
+//! Peer burst: when this host's node is full, its jobs run on a peer that
+//! has room.
+//!
+//! ```text
+//!  gossip loop ──datagram (LoadGossip) every --gossip-ms──▶ peers ──▶ Burst::loads
+//!  invoke ──▶ Burst::decide (ClusterView from the log + loads + RTTs) ──▶ scheduler::place
+//!         ──Decision::Peer──▶ origin::dispatch ──QUIC stream──▶ serve::run_for_peer ──▶ its node
+//! ```
+//!
+//! - `gossip` sends this host's load to every member a few times a second
+//!   and keeps what the others send, with the RTT of each connection.
+//! - `origin` sends a job to the scheduler's candidates in turn and turns
+//!   their answers into the job's outcome.
+//! - `serve` runs a peer's job on this host's node, only if a slot is free
+//!   now: one hop, a burst job is never queued or sent on.
+//!
+//! What it is not: the scheduler's policy (pure, in `spillway-scheduler`),
+//! the transport (`peer`), or artifact transfer (`control::fetch`).
+
+mod gossip;
+pub(crate) mod origin;
+mod serve;
+
+pub(crate) use gossip::gossip_loop;
+
+use crate::link::NodeStatus;
+use crate::queue::LocalQueue;
+use spillway_consensus::{ControlState, MemberState};
+use spillway_proto::{JobSpec, NodeId};
+use spillway_scheduler::{ArtifactFacts, Decision, PlacementPolicy, place};
+use spillway_topology::{ClusterView, HostView, LoadGossip, LoadSample};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What this host knows of its peers' load, and its burst settings.
+#[derive(Debug)]
+pub(crate) struct Burst {
+    /// Whether jobs may go to peers at all (`--no-burst` turns it off:
+    /// local queueing only).
+    pub(crate) enabled: bool,
+    pub(crate) policy: PlacementPolicy,
+    pub(crate) gossip_every: Duration,
+    peers: Mutex<HashMap<u64, PeerLoad>>,
+    seq: AtomicU64,
+    /// Measured artifact transfer rate, bytes per second (0: none yet).
+    fetch_rate: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PeerLoad {
+    sample: Option<LoadSample>,
+    rtt: Option<Duration>,
+}
+
+impl Burst {
+    pub(crate) fn new(enabled: bool, policy: PlacementPolicy, gossip_every: Duration) -> Self {
+        Self {
+            enabled,
+            policy,
+            gossip_every,
+            peers: Mutex::default(),
+            seq: AtomicU64::new(0),
+            fetch_rate: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps a peer's report unless a newer one already arrived.
+    pub(crate) fn record_load(&self, peer: u64, report: LoadGossip, now: Instant) {
+        let mut peers = self.peers.lock().expect("peer loads lock");
+        let entry = peers.entry(peer).or_default();
+        if entry.sample.is_some_and(|s| s.report.seq >= report.seq) {
+            return;
+        }
+        entry.sample = Some(LoadSample {
+            report,
+            received: now,
+        });
+    }
+
+    pub(crate) fn record_rtt(&self, peer: u64, rtt: Duration) {
+        self.peers
+            .lock()
+            .expect("peer loads lock")
+            .entry(peer)
+            .or_default()
+            .rtt = Some(rtt);
+    }
+
+    /// Feeds the transfer-rate estimate with one finished fetch.
+    pub(crate) fn record_fetch(&self, bytes: u64, took: Duration) {
+        if bytes < 64 << 10 || took.is_zero() {
+            return; // too small to say anything about bandwidth
+        }
+        let rate = (bytes as f64 / took.as_secs_f64()) as u64;
+        let old = self.fetch_rate.load(Ordering::Relaxed);
+        let new = if old == 0 { rate } else { (old * 4 + rate) / 5 };
+        self.fetch_rate.store(new, Ordering::Relaxed);
+    }
+
+    /// The next load report of this host.
+    pub(crate) fn report(&self, queue: &LocalQueue, node: &NodeStatus) -> LoadGossip {
+        let load = queue.load(node);
+        LoadGossip {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            slots: if node.up { load.slots } else { 0 },
+            running: load.running,
+            queued: load.queued,
+            mean_exec_ms: load.mean_exec_ms,
+            node_up: node.up,
+        }
+    }
+
+    /// The cluster as this host sees it now.
+    pub(crate) fn view(&self, state: &ControlState, local: u64) -> ClusterView {
+        let peers = self.peers.lock().expect("peer loads lock");
+        let hosts = state
+            .members()
+            .filter(|m| m.state != MemberState::Removed)
+            .map(|m| {
+                let known = peers.get(&m.id).copied().unwrap_or_default();
+                HostView {
+                    id: NodeId(m.id),
+                    accepting: m.state == MemberState::Active,
+                    gpus: m.gpus.len() as u32,
+                    labels: m.labels.clone(),
+                    load: known.sample,
+                    rtt: known.rtt,
+                }
+            })
+            .collect();
+        ClusterView {
+            local: NodeId(local),
+            hosts,
+            fetch_bytes_per_s: self.fetch_rate.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Where `spec` should run. With burst off, every job stays here.
+    pub(crate) fn decide(
+        &self,
+        spec: &JobSpec,
+        state: &ControlState,
+        local: u64,
+        queue: &LocalQueue,
+        node: &NodeStatus,
+    ) -> Decision {
+        let load = queue.load(node);
+        let artifact = ArtifactFacts {
+            size: state.artifact_size(&spec.digest).unwrap_or(0),
+            holders: state.holders(&spec.digest).into_iter().collect(),
+        };
+        let mut view = self.view(state, local);
+        if !self.enabled {
+            view.hosts.retain(|h| h.id == view.local);
+        }
+        let mut pick = [0u8; 8];
+        getrandom::fill(&mut pick).expect("the OS provides randomness");
+        place(
+            spec,
+            &artifact,
+            &view,
+            &load,
+            &self.policy,
+            (Instant::now(), u64::from_le_bytes(pick)),
+        )
+    }
+}

@@ -1,0 +1,112 @@
+//! The origin's side of a burst: one job offered to one peer on its own
+//! QUIC stream ([`Control::offer`]: accepted or not, one round trip), and,
+//! once accepted, its outcome ([`Accepted::outcome`]).
+//!
+//! The stream carries the [`Dispatch`] frame, then the peer's answers:
+//! `Accepted` or `Refused`, then `Completed` or `Failed`. The two steps are
+//! apart so that a job waiting in the local queue can leave it only once a
+//! peer has really taken it. Dropping the
+//! future (the client went away) drops the stream, which stops the peer's
+//! send side; the peer then cancels the job on its node.
+
+use crate::control::Control;
+use crate::frames;
+use crate::link::{JobFailed, JobOutput};
+use crate::peer::{Dispatch, DispatchReply, PeerRequest};
+use spillway_proto::MAX_FRAME_LEN;
+use std::time::{Duration, Instant};
+
+/// How long opening a stream to a peer may take before the next candidate
+/// is tried.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a peer may take to accept or refuse (it answers at once when
+/// alive; after this the job is treated as lost there).
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after the job's deadline the peer's last answer may take.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
+/// What became of an accepted job.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// It ran there: its result or its typed failure.
+    Done(Result<JobOutput, JobFailed>),
+    /// The peer was lost after accepting it: it may have run.
+    Lost(String),
+}
+
+/// The first answer to an offer.
+#[derive(Debug)]
+pub(crate) enum Offer {
+    /// The peer took a slot: the job runs there now.
+    Accepted(Accepted),
+    /// It never ran there.
+    NotRun(String),
+    /// No clear answer: it may have run there.
+    Lost(String),
+}
+
+/// A job a peer accepted; [`Accepted::outcome`] waits for its end.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    recv: quinn::RecvStream,
+    peer: u64,
+}
+
+impl Control {
+    /// Offers `dispatch` to `peer`: one round trip when the peer is alive.
+    pub(crate) async fn offer(&self, peer: u64, dispatch: Dispatch, deadline: Instant) -> Offer {
+        let job = dispatch.execute.job;
+        let request = PeerRequest::Dispatch(dispatch);
+        let open = OPEN_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        let mut recv = match self.client().open(peer, &request, open).await {
+            Ok(recv) => recv,
+            Err(e) => return Offer::NotRun(e.to_string()),
+        };
+        drop(request);
+        let first = tokio::time::timeout(
+            ACCEPT_TIMEOUT,
+            frames::read::<DispatchReply, _>(&mut recv, MAX_FRAME_LEN),
+        )
+        .await;
+        // Anything but a clear answer: the acceptance may be what was lost.
+        match first {
+            Ok(Ok(Some(DispatchReply::Accepted))) => {
+                tracing::debug!(%job, peer, "accepted by the peer");
+                Offer::Accepted(Accepted { recv, peer })
+            }
+            Ok(Ok(Some(DispatchReply::Refused(r)))) => Offer::NotRun(format!("refused: {r}")),
+            Ok(Ok(Some(other))) => Offer::Lost(format!("answer before acceptance: {other:?}")),
+            Ok(Ok(None)) => Offer::Lost("the peer closed the stream".into()),
+            Ok(Err(e)) => Offer::Lost(e.to_string()),
+            Err(_) => Offer::Lost(format!("no acceptance within {ACCEPT_TIMEOUT:?}")),
+        }
+    }
+}
+
+impl Accepted {
+    pub(crate) fn peer(&self) -> u64 {
+        self.peer
+    }
+
+    /// Waits for the job's end, at most a little after `deadline` (the
+    /// peer enforces the deadline itself).
+    pub(crate) async fn outcome(mut self, deadline: Instant) -> Attempt {
+        let next = tokio::time::timeout_at(
+            (deadline + ANSWER_GRACE).into(),
+            frames::read::<DispatchReply, _>(&mut self.recv, MAX_FRAME_LEN),
+        )
+        .await;
+        match next {
+            Ok(Ok(Some(DispatchReply::Completed { body, completion }))) => {
+                Attempt::Done(Ok(JobOutput { body, completion }))
+            }
+            Ok(Ok(Some(DispatchReply::Failed { failure, exec_us }))) => {
+                Attempt::Done(Err(JobFailed { failure, exec_us }))
+            }
+            Ok(Ok(Some(other))) => Attempt::Lost(format!("out-of-order answer {other:?}")),
+            Ok(Ok(None)) => Attempt::Lost("the peer closed the stream".into()),
+            Ok(Err(e)) => Attempt::Lost(e.to_string()),
+            Err(_) => Attempt::Lost("the peer stopped answering".into()),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The peer's side of a burst: run another host's job on this host's node,
+//! if a slot is free right now.
+//!
+//! One hop: a burst job is never queued here and never sent on; without a
+//! free slot the answer is `Refused(peer_full)` and the origin tries its
+//! next candidate. Once accepted, the job takes the same path as a local
+//! one (artifact fetched if missing, then the node), and if the origin
+//! goes away the stream is stopped and the job cancelled on the node.
+
+use crate::control::Control;
+use crate::link::JobFailed;
+use crate::peer::{Dispatch, DispatchReply, write_dispatch_reply};
+use spillway_proto::{Failure, NodeId};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+impl Control {
+    /// Answers a member's dispatch on `send`.
+    pub(crate) async fn run_for_peer(
+        &self,
+        from: [u8; 32],
+        dispatch: Dispatch,
+        mut send: quinn::SendStream,
+    ) {
+        let Dispatch {
+            execute,
+            attempt,
+            trace,
+            ..
+        } = dispatch;
+        let origin = self.state().member_by_key(&from).map(|m| NodeId(m.id));
+        let span = tracing::info_span!("burst_in", job = %execute.job, origin = ?origin, attempt, trace = trace.as_deref());
+        let deadline = Instant::now() + Duration::from_millis(execute.remaining_ms);
+        let slot = match self.queue().try_slot(&execute.spec, &self.link().status()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                span.in_scope(|| tracing::debug!("refused a burst job: {refusal}"));
+                if write_dispatch_reply(&mut send, &DispatchReply::Refused(refusal)).await {
+                    let _ = send.finish();
+                }
+                return;
+            }
+        };
+        if !write_dispatch_reply(&mut send, &DispatchReply::Accepted).await {
+            return; // the origin is gone already; the job never started
+        }
+        self.burst().received.fetch_add(1, Ordering::Relaxed);
+        let digest = execute.spec.digest;
+        let deadline_ms = execute.spec.deadline_ms;
+        let work = async {
+            if !self.link().status().held.contains(&digest) {
+                let fetch = self.ensure_artifact(digest);
+                match tokio::time::timeout_at(deadline.into(), fetch).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(failure)) => return Err(JobFailed::from(failure)),
+                    Err(_) => return Err(Failure::DeadlineExceeded { deadline_ms }.into()),
+                }
+            }
+            let started = Instant::now();
+            let outcome = self.link().execute(execute).await;
+            if outcome.is_ok() {
+                self.queue()
+                    .record_exec(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            outcome
+        }
+        .instrument(span.clone());
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            // Dropping `work` cancels the job on the node.
+            _ = send.stopped() => {
+                span.in_scope(|| tracing::info!("the origin went away; the job was cancelled"));
+                drop(slot);
+                return;
+            }
+        };
+        drop(slot);
+        let reply = match outcome {
+            Ok(output) => DispatchReply::Completed {
+                body: output.body,
+                completion: output.completion,
+            },
+            Err(JobFailed { failure, exec_us }) => DispatchReply::Failed { failure, exec_us },
+        };
+        if write_dispatch_reply(&mut send, &reply).await {
+            let _ = send.finish();
+        }
+    }
+}
