@@ -102,6 +102,10 @@ pub(crate) struct Membership {
     /// Peers tried for one job before it falls back to the local queue.
     #[arg(long, default_value_t = 3)]
     burst_attempts: usize,
+    /// How long a job's outcome is remembered under its idempotency key,
+    /// in seconds (0: not remembered).
+    #[arg(long, default_value_t = 600)]
+    idempotency_ttl_s: u64,
     /// Found a new cluster if this directory belongs to none (= `spillway init`).
     #[arg(long, conflicts_with = "join")]
     pub(crate) init: bool,
@@ -132,6 +136,7 @@ impl Membership {
             burst: !self.no_burst,
             gossip_every: std::time::Duration::from_millis(self.gossip_ms),
             burst_attempts: self.burst_attempts,
+            idempotency_ttl: std::time::Duration::from_secs(self.idempotency_ttl_s),
             ..config
         }
     }

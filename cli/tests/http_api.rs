@@ -312,3 +312,87 @@ async fn required_accelerator_runs_on_a_gpu_or_is_refused() {
         assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
     }
 }
+
+/// Invokes `function` with an idempotency key.
+async fn invoke_keyed(c: &Cluster, function: &str, key: &str, input: Vec<u8>) -> reqwest::Response {
+    c.http
+        .post(c.url(&format!("/v1/functions/{function}/invoke")))
+        .bearer_auth(&c.token)
+        .header("spillway-idempotency-key", key)
+        .body(input)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Jobs the host's node has completed, from `/v1/cluster`.
+async fn node_completed(c: &Cluster) -> u64 {
+    c.cluster().await["members"][0]["completed"]
+        .as_u64()
+        .expect("completed")
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_the_first_outcome() {
+    let c = Cluster::start(2, 8);
+    c.deploy("echo", "echo", 10_000).await;
+    c.deploy("spin", "spin", 30_000).await;
+
+    // Sequential repeat: same job id, same output, marked as a replay.
+    let first = invoke_keyed(&c, "echo", "order-1", b"hello".to_vec()).await;
+    assert_eq!(first.status(), 200);
+    assert!(!first.headers().contains_key("spillway-idempotent-replay"));
+    let job = first.headers()["spillway-job-id"].clone();
+    assert_eq!(first.bytes().await.unwrap().as_ref(), b"hello");
+    let again = invoke_keyed(&c, "echo", "order-1", b"hello".to_vec()).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["spillway-job-id"], job);
+    assert_eq!(again.headers()["spillway-idempotent-replay"], "true");
+    assert_eq!(again.bytes().await.unwrap().as_ref(), b"hello");
+    assert_eq!(node_completed(&c).await, 1, "the repeat did not run");
+
+    // The same key for another input is a conflict, not a replay.
+    let other = invoke_keyed(&c, "echo", "order-1", b"other".to_vec()).await;
+    expect_error(other, 422, "idempotency_key_reused").await;
+    let bad = invoke_keyed(&c, "echo", "has space", vec![]).await;
+    expect_error(bad, 400, "bad_idempotency_key").await;
+
+    // Concurrent repeats of a slow job: one runs, all get its outcome.
+    let rounds = 20_000_000u32.to_le_bytes().to_vec();
+    let repeats: Vec<_> = (0..4)
+        .map(|_| {
+            let request = c
+                .http
+                .post(c.url("/v1/functions/spin/invoke"))
+                .bearer_auth(&c.token)
+                .header("spillway-idempotency-key", "spin-1")
+                .body(rounds.clone());
+            tokio::spawn(async move { request.send().await.unwrap() })
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    let mut bodies = Vec::new();
+    for r in repeats {
+        let r = r.await.unwrap();
+        assert_eq!(r.status(), 200);
+        jobs.push(r.headers()["spillway-job-id"].clone());
+        bodies.push(r.bytes().await.unwrap());
+    }
+    assert!(jobs.iter().all(|j| *j == jobs[0]), "{jobs:?}");
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+    assert_eq!(node_completed(&c).await, 2, "the spin job ran once");
+
+    let metrics = c
+        .http
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("spillway_idempotent_replays_total 4"),
+        "{metrics}"
+    );
+}

@@ -66,6 +66,12 @@ pub struct SidecarConfig {
     pub gossip_every: Duration,
     /// Peers tried for one job before it falls back to the local queue.
     pub burst_attempts: usize,
+    /// How long this host remembers a job's outcome under its idempotency
+    /// key (0: idempotency keys are not remembered).
+    pub idempotency_ttl: Duration,
+    /// The most output bytes remembered under idempotency keys (oldest
+    /// forgotten first).
+    pub idempotency_max_bytes: usize,
 }
 
 impl Default for SidecarConfig {
@@ -90,6 +96,8 @@ impl Default for SidecarConfig {
             burst: true,
             gossip_every: Duration::from_millis(250),
             burst_attempts: 3,
+            idempotency_ttl: Duration::from_secs(600),
+            idempotency_max_bytes: 64 << 20,
         }
     }
 }
@@ -109,6 +117,8 @@ pub enum ConfigError {
     Gossip(Duration),
     #[error("burst attempts must be between 1 and 16, got {0}")]
     BurstAttempts(usize),
+    #[error("the idempotency TTL must be at most 24 h, got {0:?}")]
+    IdempotencyTtl(Duration),
     #[error(
         "the default deadline ({default:?}) must be positive and at most the maximum ({max:?})"
     )]
@@ -140,6 +150,9 @@ impl SidecarConfig {
         }
         if !(1..=16).contains(&self.burst_attempts) {
             return Err(ConfigError::BurstAttempts(self.burst_attempts));
+        }
+        if self.idempotency_ttl > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::IdempotencyTtl(self.idempotency_ttl));
         }
         if self.default_deadline.is_zero() || self.default_deadline > self.max_deadline {
             return Err(ConfigError::Deadline {

@@ -28,6 +28,7 @@ mod control;
 mod error;
 mod frames;
 pub mod http;
+mod idempotency;
 mod link;
 mod metrics;
 pub mod peer;
@@ -85,6 +86,10 @@ pub async fn run(
         }
     };
     let app = Arc::new(http::App {
+        outcomes: Arc::new(idempotency::Outcomes::new(
+            config.idempotency_ttl,
+            config.idempotency_max_bytes,
+        )),
         config: config.clone(),
         link,
         queue,

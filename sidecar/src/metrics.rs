@@ -20,6 +20,8 @@ pub(crate) struct Metrics {
     pub(crate) latency: Histogram,
     pub(crate) queue_depth: Gauge,
     pub(crate) running: Gauge,
+    pub(crate) idempotency_keys: Gauge,
+    pub(crate) idempotent_replays: Counter,
     pub(crate) node_restarts: Counter,
     pub(crate) node_up: Gauge,
 }
@@ -33,6 +35,7 @@ impl Metrics {
         let (queue_depth, running, node_up) =
             (Gauge::default(), Gauge::default(), Gauge::default());
         let node_restarts = Counter::default();
+        let (idempotency_keys, idempotent_replays) = (Gauge::default(), Counter::default());
         registry.register("jobs", "Invocations by outcome", jobs.clone());
         registry.register(
             "job_latency_seconds",
@@ -46,6 +49,16 @@ impl Metrics {
         );
         registry.register("running_jobs", "Jobs holding a node slot", running.clone());
         registry.register(
+            "idempotency_keys",
+            "Idempotency keys remembered (running or finished)",
+            idempotency_keys.clone(),
+        );
+        registry.register(
+            "idempotent_replays",
+            "Requests answered with the first outcome of their idempotency key",
+            idempotent_replays.clone(),
+        );
+        registry.register(
             "node_restarts",
             "Times the node was restarted",
             node_restarts.clone(),
@@ -57,6 +70,8 @@ impl Metrics {
             latency,
             queue_depth,
             running,
+            idempotency_keys,
+            idempotent_replays,
             node_restarts,
             node_up,
         }

@@ -8,9 +8,14 @@
 //! the client goes away first, the handler is dropped: the node link
 //! cancels a local job, and a dropped dispatch stream makes the peer cancel
 //! its.
+//!
+//! A request with `spillway-idempotency-key` claims the key first (see
+//! [`crate::idempotency`]): a repeat gets the first outcome, with
+//! `spillway-idempotent-replay: true`, and never runs the job again.
 
 use super::{ApiError, App};
 use crate::burst::origin::{Accepted, Attempt, Offer};
+use crate::idempotency::{self, Claim, Key, Running};
 use crate::link::{JobFailed, JobOutput};
 use crate::peer::Dispatch;
 use axum::body::Bytes;
@@ -18,7 +23,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use spillway_proto::{Execute, Failure, JobId, JobSpec, NodeId, Refusal, TenantId};
+use spillway_proto::{Completion, Execute, Failure, JobId, JobSpec, NodeId, Refusal, TenantId};
 use spillway_scheduler::{Decision, Fallback};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -71,11 +76,32 @@ pub(super) async fn invoke(
     let function = function
         .ok_or_else(|| ApiError::not_found("function", format!("no function named {name:?}")))?;
     let deadline_ms = deadline_ms(&headers, function.deadline_ms)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let accepted = Instant::now();
+    let tenant = TenantId::admin();
+    let running = match &idempotency_key {
+        Some(key) if !app.config.idempotency_ttl.is_zero() => {
+            let key = Key {
+                tenant: tenant.clone(),
+                key: key.clone(),
+            };
+            let fingerprint = idempotency::fingerprint(&name, &input);
+            let deadline = accepted + Duration::from_millis(deadline_ms);
+            match claim(&app, key, fingerprint, deadline).await? {
+                Keyed::Run(running) => Some(running),
+                Keyed::Replay(first) => {
+                    app.metrics.idempotent_replays.inc();
+                    return Ok(respond(first, true));
+                }
+            }
+        }
+        _ => None,
+    };
     let digest = function.digest;
     let job = new_job_id();
     let span = tracing::info_span!("ingress", job = %job, function = %name);
     let spec = JobSpec {
-        tenant: TenantId::admin(),
+        tenant,
         function: name,
         digest,
         accelerator: function.accelerator,
@@ -84,29 +110,136 @@ pub(super) async fn invoke(
         idempotent: function.idempotent,
         placement: Default::default(),
     };
-    let accepted = Instant::now();
     let context = Context {
         trace: header(&headers, "traceparent"),
-        idempotency_key: header(&headers, "spillway-idempotency-key"),
+        idempotency_key,
     };
     let outcome = run(&app, job, spec, input.to_vec(), accepted, context)
         .instrument(span)
         .await;
     let seconds = accepted.elapsed().as_secs_f64();
-    match outcome {
+    match &outcome {
         Ok(ran) => {
             app.metrics.job_ended("ok", seconds);
             if !ran.burst {
-                let exec_ms = ran.output.completion.exec_us as f64 / 1000.0;
+                let exec_ms = ran.completion.exec_us as f64 / 1000.0;
                 app.queue.record_exec(exec_ms);
             }
-            Ok(receipt(job, ran).into_response())
         }
-        Err(e) => {
-            app.metrics.job_ended(e.code, seconds);
-            Err(e.with_job(job))
+        Err(e) => app.metrics.job_ended(e.code, seconds),
+    }
+    let finished = Finished {
+        job,
+        outcome: outcome.map(Arc::new).map_err(|e| e.with_job(job)),
+    };
+    if let Some(running) = running
+        && finished.worth_remembering()
+    {
+        running.finish(finished.clone(), finished.weight(), Instant::now());
+    }
+    Ok(respond(finished, false))
+}
+
+/// The `spillway-idempotency-key` header, checked.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("spillway-idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if idempotency::valid_key(key) => Ok(Some(key.to_owned())),
+        _ => Err(ApiError::bad_request(
+            "bad_idempotency_key",
+            format!(
+                "spillway-idempotency-key must be 1 to {} visible ASCII characters",
+                idempotency::MAX_KEY_LEN
+            ),
+        )),
+    }
+}
+
+/// How a job ended, as remembered under its idempotency key.
+#[derive(Debug, Clone)]
+pub(crate) struct Finished {
+    job: JobId,
+    outcome: Result<Arc<Ran>, ApiError>,
+}
+
+impl Finished {
+    /// Every outcome except one that says the job never ran (a retry may
+    /// run it then).
+    fn worth_remembering(&self) -> bool {
+        match &self.outcome {
+            Ok(_) => true,
+            Err(e) => e.may_have_run != Some(false),
         }
     }
+
+    /// What it costs to remember: the output and a little more.
+    fn weight(&self) -> usize {
+        256 + self.outcome.as_ref().map_or(0, |ran| ran.body.len())
+    }
+}
+
+/// Whether a keyed request runs the job or answers with the first outcome.
+enum Keyed {
+    Run(Running<Finished>),
+    Replay(Finished),
+}
+
+/// Claims the idempotency key, waiting (until `deadline`) while a request
+/// with the same key runs.
+async fn claim(
+    app: &App,
+    key: Key,
+    fingerprint: idempotency::Fingerprint,
+    deadline: Instant,
+) -> Result<Keyed, ApiError> {
+    loop {
+        match app.outcomes.claim(key.clone(), fingerprint, Instant::now()) {
+            Claim::Run(running) => return Ok(Keyed::Run(running)),
+            Claim::Replay(first) => return Ok(Keyed::Replay(first)),
+            Claim::Conflict => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this idempotency key was first used with a different function or input",
+                ));
+            }
+            Claim::Wait(first) => {
+                match tokio::time::timeout_at(deadline.into(), idempotency::wait(first)).await {
+                    Ok(Some(first)) => return Ok(Keyed::Replay(first)),
+                    // The first gave up without an outcome: claim again.
+                    Ok(None) => continue,
+                    Err(_) => {
+                        return Err(ApiError {
+                            retry_after_ms: Some(1000),
+                            ..ApiError::new(
+                                StatusCode::CONFLICT,
+                                "idempotency_key_in_flight",
+                                "a request with this idempotency key is still running",
+                            )
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The response for an outcome; `replay` marks one remembered under its
+/// idempotency key.
+fn respond(finished: Finished, replay: bool) -> Response {
+    let mut response = match finished.outcome {
+        Ok(ran) => receipt(finished.job, &ran),
+        Err(e) => e.into_response(),
+    };
+    if replay {
+        response.headers_mut().insert(
+            "spillway-idempotent-replay",
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -122,12 +255,27 @@ struct Context {
     idempotency_key: Option<String>,
 }
 
-/// A job that ran: where, and how long it waited before running.
-struct Ran {
-    output: JobOutput,
+/// A job that ran: its output, where, and how long it waited before
+/// running.
+#[derive(Debug)]
+pub(crate) struct Ran {
+    body: Bytes,
+    completion: Completion,
     queue: Duration,
     host: NodeId,
     burst: bool,
+}
+
+impl Ran {
+    fn new(output: JobOutput, queue: Duration, host: NodeId, burst: bool) -> Self {
+        Self {
+            body: Bytes::from(output.body),
+            completion: output.completion,
+            queue,
+            host,
+            burst,
+        }
+    }
 }
 
 /// The job, what it needs to be sent anywhere, and its deadline.
@@ -186,12 +334,8 @@ async fn run(
             Attempt::Done(Ok(output)) => {
                 app.control.burst().sent.fetch_add(1, Ordering::Relaxed);
                 let exec = Duration::from_micros(output.completion.exec_us);
-                return Ok(Ran {
-                    queue: accepted.elapsed().saturating_sub(exec),
-                    output,
-                    host: peer,
-                    burst: true,
-                });
+                let queue = accepted.elapsed().saturating_sub(exec);
+                return Ok(Ran::new(output, queue, peer, true));
             }
             Attempt::Done(Err(JobFailed { failure, exec_us })) => {
                 return Err(ApiError {
@@ -381,12 +525,7 @@ impl Job<'_> {
             .instrument(tracing::info_span!("node", job = %self.id))
             .await;
         Placed::Ended(match result {
-            Ok(output) => Ok(Ran {
-                output,
-                queue,
-                host: NodeId(app.control.id),
-                burst: false,
-            }),
+            Ok(output) => Ok(Ran::new(output, queue, NodeId(app.control.id), false)),
             Err(JobFailed { failure, exec_us }) => Err(ApiError {
                 exec_ms: exec_us.map(|us| us as f64 / 1000.0),
                 ..failure.into()
@@ -395,14 +534,15 @@ impl Job<'_> {
     }
 }
 
-fn receipt(job: JobId, ran: Ran) -> Response {
+fn receipt(job: JobId, ran: &Ran) -> Response {
     let Ran {
-        output: JobOutput { body, completion },
+        body,
+        completion,
         queue,
         host,
         burst,
     } = ran;
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut response = (StatusCode::OK, body.clone()).into_response();
     let h = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {

@@ -26,6 +26,7 @@ pub use error::ApiError;
 use crate::SidecarConfig;
 use crate::auth::AdminToken;
 use crate::control::{Control, ProposeFailure};
+use crate::idempotency::Outcomes;
 use crate::link::NodeLink;
 use crate::metrics::Metrics;
 use crate::queue::LocalQueue;
@@ -45,6 +46,8 @@ pub struct App {
     pub(crate) queue: Arc<LocalQueue>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) control: Arc<Control>,
+    /// Outcomes remembered under idempotency keys.
+    pub(crate) outcomes: Arc<Outcomes<invoke::Finished>>,
 }
 
 impl App {
@@ -143,6 +146,7 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.metrics.queue_depth.set(i64::from(app.queue.depth()));
     app.metrics.running.set(i64::from(app.queue.running()));
+    app.metrics.idempotency_keys.set(app.outcomes.len() as i64);
     (
         [(
             header::CONTENT_TYPE,
