@@ -69,16 +69,21 @@ struct Receipt {
     node: String,
     burst: String,
     job: String,
+    exec_ms: f64,
     body: String,
 }
 
 async fn invoke(api: &Api, host: &Host, name: &str, input: Vec<u8>) -> Receipt {
+    invoke_at(api, &host.endpoint, name, input).await
+}
+
+async fn invoke_at(api: &Api, endpoint: &str, name: &str, input: Vec<u8>) -> Receipt {
     let r = api
         .http
-        .post(format!("{}/v1/functions/{name}/invoke", host.endpoint))
+        .post(format!("{endpoint}/v1/functions/{name}/invoke"))
         .bearer_auth(&api.token)
         .body(input)
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(90))
         .send()
         .await
         .unwrap();
@@ -93,12 +98,13 @@ async fn invoke(api: &Api, host: &Host, name: &str, input: Vec<u8>) -> Receipt {
         header("spillway-burst"),
         header("spillway-job-id"),
     );
-    let status = r.status().as_u16();
+    let exec_ms = header("spillway-exec-ms").parse().unwrap_or(0.0);
     Receipt {
-        status,
+        status: r.status().as_u16(),
         node,
         burst,
         job,
+        exec_ms,
         body: r.text().await.unwrap(),
     }
 }
@@ -242,4 +248,147 @@ async fn a_client_going_away_stops_the_guest_on_the_peer() {
     assert!(Instant::now() < stopped_by);
     assert_eq!(member(&after, peer)["completed"], 0);
     busy.abort();
+}
+
+/// Starts `input` on `function` through `host` on a task of its own.
+fn spawn_invoke(
+    api: &Api,
+    host: &Host,
+    function: &str,
+    input: Vec<u8>,
+) -> tokio::task::JoinHandle<Receipt> {
+    let api = Api {
+        http: api.http.clone(),
+        token: api.token.clone(),
+    };
+    let (endpoint, function) = (host.endpoint.clone(), function.to_owned());
+    tokio::spawn(async move { invoke_at(&api, &endpoint, &function, input).await })
+}
+
+/// The peer (of `peers`) whose node runs a job now.
+async fn peer_running(api: &Api, via: &Host, peers: &[&'static str]) -> &'static str {
+    let view = api
+        .wait(via, "a peer runs the burst job", |v| {
+            peers.iter().any(|n| member(v, n)["running"] == 1)
+        })
+        .await;
+    peers
+        .iter()
+        .copied()
+        .find(|n| member(&view, n)["running"] == 1)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_job_reruns_idempotent_jobs_and_loses_the_others() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, mut hosts) = three_hosts(root.path(), "1").await;
+    let long = serde_json::json!({"deadline_ms": 60_000});
+    register(&api, h(&hosts, 1), "spin", "spin", long.clone()).await;
+    let mut idempotent = long.clone();
+    idempotent["idempotent"] = true.into();
+    register(&api, h(&hosts, 1), "spin-again", "spin", idempotent).await;
+
+    // Calibrate: rounds for about 3 s of guest time on this machine.
+    let probe_rounds = 50_000_000.0;
+    let probe = invoke(
+        &api,
+        h(&hosts, 1),
+        "spin",
+        (probe_rounds as u32).to_le_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(probe.status, 200, "{probe:?}");
+    let rounds = (probe_rounds * 3000.0 / probe.exec_ms.max(1.0)).min(2e9) as u32;
+    let forever = 4_000_000_000u32.to_le_bytes().to_vec();
+
+    // Host 1's one slot is held by a long job of its own.
+    let busy = spawn_invoke(&api, h(&hosts, 1), "spin", forever.clone());
+    api.wait(h(&hosts, 1), "host 1 busy", |v| {
+        member(v, "n1")["running"] == 1
+    })
+    .await;
+
+    // An idempotent job bursts to a peer, which is killed while it runs:
+    // the job runs again elsewhere and completes.
+    let rerun = spawn_invoke(
+        &api,
+        h(&hosts, 1),
+        "spin-again",
+        rounds.to_le_bytes().to_vec(),
+    );
+    let first = peer_running(&api, h(&hosts, 1), &["n2", "n3"]).await;
+    let first_index: usize = first[1..].parse().unwrap();
+    hosts[first_index - 1].take().unwrap().kill9();
+    let r = rerun.await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body.len(), 16, "{r:?}");
+    assert_ne!(r.node, first, "it completed on a live host: {r:?}");
+
+    // A job that is not idempotent bursts to the last peer, which is
+    // killed too: it ends executor_lost, may_have_run true.
+    let second = if first == "n2" { "n3" } else { "n2" };
+    let lost = spawn_invoke(&api, h(&hosts, 1), "spin", forever.clone());
+    assert_eq!(peer_running(&api, h(&hosts, 1), &[second]).await, second);
+    let second_index: usize = second[1..].parse().unwrap();
+    hosts[second_index - 1].take().unwrap().kill9();
+    let r = lost.await.unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    let error: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(error["error"]["code"], "executor_lost", "{error}");
+    assert_eq!(error["error"]["may_have_run"], true, "{error}");
+
+    // Host 1's own job still has its outcome coming; nothing was lost.
+    busy.abort();
+}
+
+/// The one artifact file in host `host`'s node cache.
+fn stored_artifact(host: &Host) -> std::path::PathBuf {
+    let dir = host.dir.join("node/artifacts");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.pop().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_copy_is_never_fetched_and_the_job_fails_typed() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = three_hosts(root.path(), "2").await;
+    register(&api, h(&hosts, 1), "spin", "spin", serde_json::json!({})).await;
+    let rounds = 1_000_000u32.to_le_bytes().to_vec();
+
+    // Host 1 is the only holder; its stored copy is damaged on disk.
+    let path = stored_artifact(h(&hosts, 1));
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+
+    // Host 2 must fetch it to run the job: it fails typed, never ran.
+    let r = invoke(&api, h(&hosts, 2), "spin", rounds.clone()).await;
+    assert_eq!(r.status, 502, "{r:?}");
+    let error: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(error["error"]["code"], "artifact_corrupt", "{error}");
+    assert_eq!(error["error"]["may_have_run"], false, "{error}");
+    let view = api.cluster(h(&hosts, 2)).await;
+    assert_eq!(member(&view, "n2")["completed"], 0, "{view:#}");
+    assert_eq!(member(&view, "n2")["resident_artifacts"], 0, "{view:#}");
+    assert!(
+        !h(&hosts, 2).dir.join("node/artifacts").exists()
+            || std::fs::read_dir(h(&hosts, 2).dir.join("node/artifacts"))
+                .unwrap()
+                .all(|e| e.unwrap().path().extension().is_none_or(|x| x != "wasm")),
+        "nothing was stored on host 2"
+    );
+
+    // Repaired, the next job fetches a good copy and runs on host 2.
+    std::fs::write(&path, &good).unwrap();
+    let r = invoke(&api, h(&hosts, 2), "spin", rounds).await;
+    assert_eq!((r.status, r.node.as_str()), (200, "n2"), "{r:?}");
+    assert_eq!(fetches_logged(h(&hosts, 2)), 1);
 }

@@ -74,8 +74,8 @@ impl ArtifactCache {
         let bytes = std::fs::read(self.path(digest))
             .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
         if Digest::of(&bytes) != *digest {
-            return Err(Failure::Internal {
-                message: format!("the stored copy of {digest} is damaged"),
+            return Err(Failure::InvalidArtifact {
+                reason: format!("the stored copy of {digest} is damaged (digest mismatch)"),
             });
         }
         Ok(bytes)

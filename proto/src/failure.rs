@@ -84,6 +84,15 @@ pub enum Failure {
     /// The node does not hold the artifact the job names.
     #[error("the node does not hold artifact {digest}")]
     UnknownArtifact { digest: Digest },
+    /// Every copy of the artifact this host could fetch was damaged (its
+    /// bytes did not hash to the digest); the bytes were discarded and the
+    /// job never ran.
+    #[error("every fetched copy of artifact {digest} failed its digest check")]
+    ArtifactCorrupt { digest: Digest },
+    /// No holder of the artifact could send it (unreachable, or none
+    /// holds it); the job never ran.
+    #[error("no holder could send artifact {digest}: {reason}")]
+    ArtifactUnavailable { digest: Digest, reason: String },
     /// The client went away or cancelled; the guest was interrupted.
     #[error("the job was cancelled")]
     Cancelled,
@@ -112,6 +121,8 @@ impl Failure {
             Failure::MemoryLimit { .. } => "memory_limit_exceeded",
             Failure::InvalidArtifact { .. } => "invalid_artifact",
             Failure::UnknownArtifact { .. } => "unknown_artifact",
+            Failure::ArtifactCorrupt { .. } => "artifact_corrupt",
+            Failure::ArtifactUnavailable { .. } => "artifact_unavailable",
             Failure::Cancelled => "cancelled",
             Failure::ExecutorLost { .. } => "executor_lost",
             Failure::DeviceFault { .. } => "device_fault",
@@ -126,7 +137,9 @@ impl Failure {
         match self {
             Failure::Refused(_)
             | Failure::InvalidArtifact { .. }
-            | Failure::UnknownArtifact { .. } => false,
+            | Failure::UnknownArtifact { .. }
+            | Failure::ArtifactCorrupt { .. }
+            | Failure::ArtifactUnavailable { .. } => false,
             Failure::ExecutorLost { may_have_run } => *may_have_run,
             _ => true,
         }

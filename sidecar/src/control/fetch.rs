@@ -1,17 +1,28 @@
 //! Brings an artifact this host's node lacks from a host that holds it:
-//! over QUIC, digest-checked before the node ever sees it, one fetch per
-//! digest however many jobs wait for it. The residency loop then records
-//! the new holder in the log.
+//! streamed over QUIC, its size checked against the control log and its
+//! digest checked as it arrives, before the node ever sees it; one fetch
+//! per digest however many jobs wait for it. The residency loop then
+//! records the new holder in the log.
+//!
+//! Holders are tried in turn. Bytes that fail their check are discarded
+//! and the next holder tried; when none could send a good copy the job
+//! fails `artifact_corrupt` (some copy was bad) or `artifact_unavailable`
+//! (none could be had), and never runs.
 
 use super::Control;
-use crate::peer::{PeerReply, PeerRequest};
-use spillway_proto::{Digest, Failure};
+use crate::peer::PeerRequest;
+use crate::peer::artifact::{self, FetchError};
+use spillway_proto::{Digest, Failure, MAX_FRAME_LEN};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
+/// How long opening a stream to one holder may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of one transfer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest artifact a node takes (it arrives in one node frame).
+const MAX_ARTIFACT: u64 = (MAX_FRAME_LEN - 1024) as u64;
 
 impl Control {
     /// Makes sure this host's node holds `digest`, fetching it from a
@@ -32,69 +43,83 @@ impl Control {
             .await
             .clone();
         self.fetches.lock().expect("fetches lock").remove(&digest);
-        outcome.map_err(|reason| {
-            tracing::warn!(%digest, "artifact fetch failed: {reason}");
-            Failure::UnknownArtifact { digest }
-        })
+        outcome
     }
 
-    async fn fetch(&self, digest: Digest) -> Result<(), String> {
+    async fn fetch(&self, digest: Digest) -> Result<(), Failure> {
         if self.state().holders(&digest).is_empty() {
             self.catch_up().await;
         }
         let state = self.state();
+        let expected = state.artifact_size(&digest);
         let holders: Vec<u64> = state
             .holders(&digest)
             .into_iter()
             .map(|h| h.0)
             .filter(|h| *h != self.id)
             .collect();
+        drop(state);
         if holders.is_empty() {
-            return Err("no host holds it".into());
+            tracing::warn!(%digest, "artifact fetch: no other host holds it");
+            return Err(Failure::ArtifactUnavailable {
+                digest,
+                reason: "no other host holds it".into(),
+            });
         }
         let mut errors = Vec::new();
+        let mut corrupt = false;
         for holder in holders {
-            let started = std::time::Instant::now();
-            let reply = self
-                .client
-                .call(
-                    holder,
-                    &PeerRequest::FetchArtifact { digest },
-                    FETCH_TIMEOUT,
-                )
-                .await;
-            let bytes = match reply {
-                Ok(PeerReply::Artifact(Ok(bytes))) => bytes,
-                Ok(PeerReply::Artifact(Err(e))) => {
+            let started = Instant::now();
+            let bytes = match self.fetch_from(holder, digest, expected).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    if e.is_corruption() {
+                        corrupt = true;
+                        tracing::error!(host = holder, %digest, "artifact copy rejected as corrupt: {e}");
+                    } else {
+                        tracing::warn!(host = holder, %digest, "artifact fetch failed: {e}");
+                    }
                     errors.push(format!("host {holder}: {e}"));
                     continue;
                 }
-                Ok(other) => {
-                    errors.push(format!("host {holder}: unexpected reply {other:?}"));
-                    continue;
-                }
-                Err(e) => {
-                    errors.push(e.to_string());
-                    continue;
-                }
             };
-            let got = Digest::of(&bytes);
-            if got != digest {
-                tracing::warn!(host = holder, %digest, %got, "fetched artifact failed its digest check; discarded");
-                errors.push(format!("host {holder} sent bytes hashing to {got}"));
-                continue;
-            }
             let size = bytes.len();
             self.burst.record_fetch(size as u64, started.elapsed());
-            match self.link.put_artifact(bytes).await {
+            return match self.link.put_artifact(bytes).await {
                 Ok((stored, _)) if stored == digest => {
                     tracing::info!(host = holder, %digest, size, "fetched artifact");
-                    return Ok(());
+                    Ok(())
                 }
-                Ok((stored, _)) => return Err(format!("the node stored {stored}, not {digest}")),
-                Err(f) => return Err(format!("the node refused the fetched artifact: {f}")),
-            }
+                Ok((stored, _)) => Err(Failure::Internal {
+                    message: format!("the node stored {stored}, not {digest}"),
+                }),
+                Err(f) => Err(f),
+            };
         }
-        Err(errors.join("; "))
+        let reason = errors.join("; ");
+        Err(if corrupt {
+            Failure::ArtifactCorrupt { digest }
+        } else {
+            Failure::ArtifactUnavailable { digest, reason }
+        })
+    }
+
+    /// One holder's copy, verified.
+    async fn fetch_from(
+        &self,
+        holder: u64,
+        digest: Digest,
+        expected: Option<u64>,
+    ) -> Result<Vec<u8>, FetchError> {
+        let request = PeerRequest::FetchArtifact { digest };
+        let mut recv = self
+            .client
+            .open(holder, &request, OPEN_TIMEOUT)
+            .await
+            .map_err(|e| FetchError::Io(e.to_string()))?;
+        let receive = artifact::receive(&mut recv, digest, expected, MAX_ARTIFACT);
+        tokio::time::timeout(FETCH_TIMEOUT, receive)
+            .await
+            .map_err(|_| FetchError::Io(format!("no whole copy within {FETCH_TIMEOUT:?}")))?
     }
 }

@@ -2,6 +2,7 @@
 //! joins, artifact fetches and status queries.
 
 use super::{Control, member_list};
+use crate::peer::artifact::ArtifactRefusal;
 use crate::peer::raft_rpc::answer_raft;
 use crate::peer::{
     Dispatch, JoinAccepted, JoinRequest, PeerHandler, PeerKind, PeerReply, PeerRequest,
@@ -10,6 +11,7 @@ use crate::peer::{
 use spillway_consensus::{
     ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal, PublicKey,
 };
+use spillway_proto::{Digest, Failure};
 use std::sync::Arc;
 
 /// The peer handler of `spillway host`.
@@ -38,16 +40,11 @@ impl PeerHandler for ControlHandler {
                 };
                 PeerReply::Joined(control.admit(ticket_key, join).await)
             }
-            PeerRequest::FetchArtifact { digest } => PeerReply::Artifact(
-                control
-                    .link
-                    .get_artifact(digest)
-                    .await
-                    .map_err(|f| f.to_string()),
-            ),
             PeerRequest::Status => PeerReply::Status(control.local_status()),
-            // The service hands dispatches to `dispatch` below.
-            PeerRequest::Dispatch(_) => PeerReply::Error("a dispatch needs its own stream".into()),
+            // The service hands these to `dispatch` and `artifact` below.
+            PeerRequest::Dispatch(_) | PeerRequest::FetchArtifact { .. } => {
+                PeerReply::Error("this request needs a stream of its own".into())
+            }
         }
     }
 
@@ -57,6 +54,17 @@ impl PeerHandler for ControlHandler {
 
     fn datagram(&self, from: PublicKey, bytes: &[u8]) {
         self.0.receive_gossip(&from, bytes);
+    }
+
+    async fn artifact(&self, digest: Digest) -> Result<Vec<u8>, ArtifactRefusal> {
+        self.0.link.get_artifact(digest).await.map_err(|f| match f {
+            Failure::UnknownArtifact { .. } => ArtifactRefusal::NotHeld,
+            Failure::InvalidArtifact { reason } => {
+                tracing::error!(%digest, "a peer asked for an artifact whose stored copy is damaged: {reason}");
+                ArtifactRefusal::Damaged
+            }
+            other => ArtifactRefusal::Unavailable(other.to_string()),
+        })
     }
 }
 

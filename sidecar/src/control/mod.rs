@@ -73,7 +73,7 @@ pub(crate) fn member_list(state: &ControlState, except: Option<u64>) -> Vec<Tick
 }
 
 /// One fetch of an artifact: set once, by the first caller, for all.
-type Fetch = OnceCell<Result<(), String>>;
+type Fetch = OnceCell<Result<(), spillway_proto::Failure>>;
 
 /// This host's control-plane member and peer side.
 pub(crate) struct Control {

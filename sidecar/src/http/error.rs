@@ -89,6 +89,14 @@ impl From<Failure> for ApiError {
             Failure::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             Failure::ExecutorLost { .. } | Failure::DeviceFault { .. } => StatusCode::BAD_GATEWAY,
             Failure::InvalidArtifact { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Failure::ArtifactCorrupt { .. } => StatusCode::BAD_GATEWAY,
+            Failure::ArtifactUnavailable { .. } => {
+                return ApiError {
+                    retry_after_ms: Some(1000),
+                    may_have_run: Some(false),
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, f.code(), f.to_string())
+                };
+            }
             Failure::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Trap { .. }
             | Failure::GuestError { .. }
@@ -98,6 +106,7 @@ impl From<Failure> for ApiError {
         };
         let may_have_run = match &f {
             Failure::ExecutorLost { may_have_run } => Some(*may_have_run),
+            Failure::ArtifactCorrupt { .. } => Some(false),
             _ => None,
         };
         ApiError {

@@ -7,6 +7,7 @@
 //! join request; anything else is refused and the connection closed. A key
 //! that is neither never gets past the handshake.
 
+use crate::peer::artifact::{self, ArtifactRefusal};
 use crate::peer::client::MAX_REPLY;
 use crate::peer::pinning::ed25519_key;
 use crate::peer::raft_rpc::answer_raft;
@@ -14,7 +15,7 @@ use crate::peer::wire::{Dispatch, DispatchReply, PeerReply, PeerRequest};
 use crate::peer::{PeerEndpoint, PinnedPeers};
 use rustls::pki_types::CertificateDer;
 use spillway_consensus::{PublicKey, Raft};
-use spillway_proto::{Refusal, frame};
+use spillway_proto::{Digest, Refusal, frame};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -47,6 +48,13 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// A datagram from a member (load gossip). Called on the connection's
     /// reader task: it must not block.
     fn datagram(&self, from: PublicKey, bytes: &[u8]);
+
+    /// The bytes of an artifact a member asks for (the service streams
+    /// them; see [`artifact`]).
+    fn artifact(
+        &self,
+        digest: Digest,
+    ) -> impl Future<Output = Result<Vec<u8>, ArtifactRefusal>> + Send;
 }
 
 /// Writes one dispatch answer frame (a failed write means the origin is
@@ -76,6 +84,12 @@ impl PeerHandler for RaftOnly {
     }
 
     fn datagram(&self, _from: PublicKey, _bytes: &[u8]) {}
+
+    async fn artifact(&self, _digest: Digest) -> Result<Vec<u8>, ArtifactRefusal> {
+        Err(ArtifactRefusal::Unavailable(
+            "a bare Raft member has no node".into(),
+        ))
+    }
 }
 
 /// The key a connection's peer proved in the handshake.
@@ -147,6 +161,14 @@ async fn answer<H: PeerHandler>(
                 }
                 (PeerKind::Member(key), PeerRequest::Dispatch(job)) => {
                     return handler.dispatch(key, job, send).await;
+                }
+                (PeerKind::Member(_), PeerRequest::FetchArtifact { digest }) => {
+                    let bytes = handler.artifact(digest).await;
+                    let sent = artifact::send(&mut send, bytes.as_deref().map_err(Clone::clone));
+                    if sent.await.is_ok() {
+                        let _ = send.finish();
+                    }
+                    return;
                 }
                 (PeerKind::Member(_), r) => handler.handle(from, r).await,
             },

@@ -19,7 +19,8 @@ pub enum PeerRequest {
     Propose(ControlCommand),
     /// Admit the sender (the only request a ticket holder may make).
     Join(JoinRequest),
-    /// Send the artifact with this digest.
+    /// Send the artifact with this digest (answered by an
+    /// [`crate::peer::artifact::ArtifactHeader`] frame, then its bytes).
     FetchArtifact {
         digest: Digest,
     },
@@ -71,7 +72,6 @@ pub enum PeerReply {
     /// The answer and the entry's log index.
     Proposed(Result<(ControlResponse, u64), ProposeError>),
     Joined(Result<JoinAccepted, JoinRefusal>),
-    Artifact(Result<Vec<u8>, String>),
     Status(HostStatus),
     /// The request was not understood or not allowed; the text says why.
     Error(String),
