@@ -3,6 +3,7 @@
 //! `spillway-sidecar`); the client commands speak the HTTP API.
 
 mod bench;
+mod burst_load;
 mod client;
 mod commands;
 mod demo;

@@ -28,6 +28,10 @@ pub(crate) struct NodeLimits {
     /// Load the fault-test GPU kernels (tests only: lets a guest fault the GPU).
     #[arg(long, hide = true)]
     test_kernels: bool,
+    /// Benchmarks only: serve every job by waiting this many ms instead of
+    /// running its guest (holds a slot, not a core).
+    #[arg(long, hide = true)]
+    synthetic_service_ms: Option<u64>,
 }
 
 /// `--gpus`: every GPU, or only the listed ordinals (none for an empty list).
@@ -241,6 +245,7 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         epoch_tick: Duration::from_millis(limits.epoch_tick_ms),
         gpus: limits.gpus.0.clone(),
         test_kernels: limits.test_kernels,
+        synthetic_service: limits.synthetic_service_ms.map(Duration::from_millis),
         ..NodeConfig::default()
     }
 }
@@ -292,6 +297,14 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     ];
     if l.test_kernels {
         node_args.push("--test-kernels".into());
+    }
+    if let Some(ms) = l.synthetic_service_ms {
+        tracing::warn!(
+            ms,
+            "benchmark mode: the node serves every job synthetically"
+        );
+        node_args.push("--synthetic-service-ms".into());
+        node_args.push(ms.to_string().into());
     }
     // Validate the node's half here too, so a bad flag fails before spawning.
     node_config(socket.clone(), dir.clone(), l).validate()?;

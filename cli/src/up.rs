@@ -16,9 +16,10 @@ pub(crate) struct UpArgs {
     /// with tickets (up to 3 voters; the rest are learners).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     hosts: u32,
-    /// Slots per host.
-    #[arg(long, default_value_t = 4)]
-    slots: u32,
+    /// Slots per host (default 4; with `--demo` on several hosts, this
+    /// machine's cores shared among the hosts, at least 1).
+    #[arg(long)]
+    slots: Option<u32>,
     /// Jobs per host that may wait for a slot before 503 queue_full.
     #[arg(long, default_value_t = 64)]
     queue: u32,
@@ -206,6 +207,8 @@ pub(crate) struct HostOptions {
     pub(crate) slots: u32,
     pub(crate) queue: u32,
     pub(crate) test_kernels: bool,
+    /// Benchmarks only: the nodes serve every job by waiting this long.
+    pub(crate) synthetic_service_ms: Option<u64>,
 }
 
 /// How a host of a local cluster starts.
@@ -255,6 +258,11 @@ async fn start_host(dir: &Path, options: HostOptions, role: Role) -> anyhow::Res
             "--stop-on-stdin-close",
         ])
         .args(options.test_kernels.then_some("--test-kernels"))
+        .args(
+            options
+                .synthetic_service_ms
+                .map(|ms| format!("--synthetic-service-ms={ms}")),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -288,10 +296,19 @@ async fn start_host(dir: &Path, options: HostOptions, role: Role) -> anyhow::Res
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let slots = args.slots.unwrap_or_else(|| {
+        if args.demo && args.hosts > 1 {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            (cores / args.hosts).max(1)
+        } else {
+            4
+        }
+    });
     let options = HostOptions {
-        slots: args.slots,
+        slots,
         queue: args.queue,
         test_kernels: args.test_kernels,
+        synthetic_service_ms: None,
     };
     let cluster = LocalCluster::start(args.dir, args.hosts, options).await?;
     let env = cluster.env_lines();
@@ -305,7 +322,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         cluster.dir.display(),
     );
     if args.demo {
-        let outcome = crate::demo::run(&cluster).await;
+        let outcome = crate::demo::run(&cluster, slots).await;
         cluster.stop().await;
         return outcome;
     }

@@ -392,3 +392,43 @@ async fn a_damaged_copy_is_never_fetched_and_the_job_fails_typed() {
     assert_eq!((r.status, r.node.as_str()), (200, "n2"), "{r:?}");
     assert_eq!(fetches_logged(h(&hosts, 2)), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_local_keeps_a_job_on_its_host() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = three_hosts(root.path(), "1").await;
+    register(&api, h(&hosts, 1), "spin", "spin", serde_json::json!({})).await;
+    let forever = 4_000_000_000u32.to_le_bytes().to_vec();
+    let busy = spawn_invoke(&api, h(&hosts, 1), "spin", forever);
+    api.wait(h(&hosts, 1), "host 1 busy, peers free", |v| {
+        member(v, "n1")["running"] == 1 && member(v, "n2")["running"] == 0
+    })
+    .await;
+    let short = 1_000_000u32.to_le_bytes().to_vec();
+    let send = |placement: Option<&'static str>| {
+        let mut r = api
+            .http
+            .post(format!(
+                "{}/v1/functions/spin/invoke",
+                h(&hosts, 1).endpoint
+            ))
+            .bearer_auth(&api.token)
+            .header("spillway-deadline-ms", "1500")
+            .body(short.clone());
+        if let Some(p) = placement {
+            r = r.header("spillway-placement", p);
+        }
+        r.send()
+    };
+    // Kept on host 1: it waits behind the busy slot until its deadline.
+    let r = send(Some("local")).await.unwrap();
+    let error = common::expect_error(r, 504, "deadline_exceeded").await;
+    assert_eq!(error["may_have_run"], false, "{error}");
+    // Free to burst, the same job runs on a peer at once.
+    let r = send(Some("any")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["spillway-burst"], "true");
+    let r = send(Some("nearby")).await.unwrap();
+    common::expect_error(r, 400, "bad_placement").await;
+    busy.abort();
+}

@@ -30,6 +30,9 @@ pub struct NodeConfig {
     /// Load the fault-test kernels (`test_oob_write`). Never in production:
     /// a guest could poison the node's CUDA context on purpose.
     pub test_kernels: bool,
+    /// Benchmarks only: serve every job by waiting this long instead of
+    /// running its guest (see the `synthetic` module).
+    pub synthetic_service: Option<Duration>,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +48,7 @@ impl Default for NodeConfig {
             max_output_bytes: 16 * 1024 * 1024,
             gpus: None,
             test_kernels: false,
+            synthetic_service: None,
         }
     }
 }

@@ -151,6 +151,17 @@ impl Executor {
             });
         }
         let pre = self.cache.get(&spec.digest)?;
+        if let Some(service) = self.config.synthetic_service {
+            return crate::synthetic::serve(
+                job,
+                input,
+                service,
+                Duration::from_millis(remaining_ms),
+                spec.deadline_ms,
+                &control.cancel,
+                self.config.epoch_tick,
+            );
+        }
         let memory_limit = match spec.memory_limit_bytes {
             0 => self.config.max_memory_bytes,
             n => n.min(self.config.max_memory_bytes),

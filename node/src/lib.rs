@@ -33,6 +33,7 @@ mod host_job;
 mod limits;
 pub mod server;
 mod state;
+mod synthetic;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::NodeError;

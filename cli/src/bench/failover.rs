@@ -35,6 +35,7 @@ pub(crate) async fn run(runs: usize) -> anyhow::Result<ExitCode> {
         slots: 1,
         queue: 8,
         test_kernels: false,
+        synthetic_service_ms: None,
     };
     let mut times = Vec::with_capacity(runs);
     for run in 1..=runs {

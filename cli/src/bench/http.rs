@@ -47,6 +47,7 @@ pub(crate) async fn run(
         slots,
         queue: 1024,
         test_kernels: false,
+        synthetic_service_ms: None,
     };
     let cluster = LocalCluster::start(None, 1, options).await?;
     let result = measure(&cluster, guest, &concurrency, requests).await;

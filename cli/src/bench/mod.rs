@@ -7,7 +7,10 @@
 //!   hosts, repeated.
 //! - `control-log`: commit latency and throughput of the control log on
 //!   three voters over loopback QUIC with fsync on.
+//! - `burst`: burst efficiency at 3x overload of one host of three, with
+//!   a synthetic service time in the nodes.
 
+mod burst;
 mod control_log;
 mod failover;
 mod http;
@@ -58,6 +61,19 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Burst efficiency: three hosts whose nodes serve each job in a fixed
+    /// synthetic time; three times one host's capacity sent to host 1.
+    Burst {
+        /// Slots per host.
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+        /// Synthetic service time per job, in ms.
+        #[arg(long, default_value_t = 50)]
+        service_ms: u64,
+        /// How long the load runs, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -74,6 +90,11 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             concurrency,
             dir,
         } => control_log::run(requests, &concurrency, dir).await,
+        BenchCommand::Burst {
+            slots,
+            service_ms,
+            seconds,
+        } => burst::run(slots, service_ms, seconds).await,
     }
 }
 

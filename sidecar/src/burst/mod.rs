@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// What this host knows of its peers' load, and its burst settings.
 #[derive(Debug)]
@@ -48,12 +49,20 @@ pub(crate) struct Burst {
     fetch_rate: AtomicU64,
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
+    /// Signalled when a peer is known to have room (a report with free
+    /// slots, or a burst job of ours ending there): wakes a job waiting in
+    /// the local queue to be placed again at once, rather than at its next
+    /// gossip round.
+    pub(crate) room: Notify,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct PeerLoad {
     sample: Option<LoadSample>,
     rtt: Option<Duration>,
+    /// Our jobs that peer took (+) and finished (−) since its last report,
+    /// so placement between reports counts what it already sent.
+    since_report: i64,
 }
 
 impl Burst {
@@ -67,6 +76,7 @@ impl Burst {
             fetch_rate: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            room: Notify::new(),
         }
     }
 
@@ -81,6 +91,26 @@ impl Burst {
             report,
             received: now,
         });
+        entry.since_report = 0;
+        let free = entry.sample.map_or(0, |s| s.free());
+        drop(peers);
+        if free > 0 {
+            self.room.notify_one();
+        }
+    }
+
+    /// A peer accepted one of our jobs.
+    pub(crate) fn peer_took(&self, peer: u64) {
+        let mut peers = self.peers.lock().expect("peer loads lock");
+        peers.entry(peer).or_default().since_report += 1;
+    }
+
+    /// One of our jobs ended on a peer: its slot is free now.
+    pub(crate) fn peer_freed(&self, peer: u64) {
+        let mut peers = self.peers.lock().expect("peer loads lock");
+        peers.entry(peer).or_default().since_report -= 1;
+        drop(peers);
+        self.room.notify_one();
     }
 
     pub(crate) fn record_rtt(&self, peer: u64, rtt: Duration) {
@@ -124,12 +154,17 @@ impl Burst {
             .filter(|m| m.state != MemberState::Removed)
             .map(|m| {
                 let known = peers.get(&m.id).copied().unwrap_or_default();
+                let load = known.sample.map(|mut s| {
+                    let running = i64::from(s.report.running) + known.since_report;
+                    s.report.running = running.clamp(0, i64::from(u32::MAX)) as u32;
+                    s
+                });
                 HostView {
                     id: NodeId(m.id),
                     accepting: m.state == MemberState::Active,
                     gpus: m.gpus.len() as u32,
                     labels: m.labels.clone(),
-                    load: known.sample,
+                    load,
                     rtt: known.rtt,
                 }
             })
@@ -141,14 +176,15 @@ impl Burst {
         }
     }
 
-    /// Where `spec` should run. With burst off, every job stays here.
+    /// Where `spec` should run. With burst off (for this host, or for this
+    /// job: `here_only`), every job stays here.
     pub(crate) fn decide(
         &self,
         spec: &JobSpec,
         state: &ControlState,
         local: u64,
-        queue: &LocalQueue,
-        node: &NodeStatus,
+        (queue, node): (&LocalQueue, &NodeStatus),
+        here_only: bool,
     ) -> Decision {
         let load = queue.load(node);
         let artifact = ArtifactFacts {
@@ -156,7 +192,7 @@ impl Burst {
             holders: state.holders(&spec.digest).into_iter().collect(),
         };
         let mut view = self.view(state, local);
-        if !self.enabled {
+        if !self.enabled || here_only {
             view.hosts.retain(|h| h.id == view.local);
         }
         let mut pick = [0u8; 8];

@@ -9,11 +9,13 @@
 //! future (the client went away) drops the stream, which stops the peer's
 //! send side; the peer then cancels the job on its node.
 
+use crate::burst::Burst;
 use crate::control::Control;
 use crate::frames;
 use crate::link::{JobFailed, JobOutput};
 use crate::peer::{Dispatch, DispatchReply, PeerRequest};
 use spillway_proto::MAX_FRAME_LEN;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long opening a stream to a peer may take before the next candidate
@@ -50,6 +52,7 @@ pub(crate) enum Offer {
 pub(crate) struct Accepted {
     recv: quinn::RecvStream,
     peer: u64,
+    burst: Arc<Burst>,
 }
 
 impl Control {
@@ -72,7 +75,9 @@ impl Control {
         match first {
             Ok(Ok(Some(DispatchReply::Accepted))) => {
                 tracing::debug!(%job, peer, "accepted by the peer");
-                Offer::Accepted(Accepted { recv, peer })
+                let burst = self.burst().clone();
+                burst.peer_took(peer);
+                Offer::Accepted(Accepted { recv, peer, burst })
             }
             Ok(Ok(Some(DispatchReply::Refused(r)))) => Offer::NotRun(format!("refused: {r}")),
             Ok(Ok(Some(other))) => Offer::Lost(format!("answer before acceptance: {other:?}")),
@@ -98,9 +103,11 @@ impl Accepted {
         .await;
         match next {
             Ok(Ok(Some(DispatchReply::Completed { body, completion }))) => {
+                self.burst.peer_freed(self.peer);
                 Attempt::Done(Ok(JobOutput { body, completion }))
             }
             Ok(Ok(Some(DispatchReply::Failed { failure, exec_us }))) => {
+                self.burst.peer_freed(self.peer);
                 Attempt::Done(Err(JobFailed { failure, exec_us }))
             }
             Ok(Ok(Some(other))) => Attempt::Lost(format!("out-of-order answer {other:?}")),

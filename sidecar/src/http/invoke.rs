@@ -77,6 +77,7 @@ pub(super) async fn invoke(
         .ok_or_else(|| ApiError::not_found("function", format!("no function named {name:?}")))?;
     let deadline_ms = deadline_ms(&headers, function.deadline_ms)?;
     let idempotency_key = idempotency_key(&headers)?;
+    let here_only = here_only(&headers)?;
     let accepted = Instant::now();
     let tenant = TenantId::admin();
     let running = match &idempotency_key {
@@ -113,6 +114,7 @@ pub(super) async fn invoke(
     let context = Context {
         trace: header(&headers, "traceparent"),
         idempotency_key,
+        here_only,
     };
     let outcome = run(&app, job, spec, input.to_vec(), accepted, context)
         .instrument(span)
@@ -138,6 +140,20 @@ pub(super) async fn invoke(
         running.finish(finished.clone(), finished.weight(), Instant::now());
     }
     Ok(respond(finished, false))
+}
+
+/// The `spillway-placement` header: `local` keeps the job on this host
+/// (queued here when full, never sent to a peer); `any` (the default)
+/// lets the scheduler choose.
+fn here_only(headers: &HeaderMap) -> Result<bool, ApiError> {
+    match headers.get("spillway-placement").map(|v| v.to_str()) {
+        None | Some(Ok("any")) => Ok(false),
+        Some(Ok("local")) => Ok(true),
+        Some(_) => Err(ApiError::bad_request(
+            "bad_placement",
+            "spillway-placement must be `local` or `any`",
+        )),
+    }
 }
 
 /// The `spillway-idempotency-key` header, checked.
@@ -249,10 +265,12 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// What travels with a job to a peer besides the job itself.
+/// What travels with a job besides the job itself.
 struct Context {
     trace: Option<String>,
     idempotency_key: Option<String>,
+    /// `spillway-placement: local`: run here or queue here, never burst.
+    here_only: bool,
 }
 
 /// A job that ran: its output, where, and how long it waited before
@@ -365,8 +383,8 @@ impl Job<'_> {
             &self.spec,
             &control.state(),
             control.id,
-            &self.app.queue,
-            &self.app.link.status(),
+            (&self.app.queue, &self.app.link.status()),
+            self.context.here_only,
         )
     }
 
@@ -452,9 +470,22 @@ impl Job<'_> {
         }
     }
 
+    /// A queued job placed again: `Some` when a peer took it (or the
+    /// attempt ended it), `None` to keep waiting here.
+    async fn leave_for_peer(&self) -> Option<Placed> {
+        let Decision::Peer { candidates, .. } = self.decide() else {
+            return None;
+        };
+        match self.offer(&candidates).await {
+            Ok(Some(taken)) => Some(Placed::Peer(taken)),
+            Ok(None) => None,
+            Err(e) => Some(Placed::Ended(Err(e))),
+        }
+    }
+
     /// Here: artifact, admission, queue, node. While the job waits in the
-    /// queue it is placed again every gossip round, and leaves the queue
-    /// for a peer that has room and takes it.
+    /// queue it is placed again every gossip round and whenever a peer is
+    /// known to have room, and leaves the queue for a peer that takes it.
     async fn here(&self) -> Placed {
         let app = self.app;
         // An artifact this host's node lacks comes from a holder first.
@@ -490,18 +521,15 @@ impl Job<'_> {
         let burst = app.control.burst();
         let every = burst.gossip_every;
         let mut replace = tokio::time::interval_at((Instant::now() + every).into(), every);
+        let may_leave = burst.enabled && !self.context.here_only;
         let slot = loop {
             tokio::select! {
                 slot = &mut acquire => break slot,
-                _ = replace.tick(), if burst.enabled => {
-                    if let Decision::Peer { candidates, .. } = self.decide() {
-                        match self.offer(&candidates).await {
-                            Ok(Some(taken)) => return Placed::Peer(taken),
-                            Ok(None) => {}
-                            Err(e) => return Placed::Ended(Err(e)),
-                        }
-                    }
-                }
+                () = burst.room.notified(), if may_leave => {}
+                _ = replace.tick(), if may_leave => {}
+            }
+            if let Some(placed) = self.leave_for_peer().await {
+                return placed;
             }
         };
         let Some(_slot) = slot else {

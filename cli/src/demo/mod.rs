@@ -2,6 +2,10 @@
 //! register a function for each, invoke each once through the HTTP API and
 //! print one table row per invocation with its receipt. The hostile guests
 //! must fail in their typed way; anything unexpected makes the demo fail.
+//! With several hosts, [`burst`] then shows a burst at host 1, with burst
+//! on and off.
+
+mod burst;
 
 use crate::client::Client;
 use crate::up::LocalCluster;
@@ -44,7 +48,7 @@ fn show_matrix(out: &[u8]) -> String {
 fn guests() -> Vec<Guest> {
     macro_rules! wat {
         ($name:literal) => {
-            include_str!(concat!("../../examples/guests/", $name, ".wat"))
+            include_str!(concat!("../../../examples/guests/", $name, ".wat"))
         };
     }
     vec![
@@ -123,7 +127,7 @@ fn guests() -> Vec<Guest> {
     ]
 }
 
-pub(crate) async fn run(cluster: &LocalCluster) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<ExitCode> {
     let client = Client::new(&cluster.hosts[0].endpoint, Some(cluster.token.clone()));
     let guests = guests();
     for g in &guests {
@@ -166,6 +170,13 @@ pub(crate) async fn run(cluster: &LocalCluster) -> anyhow::Result<ExitCode> {
             answer.header("spillway-queue-ms"),
             answer.header("spillway-exec-ms"),
         );
+    }
+    if cluster.hosts.len() > 1 {
+        let burst_ok = burst::run(cluster, slots).await?;
+        if !burst_ok {
+            println!("demo: the burst did not complete every job on host 1 and its peers");
+        }
+        all_as_expected &= burst_ok;
     }
     println!();
     if all_as_expected {

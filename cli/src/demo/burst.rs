@@ -1,0 +1,88 @@
+//! The burst part of `spillway up --hosts N --demo` (N ≥ 2): the same
+//! open-loop burst of CPU-bound `spin` jobs is fired at host 1 twice, at
+//! three times what host 1 alone can serve: once as usual (full host 1
+//! sends work to its peers) and once with `spillway-placement: local` on
+//! every job (burst off: host 1 queues, then refuses). One table row each.
+//!
+//! Host 1's capacity is measured first: one slot serves a spin job of
+//! about 100 ms, so it clears `slots` / 0.1 s jobs a second. On a machine
+//! with fewer cores than the cluster has slots, peers share the cores host
+//! 1 uses, and the table shows that too.
+
+use crate::burst_load::{self, Load};
+use crate::client::Client;
+use crate::up::LocalCluster;
+use anyhow::Context;
+use serde_json::json;
+
+/// The rounds `spin` runs in about `target_ms` on this machine.
+async fn calibrate(client: &Client, target_ms: f64) -> anyhow::Result<u32> {
+    const PROBE: u32 = 20_000_000;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let answer = client
+            .invoke("burst-spin", PROBE.to_le_bytes().to_vec(), None)
+            .await?;
+        anyhow::ensure!(
+            answer.status.is_success(),
+            "calibrating spin failed: {:?}",
+            answer.error_code()
+        );
+        let exec: f64 = answer.header("spillway-exec-ms").parse().unwrap_or(0.0);
+        times.push(exec.max(0.1));
+    }
+    times.sort_by(f64::total_cmp);
+    let rounds = f64::from(PROBE) * target_ms / times[1];
+    Ok(rounds.clamp(1e5, 2e9) as u32)
+}
+
+/// Runs the burst demo; `Ok(false)` if burst did not behave (a job lost,
+/// or nothing ran on a peer).
+pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<bool> {
+    let endpoint = &cluster.hosts[0].endpoint;
+    let client = Client::new(endpoint, Some(cluster.token.clone()));
+    client
+        .create_function(&json!({
+            "name": "burst-spin", "artifact": "spin", "deadline_ms": 60_000,
+            "idempotent": true,
+        }))
+        .await
+        .context("registering burst-spin")?;
+    let service_ms = 100.0;
+    let rounds = calibrate(&client, service_ms).await?;
+    let capacity = f64::from(slots) * 1000.0 / service_ms;
+    let load = Load {
+        endpoint: endpoint.clone(),
+        token: cluster.token.clone(),
+        function: "burst-spin".into(),
+        input: rounds.to_le_bytes().to_vec(),
+        jobs: (slots as usize * 3 * 15).max(60),
+        rate_per_s: 3.0 * capacity,
+        here_only: false,
+    };
+    println!();
+    println!(
+        "burst: {} spin jobs of ~{service_ms:.0} ms fired at host 1 ({slots} slot(s), ~{capacity:.0} jobs/s) at {:.0} jobs/s, 3x its capacity",
+        load.jobs, load.rate_per_s
+    );
+    let on = burst_load::fire(&load).await;
+    let off = burst_load::fire(&Load {
+        here_only: true,
+        ..load.clone()
+    })
+    .await;
+    let hosts: Vec<String> = (1..=cluster.hosts.len()).map(|i| format!("n{i}")).collect();
+    burst_load::print_table(&hosts, &[("burst on", &on), ("burst off", &off)]);
+    println!(
+        "burst off: the same jobs with `spillway-placement: local` (host 1 queues up to --queue, then refuses)"
+    );
+    if std::thread::available_parallelism().map_or(0, |n| n.get())
+        < cluster.hosts.len() * slots as usize
+    {
+        println!(
+            "note: this machine has fewer cores than the cluster has slots, so peers share host 1's cores"
+        );
+    }
+    let ran_on_peers = on.per_host.keys().any(|h| h != "n1");
+    Ok(on.ok == on.jobs && ran_on_peers)
+}
