@@ -102,6 +102,7 @@ pub struct JobSpec {
 pub struct Execute {
     pub job: JobId,
     pub spec: JobSpec,
+    #[serde(with = "serde_bytes")]
     pub input: Vec<u8>,
     /// What is left of the deadline when the node receives the job.
     pub remaining_ms: u64,
@@ -111,6 +112,7 @@ pub struct Execute {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {
     pub job: JobId,
+    #[serde(with = "serde_bytes")]
     pub output: Vec<u8>,
     pub exec_us: u64,
     /// The backend that served the job's `gpu` calls (`Cpu` if it made none).
@@ -131,6 +133,7 @@ pub enum ToNode {
     /// [`FromNode::ArtifactStored`] or [`FromNode::ArtifactRejected`].
     PutArtifact {
         request: u64,
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// Read a stored artifact's bytes (for a peer that fetches it).
@@ -151,6 +154,7 @@ pub enum FromNode {
     Output {
         job: JobId,
         seq: u32,
+        #[serde(with = "serde_bytes")]
         chunk: Vec<u8>,
     },
     Completed(Completion),
@@ -171,6 +175,35 @@ pub enum FromNode {
     },
     ArtifactBytes {
         request: u64,
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    /// Byte fields are serialised as bytes (one copy, not one call per
+    /// element); postcard lays them out exactly as it lays out a sequence of
+    /// `u8`, so frames from before the change decode the same.
+    #[test]
+    fn byte_fields_keep_the_sequence_layout() {
+        #[derive(Serialize)]
+        struct AsSeq {
+            a: u32,
+            b: Vec<u8>,
+        }
+        #[derive(Serialize)]
+        struct AsBytes {
+            a: u32,
+            #[serde(with = "serde_bytes")]
+            b: Vec<u8>,
+        }
+        let b: Vec<u8> = (0..=255).cycle().take(300).collect();
+        assert_eq!(
+            postcard::to_allocvec(&AsSeq { a: 7, b: b.clone() }).unwrap(),
+            postcard::to_allocvec(&AsBytes { a: 7, b }).unwrap()
+        );
+    }
 }

@@ -7,11 +7,13 @@
 //!   hosts, repeated.
 //! - `control-log`: commit latency and throughput of the control log on
 //!   three voters over loopback QUIC with fsync on.
+//! - `dispatch`: the burst dispatch round trip against a raw quinn echo.
 //! - `burst`: burst efficiency at 3x overload of one host of three, with
 //!   a synthetic service time in the nodes.
 
 mod burst;
 mod control_log;
+mod dispatch;
 mod failover;
 mod http;
 
@@ -61,6 +63,16 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Burst dispatch round trip (a null executor on the peer) beside a
+    /// raw quinn bi-stream echo of the same bytes, in this process.
+    Dispatch {
+        /// Round trips of each kind (after a warm-up of a tenth as many).
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+        /// Job input size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+    },
     /// Burst efficiency: three hosts whose nodes serve each job in a fixed
     /// synthetic time; three times one host's capacity sent to host 1.
     Burst {
@@ -90,6 +102,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             concurrency,
             dir,
         } => control_log::run(requests, &concurrency, dir).await,
+        BenchCommand::Dispatch { requests, payload } => dispatch::run(requests, payload).await,
         BenchCommand::Burst {
             slots,
             service_ms,

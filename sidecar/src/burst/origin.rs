@@ -11,10 +11,8 @@
 
 use crate::burst::Burst;
 use crate::control::Control;
-use crate::frames;
 use crate::link::{JobFailed, JobOutput};
-use crate::peer::{Dispatch, DispatchReply, PeerRequest};
-use spillway_proto::MAX_FRAME_LEN;
+use crate::peer::{Dispatch, DispatchReply, PeerRequest, read_dispatch_reply};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,11 +64,7 @@ impl Control {
             Err(e) => return Offer::NotRun(e.to_string()),
         };
         drop(request);
-        let first = tokio::time::timeout(
-            ACCEPT_TIMEOUT,
-            frames::read::<DispatchReply, _>(&mut recv, MAX_FRAME_LEN),
-        )
-        .await;
+        let first = tokio::time::timeout(ACCEPT_TIMEOUT, read_dispatch_reply(&mut recv)).await;
         // Anything but a clear answer: the acceptance may be what was lost.
         match first {
             Ok(Ok(Some(DispatchReply::Accepted))) => {
@@ -98,7 +92,7 @@ impl Accepted {
     pub(crate) async fn outcome(mut self, deadline: Instant) -> Attempt {
         let next = tokio::time::timeout_at(
             (deadline + ANSWER_GRACE).into(),
-            frames::read::<DispatchReply, _>(&mut self.recv, MAX_FRAME_LEN),
+            read_dispatch_reply(&mut self.recv),
         )
         .await;
         match next {

@@ -25,12 +25,15 @@ mod service;
 mod ticket;
 mod wire;
 
+pub use artifact::ArtifactRefusal;
 pub use client::PeerClient;
 pub use endpoint::{ALPN, PeerEndpoint};
 pub use identity::{HostIdentity, IdentityError};
 pub use pinning::PinnedPeers;
 pub use raft_rpc::{QuicTransport, RaftReply, RaftRequest, serve_raft};
-pub use service::{PeerHandler, PeerKind, RaftOnly, serve, write_dispatch_reply};
+pub use service::{
+    PeerHandler, PeerKind, RaftOnly, read_dispatch_reply, serve, write_dispatch_reply,
+};
 pub use ticket::{JoinTicket, TicketError, TicketMember};
 pub use wire::{
     Dispatch, DispatchReply, HostStatus, JoinAccepted, JoinRequest, PeerReply, PeerRequest,

@@ -37,6 +37,7 @@ pub enum RaftRequest {
     Snapshot {
         vote: Vote,
         meta: SnapshotMeta,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
 }

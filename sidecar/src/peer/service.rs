@@ -63,6 +63,16 @@ pub async fn write_dispatch_reply(send: &mut quinn::SendStream, reply: &Dispatch
     send.write_all(&frame::encode(reply)).await.is_ok()
 }
 
+/// Reads the next dispatch answer frame: `Ok(None)` when the peer
+/// finished the stream.
+pub async fn read_dispatch_reply(
+    recv: &mut quinn::RecvStream,
+) -> Result<Option<DispatchReply>, String> {
+    crate::frames::read::<DispatchReply, _>(recv, frame::MAX_FRAME_LEN)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Answers Raft RPCs only (tests and tools that run a bare Raft).
 #[derive(Debug, Clone)]
 pub struct RaftOnly(pub Raft);

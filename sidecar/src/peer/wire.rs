@@ -55,6 +55,7 @@ pub enum DispatchReply {
     /// The job's output (emitted chunks then the returned bytes), the
     /// completion, and how long it waited there for its artifact.
     Completed {
+        #[serde(with = "serde_bytes")]
         body: Vec<u8>,
         completion: Completion,
     },

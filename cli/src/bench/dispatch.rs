@@ -1,0 +1,219 @@
+//! `spillway bench dispatch`: what the burst dispatch protocol costs on top
+//! of QUIC itself.
+//!
+//! Two pairs of endpoints in this process, on loopback, all with the
+//! sidecar's own TLS and transport settings and pinned keys:
+//!
+//! - **dispatch**: the origin opens a stream with a `Dispatch` frame (a
+//!   job with `--payload` bytes of input) through `PeerClient`; the peer's
+//!   `PeerHandler` answers from a null executor (`Accepted`, then
+//!   `Completed` with the input as output). One round trip = open, send,
+//!   both answers read.
+//! - **raw quinn** (the anchor): a bi-stream carrying the same bytes as the
+//!   dispatch frame, echoed back by a bare accept loop.
+//!
+//! Round trips run one at a time (latency), the two kinds interleaved so
+//! both see the same machine state. The target is dispatch p50 at most
+//! 1.2× raw.
+
+use super::{cores, ms, percentile};
+use anyhow::{Context, bail};
+use spillway_consensus::PublicKey;
+use spillway_proto::{
+    Accelerator, Backend, Completion, Digest, Execute, JobId, JobSpec, TenantId, frame,
+};
+use spillway_sidecar::peer::{
+    ArtifactRefusal, Dispatch, DispatchReply, HostIdentity, PeerClient, PeerEndpoint, PeerHandler,
+    PeerKind, PeerReply, PeerRequest, PinnedPeers, read_dispatch_reply, serve,
+    write_dispatch_reply,
+};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A peer whose executor does nothing: every dispatch completes at once
+/// with its input as output.
+struct NullPeer;
+
+impl PeerHandler for NullPeer {
+    async fn handle(&self, _from: PeerKind, _request: PeerRequest) -> PeerReply {
+        PeerReply::Error("this bench peer answers dispatches only".into())
+    }
+
+    async fn dispatch(&self, _from: PublicKey, job: Dispatch, mut send: quinn::SendStream) {
+        if !write_dispatch_reply(&mut send, &DispatchReply::Accepted).await {
+            return;
+        }
+        let completion = Completion {
+            job: job.execute.job,
+            output: Vec::new(),
+            exec_us: 0,
+            backend: Backend::Cpu,
+            gpu: None,
+        };
+        let done = DispatchReply::Completed {
+            body: job.execute.input,
+            completion,
+        };
+        if write_dispatch_reply(&mut send, &done).await {
+            let _ = send.finish();
+        }
+    }
+
+    fn datagram(&self, _from: PublicKey, _bytes: &[u8]) {}
+
+    async fn artifact(&self, _digest: Digest) -> Result<Vec<u8>, ArtifactRefusal> {
+        Err(ArtifactRefusal::NotHeld)
+    }
+}
+
+fn dispatch(i: u64, payload: usize) -> Dispatch {
+    Dispatch {
+        execute: Execute {
+            job: JobId(u128::from(i)),
+            spec: JobSpec {
+                tenant: TenantId::admin(),
+                function: "bench".into(),
+                digest: Digest::of(b"bench"),
+                accelerator: Accelerator::None,
+                deadline_ms: 10_000,
+                memory_limit_bytes: 0,
+                idempotent: true,
+                placement: Default::default(),
+            },
+            input: vec![7u8; payload],
+            remaining_ms: 10_000,
+        },
+        trace: None,
+        idempotency_key: None,
+        attempt: 1,
+    }
+}
+
+/// Echoes every stream's bytes back (the raw quinn anchor).
+async fn echo(endpoint: PeerEndpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    if let Ok(bytes) = recv.read_to_end(64 << 20).await
+                        && send.write_all(&bytes).await.is_ok()
+                    {
+                        let _ = send.finish();
+                    }
+                });
+            }
+        });
+    }
+}
+
+fn endpoint(identity: &HostIdentity, pinned: &PinnedPeers) -> anyhow::Result<PeerEndpoint> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(PeerEndpoint::bind(socket, identity, pinned.clone())?)
+}
+
+pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitCode> {
+    if requests == 0 {
+        bail!("--requests must be positive");
+    }
+    let pinned = PinnedPeers::default();
+    let ids = (0..4)
+        .map(|_| HostIdentity::generate())
+        .collect::<Result<Vec<_>, _>>()?;
+    for id in &ids {
+        pinned.pin(id.public_key());
+    }
+    // Dispatch pair: a PeerClient calling a served NullPeer.
+    let origin = endpoint(&ids[0], &pinned)?;
+    let peer = endpoint(&ids[1], &pinned)?;
+    let client = PeerClient::new(origin.clone());
+    client.set_address(2, peer.local_addr()?);
+    tokio::spawn(serve(peer.clone(), pinned.clone(), Arc::new(NullPeer)));
+    // Raw pair: one connection, a bi-stream per echo.
+    let raw_client = endpoint(&ids[2], &pinned)?;
+    let raw_server = endpoint(&ids[3], &pinned)?;
+    tokio::spawn(echo(raw_server.clone()));
+    let raw = raw_client
+        .connect(raw_server.local_addr()?)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting the raw pair: {e}"))?;
+    let raw_bytes = frame::encode(&PeerRequest::Dispatch(dispatch(0, payload)));
+
+    let one_dispatch = |i: u64| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let request = PeerRequest::Dispatch(dispatch(i, payload));
+            let mut recv = client
+                .open(2, &request, Duration::from_secs(5))
+                .await
+                .context("opening a dispatch stream")?;
+            let accepted = read_dispatch_reply(&mut recv)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                matches!(accepted, Some(DispatchReply::Accepted)),
+                "expected Accepted, got {accepted:?}"
+            );
+            let done = read_dispatch_reply(&mut recv)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            match done {
+                Some(DispatchReply::Completed { body, .. }) if body.len() == payload => {}
+                other => bail!("expected Completed, got {other:?}"),
+            }
+            anyhow::Ok(started.elapsed())
+        }
+    };
+    let one_raw = || {
+        let (raw, bytes) = (raw.clone(), raw_bytes.clone());
+        async move {
+            let started = Instant::now();
+            let (mut send, mut recv) = raw.open_bi().await?;
+            send.write_all(&bytes).await?;
+            send.finish()?;
+            let back = recv.read_to_end(64 << 20).await?;
+            anyhow::ensure!(back.len() == bytes.len(), "short echo");
+            anyhow::Ok(started.elapsed())
+        }
+    };
+
+    let warm_up = (requests / 10).max(10);
+    for i in 0..warm_up {
+        one_dispatch(i as u64).await?;
+        one_raw().await?;
+    }
+    let mut dispatch_times = Vec::with_capacity(requests);
+    let mut raw_times = Vec::with_capacity(requests);
+    for i in 0..requests {
+        dispatch_times.push(one_dispatch(i as u64).await?);
+        raw_times.push(one_raw().await?);
+    }
+    dispatch_times.sort();
+    raw_times.sort();
+    println!(
+        "dispatch round trip: loopback QUIC in one process, {} cores, {payload} B input, {requests} round trips each, one at a time, interleaved",
+        cores()
+    );
+    println!("{:<28} {:>9} {:>9} {:>9}", "", "p50_ms", "p90_ms", "p99_ms");
+    for (label, times) in [
+        ("dispatch (null executor)", &dispatch_times),
+        ("raw quinn bi-stream echo", &raw_times),
+    ] {
+        println!(
+            "{label:<28} {:>9.3} {:>9.3} {:>9.3}",
+            ms(percentile(times, 0.50)),
+            ms(percentile(times, 0.90)),
+            ms(percentile(times, 0.99)),
+        );
+    }
+    let ratio = percentile(&dispatch_times, 0.5).as_secs_f64()
+        / percentile(&raw_times, 0.5).as_secs_f64().max(1e-9);
+    println!("p50 ratio dispatch / raw: {ratio:.2}x (target: at most 1.2x)");
+    origin.close();
+    peer.close();
+    raw_client.close();
+    raw_server.close();
+    Ok(ExitCode::SUCCESS)
+}
