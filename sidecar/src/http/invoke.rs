@@ -524,6 +524,9 @@ impl Job<'_> {
         let may_leave = burst.enabled && !self.context.here_only;
         let slot = loop {
             tokio::select! {
+                // A slot free now wins over any wake-up (a stored one would
+                // otherwise send a job that need not wait to a peer).
+                biased;
                 slot = &mut acquire => break slot,
                 () = burst.room.notified(), if may_leave => {}
                 _ = replace.tick(), if may_leave => {}
