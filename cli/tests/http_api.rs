@@ -325,11 +325,15 @@ async fn invoke_keyed(c: &Cluster, function: &str, key: &str, input: Vec<u8>) ->
         .unwrap()
 }
 
-/// Jobs the host's node has completed, from `/v1/cluster`.
-async fn node_completed(c: &Cluster) -> u64 {
-    c.cluster().await["members"][0]["completed"]
-        .as_u64()
-        .expect("completed")
+/// Waits until the host's node reports `n` completed jobs (its load report
+/// may trail the answers by a moment), and returns the count.
+async fn node_completed(c: &Cluster, n: u64) -> u64 {
+    let m = c
+        .wait_member("the node's completed count", |m| {
+            m["completed"].as_u64() >= Some(n)
+        })
+        .await;
+    m["completed"].as_u64().expect("completed")
 }
 
 #[tokio::test]
@@ -349,7 +353,7 @@ async fn a_repeated_idempotency_key_returns_the_first_outcome() {
     assert_eq!(again.headers()["spillway-job-id"], job);
     assert_eq!(again.headers()["spillway-idempotent-replay"], "true");
     assert_eq!(again.bytes().await.unwrap().as_ref(), b"hello");
-    assert_eq!(node_completed(&c).await, 1, "the repeat did not run");
+    assert_eq!(node_completed(&c, 1).await, 1, "the repeat did not run");
 
     // The same key for another input is a conflict, not a replay.
     let other = invoke_keyed(&c, "echo", "order-1", b"other".to_vec()).await;
@@ -380,7 +384,7 @@ async fn a_repeated_idempotency_key_returns_the_first_outcome() {
     }
     assert!(jobs.iter().all(|j| *j == jobs[0]), "{jobs:?}");
     assert!(bodies.iter().all(|b| *b == bodies[0]));
-    assert_eq!(node_completed(&c).await, 2, "the spin job ran once");
+    assert_eq!(node_completed(&c, 2).await, 2, "the spin job ran once");
 
     let metrics = c
         .http
