@@ -26,15 +26,7 @@ async fn upload_register_invoke_returns_output_and_receipt() {
 
     let health = c.http.get(c.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = c
-        .http
-        .get(c.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     assert!(
         metrics.contains("spillway_jobs_total{outcome=\"ok\"} 1"),
         "{metrics}"
@@ -386,15 +378,7 @@ async fn a_repeated_idempotency_key_returns_the_first_outcome() {
     assert!(bodies.iter().all(|b| *b == bodies[0]));
     assert_eq!(node_completed(&c, 2).await, 2, "the spin job ran once");
 
-    let metrics = c
-        .http
-        .get(c.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     assert!(
         metrics.contains("spillway_idempotent_replays_total 4"),
         "{metrics}"

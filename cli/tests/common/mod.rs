@@ -150,6 +150,12 @@ impl Cluster {
         tokio::spawn(async move { request.send().await.unwrap() })
     }
 
+    /// The host's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub async fn cluster(&self) -> Value {
         self.http
             .get(self.url("/v1/cluster"))
