@@ -1,7 +1,8 @@
-//! An open-loop burst aimed at one host, for the `up --demo` burst table
-//! and `spillway bench burst`: a fixed number of invocations sent at a
-//! fixed rate (whatever the answers do), each outcome recorded with its
-//! receipt, then summarised: jobs per host, burst share, refusals and
+//! A burst aimed at one host, for the `up --demo` burst table and
+//! `spillway bench burst`: a fixed number of invocations sent at a fixed
+//! rate whatever the answers do (open loop, [`fire`]) or by a fixed number
+//! of clients each waiting for its answer ([`fire_closed`]), each outcome
+//! recorded with its receipt, then summarised: jobs per host, burst share, refusals and
 //! failures by code, latency percentiles and throughput.
 //!
 //! The load is bounded (it sends `jobs` requests and stops) and each
@@ -65,8 +66,8 @@ impl Summary {
 /// How long one request may take before it counts as `client_timeout`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Sends the load and waits for every answer.
-pub(crate) async fn fire(load: &Load) -> Summary {
+/// The client and the invoke URL of a load.
+fn client(load: &Load) -> (reqwest::Client, Arc<String>) {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()
@@ -75,71 +76,121 @@ pub(crate) async fn fire(load: &Load) -> Summary {
         "{}/v1/functions/{}/invoke",
         load.endpoint, load.function
     ));
+    (http, url)
+}
+
+/// Sends one invocation and reads its answer.
+async fn send_one(http: &reqwest::Client, url: &str, load: &Load) -> Answer {
+    let mut request = http
+        .post(url)
+        .bearer_auth(&load.token)
+        .timeout(REQUEST_TIMEOUT)
+        .body(load.input.clone());
+    if load.here_only {
+        request = request.header("spillway-placement", "local");
+    }
+    let sent = Instant::now();
+    let answer = request.send().await;
+    let latency = sent.elapsed();
+    match answer {
+        Ok(r) if r.status().is_success() => {
+            let header = |n: &str| {
+                r.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let node = header("spillway-node");
+            let burst = header("spillway-burst").as_deref() == Some("true");
+            let _ = r.bytes().await;
+            Answer {
+                node,
+                burst,
+                code: None,
+                latency,
+            }
+        }
+        Ok(r) => {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            let code = body["error"]["code"].as_str().unwrap_or("http_error");
+            Answer {
+                node: None,
+                burst: false,
+                code: Some(code.to_owned()),
+                latency,
+            }
+        }
+        Err(e) => Answer {
+            node: None,
+            burst: false,
+            code: Some(if e.is_timeout() {
+                "client_timeout".into()
+            } else {
+                "connection_error".into()
+            }),
+            latency,
+        },
+    }
+}
+
+/// Open loop: sends `load.jobs` invocations at `load.rate_per_s`, whatever
+/// the answers do, and waits for every answer.
+pub(crate) async fn fire(load: &Load) -> Summary {
+    let (http, url) = client(load);
     let every = Duration::from_secs_f64(1.0 / load.rate_per_s.max(1e-3));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(load.jobs);
     for i in 0..load.jobs {
-        // Open loop: the i-th request goes at its time, answered or not.
+        // The i-th request goes at its time, answered or not.
         tokio::time::sleep_until((started + every * i as u32).into()).await;
-        let mut request = http
-            .post(url.as_str())
-            .bearer_auth(&load.token)
-            .timeout(REQUEST_TIMEOUT)
-            .body(load.input.clone());
-        if load.here_only {
-            request = request.header("spillway-placement", "local");
-        }
-        tasks.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let answer = request.send().await;
-            let latency = sent.elapsed();
-            match answer {
-                Ok(r) if r.status().is_success() => {
-                    let header = |n: &str| {
-                        r.headers()
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
-                    let node = header("spillway-node");
-                    let burst = header("spillway-burst").as_deref() == Some("true");
-                    let _ = r.bytes().await;
-                    Answer {
-                        node,
-                        burst,
-                        code: None,
-                        latency,
-                    }
-                }
-                Ok(r) => {
-                    let body: serde_json::Value = r.json().await.unwrap_or_default();
-                    let code = body["error"]["code"].as_str().unwrap_or("http_error");
-                    Answer {
-                        node: None,
-                        burst: false,
-                        code: Some(code.to_owned()),
-                        latency,
-                    }
-                }
-                Err(e) => Answer {
-                    node: None,
-                    burst: false,
-                    code: Some(if e.is_timeout() {
-                        "client_timeout".into()
-                    } else {
-                        "connection_error".into()
-                    }),
-                    latency,
-                },
-            }
-        }));
+        let (http, url, load) = (http.clone(), url.clone(), load.clone());
+        tasks.push(tokio::spawn(
+            async move { send_one(&http, &url, &load).await },
+        ));
     }
+    let mut answers = Vec::with_capacity(load.jobs);
+    for task in tasks {
+        answers.push(task.await.ok());
+    }
+    summarize(answers, started)
+}
+
+/// Closed loop: `concurrency` clients each send their next invocation as
+/// soon as the last is answered, `load.jobs` in all (the rate is unused).
+pub(crate) async fn fire_closed(load: &Load, concurrency: usize) -> Summary {
+    let (http, url) = client(load);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (http, url, load, next) = (http.clone(), url.clone(), load.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < load.jobs {
+                    answers.push(Some(send_one(&http, &url, &load).await));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(load.jobs);
+    for client in clients {
+        match client.await {
+            Ok(a) => answers.extend(a),
+            Err(_) => answers.push(None),
+        }
+    }
+    summarize(answers, started)
+}
+
+/// Sums the answers (`None`: a client task panicked).
+fn summarize(answers: Vec<Option<Answer>>, started: Instant) -> Summary {
     let mut summary = Summary {
-        jobs: load.jobs,
+        jobs: answers.len(),
         ..Summary::default()
     };
-    for task in tasks {
-        let Ok(answer) = task.await else {
+    for answer in answers {
+        let Some(answer) = answer else {
             *summary.errors.entry("client_panic".into()).or_default() += 1;
             continue;
         };

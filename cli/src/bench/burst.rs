@@ -9,12 +9,14 @@
 //! The same load with `spillway-placement: local` (burst off) runs beside
 //! it as the anchor.
 
-use super::cores;
+use super::dispatch::RawPair;
+use super::{cores, ms, percentile};
 use crate::burst_load::{self, Load, Summary};
 use crate::client::Client;
 use crate::up::{HostOptions, LocalCluster};
 use serde_json::json;
 use std::process::ExitCode;
+use std::time::Duration;
 
 pub(crate) async fn run(slots: u32, service_ms: u64, seconds: u64) -> anyhow::Result<ExitCode> {
     let options = HostOptions {
@@ -86,9 +88,119 @@ async fn measure(
         efficiency(&on),
         efficiency(&off)
     );
-    Ok(if on.ok == on.jobs {
+
+    // Closed loop: 64 clients at host 1, each sending its next job when the
+    // last is answered.
+    let closed = burst_load::fire_closed(
+        &Load {
+            jobs: 64 * 20,
+            ..load.clone()
+        },
+        64,
+    )
+    .await;
+    println!();
+    println!(
+        "closed loop: 64 concurrent clients at host 1, {} jobs",
+        closed.jobs
+    );
+    burst_load::print_table(&hosts, &[("conc 64", &closed)]);
+    println!(
+        "throughput {:.1} jobs/s = {:.1}% of the summed capacity",
+        closed.throughput(),
+        efficiency(&closed)
+    );
+
+    let latency = burst_latency(&load, slots).await?;
+    println!();
+    println!(
+        "end-to-end latency, one job at a time ({} samples each): local on idle host 1 p50 {:.3} ms; raw quinn echo p50 {:.3} ms; burst (host 1's slots all busy, job ran on a peer) p50 {:.3} ms, p99 {:.3} ms",
+        latency.samples,
+        ms(latency.local),
+        ms(latency.rtt),
+        ms(latency.burst),
+        ms(latency.burst_p99),
+    );
+    println!(
+        "burst / (local + raw RTT) = {:.2}x (target: at most 1.25x); burst adds {:.3} ms to a local job, {:.1}x the raw RTT (the {service_ms} ms service time dominates the ratio)",
+        latency.burst.as_secs_f64() / (latency.local + latency.rtt).as_secs_f64(),
+        ms(latency.burst.saturating_sub(latency.local)),
+        latency.burst.saturating_sub(latency.local).as_secs_f64() / latency.rtt.as_secs_f64(),
+    );
+    Ok(if on.ok == on.jobs && closed.ok == closed.jobs {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// p50s of one job's latency: local, raw quinn RTT, and burst.
+struct Latency {
+    samples: usize,
+    local: Duration,
+    rtt: Duration,
+    burst: Duration,
+    burst_p99: Duration,
+}
+
+/// One job at a time: on idle host 1 (local), and right after host 1's
+/// `slots` are filled with jobs kept there (`spillway-placement: local`),
+/// so it runs on a peer (burst); beside them, a raw quinn echo of a small
+/// frame on loopback.
+async fn burst_latency(load: &Load, slots: u32) -> anyhow::Result<Latency> {
+    const SAMPLES: usize = 200;
+    let one = Load {
+        jobs: 1,
+        ..load.clone()
+    };
+    let mut local = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let s = burst_load::fire(&one).await;
+        anyhow::ensure!(
+            s.ok == 1 && s.burst == 0,
+            "a local sample did not run locally"
+        );
+        local.extend(s.latencies);
+    }
+    let raw = RawPair::start().await?;
+    let frame = vec![7u8; 256];
+    let mut rtt = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        rtt.push(raw.round_trip(&frame).await?);
+    }
+    raw.close();
+    let fill = Load {
+        jobs: slots as usize,
+        rate_per_s: 1e6,
+        here_only: true,
+        ..load.clone()
+    };
+    let mut burst = Vec::with_capacity(SAMPLES);
+    let mut attempts = 0;
+    while burst.len() < SAMPLES && attempts < SAMPLES * 3 {
+        attempts += 1;
+        let fillers = tokio::spawn({
+            let fill = fill.clone();
+            async move { burst_load::fire(&fill).await }
+        });
+        // Let the fillers take host 1's slots (they hold them for the
+        // service time), then send the measured job.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let s = burst_load::fire(&one).await;
+        let _ = fillers.await;
+        if s.ok == 1 && s.burst == 1 {
+            burst.extend(s.latencies);
+        }
+    }
+    anyhow::ensure!(!burst.is_empty(), "no sample burst to a peer");
+    for v in [&mut local, &mut rtt, &mut burst] {
+        v.sort();
+    }
+    Ok(Latency {
+        samples: burst.len(),
+        local: percentile(&local, 0.5),
+        rtt: percentile(&rtt, 0.5),
+        burst: percentile(&burst, 0.5),
+        burst_p99: percentile(&burst, 0.99),
     })
 }

@@ -108,6 +108,51 @@ async fn echo(endpoint: PeerEndpoint) {
     }
 }
 
+/// The raw quinn anchor: one connection between two endpoints with the
+/// sidecar's settings, a bi-stream per echo.
+pub(super) struct RawPair {
+    client: PeerEndpoint,
+    server: PeerEndpoint,
+    conn: quinn::Connection,
+}
+
+impl RawPair {
+    pub(super) async fn start() -> anyhow::Result<Self> {
+        let pinned = PinnedPeers::default();
+        let (a, b) = (HostIdentity::generate()?, HostIdentity::generate()?);
+        pinned.pin(a.public_key());
+        pinned.pin(b.public_key());
+        let client = endpoint(&a, &pinned)?;
+        let server = endpoint(&b, &pinned)?;
+        tokio::spawn(echo(server.clone()));
+        let conn = client
+            .connect(server.local_addr()?)
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting the raw pair: {e}"))?;
+        Ok(Self {
+            client,
+            server,
+            conn,
+        })
+    }
+
+    /// One echo of `bytes`: open, send, read it all back.
+    pub(super) async fn round_trip(&self, bytes: &[u8]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        send.write_all(bytes).await?;
+        send.finish()?;
+        let back = recv.read_to_end(64 << 20).await?;
+        anyhow::ensure!(back.len() == bytes.len(), "short echo");
+        Ok(started.elapsed())
+    }
+
+    pub(super) fn close(&self) {
+        self.client.close();
+        self.server.close();
+    }
+}
+
 fn endpoint(identity: &HostIdentity, pinned: &PinnedPeers) -> anyhow::Result<PeerEndpoint> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     Ok(PeerEndpoint::bind(socket, identity, pinned.clone())?)
@@ -118,7 +163,7 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
         bail!("--requests must be positive");
     }
     let pinned = PinnedPeers::default();
-    let ids = (0..4)
+    let ids = (0..2)
         .map(|_| HostIdentity::generate())
         .collect::<Result<Vec<_>, _>>()?;
     for id in &ids {
@@ -130,14 +175,7 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
     let client = PeerClient::new(origin.clone());
     client.set_address(2, peer.local_addr()?);
     tokio::spawn(serve(peer.clone(), pinned.clone(), Arc::new(NullPeer)));
-    // Raw pair: one connection, a bi-stream per echo.
-    let raw_client = endpoint(&ids[2], &pinned)?;
-    let raw_server = endpoint(&ids[3], &pinned)?;
-    tokio::spawn(echo(raw_server.clone()));
-    let raw = raw_client
-        .connect(raw_server.local_addr()?)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting the raw pair: {e}"))?;
+    let raw = RawPair::start().await?;
     let raw_bytes = frame::encode(&PeerRequest::Dispatch(dispatch(0, payload)));
 
     let one_dispatch = |i: u64| {
@@ -166,29 +204,16 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
             anyhow::Ok(started.elapsed())
         }
     };
-    let one_raw = || {
-        let (raw, bytes) = (raw.clone(), raw_bytes.clone());
-        async move {
-            let started = Instant::now();
-            let (mut send, mut recv) = raw.open_bi().await?;
-            send.write_all(&bytes).await?;
-            send.finish()?;
-            let back = recv.read_to_end(64 << 20).await?;
-            anyhow::ensure!(back.len() == bytes.len(), "short echo");
-            anyhow::Ok(started.elapsed())
-        }
-    };
-
     let warm_up = (requests / 10).max(10);
     for i in 0..warm_up {
         one_dispatch(i as u64).await?;
-        one_raw().await?;
+        raw.round_trip(&raw_bytes).await?;
     }
     let mut dispatch_times = Vec::with_capacity(requests);
     let mut raw_times = Vec::with_capacity(requests);
     for i in 0..requests {
         dispatch_times.push(one_dispatch(i as u64).await?);
-        raw_times.push(one_raw().await?);
+        raw_times.push(raw.round_trip(&raw_bytes).await?);
     }
     dispatch_times.sort();
     raw_times.sort();
@@ -213,7 +238,6 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
     println!("p50 ratio dispatch / raw: {ratio:.2}x (target: at most 1.2x)");
     origin.close();
     peer.close();
-    raw_client.close();
-    raw_server.close();
+    raw.close();
     Ok(ExitCode::SUCCESS)
 }

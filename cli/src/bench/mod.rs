@@ -13,7 +13,7 @@
 
 mod burst;
 mod control_log;
-mod dispatch;
+pub(crate) mod dispatch;
 mod failover;
 mod http;
 
