@@ -11,11 +11,13 @@
 //!   both answers read.
 //! - **raw quinn** (the anchor): a bi-stream carrying the same bytes as the
 //!   dispatch frame, echoed back by a bare accept loop.
+//! - **tonic** (the second anchor): a gRPC unary echo of the same bytes
+//!   over HTTP/2 on loopback TCP, without TLS (`tonic_echo`).
 //!
-//! Round trips run one at a time (latency), the two kinds interleaved so
-//! both see the same machine state. The target is dispatch p50 at most
-//! 1.2× raw.
+//! Round trips run one at a time (latency), the kinds interleaved so all
+//! see the same machine state. The target is dispatch p50 at most 1.2× raw.
 
+use super::tonic_echo::TonicPair;
 use super::{cores, ms, percentile};
 use anyhow::{Context, bail};
 use spillway_consensus::PublicKey;
@@ -177,6 +179,8 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
     tokio::spawn(serve(peer.clone(), pinned.clone(), Arc::new(NullPeer)));
     let raw = RawPair::start().await?;
     let raw_bytes = frame::encode(&PeerRequest::Dispatch(dispatch(0, payload)));
+    let mut tonic = TonicPair::start().await?;
+    let tonic_bytes = bytes::Bytes::from(raw_bytes.clone());
 
     let one_dispatch = |i: u64| {
         let client = client.clone();
@@ -208,15 +212,19 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
     for i in 0..warm_up {
         one_dispatch(i as u64).await?;
         raw.round_trip(&raw_bytes).await?;
+        tonic.round_trip(&tonic_bytes).await?;
     }
     let mut dispatch_times = Vec::with_capacity(requests);
     let mut raw_times = Vec::with_capacity(requests);
+    let mut tonic_times = Vec::with_capacity(requests);
     for i in 0..requests {
         dispatch_times.push(one_dispatch(i as u64).await?);
         raw_times.push(raw.round_trip(&raw_bytes).await?);
+        tonic_times.push(tonic.round_trip(&tonic_bytes).await?);
     }
     dispatch_times.sort();
     raw_times.sort();
+    tonic_times.sort();
     println!(
         "dispatch round trip: loopback QUIC in one process, {} cores, {payload} B input, {requests} round trips each, one at a time, interleaved",
         cores()
@@ -225,6 +233,7 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
     for (label, times) in [
         ("dispatch (null executor)", &dispatch_times),
         ("raw quinn bi-stream echo", &raw_times),
+        ("tonic unary echo (h2, TCP)", &tonic_times),
     ] {
         println!(
             "{label:<28} {:>9.3} {:>9.3} {:>9.3}",
@@ -236,6 +245,11 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
     let ratio = percentile(&dispatch_times, 0.5).as_secs_f64()
         / percentile(&raw_times, 0.5).as_secs_f64().max(1e-9);
     println!("p50 ratio dispatch / raw: {ratio:.2}x (target: at most 1.2x)");
+    let vs_tonic = percentile(&dispatch_times, 0.5).as_secs_f64()
+        / percentile(&tonic_times, 0.5).as_secs_f64().max(1e-9);
+    println!(
+        "p50 ratio dispatch / tonic: {vs_tonic:.2}x (tonic has no TLS here; dispatch has TLS 1.3)"
+    );
     origin.close();
     peer.close();
     raw.close();

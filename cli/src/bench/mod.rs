@@ -16,6 +16,7 @@ mod control_log;
 pub(crate) mod dispatch;
 mod failover;
 mod http;
+mod tonic_echo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
