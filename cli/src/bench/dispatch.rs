@@ -53,10 +53,7 @@ impl PeerHandler for NullPeer {
             backend: Backend::Cpu,
             gpu: None,
         };
-        let done = DispatchReply::Completed {
-            body: job.execute.input,
-            completion,
-        };
+        let done = DispatchReply::completed(job.execute.input, completion);
         if write_dispatch_reply(&mut send, &done).await {
             let _ = send.finish();
         }
@@ -86,6 +83,7 @@ fn dispatch(i: u64, payload: usize) -> Dispatch {
             input: vec![7u8; payload],
             remaining_ms: 10_000,
         },
+        input_len: 0,
         trace: None,
         idempotency_key: None,
         attempt: 1,
@@ -178,7 +176,12 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
     client.set_address(2, peer.local_addr()?);
     tokio::spawn(serve(peer.clone(), pinned.clone(), Arc::new(NullPeer)));
     let raw = RawPair::start().await?;
-    let raw_bytes = frame::encode(&PeerRequest::Dispatch(dispatch(0, payload)));
+    // The same bytes as a dispatch stream: the frame, then the input.
+    let mut sample = dispatch(0, payload);
+    let input = std::mem::take(&mut sample.execute.input);
+    sample.input_len = input.len() as u64;
+    let mut raw_bytes = frame::encode(&PeerRequest::Dispatch(sample));
+    raw_bytes.extend_from_slice(&input);
     let mut tonic = TonicPair::start().await?;
     let tonic_bytes = bytes::Bytes::from(raw_bytes.clone());
 
@@ -186,9 +189,8 @@ pub(crate) async fn run(requests: usize, payload: usize) -> anyhow::Result<ExitC
         let client = client.clone();
         async move {
             let started = Instant::now();
-            let request = PeerRequest::Dispatch(dispatch(i, payload));
             let mut recv = client
-                .open(2, &request, Duration::from_secs(5))
+                .open_dispatch(2, dispatch(i, payload), Duration::from_secs(5))
                 .await
                 .context("opening a dispatch stream")?;
             let accepted = read_dispatch_reply(&mut recv)

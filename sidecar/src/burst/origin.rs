@@ -12,7 +12,7 @@
 use crate::burst::Burst;
 use crate::control::Control;
 use crate::link::{JobFailed, JobOutput};
-use crate::peer::{Dispatch, DispatchReply, PeerRequest, read_dispatch_reply};
+use crate::peer::{Dispatch, DispatchReply, read_dispatch_reply};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,13 +57,11 @@ impl Control {
     /// Offers `dispatch` to `peer`: one round trip when the peer is alive.
     pub(crate) async fn offer(&self, peer: u64, dispatch: Dispatch, deadline: Instant) -> Offer {
         let job = dispatch.execute.job;
-        let request = PeerRequest::Dispatch(dispatch);
         let open = OPEN_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        let mut recv = match self.client().open(peer, &request, open).await {
+        let mut recv = match self.client().open_dispatch(peer, dispatch, open).await {
             Ok(recv) => recv,
             Err(e) => return Offer::NotRun(e.to_string()),
         };
-        drop(request);
         let first = tokio::time::timeout(ACCEPT_TIMEOUT, read_dispatch_reply(&mut recv)).await;
         // Anything but a clear answer: the acceptance may be what was lost.
         match first {
@@ -96,7 +94,9 @@ impl Accepted {
         )
         .await;
         match next {
-            Ok(Ok(Some(DispatchReply::Completed { body, completion }))) => {
+            Ok(Ok(Some(DispatchReply::Completed {
+                body, completion, ..
+            }))) => {
                 self.burst.peer_freed(self.peer);
                 Attempt::Done(Ok(JobOutput { body, completion }))
             }

@@ -77,10 +77,7 @@ impl Control {
         };
         drop(slot);
         let reply = match outcome {
-            Ok(output) => DispatchReply::Completed {
-                body: output.body,
-                completion: output.completion,
-            },
+            Ok(output) => DispatchReply::completed(output.body, output.completion),
             Err(JobFailed { failure, exec_us }) => DispatchReply::Failed { failure, exec_us },
         };
         if write_dispatch_reply(&mut send, &reply).await {

@@ -434,6 +434,7 @@ impl Job<'_> {
                     input: self.input.clone(),
                     remaining_ms,
                 },
+                input_len: 0, // set when it is sent
                 trace: self.context.trace.clone(),
                 idempotency_key: self.context.idempotency_key.clone(),
                 attempt: attempt as u32 + 1,

@@ -3,7 +3,7 @@
 //! A broken connection is dropped and the next call reconnects.
 
 use crate::peer::PeerEndpoint;
-use crate::peer::wire::{PeerReply, PeerRequest};
+use crate::peer::wire::{Dispatch, PeerReply, PeerRequest};
 use spillway_consensus::TransportError;
 use spillway_proto::frame;
 use std::collections::HashMap;
@@ -143,6 +143,31 @@ impl PeerClient {
         request: &PeerRequest,
         deadline: Duration,
     ) -> Result<quinn::RecvStream, TransportError> {
+        self.open_with(target, request, &[], deadline).await
+    }
+
+    /// Opens a dispatch stream: the `Dispatch` frame, then its input raw
+    /// (see [`Dispatch`]).
+    pub async fn open_dispatch(
+        &self,
+        target: u64,
+        mut dispatch: Dispatch,
+        deadline: Duration,
+    ) -> Result<quinn::RecvStream, TransportError> {
+        let input = std::mem::take(&mut dispatch.execute.input);
+        dispatch.input_len = input.len() as u64;
+        let request = PeerRequest::Dispatch(dispatch);
+        self.open_with(target, &request, &input, deadline).await
+    }
+
+    /// Opens a stream and sends `request`, then `trailing` raw bytes.
+    async fn open_with(
+        &self,
+        target: u64,
+        request: &PeerRequest,
+        trailing: &[u8],
+        deadline: Duration,
+    ) -> Result<quinn::RecvStream, TransportError> {
         let failed = |reason: String| TransportError::Failed {
             peer: target,
             reason,
@@ -156,6 +181,11 @@ impl PeerClient {
             send.write_all(&frame::encode(request))
                 .await
                 .map_err(|e| failed(e.to_string()))?;
+            if !trailing.is_empty() {
+                send.write_all(trailing)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
             send.finish().map_err(|e| failed(e.to_string()))?;
             Ok(recv)
         };

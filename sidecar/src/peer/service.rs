@@ -57,10 +57,17 @@ pub trait PeerHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<u8>, ArtifactRefusal>> + Send;
 }
 
-/// Writes one dispatch answer frame (a failed write means the origin is
-/// gone, which the caller learns from the stream).
+/// Writes one dispatch answer: its frame, then a `Completed` body raw (a
+/// failed write means the origin is gone, which the caller learns from the
+/// stream).
 pub async fn write_dispatch_reply(send: &mut quinn::SendStream, reply: &DispatchReply) -> bool {
-    send.write_all(&frame::encode(reply)).await.is_ok()
+    if send.write_all(&frame::encode(reply)).await.is_err() {
+        return false;
+    }
+    match reply {
+        DispatchReply::Completed { body, .. } => send.write_all(body).await.is_ok(),
+        _ => true,
+    }
 }
 
 /// Reads the next dispatch answer frame: `Ok(None)` when the peer
@@ -68,9 +75,42 @@ pub async fn write_dispatch_reply(send: &mut quinn::SendStream, reply: &Dispatch
 pub async fn read_dispatch_reply(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<DispatchReply>, String> {
-    crate::frames::read::<DispatchReply, _>(recv, frame::MAX_FRAME_LEN)
+    let reply = crate::frames::read::<DispatchReply, _>(recv, frame::MAX_FRAME_LEN)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    match reply {
+        Some(DispatchReply::Completed {
+            body_len,
+            completion,
+            ..
+        }) => {
+            let body = read_raw(recv, body_len, MAX_REPLY).await?;
+            Ok(Some(DispatchReply::completed(body, completion)))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Reads exactly `len` raw bytes (at most `max`) that follow a frame.
+pub(crate) async fn read_raw(
+    recv: &mut quinn::RecvStream,
+    len: u64,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    if len > max as u64 {
+        return Err(format!("{len} bytes announced, over the limit of {max}"));
+    }
+    let len = len as usize;
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        let chunk = recv
+            .read_chunk(len - bytes.len(), true)
+            .await
+            .map_err(|e| format!("reading {len} bytes: {e}"))?
+            .ok_or_else(|| format!("the stream ended after {} of {len} bytes", bytes.len()))?;
+        bytes.extend_from_slice(&chunk.bytes);
+    }
+    Ok(bytes)
 }
 
 /// Answers Raft RPCs only (tests and tools that run a bare Raft).
@@ -161,30 +201,36 @@ async fn answer<H: PeerHandler>(
         PeerKind::Member(_) => MAX_REPLY,
         PeerKind::Joiner(_) => 64 << 10,
     };
-    let reply = match recv.read_to_end(limit).await {
-        Ok(bytes) => match frame::decode::<PeerRequest>(&bytes, limit) {
-            Ok((request, _)) => match (from, request) {
-                (PeerKind::Joiner(_), r @ PeerRequest::Join(_)) => handler.handle(from, r).await,
-                (PeerKind::Joiner(_), _) => {
-                    conn.close(2u32.into(), b"ticket holders may only join");
-                    return;
-                }
-                (PeerKind::Member(key), PeerRequest::Dispatch(job)) => {
-                    return handler.dispatch(key, job, send).await;
-                }
-                (PeerKind::Member(_), PeerRequest::FetchArtifact { digest }) => {
-                    let bytes = handler.artifact(digest).await;
-                    let sent = artifact::send(&mut send, bytes.as_deref().map_err(Clone::clone));
-                    if sent.await.is_ok() {
-                        let _ = send.finish();
+    let reply = match crate::frames::read::<PeerRequest, _>(&mut recv, limit).await {
+        Ok(None) => PeerReply::Error("the stream ended before a request".into()),
+        Ok(Some(request)) => match (from, request) {
+            (PeerKind::Joiner(_), r @ PeerRequest::Join(_)) => handler.handle(from, r).await,
+            (PeerKind::Joiner(_), _) => {
+                conn.close(2u32.into(), b"ticket holders may only join");
+                return;
+            }
+            (PeerKind::Member(key), PeerRequest::Dispatch(mut job)) => {
+                // The input follows the frame.
+                match read_raw(&mut recv, job.input_len, limit).await {
+                    Ok(input) => job.execute.input = input,
+                    Err(e) => {
+                        tracing::warn!("a dispatch's input did not arrive: {e}");
+                        return;
                     }
-                    return;
                 }
-                (PeerKind::Member(_), r) => handler.handle(from, r).await,
-            },
-            Err(e) => PeerReply::Error(format!("bad request frame: {e}")),
+                return handler.dispatch(key, job, send).await;
+            }
+            (PeerKind::Member(_), PeerRequest::FetchArtifact { digest }) => {
+                let bytes = handler.artifact(digest).await;
+                let sent = artifact::send(&mut send, bytes.as_deref().map_err(Clone::clone));
+                if sent.await.is_ok() {
+                    let _ = send.finish();
+                }
+                return;
+            }
+            (PeerKind::Member(_), r) => handler.handle(from, r).await,
         },
-        Err(e) => PeerReply::Error(format!("reading the request: {e}")),
+        Err(e) => PeerReply::Error(format!("bad request: {e}")),
     };
     if send.write_all(&frame::encode(&reply)).await.is_ok() {
         let _ = send.finish();

@@ -31,11 +31,17 @@ pub enum PeerRequest {
 }
 
 /// A burst job: what the origin's node would have received, and why.
+///
+/// On the wire the input is not inside the frame: `execute.input` travels
+/// empty and `input_len` raw bytes follow the frame on the stream (one copy
+/// fewer on each side; see `PeerClient::open_dispatch`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Dispatch {
     /// The job, its spec and input; `remaining_ms` is what is left of its
     /// deadline when the origin sends it.
     pub execute: Execute,
+    /// Bytes of input that follow the frame (set by the sender).
+    pub input_len: u64,
     /// W3C `traceparent` of the origin's span, when it has one.
     pub trace: Option<String>,
     /// The client's idempotency key, if it gave one.
@@ -52,11 +58,13 @@ pub enum DispatchReply {
     Accepted,
     /// The peer will not run it (the job never ran there).
     Refused(Refusal),
-    /// The job's output (emitted chunks then the returned bytes), the
-    /// completion, and how long it waited there for its artifact.
+    /// The job's output (emitted chunks then the returned bytes) and the
+    /// completion. The body is not inside the frame: `body_len` raw bytes
+    /// follow it (`write_dispatch_reply` / `read_dispatch_reply` do this).
     Completed {
-        #[serde(with = "serde_bytes")]
+        #[serde(skip)]
         body: Vec<u8>,
+        body_len: u64,
         completion: Completion,
     },
     /// The job failed there; `exec_us` when the node ran it.
@@ -64,6 +72,17 @@ pub enum DispatchReply {
         failure: Failure,
         exec_us: Option<u64>,
     },
+}
+
+impl DispatchReply {
+    /// A job's output as a `Completed` answer.
+    pub fn completed(body: Vec<u8>, completion: Completion) -> Self {
+        DispatchReply::Completed {
+            body_len: body.len() as u64,
+            body,
+            completion,
+        }
+    }
 }
 
 /// The answer.
