@@ -430,5 +430,28 @@ async fn placement_local_keeps_a_job_on_its_host() {
     assert_eq!(r.headers()["spillway-burst"], "true");
     let r = send(Some("nearby")).await.unwrap();
     common::expect_error(r, 400, "bad_placement").await;
+
+    // Chunks a guest emits on a peer come back in order, before its
+    // returned bytes, as they do from a local run.
+    let r = api
+        .http
+        .put(format!("{}/v1/artifacts/countdown", h(&hosts, 1).endpoint))
+        .bearer_auth(&api.token)
+        .body(common::guest("countdown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    register(
+        &api,
+        h(&hosts, 1),
+        "countdown",
+        "countdown",
+        serde_json::json!({}),
+    )
+    .await;
+    let r = invoke(&api, h(&hosts, 1), "countdown", vec![5]).await;
+    assert_eq!((r.status, r.burst.as_str()), (200, "true"), "{r:?}");
+    assert_eq!(r.body, "5\n4\n3\n2\n1\nliftoff\n");
     busy.abort();
 }

@@ -80,8 +80,16 @@ impl Pending {
 }
 
 struct PendingJob {
-    chunks: Vec<u8>,
+    chunks: Chunks,
     done: oneshot::Sender<Result<JobOutput, JobFailed>>,
+}
+
+/// Where a job's emitted chunks go while it runs.
+enum Chunks {
+    /// Kept, to come before the returned bytes in the output.
+    Collect(Vec<u8>),
+    /// Handed on as they arrive (a burst job's chunks go to its origin).
+    Forward(mpsc::UnboundedSender<Vec<u8>>),
 }
 
 #[derive(Default)]
@@ -166,6 +174,21 @@ impl NodeLink {
     /// end (the client or the origin went away) cancels the job on the
     /// node, which interrupts the guest.
     pub(crate) async fn execute(&self, exec: Execute) -> Result<JobOutput, JobFailed> {
+        self.run(exec, Chunks::Collect(Vec::new())).await
+    }
+
+    /// Like [`NodeLink::execute`], but each chunk the guest emits goes to
+    /// `chunks` as it arrives (all of them before the end), and the
+    /// output's body is only the returned bytes.
+    pub(crate) async fn execute_streaming(
+        &self,
+        exec: Execute,
+        chunks: mpsc::UnboundedSender<Vec<u8>>,
+    ) -> Result<JobOutput, JobFailed> {
+        self.run(exec, Chunks::Forward(chunks)).await
+    }
+
+    async fn run(&self, exec: Execute, chunks: Chunks) -> Result<JobOutput, JobFailed> {
         let (done, rx) = oneshot::channel();
         let job = exec.job;
         let tx = {
@@ -173,13 +196,7 @@ impl NodeLink {
             let Some(tx) = conn.tx.clone() else {
                 return Err(unavailable().into());
             };
-            conn.jobs.insert(
-                job,
-                PendingJob {
-                    chunks: Vec::new(),
-                    done,
-                },
-            );
+            conn.jobs.insert(job, PendingJob { chunks, done });
             tx
         };
         if tx.send(ToNode::Execute(exec)).await.is_err() {
@@ -320,14 +337,23 @@ impl NodeLink {
                     .send_modify(|s| s.load = Some((load, Instant::now())));
             }
             FromNode::Output { job, chunk, .. } => {
-                if let Some(p) = conn.jobs.get_mut(&job) {
-                    p.chunks.extend_from_slice(&chunk);
+                match conn.jobs.get_mut(&job).map(|p| &mut p.chunks) {
+                    Some(Chunks::Collect(chunks)) => chunks.extend_from_slice(&chunk),
+                    Some(Chunks::Forward(tx)) => {
+                        let _ = tx.send(chunk);
+                    }
+                    None => {}
                 }
             }
             FromNode::Completed(completion) => {
                 if let Some(p) = conn.jobs.remove(&completion.job) {
-                    let mut body = p.chunks;
-                    body.extend_from_slice(&completion.output);
+                    let body = match p.chunks {
+                        Chunks::Collect(mut chunks) => {
+                            chunks.extend_from_slice(&completion.output);
+                            chunks
+                        }
+                        Chunks::Forward(_) => completion.output.clone(),
+                    };
                     let _ = p.done.send(Ok(JobOutput { body, completion }));
                 }
             }

@@ -24,6 +24,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long after the job's deadline the peer's last answer may take.
 const ANSWER_GRACE: Duration = Duration::from_secs(2);
+/// The most output one job may bring back (chunks and returned bytes).
+const MAX_OUTPUT: usize = spillway_proto::MAX_FRAME_LEN;
 
 /// What became of an accepted job.
 #[derive(Debug)]
@@ -86,28 +88,46 @@ impl Accepted {
     }
 
     /// Waits for the job's end, at most a little after `deadline` (the
-    /// peer enforces the deadline itself).
+    /// peer enforces the deadline itself), gathering the chunks the guest
+    /// emitted there before its returned bytes.
     pub(crate) async fn outcome(mut self, deadline: Instant) -> Attempt {
-        let next = tokio::time::timeout_at(
-            (deadline + ANSWER_GRACE).into(),
-            read_dispatch_reply(&mut self.recv),
-        )
-        .await;
-        match next {
-            Ok(Ok(Some(DispatchReply::Completed {
-                body, completion, ..
-            }))) => {
-                self.burst.peer_freed(self.peer);
-                Attempt::Done(Ok(JobOutput { body, completion }))
-            }
-            Ok(Ok(Some(DispatchReply::Failed { failure, exec_us }))) => {
-                self.burst.peer_freed(self.peer);
-                Attempt::Done(Err(JobFailed { failure, exec_us }))
-            }
-            Ok(Ok(Some(other))) => Attempt::Lost(format!("out-of-order answer {other:?}")),
-            Ok(Ok(None)) => Attempt::Lost("the peer closed the stream".into()),
-            Ok(Err(e)) => Attempt::Lost(e.to_string()),
-            Err(_) => Attempt::Lost("the peer stopped answering".into()),
+        let mut chunks = Vec::new();
+        let mut expected_seq = 0u32;
+        loop {
+            let next = tokio::time::timeout_at(
+                (deadline + ANSWER_GRACE).into(),
+                read_dispatch_reply(&mut self.recv),
+            )
+            .await;
+            return match next {
+                Ok(Ok(Some(DispatchReply::Output { seq, chunk }))) if seq == expected_seq => {
+                    if chunks.len() + chunk.len() > MAX_OUTPUT {
+                        Attempt::Lost(format!("the peer sent over {MAX_OUTPUT} bytes of output"))
+                    } else {
+                        chunks.extend_from_slice(&chunk);
+                        expected_seq += 1;
+                        continue;
+                    }
+                }
+                Ok(Ok(Some(DispatchReply::Completed {
+                    body, completion, ..
+                }))) => {
+                    self.burst.peer_freed(self.peer);
+                    chunks.extend_from_slice(&body);
+                    Attempt::Done(Ok(JobOutput {
+                        body: chunks,
+                        completion,
+                    }))
+                }
+                Ok(Ok(Some(DispatchReply::Failed { failure, exec_us }))) => {
+                    self.burst.peer_freed(self.peer);
+                    Attempt::Done(Err(JobFailed { failure, exec_us }))
+                }
+                Ok(Ok(Some(other))) => Attempt::Lost(format!("out-of-order answer {other:?}")),
+                Ok(Ok(None)) => Attempt::Lost("the peer closed the stream".into()),
+                Ok(Err(e)) => Attempt::Lost(e),
+                Err(_) => Attempt::Lost("the peer stopped answering".into()),
+            };
         }
     }
 }

@@ -48,6 +48,8 @@ impl Control {
         self.burst().received.fetch_add(1, Ordering::Relaxed);
         let digest = execute.spec.digest;
         let deadline_ms = execute.spec.deadline_ms;
+        // Chunks the guest emits go to the origin as they come.
+        let (chunk_tx, mut chunks) = tokio::sync::mpsc::unbounded_channel();
         let work = async {
             if !self.link().status().held.contains(&digest) {
                 let fetch = self.ensure_artifact(digest);
@@ -58,7 +60,7 @@ impl Control {
                 }
             }
             let started = Instant::now();
-            let outcome = self.link().execute(execute).await;
+            let outcome = self.link().execute_streaming(execute, chunk_tx).await;
             if outcome.is_ok() {
                 self.queue()
                     .record_exec(started.elapsed().as_secs_f64() * 1000.0);
@@ -66,16 +68,38 @@ impl Control {
             outcome
         }
         .instrument(span.clone());
-        let outcome = tokio::select! {
-            outcome = work => outcome,
-            // Dropping `work` cancels the job on the node.
-            _ = send.stopped() => {
-                span.in_scope(|| tracing::info!("the origin went away; the job was cancelled"));
-                drop(slot);
-                return;
+        let mut work = std::pin::pin!(work);
+        let stopped = send.stopped();
+        let mut stopped = std::pin::pin!(stopped);
+        let mut seq = 0u32;
+        // Dropping `work` (returning early) cancels the job on the node.
+        let gone =
+            || span.in_scope(|| tracing::info!("the origin went away; the job was cancelled"));
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                Some(chunk) = chunks.recv() => {
+                    if !write_dispatch_reply(&mut send, &DispatchReply::Output { seq, chunk }).await {
+                        gone();
+                        return;
+                    }
+                    seq += 1;
+                }
+                outcome = &mut work => break outcome,
+                _ = &mut stopped => {
+                    gone();
+                    return;
+                }
             }
         };
         drop(slot);
+        // Chunks still queued were emitted before the end: they go first.
+        while let Ok(chunk) = chunks.try_recv() {
+            if !write_dispatch_reply(&mut send, &DispatchReply::Output { seq, chunk }).await {
+                return;
+            }
+            seq += 1;
+        }
         let reply = match outcome {
             Ok(output) => DispatchReply::completed(output.body, output.completion),
             Err(JobFailed { failure, exec_us }) => DispatchReply::Failed { failure, exec_us },

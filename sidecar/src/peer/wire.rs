@@ -51,16 +51,23 @@ pub struct Dispatch {
 }
 
 /// A peer's answers on a dispatch stream, in order: `Accepted` or
-/// `Refused`; after `Accepted`, `Completed` or `Failed`.
+/// `Refused`; after `Accepted`, any number of `Output` chunks as the guest
+/// emits them, then `Completed` or `Failed`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum DispatchReply {
     /// The peer took a slot for the job: from now on it may run.
     Accepted,
     /// The peer will not run it (the job never ran there).
     Refused(Refusal),
-    /// The job's output (emitted chunks then the returned bytes) and the
-    /// completion. The body is not inside the frame: `body_len` raw bytes
-    /// follow it (`write_dispatch_reply` / `read_dispatch_reply` do this).
+    /// A chunk the guest emitted (numbered from 0), sent as it comes.
+    Output {
+        seq: u32,
+        #[serde(with = "serde_bytes")]
+        chunk: Vec<u8>,
+    },
+    /// The bytes `run` returned and the completion. The body is not inside
+    /// the frame: `body_len` raw bytes follow it (`write_dispatch_reply` /
+    /// `read_dispatch_reply` do this).
     Completed {
         #[serde(skip)]
         body: Vec<u8>,
