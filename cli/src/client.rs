@@ -14,6 +14,17 @@ pub(crate) struct Client {
     token: Option<String>,
 }
 
+/// How to invoke: the request headers beyond the input.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InvokeOptions {
+    /// `spillway-deadline-ms`: shorten the function's deadline.
+    pub(crate) deadline_ms: Option<u64>,
+    /// `spillway-idempotency-key`: a repeat gets the first outcome.
+    pub(crate) idempotency_key: Option<String>,
+    /// `spillway-placement: local`: never burst to a peer.
+    pub(crate) here_only: bool,
+}
+
 /// The answer to an invocation, successful or not.
 #[derive(Debug)]
 pub(crate) struct Invocation {
@@ -47,6 +58,7 @@ impl Invocation {
             "queue_ms": self.header("spillway-queue-ms").parse::<f64>().ok(),
             "exec_ms": self.header("spillway-exec-ms").parse::<f64>().ok(),
             "output_len": self.body.len(),
+            "idempotent_replay": self.header("spillway-idempotent-replay") == "true",
         });
         match std::str::from_utf8(&self.body) {
             Ok(text) if self.status.is_success() => r["output"] = text.into(),
@@ -162,7 +174,7 @@ impl Client {
         &self,
         name: &str,
         input: Vec<u8>,
-        deadline_ms: Option<u64>,
+        options: &InvokeOptions,
     ) -> anyhow::Result<Invocation> {
         let mut r = self
             .request(
@@ -170,8 +182,14 @@ impl Client {
                 &format!("/v1/functions/{name}/invoke"),
             )
             .body(input);
-        if let Some(ms) = deadline_ms {
+        if let Some(ms) = options.deadline_ms {
             r = r.header("spillway-deadline-ms", ms);
+        }
+        if let Some(key) = &options.idempotency_key {
+            r = r.header("spillway-idempotency-key", key);
+        }
+        if options.here_only {
+            r = r.header("spillway-placement", "local");
         }
         let response = r
             .send()

@@ -2,7 +2,7 @@
 //! `member`.
 
 use crate::Target;
-use crate::client::Client;
+use crate::client::{Client, InvokeOptions};
 use anyhow::Context;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -64,6 +64,13 @@ pub(crate) struct InvokeArgs {
     /// Shorten the function's deadline (ms).
     #[arg(long)]
     deadline_ms: Option<u64>,
+    /// A repeat with the same key gets the first outcome instead of
+    /// running again.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Run on the host asked (queue there when full), never on a peer.
+    #[arg(long)]
+    local: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -176,7 +183,15 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input))?
     };
     let answer = client(&args.target)
-        .invoke(&args.name, input, args.deadline_ms)
+        .invoke(
+            &args.name,
+            input,
+            &InvokeOptions {
+                deadline_ms: args.deadline_ms,
+                idempotency_key: args.idempotency_key.clone(),
+                here_only: args.local,
+            },
+        )
         .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer.receipt())?);

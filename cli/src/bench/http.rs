@@ -113,7 +113,9 @@ async fn load(
             let mut latencies = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                 let t = Instant::now();
-                let answer = client.invoke("noop", Vec::new(), None).await?;
+                let answer = client
+                    .invoke("noop", Vec::new(), &Default::default())
+                    .await?;
                 if !answer.status.is_success() {
                     bail!(
                         "invoke failed: {} {}",

@@ -21,7 +21,11 @@ async fn calibrate(client: &Client, target_ms: f64) -> anyhow::Result<u32> {
     let mut times = Vec::new();
     for _ in 0..3 {
         let answer = client
-            .invoke("burst-spin", PROBE.to_le_bytes().to_vec(), None)
+            .invoke(
+                "burst-spin",
+                PROBE.to_le_bytes().to_vec(),
+                &Default::default(),
+            )
             .await?;
         anyhow::ensure!(
             answer.status.is_success(),

@@ -148,7 +148,9 @@ pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<Ex
     );
     let mut all_as_expected = true;
     for g in &guests {
-        let answer = client.invoke(g.name, (g.input)(), None).await?;
+        let answer = client
+            .invoke(g.name, (g.input)(), &Default::default())
+            .await?;
         let (result, as_expected) = if answer.status.is_success() {
             ((g.show)(&answer.body), g.expect_error.is_none())
         } else {
