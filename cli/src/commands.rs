@@ -107,16 +107,19 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum MemberCommand {
-    /// Stop giving a host new work and never promote it to voter.
+    /// Stop giving a host new work and never promote it to voter; a
+    /// voter hands its vote to a caught-up learner.
     Drain {
-        id: u64,
+        /// The host: `n2` (as `spillway status` shows it) or `2`.
+        id: spillway_proto::NodeId,
         #[command(flatten)]
         target: Target,
     },
     /// Remove a host from the cluster: its key is no longer accepted, and
     /// a learner replaces it if it was a voter.
     Remove {
-        id: u64,
+        /// The host: `n2` or `2`.
+        id: spillway_proto::NodeId,
         #[command(flatten)]
         target: Target,
     },
@@ -231,7 +234,7 @@ pub(crate) async fn member(cmd: MemberCommand) -> anyhow::Result<ExitCode> {
         MemberCommand::Drain { id, target } => (id, false, target),
         MemberCommand::Remove { id, target } => (id, true, target),
     };
-    print_json(&client(&target).member(id, remove).await?)
+    print_json(&client(&target).member(id.0, remove).await?)
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {

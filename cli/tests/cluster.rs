@@ -151,6 +151,35 @@ async fn three_hosts_share_functions_survive_the_leader_and_add_learners() {
         .await;
     assert_eq!(on_learner["cluster_id"], view["cluster_id"]);
 
+    // Draining the leader hands its vote to a learner: still three voters,
+    // a leader among them, and the drained host a learner.
+    let leader = api.cluster(h(&hosts, 2)).await["leader"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api
+        .http
+        .post(format!(
+            "{}/v1/members/{leader}/drain",
+            h(&hosts, 2).endpoint
+        ))
+        .bearer_auth(&api.token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let after = api
+        .wait(h(&hosts, 4), "the drained leader's vote handed on", |v| {
+            let m = member(v, &leader);
+            m["state"] == "draining"
+                && m["role"] == "learner"
+                && members(v).iter().filter(|m| m["role"] == "voter").count() == 3
+                && v["leader"].as_str().is_some_and(|l| l != leader)
+        })
+        .await;
+    eprintln!("after draining {leader}: {:?}", roles(&after));
+
     // Nothing logged contains the admin token, a ticket or a private key.
     drop(hosts);
     let mut secrets = vec![api.token.clone()];

@@ -220,6 +220,16 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Hands leadership to voter `to` (this host stops accepting writes and
+    /// `to` starts an election at once). Leader only; elsewhere ignored.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ControlError> {
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| ControlError::Raft(e.to_string()))
+    }
+
     /// Removes learners from Raft (they stop receiving the log). Leader only.
     pub async fn remove_learners(&self, ids: BTreeSet<u64>) -> Result<(), ControlError> {
         self.raft

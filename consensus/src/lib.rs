@@ -53,4 +53,6 @@ pub mod raft {
     pub type SnapshotResponse = openraft::raft::SnapshotResponse<TypeConfig>;
     pub type Vote = openraft::alias::VoteOf<TypeConfig>;
     pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+    pub type TransferLeaderRequest = openraft::raft::TransferLeaderRequest<TypeConfig>;
+    pub type TransferLeaderResponse = openraft::raft::TransferLeaderResponse<TypeConfig>;
 }

@@ -3,7 +3,7 @@
 //! clusters in tests.
 //!
 //! The sidecar will implement `RaftTransport` over QUIC streams. The trait
-//! is deliberately small (three calls, one error type whose variant says
+//! is deliberately small (four calls, one error type whose variant says
 //! whether to back off) so the QUIC side never sees openraft's generics.
 
 use crate::state_machine::StateMachine;
@@ -12,7 +12,8 @@ use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -59,6 +60,14 @@ pub trait RaftTransport: Clone + Send + Sync + 'static {
         vote: VoteOf<C>,
         snapshot: Snapshot,
     ) -> impl Future<Output = Result<SnapshotResponse<C>, TransportError>> + Send;
+
+    /// Asks `target` to take over as leader (a leader handing over before
+    /// it stops voting).
+    fn transfer_leader(
+        &self,
+        target: u64,
+        rpc: TransferLeaderRequest<C>,
+    ) -> impl Future<Output = Result<TransferLeaderResponse<C>, TransportError>> + Send;
 }
 
 /// openraft's network factory over any [`RaftTransport`].
@@ -131,6 +140,17 @@ impl<T: RaftTransport> RaftNetworkV2<C> for Peer<T> {
                 }
                 TransportError::Failed { .. } => StreamingError::Network(NetworkError::new(&e)),
             })
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<C>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.transport
+            .transfer_leader(self.target, rpc)
+            .await
+            .map_err(rpc_error)
     }
 }
 
@@ -229,6 +249,17 @@ impl RaftTransport for MemoryTransport {
     ) -> Result<SnapshotResponse<C>, TransportError> {
         self.route(target)?
             .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| failed(target, e))
+    }
+
+    async fn transfer_leader(
+        &self,
+        target: u64,
+        rpc: TransferLeaderRequest<C>,
+    ) -> Result<TransferLeaderResponse<C>, TransportError> {
+        self.route(target)?
+            .handle_transfer_leader(rpc)
             .await
             .map_err(|e| failed(target, e))
     }

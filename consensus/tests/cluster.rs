@@ -150,3 +150,28 @@ async fn three_hosts_replicate_fail_over_and_catch_up_from_a_snapshot() {
         h.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hands_leadership_to_the_voter_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = MemoryTransport::default();
+    let mut hosts = BTreeMap::new();
+    for id in 1..=3 {
+        hosts.insert(id, start(id, dir.path(), &t).await);
+    }
+    let voters: BTreeMap<u64, Member> = (1..=3).map(|id| (id, Member::default())).collect();
+    hosts[&1].initialize(voters).await.expect("initialize");
+    let leader = wait_for_leader(&hosts).await;
+    hosts[&leader].propose(put("before")).await.expect("write");
+    let next = (1..=3).find(|id| *id != leader).unwrap();
+    hosts[&leader].transfer_leader(next).await.expect("transfer");
+    eventually("the named voter leads", Duration::from_secs(5), || {
+        let hosts = &hosts;
+        async move { agreed_leader(hosts).await == Some(next) }
+    })
+    .await;
+    hosts[&next].propose(put("after")).await.expect("the new leader writes");
+    for h in hosts.values() {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -14,6 +14,15 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// `n2` (as hosts are shown) or `2`.
+impl FromStr for NodeId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix('n').unwrap_or(s).parse().map(NodeId)
+    }
+}
+
 /// A tenant: the owner of functions, artifacts and quotas.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TenantId(pub String);
@@ -92,6 +101,15 @@ impl FromStr for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_ids_parse_as_shown_or_bare() {
+        assert_eq!("n2".parse::<NodeId>().unwrap(), NodeId(2));
+        assert_eq!("17".parse::<NodeId>().unwrap(), NodeId(17));
+        assert_eq!(NodeId(5).to_string().parse::<NodeId>().unwrap(), NodeId(5));
+        assert!("x2".parse::<NodeId>().is_err());
+        assert!("n".parse::<NodeId>().is_err());
+    }
 
     #[test]
     fn digest_round_trips_through_text() {

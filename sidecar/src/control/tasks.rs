@@ -6,8 +6,9 @@
 //!   log catches it up).
 //! - `reconcile`: on the leader, adds admitted hosts as Raft learners,
 //!   marks them active, promotes learners while there are fewer voters than
-//!   `max_voters` (which also replaces a removed voter), and takes removed
-//!   members out of Raft. On every host, proposes its own new addresses or
+//!   `max_voters` (which also replaces a removed voter), swaps a draining
+//!   voter for a caught-up learner (a draining leader first hands
+//!   leadership to another voter), and takes removed members out of Raft. On every host, proposes its own new addresses or
 //!   GPUs.
 //! - `residency`: compares what the node holds with what the log says this
 //!   host holds and proposes the difference in one batch.
@@ -129,10 +130,9 @@ impl Control {
                 _ => {}
             }
         }
-        let voters = raft.voters.len();
-        if voters < self.max_voters {
-            let promote: BTreeSet<u64> = raft
-                .learners
+        // Learners that may vote: active, and caught up with the log.
+        let ready = || {
+            raft.learners
                 .iter()
                 .filter(|id| {
                     state
@@ -146,9 +146,59 @@ impl Control {
                         .flatten()
                         .is_some_and(|i| i + CAUGHT_UP >= last)
                 })
-                .take(self.max_voters - voters)
                 .copied()
-                .collect();
+        };
+        let voters = raft.voters.len();
+        // A draining voter hands its vote to a ready learner, one at a
+        // time; without one it keeps voting (demoting it would not make
+        // the cluster any safer while it is still up).
+        let draining = raft.voters.iter().copied().find(|id| {
+            state
+                .member(*id)
+                .is_some_and(|m| m.state == MemberState::Draining)
+        });
+        // A draining leader first hands leadership to an active voter; the
+        // new leader then swaps its vote.
+        if draining == Some(self.id)
+            && let Some(&next) = raft.voters.iter().find(|id| {
+                **id != self.id
+                    && state
+                        .member(**id)
+                        .is_some_and(|m| m.state == MemberState::Active)
+            })
+        {
+            tracing::info!(to = next, "this host is draining: handing over leadership");
+            log_change(
+                "transfer leadership",
+                next,
+                self.plane.transfer_leader(next).await,
+            );
+            return;
+        }
+        if let Some(out) = draining
+            && let Some(replacement) = ready().next()
+        {
+            let change = tokio::time::timeout(
+                CHANGE_TIMEOUT,
+                self.plane.change_voters(
+                    BTreeSet::from([replacement]),
+                    BTreeSet::from([out]),
+                    true,
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| Err(spillway_consensus::ControlError::Raft("timed out".into())));
+            tracing::info!(
+                draining = out,
+                replacement,
+                ok = change.is_ok(),
+                "handing a draining voter's vote to a learner"
+            );
+            log_change("demote draining voter", out, change);
+            return;
+        }
+        if voters < self.max_voters {
+            let promote: BTreeSet<u64> = ready().take(self.max_voters - voters).collect();
             if !promote.is_empty() {
                 let change = tokio::time::timeout(
                     CHANGE_TIMEOUT,

@@ -72,8 +72,10 @@ pub(super) async fn create_ticket(
     ))
 }
 
+/// A host id as shown (`n2`) or bare (`2`).
 fn parse_id(id: &str) -> Result<u64, ApiError> {
-    id.parse()
+    id.parse::<spillway_proto::NodeId>()
+        .map(|n| n.0)
         .map_err(|_| ApiError::bad_request("bad_member", format!("{id:?} is not a host id")))
 }
 

@@ -18,8 +18,8 @@ use openraft_types::*;
 /// consensus crate's dependency; named here once).
 mod openraft_types {
     pub(super) use spillway_consensus::raft::{
-        AppendEntriesRequest, AppendEntriesResponse, SnapshotMeta, SnapshotResponse, Vote,
-        VoteRequest, VoteResponse,
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotMeta, SnapshotResponse,
+        TransferLeaderRequest, TransferLeaderResponse, Vote, VoteRequest, VoteResponse,
     };
 }
 
@@ -40,6 +40,8 @@ pub enum RaftRequest {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Take over as leader.
+    TransferLeader(TransferLeaderRequest),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +49,7 @@ pub enum RaftReply {
     Append(AppendEntriesResponse),
     Vote(VoteResponse),
     Snapshot(SnapshotResponse),
+    TransferLeader(TransferLeaderResponse),
     /// The receiving Raft refused or failed; the text says why.
     Error(String),
 }
@@ -131,6 +134,20 @@ impl RaftTransport for QuicTransport {
             other => Err(unexpected(target, other)),
         }
     }
+
+    async fn transfer_leader(
+        &self,
+        target: u64,
+        rpc: TransferLeaderRequest,
+    ) -> Result<TransferLeaderResponse, TransportError> {
+        match self
+            .call(target, RaftRequest::TransferLeader(rpc), RPC_TIMEOUT)
+            .await?
+        {
+            RaftReply::TransferLeader(r) => Ok(r),
+            other => Err(unexpected(target, other)),
+        }
+    }
 }
 
 /// Serves Raft RPCs arriving on `endpoint` to `raft` until the endpoint
@@ -162,5 +179,9 @@ pub(crate) async fn answer_raft(raft: &Raft, request: RaftRequest) -> RaftReply 
                 Err(e) => RaftReply::Error(e.to_string()),
             }
         }
+        RaftRequest::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
+            Ok(r) => RaftReply::TransferLeader(r),
+            Err(e) => RaftReply::Error(e.to_string()),
+        },
     }
 }
