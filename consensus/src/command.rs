@@ -57,7 +57,15 @@ pub enum ControlCommand {
         http_addr: String,
         gpus: Vec<GpuDevice>,
     },
+    /// Forgets tickets that expired [`TICKET_GRACE_MS`] or more before
+    /// `now_unix_ms` (the proposer's clock, as for `Admit`), used or not;
+    /// their keys stop being accepted at the handshake.
+    PruneTickets { now_unix_ms: u64 },
 }
+
+/// How long an expired ticket is kept, so a late joiner hears
+/// `ticket_expired` (or `ticket_already_used`) rather than `unknown_ticket`.
+pub const TICKET_GRACE_MS: u64 = 60 * 60 * 1000;
 
 impl fmt::Display for ControlCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,6 +88,7 @@ impl fmt::Display for ControlCommand {
             ControlCommand::UpdateMember { id, quic_addr, .. } => {
                 write!(f, "member {id} now at {quic_addr}")
             }
+            ControlCommand::PruneTickets { .. } => write!(f, "prune expired tickets"),
         }
     }
 }

@@ -31,7 +31,7 @@ mod state_machine;
 mod transport;
 mod types;
 
-pub use command::{ControlCommand, ControlResponse, ResidencyChange};
+pub use command::{ControlCommand, ControlResponse, ResidencyChange, TICKET_GRACE_MS};
 pub use control_plane::{Changes, ControlConfig, ControlError, ControlPlane, RaftStatus};
 pub use error::OpenError;
 pub use log_store::LogStore;

@@ -1,7 +1,7 @@
 //! The control state: what every host agrees on. Pure: changed only by
 //! [`ControlState::apply`], the same on every replica.
 
-use crate::command::{ControlCommand, ControlResponse, ResidencyChange};
+use crate::command::{ControlCommand, ControlResponse, ResidencyChange, TICKET_GRACE_MS};
 use crate::membership::{
     JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
 };
@@ -142,6 +142,11 @@ impl ControlState {
                 for change in changes {
                     self.set_residency(change);
                 }
+            }
+            ControlCommand::PruneTickets { now_unix_ms } => {
+                self.tickets.retain(|_, t| {
+                    t.expires_unix_ms.saturating_add(TICKET_GRACE_MS) > *now_unix_ms
+                });
             }
         }
         ControlResponse::Done
@@ -480,6 +485,42 @@ mod tests {
             );
             assert_eq!(s, before, "{case}: a refused join changes nothing");
         }
+    }
+
+    #[test]
+    fn tickets_are_pruned_a_grace_period_after_they_expire() {
+        let mut s = bootstrapped();
+        // Used, and expiring later: both kept until their grace ends.
+        assert!(matches!(
+            s.apply(&admit(100, "sw-a", JOIN_VERSION, 500, 2)),
+            ControlResponse::Admitted { .. }
+        ));
+        let later = TicketEntry {
+            key: [101; 32],
+            issuer: 1,
+            expires_unix_ms: 5_000,
+            used_by: None,
+        };
+        s.apply(&ControlCommand::IssueTicket(later));
+        let prune = |now| ControlCommand::PruneTickets { now_unix_ms: now };
+        assert_eq!(
+            s.apply(&prune(1_000 + TICKET_GRACE_MS - 1)),
+            ControlResponse::Done
+        );
+        assert_eq!(s.tickets().count(), 2);
+        // Within its grace a late join still hears why.
+        assert_eq!(
+            s.apply(&admit(100, "sw-a", JOIN_VERSION, 2_000, 3)),
+            ControlResponse::Refused(JoinRefusal::AlreadyUsed { by: 2 })
+        );
+        s.apply(&prune(1_000 + TICKET_GRACE_MS));
+        assert_eq!(s.tickets().map(|t| t.key[0]).collect::<Vec<_>>(), [101]);
+        assert_eq!(
+            s.apply(&admit(100, "sw-a", JOIN_VERSION, 2_000, 3)),
+            ControlResponse::Refused(JoinRefusal::UnknownTicket)
+        );
+        s.apply(&prune(5_000 + TICKET_GRACE_MS));
+        assert_eq!(s.tickets().count(), 0);
     }
 
     #[test]

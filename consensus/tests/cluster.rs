@@ -164,13 +164,19 @@ async fn a_leader_hands_leadership_to_the_voter_it_names() {
     let leader = wait_for_leader(&hosts).await;
     hosts[&leader].propose(put("before")).await.expect("write");
     let next = (1..=3).find(|id| *id != leader).unwrap();
-    hosts[&leader].transfer_leader(next).await.expect("transfer");
+    hosts[&leader]
+        .transfer_leader(next)
+        .await
+        .expect("transfer");
     eventually("the named voter leads", Duration::from_secs(5), || {
         let hosts = &hosts;
         async move { agreed_leader(hosts).await == Some(next) }
     })
     .await;
-    hosts[&next].propose(put("after")).await.expect("the new leader writes");
+    hosts[&next]
+        .propose(put("after"))
+        .await
+        .expect("the new leader writes");
     for h in hosts.values() {
         h.shutdown().await.unwrap();
     }

@@ -8,7 +8,8 @@
 //!   marks them active, promotes learners while there are fewer voters than
 //!   `max_voters` (which also replaces a removed voter), swaps a draining
 //!   voter for a caught-up learner (a draining leader first hands
-//!   leadership to another voter), and takes removed members out of Raft. On every host, proposes its own new addresses or
+//!   leadership to another voter), takes removed members out of Raft, and
+//!   prunes tickets an hour past their expiry. On every host, proposes its own new addresses or
 //!   GPUs.
 //! - `residency`: compares what the node holds with what the log says this
 //!   host holds and proposes the difference in one batch.
@@ -16,7 +17,7 @@
 use super::local::LocalMembership;
 use super::{Control, member_list};
 use spillway_consensus::{
-    ControlCommand, MemberState, RaftStatus, ResidencyChange, ResidencyStatus,
+    ControlCommand, MemberState, RaftStatus, ResidencyChange, ResidencyStatus, TICKET_GRACE_MS,
 };
 use spillway_proto::NodeId;
 use std::collections::BTreeSet;
@@ -93,6 +94,17 @@ pub(super) async fn reconcile(control: Arc<Control>) {
 impl Control {
     async fn reconcile_membership(&self, raft: &RaftStatus) {
         let state = self.state();
+        let now = super::handler::now_unix_ms();
+        if state
+            .tickets()
+            .any(|t| t.expires_unix_ms.saturating_add(TICKET_GRACE_MS) <= now)
+        {
+            let prune = ControlCommand::PruneTickets { now_unix_ms: now };
+            match self.propose(prune).await {
+                Ok(_) => tracing::info!("pruned tickets expired over an hour ago"),
+                Err(e) => tracing::warn!("pruning tickets: {e}"),
+            }
+        }
         let last = raft.last_log_index.unwrap_or(0);
         for m in state.members() {
             let in_raft = raft.nodes.contains_key(&m.id);
