@@ -37,11 +37,13 @@ fn gemm_case(n: usize) -> (Vec<u8>, Vec<f32>) {
     (input, c)
 }
 
-/// Waits until member `id` reports its node's backends; whether it has CUDA.
+/// Waits until member `id`'s node is up and has said which backends it
+/// has; whether CUDA is one.
 async fn has_cuda(api: &Api, host: &Host, id: &str) -> bool {
     let v = api
         .wait(host, "the node's backends", |v| {
-            member(v, id)["backends"].is_array()
+            let m = member(v, id);
+            m["node"]["up"] == true && m["backends"].as_array().is_some_and(|b| !b.is_empty())
         })
         .await;
     member(&v, id)["backends"]
