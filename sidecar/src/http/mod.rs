@@ -19,6 +19,7 @@ mod cluster;
 mod error;
 mod functions;
 mod invoke;
+mod job;
 mod members;
 
 pub use error::ApiError;
