@@ -29,6 +29,10 @@ pub(crate) struct UpArgs {
     /// Run the demo workload, print its table, stop the cluster and exit.
     #[arg(long)]
     demo: bool,
+    /// Give each host's node one GPU of its own: host N uses GPU N-1 (as
+    /// separate GPU machines would); a host with no such GPU runs CPU-only.
+    #[arg(long)]
+    pin_gpus: bool,
     /// Start the nodes with the fault-test GPU kernels (tests only).
     #[arg(long, hide = true)]
     test_kernels: bool,
@@ -93,7 +97,7 @@ impl LocalCluster {
         let token = cluster_token(&dir)?;
         let first_dir = dir.join("host-1");
         AdminToken::install(&first_dir.join("sidecar"), &token)?;
-        let first = start_host(&first_dir, options, Role::Founder).await?;
+        let first = start_host(&first_dir, 1, options, Role::Founder).await?;
         let mut cluster = Self {
             dir,
             token,
@@ -113,7 +117,7 @@ impl LocalCluster {
                 let ticket = answer["ticket"].as_str().unwrap_or_default().to_owned();
                 Role::Joiner(ticket)
             };
-            let host = start_host(&host_dir, options, role).await?;
+            let host = start_host(&host_dir, i, options, role).await?;
             cluster.wait_ready(&host).await?;
             cluster.hosts.push(host);
         }
@@ -209,6 +213,8 @@ pub(crate) struct HostOptions {
     pub(crate) test_kernels: bool,
     /// Benchmarks only: the nodes serve every job by waiting this long.
     pub(crate) synthetic_service_ms: Option<u64>,
+    /// Host N's node uses GPU N-1 only.
+    pub(crate) pin_gpus: bool,
 }
 
 /// How a host of a local cluster starts.
@@ -222,7 +228,13 @@ enum Role {
     Member,
 }
 
-async fn start_host(dir: &Path, options: HostOptions, role: Role) -> anyhow::Result<LocalHost> {
+/// Starts host number `index` (from 1) of a local cluster.
+async fn start_host(
+    dir: &Path,
+    index: u32,
+    options: HostOptions,
+    role: Role,
+) -> anyhow::Result<LocalHost> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join("host.log");
     let log_file = std::fs::OpenOptions::new()
@@ -258,6 +270,7 @@ async fn start_host(dir: &Path, options: HostOptions, role: Role) -> anyhow::Res
             "--stop-on-stdin-close",
         ])
         .args(options.test_kernels.then_some("--test-kernels"))
+        .args(options.pin_gpus.then(|| format!("--gpus={}", index - 1)))
         .args(
             options
                 .synthetic_service_ms
@@ -309,6 +322,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         queue: args.queue,
         test_kernels: args.test_kernels,
         synthetic_service_ms: None,
+        pin_gpus: args.pin_gpus,
     };
     let cluster = LocalCluster::start(args.dir, args.hosts, options).await?;
     let env = cluster.env_lines();

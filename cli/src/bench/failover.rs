@@ -36,6 +36,7 @@ pub(crate) async fn run(runs: usize) -> anyhow::Result<ExitCode> {
         queue: 8,
         test_kernels: false,
         synthetic_service_ms: None,
+        pin_gpus: false,
     };
     let mut times = Vec::with_capacity(runs);
     for run in 1..=runs {

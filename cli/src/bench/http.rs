@@ -48,6 +48,7 @@ pub(crate) async fn run(
         queue: 1024,
         test_kernels: false,
         synthetic_service_ms: None,
+        pin_gpus: false,
     };
     let cluster = LocalCluster::start(None, 1, options).await?;
     let result = measure(&cluster, guest, &concurrency, requests).await;
