@@ -110,6 +110,10 @@ pub(crate) struct Membership {
     /// in seconds (0: not remembered).
     #[arg(long, default_value_t = 600)]
     idempotency_ttl_s: u64,
+    /// Chaos tests only: faults applied to the datagrams this host sends
+    /// its peers, e.g. `loss=0.1,dup=0.05,delay=2ms,jitter=5ms,seed=7`.
+    #[arg(long, hide = true)]
+    chaos_faults: Option<spillway_sidecar::peer::Faults>,
     /// Found a new cluster if this directory belongs to none (= `spillway init`).
     #[arg(long, conflicts_with = "join")]
     pub(crate) init: bool,
@@ -141,6 +145,7 @@ impl Membership {
             gossip_every: std::time::Duration::from_millis(self.gossip_ms),
             burst_attempts: self.burst_attempts,
             idempotency_ttl: std::time::Duration::from_secs(self.idempotency_ttl_s),
+            chaos_faults: self.chaos_faults,
             ..config
         }
     }

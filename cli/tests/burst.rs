@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 /// Three hosts of `slots` slots each, gossiping every 100 ms; host 1
 /// holds the `spin` function's artifact.
 async fn three_hosts(root: &Path, slots: &str) -> (Api, Vec<Option<Host>>) {
-    let flags = ["--slots", slots, "--gossip-ms", "100"];
+    three_hosts_with(root, slots, &[]).await
+}
+
+/// [`three_hosts`] with `extra` flags on every host.
+async fn three_hosts_with(root: &Path, slots: &str, extra: &[&str]) -> (Api, Vec<Option<Host>>) {
+    let flags = [&["--slots", slots, "--gossip-ms", "100"][..], extra].concat();
     let h1 = Host::start(&root.join("h1"), &[&["--init"][..], &flags].concat(), None).unwrap();
     let api = Api {
         http: reqwest::Client::new(),
@@ -454,4 +459,43 @@ async fn placement_local_keeps_a_job_on_its_host() {
     assert_eq!((r.status, r.burst.as_str()), (200, "true"), "{r:?}");
     assert_eq!(r.body, "5\n4\n3\n2\n1\nliftoff\n");
     busy.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_holds_over_lossy_links() {
+    // Every host drops 5% of the datagrams it sends, duplicates 5% and
+    // delays each by 1-4 ms (so reorders them): joining, the log, gossip,
+    // dispatch and artifact fetch all run over these links.
+    let root = tempfile::tempdir().unwrap();
+    let faults = [
+        "--chaos-faults",
+        "loss=0.05,dup=0.05,delay=1ms,jitter=3ms,seed=11",
+    ];
+    let (api, hosts) = three_hosts_with(root.path(), "1", &faults).await;
+    register(
+        &api,
+        h(&hosts, 1),
+        "spin",
+        "spin",
+        serde_json::json!({"idempotent": true}),
+    )
+    .await;
+    let rounds = 20_000_000u32.to_le_bytes().to_vec();
+    let jobs = (0..16).map(|_| {
+        let (api, host, input) = (&api, h(&hosts, 1), rounds.clone());
+        async move { invoke(api, host, "spin", input).await }
+    });
+    let receipts = futures::future::join_all(jobs).await;
+    let mut per_host: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &receipts {
+        assert_eq!(r.status, 200, "{r:?}");
+        *per_host.entry(r.node.clone()).or_default() += 1;
+    }
+    eprintln!("over lossy links, jobs per host: {per_host:?}");
+    assert!(per_host.keys().any(|n| n != "n1"), "{per_host:?}");
+    api.wait(h(&hosts, 1), "every node's count", |v| {
+        let c = completed(v);
+        per_host.iter().all(|(n, k)| c.get(n) == Some(k))
+    })
+    .await;
 }

@@ -72,6 +72,9 @@ pub struct SidecarConfig {
     /// The most output bytes remembered under idempotency keys (oldest
     /// forgotten first).
     pub idempotency_max_bytes: usize,
+    /// Chaos tests only: drop, duplicate and delay the datagrams this host
+    /// sends to its peers.
+    pub chaos_faults: Option<crate::peer::Faults>,
 }
 
 impl Default for SidecarConfig {
@@ -98,6 +101,7 @@ impl Default for SidecarConfig {
             burst_attempts: 3,
             idempotency_ttl: Duration::from_secs(600),
             idempotency_max_bytes: 64 << 20,
+            chaos_faults: None,
         }
     }
 }

@@ -86,11 +86,14 @@ pub(crate) async fn start(
     let mut local = LocalMembership::load(dir).map_err(io("cannot read", dir))?;
     let socket = bind_peer_socket(config, local.as_ref())?;
     let pinned = PinnedPeers::default();
-    let endpoint = PeerEndpoint::bind(socket, &identity, pinned.clone()).map_err(|source| {
-        SidecarError::Bind {
-            addr: config.peer_addr,
-            source,
-        }
+    let endpoint = match config.chaos_faults {
+        None => PeerEndpoint::bind(socket, &identity, pinned.clone()),
+        Some(faults) => PeerEndpoint::bind_with_faults(socket, &identity, pinned.clone(), faults)
+            .map(|(endpoint, _)| endpoint),
+    }
+    .map_err(|source| SidecarError::Bind {
+        addr: config.peer_addr,
+        source,
     })?;
     let quic_addr = endpoint.local_addr().map_err(|source| SidecarError::Bind {
         addr: config.peer_addr,

@@ -1,8 +1,10 @@
 //! The QUIC endpoint: quinn over rustls (TLS 1.3 only, no 0-RTT), ALPN
 //! `spillway/1`, this host's identity as certificate, pinned peer keys on
 //! both sides. It takes a bound `std::net::UdpSocket`, the one seam through
-//! which tests can wrap, drop or partition the host's datagrams.
+//! which tests can wrap, drop or partition the host's datagrams
+//! ([`PeerEndpoint::bind_with_faults`] wraps it in the `faults` socket).
 
+use crate::peer::faults::{FaultStats, Faults, FaultySocket};
 use crate::peer::{HostIdentity, PinnedPeers};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use std::net::SocketAddr;
@@ -50,6 +52,29 @@ impl PeerEndpoint {
         identity: &HostIdentity,
         peers: PinnedPeers,
     ) -> std::io::Result<Self> {
+        Self::bind_with(socket, identity, peers, None)
+    }
+
+    /// Like [`PeerEndpoint::bind`], with `faults` applied to every datagram
+    /// this endpoint sends (chaos tests only); the counters say what was
+    /// done to them.
+    pub fn bind_with_faults(
+        socket: std::net::UdpSocket,
+        identity: &HostIdentity,
+        peers: PinnedPeers,
+        faults: Faults,
+    ) -> std::io::Result<(Self, Arc<FaultStats>)> {
+        let stats = Arc::new(FaultStats::default());
+        let endpoint = Self::bind_with(socket, identity, peers, Some((faults, stats.clone())))?;
+        Ok((endpoint, stats))
+    }
+
+    fn bind_with(
+        socket: std::net::UdpSocket,
+        identity: &HostIdentity,
+        peers: PinnedPeers,
+        faults: Option<(Faults, Arc<FaultStats>)>,
+    ) -> std::io::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -78,11 +103,17 @@ impl PeerEndpoint {
             QuicClientConfig::try_from(client).map_err(tls_error)?,
         ));
         client.transport_config(transport);
-        let mut endpoint = quinn::Endpoint::new(
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let mut socket = quinn::Runtime::wrap_udp_socket(&*runtime, socket)?;
+        if let Some((faults, stats)) = faults {
+            tracing::warn!(%faults, "chaos: this host's QUIC endpoint drops, duplicates and delays datagrams");
+            socket = Arc::new(FaultySocket::new(socket, faults, stats));
+        }
+        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server),
             socket,
-            Arc::new(quinn::TokioRuntime),
+            runtime,
         )?;
         endpoint.set_default_client_config(client);
         Ok(Self { endpoint })

@@ -18,6 +18,7 @@
 pub mod artifact;
 pub(crate) mod client;
 mod endpoint;
+mod faults;
 mod identity;
 mod pinning;
 pub(crate) mod raft_rpc;
@@ -28,6 +29,7 @@ mod wire;
 pub use artifact::ArtifactRefusal;
 pub use client::PeerClient;
 pub use endpoint::{ALPN, PeerEndpoint};
+pub use faults::{FaultStats, Faults, FaultsError};
 pub use identity::{HostIdentity, IdentityError};
 pub use pinning::PinnedPeers;
 pub use raft_rpc::{QuicTransport, RaftReply, RaftRequest, serve_raft};
