@@ -310,3 +310,58 @@ fn the_gpu_noop_benchmark_guest_runs_on_the_cpu_backend() {
         .output;
     assert_eq!(out, 0f32.to_le_bytes());
 }
+
+/// Runs `name` with `input` and a deadline of `deadline_ms`.
+fn run_for(
+    exec: &Executor,
+    name: &str,
+    input: &[u8],
+    deadline_ms: u64,
+) -> Result<Vec<u8>, Failure> {
+    let digest = exec.put_artifact(&guest(name)).unwrap();
+    exec.run(
+        JobId(3),
+        &spec(digest, deadline_ms),
+        input.to_vec(),
+        deadline_ms,
+        JobControl::detached(),
+    )
+    .map(|c| c.output)
+}
+
+#[test]
+fn tables_huge_copies_and_bad_pointers_are_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let outcomes = [
+        ("table_hog", vec![]),
+        ("huge_copy", vec![0]),
+        ("huge_copy", vec![1]),
+        ("bad_pointer", vec![0]),
+        ("bad_pointer", vec![1]),
+    ]
+    .map(|(name, input)| (name, input.clone(), run_for(&exec, name, &input, 300)));
+    for (name, input, outcome) in &outcomes {
+        eprintln!("{name} {input:?}: {outcome:?}");
+    }
+    let [table, copy_oob, copy_loop, emit_oob, result_oob] = outcomes.map(|(_, _, o)| o);
+    assert_eq!(
+        table.unwrap_err(),
+        Failure::MemoryLimit {
+            limit_bytes: 16 << 20
+        }
+    );
+    let trap = |o: Result<Vec<u8>, Failure>, what: &str| match o {
+        Err(Failure::Trap { reason }) => assert!(reason.contains(what), "{reason}"),
+        other => panic!("expected a trap ({what}), got {other:?}"),
+    };
+    trap(copy_oob, "out of bounds");
+    assert_eq!(
+        copy_loop.unwrap_err(),
+        Failure::DeadlineExceeded { deadline_ms: 300 }
+    );
+    trap(emit_oob, "out of bounds");
+    trap(result_oob, "out of bounds");
+    // The executor is unaffected.
+    assert_eq!(run(&exec, "echo", b"still here").unwrap(), b"still here");
+}

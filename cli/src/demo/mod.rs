@@ -124,6 +124,30 @@ fn guests() -> Vec<Guest> {
             expect_error: Some("guest_trap"),
             show: text,
         },
+        Guest {
+            name: "table-hog",
+            wat: wat!("table_hog"),
+            deadline_ms: 10_000,
+            input: Vec::new,
+            expect_error: Some("memory_limit_exceeded"),
+            show: text,
+        },
+        Guest {
+            name: "huge-copy",
+            wat: wat!("huge_copy"),
+            deadline_ms: 10_000,
+            input: Vec::new,
+            expect_error: Some("guest_trap"),
+            show: text,
+        },
+        Guest {
+            name: "bad-pointer",
+            wat: wat!("bad_pointer"),
+            deadline_ms: 10_000,
+            input: Vec::new,
+            expect_error: Some("guest_trap"),
+            show: text,
+        },
     ]
 }
 
