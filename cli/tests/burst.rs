@@ -360,7 +360,7 @@ fn stored_artifact(host: &Host) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_copy_is_never_fetched_and_the_job_fails_typed() {
+async fn a_damaged_copy_is_never_fetched_the_job_fails_typed_and_the_copy_is_evicted() {
     let root = tempfile::tempdir().unwrap();
     let (api, hosts) = three_hosts(root.path(), "2").await;
     register(&api, h(&hosts, 1), "spin", "spin", serde_json::json!({})).await;
@@ -391,8 +391,28 @@ async fn a_damaged_copy_is_never_fetched_and_the_job_fails_typed() {
         "nothing was stored on host 2"
     );
 
-    // Repaired, the next job fetches a good copy and runs on host 2.
-    std::fs::write(&path, &good).unwrap();
+    // Host 1 discarded its damaged copy, and the log no longer lists it.
+    assert!(!path.exists(), "the damaged file is gone");
+    api.wait(h(&hosts, 2), "host 1's copy evicted from residency", |v| {
+        member(v, "n1")["resident_artifacts"] == 0
+    })
+    .await;
+
+    // Uploaded again, the next job fetches a good copy and runs on host 2.
+    let r = api
+        .http
+        .put(format!("{}/v1/artifacts/spin", h(&hosts, 1).endpoint))
+        .bearer_auth(&api.token)
+        .body(common::guest("spin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(std::fs::read(&path).unwrap(), good);
+    api.wait(h(&hosts, 2), "host 1 holds it again", |v| {
+        member(v, "n1")["resident_artifacts"] == 1
+    })
+    .await;
     let r = invoke(&api, h(&hosts, 2), "spin", rounds).await;
     assert_eq!((r.status, r.node.as_str()), (200, "n2"), "{r:?}");
     assert_eq!(fetches_logged(h(&hosts, 2)), 1);

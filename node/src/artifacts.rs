@@ -68,17 +68,30 @@ impl ArtifactCache {
         self.dir.join(format!("{}.wasm", digest.to_hex()))
     }
 
-    /// The stored bytes of `digest`, checked against it (a file damaged
-    /// on disk is never handed out).
+    /// The stored bytes of `digest`, checked against it. A file damaged on
+    /// disk is never handed out: it is discarded (see [`Self::discard`]).
     pub(crate) fn read(&self, digest: &Digest) -> Result<Vec<u8>, Failure> {
         let bytes = std::fs::read(self.path(digest))
             .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
         if Digest::of(&bytes) != *digest {
-            return Err(Failure::InvalidArtifact {
-                reason: format!("the stored copy of {digest} is damaged (digest mismatch)"),
-            });
+            return Err(self.discard(digest));
         }
         Ok(bytes)
+    }
+
+    /// Forgets a damaged artifact: its file and its compiled component go,
+    /// so this node no longer holds it (a later upload or fetch stores it
+    /// afresh). The answer says what happened.
+    fn discard(&self, digest: &Digest) -> Failure {
+        let path = self.path(digest);
+        let removed = std::fs::remove_file(&path).is_ok();
+        self.loaded.lock().expect("cache lock").remove(digest);
+        tracing::error!(%digest, path = %path.display(), removed, "the stored copy of an artifact is damaged; discarded");
+        Failure::InvalidArtifact {
+            reason: format!(
+                "the stored copy of {digest} was damaged (digest mismatch) and is discarded"
+            ),
+        }
     }
 
     /// The digests stored on disk.
@@ -136,9 +149,7 @@ impl ArtifactCache {
         let bytes = std::fs::read(self.path(digest))
             .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
         if Digest::of(&bytes) != *digest {
-            return Err(Failure::InvalidArtifact {
-                reason: format!("the cached copy of {digest} is corrupt (digest mismatch)"),
-            });
+            return Err(self.discard(digest));
         }
         let pre = self.prepare(&bytes)?;
         self.loaded

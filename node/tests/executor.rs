@@ -200,6 +200,41 @@ fn artifacts_survive_a_restart() {
 }
 
 #[test]
+fn a_copy_damaged_on_disk_is_discarded_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = executor(&dir).put_artifact(&guest("echo")).unwrap();
+    let path = dir
+        .path()
+        .join("artifacts")
+        .join(format!("{}.wasm", digest.to_hex()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    // After a restart the damage is found at first use.
+    let exec = executor(&dir);
+    let run = |exec: &Executor| {
+        exec.run(
+            JobId(6),
+            &spec(digest, 5000),
+            vec![],
+            5000,
+            JobControl::detached(),
+        )
+    };
+    assert!(
+        matches!(run(&exec), Err(Failure::InvalidArtifact { ref reason }) if reason.contains("damaged")),
+    );
+    assert!(!path.exists());
+    assert!(!exec.resident().contains(&digest));
+    assert_eq!(run(&exec).unwrap_err(), Failure::UnknownArtifact { digest });
+    assert!(exec.artifact_bytes(&digest).is_err());
+    // Stored again, it runs.
+    assert_eq!(exec.put_artifact(&guest("echo")).unwrap(), digest);
+    assert!(run(&exec).is_ok());
+}
+
+#[test]
 fn emitted_chunks_arrive_in_order_before_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let exec = executor(&dir);

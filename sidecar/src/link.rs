@@ -235,6 +235,16 @@ impl NodeLink {
         rx.await.unwrap_or_else(|_| Err(unavailable()))
     }
 
+    /// The node discarded its damaged copy of `digest`: it no longer holds
+    /// it (the residency loop then reports the eviction).
+    pub(crate) fn forget_artifact(&self, digest: &Digest) {
+        self.status.send_modify(|s| {
+            if s.held.contains(digest) {
+                Arc::make_mut(&mut s.held).remove(digest);
+            }
+        });
+    }
+
     /// Reads a stored artifact from the node (for a peer fetching it).
     pub(crate) async fn get_artifact(&self, digest: Digest) -> Result<Vec<u8>, Failure> {
         let (done, rx) = oneshot::channel();

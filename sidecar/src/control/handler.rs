@@ -61,6 +61,7 @@ impl PeerHandler for ControlHandler {
             Failure::UnknownArtifact { .. } => ArtifactRefusal::NotHeld,
             Failure::InvalidArtifact { reason } => {
                 tracing::error!(%digest, "a peer asked for an artifact whose stored copy is damaged: {reason}");
+                self.0.link.forget_artifact(&digest);
                 ArtifactRefusal::Damaged
             }
             other => ArtifactRefusal::Unavailable(other.to_string()),

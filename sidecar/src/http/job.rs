@@ -310,6 +310,14 @@ impl Job<'_> {
             .execute(exec)
             .instrument(tracing::info_span!("node", job = %self.id))
             .await;
+        if let Err(JobFailed {
+            failure: Failure::UnknownArtifact { .. } | Failure::InvalidArtifact { .. },
+            ..
+        }) = &result
+        {
+            // The node lost or discarded its copy: the next job fetches one.
+            app.link.forget_artifact(&self.spec.digest);
+        }
         Placed::Ended(match result {
             Ok(output) => Ok(Ran::new(output, queue, NodeId(app.control.id), false)),
             Err(JobFailed { failure, exec_us }) => Err(ApiError {
