@@ -348,7 +348,7 @@ async fn ask(
         ticket: ticket.clone(),
         member: me.clone(),
     });
-    match tokio::time::timeout(JOIN_TIMEOUT, exchange(&conn, &request)).await {
+    match tokio::time::timeout(JOIN_TIMEOUT, exchange(&conn, &request, &[])).await {
         Ok(Ok(PeerReply::Joined(outcome))) => Ok(outcome),
         Ok(Ok(other)) => Err(AskError::Other(format!("unexpected reply {other:?}"))),
         // A member that does not know the ticket's key refuses the

@@ -89,9 +89,21 @@ impl PeerClient {
         request: &PeerRequest,
         deadline: Duration,
     ) -> Result<PeerReply, TransportError> {
+        self.call_with(target, request, &[], deadline).await
+    }
+
+    /// [`PeerClient::call`] with `trailing` raw bytes after the request's
+    /// frame (see `PeerRequest::detach`).
+    pub(crate) async fn call_with(
+        &self,
+        target: u64,
+        request: &PeerRequest,
+        trailing: &[u8],
+        deadline: Duration,
+    ) -> Result<PeerReply, TransportError> {
         let attempt = async {
             let conn = self.connection(target).await?;
-            Ok(exchange(&conn, request).await)
+            Ok(exchange(&conn, request, trailing).await)
         };
         match tokio::time::timeout(deadline, attempt).await {
             Ok(Err(e)) => Err(e),
@@ -151,12 +163,11 @@ impl PeerClient {
     pub async fn open_dispatch(
         &self,
         target: u64,
-        mut dispatch: Dispatch,
+        dispatch: Dispatch,
         deadline: Duration,
     ) -> Result<quinn::RecvStream, TransportError> {
-        let input = std::mem::take(&mut dispatch.execute.input);
-        dispatch.input_len = input.len() as u64;
-        let request = PeerRequest::Dispatch(dispatch);
+        let mut request = PeerRequest::Dispatch(dispatch);
+        let input = request.detach();
         self.open_with(target, &request, &input, deadline).await
     }
 
@@ -206,11 +217,15 @@ impl PeerClient {
 pub(crate) async fn exchange(
     conn: &quinn::Connection,
     request: &PeerRequest,
+    trailing: &[u8],
 ) -> Result<PeerReply, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     send.write_all(&frame::encode(request))
         .await
         .map_err(|e| e.to_string())?;
+    if !trailing.is_empty() {
+        send.write_all(trailing).await.map_err(|e| e.to_string())?;
+    }
     send.finish().map_err(|e| e.to_string())?;
     let bytes = recv
         .read_to_end(MAX_REPLY)

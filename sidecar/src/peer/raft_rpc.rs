@@ -33,12 +33,14 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum RaftRequest {
     Append(AppendEntriesRequest),
     Vote(VoteRequest),
-    /// A whole snapshot in one frame (so at most 64 MiB for now).
+    /// A whole snapshot: the frame, then `data_len` raw bytes of data
+    /// (at most 1 GiB; see `PeerRequest::detach`).
     Snapshot {
         vote: Vote,
         meta: SnapshotMeta,
-        #[serde(with = "serde_bytes")]
+        #[serde(skip)]
         data: Vec<u8>,
+        data_len: u64,
     },
     /// Take over as leader.
     TransferLeader(TransferLeaderRequest),
@@ -71,9 +73,11 @@ impl QuicTransport {
         request: RaftRequest,
         deadline: Duration,
     ) -> Result<RaftReply, TransportError> {
+        let mut request = PeerRequest::Raft(request);
+        let trailing = request.detach();
         match self
             .client
-            .call(target, &PeerRequest::Raft(request), deadline)
+            .call_with(target, &request, &trailing, deadline)
             .await?
         {
             PeerReply::Raft(reply) => Ok(reply),
@@ -128,6 +132,7 @@ impl RaftTransport for QuicTransport {
             vote,
             meta: snapshot.meta,
             data: snapshot.snapshot.into_inner(),
+            data_len: 0, // set when it is sent
         };
         match self.call(target, request, SNAPSHOT_TIMEOUT).await? {
             RaftReply::Snapshot(r) => Ok(r),
@@ -169,7 +174,9 @@ pub(crate) async fn answer_raft(raft: &Raft, request: RaftRequest) -> RaftReply 
             Ok(r) => RaftReply::Vote(r),
             Err(e) => RaftReply::Error(e.to_string()),
         },
-        RaftRequest::Snapshot { vote, meta, data } => {
+        RaftRequest::Snapshot {
+            vote, meta, data, ..
+        } => {
             let snapshot = Snapshot {
                 meta,
                 snapshot: Cursor::new(data),

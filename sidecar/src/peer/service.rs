@@ -201,7 +201,24 @@ async fn answer<H: PeerHandler>(
         PeerKind::Member(_) => MAX_REPLY,
         PeerKind::Joiner(_) => 64 << 10,
     };
-    let reply = match crate::frames::read::<PeerRequest, _>(&mut recv, limit).await {
+    let request = match crate::frames::read::<PeerRequest, _>(&mut recv, limit).await {
+        // Members' requests may carry raw bytes after the frame.
+        Ok(Some(mut request)) if matches!(from, PeerKind::Member(_)) => {
+            let (len, max) = request.trailing();
+            if len > 0 {
+                match read_raw(&mut recv, len, max as usize).await {
+                    Ok(bytes) => request.attach(bytes),
+                    Err(e) => {
+                        tracing::warn!("a request's trailing bytes did not arrive: {e}");
+                        return;
+                    }
+                }
+            }
+            Ok(Some(request))
+        }
+        other => other,
+    };
+    let reply = match request {
         Ok(None) => PeerReply::Error("the stream ended before a request".into()),
         Ok(Some(request)) => match (from, request) {
             (PeerKind::Joiner(_), r @ PeerRequest::Join(_)) => handler.handle(from, r).await,
@@ -209,15 +226,7 @@ async fn answer<H: PeerHandler>(
                 conn.close(2u32.into(), b"ticket holders may only join");
                 return;
             }
-            (PeerKind::Member(key), PeerRequest::Dispatch(mut job)) => {
-                // The input follows the frame.
-                match read_raw(&mut recv, job.input_len, limit).await {
-                    Ok(input) => job.execute.input = input,
-                    Err(e) => {
-                        tracing::warn!("a dispatch's input did not arrive: {e}");
-                        return;
-                    }
-                }
+            (PeerKind::Member(key), PeerRequest::Dispatch(job)) => {
                 return handler.dispatch(key, job, send).await;
             }
             (PeerKind::Member(_), PeerRequest::FetchArtifact { digest }) => {

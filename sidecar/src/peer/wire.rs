@@ -30,6 +30,48 @@ pub enum PeerRequest {
     Dispatch(Dispatch),
 }
 
+/// The largest snapshot a host sends or takes (it is held in memory).
+pub(crate) const MAX_SNAPSHOT: u64 = 1 << 30;
+
+impl PeerRequest {
+    /// Bytes that follow this request's frame raw on its stream (a job's
+    /// input, a snapshot's data), and the most that may.
+    pub(crate) fn trailing(&self) -> (u64, u64) {
+        match self {
+            PeerRequest::Dispatch(d) => (d.input_len, crate::peer::client::MAX_REPLY as u64),
+            PeerRequest::Raft(RaftRequest::Snapshot { data_len, .. }) => (*data_len, MAX_SNAPSHOT),
+            _ => (0, 0),
+        }
+    }
+
+    /// Puts the trailing bytes where they belong.
+    pub(crate) fn attach(&mut self, bytes: Vec<u8>) {
+        match self {
+            PeerRequest::Dispatch(d) => d.execute.input = bytes,
+            PeerRequest::Raft(RaftRequest::Snapshot { data, .. }) => *data = bytes,
+            _ => {}
+        }
+    }
+
+    /// Takes the trailing bytes out of the request (to send them after
+    /// its frame), setting the length the frame announces.
+    pub(crate) fn detach(&mut self) -> Vec<u8> {
+        match self {
+            PeerRequest::Dispatch(d) => {
+                let input = std::mem::take(&mut d.execute.input);
+                d.input_len = input.len() as u64;
+                input
+            }
+            PeerRequest::Raft(RaftRequest::Snapshot { data, data_len, .. }) => {
+                let data = std::mem::take(data);
+                *data_len = data.len() as u64;
+                data
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// A burst job: what the origin's node would have received, and why.
 ///
 /// On the wire the input is not inside the frame: `execute.input` travels
