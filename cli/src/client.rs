@@ -147,6 +147,20 @@ impl Client {
         Self::json(self.request(reqwest::Method::GET, "/v1/functions")).await
     }
 
+    /// `/v1/tokens` + `path`, with an optional JSON body.
+    pub(crate) async fn token_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut r = self.request(method, &format!("/v1/tokens{path}"));
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        Self::json(r).await
+    }
+
     pub(crate) async fn create_ticket(&self, ttl_s: u64) -> anyhow::Result<Value> {
         Self::json(
             self.request(reqwest::Method::POST, "/v1/tickets")

@@ -87,6 +87,69 @@ pub(crate) enum TicketCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Make a token that may do only what its scopes allow (the secret is
+    /// printed once, on standard output).
+    Create {
+        /// `invoke`, `publish`, `read` or `admin` (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// How long it stays valid (90s, 30m, 2h, 1d); default: until revoked.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
+        /// Free text to tell tokens apart.
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List tokens (never their secrets).
+    Ls {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke a token: every host refuses it once it applies the change.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create {
+            scopes,
+            ttl,
+            label,
+            target,
+        } => {
+            let spec = json!({"scopes": scopes, "ttl_s": ttl, "label": label});
+            let answer = client(&target)
+                .token_request(reqwest::Method::POST, "", Some(spec))
+                .await?;
+            println!("{}", answer["token"].as_str().unwrap_or_default());
+            eprintln!(
+                "token {} with scopes {}; store it now, it is not shown again",
+                answer["id"].as_str().unwrap_or("?"),
+                answer["scopes"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Ls { target } => print_json(
+            &client(&target)
+                .token_request(reqwest::Method::GET, "", None)
+                .await?,
+        ),
+        TokenCommand::Revoke { id, target } => print_json(
+            &client(&target)
+                .token_request(reqwest::Method::DELETE, &format!("/{id}"), None)
+                .await?,
+        ),
+    }
+}
+
 fn parse_ttl(s: &str) -> Result<u64, String> {
     let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),

@@ -35,6 +35,9 @@ enum Command {
     /// Join tickets.
     #[command(subcommand)]
     Ticket(commands::TicketCommand),
+    /// Scoped API tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(commands::TokenCommand),
     /// Drain or remove cluster members.
     #[command(subcommand)]
     Member(commands::MemberCommand),
@@ -113,6 +116,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Join(args) => serve::join(args).await,
             Command::Ticket(cmd) => commands::ticket(cmd).await,
+            Command::Token(cmd) => commands::token(cmd).await,
             Command::Member(cmd) => commands::member(cmd).await,
             Command::Node(args) => serve::node(args).await,
             Command::Sidecar(args) => serve::sidecar(args).await,

@@ -2,6 +2,7 @@
 
 use crate::membership::{JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
 use crate::state::{FunctionEntry, ResidencyStatus};
+use crate::tokens::TokenEntry;
 use serde::{Deserialize, Serialize};
 use spillway_proto::{Digest, GpuDevice, NodeId};
 use std::fmt;
@@ -61,6 +62,10 @@ pub enum ControlCommand {
     /// `now_unix_ms` (the proposer's clock, as for `Admit`), used or not;
     /// their keys stop being accepted at the handshake.
     PruneTickets { now_unix_ms: u64 },
+    /// Records an API token (refused if its id is taken).
+    CreateToken(TokenEntry),
+    /// Revokes a token: every host refuses it once it applies this.
+    RevokeToken { id: String },
 }
 
 /// How long an expired ticket is kept, so a late joiner hears
@@ -89,6 +94,8 @@ impl fmt::Display for ControlCommand {
                 write!(f, "member {id} now at {quic_addr}")
             }
             ControlCommand::PruneTickets { .. } => write!(f, "prune expired tickets"),
+            ControlCommand::CreateToken(t) => write!(f, "create token {}", t.id),
+            ControlCommand::RevokeToken { id } => write!(f, "revoke token {id}"),
         }
     }
 }

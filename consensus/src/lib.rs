@@ -28,6 +28,7 @@ mod log_store;
 mod membership;
 mod state;
 mod state_machine;
+mod tokens;
 mod transport;
 mod types;
 
@@ -38,6 +39,7 @@ pub use log_store::LogStore;
 pub use membership::{JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
 pub use state::{ArtifactEntry, ControlState, FunctionEntry, ResidencyStatus};
 pub use state_machine::StateMachine;
+pub use tokens::{Scope, ScopeError, TokenDenial, TokenEntry};
 pub use transport::{MemoryTransport, Raft, RaftTransport, Snapshot, TransportError};
 pub use types::{Member, TypeConfig};
 

@@ -5,6 +5,7 @@ use crate::command::{ControlCommand, ControlResponse, ResidencyChange, TICKET_GR
 use crate::membership::{
     JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
 };
+use crate::tokens::TokenEntry;
 use serde::{Deserialize, Serialize};
 use spillway_proto::{Accelerator, Digest, NodeId};
 use std::collections::BTreeMap;
@@ -51,6 +52,8 @@ pub struct ControlState {
     functions: BTreeMap<String, FunctionEntry>,
     /// digest → host → status (evicted entries are dropped).
     residency: BTreeMap<Digest, BTreeMap<NodeId, ResidencyStatus>>,
+    /// API tokens by id (revoked ones stay, marked).
+    tokens: BTreeMap<String, TokenEntry>,
 }
 
 impl ControlState {
@@ -142,6 +145,18 @@ impl ControlState {
                 for change in changes {
                     self.set_residency(change);
                 }
+            }
+            ControlCommand::CreateToken(token) => {
+                if self.tokens.contains_key(&token.id) {
+                    return ControlResponse::Rejected(format!("token id {} is taken", token.id));
+                }
+                self.tokens.insert(token.id.clone(), token.clone());
+            }
+            ControlCommand::RevokeToken { id } => {
+                let Some(token) = self.tokens.get_mut(id) else {
+                    return ControlResponse::Rejected(format!("no token {id}"));
+                };
+                token.revoked = true;
             }
             ControlCommand::PruneTickets { now_unix_ms } => {
                 self.tickets.retain(|_, t| {
@@ -245,6 +260,14 @@ impl ControlState {
 
     pub fn ticket(&self, key: &PublicKey) -> Option<&TicketEntry> {
         self.tickets.get(key)
+    }
+
+    pub fn token(&self, id: &str) -> Option<&TokenEntry> {
+        self.tokens.get(id)
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = &TokenEntry> {
+        self.tokens.values()
     }
 
     pub fn tickets(&self) -> impl Iterator<Item = &TicketEntry> {

@@ -1,10 +1,12 @@
-//! The admin bearer token.
+//! Bearer tokens.
 //!
-//! Generated when a cluster is founded, shown once, and stored only as its
-//! BLAKE3 hash: in the founding host's `dir/admin-token.blake3`, and in the
-//! control log, from which every host checks it. Requests present it as
-//! `Authorization: Bearer <token>`; the comparison is of hashes, in constant
-//! time. Scoped per-tenant tokens come with the tenants issue.
+//! The **admin token** (`swt_…`) is generated when a cluster is founded,
+//! shown once, and stored only as its BLAKE3 hash: in the founding host's
+//! `dir/admin-token.blake3`, and in the control log, from which every host
+//! checks it. **Scoped tokens** ([`ScopedToken`], `swk_<id>_<secret>`) are
+//! made through the API; the log keeps their id, scopes, expiry and the
+//! hash of their secret. Requests present either as `Authorization: Bearer
+//! <token>`; comparisons are of hashes, in constant time.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -107,6 +109,65 @@ impl AdminToken {
     }
 }
 
+/// A scoped API token: `swk_`, a public id of 16 hex digits, `_`, and a
+/// secret of 64 hex digits (256 bits) of which the log keeps only the hash.
+pub struct ScopedToken {
+    pub id: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for ScopedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScopedToken {
+    const PREFIX: &'static str = "swk_";
+
+    /// A new random token.
+    pub fn generate() -> Result<Self, TokenError> {
+        let mut id = [0u8; 8];
+        let mut secret = [0u8; 32];
+        for bytes in [&mut id[..], &mut secret[..]] {
+            getrandom::fill(bytes).map_err(|e| TokenError::Random(e.to_string()))?;
+        }
+        Ok(Self {
+            id: hex::encode(id),
+            secret: hex::encode(secret),
+        })
+    }
+
+    /// Splits a presented token into id and secret; `None` if it is not a
+    /// scoped token.
+    pub fn parse(presented: &str) -> Option<Self> {
+        let rest = presented.strip_prefix(Self::PREFIX)?;
+        let (id, secret) = rest.split_once('_')?;
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        (hex(id, 16) && hex(secret, 64)).then(|| Self {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+
+    /// The hash the log keeps.
+    pub fn hash_bytes(&self) -> [u8; 32] {
+        *blake3::hash(self.secret.as_bytes()).as_bytes()
+    }
+
+    /// Whether the secret hashes to `hash` (constant-time).
+    pub fn matches(&self, hash: [u8; 32]) -> bool {
+        blake3::hash(self.secret.as_bytes()) == blake3::Hash::from_bytes(hash)
+    }
+
+    /// The token as the client presents it (a secret: show it once).
+    pub fn reveal(&self) -> String {
+        format!("{}{}_{}", Self::PREFIX, self.id, self.secret)
+    }
+}
+
 fn restrict(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
@@ -127,5 +188,28 @@ mod tests {
         assert!(!again.verify("swt_wrong"));
         let stored = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(!stored.contains(&secret[4..]), "only the hash is stored");
+    }
+
+    #[test]
+    fn scoped_tokens_round_trip_and_only_their_secret_matches() {
+        let t = ScopedToken::generate().unwrap();
+        let shown = t.reveal();
+        let back = ScopedToken::parse(&shown).unwrap();
+        assert_eq!(back.id, t.id);
+        assert!(back.matches(t.hash_bytes()));
+        let other = ScopedToken::generate().unwrap();
+        assert!(!other.matches(t.hash_bytes()));
+        assert!(
+            !format!("{t:?}").contains(&shown[21..]),
+            "Debug hides the secret"
+        );
+        for bad in [
+            "swt_00",
+            "swk_zz_00",
+            "swk_0011223344556677",
+            &shown[..shown.len() - 1],
+        ] {
+            assert!(ScopedToken::parse(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -36,7 +36,7 @@ mod queue;
 mod records;
 mod supervisor;
 
-pub use auth::{AdminToken, TokenError};
+pub use auth::{AdminToken, ScopedToken, TokenError};
 pub use config::{ConfigError, NodeLaunch, SidecarConfig};
 pub use control::ClusterStart;
 pub use error::SidecarError;

@@ -90,6 +90,8 @@ pub(crate) struct Control {
     http_addr: std::net::SocketAddr,
     /// Fetches in flight, one per digest (concurrent callers share it).
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// When [`Control::catch_up_shared`] last asked the leader.
+    last_catch_up: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Peers' load and the burst settings.
     burst: Arc<Burst>,
     /// The peers last saved to `membership.json` (saved again only when
@@ -216,6 +218,19 @@ impl Control {
             }
             _ => {}
         }
+    }
+
+    /// [`Control::catch_up`] for requests anyone can send (an unknown
+    /// token): one at a time, and not again within 50 ms, so a flood of
+    /// made-up tokens costs the leader at most 20 status calls a second
+    /// from this host.
+    pub(crate) async fn catch_up_shared(&self) {
+        let mut last = self.last_catch_up.lock().await;
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(50)) {
+            return;
+        }
+        self.catch_up().await;
+        *last = Some(std::time::Instant::now());
     }
 
     /// This host's own status, as peers ask for it.

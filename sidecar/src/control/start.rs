@@ -173,6 +173,7 @@ pub(crate) async fn start(
         max_voters: config.max_voters,
         http_addr,
         fetches: Mutex::new(HashMap::new()),
+        last_catch_up: tokio::sync::Mutex::new(None),
         burst: Arc::new(Burst::new(
             config.burst,
             config.placement_policy(),

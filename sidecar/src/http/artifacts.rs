@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use spillway_consensus::Scope;
 use spillway_consensus::{ControlCommand, ResidencyChange, ResidencyStatus};
 use spillway_proto::Failure;
 use spillway_proto::NodeId;
@@ -22,7 +23,7 @@ pub(super) async fn put(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ArtifactRecord>, ApiError> {
-    app.authorize(&headers)?;
+    app.authorize(&headers, Scope::Publish).await?;
     if !valid_name(&name) {
         return Err(ApiError::bad_request(
             "invalid_name",
@@ -60,7 +61,7 @@ pub(super) async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<ArtifactRecord>>, ApiError> {
-    app.authorize(&headers)?;
+    app.authorize(&headers, Scope::Read).await?;
     let state = app.control.state();
     Ok(Json(state.artifacts().map(ArtifactRecord::from).collect()))
 }

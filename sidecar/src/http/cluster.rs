@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use spillway_consensus::MemberState;
+use spillway_consensus::Scope;
 use spillway_proto::NodeId;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub(super) async fn get_cluster(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    app.authorize(&headers)?;
+    app.authorize(&headers, Scope::Read).await?;
     let control = app.control.clone();
     let state = control.state();
     let raft = control.raft_status();

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use spillway_consensus::Scope;
 use spillway_consensus::{ControlCommand, FunctionEntry};
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Result<Json<CreateFunction>, JsonRejection>,
 ) -> Result<(StatusCode, Json<FunctionRecord>), ApiError> {
-    app.authorize(&headers)?;
+    app.authorize(&headers, Scope::Publish).await?;
     let Json(req) = body.map_err(ApiError::from_json)?;
     if !valid_name(&req.name) {
         return Err(ApiError::bad_request(
@@ -86,7 +87,7 @@ pub(super) async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<FunctionRecord>>, ApiError> {
-    app.authorize(&headers)?;
+    app.authorize(&headers, Scope::Read).await?;
     let state = app.control.state();
     Ok(Json(state.functions().map(FunctionRecord::from).collect()))
 }

@@ -19,7 +19,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use spillway_proto::{JobId, JobSpec, TenantId};
+use spillway_consensus::Scope;
+use spillway_proto::{JobId, JobSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -60,7 +61,7 @@ pub(super) async fn invoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    app.authorize(&headers)?;
+    let principal = app.authorize(&headers, Scope::Invoke).await?;
     let input = body.map_err(|r| ApiError::from_body(r, app.config.max_input_bytes))?;
     let mut function = app.control.state().function(&name).cloned();
     if function.is_none() {
@@ -73,7 +74,7 @@ pub(super) async fn invoke(
     let idempotency_key = idempotency_key(&headers)?;
     let here_only = here_only(&headers)?;
     let accepted = Instant::now();
-    let tenant = TenantId::admin();
+    let tenant = principal.tenant.clone();
     let running = match &idempotency_key {
         Some(key) if !app.config.idempotency_ttl.is_zero() => {
             let key = Key {
@@ -94,7 +95,7 @@ pub(super) async fn invoke(
     };
     let digest = function.digest;
     let job = new_job_id();
-    let span = tracing::info_span!("ingress", job = %job, function = %name);
+    let span = tracing::info_span!("ingress", job = %job, function = %name, token = principal.token.as_deref());
     let spec = JobSpec {
         tenant,
         function: name,

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use spillway_consensus::Scope;
 use spillway_consensus::{ControlCommand, MemberState, TicketEntry};
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ pub(super) async fn create_ticket(
     headers: HeaderMap,
     body: Option<Json<CreateTicket>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    app.authorize(&headers)?;
+    app.authorize(&headers, Scope::Admin).await?;
     let ttl_s = body
         .map(|Json(b)| b)
         .unwrap_or_default()
@@ -105,7 +106,7 @@ pub(super) async fn drain(
     headers: HeaderMap,
     _body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    app.authorize(&headers)?;
+    app.authorize(&headers, Scope::Admin).await?;
     set_state(&app, parse_id(&id)?, MemberState::Draining).await
 }
 
@@ -114,6 +115,6 @@ pub(super) async fn remove(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    app.authorize(&headers)?;
+    app.authorize(&headers, Scope::Admin).await?;
     set_state(&app, parse_id(&id)?, MemberState::Removed).await
 }

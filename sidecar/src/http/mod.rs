@@ -11,8 +11,13 @@
 //! | `POST /v1/functions` / `GET /v1/functions` | register / list |
 //! | `POST /v1/functions/{name}/invoke` | run; output bytes, receipt in headers |
 //!
-//! Every `/v1` route needs `Authorization: Bearer <admin token>`. Errors are
-//! `{"error": {"code", "message", ...}}` (see [`ApiError`]).
+//! | `POST /v1/tokens` / `GET /v1/tokens` / `DELETE /v1/tokens/{id}` | scoped API tokens: create (secret shown once) / list / revoke |
+//!
+//! Every `/v1` route needs `Authorization: Bearer <token>`: the admin
+//! token, or a scoped token with the route's scope (`read` for listings,
+//! `publish` for uploads and registrations, `invoke` to run, `admin` for
+//! members, tickets and tokens). Errors are `{"error": {"code", "message",
+//! ...}}` (see [`ApiError`]).
 
 mod artifacts;
 mod cluster;
@@ -21,11 +26,12 @@ mod functions;
 mod invoke;
 mod job;
 mod members;
+mod tokens;
 
 pub use error::ApiError;
 
 use crate::SidecarConfig;
-use crate::auth::AdminToken;
+use crate::auth::{AdminToken, ScopedToken};
 use crate::control::{Control, ProposeFailure};
 use crate::idempotency::Outcomes;
 use crate::link::NodeLink;
@@ -36,8 +42,23 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
-use spillway_consensus::{ControlCommand, ControlResponse};
+use spillway_consensus::{ControlCommand, ControlResponse, Scope, TokenDenial};
+use spillway_proto::TenantId;
 use std::sync::Arc;
+
+/// Who a request acts for.
+#[derive(Debug, Clone)]
+pub(crate) struct Principal {
+    pub(crate) tenant: TenantId,
+    /// The scoped token's id (`None`: the admin token).
+    pub(crate) token: Option<String>,
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Everything a request handler may touch.
 #[derive(Debug)]
@@ -52,8 +73,17 @@ pub struct App {
 }
 
 impl App {
-    /// Checks the bearer token against the hash in the control log.
-    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Checks the bearer token against the control log: the admin token
+    /// may do anything; a scoped token must be live and hold `scope`.
+    ///
+    /// A scoped token this host does not know yet (made through another
+    /// host a moment ago) is looked up again after catching up with the
+    /// leader, so a new token works on every host at once.
+    pub(crate) async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        scope: Scope,
+    ) -> Result<Principal, ApiError> {
         let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>")
         })?;
@@ -64,7 +94,15 @@ impl App {
             .ok_or_else(|| {
                 ApiError::unauthorized("invalid_token", "expected Authorization: Bearer <token>")
             })?;
-        let Some(hash) = self.control.state().admin_token_hash() else {
+        let token = token.trim();
+        let scoped = ScopedToken::parse(token);
+        if let Some(s) = &scoped
+            && self.control.state().token(&s.id).is_none()
+        {
+            self.control.catch_up_shared().await;
+        }
+        let state = self.control.state();
+        let Some(hash) = state.admin_token_hash() else {
             return Err(ApiError {
                 retry_after_ms: Some(500),
                 ..ApiError::new(
@@ -74,13 +112,40 @@ impl App {
                 )
             });
         };
-        if AdminToken::from_hash(hash).verify(token.trim()) {
-            Ok(())
+        let invalid =
+            || ApiError::unauthorized("invalid_token", "the token is not valid for this cluster");
+        if let Some(scoped) = scoped {
+            let entry = state
+                .token(&scoped.id)
+                .filter(|e| scoped.matches(e.hash))
+                .ok_or_else(invalid)?;
+            return match entry.check(scope, now_unix_ms()) {
+                Ok(()) => Ok(Principal {
+                    tenant: entry.tenant.clone(),
+                    token: Some(entry.id.clone()),
+                }),
+                Err(TokenDenial::Revoked) => Err(ApiError::unauthorized(
+                    "token_revoked",
+                    format!("token {} was revoked", entry.id),
+                )),
+                Err(TokenDenial::Expired) => Err(ApiError::unauthorized(
+                    "token_expired",
+                    format!("token {} expired", entry.id),
+                )),
+                Err(TokenDenial::MissingScope(s)) => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("token {} lacks the {s} scope", entry.id),
+                )),
+            };
+        }
+        if AdminToken::from_hash(hash).verify(token) {
+            Ok(Principal {
+                tenant: TenantId::admin(),
+                token: None,
+            })
         } else {
-            Err(ApiError::unauthorized(
-                "invalid_token",
-                "the token is not valid for this cluster",
-            ))
+            Err(invalid())
         }
     }
 
@@ -119,6 +184,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tickets", post(members::create_ticket))
         .route("/v1/members/{id}/drain", post(members::drain))
         .route("/v1/members/{id}", delete(members::remove))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/artifacts", get(artifacts::list))
         .route(
             "/v1/artifacts/{name}",

@@ -1,0 +1,210 @@
+//! Scoped API tokens on a 3-host cluster: a token may do only what its
+//! scopes allow, on every host; a revoked token stops working on every host
+//! within a second; an expired one stops by itself; secrets are never
+//! listed or logged.
+
+mod common;
+
+use common::hosts::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// `method path` on `host` with `token` (and a JSON or byte body).
+async fn call(
+    http: &reqwest::Client,
+    host: &Host,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = http
+        .request(method, format!("{}{path}", host.endpoint))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn create_token(api: &Api, host: &Host, spec: Value) -> (String, String) {
+    let (status, v) = call(
+        &api.http,
+        host,
+        &api.token,
+        reqwest::Method::POST,
+        "/v1/tokens",
+        Some(spec),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_hold_on_every_host_and_revocation_is_quick() {
+    let root = tempfile::tempdir().unwrap();
+    let h1 = Host::start(&root.path().join("h1"), &["--init"], None).unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        token: h1.token.clone().unwrap(),
+    };
+    let mut hosts = vec![h1];
+    for i in 2..=3 {
+        let ticket = api.ticket(&hosts[0], 600).await;
+        let dir = root.path().join(format!("h{i}"));
+        hosts.push(Host::start(&dir, &[], Some(&ticket)).unwrap());
+    }
+    api.wait(&hosts[0], "three active members", |v| {
+        members(v).iter().filter(|m| m["state"] == "active").count() == 3
+    })
+    .await;
+    let (h1, h2, h3) = (&hosts[0], &hosts[1], &hosts[2]);
+    let r = api
+        .http
+        .put(format!("{}/v1/artifacts/echo", h1.endpoint))
+        .bearer_auth(&api.token)
+        .body(common::guest("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(api.put_function(h1, "echo", "echo").await.status(), 201);
+
+    let (invoke_id, invoker) =
+        create_token(&api, h1, json!({"scopes": ["invoke"], "label": "client"})).await;
+    let (_, reader) = create_token(&api, h1, json!({"scopes": ["read"]})).await;
+    use reqwest::Method as M;
+    let invoke = |host: &Host, token: &str| {
+        let r = api
+            .http
+            .post(format!("{}/v1/functions/echo/invoke", host.endpoint))
+            .bearer_auth(token)
+            .body("hi")
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            (status, text)
+        }
+    };
+
+    // Each scope allows what it names, on any host, and nothing else.
+    assert_eq!(invoke(h3, &invoker).await, (200, "hi".to_owned()));
+    let (status, v) = call(&api.http, h3, &invoker, M::GET, "/v1/functions", None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    let (status, _) = call(
+        &api.http,
+        h2,
+        &invoker,
+        M::POST,
+        "/v1/tickets",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &api.http,
+        h2,
+        &invoker,
+        M::POST,
+        "/v1/tokens",
+        Some(json!({"scopes": ["admin"]})),
+    )
+    .await;
+    assert_eq!(status, 403, "a token cannot mint a stronger one");
+    let (status, v) = call(&api.http, h2, &reader, M::GET, "/v1/functions", None).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = invoke(h2, &reader).await;
+    assert_eq!(status, 403);
+    let forged = format!(
+        "{}{}",
+        &invoker[..invoker.len() - 1],
+        if invoker.ends_with('0') { '1' } else { '0' }
+    );
+    let (status, v) = call(&api.http, h3, &forged, M::GET, "/v1/cluster", None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{v}"
+    );
+
+    // Listed without secrets.
+    let (status, list) = call(&api.http, h2, &api.token, M::GET, "/v1/tokens", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert!(
+        !list.to_string().contains(&invoker[21..]),
+        "no secret in the list"
+    );
+
+    // Revoked through host 2, refused by host 3 within a second.
+    let (status, v) = call(
+        &api.http,
+        h2,
+        &api.token,
+        M::DELETE,
+        &format!("/v1/tokens/{invoke_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let revoked = Instant::now();
+    loop {
+        let (status, body) = invoke(h3, &invoker).await;
+        if status == 401 {
+            assert!(body.contains("token_revoked"), "{body}");
+            break;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "host 3 refused the revoked token {:?} after the revocation answered",
+        revoked.elapsed()
+    );
+
+    // An expiring token stops by itself.
+    let (_, brief) = create_token(&api, h1, json!({"scopes": ["read"], "ttl_s": 1})).await;
+    let (status, _) = call(&api.http, h3, &brief, M::GET, "/v1/cluster", None).await;
+    assert_eq!(status, 200);
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, v) = call(&api.http, h3, &brief, M::GET, "/v1/cluster", None).await;
+        if status == 401 {
+            assert_eq!(v["error"]["code"], "token_expired", "{v}");
+            break;
+        }
+        assert!(Instant::now() < until, "the token did not expire");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // No token secret reached any host's log.
+    drop(hosts);
+    for i in 1..=3 {
+        let log = std::fs::read_to_string(root.path().join(format!("h{i}/host.log"))).unwrap();
+        for secret in [&invoker, &reader, &brief] {
+            assert!(
+                !log.contains(&secret[21..]),
+                "a token secret was logged by host {i}"
+            );
+        }
+    }
+}
