@@ -40,7 +40,7 @@ pub enum ResidencyStatus {
     Evicted,
 }
 
-/// Membership, tickets, artifacts, functions and residency.
+/// Membership, tickets, artifacts, functions, residency and API tokens.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlState {
     /// Empty until [`ControlCommand::Bootstrap`] is applied.
