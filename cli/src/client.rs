@@ -147,14 +147,14 @@ impl Client {
         Self::json(self.request(reqwest::Method::GET, "/v1/functions")).await
     }
 
-    /// `/v1/tokens` + `path`, with an optional JSON body.
-    pub(crate) async fn token_request(
+    /// `method path` with an optional JSON body; the JSON answer.
+    pub(crate) async fn json_request(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let mut r = self.request(method, &format!("/v1/tokens{path}"));
+        let mut r = self.request(method, path);
         if let Some(body) = body {
             r = r.json(&body);
         }

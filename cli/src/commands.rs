@@ -101,6 +101,9 @@ pub(crate) enum TokenCommand {
         /// Free text to tell tokens apart.
         #[arg(long)]
         label: Option<String>,
+        /// The tenant it acts for (default: the admin tenant).
+        #[arg(long)]
+        tenant: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -123,11 +126,12 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             scopes,
             ttl,
             label,
+            tenant,
             target,
         } => {
-            let spec = json!({"scopes": scopes, "ttl_s": ttl, "label": label});
+            let spec = json!({"scopes": scopes, "ttl_s": ttl, "label": label, "tenant": tenant});
             let answer = client(&target)
-                .token_request(reqwest::Method::POST, "", Some(spec))
+                .json_request(reqwest::Method::POST, "/v1/tokens", Some(spec))
                 .await?;
             println!("{}", answer["token"].as_str().unwrap_or_default());
             eprintln!(
@@ -139,12 +143,46 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::Ls { target } => print_json(
             &client(&target)
-                .token_request(reqwest::Method::GET, "", None)
+                .json_request(reqwest::Method::GET, "/v1/tokens", None)
                 .await?,
         ),
         TokenCommand::Revoke { id, target } => print_json(
             &client(&target)
-                .token_request(reqwest::Method::DELETE, &format!("/{id}"), None)
+                .json_request(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), None)
+                .await?,
+        ),
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Create a tenant; give it tokens with `spillway token create --tenant`.
+    Create {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List tenants.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TenantCommand::Create { name, target } => print_json(
+            &client(&target)
+                .json_request(
+                    reqwest::Method::POST,
+                    "/v1/tenants",
+                    Some(json!({"name": name})),
+                )
+                .await?,
+        ),
+        TenantCommand::Ls { target } => print_json(
+            &client(&target)
+                .json_request(reqwest::Method::GET, "/v1/tenants", None)
                 .await?,
         ),
     }

@@ -38,6 +38,9 @@ enum Command {
     /// Scoped API tokens: create, list, revoke.
     #[command(subcommand)]
     Token(commands::TokenCommand),
+    /// Tenants (namespaces of artifacts, functions and tokens).
+    #[command(subcommand)]
+    Tenant(commands::TenantCommand),
     /// Drain or remove cluster members.
     #[command(subcommand)]
     Member(commands::MemberCommand),
@@ -117,6 +120,7 @@ fn main() -> std::process::ExitCode {
             Command::Join(args) => serve::join(args).await,
             Command::Ticket(cmd) => commands::ticket(cmd).await,
             Command::Token(cmd) => commands::token(cmd).await,
+            Command::Tenant(cmd) => commands::tenant(cmd).await,
             Command::Member(cmd) => commands::member(cmd).await,
             Command::Node(args) => serve::node(args).await,
             Command::Sidecar(args) => serve::sidecar(args).await,

@@ -208,3 +208,129 @@ async fn scoped_tokens_hold_on_every_host_and_revocation_is_quick() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
+    let root = tempfile::tempdir().unwrap();
+    let h1 = Host::start(&root.path().join("h1"), &["--init"], None).unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        token: h1.token.clone().unwrap(),
+    };
+    let ticket = api.ticket(&h1, 600).await;
+    let h2 = Host::start(&root.path().join("h2"), &[], Some(&ticket)).unwrap();
+    api.wait(&h1, "two active members", |v| {
+        members(v).iter().filter(|m| m["state"] == "active").count() == 2
+    })
+    .await;
+    use reqwest::Method as M;
+    for name in ["acme", "globex"] {
+        let (status, v) = call(
+            &api.http,
+            &h1,
+            &api.token,
+            M::POST,
+            "/v1/tenants",
+            Some(json!({"name": name})),
+        )
+        .await;
+        assert_eq!(status, 201, "{v}");
+    }
+    let (status, _) = call(
+        &api.http,
+        &h1,
+        &api.token,
+        M::POST,
+        "/v1/tenants",
+        Some(json!({"name": "acme"})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let scopes = json!(["invoke", "publish", "read"]);
+    let (_, acme) = create_token(&api, &h1, json!({"scopes": scopes, "tenant": "acme"})).await;
+    let (_, globex) = create_token(&api, &h1, json!({"scopes": scopes, "tenant": "globex"})).await;
+    let (status, v) = call(
+        &api.http,
+        &h1,
+        &api.token,
+        M::POST,
+        "/v1/tokens",
+        Some(json!({"scopes": ["admin"], "tenant": "acme"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_scope")),
+        "{v}"
+    );
+
+    // Each tenant publishes its own `f` (acme: echo, globex: uppercase).
+    let publish = |token: &str, guest: &'static str| {
+        let (http, endpoint, token) = (api.http.clone(), h1.endpoint.clone(), token.to_owned());
+        async move {
+            let r = http
+                .put(format!("{endpoint}/v1/artifacts/{guest}"))
+                .bearer_auth(&token)
+                .body(common::guest(guest))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let r = http
+                .post(format!("{endpoint}/v1/functions"))
+                .bearer_auth(&token)
+                .json(&json!({"name": "f", "artifact": guest}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        }
+    };
+    publish(&acme, "echo").await;
+    // Before globex has its own `f`, acme's is invisible to it.
+    let invoke = |host: &Host, token: &str| {
+        let r = api
+            .http
+            .post(format!("{}/v1/functions/f/invoke", host.endpoint))
+            .bearer_auth(token)
+            .body("hi")
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = invoke(&h2, &globex).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("unknown_function"), "{body}");
+    let (_, listed) = call(&api.http, &h2, &globex, M::GET, "/v1/functions", None).await;
+    assert_eq!(listed, json!([]));
+    let (_, listed) = call(&api.http, &h2, &globex, M::GET, "/v1/artifacts", None).await;
+    assert_eq!(listed, json!([]));
+    // Not even by digest: acme's artifact cannot back a globex function.
+    let (_, acme_artifacts) = call(&api.http, &h2, &acme, M::GET, "/v1/artifacts", None).await;
+    let digest = acme_artifacts[0]["digest"].as_str().unwrap().to_owned();
+    let (status, v) = call(
+        &api.http,
+        &h2,
+        &globex,
+        M::POST,
+        "/v1/functions",
+        Some(json!({"name": "g", "artifact": digest})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("unknown_artifact")),
+        "{v}"
+    );
+
+    publish(&globex, "uppercase").await;
+    assert_eq!(invoke(&h2, &acme).await, (200, "hi".to_owned()));
+    assert_eq!(invoke(&h2, &globex).await, (200, "HI".to_owned()));
+    // The admin tenant sees neither.
+    let (_, listed) = call(&api.http, &h2, &api.token, M::GET, "/v1/functions", None).await;
+    assert_eq!(listed, json!([]));
+    let (_, tenants) = call(&api.http, &h2, &api.token, M::GET, "/v1/tenants", None).await;
+    assert_eq!(tenants.as_array().unwrap().len(), 3, "{tenants}");
+}

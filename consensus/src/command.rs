@@ -1,10 +1,10 @@
 //! The commands the control log carries, and what applying one answers.
 
 use crate::membership::{JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
-use crate::state::{FunctionEntry, ResidencyStatus};
+use crate::state::{FunctionEntry, ResidencyStatus, TenantEntry};
 use crate::tokens::TokenEntry;
 use serde::{Deserialize, Serialize};
-use spillway_proto::{Digest, GpuDevice, NodeId};
+use spillway_proto::{Digest, GpuDevice, NodeId, TenantId};
 use std::fmt;
 
 /// One host's change in what it holds of an artifact.
@@ -31,6 +31,7 @@ pub enum ControlCommand {
         name: String,
         digest: Digest,
         size: u64,
+        tenant: TenantId,
     },
     /// Registers or replaces a function.
     PutFunction(FunctionEntry),
@@ -66,6 +67,8 @@ pub enum ControlCommand {
     CreateToken(TokenEntry),
     /// Revokes a token: every host refuses it once it applies this.
     RevokeToken { id: String },
+    /// Creates a tenant (refused if it exists).
+    CreateTenant(TenantEntry),
 }
 
 /// How long an expired ticket is kept, so a late joiner hears
@@ -76,8 +79,13 @@ impl fmt::Display for ControlCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ControlCommand::Bootstrap { cluster_id, .. } => write!(f, "bootstrap {cluster_id}"),
-            ControlCommand::PutArtifact { name, digest, .. } => {
-                write!(f, "put artifact {name} = {digest}")
+            ControlCommand::PutArtifact {
+                name,
+                digest,
+                tenant,
+                ..
+            } => {
+                write!(f, "put artifact {tenant}/{name} = {digest}")
             }
             ControlCommand::PutFunction(func) => write!(f, "put function {}", func.name),
             ControlCommand::SetResidency(changes) => {
@@ -96,6 +104,7 @@ impl fmt::Display for ControlCommand {
             ControlCommand::PruneTickets { .. } => write!(f, "prune expired tickets"),
             ControlCommand::CreateToken(t) => write!(f, "create token {}", t.id),
             ControlCommand::RevokeToken { id } => write!(f, "revoke token {id}"),
+            ControlCommand::CreateTenant(t) => write!(f, "create tenant {}", t.id),
         }
     }
 }

@@ -5,17 +5,25 @@ use crate::command::{ControlCommand, ControlResponse, ResidencyChange, TICKET_GR
 use crate::membership::{
     JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
 };
-use crate::tokens::TokenEntry;
+use crate::tokens::{Scope, TokenEntry};
 use serde::{Deserialize, Serialize};
-use spillway_proto::{Accelerator, Digest, NodeId};
+use spillway_proto::{Accelerator, Digest, NodeId, TenantId};
 use std::collections::BTreeMap;
 
-/// A named artifact.
+/// A named artifact, in its tenant's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactEntry {
     pub name: String,
     pub digest: Digest,
     pub size: u64,
+    pub tenant: TenantId,
+}
+
+/// A tenant: a namespace of artifacts, functions and tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantEntry {
+    pub id: TenantId,
+    pub created_unix_ms: u64,
 }
 
 /// A registered function.
@@ -29,6 +37,7 @@ pub struct FunctionEntry {
     pub deadline_ms: u64,
     pub memory_limit_bytes: u64,
     pub idempotent: bool,
+    pub tenant: TenantId,
 }
 
 /// What a host holds of an artifact.
@@ -48,12 +57,14 @@ pub struct ControlState {
     admin_token_hash: Option<[u8; 32]>,
     members: BTreeMap<u64, MemberEntry>,
     tickets: BTreeMap<PublicKey, TicketEntry>,
-    artifacts: BTreeMap<String, ArtifactEntry>,
-    functions: BTreeMap<String, FunctionEntry>,
+    artifacts: BTreeMap<(TenantId, String), ArtifactEntry>,
+    functions: BTreeMap<(TenantId, String), FunctionEntry>,
     /// digest → host → status (evicted entries are dropped).
     residency: BTreeMap<Digest, BTreeMap<NodeId, ResidencyStatus>>,
     /// API tokens by id (revoked ones stay, marked).
     tokens: BTreeMap<String, TokenEntry>,
+    /// Tenants other than the admin tenant (which always exists).
+    tenants: BTreeMap<TenantId, TenantEntry>,
 }
 
 impl ControlState {
@@ -122,24 +133,40 @@ impl ControlState {
                 m.http_addr.clone_from(http_addr);
                 m.gpus.clone_from(gpus);
             }
-            ControlCommand::PutArtifact { name, digest, size } => {
+            ControlCommand::PutArtifact {
+                name,
+                digest,
+                size,
+                tenant,
+            } => {
+                if !self.tenant_exists(tenant) {
+                    return ControlResponse::Rejected(format!("no tenant {tenant}"));
+                }
                 self.artifacts.insert(
-                    name.clone(),
+                    (tenant.clone(), name.clone()),
                     ArtifactEntry {
                         name: name.clone(),
                         digest: *digest,
                         size: *size,
+                        tenant: tenant.clone(),
                     },
                 );
             }
             ControlCommand::PutFunction(f) => {
-                if !self.artifacts.values().any(|a| a.digest == f.digest) {
+                if !self.artifacts_of(&f.tenant).any(|a| a.digest == f.digest) {
                     return ControlResponse::Rejected(format!(
                         "function {} names artifact {} which is not registered",
                         f.name, f.digest
                     ));
                 }
-                self.functions.insert(f.name.clone(), f.clone());
+                self.functions
+                    .insert((f.tenant.clone(), f.name.clone()), f.clone());
+            }
+            ControlCommand::CreateTenant(t) => {
+                if self.tenant_exists(&t.id) {
+                    return ControlResponse::Rejected(format!("tenant {} exists", t.id));
+                }
+                self.tenants.insert(t.id.clone(), t.clone());
             }
             ControlCommand::SetResidency(changes) => {
                 for change in changes {
@@ -149,6 +176,14 @@ impl ControlState {
             ControlCommand::CreateToken(token) => {
                 if self.tokens.contains_key(&token.id) {
                     return ControlResponse::Rejected(format!("token id {} is taken", token.id));
+                }
+                if !self.tenant_exists(&token.tenant) {
+                    return ControlResponse::Rejected(format!("no tenant {}", token.tenant));
+                }
+                if !token.tenant.is_admin() && token.scopes.contains(&Scope::Admin) {
+                    return ControlResponse::Rejected(
+                        "only the admin tenant's tokens may have the admin scope".into(),
+                    );
                 }
                 self.tokens.insert(token.id.clone(), token.clone());
             }
@@ -274,23 +309,41 @@ impl ControlState {
         self.tickets.values()
     }
 
-    pub fn artifacts(&self) -> impl Iterator<Item = &ArtifactEntry> {
-        self.artifacts.values()
+    /// Whether `id` names a tenant (the admin tenant always exists).
+    pub fn tenant_exists(&self, id: &TenantId) -> bool {
+        id.is_admin() || self.tenants.contains_key(id)
     }
 
-    pub fn functions(&self) -> impl Iterator<Item = &FunctionEntry> {
-        self.functions.values()
+    /// The tenants other than the admin tenant.
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantEntry> {
+        self.tenants.values()
     }
 
-    /// Resolves an artifact reference: a known name, or the digest of a
-    /// registered artifact.
-    pub fn resolve_artifact(&self, reference: &str) -> Option<Digest> {
-        if let Some(a) = self.artifacts.get(reference) {
+    /// `tenant`'s artifacts.
+    pub fn artifacts_of<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> impl Iterator<Item = &'a ArtifactEntry> + 'a {
+        self.artifacts.values().filter(move |a| a.tenant == *tenant)
+    }
+
+    /// `tenant`'s functions.
+    pub fn functions_of<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> impl Iterator<Item = &'a FunctionEntry> + 'a {
+        self.functions.values().filter(move |f| f.tenant == *tenant)
+    }
+
+    /// Resolves an artifact reference within `tenant`: one of its names, or
+    /// the digest of one of its artifacts (another tenant's artifact is as
+    /// good as absent).
+    pub fn resolve_artifact(&self, tenant: &TenantId, reference: &str) -> Option<Digest> {
+        if let Some(a) = self.artifact(tenant, reference) {
             return Some(a.digest);
         }
         let digest: Digest = reference.parse().ok()?;
-        self.artifacts
-            .values()
+        self.artifacts_of(tenant)
             .any(|a| a.digest == digest)
             .then_some(digest)
     }
@@ -330,12 +383,12 @@ impl ControlState {
             .count()
     }
 
-    pub fn artifact(&self, name: &str) -> Option<&ArtifactEntry> {
-        self.artifacts.get(name)
+    pub fn artifact(&self, tenant: &TenantId, name: &str) -> Option<&ArtifactEntry> {
+        self.artifacts.get(&(tenant.clone(), name.to_owned()))
     }
 
-    pub fn function(&self, name: &str) -> Option<&FunctionEntry> {
-        self.functions.get(name)
+    pub fn function(&self, tenant: &TenantId, name: &str) -> Option<&FunctionEntry> {
+        self.functions.get(&(tenant.clone(), name.to_owned()))
     }
 
     /// Hosts holding `digest` as resident.
@@ -364,6 +417,16 @@ mod tests {
             deadline_ms: 1000,
             memory_limit_bytes: 1 << 20,
             idempotent: false,
+            tenant: TenantId::admin(),
+        }
+    }
+
+    fn put(tenant: &TenantId, name: &str, digest: Digest) -> ControlCommand {
+        ControlCommand::PutArtifact {
+            name: name.into(),
+            digest,
+            size: 10,
+            tenant: tenant.clone(),
         }
     }
 
@@ -377,18 +440,59 @@ mod tests {
             ControlResponse::Rejected(_)
         ));
         assert_eq!(s, before, "a rejected command changes nothing");
-        let put = ControlCommand::PutArtifact {
-            name: "echo".into(),
-            digest: d,
-            size: 10,
-        };
-        assert_eq!(s.apply(&put), ControlResponse::Done);
+        let admin = TenantId::admin();
+        assert_eq!(s.apply(&put(&admin, "echo", d)), ControlResponse::Done);
         assert_eq!(
             s.apply(&ControlCommand::PutFunction(function("echo", d))),
             ControlResponse::Done
         );
-        assert_eq!(s.function("echo").unwrap().digest, d);
-        assert_eq!(s.artifact("echo").unwrap().size, 10);
+        assert_eq!(s.function(&admin, "echo").unwrap().digest, d);
+        assert_eq!(s.artifact(&admin, "echo").unwrap().size, 10);
+    }
+
+    #[test]
+    fn tenants_see_only_their_own_names_and_digests() {
+        let mut s = ControlState::default();
+        let (admin, acme) = (TenantId::admin(), TenantId("acme".into()));
+        let d = Digest::of(b"f");
+        // No tenant, no artifacts.
+        assert!(matches!(
+            s.apply(&put(&acme, "f", d)),
+            ControlResponse::Rejected(_)
+        ));
+        let tenant = TenantEntry {
+            id: acme.clone(),
+            created_unix_ms: 1,
+        };
+        assert_eq!(
+            s.apply(&ControlCommand::CreateTenant(tenant.clone())),
+            ControlResponse::Done
+        );
+        assert!(matches!(
+            s.apply(&ControlCommand::CreateTenant(tenant)),
+            ControlResponse::Rejected(_)
+        ));
+        assert_eq!(s.apply(&put(&admin, "f", d)), ControlResponse::Done);
+        // The admin's artifact is invisible to acme, by name and by digest.
+        assert!(s.artifact(&acme, "f").is_none());
+        assert_eq!(s.resolve_artifact(&acme, &d.to_string()), None);
+        let acme_fn = FunctionEntry {
+            tenant: acme.clone(),
+            ..function("f", d)
+        };
+        assert!(matches!(
+            s.apply(&ControlCommand::PutFunction(acme_fn.clone())),
+            ControlResponse::Rejected(_)
+        ));
+        assert_eq!(s.apply(&put(&acme, "f", d)), ControlResponse::Done);
+        assert_eq!(
+            s.apply(&ControlCommand::PutFunction(acme_fn)),
+            ControlResponse::Done
+        );
+        assert_eq!(s.resolve_artifact(&acme, &d.to_string()), Some(d));
+        assert!(s.function(&admin, "f").is_none());
+        assert_eq!(s.functions_of(&acme).count(), 1);
+        assert_eq!(s.artifacts_of(&admin).count(), 1);
     }
 
     #[test]

@@ -31,6 +31,7 @@ fn put(name: &str) -> ControlCommand {
         name: name.into(),
         digest: Digest::of(name.as_bytes()),
         size: 1,
+        tenant: spillway_proto::TenantId::admin(),
     }
 }
 
@@ -83,7 +84,11 @@ async fn three_hosts_replicate_fail_over_and_catch_up_from_a_snapshot() {
     hosts[&leader].propose(put("first")).await.expect("propose");
     eventually("replication to all", Duration::from_secs(5), || async {
         for h in hosts.values() {
-            if h.state().await.artifact("first").is_none() {
+            if h.state()
+                .await
+                .artifact(&spillway_proto::TenantId::admin(), "first")
+                .is_none()
+            {
                 return false;
             }
         }
@@ -136,14 +141,25 @@ async fn three_hosts_replicate_fail_over_and_catch_up_from_a_snapshot() {
         || async {
             back.state()
                 .await
-                .artifact(&format!("later-{}", written - 1))
+                .artifact(
+                    &spillway_proto::TenantId::admin(),
+                    &format!("later-{}", written - 1),
+                )
                 .is_some()
         },
     )
     .await;
     let state = back.state().await;
-    assert!(state.artifact("first").is_some());
-    assert!((0..written).all(|i| state.artifact(&format!("later-{i}")).is_some()));
+    assert!(
+        state
+            .artifact(&spillway_proto::TenantId::admin(), "first")
+            .is_some()
+    );
+    assert!((0..written).all(|i| {
+        state
+            .artifact(&spillway_proto::TenantId::admin(), &format!("later-{i}"))
+            .is_some()
+    }));
     let (snapshot, _) = back.snapshot_and_purged();
     assert!(snapshot.is_some(), "caught up from a snapshot");
     for h in hosts.values().chain([&back]) {

@@ -18,6 +18,7 @@ fn put(name: &str, index: u64) -> Entry {
         name: name.into(),
         digest: Digest::of(name.as_bytes()),
         size: index,
+        tenant: spillway_proto::TenantId::admin(),
     };
     Entry::new_normal(log_id::<TypeConfig>(1, 1, index), command)
 }
@@ -75,13 +76,32 @@ async fn a_snapshot_restores_the_control_state_after_reopening() {
         sm.apply(futures::stream::iter([Ok((put("late", 3), None))]))
             .await
             .unwrap();
-        assert!(sm.state().await.artifact("late").is_some());
+        assert!(
+            sm.state()
+                .await
+                .artifact(&spillway_proto::TenantId::admin(), "late")
+                .is_some()
+        );
     }
     let mut sm = StateMachine::open(&sm_dir).unwrap();
     let state = sm.state().await;
-    assert_eq!(state.artifact("echo").unwrap().digest, Digest::of(b"echo"));
-    assert!(state.artifact("gemm").is_some());
-    assert!(state.artifact("late").is_none());
+    assert_eq!(
+        state
+            .artifact(&spillway_proto::TenantId::admin(), "echo")
+            .unwrap()
+            .digest,
+        Digest::of(b"echo")
+    );
+    assert!(
+        state
+            .artifact(&spillway_proto::TenantId::admin(), "gemm")
+            .is_some()
+    );
+    assert!(
+        state
+            .artifact(&spillway_proto::TenantId::admin(), "late")
+            .is_none()
+    );
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id::<TypeConfig>(1, 1, 2)));
     assert!(sm.get_current_snapshot().await.unwrap().is_some());

@@ -28,9 +28,14 @@ impl FromStr for NodeId {
 pub struct TenantId(pub String);
 
 impl TenantId {
-    /// The tenant that the admin token acts as until tenants exist.
+    /// The cluster operator's tenant: the admin token acts for it, and it
+    /// always exists.
     pub fn admin() -> Self {
         Self("admin".to_owned())
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.0 == "admin"
     }
 }
 

@@ -113,6 +113,7 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
         name: "echo".into(),
         digest: Digest::of(b"echo"),
         size: 3,
+        tenant: spillway_proto::TenantId::admin(),
     };
     let until = Instant::now() + Duration::from_secs(15);
     let leader = loop {
@@ -128,7 +129,13 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
     };
     let until = Instant::now() + Duration::from_secs(10);
     for h in hosts.values() {
-        while h.control.state().await.artifact("echo").is_none() {
+        while h
+            .control
+            .state()
+            .await
+            .artifact(&spillway_proto::TenantId::admin(), "echo")
+            .is_none()
+        {
             assert!(Instant::now() < until, "not replicated over QUIC");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -108,6 +108,7 @@ fn command(i: usize) -> ControlCommand {
         digest: Digest::of(name.as_bytes()),
         name,
         size: 1,
+        tenant: spillway_proto::TenantId::admin(),
     }
 }
 

@@ -23,7 +23,7 @@ pub(super) async fn put(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ArtifactRecord>, ApiError> {
-    app.authorize(&headers, Scope::Publish).await?;
+    let principal = app.authorize(&headers, Scope::Publish).await?;
     if !valid_name(&name) {
         return Err(ApiError::bad_request(
             "invalid_name",
@@ -43,7 +43,12 @@ pub(super) async fn put(
         digest: digest.to_string(),
         size,
     };
-    let command = ControlCommand::PutArtifact { name, digest, size };
+    let command = ControlCommand::PutArtifact {
+        name,
+        digest,
+        size,
+        tenant: principal.tenant,
+    };
     app.commit(command).await?;
     // This host holds it from now on; say so at once rather than at the
     // residency loop's next batch, so peers can fetch it right away.
@@ -61,7 +66,8 @@ pub(super) async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<ArtifactRecord>>, ApiError> {
-    app.authorize(&headers, Scope::Read).await?;
+    let principal = app.authorize(&headers, Scope::Read).await?;
     let state = app.control.state();
-    Ok(Json(state.artifacts().map(ArtifactRecord::from).collect()))
+    let mine = state.artifacts_of(&principal.tenant);
+    Ok(Json(mine.map(ArtifactRecord::from).collect()))
 }

@@ -31,7 +31,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Result<Json<CreateFunction>, JsonRejection>,
 ) -> Result<(StatusCode, Json<FunctionRecord>), ApiError> {
-    app.authorize(&headers, Scope::Publish).await?;
+    let principal = app.authorize(&headers, Scope::Publish).await?;
     let Json(req) = body.map_err(ApiError::from_json)?;
     if !valid_name(&req.name) {
         return Err(ApiError::bad_request(
@@ -42,7 +42,7 @@ pub(super) async fn create(
     let digest = app
         .control
         .state()
-        .resolve_artifact(&req.artifact)
+        .resolve_artifact(&principal.tenant, &req.artifact)
         .ok_or_else(|| {
             ApiError::not_found(
                 "artifact",
@@ -77,6 +77,7 @@ pub(super) async fn create(
         deadline_ms,
         memory_limit_bytes,
         idempotent: req.idempotent,
+        tenant: principal.tenant,
     };
     let record = FunctionRecord::from(&entry);
     app.commit(ControlCommand::PutFunction(entry)).await?;
@@ -87,7 +88,8 @@ pub(super) async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<FunctionRecord>>, ApiError> {
-    app.authorize(&headers, Scope::Read).await?;
+    let principal = app.authorize(&headers, Scope::Read).await?;
     let state = app.control.state();
-    Ok(Json(state.functions().map(FunctionRecord::from).collect()))
+    let mine = state.functions_of(&principal.tenant);
+    Ok(Json(mine.map(FunctionRecord::from).collect()))
 }

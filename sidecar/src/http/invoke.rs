@@ -63,10 +63,18 @@ pub(super) async fn invoke(
 ) -> Result<Response, ApiError> {
     let principal = app.authorize(&headers, Scope::Invoke).await?;
     let input = body.map_err(|r| ApiError::from_body(r, app.config.max_input_bytes))?;
-    let mut function = app.control.state().function(&name).cloned();
+    let mut function = app
+        .control
+        .state()
+        .function(&principal.tenant, &name)
+        .cloned();
     if function.is_none() {
         app.control.catch_up().await;
-        function = app.control.state().function(&name).cloned();
+        function = app
+            .control
+            .state()
+            .function(&principal.tenant, &name)
+            .cloned();
     }
     let function = function
         .ok_or_else(|| ApiError::not_found("function", format!("no function named {name:?}")))?;

@@ -12,6 +12,7 @@
 //! | `POST /v1/functions/{name}/invoke` | run; output bytes, receipt in headers |
 //!
 //! | `POST /v1/tokens` / `GET /v1/tokens` / `DELETE /v1/tokens/{id}` | scoped API tokens: create (secret shown once) / list / revoke |
+//! | `POST /v1/tenants` / `GET /v1/tenants` | tenants (namespaces): create / list |
 //!
 //! Every `/v1` route needs `Authorization: Bearer <token>`: the admin
 //! token, or a scoped token with the route's scope (`read` for listings,
@@ -26,6 +27,7 @@ mod functions;
 mod invoke;
 mod job;
 mod members;
+mod tenants;
 mod tokens;
 
 pub use error::ApiError;
@@ -185,6 +187,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/members/{id}/drain", post(members::drain))
         .route("/v1/members/{id}", delete(members::remove))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/artifacts", get(artifacts::list))
         .route(

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spillway_consensus::{ControlCommand, ControlResponse, Scope, TokenEntry};
+use spillway_proto::TenantId;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub(super) struct CreateToken {
     /// Seconds it stays valid (default: until revoked).
     ttl_s: Option<u64>,
     label: Option<String>,
+    /// The tenant it acts for (default: the admin tenant).
+    tenant: Option<String>,
 }
 
 fn view(t: &TokenEntry) -> Value {
@@ -71,13 +74,30 @@ pub(super) async fn create(
             "a label is at most 200 bytes",
         ));
     }
+    let tenant = match req.tenant {
+        None => principal.tenant,
+        Some(name) => TenantId(name),
+    };
+    if !app.control.state().tenant_exists(&tenant) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_tenant",
+            format!("no tenant {tenant}"),
+        ));
+    }
+    if !tenant.is_admin() && scopes.contains(&Scope::Admin) {
+        return Err(ApiError::bad_request(
+            "bad_scope",
+            "only the admin tenant's tokens may have the admin scope",
+        ));
+    }
     let token = ScopedToken::generate()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let now = super::now_unix_ms();
     let entry = TokenEntry {
         id: token.id.clone(),
         hash: token.hash_bytes(),
-        tenant: principal.tenant,
+        tenant,
         scopes,
         label,
         created_unix_ms: now,

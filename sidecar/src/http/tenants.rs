@@ -1,0 +1,70 @@
+//! `POST /v1/tenants`, `GET /v1/tenants`: tenants (admin scope). A tenant
+//! is a namespace: its artifacts, functions and tokens are invisible to
+//! every other tenant. The admin tenant always exists.
+
+use super::{ApiError, App};
+use crate::records::valid_name;
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spillway_consensus::{ControlCommand, Scope, TenantEntry};
+use spillway_proto::TenantId;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateTenant {
+    name: String,
+}
+
+pub(super) async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<CreateTenant>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    app.authorize(&headers, Scope::Admin).await?;
+    let Json(req) = body.map_err(ApiError::from_json)?;
+    if !valid_name(&req.name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
+        ));
+    }
+    let id = TenantId(req.name);
+    if app.control.state().tenant_exists(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant_exists",
+            format!("tenant {id} exists"),
+        ));
+    }
+    let entry = TenantEntry {
+        id: id.clone(),
+        created_unix_ms: super::now_unix_ms(),
+    };
+    app.commit(ControlCommand::CreateTenant(entry.clone()))
+        .await?;
+    tracing::info!(tenant = %id, "tenant created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": id.0, "created_unix_ms": entry.created_unix_ms})),
+    ))
+}
+
+pub(super) async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    app.authorize(&headers, Scope::Admin).await?;
+    let state = app.control.state();
+    let mut tenants = vec![json!({"name": TenantId::admin().0, "created_unix_ms": null})];
+    tenants.extend(
+        state
+            .tenants()
+            .map(|t| json!({"name": t.id.0, "created_unix_ms": t.created_unix_ms})),
+    );
+    Ok(Json(Value::Array(tenants)))
+}
