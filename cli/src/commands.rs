@@ -104,6 +104,9 @@ pub(crate) enum TokenCommand {
         /// The tenant it acts for (default: the admin tenant).
         #[arg(long)]
         tenant: Option<String>,
+        /// Requests a second it may make on each host (default: no limit).
+        #[arg(long)]
+        rate: Option<u32>,
         #[command(flatten)]
         target: Target,
     },
@@ -127,9 +130,11 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             ttl,
             label,
             tenant,
+            rate,
             target,
         } => {
-            let spec = json!({"scopes": scopes, "ttl_s": ttl, "label": label, "tenant": tenant});
+            let spec = json!({"scopes": scopes, "ttl_s": ttl, "label": label, "tenant": tenant,
+                              "rate_per_s": rate});
             let answer = client(&target)
                 .json_request(reqwest::Method::POST, "/v1/tokens", Some(spec))
                 .await?;

@@ -143,10 +143,32 @@ async fn scoped_tokens_hold_on_every_host_and_revocation_is_quick() {
         "{v}"
     );
 
+    // A token with a rate gets 429 past it; another token is unaffected.
+    let (_, limited) = create_token(&api, h1, json!({"scopes": ["read"], "rate_per_s": 5})).await;
+    let mut refused = None;
+    for _ in 0..20 {
+        let (status, v) = call(&api.http, h2, &limited, M::GET, "/v1/functions", None).await;
+        if status == 429 {
+            refused = Some(v);
+            break;
+        }
+        assert_eq!(status, 200, "{v}");
+    }
+    let refused = refused.expect("20 requests at once exceed 5 a second");
+    assert_eq!(refused["error"]["code"], "rate_limited", "{refused}");
+    assert!(
+        refused["error"]["retry_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| (1..=200).contains(&ms)),
+        "{refused}"
+    );
+    let (status, _) = call(&api.http, h2, &reader, M::GET, "/v1/functions", None).await;
+    assert_eq!(status, 200, "the unlimited token is unaffected");
+
     // Listed without secrets.
     let (status, list) = call(&api.http, h2, &api.token, M::GET, "/v1/tokens", None).await;
     assert_eq!(status, 200);
-    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
     assert!(
         !list.to_string().contains(&invoker[21..]),
         "no secret in the list"
@@ -200,7 +222,7 @@ async fn scoped_tokens_hold_on_every_host_and_revocation_is_quick() {
     drop(hosts);
     for i in 1..=3 {
         let log = std::fs::read_to_string(root.path().join(format!("h{i}/host.log"))).unwrap();
-        for secret in [&invoker, &reader, &brief] {
+        for secret in [&invoker, &reader, &brief, &limited] {
             assert!(
                 !log.contains(&secret[21..]),
                 "a token secret was logged by host {i}"

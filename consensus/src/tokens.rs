@@ -77,6 +77,8 @@ pub struct TokenEntry {
     pub created_unix_ms: u64,
     pub expires_unix_ms: Option<u64>,
     pub revoked: bool,
+    /// Requests a second it may make on each host (`None`: no limit).
+    pub rate_per_s: Option<u32>,
 }
 
 /// Why a token does not let a request through.
@@ -120,6 +122,7 @@ mod tests {
             created_unix_ms: 0,
             expires_unix_ms: Some(1_000),
             revoked: false,
+            rate_per_s: None,
         }
     }
 

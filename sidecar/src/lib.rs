@@ -33,6 +33,7 @@ mod link;
 mod metrics;
 pub mod peer;
 mod queue;
+mod rate;
 mod records;
 mod supervisor;
 
@@ -90,6 +91,7 @@ pub async fn run(
             config.idempotency_ttl,
             config.idempotency_max_bytes,
         )),
+        rates: Default::default(),
         config: config.clone(),
         link,
         queue,

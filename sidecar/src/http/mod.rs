@@ -72,6 +72,8 @@ pub struct App {
     pub(crate) control: Arc<Control>,
     /// Outcomes remembered under idempotency keys.
     pub(crate) outcomes: Arc<Outcomes<invoke::Finished>>,
+    /// Per-token request rates on this host.
+    pub(crate) rates: crate::rate::RateLimits,
 }
 
 impl App {
@@ -121,6 +123,23 @@ impl App {
                 .token(&scoped.id)
                 .filter(|e| scoped.matches(e.hash))
                 .ok_or_else(invalid)?;
+            if let Some(rate) = entry.rate_per_s
+                && entry.check(scope, now_unix_ms()).is_ok()
+                && let Err(wait) = self.rates.take(&entry.id, rate, std::time::Instant::now())
+            {
+                let retry_after_ms = (wait.as_millis() as u64).max(1);
+                return Err(ApiError {
+                    retry_after_ms: Some(retry_after_ms),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!(
+                            "token {} is over its rate of {rate}/s on this host",
+                            entry.id
+                        ),
+                    )
+                });
+            }
             return match entry.check(scope, now_unix_ms()) {
                 Ok(()) => Ok(Principal {
                     tenant: entry.tenant.clone(),

@@ -28,6 +28,8 @@ pub(super) struct CreateToken {
     label: Option<String>,
     /// The tenant it acts for (default: the admin tenant).
     tenant: Option<String>,
+    /// Requests a second it may make on each host (default: no limit).
+    rate_per_s: Option<u32>,
 }
 
 fn view(t: &TokenEntry) -> Value {
@@ -39,6 +41,7 @@ fn view(t: &TokenEntry) -> Value {
         "created_unix_ms": t.created_unix_ms,
         "expires_unix_ms": t.expires_unix_ms,
         "revoked": t.revoked,
+        "rate_per_s": t.rate_per_s,
     })
 }
 
@@ -65,6 +68,12 @@ pub(super) async fn create(
         return Err(ApiError::bad_request(
             "bad_ttl",
             format!("ttl_s must be between 1 and {MAX_TTL_S}"),
+        ));
+    }
+    if req.rate_per_s == Some(0) {
+        return Err(ApiError::bad_request(
+            "bad_rate",
+            "rate_per_s must be positive (leave it out for no limit)",
         ));
     }
     let label = req.label.unwrap_or_default();
@@ -103,6 +112,7 @@ pub(super) async fn create(
         created_unix_ms: now,
         expires_unix_ms: req.ttl_s.map(|t| now + t * 1000),
         revoked: false,
+        rate_per_s: req.rate_per_s,
     };
     app.commit(ControlCommand::CreateToken(entry.clone()))
         .await?;
