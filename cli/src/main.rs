@@ -41,6 +41,8 @@ enum Command {
     /// Tenants (namespaces of artifacts, functions and tokens).
     #[command(subcommand)]
     Tenant(commands::TenantCommand),
+    /// Control-plane changes made through the API: who, when, what.
+    Audit(commands::AuditArgs),
     /// Drain or remove cluster members.
     #[command(subcommand)]
     Member(commands::MemberCommand),
@@ -121,6 +123,7 @@ fn main() -> std::process::ExitCode {
             Command::Ticket(cmd) => commands::ticket(cmd).await,
             Command::Token(cmd) => commands::token(cmd).await,
             Command::Tenant(cmd) => commands::tenant(cmd).await,
+            Command::Audit(args) => commands::audit(args).await,
             Command::Member(cmd) => commands::member(cmd).await,
             Command::Node(args) => serve::node(args).await,
             Command::Sidecar(args) => serve::sidecar(args).await,

@@ -355,4 +355,54 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
     assert_eq!(listed, json!([]));
     let (_, tenants) = call(&api.http, &h2, &api.token, M::GET, "/v1/tenants", None).await;
     assert_eq!(tenants.as_array().unwrap().len(), 3, "{tenants}");
+
+    // The audit trail shows acme's changes: who, when, what.
+    let (status, trail) = call(
+        &api.http,
+        &h2,
+        &api.token,
+        M::GET,
+        "/v1/audit?tenant=acme",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{trail}");
+    let what: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["what"].as_str().unwrap())
+        .collect();
+    eprintln!("acme's audit trail: {what:?}");
+    assert_eq!(what[0], "create tenant acme");
+    assert!(
+        what.iter().any(|w| w.starts_with("create token")),
+        "{what:?}"
+    );
+    assert!(
+        what.iter().any(|w| w.starts_with("put artifact acme/echo")),
+        "{what:?}"
+    );
+    assert!(what.contains(&"put function f"), "{what:?}");
+    let acme_id = &acme[4..20];
+    let by_acme = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["by"] == acme_id)
+        .count();
+    assert_eq!(
+        by_acme, 2,
+        "acme's own token made the artifact and function: {trail}"
+    );
+    assert!(
+        trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["unix_ms"].as_u64().is_some_and(|t| t > 1_700_000_000_000))
+    );
+    // A tenant's token may not read the trail.
+    let (status, _) = call(&api.http, &h2, &acme, M::GET, "/v1/audit", None).await;
+    assert_eq!(status, 403);
 }

@@ -69,6 +69,31 @@ pub enum ControlCommand {
     RevokeToken { id: String },
     /// Creates a tenant (refused if it exists).
     CreateTenant(TenantEntry),
+    /// A change made through the API, with who made it and when (the
+    /// proposer's clock): applied as `command`, and recorded in the audit
+    /// trail when it takes effect.
+    Audited {
+        /// The token that made it (its id), or `admin-token`.
+        by: String,
+        /// The tenant it acted for.
+        tenant: TenantId,
+        unix_ms: u64,
+        command: Box<ControlCommand>,
+    },
+}
+
+impl ControlCommand {
+    /// The tenant a change concerns, where it concerns one.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            ControlCommand::PutArtifact { tenant, .. } => Some(tenant),
+            ControlCommand::PutFunction(f) => Some(&f.tenant),
+            ControlCommand::CreateToken(t) => Some(&t.tenant),
+            ControlCommand::CreateTenant(t) => Some(&t.id),
+            ControlCommand::Audited { command, .. } => command.tenant(),
+            _ => None,
+        }
+    }
 }
 
 /// How long an expired ticket is kept, so a late joiner hears
@@ -105,6 +130,7 @@ impl fmt::Display for ControlCommand {
             ControlCommand::CreateToken(t) => write!(f, "create token {}", t.id),
             ControlCommand::RevokeToken { id } => write!(f, "revoke token {id}"),
             ControlCommand::CreateTenant(t) => write!(f, "create tenant {}", t.id),
+            ControlCommand::Audited { command, .. } => command.fmt(f),
         }
     }
 }

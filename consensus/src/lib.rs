@@ -37,7 +37,10 @@ pub use control_plane::{Changes, ControlConfig, ControlError, ControlPlane, Raft
 pub use error::OpenError;
 pub use log_store::LogStore;
 pub use membership::{JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
-pub use state::{ArtifactEntry, ControlState, FunctionEntry, ResidencyStatus, TenantEntry};
+pub use state::{
+    AUDIT_KEEP, ArtifactEntry, AuditRecord, ControlState, FunctionEntry, ResidencyStatus,
+    TenantEntry,
+};
 pub use state_machine::StateMachine;
 pub use tokens::{Scope, ScopeError, TokenDenial, TokenEntry};
 pub use transport::{MemoryTransport, Raft, RaftTransport, Snapshot, TransportError};

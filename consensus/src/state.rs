@@ -19,6 +19,18 @@ pub struct ArtifactEntry {
     pub tenant: TenantId,
 }
 
+/// One change in the audit trail: when, by whom, for which tenant, what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub unix_ms: u64,
+    pub by: String,
+    pub tenant: TenantId,
+    pub what: String,
+}
+
+/// Audit records kept (oldest dropped first).
+pub const AUDIT_KEEP: usize = 10_000;
+
 /// A tenant: a namespace of artifacts, functions and tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantEntry {
@@ -65,6 +77,8 @@ pub struct ControlState {
     tokens: BTreeMap<String, TokenEntry>,
     /// Tenants other than the admin tenant (which always exists).
     tenants: BTreeMap<TenantId, TenantEntry>,
+    /// Changes made through the API, oldest first.
+    audit: std::collections::VecDeque<AuditRecord>,
 }
 
 impl ControlState {
@@ -161,6 +175,32 @@ impl ControlState {
                 }
                 self.functions
                     .insert((f.tenant.clone(), f.name.clone()), f.clone());
+            }
+            ControlCommand::Audited {
+                by,
+                tenant,
+                unix_ms,
+                command,
+            } => {
+                if matches!(**command, ControlCommand::Audited { .. }) {
+                    return ControlResponse::Rejected("an audited change inside another".into());
+                }
+                let response = self.apply(command);
+                if matches!(
+                    response,
+                    ControlResponse::Done | ControlResponse::Admitted { .. }
+                ) {
+                    self.audit.push_back(AuditRecord {
+                        unix_ms: *unix_ms,
+                        by: by.clone(),
+                        tenant: command.tenant().unwrap_or(tenant).clone(),
+                        what: command.to_string(),
+                    });
+                    while self.audit.len() > AUDIT_KEEP {
+                        self.audit.pop_front();
+                    }
+                }
+                return response;
             }
             ControlCommand::CreateTenant(t) => {
                 if self.tenant_exists(&t.id) {
@@ -309,6 +349,11 @@ impl ControlState {
         self.tickets.values()
     }
 
+    /// The audit trail, oldest first.
+    pub fn audit(&self) -> impl Iterator<Item = &AuditRecord> {
+        self.audit.iter()
+    }
+
     /// Whether `id` names a tenant (the admin tenant always exists).
     pub fn tenant_exists(&self, id: &TenantId) -> bool {
         id.is_admin() || self.tenants.contains_key(id)
@@ -448,6 +493,53 @@ mod tests {
         );
         assert_eq!(s.function(&admin, "echo").unwrap().digest, d);
         assert_eq!(s.artifact(&admin, "echo").unwrap().size, 10);
+    }
+
+    #[test]
+    fn audited_changes_are_recorded_with_who_when_and_tenant() {
+        let mut s = ControlState::default();
+        let acme = TenantId("acme".into());
+        let audited = |command: ControlCommand| ControlCommand::Audited {
+            by: "admin-token".into(),
+            tenant: TenantId::admin(),
+            unix_ms: 42,
+            command: Box::new(command),
+        };
+        let tenant = TenantEntry {
+            id: acme.clone(),
+            created_unix_ms: 1,
+        };
+        assert_eq!(
+            s.apply(&audited(ControlCommand::CreateTenant(tenant.clone()))),
+            ControlResponse::Done
+        );
+        // Refused: state and trail unchanged.
+        assert!(matches!(
+            s.apply(&audited(ControlCommand::CreateTenant(tenant))),
+            ControlResponse::Rejected(_)
+        ));
+        assert_eq!(
+            s.apply(&audited(put(&TenantId::admin(), "x", Digest::of(b"x")))),
+            ControlResponse::Done
+        );
+        let trail: Vec<_> = s.audit().cloned().collect();
+        assert_eq!(trail.len(), 2);
+        assert_eq!(
+            trail[0],
+            AuditRecord {
+                unix_ms: 42,
+                by: "admin-token".into(),
+                tenant: acme,
+                what: "create tenant acme".into(),
+            }
+        );
+        assert_eq!(trail[1].tenant, TenantId::admin());
+        assert!(matches!(
+            s.apply(&audited(audited(ControlCommand::PruneTickets {
+                now_unix_ms: 0
+            }))),
+            ControlResponse::Rejected(_)
+        ));
     }
 
     #[test]

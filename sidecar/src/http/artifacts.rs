@@ -47,9 +47,9 @@ pub(super) async fn put(
         name,
         digest,
         size,
-        tenant: principal.tenant,
+        tenant: principal.tenant.clone(),
     };
-    app.commit(command).await?;
+    app.commit(&principal, command).await?;
     // This host holds it from now on; say so at once rather than at the
     // residency loop's next batch, so peers can fetch it right away.
     let held = ResidencyChange {
@@ -57,7 +57,7 @@ pub(super) async fn put(
         digest,
         status: ResidencyStatus::Resident,
     };
-    app.commit(ControlCommand::SetResidency(vec![held])).await?;
+    app.record(ControlCommand::SetResidency(vec![held])).await?;
     tracing::info!(name = %record.name, digest = %record.digest, size, "artifact stored");
     Ok(Json(record))
 }

@@ -77,10 +77,11 @@ pub(super) async fn create(
         deadline_ms,
         memory_limit_bytes,
         idempotent: req.idempotent,
-        tenant: principal.tenant,
+        tenant: principal.tenant.clone(),
     };
     let record = FunctionRecord::from(&entry);
-    app.commit(ControlCommand::PutFunction(entry)).await?;
+    app.commit(&principal, ControlCommand::PutFunction(entry))
+        .await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 

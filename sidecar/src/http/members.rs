@@ -1,7 +1,7 @@
 //! `POST /v1/tickets`, `POST /v1/members/{id}/drain`, `DELETE
 //! /v1/members/{id}`: admitting, draining and removing hosts.
 
-use super::{ApiError, App};
+use super::{ApiError, App, Principal};
 use crate::control::member_list;
 use crate::peer::JoinTicket;
 use axum::Json;
@@ -29,7 +29,7 @@ pub(super) async fn create_ticket(
     headers: HeaderMap,
     body: Option<Json<CreateTicket>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    app.authorize(&headers, Scope::Admin).await?;
+    let principal = app.authorize(&headers, Scope::Admin).await?;
     let ttl_s = body
         .map(|Json(b)| b)
         .unwrap_or_default()
@@ -61,7 +61,8 @@ pub(super) async fn create_ticket(
         expires_unix_ms,
         used_by: None,
     };
-    app.commit(ControlCommand::IssueTicket(entry)).await?;
+    app.commit(&principal, ControlCommand::IssueTicket(entry))
+        .await?;
     tracing::info!(ttl_s, "join ticket issued");
     Ok((
         StatusCode::CREATED,
@@ -80,7 +81,12 @@ fn parse_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request("bad_member", format!("{id:?} is not a host id")))
 }
 
-async fn set_state(app: &App, id: u64, state: MemberState) -> Result<Json<Value>, ApiError> {
+async fn set_state(
+    app: &App,
+    by: &Principal,
+    id: u64,
+    state: MemberState,
+) -> Result<Json<Value>, ApiError> {
     let current = app.control.state();
     let Some(member) = current.member(id) else {
         return Err(ApiError::not_found("member", format!("no member {id}")));
@@ -94,7 +100,7 @@ async fn set_state(app: &App, id: u64, state: MemberState) -> Result<Json<Value>
         ));
     }
     let from = member.state.as_str();
-    app.commit(ControlCommand::SetMemberState { id, state })
+    app.commit(by, ControlCommand::SetMemberState { id, state })
         .await?;
     tracing::info!(host = id, from, to = state.as_str(), "member state changed");
     Ok(Json(json!({"id": id, "state": state.as_str()})))
@@ -106,8 +112,8 @@ pub(super) async fn drain(
     headers: HeaderMap,
     _body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    app.authorize(&headers, Scope::Admin).await?;
-    set_state(&app, parse_id(&id)?, MemberState::Draining).await
+    let principal = app.authorize(&headers, Scope::Admin).await?;
+    set_state(&app, &principal, parse_id(&id)?, MemberState::Draining).await
 }
 
 pub(super) async fn remove(
@@ -115,6 +121,6 @@ pub(super) async fn remove(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    app.authorize(&headers, Scope::Admin).await?;
-    set_state(&app, parse_id(&id)?, MemberState::Removed).await
+    let principal = app.authorize(&headers, Scope::Admin).await?;
+    set_state(&app, &principal, parse_id(&id)?, MemberState::Removed).await
 }

@@ -13,6 +13,7 @@
 //!
 //! | `POST /v1/tokens` / `GET /v1/tokens` / `DELETE /v1/tokens/{id}` | scoped API tokens: create (secret shown once) / list / revoke |
 //! | `POST /v1/tenants` / `GET /v1/tenants` | tenants (namespaces): create / list |
+//! | `GET /v1/audit?tenant=&limit=` | changes made through the API: who, when, what |
 //!
 //! Every `/v1` route needs `Authorization: Bearer <token>`: the admin
 //! token, or a scoped token with the route's scope (`read` for listings,
@@ -21,6 +22,7 @@
 //! ...}}` (see [`ApiError`]).
 
 mod artifacts;
+mod audit;
 mod cluster;
 mod error;
 mod functions;
@@ -170,9 +172,25 @@ impl App {
         }
     }
 
-    /// Appends a command to the control log (through the leader) and
-    /// waits until it is applied here.
+    /// Appends a change made by `by` to the control log (through the
+    /// leader), audited, and waits until it is applied here.
     pub(crate) async fn commit(
+        &self,
+        by: &Principal,
+        command: ControlCommand,
+    ) -> Result<ControlResponse, ApiError> {
+        let command = ControlCommand::Audited {
+            by: by.token.clone().unwrap_or_else(|| "admin-token".into()),
+            tenant: by.tenant.clone(),
+            unix_ms: now_unix_ms(),
+            command: Box::new(command),
+        };
+        self.record(command).await
+    }
+
+    /// Appends this host's own bookkeeping (not a change anyone asked
+    /// for, so not audited) and waits until it is applied here.
+    pub(crate) async fn record(
         &self,
         command: ControlCommand,
     ) -> Result<ControlResponse, ApiError> {
@@ -207,6 +225,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/members/{id}", delete(members::remove))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/artifacts", get(artifacts::list))
         .route(

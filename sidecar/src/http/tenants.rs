@@ -25,7 +25,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Result<Json<CreateTenant>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    app.authorize(&headers, Scope::Admin).await?;
+    let principal = app.authorize(&headers, Scope::Admin).await?;
     let Json(req) = body.map_err(ApiError::from_json)?;
     if !valid_name(&req.name) {
         return Err(ApiError::bad_request(
@@ -45,7 +45,7 @@ pub(super) async fn create(
         id: id.clone(),
         created_unix_ms: super::now_unix_ms(),
     };
-    app.commit(ControlCommand::CreateTenant(entry.clone()))
+    app.commit(&principal, ControlCommand::CreateTenant(entry.clone()))
         .await?;
     tracing::info!(tenant = %id, "tenant created");
     Ok((

@@ -84,7 +84,7 @@ pub(super) async fn create(
         ));
     }
     let tenant = match req.tenant {
-        None => principal.tenant,
+        None => principal.tenant.clone(),
         Some(name) => TenantId(name),
     };
     if !app.control.state().tenant_exists(&tenant) {
@@ -114,7 +114,7 @@ pub(super) async fn create(
         revoked: false,
         rate_per_s: req.rate_per_s,
     };
-    app.commit(ControlCommand::CreateToken(entry.clone()))
+    app.commit(&principal, ControlCommand::CreateToken(entry.clone()))
         .await?;
     tracing::info!(token = %entry.id, "token created");
     let mut answer = view(&entry);
@@ -136,7 +136,7 @@ pub(super) async fn revoke(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    app.authorize(&headers, Scope::Admin).await?;
+    let principal = app.authorize(&headers, Scope::Admin).await?;
     if app.control.state().token(&id).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -145,7 +145,7 @@ pub(super) async fn revoke(
         ));
     }
     match app
-        .commit(ControlCommand::RevokeToken { id: id.clone() })
+        .commit(&principal, ControlCommand::RevokeToken { id: id.clone() })
         .await?
     {
         ControlResponse::Done => {

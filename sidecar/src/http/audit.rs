@@ -1,0 +1,36 @@
+//! `GET /v1/audit[?tenant=T][&limit=N]`: the control-plane changes made
+//! through the API (who, when, what, for which tenant), newest last, from
+//! the control log's audit trail (admin scope).
+
+use super::{ApiError, App};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spillway_consensus::Scope;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AuditQuery {
+    tenant: Option<String>,
+    /// The newest this many (default 1000).
+    limit: Option<usize>,
+}
+
+pub(super) async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    app.authorize(&headers, Scope::Admin).await?;
+    let state = app.control.state();
+    let records: Vec<Value> = state
+        .audit()
+        .filter(|r| query.tenant.as_deref().is_none_or(|t| r.tenant.0 == t))
+        .map(|r| json!({"unix_ms": r.unix_ms, "by": r.by, "tenant": r.tenant.0, "what": r.what}))
+        .collect();
+    let limit = query.limit.unwrap_or(1000);
+    let skip = records.len().saturating_sub(limit);
+    Ok(Json(Value::Array(records.into_iter().skip(skip).collect())))
+}
