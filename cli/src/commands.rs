@@ -164,6 +164,10 @@ pub(crate) enum TenantCommand {
     /// Create a tenant; give it tokens with `spillway token create --tenant`.
     Create {
         name: String,
+        /// Run its jobs only on hosts with this label, `key=value`
+        /// (repeatable).
+        #[arg(long = "label", value_parser = crate::serve::parse_label)]
+        labels: Vec<(String, String)>,
         #[command(flatten)]
         target: Target,
     },
@@ -176,15 +180,19 @@ pub(crate) enum TenantCommand {
 
 pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TenantCommand::Create { name, target } => print_json(
-            &client(&target)
-                .json_request(
-                    reqwest::Method::POST,
-                    "/v1/tenants",
-                    Some(json!({"name": name})),
-                )
-                .await?,
-        ),
+        TenantCommand::Create {
+            name,
+            labels,
+            target,
+        } => {
+            let placement: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
+            let spec = json!({"name": name, "placement": placement});
+            print_json(
+                &client(&target)
+                    .json_request(reqwest::Method::POST, "/v1/tenants", Some(spec))
+                    .await?,
+            )
+        }
         TenantCommand::Ls { target } => print_json(
             &client(&target)
                 .json_request(reqwest::Method::GET, "/v1/tenants", None)

@@ -406,3 +406,122 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
     let (status, _) = call(&api.http, &h2, &acme, M::GET, "/v1/audit", None).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_placement_rule_keeps_its_jobs_on_labelled_hosts() {
+    let root = tempfile::tempdir().unwrap();
+    let gossip = ["--gossip-ms", "100"];
+    let h1 = Host::start(
+        &root.path().join("h1"),
+        &[&["--init", "--label", "zone=a"][..], &gossip].concat(),
+        None,
+    )
+    .unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        token: h1.token.clone().unwrap(),
+    };
+    let mut hosts = vec![h1];
+    for i in 2..=3 {
+        let ticket = api.ticket(&hosts[0], 600).await;
+        let dir = root.path().join(format!("h{i}"));
+        hosts.push(
+            Host::start(
+                &dir,
+                &[&["--label", "zone=b"][..], &gossip].concat(),
+                Some(&ticket),
+            )
+            .unwrap(),
+        );
+    }
+    api.wait(&hosts[0], "three active members", |v| {
+        members(v)
+            .iter()
+            .filter(|m| m["state"] == "active" && m["healthy"] == true)
+            .count()
+            == 3
+    })
+    .await;
+    let h1 = &hosts[0];
+    use reqwest::Method as M;
+    for (name, zone) in [("edge", "b"), ("nowhere", "c")] {
+        let spec = json!({"name": name, "placement": {"zone": zone}});
+        let (status, v) = call(
+            &api.http,
+            h1,
+            &api.token,
+            M::POST,
+            "/v1/tenants",
+            Some(spec),
+        )
+        .await;
+        assert_eq!(status, 201, "{v}");
+    }
+    let scopes = json!(["invoke", "publish", "read"]);
+    let (_, edge) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "edge"})).await;
+    let (_, nowhere) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "nowhere"})).await;
+    for token in [&api.token, &edge, &nowhere] {
+        let r = api
+            .http
+            .put(format!("{}/v1/artifacts/echo", h1.endpoint))
+            .bearer_auth(token)
+            .body(common::guest("echo"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = api
+            .http
+            .post(format!("{}/v1/functions", h1.endpoint))
+            .bearer_auth(token)
+            .json(&json!({"name": "echo", "artifact": "echo"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // Invoke through host 1 (zone a); returns (status, node, error code).
+    let invoke = |token: &str| {
+        let r = api
+            .http
+            .post(format!("{}/v1/functions/echo/invoke", h1.endpoint))
+            .bearer_auth(token)
+            .body("hi")
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            let node = r
+                .headers()
+                .get("spillway-node")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = r.status().as_u16();
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+            (
+                status,
+                node,
+                body["error"]["code"].as_str().map(str::to_owned),
+            )
+        }
+    };
+    // edge's jobs run only in zone b, though they arrive at host 1.
+    let mut ran_on = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while ran_on.len() < 6 {
+        match invoke(&edge).await {
+            (200, Some(node), _) => {
+                assert_ne!(node, "n1", "edge's job ran outside zone b");
+                ran_on.insert(format!("{node}-{}", ran_on.len()));
+            }
+            // Until host 1 hears the zone-b hosts' load, none is known free.
+            (503, _, Some(code)) if code == "no_host_free" => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+        assert!(Instant::now() < until, "edge's jobs did not run");
+    }
+    eprintln!("edge's jobs ran on {ran_on:?}");
+    // The admin tenant has no rule: its job runs where it arrives.
+    assert_eq!(invoke(&api.token).await.1.as_deref(), Some("n1"));
+    // No host carries zone=c.
+    let (status, _, code) = invoke(&nowhere).await;
+    assert_eq!((status, code.as_deref()), (503, Some("no_matching_host")));
+}

@@ -36,6 +36,8 @@ pub const AUDIT_KEEP: usize = 10_000;
 pub struct TenantEntry {
     pub id: TenantId,
     pub created_unix_ms: u64,
+    /// Labels a host must carry to run this tenant's jobs (empty: any).
+    pub placement: BTreeMap<String, String>,
 }
 
 /// A registered function.
@@ -359,6 +361,11 @@ impl ControlState {
         id.is_admin() || self.tenants.contains_key(id)
     }
 
+    /// A tenant other than the admin tenant.
+    pub fn tenant(&self, id: &TenantId) -> Option<&TenantEntry> {
+        self.tenants.get(id)
+    }
+
     /// The tenants other than the admin tenant.
     pub fn tenants(&self) -> impl Iterator<Item = &TenantEntry> {
         self.tenants.values()
@@ -508,6 +515,7 @@ mod tests {
         let tenant = TenantEntry {
             id: acme.clone(),
             created_unix_ms: 1,
+            placement: BTreeMap::new(),
         };
         assert_eq!(
             s.apply(&audited(ControlCommand::CreateTenant(tenant.clone()))),
@@ -555,6 +563,7 @@ mod tests {
         let tenant = TenantEntry {
             id: acme.clone(),
             created_unix_ms: 1,
+            placement: BTreeMap::new(),
         };
         assert_eq!(
             s.apply(&ControlCommand::CreateTenant(tenant.clone())),

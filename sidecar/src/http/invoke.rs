@@ -104,6 +104,13 @@ pub(super) async fn invoke(
     let digest = function.digest;
     let job = new_job_id();
     let span = tracing::info_span!("ingress", job = %job, function = %name, token = principal.token.as_deref());
+    // The tenant's placement rule: only hosts with these labels.
+    let placement = app
+        .control
+        .state()
+        .tenant(&tenant)
+        .map(|t| t.placement.clone())
+        .unwrap_or_default();
     let spec = JobSpec {
         tenant,
         function: name,
@@ -112,7 +119,7 @@ pub(super) async fn invoke(
         deadline_ms,
         memory_limit_bytes: function.memory_limit_bytes,
         idempotent: function.idempotent,
-        placement: Default::default(),
+        placement,
     };
     let context = Context {
         trace: header(&headers, "traceparent"),

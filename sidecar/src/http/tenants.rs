@@ -1,6 +1,8 @@
 //! `POST /v1/tenants`, `GET /v1/tenants`: tenants (admin scope). A tenant
 //! is a namespace: its artifacts, functions and tokens are invisible to
-//! every other tenant. The admin tenant always exists.
+//! every other tenant. A tenant may be limited to hosts with given labels
+//! (`placement`): its jobs run, and burst, only there. The admin tenant
+//! always exists.
 
 use super::{ApiError, App};
 use crate::records::valid_name;
@@ -12,12 +14,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use spillway_consensus::{ControlCommand, Scope, TenantEntry};
 use spillway_proto::TenantId;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateTenant {
     name: String,
+    /// Labels a host must carry to run this tenant's jobs.
+    #[serde(default)]
+    placement: BTreeMap<String, String>,
 }
 
 pub(super) async fn create(
@@ -44,13 +50,17 @@ pub(super) async fn create(
     let entry = TenantEntry {
         id: id.clone(),
         created_unix_ms: super::now_unix_ms(),
+        placement: req.placement,
     };
     app.commit(&principal, ControlCommand::CreateTenant(entry.clone()))
         .await?;
     tracing::info!(tenant = %id, "tenant created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({"name": id.0, "created_unix_ms": entry.created_unix_ms})),
+        Json(
+            json!({"name": id.0, "created_unix_ms": entry.created_unix_ms,
+                    "placement": entry.placement}),
+        ),
     ))
 }
 
@@ -61,10 +71,9 @@ pub(super) async fn list(
     app.authorize(&headers, Scope::Admin).await?;
     let state = app.control.state();
     let mut tenants = vec![json!({"name": TenantId::admin().0, "created_unix_ms": null})];
-    tenants.extend(
-        state
-            .tenants()
-            .map(|t| json!({"name": t.id.0, "created_unix_ms": t.created_unix_ms})),
-    );
+    tenants.extend(state.tenants().map(|t| {
+        json!({"name": t.id.0, "created_unix_ms": t.created_unix_ms,
+                            "placement": t.placement})
+    }));
     Ok(Json(Value::Array(tenants)))
 }
