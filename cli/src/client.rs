@@ -119,16 +119,21 @@ impl Client {
         serde_json::from_slice(&bytes).context("the host answered with unexpected JSON")
     }
 
+    /// Uploads an artifact, with the publisher's `signature` header value
+    /// if it is signed.
     pub(crate) async fn put_artifact(
         &self,
         name: &str,
         bytes: Vec<u8>,
+        signature: Option<&str>,
     ) -> anyhow::Result<ArtifactRecord> {
-        Self::json(
-            self.request(reqwest::Method::PUT, &format!("/v1/artifacts/{name}"))
-                .body(bytes),
-        )
-        .await
+        let mut r = self
+            .request(reqwest::Method::PUT, &format!("/v1/artifacts/{name}"))
+            .body(bytes);
+        if let Some(s) = signature {
+            r = r.header("spillway-signature", s);
+        }
+        Self::json(r).await
     }
 
     pub(crate) async fn artifacts(&self) -> anyhow::Result<Vec<ArtifactRecord>> {

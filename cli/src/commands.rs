@@ -15,6 +15,9 @@ pub(crate) enum ArtifactCommand {
     Push {
         name: String,
         file: PathBuf,
+        /// Sign it with this publisher key (from `spillway keygen`).
+        #[arg(long)]
+        sign: Option<PathBuf>,
         #[command(flatten)]
         target: Target,
     },
@@ -168,6 +171,13 @@ pub(crate) enum TenantCommand {
         /// (repeatable).
         #[arg(long = "label", value_parser = crate::serve::parse_label)]
         labels: Vec<(String, String)>,
+        /// Accept artifacts signed by this publisher key (64 hex digits,
+        /// from `spillway keygen`; repeatable).
+        #[arg(long = "trust")]
+        trusted_keys: Vec<String>,
+        /// Refuse artifacts not signed by a trusted key.
+        #[arg(long)]
+        require_signed: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -183,10 +193,13 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
         TenantCommand::Create {
             name,
             labels,
+            trusted_keys,
+            require_signed,
             target,
         } => {
             let placement: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
-            let spec = json!({"name": name, "placement": placement});
+            let spec = json!({"name": name, "placement": placement,
+                              "trusted_keys": trusted_keys, "require_signed": require_signed});
             print_json(
                 &client(&target)
                     .json_request(reqwest::Method::POST, "/v1/tenants", Some(spec))
@@ -310,10 +323,23 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ArtifactCommand::Push { name, file, target } => {
+        ArtifactCommand::Push {
+            name,
+            file,
+            sign,
+            target,
+        } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            print_json(&client(&target).put_artifact(&name, bytes).await?)
+            let signature = match sign {
+                Some(key) => Some(crate::publisher::sign_artifact(&key, &bytes, &name)?),
+                None => None,
+            };
+            print_json(
+                &client(&target)
+                    .put_artifact(&name, bytes, signature.as_deref())
+                    .await?,
+            )
         }
         ArtifactCommand::Ls { target } => print_json(&client(&target).artifacts().await?),
     }

@@ -7,6 +7,7 @@ mod burst_load;
 mod client;
 mod commands;
 mod demo;
+mod publisher;
 mod serve;
 mod up;
 
@@ -43,6 +44,8 @@ enum Command {
     Tenant(commands::TenantCommand),
     /// Control-plane changes made through the API: who, when, what.
     Audit(commands::AuditArgs),
+    /// Make an ed25519 publisher key for signing artifacts.
+    Keygen(publisher::KeygenArgs),
     /// Drain or remove cluster members.
     #[command(subcommand)]
     Member(commands::MemberCommand),
@@ -124,6 +127,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(cmd) => commands::token(cmd).await,
             Command::Tenant(cmd) => commands::tenant(cmd).await,
             Command::Audit(args) => commands::audit(args).await,
+            Command::Keygen(args) => publisher::keygen(args),
             Command::Member(cmd) => commands::member(cmd).await,
             Command::Node(args) => serve::node(args).await,
             Command::Sidecar(args) => serve::sidecar(args).await,

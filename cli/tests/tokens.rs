@@ -525,3 +525,130 @@ async fn a_tenants_placement_rule_keeps_its_jobs_on_labelled_hosts() {
     let (status, _, code) = invoke(&nowhere).await;
     assert_eq!((status, code.as_deref()), (503, Some("no_matching_host")));
 }
+
+/// Runs the `spillway` CLI against `host` as `token`; (success, stdout, stderr).
+fn cli(host: &Host, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(common::BIN)
+        .args(args)
+        .env("SPILLWAY_ENDPOINT", &host.endpoint)
+        .env("SPILLWAY_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed() {
+    let root = tempfile::tempdir().unwrap();
+    let h1 = Host::start(&root.path().join("h1"), &["--init"], None).unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        token: h1.token.clone().unwrap(),
+    };
+    let ticket = api.ticket(&h1, 600).await;
+    let h2 = Host::start(&root.path().join("h2"), &[], Some(&ticket)).unwrap();
+    api.wait(&h1, "two active members", |v| {
+        members(v).iter().filter(|m| m["state"] == "active").count() == 2
+    })
+    .await;
+
+    // Two publisher keys; the tenant trusts only the first.
+    let key = |name: &str| {
+        let path = root.path().join(name);
+        let (ok, public, err) = cli(
+            &h1,
+            &api.token,
+            &["keygen", "--out", path.to_str().unwrap()],
+        );
+        assert!(ok, "{err}");
+        assert_eq!(public.len(), 64, "{public}");
+        (path, public)
+    };
+    let (trusted, trusted_pub) = key("trusted.key");
+    let (stranger, _) = key("stranger.key");
+    let (ok, _, err) = cli(
+        &h1,
+        &api.token,
+        &[
+            "tenant",
+            "create",
+            "signed",
+            "--trust",
+            &trusted_pub,
+            "--require-signed",
+        ],
+    );
+    assert!(ok, "{err}");
+    let scopes = json!(["invoke", "publish", "read"]);
+    let (_, token) = create_token(&api, &h1, json!({"scopes": scopes, "tenant": "signed"})).await;
+
+    let echo = format!("{}/../examples/guests/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    let push = |extra: &[&str]| {
+        let mut args = vec!["artifact", "push", "echo", echo.as_str()];
+        args.extend_from_slice(extra);
+        cli(&h1, &token, &args)
+    };
+    let (ok, _, err) = push(&[]);
+    assert!(!ok && err.contains("unsigned_artifact"), "{err}");
+    let (ok, _, err) = push(&["--sign", stranger.to_str().unwrap()]);
+    assert!(!ok && err.contains("untrusted_key"), "{err}");
+    // A trusted key's signature for another name does not verify.
+    let bytes = std::fs::read(&echo).unwrap();
+    let pkcs8 = hex::decode(std::fs::read_to_string(&trusted).unwrap().trim()).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+    let message =
+        spillway_proto::signing::artifact_message(&spillway_proto::Digest::of(&bytes), "other");
+    let header = format!(
+        "{trusted_pub}:{}",
+        hex::encode(pair.sign(&message).as_ref())
+    );
+    let r = api
+        .http
+        .put(format!("{}/v1/artifacts/echo", h1.endpoint))
+        .bearer_auth(&token)
+        .header("spillway-signature", header)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("bad_signature"));
+    let (ok, _, err) = push(&["--sign", trusted.to_str().unwrap()]);
+    assert!(ok, "{err}");
+
+    // Registered and run through host 2, which fetches it (and checks the
+    // signature's record again before using it).
+    let r = api
+        .http
+        .post(format!("{}/v1/functions", h1.endpoint))
+        .bearer_auth(&token)
+        .json(&json!({"name": "echo", "artifact": "echo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = api
+        .http
+        .post(format!("{}/v1/functions/echo/invoke", h2.endpoint))
+        .bearer_auth(&token)
+        .body("signed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["spillway-node"], "n2");
+    assert_eq!(r.text().await.unwrap(), "signed");
+    let (_, listed) = call(
+        &api.http,
+        &h2,
+        &token,
+        reqwest::Method::GET,
+        "/v1/artifacts",
+        None,
+    )
+    .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}

@@ -1,7 +1,7 @@
 //! The commands the control log carries, and what applying one answers.
 
 use crate::membership::{JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
-use crate::state::{FunctionEntry, ResidencyStatus, TenantEntry};
+use crate::state::{ArtifactSignature, FunctionEntry, ResidencyStatus, TenantEntry};
 use crate::tokens::TokenEntry;
 use serde::{Deserialize, Serialize};
 use spillway_proto::{Digest, GpuDevice, NodeId, TenantId};
@@ -32,6 +32,9 @@ pub enum ControlCommand {
         digest: Digest,
         size: u64,
         tenant: TenantId,
+        /// The publisher's signature (checked by the host that took the
+        /// upload).
+        signature: Option<ArtifactSignature>,
     },
     /// Registers or replaces a function.
     PutFunction(FunctionEntry),

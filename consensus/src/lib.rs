@@ -38,8 +38,8 @@ pub use error::OpenError;
 pub use log_store::LogStore;
 pub use membership::{JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
 pub use state::{
-    AUDIT_KEEP, ArtifactEntry, AuditRecord, ControlState, FunctionEntry, ResidencyStatus,
-    TenantEntry,
+    AUDIT_KEEP, ArtifactEntry, ArtifactSignature, AuditRecord, ControlState, FunctionEntry,
+    ResidencyStatus, TenantEntry,
 };
 pub use state_machine::StateMachine;
 pub use tokens::{Scope, ScopeError, TokenDenial, TokenEntry};

@@ -17,6 +17,17 @@ pub struct ArtifactEntry {
     pub digest: Digest,
     pub size: u64,
     pub tenant: TenantId,
+    /// The publisher's signature, when it was signed: its ed25519 public
+    /// key and the signature over `spillway_proto::signing::artifact_message`.
+    pub signature: Option<ArtifactSignature>,
+}
+
+/// An ed25519 signature over an artifact's digest and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactSignature {
+    pub key: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
 }
 
 /// One change in the audit trail: when, by whom, for which tenant, what.
@@ -38,6 +49,10 @@ pub struct TenantEntry {
     pub created_unix_ms: u64,
     /// Labels a host must carry to run this tenant's jobs (empty: any).
     pub placement: BTreeMap<String, String>,
+    /// Publisher keys (ed25519) whose signatures this tenant accepts.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// Whether every artifact must be signed by one of them.
+    pub require_signed: bool,
 }
 
 /// A registered function.
@@ -154,6 +169,7 @@ impl ControlState {
                 digest,
                 size,
                 tenant,
+                signature,
             } => {
                 if !self.tenant_exists(tenant) {
                     return ControlResponse::Rejected(format!("no tenant {tenant}"));
@@ -165,6 +181,7 @@ impl ControlState {
                         digest: *digest,
                         size: *size,
                         tenant: tenant.clone(),
+                        signature: signature.clone(),
                     },
                 );
             }
@@ -371,6 +388,14 @@ impl ControlState {
         self.tenants.values()
     }
 
+    /// Every registration of `digest`, in any tenant.
+    pub fn artifacts_with<'a>(
+        &'a self,
+        digest: &'a Digest,
+    ) -> impl Iterator<Item = &'a ArtifactEntry> + 'a {
+        self.artifacts.values().filter(move |a| a.digest == *digest)
+    }
+
     /// `tenant`'s artifacts.
     pub fn artifacts_of<'a>(
         &'a self,
@@ -479,6 +504,7 @@ mod tests {
             digest,
             size: 10,
             tenant: tenant.clone(),
+            signature: None,
         }
     }
 
@@ -516,6 +542,8 @@ mod tests {
             id: acme.clone(),
             created_unix_ms: 1,
             placement: BTreeMap::new(),
+            trusted_keys: Vec::new(),
+            require_signed: false,
         };
         assert_eq!(
             s.apply(&audited(ControlCommand::CreateTenant(tenant.clone()))),
@@ -564,6 +592,8 @@ mod tests {
             id: acme.clone(),
             created_unix_ms: 1,
             placement: BTreeMap::new(),
+            trusted_keys: Vec::new(),
+            require_signed: false,
         };
         assert_eq!(
             s.apply(&ControlCommand::CreateTenant(tenant.clone())),

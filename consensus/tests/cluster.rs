@@ -32,6 +32,7 @@ fn put(name: &str) -> ControlCommand {
         digest: Digest::of(name.as_bytes()),
         size: 1,
         tenant: spillway_proto::TenantId::admin(),
+        signature: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn put(name: &str, index: u64) -> Entry {
         digest: Digest::of(name.as_bytes()),
         size: index,
         tenant: spillway_proto::TenantId::admin(),
+        signature: None,
     };
     Entry::new_normal(log_id::<TypeConfig>(1, 1, index), command)
 }

@@ -93,6 +93,10 @@ pub enum Failure {
     /// holds it); the job never ran.
     #[error("no holder could send artifact {digest}: {reason}")]
     ArtifactUnavailable { digest: Digest, reason: String },
+    /// The artifact's registrations no longer carry a signature its
+    /// tenant trusts: a fetched copy is not used, and the job never ran.
+    #[error("artifact {digest} is not signed by a key its tenant trusts")]
+    UntrustedArtifact { digest: Digest },
     /// The client went away or cancelled; the guest was interrupted.
     #[error("the job was cancelled")]
     Cancelled,
@@ -123,6 +127,7 @@ impl Failure {
             Failure::UnknownArtifact { .. } => "unknown_artifact",
             Failure::ArtifactCorrupt { .. } => "artifact_corrupt",
             Failure::ArtifactUnavailable { .. } => "artifact_unavailable",
+            Failure::UntrustedArtifact { .. } => "untrusted_artifact",
             Failure::Cancelled => "cancelled",
             Failure::ExecutorLost { .. } => "executor_lost",
             Failure::DeviceFault { .. } => "device_fault",
@@ -139,7 +144,8 @@ impl Failure {
             | Failure::InvalidArtifact { .. }
             | Failure::UnknownArtifact { .. }
             | Failure::ArtifactCorrupt { .. }
-            | Failure::ArtifactUnavailable { .. } => false,
+            | Failure::ArtifactUnavailable { .. }
+            | Failure::UntrustedArtifact { .. } => false,
             Failure::ExecutorLost { may_have_run } => *may_have_run,
             _ => true,
         }

@@ -17,6 +17,7 @@ pub mod failure;
 pub mod frame;
 pub mod ids;
 pub mod message;
+pub mod signing;
 
 pub use failure::{Failure, Refusal};
 

@@ -35,6 +35,7 @@ pub mod peer;
 mod queue;
 mod rate;
 mod records;
+mod signing;
 mod supervisor;
 
 pub use auth::{AdminToken, ScopedToken, TokenError};

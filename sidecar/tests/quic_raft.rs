@@ -114,6 +114,7 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
         digest: Digest::of(b"echo"),
         size: 3,
         tenant: spillway_proto::TenantId::admin(),
+        signature: None,
     };
     let until = Instant::now() + Duration::from_secs(15);
     let leader = loop {

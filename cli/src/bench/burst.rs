@@ -42,7 +42,7 @@ async fn measure(
     let client = Client::new(endpoint, Some(cluster.token.clone()));
     let noop = include_str!("../../../examples/guests/noop.wat");
     let stored = client
-        .put_artifact("noop", noop.as_bytes().to_vec())
+        .put_artifact("noop", noop.as_bytes().to_vec(), None)
         .await?;
     client
         .create_function(&json!({

@@ -109,6 +109,7 @@ fn command(i: usize) -> ControlCommand {
         name,
         size: 1,
         tenant: spillway_proto::TenantId::admin(),
+        signature: None,
     }
 }
 

@@ -64,7 +64,7 @@ async fn measure(
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(&cluster.hosts[0].endpoint, Some(cluster.token.clone()));
     let stored = client
-        .put_artifact("noop", guest.wat().as_bytes().to_vec())
+        .put_artifact("noop", guest.wat().as_bytes().to_vec(), None)
         .await?;
     client
         .create_function(

@@ -156,7 +156,7 @@ pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<Ex
     let guests = guests();
     for g in &guests {
         let stored = client
-            .put_artifact(g.name, g.wat.as_bytes().to_vec())
+            .put_artifact(g.name, g.wat.as_bytes().to_vec(), None)
             .await?;
         client
             .create_function(&json!({

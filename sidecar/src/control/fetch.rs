@@ -51,6 +51,11 @@ impl Control {
             self.catch_up().await;
         }
         let state = self.state();
+        // Signatures are checked again before any copy is used.
+        if !crate::signing::registrations_trusted(&state, &digest) {
+            tracing::error!(%digest, "artifact fetch refused: not signed by a key its tenant trusts");
+            return Err(Failure::UntrustedArtifact { digest });
+        }
         let expected = state.artifact_size(&digest);
         let holders: Vec<u64> = state
             .holders(&digest)

@@ -2,20 +2,29 @@
 
 use super::{ApiError, App};
 use crate::records::{ArtifactRecord, valid_name};
+use crate::signing::{self, SignatureRefusal};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use spillway_consensus::Scope;
 use spillway_consensus::{ControlCommand, ResidencyChange, ResidencyStatus};
-use spillway_proto::Failure;
 use spillway_proto::NodeId;
+use spillway_proto::{Digest, Failure};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an upload waits for a restarting node.
 const NODE_WAIT: Duration = Duration::from_secs(10);
+
+fn signature_error(refusal: SignatureRefusal) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        refusal.code(),
+        refusal.to_string(),
+    )
+}
 
 pub(super) async fn put(
     State(app): State<Arc<App>>,
@@ -36,6 +45,22 @@ pub(super) async fn put(
             reason: "the body is empty".into(),
         }));
     }
+    // The publisher's signature is checked before the node sees the bytes.
+    let digest = Digest::of(&bytes);
+    let presented = match headers.get("spillway-signature") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| SignatureRefusal::Malformed)
+                .and_then(signing::parse)
+                .map_err(signature_error)?,
+        ),
+    };
+    let signature = {
+        let state = app.control.state();
+        signing::check_upload(state.tenant(&principal.tenant), presented, &digest, &name)
+            .map_err(signature_error)?
+    };
     app.link.wait_up(Instant::now() + NODE_WAIT).await;
     let (digest, size) = app.link.put_artifact(bytes.to_vec()).await?;
     let record = ArtifactRecord {
@@ -48,6 +73,7 @@ pub(super) async fn put(
         digest,
         size,
         tenant: principal.tenant.clone(),
+        signature,
     };
     app.commit(&principal, command).await?;
     // This host holds it from now on; say so at once rather than at the

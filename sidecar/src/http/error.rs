@@ -90,6 +90,7 @@ impl From<Failure> for ApiError {
             Failure::ExecutorLost { .. } | Failure::DeviceFault { .. } => StatusCode::BAD_GATEWAY,
             Failure::InvalidArtifact { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Failure::ArtifactCorrupt { .. } => StatusCode::BAD_GATEWAY,
+            Failure::UntrustedArtifact { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Failure::ArtifactUnavailable { .. } => {
                 return ApiError {
                     retry_after_ms: Some(1000),
@@ -106,7 +107,7 @@ impl From<Failure> for ApiError {
         };
         let may_have_run = match &f {
             Failure::ExecutorLost { may_have_run } => Some(*may_have_run),
-            Failure::ArtifactCorrupt { .. } => Some(false),
+            Failure::ArtifactCorrupt { .. } | Failure::UntrustedArtifact { .. } => Some(false),
             _ => None,
         };
         ApiError {

@@ -24,6 +24,22 @@ pub(super) struct CreateTenant {
     /// Labels a host must carry to run this tenant's jobs.
     #[serde(default)]
     placement: BTreeMap<String, String>,
+    /// Publisher public keys (64 hex digits each) whose signatures count.
+    #[serde(default)]
+    trusted_keys: Vec<String>,
+    /// Refuse artifacts not signed by a trusted key.
+    #[serde(default)]
+    require_signed: bool,
+}
+
+fn view(t: &TenantEntry) -> Value {
+    json!({
+        "name": t.id.0,
+        "created_unix_ms": t.created_unix_ms,
+        "placement": t.placement,
+        "trusted_keys": t.trusted_keys.iter().map(hex::encode).collect::<Vec<_>>(),
+        "require_signed": t.require_signed,
+    })
 }
 
 pub(super) async fn create(
@@ -47,21 +63,32 @@ pub(super) async fn create(
             format!("tenant {id} exists"),
         ));
     }
+    let trusted_keys = req
+        .trusted_keys
+        .iter()
+        .map(|k| {
+            hex::decode(k)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_key",
+                "trusted_keys are ed25519 public keys, 64 hex digits",
+            )
+        })?;
     let entry = TenantEntry {
         id: id.clone(),
         created_unix_ms: super::now_unix_ms(),
         placement: req.placement,
+        trusted_keys,
+        require_signed: req.require_signed,
     };
     app.commit(&principal, ControlCommand::CreateTenant(entry.clone()))
         .await?;
     tracing::info!(tenant = %id, "tenant created");
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"name": id.0, "created_unix_ms": entry.created_unix_ms,
-                    "placement": entry.placement}),
-        ),
-    ))
+    Ok((StatusCode::CREATED, Json(view(&entry))))
 }
 
 pub(super) async fn list(
@@ -71,9 +98,6 @@ pub(super) async fn list(
     app.authorize(&headers, Scope::Admin).await?;
     let state = app.control.state();
     let mut tenants = vec![json!({"name": TenantId::admin().0, "created_unix_ms": null})];
-    tenants.extend(state.tenants().map(|t| {
-        json!({"name": t.id.0, "created_unix_ms": t.created_unix_ms,
-                            "placement": t.placement})
-    }));
+    tenants.extend(state.tenants().map(view));
     Ok(Json(Value::Array(tenants)))
 }

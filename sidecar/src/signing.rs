@@ -1,0 +1,168 @@
+//! Publisher signatures on artifacts: checked when an artifact is uploaded
+//! (against the tenant's trusted keys and whether it requires signatures)
+//! and again when a host fetches it from a peer, before its node sees it.
+//! ed25519 through ring (already in the tree for join tickets).
+
+use ring::signature::{ED25519, UnparsedPublicKey};
+use spillway_consensus::{ArtifactSignature, ControlState, TenantEntry};
+use spillway_proto::Digest;
+use spillway_proto::signing::artifact_message;
+
+/// Why an artifact's signature is not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SignatureRefusal {
+    #[error("the tenant requires signed artifacts and this one is not signed")]
+    Missing,
+    #[error("spillway-signature must be <64 hex public key>:<128 hex signature>")]
+    Malformed,
+    #[error("the signature does not verify for this artifact's digest and name")]
+    Bad,
+    #[error("the signing key is not one the tenant trusts")]
+    Untrusted,
+}
+
+impl SignatureRefusal {
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            SignatureRefusal::Missing => "unsigned_artifact",
+            SignatureRefusal::Malformed | SignatureRefusal::Bad => "bad_signature",
+            SignatureRefusal::Untrusted => "untrusted_key",
+        }
+    }
+}
+
+/// Parses `<key hex>:<signature hex>`.
+pub(crate) fn parse(header: &str) -> Result<ArtifactSignature, SignatureRefusal> {
+    let (key, signature) = header
+        .trim()
+        .split_once(':')
+        .ok_or(SignatureRefusal::Malformed)?;
+    let key: [u8; 32] = hex::decode(key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or(SignatureRefusal::Malformed)?;
+    let signature = hex::decode(signature)
+        .ok()
+        .filter(|s| s.len() == 64)
+        .ok_or(SignatureRefusal::Malformed)?;
+    Ok(ArtifactSignature { key, signature })
+}
+
+/// Whether `sig` signs `name` = `digest`.
+pub(crate) fn verifies(sig: &ArtifactSignature, digest: &Digest, name: &str) -> bool {
+    UnparsedPublicKey::new(&ED25519, sig.key)
+        .verify(&artifact_message(digest, name), &sig.signature)
+        .is_ok()
+}
+
+/// The upload check: `signature` (if given) must verify, and satisfy the
+/// tenant's rules (`None`: the admin tenant, which has none).
+pub(crate) fn check_upload(
+    tenant: Option<&TenantEntry>,
+    signature: Option<ArtifactSignature>,
+    digest: &Digest,
+    name: &str,
+) -> Result<Option<ArtifactSignature>, SignatureRefusal> {
+    let require = tenant.is_some_and(|t| t.require_signed);
+    let Some(sig) = signature else {
+        return if require {
+            Err(SignatureRefusal::Missing)
+        } else {
+            Ok(None)
+        };
+    };
+    if !verifies(&sig, digest, name) {
+        return Err(SignatureRefusal::Bad);
+    }
+    let trusted = tenant.map_or(&[][..], |t| &t.trusted_keys[..]);
+    if (require || !trusted.is_empty()) && !trusted.contains(&sig.key) {
+        return Err(SignatureRefusal::Untrusted);
+    }
+    Ok(Some(sig))
+}
+
+/// The fetch check: every registration of `digest` by a tenant that
+/// requires signatures still carries a signature that verifies under a
+/// key the tenant trusts.
+pub(crate) fn registrations_trusted(state: &ControlState, digest: &Digest) -> bool {
+    state.artifacts_with(digest).all(|a| {
+        let Some(tenant) = state.tenant(&a.tenant).filter(|t| t.require_signed) else {
+            return true;
+        };
+        a.signature
+            .as_ref()
+            .is_some_and(|s| tenant.trusted_keys.contains(&s.key) && verifies(s, digest, &a.name))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use spillway_proto::TenantId;
+
+    fn key() -> Ed25519KeyPair {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    }
+
+    fn sign(k: &Ed25519KeyPair, digest: &Digest, name: &str) -> ArtifactSignature {
+        ArtifactSignature {
+            key: k.public_key().as_ref().try_into().unwrap(),
+            signature: k.sign(&artifact_message(digest, name)).as_ref().to_vec(),
+        }
+    }
+
+    fn tenant(trusted: &[&Ed25519KeyPair], require_signed: bool) -> TenantEntry {
+        TenantEntry {
+            id: TenantId("t".into()),
+            created_unix_ms: 0,
+            placement: Default::default(),
+            trusted_keys: trusted
+                .iter()
+                .map(|k| k.public_key().as_ref().try_into().unwrap())
+                .collect(),
+            require_signed,
+        }
+    }
+
+    #[test]
+    fn uploads_are_checked_against_the_tenants_rules() {
+        let (good, other) = (key(), key());
+        let d = Digest::of(b"wasm");
+        let strict = tenant(&[&good], true);
+        assert_eq!(
+            check_upload(Some(&strict), None, &d, "f"),
+            Err(SignatureRefusal::Missing)
+        );
+        assert!(check_upload(Some(&strict), Some(sign(&good, &d, "f")), &d, "f").is_ok());
+        // Signed for another name or digest: does not verify.
+        assert_eq!(
+            check_upload(Some(&strict), Some(sign(&good, &d, "g")), &d, "f"),
+            Err(SignatureRefusal::Bad)
+        );
+        assert_eq!(
+            check_upload(
+                Some(&strict),
+                Some(sign(&good, &Digest::of(b"x"), "f")),
+                &d,
+                "f"
+            ),
+            Err(SignatureRefusal::Bad)
+        );
+        assert_eq!(
+            check_upload(Some(&strict), Some(sign(&other, &d, "f")), &d, "f"),
+            Err(SignatureRefusal::Untrusted)
+        );
+        // A tenant without rules takes unsigned and validly signed uploads.
+        let lax = tenant(&[], false);
+        assert_eq!(check_upload(Some(&lax), None, &d, "f"), Ok(None));
+        assert!(check_upload(None, Some(sign(&other, &d, "f")), &d, "f").is_ok());
+        // The header round-trips.
+        let s = sign(&good, &d, "f");
+        let header = format!("{}:{}", hex::encode(s.key), hex::encode(&s.signature));
+        assert_eq!(parse(&header), Ok(s));
+        assert_eq!(parse("nope"), Err(SignatureRefusal::Malformed));
+    }
+}
