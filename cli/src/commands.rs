@@ -178,6 +178,9 @@ pub(crate) enum TenantCommand {
         /// Refuse artifacts not signed by a trusted key.
         #[arg(long)]
         require_signed: bool,
+        /// Jobs it may have running at once across the cluster.
+        #[arg(long)]
+        max_concurrent: Option<u32>,
         #[command(flatten)]
         target: Target,
     },
@@ -195,11 +198,13 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             labels,
             trusted_keys,
             require_signed,
+            max_concurrent,
             target,
         } => {
             let placement: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
             let spec = json!({"name": name, "placement": placement,
-                              "trusted_keys": trusted_keys, "require_signed": require_signed});
+                              "trusted_keys": trusted_keys, "require_signed": require_signed,
+                              "max_concurrent": max_concurrent});
             print_json(
                 &client(&target)
                     .json_request(reqwest::Method::POST, "/v1/tenants", Some(spec))

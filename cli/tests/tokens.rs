@@ -652,3 +652,126 @@ async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed()
     .await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_concurrency_quota_holds_across_hosts_under_a_burst() {
+    let root = tempfile::tempdir().unwrap();
+    let flags = ["--slots", "2", "--gossip-ms", "100"];
+    let h1 = Host::start(
+        &root.path().join("h1"),
+        &[&["--init"][..], &flags].concat(),
+        None,
+    )
+    .unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        token: h1.token.clone().unwrap(),
+    };
+    let mut hosts = vec![h1];
+    for i in 2..=3 {
+        let ticket = api.ticket(&hosts[0], 600).await;
+        let dir = root.path().join(format!("h{i}"));
+        hosts.push(Host::start(&dir, &flags, Some(&ticket)).unwrap());
+    }
+    api.wait(&hosts[0], "three active members", |v| {
+        members(v)
+            .iter()
+            .filter(|m| m["state"] == "active" && m["healthy"] == true)
+            .count()
+            == 3
+    })
+    .await;
+    let h1 = &hosts[0];
+    use reqwest::Method as M;
+    let spec = json!({"name": "capped", "max_concurrent": 3});
+    let (status, v) = call(
+        &api.http,
+        h1,
+        &api.token,
+        M::POST,
+        "/v1/tenants",
+        Some(spec),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (_, capped) = create_token(
+        &api,
+        h1,
+        json!({"scopes": ["invoke", "publish"], "tenant": "capped"}),
+    )
+    .await;
+    for token in [&capped, &api.token] {
+        let r = api
+            .http
+            .put(format!("{}/v1/artifacts/spin", h1.endpoint))
+            .bearer_auth(token)
+            .body(common::guest("spin"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = api
+            .http
+            .post(format!("{}/v1/functions", h1.endpoint))
+            .bearer_auth(token)
+            .json(&json!({"name": "spin", "artifact": "spin", "deadline_ms": 30_000}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let invoke = |token: &str, rounds: u32| {
+        let r = api
+            .http
+            .post(format!("{}/v1/functions/spin/invoke", h1.endpoint))
+            .bearer_auth(token)
+            .body(rounds.to_le_bytes().to_vec())
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+            (status, body["error"]["code"].as_str().map(str::to_owned))
+        }
+    };
+
+    // 12 of capped's jobs at once at host 1, while the running jobs of the
+    // whole cluster (only capped's) are sampled: never more than 3.
+    let burst = futures::future::join_all((0..12).map(|_| invoke(&capped, 300_000_000)));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sample = async {
+        let mut most = 0u64;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let v = api.cluster(h1).await;
+            let running: u64 = members(&v)
+                .iter()
+                .map(|m| m["running"].as_u64().unwrap_or(0))
+                .sum();
+            most = most.max(running);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        most
+    };
+    let answers = async {
+        let a = burst.await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        a
+    };
+    let (answers, most) = tokio::join!(answers, sample);
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let over = answers
+        .iter()
+        .filter(|(s, c)| *s == 429 && c.as_deref() == Some("quota_exceeded"))
+        .count();
+    eprintln!("capped: {ok} ran, {over} refused at the quota; most running at once: {most}");
+    assert_eq!(ok + over, 12, "{answers:?}");
+    assert!(ok >= 3 && over >= 1, "{answers:?}");
+    assert!(most <= 3, "the quota of 3 held across hosts: saw {most}");
+    assert!(most >= 2, "the sampling saw the jobs run: {most}");
+
+    // Another tenant is unaffected: its job runs while capped is full.
+    let busy = futures::future::join_all((0..3).map(|_| invoke(&capped, 300_000_000)));
+    let other = invoke(&api.token, 1_000_000);
+    let (_, other) = tokio::join!(busy, other);
+    assert_eq!(other.0, 200, "{other:?}");
+}

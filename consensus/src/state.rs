@@ -53,6 +53,8 @@ pub struct TenantEntry {
     pub trusted_keys: Vec<[u8; 32]>,
     /// Whether every artifact must be signed by one of them.
     pub require_signed: bool,
+    /// Jobs it may have running (or waiting) at once, cluster-wide.
+    pub max_concurrent: Option<u32>,
 }
 
 /// A registered function.
@@ -544,6 +546,7 @@ mod tests {
             placement: BTreeMap::new(),
             trusted_keys: Vec::new(),
             require_signed: false,
+            max_concurrent: None,
         };
         assert_eq!(
             s.apply(&audited(ControlCommand::CreateTenant(tenant.clone()))),
@@ -594,6 +597,7 @@ mod tests {
             placement: BTreeMap::new(),
             trusted_keys: Vec::new(),
             require_signed: false,
+            max_concurrent: None,
         };
         assert_eq!(
             s.apply(&ControlCommand::CreateTenant(tenant.clone())),

@@ -35,6 +35,9 @@ pub enum Refusal {
     /// it never queues or forwards a peer's job).
     #[error("the peer has no free slot for a burst job")]
     PeerFull,
+    /// The tenant has as many jobs running as its quota allows.
+    #[error("the tenant is at its concurrent-jobs quota; retry after {retry_after_ms} ms")]
+    QuotaExceeded { retry_after_ms: u64 },
 }
 
 impl Refusal {
@@ -48,6 +51,7 @@ impl Refusal {
             Refusal::NoMatchingHost => "no_matching_host",
             Refusal::NoHostFree { .. } => "no_host_free",
             Refusal::PeerFull => "peer_full",
+            Refusal::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 
@@ -57,7 +61,8 @@ impl Refusal {
             Refusal::QueueFull { retry_after_ms }
             | Refusal::NodeUnavailable { retry_after_ms }
             | Refusal::SlotsExhausted { retry_after_ms }
-            | Refusal::NoHostFree { retry_after_ms } => Some(*retry_after_ms),
+            | Refusal::NoHostFree { retry_after_ms }
+            | Refusal::QuotaExceeded { retry_after_ms } => Some(*retry_after_ms),
             Refusal::NoAccelerator | Refusal::NoMatchingHost | Refusal::PeerFull => None,
         }
     }

@@ -33,6 +33,7 @@ mod link;
 mod metrics;
 pub mod peer;
 mod queue;
+mod quota;
 mod rate;
 mod records;
 mod signing;

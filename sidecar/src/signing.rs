@@ -124,6 +124,7 @@ mod tests {
                 .map(|k| k.public_key().as_ref().try_into().unwrap())
                 .collect(),
             require_signed,
+            max_concurrent: None,
         }
     }
 

@@ -42,6 +42,17 @@ impl Control {
                 return;
             }
         };
+        // The tenant's share of its quota here, held while the job runs.
+        let _permit = match self.quota_permit(&execute.spec.tenant) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                span.in_scope(|| tracing::debug!("refused a burst job: {refusal}"));
+                if write_dispatch_reply(&mut send, &DispatchReply::Refused(refusal)).await {
+                    let _ = send.finish();
+                }
+                return;
+            }
+        };
         if !write_dispatch_reply(&mut send, &DispatchReply::Accepted).await {
             return; // the origin is gone already; the job never started
         }

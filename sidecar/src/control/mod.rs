@@ -90,6 +90,8 @@ pub(crate) struct Control {
     http_addr: std::net::SocketAddr,
     /// Fetches in flight, one per digest (concurrent callers share it).
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// This host's share of each tenant's concurrency quota.
+    pub(crate) quotas: Arc<crate::quota::TenantQuotas>,
     /// When [`Control::catch_up_shared`] last asked the leader.
     last_catch_up: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Peers' load and the burst settings.
@@ -218,6 +220,25 @@ impl Control {
             }
             _ => {}
         }
+    }
+
+    /// A place in `tenant`'s share of its concurrency quota on this host:
+    /// `Ok(None)` when it has no quota, `Err` when its share here is used up.
+    pub(crate) fn quota_permit(
+        &self,
+        tenant: &spillway_proto::TenantId,
+    ) -> Result<Option<crate::quota::QuotaPermit>, spillway_proto::Refusal> {
+        let state = self.state();
+        let Some(quota) = state.tenant(tenant).and_then(|t| t.max_concurrent) else {
+            return Ok(None);
+        };
+        let share = crate::quota::share(quota, &state, self.id);
+        self.quotas
+            .acquire(tenant, share)
+            .map(Some)
+            .ok_or(spillway_proto::Refusal::QuotaExceeded {
+                retry_after_ms: 200,
+            })
     }
 
     /// [`Control::catch_up`] for requests anyone can send (an unknown

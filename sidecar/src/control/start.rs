@@ -174,6 +174,7 @@ pub(crate) async fn start(
         http_addr,
         fetches: Mutex::new(HashMap::new()),
         last_catch_up: tokio::sync::Mutex::new(None),
+        quotas: Default::default(),
         burst: Arc::new(Burst::new(
             config.burst,
             config.placement_policy(),

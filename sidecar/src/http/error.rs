@@ -75,10 +75,14 @@ impl ApiError {
 }
 
 fn refusal_error(r: &Refusal) -> ApiError {
+    let status = match r {
+        Refusal::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
     ApiError {
         retry_after_ms: r.retry_after_ms(),
         may_have_run: Some(false),
-        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, r.code(), r.to_string())
+        ..ApiError::new(status, r.code(), r.to_string())
     }
 }
 

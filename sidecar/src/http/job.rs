@@ -13,6 +13,7 @@ use crate::burst::origin::{Accepted, Attempt, Offer};
 use crate::link::{JobFailed, JobOutput};
 use crate::peer::Dispatch;
 use axum::body::Bytes;
+use spillway_consensus::MemberState;
 use spillway_proto::{Completion, Execute, Failure, JobId, JobSpec, NodeId, Refusal};
 use spillway_scheduler::{Decision, Fallback};
 use std::sync::atomic::Ordering;
@@ -225,6 +226,31 @@ impl Job<'_> {
         }
     }
 
+    /// Every active peer that carries the job's placement labels, in a
+    /// random order (each decides for itself whether it has room).
+    fn any_peers(&self) -> Vec<NodeId> {
+        let control = &self.app.control;
+        let state = control.state();
+        let mut peers: Vec<NodeId> = state
+            .members()
+            .filter(|m| m.id != control.id && m.state == MemberState::Active)
+            .filter(|m| {
+                self.spec
+                    .placement
+                    .iter()
+                    .all(|(k, v)| m.labels.get(k) == Some(v))
+            })
+            .map(|m| NodeId(m.id))
+            .collect();
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).expect("the OS provides randomness");
+        let n = peers.len();
+        if n > 1 {
+            peers.rotate_left(u64::from_le_bytes(seed) as usize % n);
+        }
+        peers
+    }
+
     /// A queued job placed again: `Some` when a peer took it (or the
     /// attempt ended it), `None` to keep waiting here.
     async fn leave_for_peer(&self) -> Option<Placed> {
@@ -260,6 +286,24 @@ impl Job<'_> {
                 Err(_) => return Placed::Ended(Err(self.deadline_exceeded())),
             }
         }
+        // A place in the tenant's quota here, held while the job waits and
+        // runs here; with none left, only a peer with room in its share can
+        // take the job.
+        let _permit = match app.control.quota_permit(&self.spec.tenant) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let peers = if self.context.here_only {
+                    Vec::new()
+                } else {
+                    self.any_peers()
+                };
+                return match self.offer(&peers).await {
+                    Ok(Some(taken)) => Placed::Peer(taken),
+                    Ok(None) => Placed::Ended(Err(Failure::from(refusal).into())),
+                    Err(e) => Placed::Ended(Err(e)),
+                };
+            }
+        };
         let status = app.link.status();
         if let Some(cap) = &status.capabilities {
             app.queue.resize(cap.slots);

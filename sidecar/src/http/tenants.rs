@@ -30,6 +30,8 @@ pub(super) struct CreateTenant {
     /// Refuse artifacts not signed by a trusted key.
     #[serde(default)]
     require_signed: bool,
+    /// Jobs it may have running at once, cluster-wide.
+    max_concurrent: Option<u32>,
 }
 
 fn view(t: &TenantEntry) -> Value {
@@ -39,6 +41,7 @@ fn view(t: &TenantEntry) -> Value {
         "placement": t.placement,
         "trusted_keys": t.trusted_keys.iter().map(hex::encode).collect::<Vec<_>>(),
         "require_signed": t.require_signed,
+        "max_concurrent": t.max_concurrent,
     })
 }
 
@@ -84,6 +87,7 @@ pub(super) async fn create(
         placement: req.placement,
         trusted_keys,
         require_signed: req.require_signed,
+        max_concurrent: req.max_concurrent,
     };
     app.commit(&principal, ControlCommand::CreateTenant(entry.clone()))
         .await?;
