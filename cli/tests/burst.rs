@@ -20,25 +20,9 @@ async fn three_hosts(root: &Path, slots: &str) -> (Api, Vec<Option<Host>>) {
 /// [`three_hosts`] with `extra` flags on every host.
 async fn three_hosts_with(root: &Path, slots: &str, extra: &[&str]) -> (Api, Vec<Option<Host>>) {
     let flags = [&["--slots", slots, "--gossip-ms", "100"][..], extra].concat();
-    let h1 = Host::start(&root.join("h1"), &[&["--init"][..], &flags].concat(), None).unwrap();
-    let api = Api {
-        http: reqwest::Client::new(),
-        token: h1.token.clone().expect("the founder prints the token"),
-    };
-    let mut hosts = vec![Some(h1)];
-    for i in 2..=3 {
-        let ticket = api.ticket(h(&hosts, 1), 600).await;
-        let dir = root.join(format!("h{i}"));
-        hosts.push(Some(Host::start(&dir, &flags, Some(&ticket)).unwrap()));
-    }
-    api.wait(h(&hosts, 1), "three active members", |v| {
-        members(v)
-            .iter()
-            .filter(|m| m["state"] == "active" && m["healthy"] == true)
-            .count()
-            == 3
-    })
-    .await;
+    let (api, hosts) = form(root, &[&flags, &flags, &flags]).await;
+    // Options, so a test can take a host out to kill it.
+    let hosts: Vec<Option<Host>> = hosts.into_iter().map(Some).collect();
     let r = api
         .http
         .put(format!("{}/v1/artifacts/spin", h(&hosts, 1).endpoint))

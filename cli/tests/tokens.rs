@@ -53,32 +53,10 @@ async fn create_token(api: &Api, host: &Host, spec: Value) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_tokens_hold_on_every_host_and_revocation_is_quick() {
     let root = tempfile::tempdir().unwrap();
-    let h1 = Host::start(&root.path().join("h1"), &["--init"], None).unwrap();
-    let api = Api {
-        http: reqwest::Client::new(),
-        token: h1.token.clone().unwrap(),
-    };
-    let mut hosts = vec![h1];
-    for i in 2..=3 {
-        let ticket = api.ticket(&hosts[0], 600).await;
-        let dir = root.path().join(format!("h{i}"));
-        hosts.push(Host::start(&dir, &[], Some(&ticket)).unwrap());
-    }
-    api.wait(&hosts[0], "three active members", |v| {
-        members(v).iter().filter(|m| m["state"] == "active").count() == 3
-    })
-    .await;
+    let (api, hosts) = form(root.path(), &[&[], &[], &[]]).await;
     let (h1, h2, h3) = (&hosts[0], &hosts[1], &hosts[2]);
-    let r = api
-        .http
-        .put(format!("{}/v1/artifacts/echo", h1.endpoint))
-        .bearer_auth(&api.token)
-        .body(common::guest("echo"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(api.put_function(h1, "echo", "echo").await.status(), 201);
+    let echo = json!({"name": "echo", "artifact": "echo", "deadline_ms": 5000});
+    api.publish(h1, &api.token, "echo", echo).await;
 
     let (invoke_id, invoker) =
         create_token(&api, h1, json!({"scopes": ["invoke"], "label": "client"})).await;
@@ -234,22 +212,13 @@ async fn scoped_tokens_hold_on_every_host_and_revocation_is_quick() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
     let root = tempfile::tempdir().unwrap();
-    let h1 = Host::start(&root.path().join("h1"), &["--init"], None).unwrap();
-    let api = Api {
-        http: reqwest::Client::new(),
-        token: h1.token.clone().unwrap(),
-    };
-    let ticket = api.ticket(&h1, 600).await;
-    let h2 = Host::start(&root.path().join("h2"), &[], Some(&ticket)).unwrap();
-    api.wait(&h1, "two active members", |v| {
-        members(v).iter().filter(|m| m["state"] == "active").count() == 2
-    })
-    .await;
+    let (api, hosts) = form(root.path(), &[&[], &[]]).await;
+    let (h1, h2) = (&hosts[0], &hosts[1]);
     use reqwest::Method as M;
     for name in ["acme", "globex"] {
         let (status, v) = call(
             &api.http,
-            &h1,
+            h1,
             &api.token,
             M::POST,
             "/v1/tenants",
@@ -260,7 +229,7 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
     }
     let (status, _) = call(
         &api.http,
-        &h1,
+        h1,
         &api.token,
         M::POST,
         "/v1/tenants",
@@ -269,11 +238,11 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
     .await;
     assert_eq!(status, 409);
     let scopes = json!(["invoke", "publish", "read"]);
-    let (_, acme) = create_token(&api, &h1, json!({"scopes": scopes, "tenant": "acme"})).await;
-    let (_, globex) = create_token(&api, &h1, json!({"scopes": scopes, "tenant": "globex"})).await;
+    let (_, acme) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "acme"})).await;
+    let (_, globex) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "globex"})).await;
     let (status, v) = call(
         &api.http,
-        &h1,
+        h1,
         &api.token,
         M::POST,
         "/v1/tokens",
@@ -287,28 +256,8 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
     );
 
     // Each tenant publishes its own `f` (acme: echo, globex: uppercase).
-    let publish = |token: &str, guest: &'static str| {
-        let (http, endpoint, token) = (api.http.clone(), h1.endpoint.clone(), token.to_owned());
-        async move {
-            let r = http
-                .put(format!("{endpoint}/v1/artifacts/{guest}"))
-                .bearer_auth(&token)
-                .body(common::guest(guest))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let r = http
-                .post(format!("{endpoint}/v1/functions"))
-                .bearer_auth(&token)
-                .json(&json!({"name": "f", "artifact": guest}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        }
-    };
-    publish(&acme, "echo").await;
+    let f = |guest: &str| json!({"name": "f", "artifact": guest});
+    api.publish(h1, &acme, "echo", f("echo")).await;
     // Before globex has its own `f`, acme's is invisible to it.
     let invoke = |host: &Host, token: &str| {
         let r = api
@@ -322,19 +271,19 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    let (status, body) = invoke(&h2, &globex).await;
+    let (status, body) = invoke(h2, &globex).await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("unknown_function"), "{body}");
-    let (_, listed) = call(&api.http, &h2, &globex, M::GET, "/v1/functions", None).await;
+    let (_, listed) = call(&api.http, h2, &globex, M::GET, "/v1/functions", None).await;
     assert_eq!(listed, json!([]));
-    let (_, listed) = call(&api.http, &h2, &globex, M::GET, "/v1/artifacts", None).await;
+    let (_, listed) = call(&api.http, h2, &globex, M::GET, "/v1/artifacts", None).await;
     assert_eq!(listed, json!([]));
     // Not even by digest: acme's artifact cannot back a globex function.
-    let (_, acme_artifacts) = call(&api.http, &h2, &acme, M::GET, "/v1/artifacts", None).await;
+    let (_, acme_artifacts) = call(&api.http, h2, &acme, M::GET, "/v1/artifacts", None).await;
     let digest = acme_artifacts[0]["digest"].as_str().unwrap().to_owned();
     let (status, v) = call(
         &api.http,
-        &h2,
+        h2,
         &globex,
         M::POST,
         "/v1/functions",
@@ -347,19 +296,19 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
         "{v}"
     );
 
-    publish(&globex, "uppercase").await;
-    assert_eq!(invoke(&h2, &acme).await, (200, "hi".to_owned()));
-    assert_eq!(invoke(&h2, &globex).await, (200, "HI".to_owned()));
+    api.publish(h1, &globex, "uppercase", f("uppercase")).await;
+    assert_eq!(invoke(h2, &acme).await, (200, "hi".to_owned()));
+    assert_eq!(invoke(h2, &globex).await, (200, "HI".to_owned()));
     // The admin tenant sees neither.
-    let (_, listed) = call(&api.http, &h2, &api.token, M::GET, "/v1/functions", None).await;
+    let (_, listed) = call(&api.http, h2, &api.token, M::GET, "/v1/functions", None).await;
     assert_eq!(listed, json!([]));
-    let (_, tenants) = call(&api.http, &h2, &api.token, M::GET, "/v1/tenants", None).await;
+    let (_, tenants) = call(&api.http, h2, &api.token, M::GET, "/v1/tenants", None).await;
     assert_eq!(tenants.as_array().unwrap().len(), 3, "{tenants}");
 
     // The audit trail shows acme's changes: who, when, what.
     let (status, trail) = call(
         &api.http,
-        &h2,
+        h2,
         &api.token,
         M::GET,
         "/v1/audit?tenant=acme",
@@ -403,45 +352,16 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
             .all(|r| r["unix_ms"].as_u64().is_some_and(|t| t > 1_700_000_000_000))
     );
     // A tenant's token may not read the trail.
-    let (status, _) = call(&api.http, &h2, &acme, M::GET, "/v1/audit", None).await;
+    let (status, _) = call(&api.http, h2, &acme, M::GET, "/v1/audit", None).await;
     assert_eq!(status, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_placement_rule_keeps_its_jobs_on_labelled_hosts() {
     let root = tempfile::tempdir().unwrap();
-    let gossip = ["--gossip-ms", "100"];
-    let h1 = Host::start(
-        &root.path().join("h1"),
-        &[&["--init", "--label", "zone=a"][..], &gossip].concat(),
-        None,
-    )
-    .unwrap();
-    let api = Api {
-        http: reqwest::Client::new(),
-        token: h1.token.clone().unwrap(),
-    };
-    let mut hosts = vec![h1];
-    for i in 2..=3 {
-        let ticket = api.ticket(&hosts[0], 600).await;
-        let dir = root.path().join(format!("h{i}"));
-        hosts.push(
-            Host::start(
-                &dir,
-                &[&["--label", "zone=b"][..], &gossip].concat(),
-                Some(&ticket),
-            )
-            .unwrap(),
-        );
-    }
-    api.wait(&hosts[0], "three active members", |v| {
-        members(v)
-            .iter()
-            .filter(|m| m["state"] == "active" && m["healthy"] == true)
-            .count()
-            == 3
-    })
-    .await;
+    let zone_a: &[&str] = &["--label", "zone=a", "--gossip-ms", "100"];
+    let zone_b: &[&str] = &["--label", "zone=b", "--gossip-ms", "100"];
+    let (api, hosts) = form(root.path(), &[zone_a, zone_b, zone_b]).await;
     let h1 = &hosts[0];
     use reqwest::Method as M;
     for (name, zone) in [("edge", "b"), ("nowhere", "c")] {
@@ -461,24 +381,8 @@ async fn a_tenants_placement_rule_keeps_its_jobs_on_labelled_hosts() {
     let (_, edge) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "edge"})).await;
     let (_, nowhere) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "nowhere"})).await;
     for token in [&api.token, &edge, &nowhere] {
-        let r = api
-            .http
-            .put(format!("{}/v1/artifacts/echo", h1.endpoint))
-            .bearer_auth(token)
-            .body(common::guest("echo"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let r = api
-            .http
-            .post(format!("{}/v1/functions", h1.endpoint))
-            .bearer_auth(token)
-            .json(&json!({"name": "echo", "artifact": "echo"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        let echo = json!({"name": "echo", "artifact": "echo"});
+        api.publish(h1, token, "echo", echo).await;
     }
     // Invoke through host 1 (zone a); returns (status, node, error code).
     let invoke = |token: &str| {
@@ -544,26 +448,13 @@ fn cli(host: &Host, token: &str, args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed() {
     let root = tempfile::tempdir().unwrap();
-    let h1 = Host::start(&root.path().join("h1"), &["--init"], None).unwrap();
-    let api = Api {
-        http: reqwest::Client::new(),
-        token: h1.token.clone().unwrap(),
-    };
-    let ticket = api.ticket(&h1, 600).await;
-    let h2 = Host::start(&root.path().join("h2"), &[], Some(&ticket)).unwrap();
-    api.wait(&h1, "two active members", |v| {
-        members(v).iter().filter(|m| m["state"] == "active").count() == 2
-    })
-    .await;
+    let (api, hosts) = form(root.path(), &[&[], &[]]).await;
+    let (h1, h2) = (&hosts[0], &hosts[1]);
 
     // Two publisher keys; the tenant trusts only the first.
     let key = |name: &str| {
         let path = root.path().join(name);
-        let (ok, public, err) = cli(
-            &h1,
-            &api.token,
-            &["keygen", "--out", path.to_str().unwrap()],
-        );
+        let (ok, public, err) = cli(h1, &api.token, &["keygen", "--out", path.to_str().unwrap()]);
         assert!(ok, "{err}");
         assert_eq!(public.len(), 64, "{public}");
         (path, public)
@@ -571,7 +462,7 @@ async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed()
     let (trusted, trusted_pub) = key("trusted.key");
     let (stranger, _) = key("stranger.key");
     let (ok, _, err) = cli(
-        &h1,
+        h1,
         &api.token,
         &[
             "tenant",
@@ -584,13 +475,13 @@ async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed()
     );
     assert!(ok, "{err}");
     let scopes = json!(["invoke", "publish", "read"]);
-    let (_, token) = create_token(&api, &h1, json!({"scopes": scopes, "tenant": "signed"})).await;
+    let (_, token) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "signed"})).await;
 
     let echo = format!("{}/../examples/guests/echo.wat", env!("CARGO_MANIFEST_DIR"));
     let push = |extra: &[&str]| {
         let mut args = vec!["artifact", "push", "echo", echo.as_str()];
         args.extend_from_slice(extra);
-        cli(&h1, &token, &args)
+        cli(h1, &token, &args)
     };
     let (ok, _, err) = push(&[]);
     assert!(!ok && err.contains("unsigned_artifact"), "{err}");
@@ -643,7 +534,7 @@ async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed()
     assert_eq!(r.text().await.unwrap(), "signed");
     let (_, listed) = call(
         &api.http,
-        &h2,
+        h2,
         &token,
         reqwest::Method::GET,
         "/v1/artifacts",
@@ -656,31 +547,8 @@ async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_concurrency_quota_holds_across_hosts_under_a_burst() {
     let root = tempfile::tempdir().unwrap();
-    let flags = ["--slots", "2", "--gossip-ms", "100"];
-    let h1 = Host::start(
-        &root.path().join("h1"),
-        &[&["--init"][..], &flags].concat(),
-        None,
-    )
-    .unwrap();
-    let api = Api {
-        http: reqwest::Client::new(),
-        token: h1.token.clone().unwrap(),
-    };
-    let mut hosts = vec![h1];
-    for i in 2..=3 {
-        let ticket = api.ticket(&hosts[0], 600).await;
-        let dir = root.path().join(format!("h{i}"));
-        hosts.push(Host::start(&dir, &flags, Some(&ticket)).unwrap());
-    }
-    api.wait(&hosts[0], "three active members", |v| {
-        members(v)
-            .iter()
-            .filter(|m| m["state"] == "active" && m["healthy"] == true)
-            .count()
-            == 3
-    })
-    .await;
+    let flags: &[&str] = &["--slots", "2", "--gossip-ms", "100"];
+    let (api, hosts) = form(root.path(), &[flags, flags, flags]).await;
     let h1 = &hosts[0];
     use reqwest::Method as M;
     let spec = json!({"name": "capped", "max_concurrent": 3});
@@ -701,24 +569,8 @@ async fn a_tenants_concurrency_quota_holds_across_hosts_under_a_burst() {
     )
     .await;
     for token in [&capped, &api.token] {
-        let r = api
-            .http
-            .put(format!("{}/v1/artifacts/spin", h1.endpoint))
-            .bearer_auth(token)
-            .body(common::guest("spin"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let r = api
-            .http
-            .post(format!("{}/v1/functions", h1.endpoint))
-            .bearer_auth(token)
-            .json(&json!({"name": "spin", "artifact": "spin", "deadline_ms": 30_000}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        let spin = json!({"name": "spin", "artifact": "spin", "deadline_ms": 30_000});
+        api.publish(h1, token, "spin", spin).await;
     }
     let invoke = |token: &str, rounds: u32| {
         let r = api

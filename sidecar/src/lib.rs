@@ -46,6 +46,14 @@ pub use error::SidecarError;
 pub use records::{AcceleratorName, ArtifactRecord, FunctionRecord};
 
 use std::future::Future;
+
+/// This host's wall clock, in Unix milliseconds (ticket and token expiry,
+/// audit times: the proposer stamps them, every replica applies the same).
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 use std::sync::Arc;
 
 /// Runs a sidecar until `shutdown` resolves: binds the HTTP listener,

@@ -98,6 +98,34 @@ impl Host {
     }
 }
 
+/// Forms a cluster on loopback under `root`: host 1 founds it (with
+/// `flags[0]`), the others join with tickets (with `flags[i]`); waits until
+/// every host is active and healthy.
+pub async fn form(root: &Path, flags: &[&[&str]]) -> (Api, Vec<Host>) {
+    let first = [&["--init"][..], flags[0]].concat();
+    let h1 = Host::start(&root.join("h1"), &first, None).unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        token: h1.token.clone().expect("the founder prints the token"),
+    };
+    let mut hosts = vec![h1];
+    for (i, extra) in flags.iter().enumerate().skip(1) {
+        let ticket = api.ticket(&hosts[0], 600).await;
+        let dir = root.join(format!("h{}", i + 1));
+        hosts.push(Host::start(&dir, extra, Some(&ticket)).unwrap());
+    }
+    let n = flags.len();
+    api.wait(&hosts[0], "every host active and healthy", |v| {
+        members(v)
+            .iter()
+            .filter(|m| m["state"] == "active" && m["healthy"] == true)
+            .count()
+            == n
+    })
+    .await;
+    (api, hosts)
+}
+
 pub struct Api {
     pub http: reqwest::Client,
     pub token: String,
@@ -148,6 +176,29 @@ impl Api {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Uploads the example guest `guest` as artifact `guest` and registers
+    /// the function `spec` on `host`, acting with `token`.
+    pub async fn publish(&self, host: &Host, token: &str, guest: &str, spec: Value) {
+        let r = self
+            .http
+            .put(format!("{}/v1/artifacts/{guest}", host.endpoint))
+            .bearer_auth(token)
+            .body(super::guest(guest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let r = self
+            .http
+            .post(format!("{}/v1/functions", host.endpoint))
+            .bearer_auth(token)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     }
 
     /// Waits until `host` sees `pred` hold of the cluster view.

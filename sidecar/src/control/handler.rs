@@ -69,11 +69,7 @@ impl PeerHandler for ControlHandler {
     }
 }
 
-pub(super) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::now_unix_ms;
 
 impl Control {
     /// Decides a join: checks the ticket against the committed state here,

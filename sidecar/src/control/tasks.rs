@@ -94,7 +94,7 @@ pub(super) async fn reconcile(control: Arc<Control>) {
 impl Control {
     async fn reconcile_membership(&self, raft: &RaftStatus) {
         let state = self.state();
-        let now = super::handler::now_unix_ms();
+        let now = crate::now_unix_ms();
         if state
             .tickets()
             .any(|t| t.expires_unix_ms.saturating_add(TICKET_GRACE_MS) <= now)

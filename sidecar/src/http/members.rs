@@ -42,10 +42,7 @@ pub(super) async fn create_ticket(
         ));
     }
     let control = &app.control;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let expires_unix_ms = now_ms + ttl_s * 1000;
+    let expires_unix_ms = crate::now_unix_ms() + ttl_s * 1000;
     let cluster_id = control.state().cluster_id().to_owned();
     let (ticket, key) = JoinTicket::issue(
         control.identity(),

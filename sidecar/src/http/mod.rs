@@ -58,11 +58,7 @@ pub(crate) struct Principal {
     pub(crate) token: Option<String>,
 }
 
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::now_unix_ms;
 
 /// Everything a request handler may touch.
 #[derive(Debug)]

@@ -83,7 +83,7 @@ pub(super) async fn create(
         })?;
     let entry = TenantEntry {
         id: id.clone(),
-        created_unix_ms: super::now_unix_ms(),
+        created_unix_ms: crate::now_unix_ms(),
         placement: req.placement,
         trusted_keys,
         require_signed: req.require_signed,

@@ -102,7 +102,7 @@ pub(super) async fn create(
     }
     let token = ScopedToken::generate()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let now = super::now_unix_ms();
+    let now = crate::now_unix_ms();
     let entry = TokenEntry {
         id: token.id.clone(),
         hash: token.hash_bytes(),
