@@ -4,6 +4,7 @@
 
 mod bench;
 mod burst_load;
+mod chaos;
 mod client;
 mod commands;
 mod demo;
@@ -68,6 +69,9 @@ enum Command {
     /// Measure: HTTP invoke latency and throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Chaos scenarios: real hosts under faults, the delivery contract checked.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
 }
 
 /// Where a command reads the cluster's address and token.
@@ -100,10 +104,11 @@ fn init_tracing(default: &str) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A benchmark prints a table; its in-process voters' logs would bury it.
-    init_tracing(if matches!(cli.command, Command::Bench(_)) {
-        "warn"
-    } else {
-        "info"
+    init_tracing(match cli.command {
+        Command::Bench(_) => "warn",
+        // The hosts log to their own files; say only what the harness does.
+        Command::Chaos(_) => "warn,spillway_chaos=info",
+        _ => "info",
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -137,6 +142,7 @@ fn main() -> std::process::ExitCode {
             Command::Invoke(args) => commands::invoke(args).await,
             Command::Status(args) => commands::status(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Chaos(cmd) => chaos::run(cmd).await,
         }
     });
     match result {

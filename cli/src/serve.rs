@@ -32,6 +32,10 @@ pub(crate) struct NodeLimits {
     /// running its guest (holds a slot, not a core).
     #[arg(long, hide = true)]
     synthetic_service_ms: Option<u64>,
+    /// Record every job's start (time, job id, tenant, function, input
+    /// digest) in DIR/node/executions.log: which jobs ran here, and how often.
+    #[arg(long)]
+    execution_journal: bool,
 }
 
 /// `--gpus`: every GPU, or only the listed ordinals (none for an empty list).
@@ -251,6 +255,7 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         gpus: limits.gpus.0.clone(),
         test_kernels: limits.test_kernels,
         synthetic_service: limits.synthetic_service_ms.map(Duration::from_millis),
+        execution_journal: limits.execution_journal,
         ..NodeConfig::default()
     }
 }
@@ -302,6 +307,9 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     ];
     if l.test_kernels {
         node_args.push("--test-kernels".into());
+    }
+    if l.execution_journal {
+        node_args.push("--execution-journal".into());
     }
     if let Some(ms) = l.synthetic_service_ms {
         tracing::warn!(

@@ -454,6 +454,28 @@ impl ControlState {
             .collect()
     }
 
+    /// Every digest with the hosts that hold it as resident.
+    pub fn residency_table(&self) -> BTreeMap<Digest, Vec<NodeId>> {
+        self.residency
+            .iter()
+            .map(|(d, hosts)| {
+                let holders = hosts
+                    .iter()
+                    .filter(|(_, s)| **s == ResidencyStatus::Resident)
+                    .map(|(h, _)| *h)
+                    .collect();
+                (*d, holders)
+            })
+            .collect()
+    }
+
+    /// A digest of the whole state: two replicas that applied the same
+    /// entries have the same fingerprint (every map is ordered, so the
+    /// encoding is canonical).
+    pub fn fingerprint(&self) -> Digest {
+        Digest::of(&postcard::to_allocvec(self).expect("the control state encodes"))
+    }
+
     /// How many artifacts `host` holds as resident.
     pub fn resident_count(&self, host: NodeId) -> usize {
         self.residency
@@ -508,6 +530,24 @@ mod tests {
             tenant: tenant.clone(),
             signature: None,
         }
+    }
+
+    #[test]
+    fn replicas_that_applied_the_same_entries_share_a_fingerprint() {
+        let admin = TenantId::admin();
+        let commands = [
+            put(&admin, "echo", Digest::of(b"echo")),
+            put(&admin, "spin", Digest::of(b"spin")),
+            ControlCommand::PutFunction(function("echo", Digest::of(b"echo"))),
+        ];
+        let (mut a, mut b) = (ControlState::default(), ControlState::default());
+        for c in &commands {
+            a.apply(c);
+            b.apply(c);
+        }
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.apply(&put(&admin, "uppercase", Digest::of(b"uppercase")));
+        assert_ne!(a.fingerprint(), b.fingerprint());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 ;; spin: a CPU-heavy loop. Input: the number of rounds as a little-endian
-;; u32 (default 10,000,000). Runs that many xorshift64 rounds, asking the
+;; u32 (default 10,000,000), optionally followed by a little-endian u64 seed
+;; that is XORed into the start state (so distinct seeds give distinct
+;; answers: the chaos workload uses it). Runs that many xorshift64 rounds, asking the
 ;; host every 2^20 rounds whether it should yield (and returning an error if
 ;; so), then returns the final state as 16 hex digits.
 (component
@@ -38,6 +40,8 @@
       (if (i32.ge_u (local.get $len) (i32.const 4))
         (then (local.set $rounds (i32.load (local.get $in)))))
       (local.set $x (i64.const 0x2545f4914f6cdd1d))
+      (if (i32.ge_u (local.get $len) (i32.const 12))
+        (then (local.set $x (i64.xor (local.get $x) (i64.load (i32.add (local.get $in) (i32.const 4)))))))
       (block $done
         (loop $round
           (br_if $done (i32.eqz (local.get $rounds)))

@@ -33,6 +33,9 @@ pub struct NodeConfig {
     /// Benchmarks only: serve every job by waiting this long instead of
     /// running its guest (see the `synthetic` module).
     pub synthetic_service: Option<Duration>,
+    /// Record every job's start in `dir/executions.log` (see the
+    /// `journal` module).
+    pub execution_journal: bool,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +52,7 @@ impl Default for NodeConfig {
             gpus: None,
             test_kernels: false,
             synthetic_service: None,
+            execution_journal: false,
         }
     }
 }

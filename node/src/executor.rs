@@ -10,6 +10,7 @@ use crate::artifacts::ArtifactCache;
 use crate::bindings::JobGuest;
 use crate::cuda::CudaBackend;
 use crate::engine::{self, EpochTicker};
+use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
 use crate::state::GuestState;
 use crate::{NodeConfig, NodeError};
@@ -64,6 +65,7 @@ pub struct Executor {
     engine: Engine,
     cache: ArtifactCache,
     cuda: Option<Arc<CudaBackend>>,
+    journal: Option<ExecutionJournal>,
     _ticker: EpochTicker,
 }
 
@@ -78,11 +80,25 @@ impl Executor {
         let cache = ArtifactCache::open(&config.dir, engine.clone(), linker)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         let cuda = open_cuda(&config).map(Arc::new);
+        let journal = match config.execution_journal {
+            true => {
+                let journal =
+                    ExecutionJournal::open(&config.dir).map_err(|source| NodeError::Io {
+                        what: "cannot open the execution journal in",
+                        path: config.dir.clone(),
+                        source,
+                    })?;
+                tracing::info!(path = %journal.path().display(), "execution journal on");
+                Some(journal)
+            }
+            false => None,
+        };
         Ok(Self {
             config,
             engine,
             cache,
             cuda,
+            journal,
             _ticker: ticker,
         })
     }
@@ -151,6 +167,13 @@ impl Executor {
             });
         }
         let pre = self.cache.get(&spec.digest)?;
+        if let Some(journal) = &self.journal {
+            journal
+                .record(job, spec, &input)
+                .map_err(|e| Failure::Internal {
+                    message: format!("the execution journal cannot be written: {e}"),
+                })?;
+        }
         if let Some(service) = self.config.synthetic_service {
             return crate::synthetic::serve(
                 job,

@@ -400,3 +400,83 @@ fn tables_huge_copies_and_bad_pointers_are_contained() {
     // The executor is unaffected.
     assert_eq!(run(&exec, "echo", b"still here").unwrap(), b"still here");
 }
+
+/// `spin`'s answer computed here: `rounds` xorshift64 steps from the fixed
+/// start XOR `seed`, as 16 hex digits.
+fn spin_reference(rounds: u32, seed: u64) -> Vec<u8> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ seed;
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    format!("{x:016x}").into_bytes()
+}
+
+#[test]
+fn spin_with_a_seed_matches_its_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    for (rounds, seed) in [(0u32, 0u64), (1000, 0), (1000, 7), (77_777, u64::MAX)] {
+        let mut input = rounds.to_le_bytes().to_vec();
+        if seed != 0 {
+            input.extend_from_slice(&seed.to_le_bytes());
+        }
+        let out = run(&exec, "spin", &input).unwrap();
+        assert_eq!(
+            out,
+            spin_reference(rounds, seed),
+            "rounds {rounds} seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn the_execution_journal_records_each_start_before_the_guest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Executor::new(NodeConfig {
+        dir: dir.path().to_owned(),
+        slots: 1,
+        max_memory_bytes: 64 << 20,
+        execution_journal: true,
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    let digest = exec.put_artifact(&guest("echo")).unwrap();
+    let trapping = exec.put_artifact(&guest("infinite_loop")).unwrap();
+    exec.run(
+        JobId(7),
+        &spec(digest, 5_000),
+        b"one".to_vec(),
+        5_000,
+        JobControl::detached(),
+    )
+    .unwrap();
+    // A job that fails still started: it is journaled too.
+    let failed = exec.run(
+        JobId(8),
+        &spec(trapping, 50),
+        b"two".to_vec(),
+        50,
+        JobControl::detached(),
+    );
+    assert!(failed.is_err());
+    // A job refused before it starts (no time left) is not.
+    let refused = exec.run(
+        JobId(9),
+        &spec(digest, 5_000),
+        b"three".to_vec(),
+        0,
+        JobControl::detached(),
+    );
+    assert!(refused.is_err());
+    let journal = std::fs::read_to_string(dir.path().join(spillway_node::JOURNAL_FILE)).unwrap();
+    let lines: Vec<Vec<&str>> = journal.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 2, "{journal}");
+    assert_eq!(lines[0][1], JobId(7).to_string());
+    assert_eq!(lines[0][2], TenantId::admin().to_string());
+    assert_eq!(lines[0][3], "test");
+    assert_eq!(lines[0][4], Digest::of(b"one").to_hex());
+    assert_eq!(lines[1][1], JobId(8).to_string());
+    assert_eq!(lines[1][4], Digest::of(b"two").to_hex());
+}

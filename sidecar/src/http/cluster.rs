@@ -104,3 +104,39 @@ pub(super) async fn get_cluster(
         "members": members,
     })))
 }
+
+/// `GET /v1/cluster/local`: this host's own view of the control plane,
+/// answered without asking any other host (so it answers during a
+/// partition): its Raft role, term and leader, the last applied index, the
+/// jobs running and queued here,
+/// fingerprint of its control state (equal on hosts that applied the same
+/// entries) and the residency table it holds. Admin only: residency names
+/// every tenant's digests.
+pub(super) async fn get_local(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    app.authorize(&headers, Scope::Admin).await?;
+    let control = &app.control;
+    let state = control.state();
+    let raft = control.raft_status();
+    let residency: serde_json::Map<String, Value> = state
+        .residency_table()
+        .into_iter()
+        .map(|(digest, holders)| {
+            let holders: Vec<String> = holders.iter().map(ToString::to_string).collect();
+            (digest.to_hex(), json!(holders))
+        })
+        .collect();
+    Ok(Json(json!({
+        "host": NodeId(control.id).to_string(),
+        "role": raft.role,
+        "term": raft.term,
+        "leader": raft.leader.map(|l| NodeId(l).to_string()),
+        "applied_index": raft.applied_index,
+        "running": app.queue.running(),
+        "queued": app.queue.depth(),
+        "state_fingerprint": state.fingerprint().to_hex(),
+        "residency": residency,
+    })))
+}

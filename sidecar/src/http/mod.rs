@@ -216,6 +216,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster::get_cluster))
+        .route("/v1/cluster/local", get(cluster::get_local))
         .route("/v1/tickets", post(members::create_ticket))
         .route("/v1/members/{id}/drain", post(members::drain))
         .route("/v1/members/{id}", delete(members::remove))

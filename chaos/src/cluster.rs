@@ -1,0 +1,391 @@
+//! The hosts of a run: real `spillway host` processes, each in its own
+//! directory (and network namespace when a [`NetLab`] is given), and the
+//! faults that act on processes: kill -9, restart, SIGSTOP/SIGCONT, and
+//! killing a host's node alone.
+
+use crate::netns::NetLab;
+use serde_json::{Value, json};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+/// How long a host may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Something the harness could not do to its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("host {host} did not start: {why} (log: {log})")]
+    Start {
+        host: usize,
+        why: String,
+        log: PathBuf,
+    },
+    #[error("{what}: {why}")]
+    Api { what: String, why: String },
+    #[error("signalling {pid}: {why}")]
+    Signal { pid: u32, why: String },
+    #[error(transparent)]
+    Net(#[from] crate::netns::NetError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every host runs with.
+#[derive(Debug, Clone)]
+pub struct HostSetup {
+    /// The `spillway` binary.
+    pub program: PathBuf,
+    pub slots: u32,
+    pub flags: Vec<String>,
+}
+
+/// One host: its process (while it runs) and where it lives.
+#[derive(Debug)]
+pub struct HostProc {
+    pub index: usize,
+    pub dir: PathBuf,
+    pub http: SocketAddr,
+    pub peer: SocketAddr,
+    process: Option<(Child, ChildStdin)>,
+    pub paused: bool,
+}
+
+impl HostProc {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|(c, _)| c.id())
+    }
+}
+
+/// The running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub hosts: Vec<HostProc>,
+    pub token: String,
+    pub http: reqwest::Client,
+    setup: HostSetup,
+    pub net: Option<NetLab>,
+}
+
+impl Cluster {
+    /// Forms a cluster of `n` hosts under `root`: host 1 founds it, the
+    /// others join with tickets; returns once every host is active.
+    pub async fn form(
+        root: &Path,
+        n: usize,
+        setup: HostSetup,
+        net: Option<NetLab>,
+    ) -> Result<Self, ClusterError> {
+        let mut hosts = Vec::with_capacity(n);
+        for index in 0..n {
+            let (http, peer) = match &net {
+                Some(lab) => {
+                    let ip = IpAddr::V4(lab.addr(index));
+                    (SocketAddr::new(ip, 8080), SocketAddr::new(ip, 7070))
+                }
+                None => (free_port()?, free_port()?),
+            };
+            hosts.push(HostProc {
+                index,
+                dir: root.join(format!("h{}", index + 1)),
+                http,
+                peer,
+                process: None,
+                paused: false,
+            });
+        }
+        let mut cluster = Self {
+            hosts,
+            token: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+            setup,
+            net,
+        };
+        cluster.token = cluster
+            .spawn(0, &["--init"], None)
+            .await?
+            .expect("the founder prints its token");
+        for i in 1..n {
+            let ticket = cluster.ticket().await?;
+            cluster.spawn(i, &[], Some(&ticket)).await?;
+        }
+        cluster.wait_active(n).await?;
+        Ok(cluster)
+    }
+
+    /// Starts host `i`'s process; returns the admin token if it printed one.
+    async fn spawn(
+        &mut self,
+        i: usize,
+        extra: &[&str],
+        ticket: Option<&str>,
+    ) -> Result<Option<String>, ClusterError> {
+        let host = &self.hosts[i];
+        std::fs::create_dir_all(&host.dir)?;
+        let log_path = host.dir.join("host.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut argv: Vec<String> = self
+            .net
+            .as_ref()
+            .map(|lab| lab.exec_prefix(i))
+            .unwrap_or_default();
+        argv.push(self.setup.program.display().to_string());
+        let (program, prefix) = argv.split_first().expect("a program");
+        let mut command = Command::new(program);
+        command
+            .args(prefix)
+            .arg("host")
+            .args(["--listen", &host.http.to_string()])
+            .args(["--peer-listen", &host.peer.to_string()])
+            .args(["--slots", &self.setup.slots.to_string()])
+            .args(["--snapshot-every", "20", "--execution-journal", "--stop-on-stdin-close"])
+            .arg("--dir")
+            .arg(&host.dir)
+            .args(&self.setup.flags)
+            .args(extra)
+            .env_remove("SPILLWAY_JOIN_TICKET")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        if let Some(t) = ticket {
+            command.env("SPILLWAY_JOIN_TICKET", t);
+        }
+        let failed = |why: String| ClusterError::Start {
+            host: i + 1,
+            why,
+            log: log_path.clone(),
+        };
+        let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut token = None;
+        let started = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(t) = line.strip_prefix("admin token (shown once, store it now): ") {
+                    token = Some(t.to_owned());
+                } else if line.starts_with("listening on ") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        match started {
+            Ok(true) => {}
+            Ok(false) => return Err(failed("it exited".into())),
+            Err(_) => return Err(failed(format!("not serving after {START_TIMEOUT:?}"))),
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let host = &mut self.hosts[i];
+        host.process = Some((child, stdin));
+        host.paused = false;
+        Ok(token)
+    }
+
+    async fn ticket(&self) -> Result<String, ClusterError> {
+        let v = self
+            .post(0, "/v1/tickets", json!({"ttl_s": 3600}))
+            .await?;
+        v["ticket"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| api("creating a ticket", format!("no ticket in {v}")))
+    }
+
+    async fn wait_active(&self, n: usize) -> Result<(), ClusterError> {
+        let until = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let v = self.get(0, "/v1/cluster").await.unwrap_or(Value::Null);
+            let members = v["members"].as_array().cloned().unwrap_or_default();
+            let ready = members
+                .iter()
+                .filter(|m| m["state"] == "active" && m["healthy"] == true)
+                .count();
+            if ready == n {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > until {
+                return Err(api("forming the cluster", format!("{ready} of {n} hosts active: {v}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn get(&self, i: usize, path: &str) -> Result<Value, ClusterError> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.hosts[i].endpoint()))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| api(path, e.to_string()))?;
+        r.json().await.map_err(|e| api(path, e.to_string()))
+    }
+
+    pub async fn post(&self, i: usize, path: &str, body: Value) -> Result<Value, ClusterError> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.hosts[i].endpoint()))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| api(path, e.to_string()))?;
+        let status = r.status();
+        let v: Value = r.json().await.map_err(|e| api(path, e.to_string()))?;
+        match status.is_success() {
+            true => Ok(v),
+            false => Err(api(path, format!("{status}: {v}"))),
+        }
+    }
+
+    /// Uploads `bytes` as artifact `name` through host 1.
+    pub async fn put_artifact(&self, name: &str, bytes: Vec<u8>) -> Result<(), ClusterError> {
+        let path = format!("/v1/artifacts/{name}");
+        let r = self
+            .http
+            .put(format!("{}{path}", self.hosts[0].endpoint()))
+            .bearer_auth(&self.token)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| api(&path, e.to_string()))?;
+        match r.status().is_success() {
+            true => Ok(()),
+            false => Err(api(&path, r.text().await.unwrap_or_default())),
+        }
+    }
+
+    /// `kill -9` host `i` (its node exits with it: its stdin closes).
+    pub async fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
+        if let Some((mut child, stdin)) = self.hosts[i].process.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            drop(stdin);
+        }
+        self.hosts[i].paused = false;
+        Ok(())
+    }
+
+    /// Starts a killed host again from its directory: it rejoins.
+    pub async fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        if self.hosts[i].running() {
+            return Ok(());
+        }
+        self.spawn(i, &[], None).await.map(drop)
+    }
+
+    /// `kill -9` host `i`'s node; its sidecar sees it die and restarts it.
+    pub fn kill_node(&self, i: usize) -> Result<(), ClusterError> {
+        let Some(pid) = self.hosts[i].pid() else {
+            return Ok(());
+        };
+        for node in children(pid) {
+            signal(node, "KILL")?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP (or SIGCONT) host `i`'s sidecar and node.
+    pub fn pause(&mut self, i: usize, pause: bool) -> Result<(), ClusterError> {
+        let Some(pid) = self.hosts[i].pid() else {
+            return Ok(());
+        };
+        let sig = if pause { "STOP" } else { "CONT" };
+        for p in std::iter::once(pid).chain(children(pid)) {
+            signal(p, sig)?;
+        }
+        self.hosts[i].paused = pause;
+        Ok(())
+    }
+
+    /// Every host running and none paused again.
+    pub async fn restore(&mut self) -> Result<(), ClusterError> {
+        for i in 0..self.hosts.len() {
+            if self.hosts[i].paused {
+                self.pause(i, false)?;
+            }
+            self.restart(i).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every host (their nodes follow).
+    pub async fn stop(&mut self) {
+        for i in 0..self.hosts.len() {
+            let _ = self.pause(i, false);
+            let _ = self.kill(i).await;
+        }
+    }
+}
+
+fn api(what: &str, why: String) -> ClusterError {
+    ClusterError::Api {
+        what: what.to_owned(),
+        why,
+    }
+}
+
+/// A loopback port free right now (the host binds it a moment later).
+fn free_port() -> std::io::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let port = l.local_addr()?.port();
+    // The peer port is UDP: make sure it is free there too.
+    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port))?;
+    Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                // `pid (comm) state ppid …`; comm may hold spaces.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), ClusterError> {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .map_err(|e| ClusterError::Signal {
+            pid,
+            why: e.to_string(),
+        })?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(ClusterError::Signal {
+            pid,
+            why: format!("kill -{sig} exited {status}"),
+        }),
+    }
+}
