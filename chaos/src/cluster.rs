@@ -155,7 +155,12 @@ impl Cluster {
             .args(["--listen", &host.http.to_string()])
             .args(["--peer-listen", &host.peer.to_string()])
             .args(["--slots", &self.setup.slots.to_string()])
-            .args(["--snapshot-every", "20", "--execution-journal", "--stop-on-stdin-close"])
+            .args([
+                "--snapshot-every",
+                "20",
+                "--execution-journal",
+                "--stop-on-stdin-close",
+            ])
             .arg("--dir")
             .arg(&host.dir)
             .args(&self.setup.flags)
@@ -202,9 +207,7 @@ impl Cluster {
     }
 
     async fn ticket(&self) -> Result<String, ClusterError> {
-        let v = self
-            .post(0, "/v1/tickets", json!({"ttl_s": 3600}))
-            .await?;
+        let v = self.post(0, "/v1/tickets", json!({"ttl_s": 3600})).await?;
         v["ticket"]
             .as_str()
             .map(str::to_owned)
@@ -224,7 +227,10 @@ impl Cluster {
                 return Ok(());
             }
             if tokio::time::Instant::now() > until {
-                return Err(api("forming the cluster", format!("{ready} of {n} hosts active: {v}")));
+                return Err(api(
+                    "forming the cluster",
+                    format!("{ready} of {n} hosts active: {v}"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

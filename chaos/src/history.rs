@@ -265,19 +265,17 @@ pub(crate) mod fixture {
                     plan: retried,
                 },
                 JobRecord {
-                    attempts: vec![
-                        Attempt {
-                            host: 2,
-                            sent_ms: 20,
-                            ended_ms: 21,
-                            outcome: Outcome::Error {
-                                status: 503,
-                                code: "queue_full".into(),
-                                may_have_run: Some(false),
-                                job_id: Some("j4".into()),
-                            },
+                    attempts: vec![Attempt {
+                        host: 2,
+                        sent_ms: 20,
+                        ended_ms: 21,
+                        outcome: Outcome::Error {
+                            status: 503,
+                            code: "queue_full".into(),
+                            may_have_run: Some(false),
+                            job_id: Some("j4".into()),
                         },
-                    ],
+                    }],
                     plan: refused,
                 },
             ],

@@ -63,14 +63,30 @@ impl NetLab {
         lab.teardown();
         let bridge = lab.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{}/24", lab.bridge_addr()), "dev", &bridge])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", lab.bridge_addr()),
+            "dev",
+            &bridge,
+        ])?;
         ip(&["link", "set", &bridge, "up"])?;
         for i in 0..hosts {
             let (ns, veth) = (lab.namespace(i), lab.veth(i));
             ip(&["netns", "add", &ns])?;
-            ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            ip(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
             ip(&["link", "set", &veth, "master", &bridge, "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", lab.addr(i)), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", lab.addr(i)),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
@@ -105,7 +121,14 @@ impl NetLab {
             return Ok(());
         }
         let dest = format!("{}/32", self.addr(to));
-        ip(&["-n", &self.namespace(from), "route", "add", "blackhole", &dest])?;
+        ip(&[
+            "-n",
+            &self.namespace(from),
+            "route",
+            "add",
+            "blackhole",
+            &dest,
+        ])?;
         self.cuts.push((from, to));
         Ok(())
     }
@@ -123,14 +146,26 @@ impl NetLab {
     pub fn heal(&mut self) -> Result<(), NetError> {
         for (from, to) in std::mem::take(&mut self.cuts) {
             let dest = format!("{}/32", self.addr(to));
-            ip(&["-n", &self.namespace(from), "route", "del", "blackhole", &dest])?;
+            ip(&[
+                "-n",
+                &self.namespace(from),
+                "route",
+                "del",
+                "blackhole",
+                &dest,
+            ])?;
         }
         Ok(())
     }
 
     /// The `ip netns exec` prefix that runs a program as host `i`.
     pub fn exec_prefix(&self, i: usize) -> Vec<String> {
-        vec!["ip".into(), "netns".into(), "exec".into(), self.namespace(i)]
+        vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.namespace(i),
+        ]
     }
 
     fn teardown(&self) {
@@ -161,6 +196,8 @@ fn ip(args: &[&str]) -> Result<(), NetError> {
         .map_err(|e| failed(e.to_string()))?;
     match out.status.success() {
         true => Ok(()),
-        false => Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_owned())),
+        false => Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        )),
     }
 }

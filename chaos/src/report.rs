@@ -137,7 +137,10 @@ mod tests {
     #[test]
     fn counts_follow_the_final_attempt() {
         let r = ScenarioReport::from_history(&fixture::clean(), "loopback");
-        assert_eq!((r.sent, r.completed, r.refused, r.failed, r.unanswered), (3, 2, 1, 0, 0));
+        assert_eq!(
+            (r.sent, r.completed, r.refused, r.failed, r.unanswered),
+            (3, 2, 1, 0, 0)
+        );
         assert_eq!((r.lost, r.duplicated, r.retried), (0, 0, 1));
         assert!(r.passed());
         assert!(r.row().ends_with("ok"), "{}", r.row());

@@ -86,10 +86,19 @@ pub async fn run_scenario(
         },
         NetChoice::Auto => NetLab::available(),
     };
-    let net_name = if namespaces.is_ok() { "namespaces" } else { "loopback" };
+    let net_name = if namespaces.is_ok() {
+        "namespaces"
+    } else {
+        "loopback"
+    };
     if let (Err(why), true) = (&namespaces, scenario.needs_namespaces()) {
         let why = format!("partitions need network namespaces ({why})");
-        return Ok(ScenarioReport::skipped(scenario.name, options.seed, net_name, Some(why)));
+        return Ok(ScenarioReport::skipped(
+            scenario.name,
+            options.seed,
+            net_name,
+            Some(why),
+        ));
     }
     let lab = match namespaces {
         Ok(()) => Some(NetLab::build(next_subnet(), scenario.hosts).map_err(ClusterError::from)?),
@@ -103,7 +112,12 @@ pub async fn run_scenario(
         slots: scenario.slots,
         flags: scenario.host_flags.iter().map(|f| f.to_string()).collect(),
     };
-    tracing::info!(scenario = scenario.name, seed = options.seed, net = net_name, "forming the cluster");
+    tracing::info!(
+        scenario = scenario.name,
+        seed = options.seed,
+        net = net_name,
+        "forming the cluster"
+    );
     let mut cluster = Cluster::form(&dir, scenario.hosts, setup, lab).await?;
     let outcome = drive(scenario, options.seed, &rng, &mut cluster).await;
     cluster.stop().await;
@@ -165,7 +179,15 @@ async fn drive(
         .collect();
     let mut faults = Vec::new();
     let mut outages = Vec::new();
-    apply_schedule(cluster, &recorder, &names, &steps, &mut faults, &mut outages).await?;
+    apply_schedule(
+        cluster,
+        &recorder,
+        &names,
+        &steps,
+        &mut faults,
+        &mut outages,
+    )
+    .await?;
     let mut records = Vec::with_capacity(tasks.len());
     for t in tasks {
         records.push(t.await.expect("a job task does not panic"));
@@ -176,7 +198,10 @@ async fn drive(
         lab.heal().map_err(ClusterError::from)?;
     }
     let healed_ms = recorder.ms();
-    for o in outages.iter_mut().filter(|o: &&mut Outage| o.to_ms == u64::MAX) {
+    for o in outages
+        .iter_mut()
+        .filter(|o: &&mut Outage| o.to_ms == u64::MAX)
+    {
         o.to_ms = healed_ms;
     }
     let end = settle(cluster, &recorder, &names, healed_ms).await;
@@ -199,7 +224,9 @@ async fn drive(
 }
 
 async fn publish(cluster: &Cluster) -> Result<(), RunError> {
-    cluster.put_artifact("spin", SPIN_WAT.as_bytes().to_vec()).await?;
+    cluster
+        .put_artifact("spin", SPIN_WAT.as_bytes().to_vec())
+        .await?;
     for (name, idempotent) in [(ONCE_FUNCTION, false), (RETRY_FUNCTION, true)] {
         cluster
             .post(
@@ -393,14 +420,20 @@ async fn apply_schedule(
             host
         };
         let aimed_at_leader = |t: Target| {
-            matches!(t, Target::Leader).then(|| leader.map(|l| names[l].clone())).flatten()
+            matches!(t, Target::Leader)
+                .then(|| leader.map(|l| names[l].clone()))
+                .flatten()
         };
         let at_ms = rec.ms();
         let (action, hosts, leader_before) = match step.fault {
             Fault::KillHost(t) => {
                 let i = resolve(t);
                 cluster.kill(i).await?;
-                outages.push(Outage { host: i, from_ms: at_ms, to_ms: u64::MAX });
+                outages.push(Outage {
+                    host: i,
+                    from_ms: at_ms,
+                    to_ms: u64::MAX,
+                });
                 (format!("kill -9 {}", names[i]), vec![i], aimed_at_leader(t))
             }
             Fault::RestartHost(t) => {
@@ -417,7 +450,11 @@ async fn apply_schedule(
             Fault::Pause(t) => {
                 let i = resolve(t);
                 cluster.pause(i, true)?;
-                outages.push(Outage { host: i, from_ms: at_ms, to_ms: u64::MAX });
+                outages.push(Outage {
+                    host: i,
+                    from_ms: at_ms,
+                    to_ms: u64::MAX,
+                });
                 (format!("SIGSTOP {}", names[i]), vec![i], aimed_at_leader(t))
             }
             Fault::Resume(t) => {
@@ -447,7 +484,11 @@ async fn apply_schedule(
                     lab.cut(b, a).map_err(ClusterError::from)?;
                 }
                 let arrow = if one_way { "->" } else { "<->" };
-                (format!("drop {} {arrow} {}", names[a], names[b]), vec![a, b], None)
+                (
+                    format!("drop {} {arrow} {}", names[a], names[b]),
+                    vec![a, b],
+                    None,
+                )
             }
             Fault::Heal => {
                 lab(cluster)?.heal().map_err(ClusterError::from)?;
@@ -473,7 +514,10 @@ fn lab(cluster: &mut Cluster) -> Result<&mut NetLab, RunError> {
 }
 
 fn close(outages: &mut [Outage], host: usize, at: u64) {
-    for o in outages.iter_mut().filter(|o| o.host == host && o.to_ms == u64::MAX) {
+    for o in outages
+        .iter_mut()
+        .filter(|o| o.host == host && o.to_ms == u64::MAX)
+    {
         o.to_ms = at;
     }
 }
@@ -589,7 +633,11 @@ fn residency_of(v: &Value) -> BTreeMap<String, Vec<String>> {
                 .map(|(d, hosts)| {
                     let hosts = hosts
                         .as_array()
-                        .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|h| h.as_str().map(str::to_owned))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     (d.clone(), hosts)
                 })
@@ -608,7 +656,10 @@ async fn probe(rec: &Recorder, i: usize, healed: Instant, bound: Duration) -> Op
         input.extend_from_slice(&(u64::MAX - (i as u64) * 1_000_000 - n).to_le_bytes());
         let answer = rec
             .http
-            .post(format!("{}/v1/functions/{ONCE_FUNCTION}/invoke", rec.endpoints[i]))
+            .post(format!(
+                "{}/v1/functions/{ONCE_FUNCTION}/invoke",
+                rec.endpoints[i]
+            ))
             .bearer_auth(&rec.token)
             .header("spillway-placement", "local")
             .timeout(Duration::from_secs(5))

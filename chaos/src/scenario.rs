@@ -124,8 +124,14 @@ pub const ALL: &[Scenario] = &[
         schedule: |rng| {
             let kill = at(rng, 1_500, 1_000);
             vec![
-                Step { at_ms: kill, fault: Fault::KillHost(Target::BusyPeer) },
-                Step { at_ms: kill + 2_500, fault: Fault::RestartHost(Target::Previous) },
+                Step {
+                    at_ms: kill,
+                    fault: Fault::KillHost(Target::BusyPeer),
+                },
+                Step {
+                    at_ms: kill + 2_500,
+                    fault: Fault::RestartHost(Target::Previous),
+                },
             ]
         },
         short: true,
@@ -140,8 +146,14 @@ pub const ALL: &[Scenario] = &[
         schedule: |rng| {
             let kill = at(rng, 1_500, 1_000);
             vec![
-                Step { at_ms: kill, fault: Fault::KillHost(Target::Leader) },
-                Step { at_ms: kill + 3_000, fault: Fault::RestartHost(Target::Previous) },
+                Step {
+                    at_ms: kill,
+                    fault: Fault::KillHost(Target::Leader),
+                },
+                Step {
+                    at_ms: kill + 3_000,
+                    fault: Fault::RestartHost(Target::Previous),
+                },
             ]
         },
         short: false,
@@ -156,8 +168,14 @@ pub const ALL: &[Scenario] = &[
         schedule: |rng| {
             let cut = at(rng, 1_500, 1_000);
             vec![
-                Step { at_ms: cut, fault: Fault::Isolate(Target::Leader) },
-                Step { at_ms: cut + 3_000, fault: Fault::Heal },
+                Step {
+                    at_ms: cut,
+                    fault: Fault::Isolate(Target::Leader),
+                },
+                Step {
+                    at_ms: cut + 3_000,
+                    fault: Fault::Heal,
+                },
             ]
         },
         short: true,
@@ -172,8 +190,14 @@ pub const ALL: &[Scenario] = &[
         schedule: |rng| {
             let cut = at(rng, 1_500, 1_000);
             vec![
-                Step { at_ms: cut, fault: Fault::Isolate(Target::Follower) },
-                Step { at_ms: cut + 3_000, fault: Fault::Heal },
+                Step {
+                    at_ms: cut,
+                    fault: Fault::Isolate(Target::Follower),
+                },
+                Step {
+                    at_ms: cut + 3_000,
+                    fault: Fault::Heal,
+                },
             ]
         },
         short: false,
@@ -192,9 +216,16 @@ pub const ALL: &[Scenario] = &[
             vec![
                 Step {
                     at_ms: cut,
-                    fault: Fault::Cut { from: Target::Host(from), to: Target::Host(to), one_way: true },
+                    fault: Fault::Cut {
+                        from: Target::Host(from),
+                        to: Target::Host(to),
+                        one_way: true,
+                    },
                 },
-                Step { at_ms: cut + 3_000, fault: Fault::Heal },
+                Step {
+                    at_ms: cut + 3_000,
+                    fault: Fault::Heal,
+                },
             ]
         },
         short: false,
@@ -210,7 +241,10 @@ pub const ALL: &[Scenario] = &[
             let victim = Target::Host(rng.pick(3));
             let first = at(rng, 1_000, 1_000);
             (0..4)
-                .map(|i| Step { at_ms: first + i * 700, fault: Fault::KillNode(victim) })
+                .map(|i| Step {
+                    at_ms: first + i * 700,
+                    fault: Fault::KillNode(victim),
+                })
                 .collect()
         },
         short: true,
@@ -239,8 +273,14 @@ pub const ALL: &[Scenario] = &[
         schedule: |rng| {
             let pause = at(rng, 1_500, 1_000);
             vec![
-                Step { at_ms: pause, fault: Fault::Pause(Target::BusyPeer) },
-                Step { at_ms: pause + 3_500, fault: Fault::Resume(Target::Previous) },
+                Step {
+                    at_ms: pause,
+                    fault: Fault::Pause(Target::BusyPeer),
+                },
+                Step {
+                    at_ms: pause + 3_500,
+                    fault: Fault::Resume(Target::Previous),
+                },
             ]
         },
         short: false,
@@ -260,8 +300,14 @@ pub const ALL: &[Scenario] = &[
             let cut = at(rng, 1_000, 500);
             let victim = Target::Host(1 + rng.pick(2));
             vec![
-                Step { at_ms: cut, fault: Fault::Isolate(victim) },
-                Step { at_ms: cut + 8_000, fault: Fault::Heal },
+                Step {
+                    at_ms: cut,
+                    fault: Fault::Isolate(victim),
+                },
+                Step {
+                    at_ms: cut + 8_000,
+                    fault: Fault::Heal,
+                },
             ]
         },
         short: false,
@@ -283,12 +329,19 @@ mod tests {
             let a = s.schedule(&SeededRng::new(3));
             assert_eq!(a, s.schedule(&SeededRng::new(3)), "{}", s.name);
             assert!(a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{}", s.name);
-            assert!(a.iter().all(|st| st.at_ms < s.shape.spread_ms), "{}: faults land inside the load", s.name);
+            assert!(
+                a.iter().all(|st| st.at_ms < s.shape.spread_ms),
+                "{}: faults land inside the load",
+                s.name
+            );
         }
         let cuts: Vec<_> = (0..20)
             .map(|seed| find("one-way-cut").unwrap().schedule(&SeededRng::new(seed))[0])
             .collect();
-        assert!(cuts.windows(2).any(|w| w[0] != w[1]), "seeds choose the pair");
+        assert!(
+            cuts.windows(2).any(|w| w[0] != w[1]),
+            "seeds choose the pair"
+        );
     }
 
     #[test]

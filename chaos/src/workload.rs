@@ -138,15 +138,23 @@ mod tests {
     fn jobs_are_distinct_ordered_and_within_the_shape() {
         let jobs = generate(&SeededRng::new(1), 3, &SHAPE);
         assert_eq!(jobs.len(), 200);
-        let digests: std::collections::BTreeSet<_> = jobs.iter().map(JobPlan::input_digest).collect();
+        let digests: std::collections::BTreeSet<_> =
+            jobs.iter().map(JobPlan::input_digest).collect();
         assert_eq!(digests.len(), 200, "every input is distinct");
         assert!(jobs.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
         assert!(jobs.iter().all(|j| j.at_ms <= 5_000 && j.host < 3));
         assert!(jobs.iter().all(|j| (10..=20).contains(&j.rounds)));
         let idempotent = jobs.iter().filter(|j| j.idempotent).count();
         assert!((60..140).contains(&idempotent), "{idempotent}");
-        let only = WorkloadShape { targets: &[0], ..SHAPE };
-        assert!(generate(&SeededRng::new(1), 3, &only).iter().all(|j| j.host == 0));
+        let only = WorkloadShape {
+            targets: &[0],
+            ..SHAPE
+        };
+        assert!(
+            generate(&SeededRng::new(1), 3, &only)
+                .iter()
+                .all(|j| j.host == 0)
+        );
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub(crate) enum ChaosCommand {
     /// Run scenarios again with the seed a failing run printed: the same
     /// workload and the same faults at the same moments.
     Replay(ReplayArgs),
+    /// Print what a seed does, without running it: each scenario's fault
+    /// schedule and workload.
+    Plan(ReplayArgs),
     /// List the scenarios.
     List,
 }
@@ -82,6 +85,12 @@ pub(crate) async fn run(cmd: ChaosCommand) -> anyhow::Result<ExitCode> {
             execute(&args.scenario, seed, args.common, false).await
         }
         ChaosCommand::Replay(args) => execute(&args.scenario, args.seed, args.common, true).await,
+        ChaosCommand::Plan(args) => {
+            for s in select(&args.scenario)? {
+                print_plan(s, args.seed);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -93,13 +102,44 @@ fn select(name: &str) -> anyhow::Result<Vec<&'static Scenario>> {
             Some(s) => vec![s],
             None => {
                 let names: Vec<_> = scenario::ALL.iter().map(|s| s.name).collect();
-                bail!("no scenario {one:?}; there are: all, short, {}", names.join(", "))
+                bail!(
+                    "no scenario {one:?}; there are: all, short, {}",
+                    names.join(", ")
+                )
             }
         },
     })
 }
 
-async fn execute(which: &str, seed: u64, common: Common, show_schedule: bool) -> anyhow::Result<ExitCode> {
+/// A scenario's schedule and workload for `seed`.
+fn print_plan(s: &Scenario, seed: u64) {
+    let rng = SeededRng::new(seed).fork(s.name);
+    println!("{} (seed {seed}): {}", s.name, s.about);
+    for step in s.schedule(&rng) {
+        println!("  at {:>5} ms  {:?}", step.at_ms, step.fault);
+    }
+    let jobs = spillway_chaos::workload::generate(&rng, s.hosts, &s.shape);
+    let idempotent = jobs.iter().filter(|j| j.idempotent).count();
+    let mut per_host = vec![0; s.hosts];
+    for j in &jobs {
+        per_host[j.host] += 1;
+    }
+    let digest =
+        spillway_proto::Digest::of(&jobs.iter().flat_map(|j| j.input()).collect::<Vec<u8>>());
+    println!(
+        "  {} jobs ({idempotent} idempotent) over {} ms, per host {per_host:?}, inputs {}",
+        jobs.len(),
+        s.shape.spread_ms,
+        &digest.to_hex()[..16]
+    );
+}
+
+async fn execute(
+    which: &str,
+    seed: u64,
+    common: Common,
+    show_schedule: bool,
+) -> anyhow::Result<ExitCode> {
     let scenarios = select(which)?;
     let dir = match common.dir {
         Some(d) => d,
@@ -112,15 +152,15 @@ async fn execute(which: &str, seed: u64, common: Common, show_schedule: bool) ->
         net: common.net,
         dir: dir.clone(),
     };
-    println!("chaos: seed {seed}, {} scenario(s), runs under {}", scenarios.len(), dir.display());
+    println!(
+        "chaos: seed {seed}, {} scenario(s), runs under {}",
+        scenarios.len(),
+        dir.display()
+    );
     let mut reports: Vec<ScenarioReport> = Vec::new();
     for s in scenarios {
         if show_schedule {
-            let steps = s.schedule(&SeededRng::new(seed).fork(s.name));
-            println!("{}: {}", s.name, s.about);
-            for step in steps {
-                println!("  at {:>5} ms  {:?}", step.at_ms, step.fault);
-            }
+            print_plan(s, seed);
         }
         let report = run_scenario(s, &options)
             .await

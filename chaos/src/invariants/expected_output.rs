@@ -42,6 +42,9 @@ mod tests {
         }
         let v = check(&h);
         assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].detail.starts_with("job 0 (run on n2) answered"), "{v:?}");
+        assert!(
+            v[0].detail.starts_with("job 0 (run on n2) answered"),
+            "{v:?}"
+        );
     }
 }

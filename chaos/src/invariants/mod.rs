@@ -26,8 +26,11 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// An invariant's check over a history.
+pub type Check = fn(&History) -> Vec<Violation>;
+
 /// Every invariant, by name.
-pub const ALL: [(&str, fn(&History) -> Vec<Violation>); 7] = [
+pub const ALL: [(&str, Check); 7] = [
     (one_outcome::NAME, one_outcome::check),
     (at_most_once::NAME, at_most_once::check),
     (truthful_outcomes::NAME, truthful_outcomes::check),

@@ -28,7 +28,11 @@ pub fn check(h: &History) -> Vec<Violation> {
                 .collect();
             Violation {
                 invariant: NAME,
-                detail: format!("term {term} had {} leaders: {}", leaders.len(), seen.join("; ")),
+                detail: format!(
+                    "term {term} had {} leaders: {}",
+                    leaders.len(),
+                    seen.join("; ")
+                ),
             }
         })
         .collect()

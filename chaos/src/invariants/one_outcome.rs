@@ -23,7 +23,9 @@ pub fn check(h: &History) -> Vec<Violation> {
         }
         for a in &job.attempts {
             match &a.outcome {
-                Outcome::NoAnswer { waited_ms } if !h.out_between(a.host, a.sent_ms, a.ended_ms) => {
+                Outcome::NoAnswer { waited_ms }
+                    if !h.out_between(a.host, a.sent_ms, a.ended_ms) =>
+                {
                     found.push(violation(format!(
                         "job {} lost: {} stayed up and did not answer in {waited_ms} ms",
                         job.plan.id,
@@ -53,7 +55,10 @@ pub fn check(h: &History) -> Vec<Violation> {
 
 /// Attempts that count as lost (for the report).
 pub fn lost(h: &History) -> usize {
-    check(h).iter().filter(|v| v.detail.contains(" lost: ")).count()
+    check(h)
+        .iter()
+        .filter(|v| v.detail.contains(" lost: "))
+        .count()
 }
 
 fn violation(detail: String) -> Violation {
@@ -105,6 +110,9 @@ mod tests {
         }
         let v = check(&h);
         assert_eq!(v.len(), 1);
-        assert!(v[0].detail.contains("job id j1 answered two requests"), "{v:?}");
+        assert!(
+            v[0].detail.contains("job id j1 answered two requests"),
+            "{v:?}"
+        );
     }
 }

@@ -38,7 +38,10 @@ mod tests {
         end.residency.get_mut("d1").unwrap().push("n3".into());
         let v = check(&h);
         assert_eq!(v.len(), 1, "{v:?}");
-        assert_eq!(v[0].detail, "residency lists n3 for d1, which it does not hold");
+        assert_eq!(
+            v[0].detail,
+            "residency lists n3 for d1, which it does not hold"
+        );
     }
 
     #[test]

@@ -58,7 +58,10 @@ mod tests {
         });
         let v = check(&h);
         assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].detail.contains("job 2 was answered may_have_run: false"));
+        assert!(
+            v[0].detail
+                .contains("job 2 was answered may_have_run: false")
+        );
     }
 
     #[test]
