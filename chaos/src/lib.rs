@@ -10,7 +10,8 @@
 //! `spillway chaos` is its command line.
 //!
 //! - pure: [`rng`], [`workload`], [`scenario`], [`history`],
-//!   [`invariants`] (one file each), [`report`];
+//!   [`invariants`] (one file each), [`report`]; [`parsers`]: the checks
+//!   the fuzz targets (`fuzz/`) run and CI replays over their corpus;
 //! - I/O: [`netns`] (namespaces, bridge, blackhole routes), [`cluster`]
 //!   (the processes and the faults on them), [`run`] (the run itself).
 //!
@@ -20,6 +21,7 @@ pub mod cluster;
 pub mod history;
 pub mod invariants;
 pub mod netns;
+pub mod parsers;
 pub mod report;
 pub mod rng;
 pub mod run;

@@ -12,6 +12,7 @@
 //! `spillway-idempotent-replay: true`, and never runs the job again.
 
 use super::job::{Context, Ran, run};
+use super::request::InvokeHeaders;
 use super::{ApiError, App};
 use crate::idempotency::{self, Claim, Key, Running};
 use axum::body::Bytes;
@@ -29,30 +30,6 @@ fn new_job_id() -> JobId {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS provides randomness");
     JobId(u128::from_le_bytes(bytes))
-}
-
-fn deadline_ms(headers: &HeaderMap, function_ms: u64) -> Result<u64, ApiError> {
-    let Some(value) = headers.get("spillway-deadline-ms") else {
-        return Ok(function_ms);
-    };
-    let ms: u64 = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "bad_deadline",
-                "spillway-deadline-ms must be a whole number of milliseconds",
-            )
-        })?;
-    if ms == 0 {
-        return Err(ApiError::bad_request(
-            "bad_deadline",
-            "spillway-deadline-ms must be positive",
-        ));
-    }
-    // A caller may shorten the function's deadline, never extend it.
-    Ok(ms.min(function_ms))
 }
 
 pub(super) async fn invoke(
@@ -78,9 +55,12 @@ pub(super) async fn invoke(
     }
     let function = function
         .ok_or_else(|| ApiError::not_found("function", format!("no function named {name:?}")))?;
-    let deadline_ms = deadline_ms(&headers, function.deadline_ms)?;
-    let idempotency_key = idempotency_key(&headers)?;
-    let here_only = here_only(&headers)?;
+    let InvokeHeaders {
+        deadline_ms,
+        idempotency_key,
+        here_only,
+        trace,
+    } = InvokeHeaders::parse(&headers, function.deadline_ms)?;
     let accepted = Instant::now();
     let tenant = principal.tenant.clone();
     let running = match &idempotency_key {
@@ -122,7 +102,7 @@ pub(super) async fn invoke(
         placement,
     };
     let context = Context {
-        trace: header(&headers, "traceparent"),
+        trace,
         idempotency_key,
         here_only,
     };
@@ -150,37 +130,6 @@ pub(super) async fn invoke(
         running.finish(finished.clone(), finished.weight(), Instant::now());
     }
     Ok(respond(finished, false))
-}
-
-/// The `spillway-placement` header: `local` keeps the job on this host
-/// (queued here when full, never sent to a peer); `any` (the default)
-/// lets the scheduler choose.
-fn here_only(headers: &HeaderMap) -> Result<bool, ApiError> {
-    match headers.get("spillway-placement").map(|v| v.to_str()) {
-        None | Some(Ok("any")) => Ok(false),
-        Some(Ok("local")) => Ok(true),
-        Some(_) => Err(ApiError::bad_request(
-            "bad_placement",
-            "spillway-placement must be `local` or `any`",
-        )),
-    }
-}
-
-/// The `spillway-idempotency-key` header, checked.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("spillway-idempotency-key") else {
-        return Ok(None);
-    };
-    match value.to_str() {
-        Ok(key) if idempotency::valid_key(key) => Ok(Some(key.to_owned())),
-        _ => Err(ApiError::bad_request(
-            "bad_idempotency_key",
-            format!(
-                "spillway-idempotency-key must be 1 to {} visible ASCII characters",
-                idempotency::MAX_KEY_LEN
-            ),
-        )),
-    }
 }
 
 /// How a job ended, as remembered under its idempotency key.
@@ -266,13 +215,6 @@ fn respond(finished: Finished, replay: bool) -> Response {
         );
     }
     response
-}
-
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 fn receipt(job: JobId, ran: &Ran) -> Response {

@@ -29,10 +29,12 @@ mod functions;
 mod invoke;
 mod job;
 mod members;
+pub mod request;
 mod tenants;
 mod tokens;
 
 pub use error::ApiError;
+pub use request::InvokeHeaders;
 
 use crate::SidecarConfig;
 use crate::auth::{AdminToken, ScopedToken};
@@ -86,17 +88,7 @@ impl App {
         headers: &HeaderMap,
         scope: Scope,
     ) -> Result<Principal, ApiError> {
-        let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing_token", "send Authorization: Bearer <token>")
-        })?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("invalid_token", "expected Authorization: Bearer <token>")
-            })?;
-        let token = token.trim();
+        let token = request::bearer(headers)?;
         let scoped = ScopedToken::parse(token);
         if let Some(s) = &scoped
             && self.control.state().token(&s.id).is_none()
