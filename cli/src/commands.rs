@@ -3,8 +3,8 @@
 
 use crate::Target;
 use crate::client::{Client, InvokeOptions};
-use anyhow::Context;
-use serde_json::json;
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -181,6 +181,37 @@ pub(crate) enum TenantCommand {
         /// Jobs it may have running at once across the cluster.
         #[arg(long)]
         max_concurrent: Option<u32>,
+        /// Memory one of its jobs may use (linear memory and GPU buffers), MiB.
+        #[arg(long)]
+        max_job_memory_mib: Option<u64>,
+        /// Invoke requests a second across the cluster.
+        #[arg(long)]
+        rate: Option<u32>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change a tenant: only the settings given change; `none` clears a
+    /// limit.
+    Set {
+        name: String,
+        /// Replace its placement labels (repeatable; `--label none` for any
+        /// host).
+        #[arg(long = "label", value_parser = parse_label_or_none)]
+        labels: Vec<Option<(String, String)>>,
+        /// Replace its trusted publisher keys (repeatable).
+        #[arg(long = "trust")]
+        trusted_keys: Vec<String>,
+        #[arg(long)]
+        require_signed: Option<bool>,
+        /// A number, or `none`.
+        #[arg(long, value_parser = parse_limit)]
+        max_concurrent: Option<Limit>,
+        /// MiB, or `none`.
+        #[arg(long, value_parser = parse_limit)]
+        max_job_memory_mib: Option<Limit>,
+        /// Requests a second, or `none`.
+        #[arg(long, value_parser = parse_limit)]
+        rate: Option<Limit>,
         #[command(flatten)]
         target: Target,
     },
@@ -191,6 +222,27 @@ pub(crate) enum TenantCommand {
     },
 }
 
+/// A limit on the command line: a number, or `none` to clear it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit(Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    match s {
+        "none" => Ok(Limit(None)),
+        n => n
+            .parse::<u64>()
+            .map(|v| Limit(Some(v)))
+            .map_err(|_| format!("{n:?}: a whole number, or `none`")),
+    }
+}
+
+fn parse_label_or_none(s: &str) -> Result<Option<(String, String)>, String> {
+    match s {
+        "none" => Ok(None),
+        label => crate::serve::parse_label(label).map(Some),
+    }
+}
+
 pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TenantCommand::Create {
@@ -199,15 +251,60 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             trusted_keys,
             require_signed,
             max_concurrent,
+            max_job_memory_mib,
+            rate,
             target,
         } => {
             let placement: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
             let spec = json!({"name": name, "placement": placement,
                               "trusted_keys": trusted_keys, "require_signed": require_signed,
-                              "max_concurrent": max_concurrent});
+                              "max_concurrent": max_concurrent,
+                              "max_job_memory_bytes": max_job_memory_mib.map(|m| m << 20),
+                              "rate_per_s": rate});
             print_json(
                 &client(&target)
                     .json_request(reqwest::Method::POST, "/v1/tenants", Some(spec))
+                    .await?,
+            )
+        }
+        TenantCommand::Set {
+            name,
+            labels,
+            trusted_keys,
+            require_signed,
+            max_concurrent,
+            max_job_memory_mib,
+            rate,
+            target,
+        } => {
+            let mut change = serde_json::Map::new();
+            if !labels.is_empty() {
+                let placement: std::collections::BTreeMap<_, _> =
+                    labels.into_iter().flatten().collect();
+                change.insert("placement".into(), json!(placement));
+            }
+            if !trusted_keys.is_empty() {
+                change.insert("trusted_keys".into(), json!(trusted_keys));
+            }
+            if let Some(r) = require_signed {
+                change.insert("require_signed".into(), json!(r));
+            }
+            for (field, limit, scale) in [
+                ("max_concurrent", max_concurrent, 1),
+                ("max_job_memory_bytes", max_job_memory_mib, 1 << 20),
+                ("rate_per_s", rate, 1),
+            ] {
+                if let Some(Limit(l)) = limit {
+                    change.insert(field.into(), json!(l.map(|v| v * scale)));
+                }
+            }
+            if change.is_empty() {
+                bail!("nothing to change: give at least one setting");
+            }
+            let path = format!("/v1/tenants/{name}");
+            print_json(
+                &client(&target)
+                    .json_request(reqwest::Method::PATCH, &path, Some(Value::Object(change)))
                     .await?,
             )
         }

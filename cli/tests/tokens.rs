@@ -627,3 +627,198 @@ async fn a_tenants_concurrency_quota_holds_across_hosts_under_a_burst() {
     let (_, other) = tokio::join!(busy, other);
     assert_eq!(other.0, 200, "{other:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = form(root.path(), &[&[], &[], &[]]).await;
+    let h1 = &hosts[0];
+    use reqwest::Method as M;
+    // 3 requests a second across the cluster (one a second on each of the
+    // three hosts) and 8 MiB a job, set through the CLI.
+    let (ok, out, err) = cli(
+        h1,
+        &api.token,
+        &[
+            "tenant",
+            "create",
+            "metered",
+            "--rate",
+            "3",
+            "--max-job-memory-mib",
+            "8",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let (_, metered) = create_token(
+        &api,
+        h1,
+        json!({"scopes": ["invoke", "publish"], "tenant": "metered"}),
+    )
+    .await;
+    let echo = json!({"name": "echo", "artifact": "echo", "deadline_ms": 5000});
+    api.publish(h1, &metered, "echo", echo.clone()).await;
+    api.publish(h1, &api.token, "echo", echo).await;
+
+    // A function asking more memory than the tenant's limit is refused; one
+    // that asks nothing gets the limit, and a guest that grows past it ends
+    // memory_limit_exceeded.
+    let hog = api
+        .http
+        .put(format!("{}/v1/artifacts/memory_hog", h1.endpoint))
+        .bearer_auth(&metered)
+        .body(common::guest("memory_hog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hog.status(), 200);
+    let too_big =
+        json!({"name": "hog", "artifact": "memory_hog", "memory_limit_bytes": 64u64 << 20});
+    let (status, v) = call(
+        &api.http,
+        h1,
+        &metered,
+        M::POST,
+        "/v1/functions",
+        Some(too_big),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("over_tenant_limit")),
+        "{v}"
+    );
+    let fits = json!({"name": "hog", "artifact": "memory_hog", "deadline_ms": 10_000});
+    let (status, v) = call(
+        &api.http,
+        h1,
+        &metered,
+        M::POST,
+        "/v1/functions",
+        Some(fits),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["memory_limit_bytes"], 8u64 << 20, "{v}");
+    let (status, v) = call(
+        &api.http,
+        h1,
+        &metered,
+        M::POST,
+        "/v1/functions/hog/invoke",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (500, Some("memory_limit_exceeded")),
+        "{v}"
+    );
+
+    // Rate: twelve requests at once, four to each host. Each host lets its
+    // share through (one, plus what refills while they arrive); the rest
+    // get 429 rate_limited with a wait. The admin tenant is unaffected.
+    // (The hog's invocation above took host 1's one request: wait it out.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let invoke = |host: &Host, token: &str| {
+        let r = api
+            .http
+            .post(format!("{}/v1/functions/echo/invoke", host.endpoint))
+            .bearer_auth(token)
+            .body("hi")
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+            (status, v)
+        }
+    };
+    let burst = futures::future::join_all((0..12).map(|i| invoke(&hosts[i % 3], &metered)));
+    let admin = futures::future::join_all((0..6).map(|i| invoke(&hosts[i % 3], &api.token)));
+    let (answers, admin) = tokio::join!(burst, admin);
+    let ran = answers.iter().filter(|(s, _)| *s == 200).count();
+    let limited: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, v)| *s == 429 && v["error"]["code"] == "rate_limited")
+        .map(|(_, v)| v)
+        .collect();
+    eprintln!("metered: {ran} ran, {} rate-limited", limited.len());
+    assert_eq!(ran + limited.len(), 12, "{answers:?}");
+    assert!(
+        (3..=6).contains(&ran),
+        "about one a host got through: {answers:?}"
+    );
+    assert!(
+        limited
+            .iter()
+            .all(|v| v["error"]["retry_after_ms"].as_u64() > Some(0))
+    );
+    assert!(admin.iter().all(|(s, _)| *s == 200), "{admin:?}");
+
+    // Lift the rate and raise the memory limit: the change reaches every
+    // host, and twelve requests all run.
+    let (ok, out, err) = cli(
+        h1,
+        &api.token,
+        &[
+            "tenant",
+            "set",
+            "metered",
+            "--rate",
+            "none",
+            "--max-job-memory-mib",
+            "16",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let changed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(changed["rate_per_s"], Value::Null, "{changed}");
+    assert_eq!(changed["max_job_memory_bytes"], 16u64 << 20, "{changed}");
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answers =
+            futures::future::join_all((0..12).map(|i| invoke(&hosts[i % 3], &metered))).await;
+        if answers.iter().all(|(s, _)| *s == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the lifted rate never reached every host: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, err) = cli(h1, &api.token, &["tenant", "set", "metered"]);
+    assert!(!ok && err.contains("nothing to change"), "{out}{err}");
+    let (status, v) = call(
+        &api.http,
+        h1,
+        &api.token,
+        M::PATCH,
+        "/v1/tenants/nobody",
+        Some(json!({"rate_per_s": 1})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    let (status, v) = call(
+        &api.http,
+        h1,
+        &metered,
+        M::PATCH,
+        "/v1/tenants/metered",
+        Some(json!({"rate_per_s": null})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    let (ok, audit, err) = cli(h1, &api.token, &["audit", "--tenant", "metered"]);
+    assert!(ok, "{err}");
+    assert!(audit.contains("change tenant metered"), "{audit}");
+}

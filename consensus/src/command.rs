@@ -1,7 +1,7 @@
 //! The commands the control log carries, and what applying one answers.
 
 use crate::membership::{JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
-use crate::state::{ArtifactSignature, FunctionEntry, ResidencyStatus, TenantEntry};
+use crate::state::{ArtifactSignature, FunctionEntry, ResidencyStatus, TenantEntry, TenantPatch};
 use crate::tokens::TokenEntry;
 use serde::{Deserialize, Serialize};
 use spillway_proto::{Digest, GpuDevice, NodeId, TenantId};
@@ -72,6 +72,8 @@ pub enum ControlCommand {
     RevokeToken { id: String },
     /// Creates a tenant (refused if it exists).
     CreateTenant(TenantEntry),
+    /// Changes a tenant's settings (refused if it does not exist).
+    UpdateTenant { id: TenantId, patch: TenantPatch },
     /// A change made through the API, with who made it and when (the
     /// proposer's clock): applied as `command`, and recorded in the audit
     /// trail when it takes effect.
@@ -93,6 +95,7 @@ impl ControlCommand {
             ControlCommand::PutFunction(f) => Some(&f.tenant),
             ControlCommand::CreateToken(t) => Some(&t.tenant),
             ControlCommand::CreateTenant(t) => Some(&t.id),
+            ControlCommand::UpdateTenant { id, .. } => Some(id),
             ControlCommand::Audited { command, .. } => command.tenant(),
             _ => None,
         }
@@ -133,6 +136,7 @@ impl fmt::Display for ControlCommand {
             ControlCommand::CreateToken(t) => write!(f, "create token {}", t.id),
             ControlCommand::RevokeToken { id } => write!(f, "revoke token {id}"),
             ControlCommand::CreateTenant(t) => write!(f, "create tenant {}", t.id),
+            ControlCommand::UpdateTenant { id, .. } => write!(f, "change tenant {id}"),
             ControlCommand::Audited { command, .. } => command.fmt(f),
         }
     }

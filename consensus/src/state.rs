@@ -55,6 +55,50 @@ pub struct TenantEntry {
     pub require_signed: bool,
     /// Jobs it may have running (or waiting) at once, cluster-wide.
     pub max_concurrent: Option<u32>,
+    /// The most memory one of its jobs may use: linear memory and `gpu`
+    /// buffers (host or device) together.
+    pub max_job_memory_bytes: Option<u64>,
+    /// Invoke requests a second, cluster-wide (each host enforces its
+    /// share).
+    pub rate_per_s: Option<u32>,
+}
+
+/// A change to a tenant's settings: each field given replaces the
+/// tenant's (`Some(None)` clears a limit); the rest stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPatch {
+    pub placement: Option<BTreeMap<String, String>>,
+    pub trusted_keys: Option<Vec<[u8; 32]>>,
+    pub require_signed: Option<bool>,
+    pub max_concurrent: Option<Option<u32>>,
+    pub max_job_memory_bytes: Option<Option<u64>>,
+    pub rate_per_s: Option<Option<u32>>,
+}
+
+impl TenantPatch {
+    /// `tenant` with this patch applied.
+    pub fn apply_to(&self, tenant: &TenantEntry) -> TenantEntry {
+        let mut t = tenant.clone();
+        if let Some(p) = &self.placement {
+            t.placement = p.clone();
+        }
+        if let Some(k) = &self.trusted_keys {
+            t.trusted_keys = k.clone();
+        }
+        if let Some(r) = self.require_signed {
+            t.require_signed = r;
+        }
+        if let Some(m) = self.max_concurrent {
+            t.max_concurrent = m;
+        }
+        if let Some(m) = self.max_job_memory_bytes {
+            t.max_job_memory_bytes = m;
+        }
+        if let Some(r) = self.rate_per_s {
+            t.rate_per_s = r;
+        }
+        t
+    }
 }
 
 /// A registered function.
@@ -228,6 +272,13 @@ impl ControlState {
                     return ControlResponse::Rejected(format!("tenant {} exists", t.id));
                 }
                 self.tenants.insert(t.id.clone(), t.clone());
+            }
+            ControlCommand::UpdateTenant { id, patch } => {
+                let Some(current) = self.tenants.get(id) else {
+                    return ControlResponse::Rejected(format!("no tenant {id} to change"));
+                };
+                let updated = patch.apply_to(current);
+                self.tenants.insert(id.clone(), updated);
             }
             ControlCommand::SetResidency(changes) => {
                 for change in changes {
@@ -587,6 +638,8 @@ mod tests {
             trusted_keys: Vec::new(),
             require_signed: false,
             max_concurrent: None,
+            max_job_memory_bytes: None,
+            rate_per_s: None,
         };
         assert_eq!(
             s.apply(&audited(ControlCommand::CreateTenant(tenant.clone()))),
@@ -622,6 +675,66 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_patch_changes_only_what_it_names() {
+        let mut s = ControlState::default();
+        let acme = TenantId("acme".into());
+        let patch = TenantPatch {
+            max_concurrent: Some(Some(4)),
+            ..TenantPatch::default()
+        };
+        let update = ControlCommand::UpdateTenant {
+            id: acme.clone(),
+            patch,
+        };
+        assert!(matches!(s.apply(&update), ControlResponse::Rejected(_)));
+        let tenant = TenantEntry {
+            id: acme.clone(),
+            created_unix_ms: 1,
+            placement: [("zone".to_owned(), "b".to_owned())].into(),
+            trusted_keys: vec![[7; 32]],
+            require_signed: true,
+            max_concurrent: None,
+            max_job_memory_bytes: Some(1 << 20),
+            rate_per_s: Some(5),
+        };
+        s.apply(&ControlCommand::CreateTenant(tenant.clone()));
+        assert_eq!(s.apply(&update), ControlResponse::Done);
+        let t = s.tenant(&acme).unwrap();
+        assert_eq!(t.max_concurrent, Some(4));
+        assert_eq!(
+            (
+                &t.placement,
+                &t.trusted_keys,
+                t.require_signed,
+                t.max_job_memory_bytes,
+                t.rate_per_s
+            ),
+            (
+                &tenant.placement,
+                &tenant.trusted_keys,
+                true,
+                Some(1 << 20),
+                Some(5)
+            )
+        );
+        let clear = ControlCommand::UpdateTenant {
+            id: acme.clone(),
+            patch: TenantPatch {
+                rate_per_s: Some(None),
+                require_signed: Some(false),
+                ..TenantPatch::default()
+            },
+        };
+        assert_eq!(s.apply(&clear), ControlResponse::Done);
+        let t = s.tenant(&acme).unwrap();
+        assert_eq!(
+            (t.rate_per_s, t.require_signed, t.max_concurrent),
+            (None, false, Some(4))
+        );
+        assert_eq!(t.created_unix_ms, 1);
+    }
+
+    #[test]
     fn tenants_see_only_their_own_names_and_digests() {
         let mut s = ControlState::default();
         let (admin, acme) = (TenantId::admin(), TenantId("acme".into()));
@@ -638,6 +751,8 @@ mod tests {
             trusted_keys: Vec::new(),
             require_signed: false,
             max_concurrent: None,
+            max_job_memory_bytes: None,
+            rate_per_s: None,
         };
         assert_eq!(
             s.apply(&ControlCommand::CreateTenant(tenant.clone())),

@@ -29,6 +29,17 @@ pub(crate) fn share(quota: u32, state: &ControlState, host: u64) -> u32 {
     share_among(quota, active, host)
 }
 
+/// This host's share of a tenant's cluster-wide request rate: an equal
+/// part for each active member.
+pub(crate) fn rate_share(rate_per_s: u32, state: &ControlState) -> f64 {
+    let active = state
+        .members()
+        .filter(|m| m.state == MemberState::Active)
+        .count()
+        .max(1);
+    f64::from(rate_per_s) / active as f64
+}
+
 /// `host`'s share of `quota` among the hosts `active`.
 fn share_among(quota: u32, mut active: Vec<u64>, host: u64) -> u32 {
     active.sort_unstable();

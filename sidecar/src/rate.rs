@@ -1,13 +1,15 @@
-//! Per-token request rates: a token bucket per token id, on this host.
+//! Request rates: a token bucket per key (a token id, or a tenant), on
+//! this host.
 //!
-//! A token with a rate may make that many requests a second here, in
-//! bursts of up to one second's worth; past it a request gets 429
-//! `rate_limited` with the wait until the next one fits. Pure arithmetic
-//! over the times it is given.
+//! A key with a rate may make that many requests a second here, in bursts
+//! of up to one second's worth (at least one request); past it a request
+//! gets 429 `rate_limited` with the wait until the next one fits. Pure
+//! arithmetic over the times it is given.
 //!
-//! What it is not: cluster-wide. Each host keeps its own buckets, so a
-//! client that spreads its requests over N hosts gets up to N times the
-//! rate (shared quotas come with tenant placement leases).
+//! A token's rate is kept per host: a client that spreads its requests
+//! over N hosts gets up to N times it. A tenant's rate is cluster-wide:
+//! each host enforces its share (`quota::rate_share`), so the shares add
+//! up to the tenant's rate.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,17 +29,18 @@ pub(crate) struct RateLimits {
 }
 
 impl RateLimits {
-    /// Takes one request for token `id` allowed `rate_per_s`: `Ok` if it
-    /// may go at `now`, else how long until one may.
-    pub(crate) fn take(&self, id: &str, rate_per_s: u32, now: Instant) -> Result<(), Duration> {
-        let rate = f64::from(rate_per_s.max(1));
+    /// Takes one request for `key` allowed `rate_per_s`: `Ok` if it may go
+    /// at `now`, else how long until one may.
+    pub(crate) fn take(&self, key: &str, rate_per_s: f64, now: Instant) -> Result<(), Duration> {
+        let rate = rate_per_s.max(0.001);
+        let burst = rate.max(1.0);
         let mut buckets = self.buckets.lock().expect("rate lock");
-        let bucket = buckets.entry(id.to_owned()).or_insert(Bucket {
-            tokens: rate,
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
             last: now,
         });
         let refill = now.saturating_duration_since(bucket.last).as_secs_f64() * rate;
-        bucket.tokens = (bucket.tokens + refill).min(rate);
+        bucket.tokens = (bucket.tokens + refill).min(burst);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -57,21 +60,36 @@ mod tests {
         let limits = RateLimits::default();
         let t0 = Instant::now();
         for _ in 0..5 {
-            assert!(limits.take("a", 5, t0).is_ok());
+            assert!(limits.take("a", 5.0, t0).is_ok());
         }
-        let wait = limits.take("a", 5, t0).unwrap_err();
+        let wait = limits.take("a", 5.0, t0).unwrap_err();
         assert!((wait.as_secs_f64() - 0.2).abs() < 1e-9, "{wait:?}");
         // Another token is unaffected.
-        assert!(limits.take("b", 5, t0).is_ok());
+        assert!(limits.take("b", 5.0, t0).is_ok());
         // After 200 ms one more fits, and no more.
         let t1 = t0 + Duration::from_millis(200);
-        assert!(limits.take("a", 5, t1).is_ok());
-        assert!(limits.take("a", 5, t1).is_err());
+        assert!(limits.take("a", 5.0, t1).is_ok());
+        assert!(limits.take("a", 5.0, t1).is_err());
         // A long pause refills only up to one second's worth.
         let t2 = t1 + Duration::from_secs(60);
         for _ in 0..5 {
-            assert!(limits.take("a", 5, t2).is_ok());
+            assert!(limits.take("a", 5.0, t2).is_ok());
         }
-        assert!(limits.take("a", 5, t2).is_err());
+        assert!(limits.take("a", 5.0, t2).is_err());
+    }
+
+    #[test]
+    fn a_share_below_one_a_second_still_allows_one_request() {
+        // A tenant's 2/s shared by three hosts: 0.67/s here.
+        let limits = RateLimits::default();
+        let t0 = Instant::now();
+        assert!(limits.take("tenant:acme", 2.0 / 3.0, t0).is_ok());
+        let wait = limits.take("tenant:acme", 2.0 / 3.0, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.5).abs() < 1e-9, "{wait:?}");
+        assert!(
+            limits
+                .take("tenant:acme", 2.0 / 3.0, t0 + Duration::from_millis(1500))
+                .is_ok()
+        );
     }
 }

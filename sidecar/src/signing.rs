@@ -125,6 +125,8 @@ mod tests {
                 .collect(),
             require_signed,
             max_concurrent: None,
+            max_job_memory_bytes: None,
+            rate_per_s: None,
         }
     }
 

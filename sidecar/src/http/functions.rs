@@ -69,6 +69,24 @@ pub(super) async fn create(
             format!("memory_limit_bytes must be at most {max} on this host"),
         ));
     }
+    let state = app.control.state();
+    let tenant_limit = state
+        .tenant(&principal.tenant)
+        .and_then(|t| t.max_job_memory_bytes);
+    let memory_limit_bytes = match (req.memory_limit_bytes, tenant_limit) {
+        (Some(asked), Some(limit)) if asked > limit => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "over_tenant_limit",
+                format!(
+                    "memory_limit_bytes {asked} is over tenant {}'s limit of {limit} bytes a job",
+                    principal.tenant
+                ),
+            ));
+        }
+        (None, Some(limit)) => memory_limit_bytes.min(limit),
+        _ => memory_limit_bytes,
+    };
     let entry = FunctionEntry {
         name: req.name,
         artifact: req.artifact,

@@ -21,7 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use spillway_consensus::Scope;
-use spillway_proto::{JobId, JobSpec};
+use spillway_proto::{JobId, JobSpec, TenantId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -39,6 +39,7 @@ pub(super) async fn invoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let principal = app.authorize(&headers, Scope::Invoke).await?;
+    tenant_rate(&app, &principal.tenant)?;
     let input = body.map_err(|r| ApiError::from_body(r, app.config.max_input_bytes))?;
     let mut function = app
         .control
@@ -91,13 +92,24 @@ pub(super) async fn invoke(
         .tenant(&tenant)
         .map(|t| t.placement.clone())
         .unwrap_or_default();
+    // The tenant's memory limit caps the function's (0: the host's).
+    let tenant_memory = app
+        .control
+        .state()
+        .tenant(&tenant)
+        .and_then(|t| t.max_job_memory_bytes);
+    let memory_limit_bytes = match (function.memory_limit_bytes, tenant_memory) {
+        (0, Some(limit)) => limit,
+        (mine, Some(limit)) => mine.min(limit),
+        (mine, None) => mine,
+    };
     let spec = JobSpec {
         tenant,
         function: name,
         digest,
         accelerator: function.accelerator,
         deadline_ms,
-        memory_limit_bytes: function.memory_limit_bytes,
+        memory_limit_bytes,
         idempotent: function.idempotent,
         placement,
     };
@@ -130,6 +142,27 @@ pub(super) async fn invoke(
         running.finish(finished.clone(), finished.weight(), Instant::now());
     }
     Ok(respond(finished, false))
+}
+
+/// The tenant's cluster-wide request rate, this host's share of it.
+fn tenant_rate(app: &App, tenant: &TenantId) -> Result<(), ApiError> {
+    let state = app.control.state();
+    let Some(rate) = state.tenant(tenant).and_then(|t| t.rate_per_s) else {
+        return Ok(());
+    };
+    let share = crate::quota::rate_share(rate, &state);
+    let key = format!("tenant:{tenant}");
+    match app.rates.take(&key, share, Instant::now()) {
+        Ok(()) => Ok(()),
+        Err(wait) => Err(ApiError {
+            retry_after_ms: Some((wait.as_millis() as u64).max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("tenant {tenant} is over its rate of {rate}/s across the cluster"),
+            )
+        }),
+    }
 }
 
 /// How a job ended, as remembered under its idempotency key.

@@ -47,7 +47,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use spillway_consensus::{ControlCommand, ControlResponse, Scope, TokenDenial};
 use spillway_proto::TenantId;
 use std::sync::Arc;
@@ -115,7 +115,9 @@ impl App {
                 .ok_or_else(invalid)?;
             if let Some(rate) = entry.rate_per_s
                 && entry.check(scope, now_unix_ms()).is_ok()
-                && let Err(wait) = self.rates.take(&entry.id, rate, std::time::Instant::now())
+                && let Err(wait) =
+                    self.rates
+                        .take(&entry.id, f64::from(rate), std::time::Instant::now())
             {
                 let retry_after_ms = (wait.as_millis() as u64).max(1);
                 return Err(ApiError {
@@ -214,6 +216,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/members/{id}", delete(members::remove))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{name}", patch(tenants::change))
         .route("/v1/audit", get(audit::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/artifacts", get(artifacts::list))

@@ -1,18 +1,21 @@
-//! `POST /v1/tenants`, `GET /v1/tenants`: tenants (admin scope). A tenant
-//! is a namespace: its artifacts, functions and tokens are invisible to
-//! every other tenant. A tenant may be limited to hosts with given labels
-//! (`placement`): its jobs run, and burst, only there. The admin tenant
-//! always exists.
+//! `POST /v1/tenants`, `GET /v1/tenants`, `PATCH /v1/tenants/{name}`:
+//! tenants (admin scope). A tenant is a namespace: its artifacts, functions
+//! and tokens are invisible to every other tenant. A tenant may be limited
+//! to hosts with given labels (`placement`): its jobs run, and burst, only
+//! there. Its quotas: jobs at once cluster-wide (`max_concurrent`), memory
+//! per job (`max_job_memory_bytes`, linear memory and `gpu` buffers
+//! together) and invoke requests a second cluster-wide (`rate_per_s`). The
+//! admin tenant always exists and has no quotas.
 
 use super::{ApiError, App};
 use crate::records::valid_name;
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spillway_consensus::{ControlCommand, Scope, TenantEntry};
+use spillway_consensus::{ControlCommand, Scope, TenantEntry, TenantPatch};
 use spillway_proto::TenantId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +35,35 @@ pub(super) struct CreateTenant {
     require_signed: bool,
     /// Jobs it may have running at once, cluster-wide.
     max_concurrent: Option<u32>,
+    /// Memory one job may use.
+    max_job_memory_bytes: Option<u64>,
+    /// Invoke requests a second, cluster-wide.
+    rate_per_s: Option<u32>,
+}
+
+/// `PATCH`: a field left out stays as it is; `null` clears a limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChangeTenant {
+    placement: Option<BTreeMap<String, String>>,
+    trusted_keys: Option<Vec<String>>,
+    require_signed: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    max_concurrent: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    max_job_memory_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_per_s: Option<Option<u32>>,
+}
+
+/// A field that is present (`null` included): `Some(value or None)`; an
+/// absent one falls back to `default`, `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 fn view(t: &TenantEntry) -> Value {
@@ -42,6 +74,8 @@ fn view(t: &TenantEntry) -> Value {
         "trusted_keys": t.trusted_keys.iter().map(hex::encode).collect::<Vec<_>>(),
         "require_signed": t.require_signed,
         "max_concurrent": t.max_concurrent,
+        "max_job_memory_bytes": t.max_job_memory_bytes,
+        "rate_per_s": t.rate_per_s,
     })
 }
 
@@ -66,21 +100,8 @@ pub(super) async fn create(
             format!("tenant {id} exists"),
         ));
     }
-    let trusted_keys = req
-        .trusted_keys
-        .iter()
-        .map(|k| {
-            hex::decode(k)
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "bad_key",
-                "trusted_keys are ed25519 public keys, 64 hex digits",
-            )
-        })?;
+    let trusted_keys = keys(&req.trusted_keys)?;
+    check_limits(req.max_concurrent, req.rate_per_s, req.max_job_memory_bytes)?;
     let entry = TenantEntry {
         id: id.clone(),
         created_unix_ms: crate::now_unix_ms(),
@@ -88,6 +109,8 @@ pub(super) async fn create(
         trusted_keys,
         require_signed: req.require_signed,
         max_concurrent: req.max_concurrent,
+        max_job_memory_bytes: req.max_job_memory_bytes,
+        rate_per_s: req.rate_per_s,
     };
     app.commit(&principal, ControlCommand::CreateTenant(entry.clone()))
         .await?;
@@ -104,4 +127,81 @@ pub(super) async fn list(
     let mut tenants = vec![json!({"name": TenantId::admin().0, "created_unix_ms": null})];
     tenants.extend(state.tenants().map(view));
     Ok(Json(Value::Array(tenants)))
+}
+
+pub(super) async fn change(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ChangeTenant>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = app.authorize(&headers, Scope::Admin).await?;
+    let Json(req) = body.map_err(ApiError::from_json)?;
+    let id = TenantId(name);
+    let missing = || {
+        ApiError::not_found(
+            "tenant",
+            format!("no tenant {id} (the admin tenant has no settings)"),
+        )
+    };
+    if app.control.state().tenant(&id).is_none() {
+        return Err(missing());
+    }
+    let trusted_keys = req.trusted_keys.as_deref().map(keys).transpose()?;
+    check_limits(
+        req.max_concurrent.flatten(),
+        req.rate_per_s.flatten(),
+        req.max_job_memory_bytes.flatten(),
+    )?;
+    let patch = TenantPatch {
+        placement: req.placement,
+        trusted_keys,
+        require_signed: req.require_signed,
+        max_concurrent: req.max_concurrent,
+        max_job_memory_bytes: req.max_job_memory_bytes,
+        rate_per_s: req.rate_per_s,
+    };
+    let command = ControlCommand::UpdateTenant {
+        id: id.clone(),
+        patch,
+    };
+    app.commit(&principal, command).await?;
+    tracing::info!(tenant = %id, "tenant changed");
+    let state = app.control.state();
+    let tenant = state.tenant(&id).ok_or_else(missing)?;
+    Ok(Json(view(tenant)))
+}
+
+/// Publisher keys from hex.
+fn keys(hex_keys: &[String]) -> Result<Vec<[u8; 32]>, ApiError> {
+    hex_keys
+        .iter()
+        .map(|k| {
+            hex::decode(k)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_key",
+                "trusted_keys are ed25519 public keys, 64 hex digits",
+            )
+        })
+}
+
+/// Zero is not a limit anyone means: refuse it rather than lock the
+/// tenant out.
+fn check_limits(
+    max_concurrent: Option<u32>,
+    rate_per_s: Option<u32>,
+    max_job_memory_bytes: Option<u64>,
+) -> Result<(), ApiError> {
+    if max_concurrent == Some(0) || rate_per_s == Some(0) || max_job_memory_bytes == Some(0) {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            "max_concurrent, rate_per_s and max_job_memory_bytes must be positive (null: no limit)",
+        ));
+    }
+    Ok(())
 }
