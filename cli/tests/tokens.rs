@@ -822,3 +822,117 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
     assert!(ok, "{err}");
     assert!(audit.contains("change tenant metered"), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_quota_leases_follow_its_load_between_hosts() {
+    let root = tempfile::tempdir().unwrap();
+    let flags: &[&str] = &["--slots", "3"];
+    let (api, hosts) = form(root.path(), &[flags, flags, flags]).await;
+    let h1 = &hosts[0];
+    use reqwest::Method as M;
+    let (status, v) = call(
+        &api.http,
+        h1,
+        &api.token,
+        M::POST,
+        "/v1/tenants",
+        Some(json!({"name": "shifting", "max_concurrent": 3})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        v["leases"],
+        Value::Null,
+        "an even split until the leader leases"
+    );
+    let (_, token) = create_token(
+        &api,
+        h1,
+        json!({"scopes": ["invoke", "publish"], "tenant": "shifting"}),
+    )
+    .await;
+    let spin = json!({"name": "spin", "artifact": "spin", "deadline_ms": 30_000});
+    api.publish(h1, &token, "spin", spin).await;
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sample = async {
+        let mut most = 0u64;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let v = api.cluster(h1).await;
+            let running: u64 = members(&v)
+                .iter()
+                .map(|m| m["running"].as_u64().unwrap_or(0))
+                .sum();
+            most = most.max(running);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        most
+    };
+    let shifts = async {
+        let at_1 = until_full(&api, &hosts[0], &token).await;
+        let tenants = api.get(h1, "/v1/tenants").await.unwrap();
+        let first = tenants[1]["leases"].clone();
+        let at_2 = until_full(&api, &hosts[1], &token).await;
+        let tenants = api.get(h1, "/v1/tenants").await.unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (at_1, first, at_2, tenants[1]["leases"].clone())
+    };
+    let ((at_1, first, at_2, second), most) = tokio::join!(shifts, sample);
+    eprintln!(
+        "refused before the quota moved: {at_1} at n1, {at_2} at n2; leases {first} then {second}; most running {most}"
+    );
+    assert!(
+        at_1 > 0 && at_2 > 0,
+        "each host started with a share of one"
+    );
+    assert_eq!(first["shares"], json!({"n1": 3}), "{first}");
+    assert_eq!(second["shares"], json!({"n2": 3}), "{second}");
+    assert!(second["epoch"].as_u64() > first["epoch"].as_u64());
+    assert!(
+        most <= 3,
+        "the quota of 3 held while the leases moved: saw {most}"
+    );
+    assert!(most >= 3, "the sampling saw a full wave run: {most}");
+}
+
+/// Three jobs of `token`'s at once, kept on `host` (never burst), about
+/// 250 ms each: their statuses.
+async fn wave(api: &Api, host: &Host, token: &str) -> Vec<u16> {
+    let jobs = (0..3).map(|_| {
+        api.http
+            .post(format!("{}/v1/functions/spin/invoke", host.endpoint))
+            .bearer_auth(token)
+            .header("spillway-placement", "local")
+            .body(100_000_000u32.to_le_bytes().to_vec())
+            .send()
+    });
+    futures::future::join_all(jobs)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect()
+}
+
+/// Waves at `host` until one runs all three (at first the host's share of
+/// the quota is one, and the rest get 429; the refusals make the leader
+/// move the quota there); how many were refused meanwhile.
+async fn until_full(api: &Api, host: &Host, token: &str) -> usize {
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut refused = 0;
+    loop {
+        let statuses = wave(api, host, token).await;
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 429),
+            "{statuses:?}"
+        );
+        refused += statuses.iter().filter(|s| **s == 429).count();
+        if statuses.iter().all(|s| *s == 200) {
+            return refused;
+        }
+        assert!(
+            Instant::now() < until,
+            "{} never got the whole quota",
+            host.endpoint
+        );
+    }
+}

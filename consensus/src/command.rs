@@ -74,6 +74,14 @@ pub enum ControlCommand {
     CreateTenant(TenantEntry),
     /// Changes a tenant's settings (refused if it does not exist).
     UpdateTenant { id: TenantId, patch: TenantPatch },
+    /// The leader's new placement leases for a tenant's concurrency quota
+    /// (refused unless `epoch` is the next one and the shares fit the
+    /// quota).
+    SetQuotaLeases {
+        tenant: TenantId,
+        epoch: u64,
+        shares: std::collections::BTreeMap<u64, u32>,
+    },
     /// A change made through the API, with who made it and when (the
     /// proposer's clock): applied as `command`, and recorded in the audit
     /// trail when it takes effect.
@@ -137,6 +145,13 @@ impl fmt::Display for ControlCommand {
             ControlCommand::RevokeToken { id } => write!(f, "revoke token {id}"),
             ControlCommand::CreateTenant(t) => write!(f, "create tenant {}", t.id),
             ControlCommand::UpdateTenant { id, .. } => write!(f, "change tenant {id}"),
+            ControlCommand::SetQuotaLeases {
+                tenant,
+                epoch,
+                shares,
+            } => {
+                write!(f, "leases of tenant {tenant}, epoch {epoch}: {shares:?}")
+            }
             ControlCommand::Audited { command, .. } => command.fmt(f),
         }
     }

@@ -63,6 +63,17 @@ pub struct TenantEntry {
     pub rate_per_s: Option<u32>,
 }
 
+/// A tenant's concurrency quota split into per-host placement leases:
+/// each host admits up to its share with no consensus round per job. The
+/// shares never add up to more than the quota; the leader rebalances
+/// them as load shifts, raising the epoch each time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLeases {
+    pub epoch: u64,
+    /// Host id → jobs it may hold at once.
+    pub shares: BTreeMap<u64, u32>,
+}
+
 /// A change to a tenant's settings: each field given replaces the
 /// tenant's (`Some(None)` clears a limit); the rest stay.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +151,9 @@ pub struct ControlState {
     tokens: BTreeMap<String, TokenEntry>,
     /// Tenants other than the admin tenant (which always exists).
     tenants: BTreeMap<TenantId, TenantEntry>,
+    /// Tenants' concurrency quotas as per-host leases (absent: split
+    /// evenly among the active members).
+    leases: BTreeMap<TenantId, QuotaLeases>,
     /// Changes made through the API, oldest first.
     audit: std::collections::VecDeque<AuditRecord>,
 }
@@ -278,7 +292,41 @@ impl ControlState {
                     return ControlResponse::Rejected(format!("no tenant {id} to change"));
                 };
                 let updated = patch.apply_to(current);
+                if updated.max_concurrent != current.max_concurrent {
+                    // Leases of the old quota do not fit the new one.
+                    self.leases.remove(id);
+                }
                 self.tenants.insert(id.clone(), updated);
+            }
+            ControlCommand::SetQuotaLeases {
+                tenant,
+                epoch,
+                shares,
+            } => {
+                let Some(quota) = self.tenants.get(tenant).and_then(|t| t.max_concurrent) else {
+                    return ControlResponse::Rejected(format!(
+                        "tenant {tenant} has no concurrency quota"
+                    ));
+                };
+                let current = self.leases.get(tenant).map_or(0, |l| l.epoch);
+                if *epoch != current + 1 {
+                    return ControlResponse::Rejected(format!(
+                        "lease epoch {epoch} does not follow {current}"
+                    ));
+                }
+                let total: u64 = shares.values().map(|s| u64::from(*s)).sum();
+                if total > u64::from(quota) {
+                    return ControlResponse::Rejected(format!(
+                        "leases add up to {total}, over the quota of {quota}"
+                    ));
+                }
+                self.leases.insert(
+                    tenant.clone(),
+                    QuotaLeases {
+                        epoch: *epoch,
+                        shares: shares.clone(),
+                    },
+                );
             }
             ControlCommand::SetResidency(changes) => {
                 for change in changes {
@@ -432,6 +480,11 @@ impl ControlState {
     }
 
     /// A tenant other than the admin tenant.
+    /// The tenant's placement leases, once the leader has written any.
+    pub fn quota_leases(&self, tenant: &TenantId) -> Option<&QuotaLeases> {
+        self.leases.get(tenant)
+    }
+
     pub fn tenant(&self, id: &TenantId) -> Option<&TenantEntry> {
         self.tenants.get(id)
     }
@@ -732,6 +785,68 @@ mod tests {
             (None, false, Some(4))
         );
         assert_eq!(t.created_unix_ms, 1);
+    }
+
+    #[test]
+    fn leases_follow_their_epochs_and_never_exceed_the_quota() {
+        let mut s = ControlState::default();
+        let acme = TenantId("acme".into());
+        let set = |epoch, shares: &[(u64, u32)]| ControlCommand::SetQuotaLeases {
+            tenant: acme.clone(),
+            epoch,
+            shares: shares.iter().copied().collect(),
+        };
+        // No tenant, or no quota: nothing to lease.
+        assert!(matches!(
+            s.apply(&set(1, &[(1, 1)])),
+            ControlResponse::Rejected(_)
+        ));
+        s.apply(&ControlCommand::CreateTenant(TenantEntry {
+            id: acme.clone(),
+            created_unix_ms: 1,
+            placement: BTreeMap::new(),
+            trusted_keys: Vec::new(),
+            require_signed: false,
+            max_concurrent: Some(3),
+            max_job_memory_bytes: None,
+            rate_per_s: None,
+        }));
+        assert!(
+            matches!(s.apply(&set(2, &[(1, 3)])), ControlResponse::Rejected(_)),
+            "epochs go one at a time"
+        );
+        assert!(
+            matches!(
+                s.apply(&set(1, &[(1, 3), (2, 1)])),
+                ControlResponse::Rejected(_)
+            ),
+            "4 > 3"
+        );
+        assert_eq!(
+            s.apply(&set(1, &[(1, 1), (2, 1), (3, 1)])),
+            ControlResponse::Done
+        );
+        assert_eq!(
+            s.apply(&set(2, &[(1, 3), (2, 0), (3, 0)])),
+            ControlResponse::Done
+        );
+        assert!(
+            matches!(s.apply(&set(2, &[(1, 3)])), ControlResponse::Rejected(_)),
+            "a stale epoch"
+        );
+        let leases = s.quota_leases(&acme).unwrap();
+        assert_eq!((leases.epoch, leases.shares.get(&1)), (2, Some(&3)));
+        // A new quota drops the leases (hosts split it evenly until the
+        // leader writes new ones).
+        s.apply(&ControlCommand::UpdateTenant {
+            id: acme.clone(),
+            patch: TenantPatch {
+                max_concurrent: Some(Some(6)),
+                ..TenantPatch::default()
+            },
+        });
+        assert!(s.quota_leases(&acme).is_none());
+        assert_eq!(s.apply(&set(1, &[(1, 6)])), ControlResponse::Done);
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub use auth::{AdminToken, ScopedToken, TokenError};
 pub use config::{ConfigError, NodeLaunch, SidecarConfig};
 pub use control::ClusterStart;
 pub use error::SidecarError;
+pub use quota::QuotaUsage;
 pub use records::{AcceleratorName, ArtifactRecord, FunctionRecord};
 
 use std::future::Future;

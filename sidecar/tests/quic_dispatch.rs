@@ -70,6 +70,7 @@ fn job(input: Vec<u8>) -> Dispatch {
         trace: None,
         idempotency_key: None,
         attempt: 1,
+        borrowed_quota: false,
     }
 }
 

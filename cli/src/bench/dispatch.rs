@@ -87,6 +87,7 @@ fn dispatch(i: u64, payload: usize) -> Dispatch {
         trace: None,
         idempotency_key: None,
         attempt: 1,
+        borrowed_quota: false,
     }
 }
 

@@ -27,13 +27,22 @@ impl Control {
             execute,
             attempt,
             trace,
+            borrowed_quota,
             ..
         } = dispatch;
         let origin = self.state().member_by_key(&from).map(|m| NodeId(m.id));
         let span = tracing::info_span!("burst_in", job = %execute.job, origin = ?origin, attempt, trace = trace.as_deref());
         let deadline = Instant::now() + Duration::from_millis(execute.remaining_ms);
-        let slot = match self.queue().try_slot(&execute.spec, &self.link().status()) {
-            Ok(slot) => slot,
+        // The tenant's share of its quota here, held while the job runs,
+        // unless the origin lends its own. Taken before the slot, so no
+        // slot is ever held by a job the quota turns away. (A refusal here
+        // is not this host's demand: the origin counted it already.)
+        let permit = match borrowed_quota {
+            true => Ok(None),
+            false => self.quota_permit_for_peer(&execute.spec.tenant),
+        };
+        let _permit = match permit {
+            Ok(permit) => permit,
             Err(refusal) => {
                 span.in_scope(|| tracing::debug!("refused a burst job: {refusal}"));
                 if write_dispatch_reply(&mut send, &DispatchReply::Refused(refusal)).await {
@@ -42,9 +51,8 @@ impl Control {
                 return;
             }
         };
-        // The tenant's share of its quota here, held while the job runs.
-        let _permit = match self.quota_permit(&execute.spec.tenant) {
-            Ok(permit) => permit,
+        let slot = match self.queue().try_slot(&execute.spec, &self.link().status()) {
+            Ok(slot) => slot,
             Err(refusal) => {
                 span.in_scope(|| tracing::debug!("refused a burst job: {refusal}"));
                 if write_dispatch_reply(&mut send, &DispatchReply::Refused(refusal)).await {

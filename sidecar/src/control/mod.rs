@@ -21,6 +21,7 @@
 
 mod fetch;
 mod handler;
+mod leases;
 mod local;
 mod start;
 mod tasks;
@@ -228,11 +229,25 @@ impl Control {
         &self,
         tenant: &spillway_proto::TenantId,
     ) -> Result<Option<crate::quota::QuotaPermit>, spillway_proto::Refusal> {
+        let permit = self.quota_permit_for_peer(tenant);
+        if permit.is_err() {
+            // Demand this host's lease lacked: the leader rebalances by it.
+            self.quotas.refused(tenant, std::time::Instant::now());
+        }
+        permit
+    }
+
+    /// [`Control::quota_permit`] for a job a peer offers: a refusal is not
+    /// recorded as demand here (the origin recorded it).
+    pub(crate) fn quota_permit_for_peer(
+        &self,
+        tenant: &spillway_proto::TenantId,
+    ) -> Result<Option<crate::quota::QuotaPermit>, spillway_proto::Refusal> {
         let state = self.state();
         let Some(quota) = state.tenant(tenant).and_then(|t| t.max_concurrent) else {
             return Ok(None);
         };
-        let share = crate::quota::share(quota, &state, self.id);
+        let share = crate::quota::share(quota, tenant, &state, self.id);
         self.quotas
             .acquire(tenant, share)
             .map(Some)
@@ -279,7 +294,23 @@ impl Control {
                 .burst
                 .received
                 .load(std::sync::atomic::Ordering::Relaxed),
+            quota_usage: self.quota_usage(),
         }
+    }
+
+    /// This host's use of the lease of each tenant with a concurrency quota.
+    pub(crate) fn quota_usage(
+        &self,
+    ) -> std::collections::BTreeMap<spillway_proto::TenantId, crate::QuotaUsage> {
+        let state = self.state();
+        let tenants = state
+            .tenants()
+            .filter(|t| t.max_concurrent.is_some())
+            .map(|t| {
+                let epoch = state.quota_leases(&t.id).map_or(0, |l| l.epoch);
+                (t.id.clone(), epoch)
+            });
+        self.quotas.usage(tenants, std::time::Instant::now())
     }
 
     /// Another member's status over QUIC (`None` if it does not answer

@@ -3,7 +3,7 @@
 
 use super::handler::ControlHandler;
 use super::local::LocalMembership;
-use super::{Control, tasks};
+use super::{Control, leases, tasks};
 use crate::burst::Burst;
 use crate::link::NodeLink;
 use crate::peer::client::exchange;
@@ -213,6 +213,7 @@ pub(crate) async fn start(
     tokio::spawn(tasks::sync(control.clone(), dir.clone()));
     tokio::spawn(tasks::reconcile(control.clone()));
     tokio::spawn(tasks::residency(control.clone()));
+    tokio::spawn(leases::rebalance(control.clone()));
     tokio::spawn(crate::burst::gossip_loop(control.clone()));
     tracing::info!(host = id, quic = %quic_addr, key = %control.identity().public_key_hex(), "control plane started");
     println!("peer endpoint quic://{quic_addr} (host {id})");

@@ -12,6 +12,7 @@ use super::{ApiError, App};
 use crate::burst::origin::{Accepted, Attempt, Offer};
 use crate::link::{JobFailed, JobOutput};
 use crate::peer::Dispatch;
+use crate::quota::QuotaPermit;
 use axum::body::Bytes;
 use spillway_consensus::MemberState;
 use spillway_proto::{Completion, Execute, Failure, JobId, JobSpec, NodeId, Refusal};
@@ -62,10 +63,11 @@ struct Job<'a> {
     deadline: Instant,
 }
 
-/// Where a placement led: the job ended here, or a peer took it.
+/// Where a placement led: the job ended here, or a peer took it (under
+/// this host's quota permit when it lent one).
 enum Placed {
     Ended(Result<Ran, ApiError>),
-    Peer(Accepted),
+    Peer(Accepted, Option<QuotaPermit>),
 }
 
 /// Peers lost with an idempotent job before it gives up.
@@ -97,9 +99,10 @@ pub(super) async fn run(
     };
     let mut lost = 0;
     loop {
-        let taken = match job.place(lost > 0).await {
+        // A lent permit is held until the peer's attempt ends.
+        let (taken, _lent) = match job.place(lost > 0).await {
             Placed::Ended(outcome) => return outcome,
-            Placed::Peer(taken) => taken,
+            Placed::Peer(taken, lent) => (taken, lent),
         };
         let peer = NodeId(taken.peer());
         let span = tracing::info_span!("burst", job = %id, peer = %peer);
@@ -159,21 +162,38 @@ impl Job<'_> {
             Decision::Peer {
                 candidates,
                 fallback,
-            } => match self.offer(&candidates).await {
-                Ok(Some(taken)) => Placed::Peer(taken),
-                Err(e) => Placed::Ended(Err(e)),
-                Ok(None) => match fallback {
-                    Fallback::Queue => self.here().await,
-                    Fallback::Refuse(refusal) => Placed::Ended(Err(refused(refusal))),
-                },
-            },
+            } => {
+                // With room in the tenant's lease here the peer runs the
+                // job under it; with none, under its own.
+                let lent = self
+                    .app
+                    .control
+                    .quota_permit(&self.spec.tenant)
+                    .ok()
+                    .flatten();
+                match self.offer(&candidates, lent.is_some()).await {
+                    Ok(Some(taken)) => Placed::Peer(taken, lent),
+                    Err(e) => Placed::Ended(Err(e)),
+                    Ok(None) => {
+                        drop(lent);
+                        match fallback {
+                            Fallback::Queue => self.here().await,
+                            Fallback::Refuse(refusal) => Placed::Ended(Err(refused(refusal))),
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Offers the job to `candidates` in turn; `None` if none took it. A
     /// peer lost before answering may have run it: fatal unless the job
     /// is idempotent.
-    async fn offer(&self, candidates: &[NodeId]) -> Result<Option<Accepted>, ApiError> {
+    async fn offer(
+        &self,
+        candidates: &[NodeId],
+        borrowed_quota: bool,
+    ) -> Result<Option<Accepted>, ApiError> {
         for (attempt, peer) in candidates.iter().enumerate() {
             let remaining_ms = self
                 .deadline
@@ -193,6 +213,7 @@ impl Job<'_> {
                 trace: self.context.trace.clone(),
                 idempotency_key: self.context.idempotency_key.clone(),
                 attempt: attempt as u32 + 1,
+                borrowed_quota,
             };
             match self
                 .app
@@ -251,14 +272,15 @@ impl Job<'_> {
         peers
     }
 
-    /// A queued job placed again: `Some` when a peer took it (or the
-    /// attempt ended it), `None` to keep waiting here.
-    async fn leave_for_peer(&self) -> Option<Placed> {
+    /// A queued job placed again: `Some` when a peer took it (under
+    /// `permit`, this host's, when there is one) or the attempt ended it,
+    /// `None` to keep waiting here.
+    async fn leave_for_peer(&self, permit: &mut Option<QuotaPermit>) -> Option<Placed> {
         let Decision::Peer { candidates, .. } = self.decide() else {
             return None;
         };
-        match self.offer(&candidates).await {
-            Ok(Some(taken)) => Some(Placed::Peer(taken)),
+        match self.offer(&candidates, permit.is_some()).await {
+            Ok(Some(taken)) => Some(Placed::Peer(taken, permit.take())),
             Ok(None) => None,
             Err(e) => Some(Placed::Ended(Err(e))),
         }
@@ -289,7 +311,7 @@ impl Job<'_> {
         // A place in the tenant's quota here, held while the job waits and
         // runs here; with none left, only a peer with room in its share can
         // take the job.
-        let _permit = match app.control.quota_permit(&self.spec.tenant) {
+        let mut permit = match app.control.quota_permit(&self.spec.tenant) {
             Ok(permit) => permit,
             Err(refusal) => {
                 let peers = if self.context.here_only {
@@ -297,8 +319,8 @@ impl Job<'_> {
                 } else {
                     self.any_peers()
                 };
-                return match self.offer(&peers).await {
-                    Ok(Some(taken)) => Placed::Peer(taken),
+                return match self.offer(&peers, false).await {
+                    Ok(Some(taken)) => Placed::Peer(taken, None),
                     Ok(None) => Placed::Ended(Err(Failure::from(refusal).into())),
                     Err(e) => Placed::Ended(Err(e)),
                 };
@@ -330,7 +352,7 @@ impl Job<'_> {
                 () = burst.room.notified(), if may_leave => {}
                 _ = replace.tick(), if may_leave => {}
             }
-            if let Some(placed) = self.leave_for_peer().await {
+            if let Some(placed) = self.leave_for_peer(&mut permit).await {
                 return placed;
             }
         };

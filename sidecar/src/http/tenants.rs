@@ -15,8 +15,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spillway_consensus::{ControlCommand, Scope, TenantEntry, TenantPatch};
-use spillway_proto::TenantId;
+use spillway_consensus::{ControlCommand, ControlState, Scope, TenantEntry, TenantPatch};
+use spillway_proto::{NodeId, TenantId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -66,8 +66,19 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-fn view(t: &TenantEntry) -> Value {
+fn view(t: &TenantEntry, state: &ControlState) -> Value {
+    // Where its concurrency quota is leased, once the leader has written
+    // leases (until then each active host has an even share).
+    let leases = state.quota_leases(&t.id).map(|l| {
+        let shares: BTreeMap<String, u32> = l
+            .shares
+            .iter()
+            .map(|(h, s)| (NodeId(*h).to_string(), *s))
+            .collect();
+        json!({"epoch": l.epoch, "shares": shares})
+    });
     json!({
+        "leases": leases,
         "name": t.id.0,
         "created_unix_ms": t.created_unix_ms,
         "placement": t.placement,
@@ -115,7 +126,10 @@ pub(super) async fn create(
     app.commit(&principal, ControlCommand::CreateTenant(entry.clone()))
         .await?;
     tracing::info!(tenant = %id, "tenant created");
-    Ok((StatusCode::CREATED, Json(view(&entry))))
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&entry, &app.control.state())),
+    ))
 }
 
 pub(super) async fn list(
@@ -125,7 +139,7 @@ pub(super) async fn list(
     app.authorize(&headers, Scope::Admin).await?;
     let state = app.control.state();
     let mut tenants = vec![json!({"name": TenantId::admin().0, "created_unix_ms": null})];
-    tenants.extend(state.tenants().map(view));
+    tenants.extend(state.tenants().map(|t| view(t, &state)));
     Ok(Json(Value::Array(tenants)))
 }
 
@@ -169,7 +183,7 @@ pub(super) async fn change(
     tracing::info!(tenant = %id, "tenant changed");
     let state = app.control.state();
     let tenant = state.tenant(&id).ok_or_else(missing)?;
-    Ok(Json(view(tenant)))
+    Ok(Json(view(tenant, &state)))
 }
 
 /// Publisher keys from hex.

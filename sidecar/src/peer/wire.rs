@@ -90,6 +90,9 @@ pub struct Dispatch {
     pub idempotency_key: Option<String>,
     /// 1 for the first peer tried, 2 for the next, and so on.
     pub attempt: u32,
+    /// The origin holds a permit of the tenant's quota for this job (its
+    /// own lease): the peer runs it without taking one of its own.
+    pub borrowed_quota: bool,
 }
 
 /// A peer's answers on a dispatch stream, in order: `Accepted` or
@@ -194,4 +197,7 @@ pub struct HostStatus {
     /// Burst jobs this host sent to peers, and ran for peers.
     pub burst_out: u64,
     pub burst_in: u64,
+    /// Each tenant with a concurrency quota: its use of this host's lease
+    /// (what the leader rebalances by).
+    pub quota_usage: std::collections::BTreeMap<spillway_proto::TenantId, crate::QuotaUsage>,
 }

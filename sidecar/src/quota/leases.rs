@@ -1,0 +1,270 @@
+//! The leader's rebalancing of a tenant's placement leases. Pure: the
+//! quota, the active hosts, the leases in force and each host's reported
+//! use in; the next leases to write (if any) out.
+//!
+//! A rebalance starts only under pressure (a host refused a permit in the
+//! last two seconds, or a host that left still holds a share). The target
+//! keeps every host's jobs in hand (its `held`), gives the rest first to
+//! the hosts that lacked permits and then evenly, so an idle host can
+//! still admit a newcomer. It is reached in two steps so the running jobs
+//! never add up to more than the quota, even for a moment:
+//!
+//! 1. **shrink**: hosts losing share get their new (smaller) lease; no
+//!    host gains;
+//! 2. **grow**: once every active host reports that it applied those
+//!    leases and holds no more permits than its lease, the hosts gaining
+//!    share get it.
+//!
+//! A host never admits past the lease it has applied, and a lease never
+//! grows while another host may still hold more than its own, so the sum
+//! of permits held stays within the sum of the leases, which the log
+//! keeps within the quota.
+
+use super::{QuotaUsage, share_among};
+use spillway_consensus::QuotaLeases;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The leases to write next, or `None` to leave them.
+pub(crate) fn next_leases(
+    quota: u32,
+    active: &[u64],
+    current: Option<&QuotaLeases>,
+    usage: &BTreeMap<u64, QuotaUsage>,
+) -> Option<QuotaLeases> {
+    let epoch = current.map_or(0, |l| l.epoch);
+    let in_force: BTreeMap<u64, u32> = match current {
+        Some(l) => l.shares.clone(),
+        None => active
+            .iter()
+            .map(|h| (*h, share_among(quota, active.to_vec(), *h)))
+            .collect(),
+    };
+    let now = |h: &u64| in_force.get(h).copied().unwrap_or(0);
+    // Every active host must have reported, under the leases in force.
+    let reports: Option<Vec<(u64, QuotaUsage)>> = active
+        .iter()
+        .map(|h| usage.get(h).filter(|u| u.epoch == epoch).map(|u| (*h, *u)))
+        .collect();
+    let reports = reports?;
+    let departed = in_force.iter().any(|(h, s)| *s > 0 && !active.contains(h));
+    let pressure = reports.iter().any(|(_, u)| u.refused > 0);
+    if !pressure && !departed {
+        return None;
+    }
+    let target = target(quota, &reports)?;
+    let hosts: BTreeSet<u64> = in_force.keys().chain(target.keys()).copied().collect();
+    let goal = |h: &u64| target.get(h).copied().unwrap_or(0);
+    if hosts.iter().all(|h| now(h) == goal(h)) {
+        return None;
+    }
+    let shrink: BTreeMap<u64, u32> = hosts
+        .iter()
+        .map(|h| (*h, now(h).min(goal(h))))
+        .filter(|(_, s)| *s > 0)
+        .collect();
+    if hosts.iter().any(|h| goal(h) < now(h)) {
+        return Some(QuotaLeases {
+            epoch: epoch + 1,
+            shares: shrink,
+        });
+    }
+    // Only growth is left: safe once no host holds more than its lease.
+    let settled = reports.iter().all(|(h, u)| u.held <= now(h));
+    settled.then(|| QuotaLeases {
+        epoch: epoch + 1,
+        shares: target.into_iter().filter(|(_, s)| *s > 0).collect(),
+    })
+}
+
+/// Where the leases should be: each host keeps what it holds; what is
+/// left goes to the hosts that lacked permits, then evenly. `None` when
+/// the hosts hold more than the quota (a lowered quota: wait).
+fn target(quota: u32, reports: &[(u64, QuotaUsage)]) -> Option<BTreeMap<u64, u32>> {
+    let mut target: BTreeMap<u64, u32> = reports.iter().map(|(h, u)| (*h, u.held)).collect();
+    let held: u32 = target.values().sum();
+    let mut left = quota.checked_sub(held)?;
+    let want: BTreeMap<u64, u32> = reports
+        .iter()
+        .map(|(h, u)| (*h, u.held.saturating_add(u.refused)))
+        .collect();
+    while left > 0 {
+        // The host lacking most, lowest id first on ties.
+        let lacking = target
+            .iter()
+            .map(|(h, t)| (want[h].saturating_sub(*t), *h))
+            .filter(|(gap, _)| *gap > 0)
+            .max_by_key(|(gap, h)| (*gap, std::cmp::Reverse(*h)));
+        let Some((_, h)) = lacking else { break };
+        *target.get_mut(&h).expect("a reporting host") += 1;
+        left -= 1;
+    }
+    while left > 0 && !target.is_empty() {
+        let (&h, _) = target
+            .iter()
+            .min_by_key(|(h, t)| (**t, **h))
+            .expect("a host");
+        *target.get_mut(&h).expect("a host") += 1;
+        left -= 1;
+    }
+    Some(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(rows: &[(u64, u32, u32)], epoch: u64) -> BTreeMap<u64, QuotaUsage> {
+        rows.iter()
+            .map(|(h, held, refused)| {
+                (
+                    *h,
+                    QuotaUsage {
+                        held: *held,
+                        refused: *refused,
+                        epoch,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn leases(epoch: u64, shares: &[(u64, u32)]) -> QuotaLeases {
+        QuotaLeases {
+            epoch,
+            shares: shares.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn load_at_one_host_moves_the_quota_there_in_two_steps() {
+        let active = [1, 2, 3];
+        // Even split 1/1/1; host 1 holds its one and refused three more.
+        let busy = usage(&[(1, 1, 3), (2, 0, 0), (3, 0, 0)], 0);
+        let step1 = next_leases(3, &active, None, &busy).unwrap();
+        assert_eq!(
+            step1,
+            leases(1, &[(1, 1)]),
+            "first the idle hosts give theirs up"
+        );
+        // Applied everywhere; nobody holds more than its lease: grow.
+        let busy = usage(&[(1, 1, 3), (2, 0, 0), (3, 0, 0)], 1);
+        let step2 = next_leases(3, &active, Some(&step1), &busy).unwrap();
+        assert_eq!(step2, leases(2, &[(1, 3)]));
+        // Nothing more to do while host 1 uses all three.
+        let full = usage(&[(1, 3, 2), (2, 0, 0), (3, 0, 0)], 2);
+        assert_eq!(next_leases(3, &active, Some(&step2), &full), None);
+    }
+
+    #[test]
+    fn when_load_shifts_the_leases_follow() {
+        let active = [1, 2, 3];
+        let now = leases(2, &[(1, 3)]);
+        // Host 1 went idle; host 2 lacks two.
+        let shifted = usage(&[(1, 0, 0), (2, 0, 2), (3, 0, 0)], 2);
+        let step1 = next_leases(3, &active, Some(&now), &shifted).unwrap();
+        assert_eq!(step1, leases(3, &[(1, 1)]));
+        let shifted = usage(&[(1, 0, 0), (2, 0, 2), (3, 0, 0)], 3);
+        let step2 = next_leases(3, &active, Some(&step1), &shifted).unwrap();
+        assert_eq!(
+            step2,
+            leases(4, &[(1, 1), (2, 2)]),
+            "host 2 gets two, the spare one stays spread"
+        );
+    }
+
+    #[test]
+    fn growth_waits_for_every_host_to_apply_and_settle() {
+        let active = [1, 2];
+        let now = leases(5, &[(1, 1)]);
+        // Host 2 has not applied epoch 5 yet.
+        let lagging = BTreeMap::from([
+            (
+                1,
+                QuotaUsage {
+                    held: 1,
+                    refused: 2,
+                    epoch: 5,
+                },
+            ),
+            (
+                2,
+                QuotaUsage {
+                    held: 0,
+                    refused: 0,
+                    epoch: 4,
+                },
+            ),
+        ]);
+        assert_eq!(next_leases(3, &active, Some(&now), &lagging), None);
+        // Host 2 still holds a permit from before it shrank to none.
+        let unsettled = usage(&[(1, 1, 2), (2, 1, 0)], 5);
+        assert_eq!(next_leases(3, &active, Some(&now), &unsettled), None);
+        // A host that did not report at all: wait too.
+        assert_eq!(
+            next_leases(3, &active, Some(&now), &usage(&[(1, 1, 2)], 5)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_host_that_left_gives_its_share_back() {
+        let now = leases(1, &[(1, 1), (2, 1), (3, 1)]);
+        let calm = usage(&[(1, 0, 0), (2, 0, 0)], 1);
+        let next = next_leases(3, &[1, 2], Some(&now), &calm).unwrap();
+        assert_eq!(next, leases(2, &[(1, 1), (2, 1)]));
+    }
+
+    #[test]
+    fn leases_never_add_up_past_the_quota_and_never_grow_while_shrinking() {
+        // Every combination of small reports from a few lease tables.
+        let tables = [
+            None,
+            Some(leases(1, &[(1, 3)])),
+            Some(leases(1, &[(1, 1), (2, 1), (3, 1)])),
+            Some(leases(1, &[(2, 2), (3, 1)])),
+        ];
+        for quota in 1..=4u32 {
+            for table in &tables {
+                let epoch = table.as_ref().map_or(0, |l| l.epoch);
+                for code in 0..4u32.pow(6) {
+                    let digit = |i: u32| (code / 4u32.pow(i)) % 4;
+                    let u = usage(
+                        &[
+                            (1, digit(0), digit(1)),
+                            (2, digit(2), digit(3)),
+                            (3, digit(4), digit(5)),
+                        ],
+                        epoch,
+                    );
+                    let Some(next) = next_leases(quota, &[1, 2, 3], table.as_ref(), &u) else {
+                        continue;
+                    };
+                    assert_eq!(next.epoch, epoch + 1);
+                    let total: u32 = next.shares.values().sum();
+                    assert!(
+                        total <= quota,
+                        "{quota}: {next:?} from {table:?} with {u:?}"
+                    );
+                    let before = |h: &u64| match table {
+                        Some(t) => t.shares.get(h).copied().unwrap_or(0),
+                        None => share_among(quota, vec![1, 2, 3], *h),
+                    };
+                    let after = |h: &u64| next.shares.get(h).copied().unwrap_or(0);
+                    let hosts = [1u64, 2, 3];
+                    let grows = hosts.iter().any(|h| after(h) > before(h));
+                    let shrinks = hosts.iter().any(|h| after(h) < before(h));
+                    assert!(
+                        !(grows && shrinks),
+                        "one step grows and shrinks: {next:?} from {table:?}"
+                    );
+                    if grows {
+                        assert!(
+                            hosts.iter().all(|h| u[h].held <= before(h)),
+                            "grew while a host held more than its lease: {u:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
