@@ -62,20 +62,7 @@ async fn scoped_tokens_hold_on_every_host_and_revocation_is_quick() {
         create_token(&api, h1, json!({"scopes": ["invoke"], "label": "client"})).await;
     let (_, reader) = create_token(&api, h1, json!({"scopes": ["read"]})).await;
     use reqwest::Method as M;
-    let invoke = |host: &Host, token: &str| {
-        let r = api
-            .http
-            .post(format!("{}/v1/functions/echo/invoke", host.endpoint))
-            .bearer_auth(token)
-            .body("hi")
-            .send();
-        async move {
-            let r = r.await.unwrap();
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap();
-            (status, text)
-        }
-    };
+    let invoke = |host: &Host, token: &str| invoke_echo(&api.http, host, token);
 
     // Each scope allows what it names, on any host, and nothing else.
     assert_eq!(invoke(h3, &invoker).await, (200, "hi".to_owned()));
@@ -591,19 +578,7 @@ async fn a_tenants_concurrency_quota_holds_across_hosts_under_a_burst() {
     // whole cluster (only capped's) are sampled: never more than 3.
     let burst = futures::future::join_all((0..12).map(|_| invoke(&capped, 300_000_000)));
     let done = std::sync::atomic::AtomicBool::new(false);
-    let sample = async {
-        let mut most = 0u64;
-        while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            let v = api.cluster(h1).await;
-            let running: u64 = members(&v)
-                .iter()
-                .map(|m| m["running"].as_u64().unwrap_or(0))
-                .sum();
-            most = most.max(running);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        most
-    };
+    let sample = most_running(&api, h1, &done);
     let answers = async {
         let a = burst.await;
         done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -660,6 +635,64 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
     api.publish(h1, &metered, "echo", echo.clone()).await;
     api.publish(h1, &api.token, "echo", echo).await;
 
+    // Rate: twelve requests at once, four to each host. Each host lets its
+    // share through (one, plus what refills while they arrive); the rest
+    // get 429 rate_limited with a wait. The admin tenant is unaffected.
+    let invoke = |host: &Host, token: &str| invoke_echo(&api.http, host, token);
+    let burst = futures::future::join_all((0..12).map(|i| invoke(&hosts[i % 3], &metered)));
+    let admin = futures::future::join_all((0..6).map(|i| invoke(&hosts[i % 3], &api.token)));
+    let (answers, admin) = tokio::join!(burst, admin);
+    let ran = answers.iter().filter(|(s, _)| *s == 200).count();
+    let limited: Vec<Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 429)
+        .map(|(_, body)| serde_json::from_str(body).unwrap())
+        .collect();
+    eprintln!("metered: {ran} ran, {} rate-limited", limited.len());
+    assert_eq!(ran + limited.len(), 12, "{answers:?}");
+    assert!(
+        (3..=6).contains(&ran),
+        "about one a host got through: {answers:?}"
+    );
+    assert!(
+        limited.iter().all(|v| v["error"]["code"] == "rate_limited"
+            && v["error"]["retry_after_ms"].as_u64() > Some(0))
+    );
+    assert!(admin.iter().all(|(s, _)| *s == 200), "{admin:?}");
+
+    // Lift the rate and raise the memory limit: the change reaches every
+    // host, and twelve requests all run.
+    let (ok, out, err) = cli(
+        h1,
+        &api.token,
+        &[
+            "tenant",
+            "set",
+            "metered",
+            "--rate",
+            "none",
+            "--max-job-memory-mib",
+            "16",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let changed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(changed["rate_per_s"], Value::Null, "{changed}");
+    assert_eq!(changed["max_job_memory_bytes"], 16u64 << 20, "{changed}");
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answers =
+            futures::future::join_all((0..12).map(|i| invoke(&hosts[i % 3], &metered))).await;
+        if answers.iter().all(|(s, _)| *s == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the lifted rate never reached every host: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A function asking more memory than the tenant's limit is refused; one
     // that asks nothing gets the limit, and a guest that grows past it ends
     // memory_limit_exceeded.
@@ -699,7 +732,7 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
     )
     .await;
     assert_eq!(status, 201, "{v}");
-    assert_eq!(v["memory_limit_bytes"], 8u64 << 20, "{v}");
+    assert_eq!(v["memory_limit_bytes"], 16u64 << 20, "{v}");
     let (status, v) = call(
         &api.http,
         h1,
@@ -714,80 +747,6 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
         (500, Some("memory_limit_exceeded")),
         "{v}"
     );
-
-    // Rate: twelve requests at once, four to each host. Each host lets its
-    // share through (one, plus what refills while they arrive); the rest
-    // get 429 rate_limited with a wait. The admin tenant is unaffected.
-    // (The hog's invocation above took host 1's one request: wait it out.)
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let invoke = |host: &Host, token: &str| {
-        let r = api
-            .http
-            .post(format!("{}/v1/functions/echo/invoke", host.endpoint))
-            .bearer_auth(token)
-            .body("hi")
-            .send();
-        async move {
-            let r = r.await.unwrap();
-            let status = r.status().as_u16();
-            let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
-            (status, v)
-        }
-    };
-    let burst = futures::future::join_all((0..12).map(|i| invoke(&hosts[i % 3], &metered)));
-    let admin = futures::future::join_all((0..6).map(|i| invoke(&hosts[i % 3], &api.token)));
-    let (answers, admin) = tokio::join!(burst, admin);
-    let ran = answers.iter().filter(|(s, _)| *s == 200).count();
-    let limited: Vec<&Value> = answers
-        .iter()
-        .filter(|(s, v)| *s == 429 && v["error"]["code"] == "rate_limited")
-        .map(|(_, v)| v)
-        .collect();
-    eprintln!("metered: {ran} ran, {} rate-limited", limited.len());
-    assert_eq!(ran + limited.len(), 12, "{answers:?}");
-    assert!(
-        (3..=6).contains(&ran),
-        "about one a host got through: {answers:?}"
-    );
-    assert!(
-        limited
-            .iter()
-            .all(|v| v["error"]["retry_after_ms"].as_u64() > Some(0))
-    );
-    assert!(admin.iter().all(|(s, _)| *s == 200), "{admin:?}");
-
-    // Lift the rate and raise the memory limit: the change reaches every
-    // host, and twelve requests all run.
-    let (ok, out, err) = cli(
-        h1,
-        &api.token,
-        &[
-            "tenant",
-            "set",
-            "metered",
-            "--rate",
-            "none",
-            "--max-job-memory-mib",
-            "16",
-        ],
-    );
-    assert!(ok, "{out}{err}");
-    let changed: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(changed["rate_per_s"], Value::Null, "{changed}");
-    assert_eq!(changed["max_job_memory_bytes"], 16u64 << 20, "{changed}");
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let answers =
-            futures::future::join_all((0..12).map(|i| invoke(&hosts[i % 3], &metered))).await;
-        if answers.iter().all(|(s, _)| *s == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the lifted rate never reached every host: {answers:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let (ok, out, err) = cli(h1, &api.token, &["tenant", "set", "metered"]);
     assert!(!ok && err.contains("nothing to change"), "{out}{err}");
     let (status, v) = call(
@@ -855,19 +814,7 @@ async fn a_tenants_quota_leases_follow_its_load_between_hosts() {
     api.publish(h1, &token, "spin", spin).await;
 
     let done = std::sync::atomic::AtomicBool::new(false);
-    let sample = async {
-        let mut most = 0u64;
-        while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            let v = api.cluster(h1).await;
-            let running: u64 = members(&v)
-                .iter()
-                .map(|m| m["running"].as_u64().unwrap_or(0))
-                .sum();
-            most = most.max(running);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        most
-    };
+    let sample = most_running(&api, h1, &done);
     let shifts = async {
         let at_1 = until_full(&api, &hosts[0], &token).await;
         let tenants = api.get(h1, "/v1/tenants").await.unwrap();
@@ -934,5 +881,39 @@ async fn until_full(api: &Api, host: &Host, token: &str) -> usize {
             "{} never got the whole quota",
             host.endpoint
         );
+    }
+}
+
+/// The most jobs running at once across the cluster (as `host` sees it,
+/// every 20 ms) until `done`.
+async fn most_running(api: &Api, host: &Host, done: &std::sync::atomic::AtomicBool) -> u64 {
+    let mut most = 0u64;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let v = api.cluster(host).await;
+        let running: u64 = members(&v)
+            .iter()
+            .map(|m| m["running"].as_u64().unwrap_or(0))
+            .sum();
+        most = most.max(running);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    most
+}
+
+/// Invokes `echo` with "hi" on `host` as `token`: status and body.
+fn invoke_echo(
+    http: &reqwest::Client,
+    host: &Host,
+    token: &str,
+) -> impl std::future::Future<Output = (u16, String)> + use<> {
+    let sent = http
+        .post(format!("{}/v1/functions/echo/invoke", host.endpoint))
+        .bearer_auth(token)
+        .body("hi")
+        .send();
+    async move {
+        let r = sent.await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
     }
 }

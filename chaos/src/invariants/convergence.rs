@@ -55,10 +55,7 @@ pub fn check(h: &History) -> Vec<Violation> {
 }
 
 fn violation(detail: String) -> Violation {
-    Violation {
-        invariant: NAME,
-        detail,
-    }
+    Violation::new(NAME, detail)
 }
 
 #[cfg(test)]

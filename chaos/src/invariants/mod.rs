@@ -20,6 +20,12 @@ pub struct Violation {
     pub detail: String,
 }
 
+impl Violation {
+    pub fn new(invariant: &'static str, detail: String) -> Self {
+        Self { invariant, detail }
+    }
+}
+
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.invariant, self.detail)

@@ -62,10 +62,7 @@ pub fn lost(h: &History) -> usize {
 }
 
 fn violation(detail: String) -> Violation {
-    Violation {
-        invariant: NAME,
-        detail,
-    }
+    Violation::new(NAME, detail)
 }
 
 #[cfg(test)]
