@@ -227,6 +227,13 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
     let scopes = json!(["invoke", "publish", "read"]);
     let (_, acme) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "acme"})).await;
     let (_, globex) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "globex"})).await;
+    // The cluster view (hosts, addresses, load) is the operator's.
+    let (status, v) = call(&api.http, h2, &acme, M::GET, "/v1/cluster", None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
     let (status, v) = call(
         &api.http,
         h1,

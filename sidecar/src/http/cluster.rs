@@ -23,7 +23,16 @@ pub(super) async fn get_cluster(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    app.authorize(&headers, Scope::Read).await?;
+    let principal = app.authorize(&headers, Scope::Read).await?;
+    // The cluster's hosts, addresses and load are the operator's, not a
+    // tenant's to see.
+    if principal.tenant != spillway_proto::TenantId::admin() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("tenant {} may not read the cluster view", principal.tenant),
+        ));
+    }
     let control = app.control.clone();
     let state = control.state();
     let raft = control.raft_status();
