@@ -50,17 +50,34 @@ impl NetLab {
         }
     }
 
+    /// Builds `hosts` namespaces on a subnet no other run on this machine
+    /// is using, trying from `first` on.
+    pub fn build_free(first: u8, hosts: usize) -> Result<Self, NetError> {
+        let taken = |subnet: u8| {
+            let tag = format!("swc{subnet}");
+            std::path::Path::new(&format!("/sys/class/net/{tag}br")).exists()
+                || std::path::Path::new(&format!("/run/netns/{tag}h1")).exists()
+        };
+        let subnet = (0..250u8)
+            .map(|i| ((u16::from(first) + u16::from(i)) % 250) as u8)
+            .find(|s| !taken(*s))
+            .ok_or_else(|| NetError {
+                args: "link".into(),
+                why: "every chaos subnet 10.213.0-249.0/24 is in use".into(),
+            })?;
+        Self::build(subnet, hosts)
+    }
+
     /// Builds `hosts` namespaces on the subnet 10.213.`subnet`.0/24 (host
     /// `i` at .`i+1`, the bridge at .254). `subnet` also names everything,
     /// so runs on different subnets never collide.
-    pub fn build(subnet: u8, hosts: usize) -> Result<Self, NetError> {
+    fn build(subnet: u8, hosts: usize) -> Result<Self, NetError> {
         let lab = Self {
             tag: format!("swc{subnet}"),
             subnet,
             hosts,
             cuts: Vec::new(),
         };
-        lab.teardown();
         let bridge = lab.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&[

@@ -1,6 +1,7 @@
 //! The burst part of `spillway up --hosts N --demo` (N ≥ 2): the same
 //! open-loop burst of CPU-bound `spin` jobs is fired at host 1 twice, at
-//! three times what host 1 alone can serve: once as usual (full host 1
+//! N times what host 1 alone can serve (what the N hosts together can):
+//! once as usual (full host 1
 //! sends work to its peers) and once with `spillway-placement: local` on
 //! every job (burst off: host 1 queues, then refuses). One table row each.
 //!
@@ -55,18 +56,21 @@ pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<bo
     let service_ms = 100.0;
     let rounds = calibrate(&client, service_ms).await?;
     let capacity = f64::from(slots) * 1000.0 / service_ms;
+    // What the whole cluster can serve: more would be refused with burst
+    // on too.
+    let times = cluster.hosts.len();
     let load = Load {
         endpoint: endpoint.clone(),
         token: cluster.token.clone(),
         function: "burst-spin".into(),
         input: rounds.to_le_bytes().to_vec(),
-        jobs: (slots as usize * 3 * 15).max(60),
-        rate_per_s: 3.0 * capacity,
+        jobs: (slots as usize * times * 15).max(60),
+        rate_per_s: times as f64 * capacity,
         here_only: false,
     };
     println!();
     println!(
-        "burst: {} spin jobs of ~{service_ms:.0} ms fired at host 1 ({slots} slot(s), ~{capacity:.0} jobs/s) at {:.0} jobs/s, 3x its capacity",
+        "burst: {} spin jobs of ~{service_ms:.0} ms fired at host 1 ({slots} slot(s), ~{capacity:.0} jobs/s) at {:.0} jobs/s, {times}x its capacity (the cluster's)",
         load.jobs, load.rate_per_s
     );
     let on = burst_load::fire(&load).await;
