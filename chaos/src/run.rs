@@ -101,9 +101,9 @@ pub async fn run_scenario(
         ));
     }
     let lab = match namespaces {
-        Ok(()) => Some(
-            NetLab::build_free(next_subnet(), scenario.hosts).map_err(ClusterError::from)?,
-        ),
+        Ok(()) => {
+            Some(NetLab::build_free(next_subnet(), scenario.hosts).map_err(ClusterError::from)?)
+        }
         Err(_) => None,
     };
     let dir = options.dir.join(scenario.name);

@@ -187,6 +187,9 @@ pub(crate) enum TenantCommand {
         /// Invoke requests a second across the cluster.
         #[arg(long)]
         rate: Option<u32>,
+        /// GPU buffer memory its running jobs may hold at once on one host, MiB.
+        #[arg(long)]
+        max_gpu_memory_mib: Option<u64>,
         #[command(flatten)]
         target: Target,
     },
@@ -212,6 +215,9 @@ pub(crate) enum TenantCommand {
         /// Requests a second, or `none`.
         #[arg(long, value_parser = parse_limit)]
         rate: Option<Limit>,
+        /// MiB, or `none`.
+        #[arg(long, value_parser = parse_limit)]
+        max_gpu_memory_mib: Option<Limit>,
         #[command(flatten)]
         target: Target,
     },
@@ -253,6 +259,7 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             max_concurrent,
             max_job_memory_mib,
             rate,
+            max_gpu_memory_mib,
             target,
         } => {
             let placement: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
@@ -260,7 +267,8 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                               "trusted_keys": trusted_keys, "require_signed": require_signed,
                               "max_concurrent": max_concurrent,
                               "max_job_memory_bytes": max_job_memory_mib.map(|m| m << 20),
-                              "rate_per_s": rate});
+                              "rate_per_s": rate,
+                              "max_gpu_memory_bytes": max_gpu_memory_mib.map(|m| m << 20)});
             print_json(
                 &client(&target)
                     .json_request(reqwest::Method::POST, "/v1/tenants", Some(spec))
@@ -275,6 +283,7 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             max_concurrent,
             max_job_memory_mib,
             rate,
+            max_gpu_memory_mib,
             target,
         } => {
             let mut change = serde_json::Map::new();
@@ -293,6 +302,7 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 ("max_concurrent", max_concurrent, 1),
                 ("max_job_memory_bytes", max_job_memory_mib, 1 << 20),
                 ("rate_per_s", rate, 1),
+                ("max_gpu_memory_bytes", max_gpu_memory_mib, 1 << 20),
             ] {
                 if let Some(Limit(l)) = limit {
                     change.insert(field.into(), json!(l.map(|v| v * scale)));

@@ -787,6 +787,44 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
     let (ok, audit, err) = cli(h1, &api.token, &["audit", "--tenant", "metered"]);
     assert!(ok, "{err}");
     assert!(audit.contains("change tenant metered"), "{audit}");
+
+    // GPU memory: 1 MiB of `gpu` buffers for the tenant's jobs on a host.
+    // A 512³ gemm needs 3 MiB of buffers and is refused by the node; a
+    // small one runs.
+    let (ok, out, err) = cli(
+        h1,
+        &api.token,
+        &["tenant", "set", "metered", "--max-gpu-memory-mib", "1"],
+    );
+    assert!(ok, "{out}{err}");
+    let gemm = json!({"name": "gemm", "artifact": "gemm", "deadline_ms": 30_000});
+    api.publish(h1, &metered, "gemm", gemm).await;
+    let gemm_input = |n: u32| {
+        let mut input: Vec<u8> = [n, n, n].iter().flat_map(|v| v.to_le_bytes()).collect();
+        input.extend(std::iter::repeat_n(0u8, (2 * n * n * 4) as usize));
+        input
+    };
+    let invoke_gemm = |n: u32| {
+        api.http
+            .post(format!("{}/v1/functions/gemm/invoke", h1.endpoint))
+            .bearer_auth(&metered)
+            .body(gemm_input(n))
+            .send()
+    };
+    let big = invoke_gemm(512).await.unwrap();
+    let status = big.status().as_u16();
+    let v: Value = big.json().await.unwrap();
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (500, Some("guest_error")),
+        "{v}"
+    );
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tenant metered's GPU memory on this host"),
+        "{message}"
+    );
+    assert_eq!(invoke_gemm(2).await.unwrap().status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

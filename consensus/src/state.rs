@@ -61,6 +61,8 @@ pub struct TenantEntry {
     /// Invoke requests a second, cluster-wide (each host enforces its
     /// share).
     pub rate_per_s: Option<u32>,
+    /// `gpu` buffer bytes its running jobs may hold at once on one host.
+    pub max_gpu_memory_bytes: Option<u64>,
 }
 
 /// A tenant's concurrency quota split into per-host placement leases:
@@ -84,6 +86,7 @@ pub struct TenantPatch {
     pub max_concurrent: Option<Option<u32>>,
     pub max_job_memory_bytes: Option<Option<u64>>,
     pub rate_per_s: Option<Option<u32>>,
+    pub max_gpu_memory_bytes: Option<Option<u64>>,
 }
 
 impl TenantPatch {
@@ -107,6 +110,9 @@ impl TenantPatch {
         }
         if let Some(r) = self.rate_per_s {
             t.rate_per_s = r;
+        }
+        if let Some(g) = self.max_gpu_memory_bytes {
+            t.max_gpu_memory_bytes = g;
         }
         t
     }
@@ -693,6 +699,7 @@ mod tests {
             max_concurrent: None,
             max_job_memory_bytes: None,
             rate_per_s: None,
+            max_gpu_memory_bytes: None,
         };
         assert_eq!(
             s.apply(&audited(ControlCommand::CreateTenant(tenant.clone()))),
@@ -749,6 +756,7 @@ mod tests {
             max_concurrent: None,
             max_job_memory_bytes: Some(1 << 20),
             rate_per_s: Some(5),
+            max_gpu_memory_bytes: None,
         };
         s.apply(&ControlCommand::CreateTenant(tenant.clone()));
         assert_eq!(s.apply(&update), ControlResponse::Done);
@@ -810,6 +818,7 @@ mod tests {
             max_concurrent: Some(3),
             max_job_memory_bytes: None,
             rate_per_s: None,
+            max_gpu_memory_bytes: None,
         }));
         assert!(
             matches!(s.apply(&set(2, &[(1, 3)])), ControlResponse::Rejected(_)),
@@ -868,6 +877,7 @@ mod tests {
             max_concurrent: None,
             max_job_memory_bytes: None,
             rate_per_s: None,
+            max_gpu_memory_bytes: None,
         };
         assert_eq!(
             s.apply(&ControlCommand::CreateTenant(tenant.clone())),

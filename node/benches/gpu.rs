@@ -78,6 +78,7 @@ fn main() {
         memory_limit_bytes: 2 << 30,
         idempotent: false,
         placement: Default::default(),
+        tenant_gpu_bytes: None,
     };
     let mut id = 0u128;
     // Wall time of one job of `spec` on `input`.

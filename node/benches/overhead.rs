@@ -90,6 +90,7 @@ fn main() {
         memory_limit_bytes: 16 << 20,
         idempotent: false,
         placement: Default::default(),
+        tenant_gpu_bytes: None,
     };
     let mut n = 0u128;
     let node = median(|| {

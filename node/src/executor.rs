@@ -13,6 +13,7 @@ use crate::engine::{self, EpochTicker};
 use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
 use crate::state::GuestState;
+use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
 use crate::{NodeConfig, NodeError};
 use spillway_proto::{
     Accelerator, Backend, Capabilities, Completion, Digest, Failure, JobId, JobSpec, Refusal,
@@ -66,6 +67,8 @@ pub struct Executor {
     cache: ArtifactCache,
     cuda: Option<Arc<CudaBackend>>,
     journal: Option<ExecutionJournal>,
+    /// `gpu` buffer bytes each tenant's running jobs hold here.
+    tenant_gpu: Arc<TenantGpuLedger>,
     _ticker: EpochTicker,
 }
 
@@ -99,6 +102,7 @@ impl Executor {
             cache,
             cuda,
             journal,
+            tenant_gpu: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -207,6 +211,11 @@ impl Executor {
             table: ResourceTable::new(),
             gpu_bytes: 0,
             gpu_limit: memory_limit,
+            tenant_gpu: TenantGpuAccount::open(
+                self.tenant_gpu.clone(),
+                spec.tenant.clone(),
+                spec.tenant_gpu_bytes,
+            ),
             gpu_pool,
             cuda,
             device_fault: None,

@@ -118,17 +118,34 @@ impl gpu::HostBuffer for GuestState {
                 ),
             ));
         }
+        if let Err(over) = self.tenant_gpu.charge(bytes) {
+            return Err(error(
+                ErrorCode::OutOfMemory,
+                format!(
+                    "a buffer of {bytes} bytes exceeds tenant {}'s GPU memory on this host ({} of {} bytes held by its jobs)",
+                    self.tenant_gpu.tenant(),
+                    over.held,
+                    over.cap
+                ),
+            ));
+        }
         let buffer = match &self.cuda {
             Some(lease) => match lease.alloc(len as usize) {
                 Ok(slice) => Buffer::Device(slice),
-                Err(e) => return Err(self.device_error(e)),
+                Err(e) => {
+                    self.tenant_gpu.release(bytes);
+                    return Err(self.device_error(e));
+                }
             },
             None => Buffer::Host(vec![0.0; len as usize]),
         };
-        let handle = self
-            .table
-            .push(buffer)
-            .map_err(|e| error(ErrorCode::OutOfMemory, e.to_string()))?;
+        let handle = match self.table.push(buffer) {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.tenant_gpu.release(bytes);
+                return Err(error(ErrorCode::OutOfMemory, e.to_string()));
+            }
+        };
         self.gpu_bytes += bytes;
         Ok(handle)
     }
@@ -177,7 +194,9 @@ impl gpu::HostBuffer for GuestState {
 
     fn drop(&mut self, this: Resource<Buffer>) -> wasmtime::Result<()> {
         let buffer = self.table.delete(this)?;
-        self.gpu_bytes -= buffer.len() as u64 * 4;
+        let bytes = buffer.len() as u64 * 4;
+        self.gpu_bytes -= bytes;
+        self.tenant_gpu.release(bytes);
         Ok(())
     }
 }

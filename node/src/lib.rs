@@ -35,6 +35,7 @@ mod limits;
 pub mod server;
 mod state;
 mod synthetic;
+mod tenant_gpu;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::NodeError;

@@ -26,6 +26,8 @@ pub(crate) struct GuestState {
     /// Bytes held by live `gpu` buffers, and the most allowed.
     pub(crate) gpu_bytes: u64,
     pub(crate) gpu_limit: u64,
+    /// The same bytes in the job's tenant's account on this node.
+    pub(crate) tenant_gpu: crate::tenant_gpu::TenantGpuAccount,
     /// For a job that prefers a GPU: where to lease a stream at its first
     /// `gpu` call (taken then, whatever the outcome).
     pub(crate) gpu_pool: Option<std::sync::Arc<crate::cuda::CudaBackend>>,
@@ -77,6 +79,11 @@ impl GuestState {
             table: ResourceTable::new(),
             gpu_bytes: 0,
             gpu_limit,
+            tenant_gpu: crate::tenant_gpu::TenantGpuAccount::open(
+                std::sync::Arc::default(),
+                spillway_proto::TenantId::admin(),
+                None,
+            ),
             gpu_pool: None,
             cuda,
             device_fault: None,

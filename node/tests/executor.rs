@@ -34,6 +34,7 @@ fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
         memory_limit_bytes: 16 << 20,
         idempotent: false,
         placement: Default::default(),
+        tenant_gpu_bytes: None,
     }
 }
 
@@ -479,4 +480,44 @@ fn the_execution_journal_records_each_start_before_the_guest_runs() {
     assert_eq!(lines[0][4], Digest::of(b"one").to_hex());
     assert_eq!(lines[1][1], JobId(8).to_string());
     assert_eq!(lines[1][4], Digest::of(b"two").to_hex());
+}
+
+#[test]
+fn a_tenants_gpu_memory_cap_holds_across_its_jobs_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let digest = exec.put_artifact(&guest("gemm")).unwrap();
+    // 16×9×33: A, B and C are 528 + 297 + 144 f32s, 3,876 bytes of buffers.
+    let mut input = Vec::new();
+    for v in [16u32, 9, 33] {
+        input.extend_from_slice(&v.to_le_bytes());
+    }
+    input.extend(std::iter::repeat_n(0u8, (16 * 33 + 33 * 9) * 4));
+    let run = |cap: Option<u64>| {
+        let spec = JobSpec {
+            tenant_gpu_bytes: cap,
+            ..spec(digest, 5_000)
+        };
+        exec.run(
+            JobId(3),
+            &spec,
+            input.clone(),
+            5_000,
+            JobControl::detached(),
+        )
+    };
+    match run(Some(2_048)) {
+        Err(Failure::GuestError { message }) => {
+            assert!(
+                message.contains("tenant admin's GPU memory on this host"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the tenant cap to refuse a buffer: {other:?}"),
+    }
+    // The refused job's first buffers were given back when it ended: a cap
+    // that fits one job's buffers is enough for the next.
+    assert!(run(Some(3_876)).is_ok());
+    assert!(run(Some(3_876)).is_ok());
+    assert!(run(None).is_ok());
 }

@@ -51,6 +51,7 @@ fn run(
         memory_limit_bytes: 256 << 20,
         idempotent: false,
         placement: Default::default(),
+        tenant_gpu_bytes: None,
     };
     let done = exec.run(JobId(1), &spec, input, 30_000, JobControl::detached())?;
     let out = done
@@ -96,6 +97,7 @@ fn jobs_run_on_the_backend_their_accelerator_asks_for() {
         memory_limit_bytes: 16 << 20,
         idempotent: false,
         placement: Default::default(),
+        tenant_gpu_bytes: None,
     };
     let done = exec
         .run(
@@ -194,6 +196,7 @@ fn a_node_with_several_gpus_uses_all_of_them() {
         memory_limit_bytes: 512 << 20,
         idempotent: false,
         placement: Default::default(),
+        tenant_gpu_bytes: None,
     };
     // Jobs that hold their GPU stream for a while, started together.
     let workers: Vec<_> = (0..2 * gpus as u64)

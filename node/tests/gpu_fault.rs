@@ -17,6 +17,7 @@ fn spec(exec: &Executor, accelerator: Accelerator) -> JobSpec {
         memory_limit_bytes: 16 << 20,
         idempotent: false,
         placement: Default::default(),
+        tenant_gpu_bytes: None,
     }
 }
 

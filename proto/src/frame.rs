@@ -153,6 +153,7 @@ mod tests {
                 memory_limit_bytes: 1 << 20,
                 idempotent: false,
                 placement: Default::default(),
+                tenant_gpu_bytes: None,
             },
             input: vec![1, 2, 3],
             remaining_ms: 999,

@@ -95,6 +95,9 @@ pub struct JobSpec {
     pub idempotent: bool,
     /// Labels a host must carry to run the job (`zone=a`); empty: any host.
     pub placement: BTreeMap<String, String>,
+    /// The most `gpu` buffer bytes the tenant's jobs may hold at once on
+    /// the host that runs this one (the tenant's `max_gpu_memory_bytes`).
+    pub tenant_gpu_bytes: Option<u64>,
 }
 
 /// Run `spec` on `input`.

@@ -102,6 +102,7 @@ mod tests {
             memory_limit_bytes: 0,
             idempotent: false,
             placement: Default::default(),
+            tenant_gpu_bytes: None,
         }
     }
 

@@ -298,6 +298,7 @@ mod tests {
             memory_limit_bytes: 0,
             idempotent: false,
             placement: labels(placement),
+            tenant_gpu_bytes: None,
         }
     }
 

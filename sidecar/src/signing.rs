@@ -127,6 +127,7 @@ mod tests {
             max_concurrent: None,
             max_job_memory_bytes: None,
             rate_per_s: None,
+            max_gpu_memory_bytes: None,
         }
     }
 

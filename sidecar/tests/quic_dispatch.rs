@@ -62,6 +62,7 @@ fn job(input: Vec<u8>) -> Dispatch {
                 memory_limit_bytes: 0,
                 idempotent: false,
                 placement: Default::default(),
+                tenant_gpu_bytes: None,
             },
             input,
             remaining_ms: 5_000,

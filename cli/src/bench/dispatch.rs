@@ -79,6 +79,7 @@ fn dispatch(i: u64, payload: usize) -> Dispatch {
                 memory_limit_bytes: 0,
                 idempotent: true,
                 placement: Default::default(),
+                tenant_gpu_bytes: None,
             },
             input: vec![7u8; payload],
             remaining_ms: 10_000,

@@ -200,7 +200,9 @@ pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<Ex
     if cluster.hosts.len() > 1 {
         let burst_ok = burst::run(cluster, slots).await?;
         if !burst_ok {
-            println!("demo: the burst did not spread the jobs to the peers or complete more of them than host 1 alone");
+            println!(
+                "demo: the burst did not spread the jobs to the peers or complete more of them than host 1 alone"
+            );
         }
         all_as_expected &= burst_ok;
     }

@@ -93,11 +93,13 @@ pub(super) async fn invoke(
         .map(|t| t.placement.clone())
         .unwrap_or_default();
     // The tenant's memory limit caps the function's (0: the host's).
-    let tenant_memory = app
+    let (tenant_memory, tenant_gpu_bytes) = app
         .control
         .state()
         .tenant(&tenant)
-        .and_then(|t| t.max_job_memory_bytes);
+        .map_or((None, None), |t| {
+            (t.max_job_memory_bytes, t.max_gpu_memory_bytes)
+        });
     let memory_limit_bytes = match (function.memory_limit_bytes, tenant_memory) {
         (0, Some(limit)) => limit,
         (mine, Some(limit)) => mine.min(limit),
@@ -112,6 +114,7 @@ pub(super) async fn invoke(
         memory_limit_bytes,
         idempotent: function.idempotent,
         placement,
+        tenant_gpu_bytes,
     };
     let context = Context {
         trace,

@@ -39,6 +39,8 @@ pub(super) struct CreateTenant {
     max_job_memory_bytes: Option<u64>,
     /// Invoke requests a second, cluster-wide.
     rate_per_s: Option<u32>,
+    /// `gpu` buffer bytes its jobs may hold at once on one host.
+    max_gpu_memory_bytes: Option<u64>,
 }
 
 /// `PATCH`: a field left out stays as it is; `null` clears a limit.
@@ -54,6 +56,8 @@ pub(super) struct ChangeTenant {
     max_job_memory_bytes: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     rate_per_s: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    max_gpu_memory_bytes: Option<Option<u64>>,
 }
 
 /// A field that is present (`null` included): `Some(value or None)`; an
@@ -87,6 +91,7 @@ fn view(t: &TenantEntry, state: &ControlState) -> Value {
         "max_concurrent": t.max_concurrent,
         "max_job_memory_bytes": t.max_job_memory_bytes,
         "rate_per_s": t.rate_per_s,
+        "max_gpu_memory_bytes": t.max_gpu_memory_bytes,
     })
 }
 
@@ -112,7 +117,11 @@ pub(super) async fn create(
         ));
     }
     let trusted_keys = keys(&req.trusted_keys)?;
-    check_limits(req.max_concurrent, req.rate_per_s, req.max_job_memory_bytes)?;
+    check_limits(
+        req.max_concurrent,
+        req.rate_per_s,
+        [req.max_job_memory_bytes, req.max_gpu_memory_bytes],
+    )?;
     let entry = TenantEntry {
         id: id.clone(),
         created_unix_ms: crate::now_unix_ms(),
@@ -122,6 +131,7 @@ pub(super) async fn create(
         max_concurrent: req.max_concurrent,
         max_job_memory_bytes: req.max_job_memory_bytes,
         rate_per_s: req.rate_per_s,
+        max_gpu_memory_bytes: req.max_gpu_memory_bytes,
     };
     app.commit(&principal, ControlCommand::CreateTenant(entry.clone()))
         .await?;
@@ -165,7 +175,10 @@ pub(super) async fn change(
     check_limits(
         req.max_concurrent.flatten(),
         req.rate_per_s.flatten(),
-        req.max_job_memory_bytes.flatten(),
+        [
+            req.max_job_memory_bytes.flatten(),
+            req.max_gpu_memory_bytes.flatten(),
+        ],
     )?;
     let patch = TenantPatch {
         placement: req.placement,
@@ -174,6 +187,7 @@ pub(super) async fn change(
         max_concurrent: req.max_concurrent,
         max_job_memory_bytes: req.max_job_memory_bytes,
         rate_per_s: req.rate_per_s,
+        max_gpu_memory_bytes: req.max_gpu_memory_bytes,
     };
     let command = ControlCommand::UpdateTenant {
         id: id.clone(),
@@ -209,12 +223,12 @@ fn keys(hex_keys: &[String]) -> Result<Vec<[u8; 32]>, ApiError> {
 fn check_limits(
     max_concurrent: Option<u32>,
     rate_per_s: Option<u32>,
-    max_job_memory_bytes: Option<u64>,
+    bytes: [Option<u64>; 2],
 ) -> Result<(), ApiError> {
-    if max_concurrent == Some(0) || rate_per_s == Some(0) || max_job_memory_bytes == Some(0) {
+    if max_concurrent == Some(0) || rate_per_s == Some(0) || bytes.contains(&Some(0)) {
         return Err(ApiError::bad_request(
             "bad_limit",
-            "max_concurrent, rate_per_s and max_job_memory_bytes must be positive (null: no limit)",
+            "max_concurrent, rate_per_s, max_job_memory_bytes and max_gpu_memory_bytes must be positive (null: no limit)",
         ));
     }
     Ok(())

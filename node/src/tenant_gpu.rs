@@ -1,0 +1,127 @@
+//! GPU memory per tenant on this node: the `gpu` buffer bytes each
+//! tenant's running jobs hold, added up across its jobs, and the tenant's
+//! cap on them (`JobSpec::tenant_gpu_bytes`, from the tenant's
+//! `max_gpu_memory_bytes`).
+//!
+//! Each job's state holds a [`TenantGpuAccount`]: a buffer is charged to
+//! the job's allowance and then to its tenant here; freeing it, or the job
+//! ending however it ends (its state is dropped), gives the bytes back.
+//! Buffers count the same on the CPU backend as on a GPU, so the cap holds
+//! wherever the job runs.
+
+use spillway_proto::TenantId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Bytes held by each tenant's running jobs on this node.
+#[derive(Debug, Default)]
+pub(crate) struct TenantGpuLedger {
+    held: Mutex<HashMap<TenantId, u64>>,
+}
+
+impl TenantGpuLedger {
+    /// Bytes `tenant`'s jobs hold here now.
+    #[cfg(test)]
+    pub(crate) fn held(&self, tenant: &TenantId) -> u64 {
+        self.held
+            .lock()
+            .expect("ledger lock")
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// One job's part of its tenant's bytes; given back on drop.
+#[derive(Debug)]
+pub(crate) struct TenantGpuAccount {
+    ledger: Arc<TenantGpuLedger>,
+    tenant: TenantId,
+    cap: Option<u64>,
+    mine: u64,
+}
+
+/// A charge the tenant's cap refuses: what its jobs hold here, and the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OverCap {
+    pub(crate) held: u64,
+    pub(crate) cap: u64,
+}
+
+impl TenantGpuAccount {
+    pub(crate) fn open(ledger: Arc<TenantGpuLedger>, tenant: TenantId, cap: Option<u64>) -> Self {
+        Self {
+            ledger,
+            tenant,
+            cap,
+            mine: 0,
+        }
+    }
+
+    /// Charges `bytes` to the tenant unless that takes it past its cap.
+    pub(crate) fn charge(&mut self, bytes: u64) -> Result<(), OverCap> {
+        let mut held = self.ledger.held.lock().expect("ledger lock");
+        let tenant = held.entry(self.tenant.clone()).or_default();
+        if let Some(cap) = self.cap
+            && *tenant + bytes > cap
+        {
+            return Err(OverCap { held: *tenant, cap });
+        }
+        *tenant += bytes;
+        self.mine += bytes;
+        Ok(())
+    }
+
+    /// Gives `bytes` back (a buffer freed).
+    pub(crate) fn release(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.mine);
+        self.mine -= bytes;
+        let mut held = self.ledger.held.lock().expect("ledger lock");
+        if let Some(tenant) = held.get_mut(&self.tenant) {
+            *tenant = tenant.saturating_sub(bytes);
+            if *tenant == 0 {
+                held.remove(&self.tenant);
+            }
+        }
+    }
+
+    pub(crate) fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+}
+
+impl Drop for TenantGpuAccount {
+    fn drop(&mut self) {
+        self.release(self.mine);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenants_jobs_share_its_cap_and_give_back_on_drop() {
+        let ledger = Arc::new(TenantGpuLedger::default());
+        let acme = TenantId("acme".into());
+        let mut first = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
+        let mut second = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
+        let mut other =
+            TenantGpuAccount::open(ledger.clone(), TenantId("globex".into()), Some(100));
+        first.charge(60).unwrap();
+        assert_eq!(second.charge(50), Err(OverCap { held: 60, cap: 100 }));
+        second.charge(40).unwrap();
+        other.charge(100).unwrap();
+        assert_eq!(ledger.held(&acme), 100);
+        first.release(10);
+        assert_eq!(ledger.held(&acme), 90);
+        drop(first); // the job ended: the rest of its bytes come back
+        assert_eq!(ledger.held(&acme), 40);
+        second.charge(60).unwrap();
+        drop(second);
+        assert_eq!(ledger.held(&acme), 0);
+        let mut uncapped = TenantGpuAccount::open(ledger.clone(), acme.clone(), None);
+        uncapped.charge(1 << 40).unwrap();
+        assert_eq!(ledger.held(&acme), 1 << 40);
+    }
+}
