@@ -159,6 +159,18 @@ impl NetLab {
         Ok(())
     }
 
+    /// Splits the hosts in two: `side` and the rest cannot reach each
+    /// other (both ways); hosts on the same side still can.
+    pub fn split(&mut self, side: &[usize]) -> Result<(), NetError> {
+        for a in side.iter().copied() {
+            for b in (0..self.hosts).filter(|b| !side.contains(b)) {
+                self.cut(a, b)?;
+                self.cut(b, a)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes every cut.
     pub fn heal(&mut self) -> Result<(), NetError> {
         for (from, to) in std::mem::take(&mut self.cuts) {

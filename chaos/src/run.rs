@@ -492,6 +492,26 @@ async fn apply_schedule(
                     None,
                 )
             }
+            Fault::SplitLeaderPair => {
+                let l = leader.unwrap_or(0);
+                let partner = (0..names.len()).find(|i| *i != l).unwrap_or(1);
+                let side = [l, partner];
+                lab(cluster)?.split(&side).map_err(ClusterError::from)?;
+                let others: Vec<&str> = (0..names.len())
+                    .filter(|o| !side.contains(o))
+                    .map(|o| names[o].as_str())
+                    .collect();
+                (
+                    format!(
+                        "partition {} {} | {}",
+                        names[l],
+                        names[partner],
+                        others.join(" ")
+                    ),
+                    side.to_vec(),
+                    leader.map(|l| names[l].clone()),
+                )
+            }
             Fault::Heal => {
                 lab(cluster)?.heal().map_err(ClusterError::from)?;
                 ("heal".to_owned(), Vec::new(), None)

@@ -45,13 +45,19 @@ pub enum Fault {
         to: Target,
         one_way: bool,
     },
+    /// Split the cluster in two: the leader and one follower on one side,
+    /// every other host on the other. Needs network namespaces.
+    SplitLeaderPair,
     /// Remove every partition.
     Heal,
 }
 
 impl Fault {
     pub fn needs_namespaces(&self) -> bool {
-        matches!(self, Fault::Isolate(_) | Fault::Cut { .. })
+        matches!(
+            self,
+            Fault::Isolate(_) | Fault::Cut { .. } | Fault::SplitLeaderPair
+        )
     }
 }
 
@@ -221,6 +227,28 @@ pub const ALL: &[Scenario] = &[
                         to: Target::Host(to),
                         one_way: true,
                     },
+                },
+                Step {
+                    at_ms: cut + 3_000,
+                    fault: Fault::Heal,
+                },
+            ]
+        },
+        short: false,
+    },
+    Scenario {
+        name: "leader-pair-minority-5",
+        about: "five voters split two against three, the leader in the two, then healed",
+        hosts: 5,
+        slots: 1,
+        host_flags: &["--max-voters", "5"],
+        shape: WorkloadShape { jobs: 60, ..LOAD },
+        schedule: |rng| {
+            let cut = at(rng, 1_500, 1_000);
+            vec![
+                Step {
+                    at_ms: cut,
+                    fault: Fault::SplitLeaderPair,
                 },
                 Step {
                     at_ms: cut + 3_000,
