@@ -825,6 +825,58 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
         "{message}"
     );
     assert_eq!(invoke_gemm(2).await.unwrap().status(), 200);
+
+    // Accounting: while a 768³ gemm (6.75 MiB of buffers, seconds on the
+    // CPU backend of a debug build) runs, host 1's metrics show the
+    // tenant's bytes; once it ends, 0.
+    let (ok, out, err) = cli(
+        h1,
+        &api.token,
+        &["tenant", "set", "metered", "--max-gpu-memory-mib", "none"],
+    );
+    assert!(ok, "{out}{err}");
+    let gauge = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("spillway_tenant_gpu_memory_bytes{tenant=\"metered\"} "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let metrics = || async {
+        let r = api
+            .http
+            .get(format!("{}/metrics", h1.endpoint))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    };
+    let big = tokio::spawn(invoke_gemm(768));
+    let held = 3 * 768 * 768 * 4;
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if gauge(&metrics().await) == Some(held) {
+            break;
+        }
+        assert!(
+            !big.is_finished(),
+            "the gemm ended before its bytes were seen"
+        );
+        assert!(
+            Instant::now() < until,
+            "never saw {held} bytes: {}",
+            metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(big.await.unwrap().unwrap().status(), 200);
+    let until = Instant::now() + Duration::from_secs(5);
+    while gauge(&metrics().await) != Some(0) {
+        assert!(
+            Instant::now() < until,
+            "the bytes never came back: {}",
+            metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,11 @@ impl Executor {
         })
     }
 
+    /// `gpu` buffer bytes each tenant's running jobs hold here.
+    pub fn tenant_gpu_held(&self) -> Vec<(spillway_proto::TenantId, u64)> {
+        self.tenant_gpu.snapshot()
+    }
+
     /// What this node offers, for its `Hello`.
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {

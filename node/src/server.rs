@@ -131,6 +131,10 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
                 if tx.send(FromNode::Load(node.load())).await.is_err() {
                     break;
                 }
+                let held = node.executor.tenant_gpu_held();
+                if tx.send(FromNode::TenantGpu(held)).await.is_err() {
+                    break;
+                }
             }
         })
     };
@@ -281,6 +285,8 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
                 exit_after_device_fault();
             }
             let _ = tx.send(FromNode::Load(node.load())).await;
+            let held = node.executor.tenant_gpu_held();
+            let _ = tx.send(FromNode::TenantGpu(held)).await;
         }
         .instrument(span),
     );

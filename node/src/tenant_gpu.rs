@@ -20,6 +20,14 @@ pub(crate) struct TenantGpuLedger {
 }
 
 impl TenantGpuLedger {
+    /// Every tenant holding bytes here, in tenant order.
+    pub(crate) fn snapshot(&self) -> Vec<(TenantId, u64)> {
+        let held = self.held.lock().expect("ledger lock");
+        let mut all: Vec<(TenantId, u64)> = held.iter().map(|(t, b)| (t.clone(), *b)).collect();
+        all.sort();
+        all
+    }
+
     /// Bytes `tenant`'s jobs hold here now.
     #[cfg(test)]
     pub(crate) fn held(&self, tenant: &TenantId) -> u64 {

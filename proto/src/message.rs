@@ -181,6 +181,10 @@ pub enum FromNode {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+    /// `gpu` buffer bytes each tenant's running jobs hold on the node (a
+    /// tenant holding none is left out); sent with the load reports and
+    /// whenever a job ends.
+    TenantGpu(Vec<(TenantId, u64)>),
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub(crate) struct NodeStatus {
     /// since).
     pub(crate) held: Arc<BTreeSet<Digest>>,
     pub(crate) restarts: u64,
+    /// `gpu` buffer bytes each tenant's running jobs hold on the node, as
+    /// it last reported.
+    pub(crate) tenant_gpu: Arc<Vec<(spillway_proto::TenantId, u64)>>,
 }
 
 /// A finished job: the emitted chunks followed by the returned bytes.
@@ -346,6 +349,9 @@ impl NodeLink {
                 self.status
                     .send_modify(|s| s.load = Some((load, Instant::now())));
             }
+            FromNode::TenantGpu(held) => {
+                self.status.send_modify(|s| s.tenant_gpu = Arc::new(held));
+            }
             FromNode::Output { job, chunk, .. } => {
                 match conn.jobs.get_mut(&job).map(|p| &mut p.chunks) {
                     Some(Chunks::Collect(chunks)) => chunks.extend_from_slice(&chunk),
@@ -410,6 +416,8 @@ impl NodeLink {
         self.status.send_modify(|s| {
             s.up = false;
             s.pid = None;
+            // The node's jobs, and their buffers, are gone with it.
+            s.tenant_gpu = Arc::default();
         });
         let lost = conn.jobs.len();
         for (job, p) in conn.jobs.drain() {

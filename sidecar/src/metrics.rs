@@ -13,6 +13,11 @@ pub(crate) struct Outcome {
     pub(crate) outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TenantLabel {
+    pub(crate) tenant: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
@@ -24,6 +29,10 @@ pub(crate) struct Metrics {
     pub(crate) idempotent_replays: Counter,
     pub(crate) node_restarts: Counter,
     pub(crate) node_up: Gauge,
+    /// `gpu` buffer bytes each tenant's running jobs hold on the node.
+    tenant_gpu_bytes: Family<TenantLabel, Gauge>,
+    /// Tenants that have had a value, so one whose jobs ended reads 0.
+    tenants_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Metrics {
@@ -64,7 +73,15 @@ impl Metrics {
             node_restarts.clone(),
         );
         registry.register("node_up", "1 while the node is connected", node_up.clone());
+        let tenant_gpu_bytes = Family::<TenantLabel, Gauge>::default();
+        registry.register(
+            "tenant_gpu_memory_bytes",
+            "GPU buffer bytes each tenant's running jobs hold on this host's node",
+            tenant_gpu_bytes.clone(),
+        );
         Self {
+            tenant_gpu_bytes,
+            tenants_seen: std::sync::Mutex::default(),
             registry,
             jobs,
             latency,
@@ -87,11 +104,55 @@ impl Metrics {
         self.latency.observe(seconds);
     }
 
+    /// Sets the per-tenant GPU memory from the node's last report.
+    pub(crate) fn set_tenant_gpu(&self, held: &[(spillway_proto::TenantId, u64)]) {
+        let mut seen = self.tenants_seen.lock().expect("metrics lock");
+        for tenant in seen.iter() {
+            if !held.iter().any(|(t, _)| t.0 == *tenant) {
+                self.tenant_gpu_bytes
+                    .get_or_create(&TenantLabel {
+                        tenant: tenant.clone(),
+                    })
+                    .set(0);
+            }
+        }
+        for (tenant, bytes) in held {
+            seen.insert(tenant.0.clone());
+            self.tenant_gpu_bytes
+                .get_or_create(&TenantLabel {
+                    tenant: tenant.0.clone(),
+                })
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The Prometheus text exposition.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_proto::TenantId;
+
+    #[test]
+    fn tenant_gpu_memory_follows_the_nodes_reports_back_to_zero() {
+        let m = Metrics::new();
+        let acme = TenantId("acme".into());
+        m.set_tenant_gpu(&[(acme.clone(), 4096)]);
+        assert!(
+            m.render()
+                .contains("spillway_tenant_gpu_memory_bytes{tenant=\"acme\"} 4096")
+        );
+        m.set_tenant_gpu(&[]);
+        assert!(
+            m.render()
+                .contains("spillway_tenant_gpu_memory_bytes{tenant=\"acme\"} 0")
+        );
     }
 }
