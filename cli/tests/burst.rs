@@ -23,15 +23,7 @@ async fn three_hosts_with(root: &Path, slots: &str, extra: &[&str]) -> (Api, Vec
     let (api, hosts) = form(root, &[&flags, &flags, &flags]).await;
     // Options, so a test can take a host out to kill it.
     let hosts: Vec<Option<Host>> = hosts.into_iter().map(Some).collect();
-    let r = api
-        .http
-        .put(format!("{}/v1/artifacts/spin", h(&hosts, 1).endpoint))
-        .bearer_auth(&api.token)
-        .body(common::guest("spin"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    api.put_artifact(h(&hosts, 1), &api.token, "spin").await;
     (api, hosts)
 }
 
@@ -383,15 +375,7 @@ async fn a_damaged_copy_is_never_fetched_the_job_fails_typed_and_the_copy_is_evi
     .await;
 
     // Uploaded again, the next job fetches a good copy and runs on host 2.
-    let r = api
-        .http
-        .put(format!("{}/v1/artifacts/spin", h(&hosts, 1).endpoint))
-        .bearer_auth(&api.token)
-        .body(common::guest("spin"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    api.put_artifact(h(&hosts, 1), &api.token, "spin").await;
     assert_eq!(std::fs::read(&path).unwrap(), good);
     api.wait(h(&hosts, 2), "host 1 holds it again", |v| {
         member(v, "n1")["resident_artifacts"] == 1

@@ -33,17 +33,28 @@ async fn call(
     )
 }
 
-async fn create_token(api: &Api, host: &Host, spec: Value) -> (String, String) {
+/// POSTs `spec` to `path` through `host` as the admin, expecting 201.
+async fn admin_create(api: &Api, host: &Host, path: &str, spec: Value) -> Value {
     let (status, v) = call(
         &api.http,
         host,
         &api.token,
         reqwest::Method::POST,
-        "/v1/tokens",
+        path,
         Some(spec),
     )
     .await;
     assert_eq!(status, 201, "{v}");
+    v
+}
+
+/// Creates a tenant through `host` as the admin; the answer.
+async fn create_tenant(api: &Api, host: &Host, spec: Value) -> Value {
+    admin_create(api, host, "/v1/tenants", spec).await
+}
+
+async fn create_token(api: &Api, host: &Host, spec: Value) -> (String, String) {
+    let v = admin_create(api, host, "/v1/tokens", spec).await;
     (
         v["id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
@@ -203,16 +214,7 @@ async fn a_tenant_cannot_see_or_run_another_tenants_functions() {
     let (h1, h2) = (&hosts[0], &hosts[1]);
     use reqwest::Method as M;
     for name in ["acme", "globex"] {
-        let (status, v) = call(
-            &api.http,
-            h1,
-            &api.token,
-            M::POST,
-            "/v1/tenants",
-            Some(json!({"name": name})),
-        )
-        .await;
-        assert_eq!(status, 201, "{v}");
+        create_tenant(&api, h1, json!({"name": name})).await;
     }
     let (status, _) = call(
         &api.http,
@@ -357,19 +359,8 @@ async fn a_tenants_placement_rule_keeps_its_jobs_on_labelled_hosts() {
     let zone_b: &[&str] = &["--label", "zone=b", "--gossip-ms", "100"];
     let (api, hosts) = form(root.path(), &[zone_a, zone_b, zone_b]).await;
     let h1 = &hosts[0];
-    use reqwest::Method as M;
     for (name, zone) in [("edge", "b"), ("nowhere", "c")] {
-        let spec = json!({"name": name, "placement": {"zone": zone}});
-        let (status, v) = call(
-            &api.http,
-            h1,
-            &api.token,
-            M::POST,
-            "/v1/tenants",
-            Some(spec),
-        )
-        .await;
-        assert_eq!(status, 201, "{v}");
+        create_tenant(&api, h1, json!({"name": name, "placement": {"zone": zone}})).await;
     }
     let scopes = json!(["invoke", "publish", "read"]);
     let (_, edge) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "edge"})).await;
@@ -544,18 +535,7 @@ async fn a_tenants_concurrency_quota_holds_across_hosts_under_a_burst() {
     let flags: &[&str] = &["--slots", "2", "--gossip-ms", "100"];
     let (api, hosts) = form(root.path(), &[flags, flags, flags]).await;
     let h1 = &hosts[0];
-    use reqwest::Method as M;
-    let spec = json!({"name": "capped", "max_concurrent": 3});
-    let (status, v) = call(
-        &api.http,
-        h1,
-        &api.token,
-        M::POST,
-        "/v1/tenants",
-        Some(spec),
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
+    create_tenant(&api, h1, json!({"name": "capped", "max_concurrent": 3})).await;
     let (_, capped) = create_token(
         &api,
         h1,
@@ -703,15 +683,7 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
     // A function asking more memory than the tenant's limit is refused; one
     // that asks nothing gets the limit, and a guest that grows past it ends
     // memory_limit_exceeded.
-    let hog = api
-        .http
-        .put(format!("{}/v1/artifacts/memory_hog", h1.endpoint))
-        .bearer_auth(&metered)
-        .body(common::guest("memory_hog"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hog.status(), 200);
+    api.put_artifact(h1, &metered, "memory_hog").await;
     let too_big =
         json!({"name": "hog", "artifact": "memory_hog", "memory_limit_bytes": 64u64 << 20});
     let (status, v) = call(
@@ -885,17 +857,7 @@ async fn a_tenants_quota_leases_follow_its_load_between_hosts() {
     let flags: &[&str] = &["--slots", "3"];
     let (api, hosts) = form(root.path(), &[flags, flags, flags]).await;
     let h1 = &hosts[0];
-    use reqwest::Method as M;
-    let (status, v) = call(
-        &api.http,
-        h1,
-        &api.token,
-        M::POST,
-        "/v1/tenants",
-        Some(json!({"name": "shifting", "max_concurrent": 3})),
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
+    let v = create_tenant(&api, h1, json!({"name": "shifting", "max_concurrent": 3})).await;
     assert_eq!(
         v["leases"],
         Value::Null,

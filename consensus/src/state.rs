@@ -632,6 +632,21 @@ mod tests {
         }
     }
 
+    /// A tenant with no rules or limits.
+    fn tenant(id: &TenantId) -> TenantEntry {
+        TenantEntry {
+            id: id.clone(),
+            created_unix_ms: 1,
+            placement: BTreeMap::new(),
+            trusted_keys: Vec::new(),
+            require_signed: false,
+            max_concurrent: None,
+            max_job_memory_bytes: None,
+            rate_per_s: None,
+            max_gpu_memory_bytes: None,
+        }
+    }
+
     fn put(tenant: &TenantId, name: &str, digest: Digest) -> ControlCommand {
         ControlCommand::PutArtifact {
             name: name.into(),
@@ -690,17 +705,7 @@ mod tests {
             unix_ms: 42,
             command: Box::new(command),
         };
-        let tenant = TenantEntry {
-            id: acme.clone(),
-            created_unix_ms: 1,
-            placement: BTreeMap::new(),
-            trusted_keys: Vec::new(),
-            require_signed: false,
-            max_concurrent: None,
-            max_job_memory_bytes: None,
-            rate_per_s: None,
-            max_gpu_memory_bytes: None,
-        };
+        let tenant = tenant(&acme);
         assert_eq!(
             s.apply(&audited(ControlCommand::CreateTenant(tenant.clone()))),
             ControlResponse::Done
@@ -810,15 +815,8 @@ mod tests {
             ControlResponse::Rejected(_)
         ));
         s.apply(&ControlCommand::CreateTenant(TenantEntry {
-            id: acme.clone(),
-            created_unix_ms: 1,
-            placement: BTreeMap::new(),
-            trusted_keys: Vec::new(),
-            require_signed: false,
             max_concurrent: Some(3),
-            max_job_memory_bytes: None,
-            rate_per_s: None,
-            max_gpu_memory_bytes: None,
+            ..tenant(&acme)
         }));
         assert!(
             matches!(s.apply(&set(2, &[(1, 3)])), ControlResponse::Rejected(_)),
@@ -868,17 +866,7 @@ mod tests {
             s.apply(&put(&acme, "f", d)),
             ControlResponse::Rejected(_)
         ));
-        let tenant = TenantEntry {
-            id: acme.clone(),
-            created_unix_ms: 1,
-            placement: BTreeMap::new(),
-            trusted_keys: Vec::new(),
-            require_signed: false,
-            max_concurrent: None,
-            max_job_memory_bytes: None,
-            rate_per_s: None,
-            max_gpu_memory_bytes: None,
-        };
+        let tenant = tenant(&acme);
         assert_eq!(
             s.apply(&ControlCommand::CreateTenant(tenant.clone())),
             ControlResponse::Done

@@ -70,16 +70,22 @@ async fn agreed_leader(hosts: &BTreeMap<u64, ControlPlane>) -> Option<u64> {
     (leaders.iter().all(|l| *l == Some(first)) && hosts.contains_key(&first)).then_some(first)
 }
 
+/// Hosts 1 to 3 on `t`, initialized as the three voters.
+async fn three_voters(dir: &Path, t: &MemoryTransport) -> BTreeMap<u64, ControlPlane> {
+    let mut hosts = BTreeMap::new();
+    for id in 1..=3 {
+        hosts.insert(id, start(id, dir, t).await);
+    }
+    let voters: BTreeMap<u64, Member> = (1..=3).map(|id| (id, Member::default())).collect();
+    hosts[&1].initialize(voters).await.expect("initialize");
+    hosts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_replicate_fail_over_and_catch_up_from_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let t = MemoryTransport::default();
-    let mut hosts = BTreeMap::new();
-    for id in 1..=3 {
-        hosts.insert(id, start(id, dir.path(), &t).await);
-    }
-    let voters: BTreeMap<u64, Member> = (1..=3).map(|id| (id, Member::default())).collect();
-    hosts[&1].initialize(voters).await.expect("initialize");
+    let mut hosts = three_voters(dir.path(), &t).await;
 
     let leader = wait_for_leader(&hosts).await;
     hosts[&leader].propose(put("first")).await.expect("propose");
@@ -172,12 +178,7 @@ async fn three_hosts_replicate_fail_over_and_catch_up_from_a_snapshot() {
 async fn a_leader_hands_leadership_to_the_voter_it_names() {
     let dir = tempfile::tempdir().unwrap();
     let t = MemoryTransport::default();
-    let mut hosts = BTreeMap::new();
-    for id in 1..=3 {
-        hosts.insert(id, start(id, dir.path(), &t).await);
-    }
-    let voters: BTreeMap<u64, Member> = (1..=3).map(|id| (id, Member::default())).collect();
-    hosts[&1].initialize(voters).await.expect("initialize");
+    let hosts = three_voters(dir.path(), &t).await;
     let leader = wait_for_leader(&hosts).await;
     hosts[&leader].propose(put("before")).await.expect("write");
     let next = (1..=3).find(|id| *id != leader).unwrap();

@@ -178,9 +178,9 @@ impl Api {
             .unwrap()
     }
 
-    /// Uploads the example guest `guest` as artifact `guest` and registers
-    /// the function `spec` on `host`, acting with `token`.
-    pub async fn publish(&self, host: &Host, token: &str, guest: &str, spec: Value) {
+    /// Uploads the example guest `guest` as artifact `guest` on `host`,
+    /// acting with `token`.
+    pub async fn put_artifact(&self, host: &Host, token: &str, guest: &str) {
         let r = self
             .http
             .put(format!("{}/v1/artifacts/{guest}", host.endpoint))
@@ -190,6 +190,12 @@ impl Api {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    /// Uploads the example guest `guest` as artifact `guest` and registers
+    /// the function `spec` on `host`, acting with `token`.
+    pub async fn publish(&self, host: &Host, token: &str, guest: &str, spec: Value) {
+        self.put_artifact(host, token, guest).await;
         let r = self
             .http
             .post(format!("{}/v1/functions", host.endpoint))

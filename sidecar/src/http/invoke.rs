@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use spillway_consensus::Scope;
 use spillway_proto::{JobId, JobSpec, TenantId};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -85,21 +86,20 @@ pub(super) async fn invoke(
     let digest = function.digest;
     let job = new_job_id();
     let span = tracing::info_span!("ingress", job = %job, function = %name, token = principal.token.as_deref());
-    // The tenant's placement rule: only hosts with these labels.
-    let placement = app
-        .control
-        .state()
-        .tenant(&tenant)
-        .map(|t| t.placement.clone())
-        .unwrap_or_default();
-    // The tenant's memory limit caps the function's (0: the host's).
-    let (tenant_memory, tenant_gpu_bytes) = app
-        .control
-        .state()
-        .tenant(&tenant)
-        .map_or((None, None), |t| {
-            (t.max_job_memory_bytes, t.max_gpu_memory_bytes)
-        });
+    // The tenant's rules: only hosts with its placement labels; its memory
+    // limit caps the function's (0: the host's); its GPU memory cap goes
+    // with the job to whichever node runs it.
+    let (placement, tenant_memory, tenant_gpu_bytes) =
+        app.control
+            .state()
+            .tenant(&tenant)
+            .map_or((BTreeMap::new(), None, None), |t| {
+                (
+                    t.placement.clone(),
+                    t.max_job_memory_bytes,
+                    t.max_gpu_memory_bytes,
+                )
+            });
     let memory_limit_bytes = match (function.memory_limit_bytes, tenant_memory) {
         (0, Some(limit)) => limit,
         (mine, Some(limit)) => mine.min(limit),
