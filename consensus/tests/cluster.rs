@@ -3,7 +3,9 @@
 //! when the leader stops, and a restarted member whose log was compacted
 //! past catches up from a snapshot.
 
-use spillway_consensus::{ControlCommand, ControlConfig, ControlPlane, Member, MemoryTransport};
+use spillway_consensus::{
+    ControlCommand, ControlConfig, ControlError, ControlPlane, Member, MemoryTransport,
+};
 use spillway_proto::Digest;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,6 +72,29 @@ async fn agreed_leader(hosts: &BTreeMap<u64, ControlPlane>) -> Option<u64> {
     (leaders.iter().all(|l| *l == Some(first)) && hosts.contains_key(&first)).then_some(first)
 }
 
+/// Writes `command` through the leader, following a change of leader: a
+/// loaded machine can miss a heartbeat and elect again right after a
+/// fail-over, and a Raft client retries at whoever leads then. Returns the
+/// host that committed it.
+async fn write(hosts: &BTreeMap<u64, ControlPlane>, command: ControlCommand) -> u64 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leader = wait_for_leader(hosts).await;
+        match hosts[&leader].propose(command.clone()).await {
+            Ok(_) => return leader,
+            Err(ControlError::NotLeader { leader: now }) => {
+                eprintln!("{leader} no longer leads (now {now:?}); retrying");
+                assert!(
+                    Instant::now() < until,
+                    "no leader kept long enough to write"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("propose: {e}"),
+        }
+    }
+}
+
 /// Hosts 1 to 3 on `t`, initialized as the three voters.
 async fn three_voters(dir: &Path, t: &MemoryTransport) -> BTreeMap<u64, ControlPlane> {
     let mut hosts = BTreeMap::new();
@@ -87,8 +112,7 @@ async fn three_hosts_replicate_fail_over_and_catch_up_from_a_snapshot() {
     let t = MemoryTransport::default();
     let mut hosts = three_voters(dir.path(), &t).await;
 
-    let leader = wait_for_leader(&hosts).await;
-    hosts[&leader].propose(put("first")).await.expect("propose");
+    let leader = write(&hosts, put("first")).await;
     eventually("replication to all", Duration::from_secs(5), || async {
         for h in hosts.values() {
             if h.state()
@@ -110,20 +134,17 @@ async fn three_hosts_replicate_fail_over_and_catch_up_from_a_snapshot() {
     t.unregister(old);
     hosts.remove(&old);
     let stopped = Instant::now();
-    let leader = wait_for_leader(&hosts).await;
-    eprintln!("new leader {leader} after {:?}", stopped.elapsed());
-    assert_ne!(leader, old);
-    assert!(hosts[&leader].term() > old_term);
+    let first = wait_for_leader(&hosts).await;
+    eprintln!("new leader {first} after {:?}", stopped.elapsed());
+    assert_ne!(first, old);
+    assert!(hosts[&first].term() > old_term);
     // Keep writing until the leader has compacted its log past everything
     // the stopped host has (it purges once no replication is reading there).
     let stopped_at = 2; // the blank entry of the first term and "first"
     let until = Instant::now() + Duration::from_secs(20);
     let mut written = 0;
     loop {
-        hosts[&leader]
-            .propose(put(&format!("later-{written}")))
-            .await
-            .expect("propose after fail-over");
+        let leader = write(&hosts, put(&format!("later-{written}"))).await;
         written += 1;
         let (snapshot, purged) = hosts[&leader].snapshot_and_purged();
         if written >= 25 && purged.is_some_and(|p| p > stopped_at + 1) {
@@ -179,8 +200,7 @@ async fn a_leader_hands_leadership_to_the_voter_it_names() {
     let dir = tempfile::tempdir().unwrap();
     let t = MemoryTransport::default();
     let hosts = three_voters(dir.path(), &t).await;
-    let leader = wait_for_leader(&hosts).await;
-    hosts[&leader].propose(put("before")).await.expect("write");
+    let leader = write(&hosts, put("before")).await;
     let next = (1..=3).find(|id| *id != leader).unwrap();
     hosts[&leader]
         .transfer_leader(next)
@@ -191,10 +211,7 @@ async fn a_leader_hands_leadership_to_the_voter_it_names() {
         async move { agreed_leader(hosts).await == Some(next) }
     })
     .await;
-    hosts[&next]
-        .propose(put("after"))
-        .await
-        .expect("the new leader writes");
+    write(&hosts, put("after")).await;
     for h in hosts.values() {
         h.shutdown().await.unwrap();
     }
