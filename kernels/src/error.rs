@@ -18,6 +18,14 @@ pub enum KernelError {
         "unknown kernel `{0}`; known kernels: vector_add, saxpy, gemm, softmax, rmsnorm, reduce_sum"
     )]
     UnknownKernel(String),
+    /// A buffer's element type is not one the kernel takes there.
+    #[error("kernel `{kernel}` argument `{arg}` is a {got} buffer; {expected}")]
+    Type {
+        kernel: &'static str,
+        arg: &'static str,
+        got: &'static str,
+        expected: &'static str,
+    },
     /// A launch passed the wrong number or kind of arguments.
     #[error("kernel `{kernel}` argument {index}: expected {expected}")]
     Argument {

@@ -1,6 +1,6 @@
 //! The kernels a guest may launch by name, and the parameters each takes.
 
-use crate::KernelError;
+use crate::{DType, KernelError};
 
 /// A launchable kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,6 +156,64 @@ impl Kernel {
         })
     }
 
+    /// Checks the element type of each buffer argument (`types[i]` is
+    /// argument `i`'s, `None` for a scalar). Every kernel takes `f32`
+    /// buffers, except `gemm`: A and B alike (`f32`, `bf16` or `f16`), and C
+    /// either `f32` or A's type; 16-bit operands multiply with `f32`
+    /// accumulation.
+    pub fn check_types(self, types: &[Option<DType>]) -> Result<(), KernelError> {
+        let kernel = self.name();
+        let names = self.buffer_names();
+        let at = |i: usize| types.get(i).copied().flatten().unwrap_or(DType::F32);
+        if self == Kernel::Gemm {
+            let (a, b, c) = (at(0), at(1), at(2));
+            if b != a {
+                let expected = "B must have A's element type";
+                return Err(KernelError::Type {
+                    kernel,
+                    arg: "b",
+                    got: b.name(),
+                    expected,
+                });
+            }
+            if c != DType::F32 && c != a {
+                let expected = "C must be f32 or A's element type";
+                return Err(KernelError::Type {
+                    kernel,
+                    arg: "c",
+                    got: c.name(),
+                    expected,
+                });
+            }
+            return Ok(());
+        }
+        for (i, t) in types.iter().enumerate() {
+            if let Some(t @ (DType::Bf16 | DType::F16)) = t {
+                let arg = names.get(i).copied().unwrap_or("?");
+                let expected = "this kernel takes f32 buffers";
+                return Err(KernelError::Type {
+                    kernel,
+                    arg,
+                    got: t.name(),
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the parameters, in launch order, for messages.
+    fn buffer_names(self) -> &'static [&'static str] {
+        match self {
+            Kernel::VectorAdd => &["a", "b", "out", "n"],
+            Kernel::Saxpy => &["alpha", "x", "y", "n"],
+            Kernel::Gemm => &["a", "b", "c", "m", "n", "k", "alpha", "beta"],
+            Kernel::Softmax => &["x", "out", "rows", "cols"],
+            Kernel::Rmsnorm => &["x", "weight", "out", "rows", "cols", "eps"],
+            Kernel::ReduceSum => &["x", "out", "n"],
+        }
+    }
+
     /// Pairs of buffer arguments that must not be the same buffer (an output
     /// written while another thread still reads its input).
     pub fn must_not_alias(self) -> &'static [(usize, usize)] {
@@ -190,5 +248,37 @@ mod requirement_tests {
         );
         assert_eq!(Kernel::ReduceSum.requirements(&[5]).unwrap()[1].elements, 1);
         assert_eq!(Kernel::VectorAdd.requirements(&[0]).unwrap()[0].elements, 0);
+    }
+
+    #[test]
+    fn only_gemm_takes_16_bit_buffers() {
+        use DType::*;
+        let gemm = |a, b, c| Kernel::Gemm.check_types(&[Some(a), Some(b), Some(c), None]);
+        assert!(gemm(F32, F32, F32).is_ok());
+        assert!(gemm(Bf16, Bf16, F32).is_ok());
+        assert!(gemm(Bf16, Bf16, Bf16).is_ok());
+        assert!(gemm(F16, F16, F16).is_ok());
+        let e = gemm(Bf16, F16, F32).unwrap_err();
+        assert!(
+            e.to_string().contains("argument `b` is a f16 buffer"),
+            "{e}"
+        );
+        let e = gemm(F16, F16, Bf16).unwrap_err();
+        assert!(e.to_string().contains("argument `c`"), "{e}");
+        assert!(matches!(
+            gemm(F32, F32, Bf16),
+            Err(KernelError::Type { arg: "c", .. })
+        ));
+        let add = Kernel::VectorAdd.check_types(&[Some(F32), Some(Bf16), Some(F32), None]);
+        assert!(
+            add.unwrap_err()
+                .to_string()
+                .contains("argument `b` is a bf16 buffer")
+        );
+        assert!(
+            Kernel::Saxpy
+                .check_types(&[None, Some(F32), Some(F32), None])
+                .is_ok()
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! Every kernel has a CPU reference implementation here, with full argument
 //! validation. They are the oracle the CUDA versions are checked against and,
 //! on hosts without a GPU, the `gpu` interface's CPU backend. All matrices
-//! are row-major `f32`.
+//! are row-major. Every kernel takes `f32` buffers, except `gemm`, which also
+//! multiplies `bf16` or `f16` operands ([`DType`], [`Kernel::check_types`]).
 //!
 //! [`Kernel`] names the kernels a guest may launch and the typed parameters
 //! each takes, so every backend binds launch arguments the same way.
@@ -14,12 +15,14 @@
 //! runtime: contexts, streams, buffers and launches belong to the node.
 
 mod cpu;
+mod dtype;
 mod error;
 mod geometry;
 mod kernel;
 pub mod nvrtc;
 
 pub use cpu::{gemm, reduce_sum, rmsnorm, saxpy, softmax, vector_add};
+pub use dtype::DType;
 pub use error::KernelError;
 pub use geometry::{BLOCK, Geometry, MAX_GRID};
 pub use kernel::{Kernel, Needs, Param};

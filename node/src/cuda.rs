@@ -20,11 +20,11 @@
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError,
+    LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
-use spillway_kernels::{Kernel, nvrtc};
+use spillway_kernels::{DType, Kernel, nvrtc};
 use spillway_proto::GpuDevice;
 use std::collections::HashMap;
 use std::path::Path;
@@ -261,6 +261,15 @@ fn keep_freed_memory(ctx: &Arc<CudaContext>, bytes: u64) -> Result<(), DriverErr
     }
 }
 
+/// A matrix dimension as cuBLAS takes it.
+fn dim(v: usize) -> Result<i32, DeviceError> {
+    i32::try_from(v).map_err(|_| DeviceError {
+        message: format!("dimension {v} is too large for cuBLAS"),
+        out_of_memory: false,
+        poisoned: false,
+    })
+}
+
 /// One job's stream (and cuBLAS handle) on one GPU, returned to the pool
 /// when dropped. The stream is synchronized first, so nothing the job
 /// enqueued outlives it.
@@ -304,17 +313,21 @@ impl StreamLease {
         &self.gpu.info
     }
 
-    pub(crate) fn alloc(&self, len: usize) -> Result<CudaSlice<f32>, DeviceError> {
-        Ok(self.stream().alloc_zeros::<f32>(len)?)
+    /// `len` zeroed elements (`f32`, or `u16` for the 16-bit types).
+    pub(crate) fn alloc<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> Result<CudaSlice<T>, DeviceError> {
+        Ok(self.stream().alloc_zeros::<T>(len)?)
     }
 
     /// Copies `data` into `dst` at element `offset` (bounds checked by the
     /// caller).
-    pub(crate) fn write(
+    pub(crate) fn write<T: DeviceRepr>(
         &self,
-        dst: &mut CudaSlice<f32>,
+        dst: &mut CudaSlice<T>,
         offset: usize,
-        data: &[f32],
+        data: &[T],
     ) -> Result<(), DeviceError> {
         let mut view = dst.slice_mut(offset..offset + data.len());
         self.stream().memcpy_htod(data, &mut view)?;
@@ -322,16 +335,16 @@ impl StreamLease {
     }
 
     /// Copies elements `range` of `src` out (waits for the stream).
-    pub(crate) fn read(
+    pub(crate) fn read<T: DeviceRepr>(
         &self,
-        src: &CudaSlice<f32>,
+        src: &CudaSlice<T>,
         range: std::ops::Range<usize>,
-    ) -> Result<Vec<f32>, DeviceError> {
+    ) -> Result<Vec<T>, DeviceError> {
         Ok(self.stream().clone_dtoh(&src.slice(range))?)
     }
 
     /// The raw device pointer of a buffer, for launch arguments.
-    pub(crate) fn ptr(&self, buffer: &CudaSlice<f32>) -> u64 {
+    pub(crate) fn ptr<T>(&self, buffer: &CudaSlice<T>) -> u64 {
         let (ptr, _sync) = buffer.device_ptr(self.stream());
         ptr
     }
@@ -389,13 +402,6 @@ impl StreamLease {
         c: u64,
     ) -> Result<(), DeviceError> {
         use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
-        let dim = |v: usize| {
-            i32::try_from(v).map_err(|_| DeviceError {
-                message: format!("dimension {v} is too large for cuBLAS"),
-                out_of_memory: false,
-                poisoned: false,
-            })
-        };
         let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
         self.gpu.ctx.bind_to_thread()?;
         // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: swap the operands
@@ -418,6 +424,63 @@ impl StreamLease {
                 &beta,
                 c as *mut f32,
                 n,
+            )
+        }?;
+        Ok(())
+    }
+
+    /// `C = alpha·A(m×k)·B(k×n) + beta·C` with 16-bit A and B (`ab`) and
+    /// C of type `c_type` (`f32` or `ab`), accumulating in `f32` on the
+    /// tensor cores (`cublasGemmEx`, compute type 32F). The pointers come
+    /// from buffers of those types checked to hold m·k, k·n and m·n
+    /// elements; `c` aliases neither `a` nor `b`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm_16(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        a: u64,
+        b: u64,
+        ab: DType,
+        beta: f32,
+        c: u64,
+        c_type: DType,
+    ) -> Result<(), DeviceError> {
+        use cudarc::cublas::sys::cublasComputeType_t::CUBLAS_COMPUTE_32F;
+        use cudarc::cublas::sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT;
+        use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
+        use cudarc::cublas::sys::cudaDataType::{CUDA_R_16BF, CUDA_R_16F, CUDA_R_32F};
+        let data_type = |t: DType| match t {
+            DType::F32 => CUDA_R_32F,
+            DType::Bf16 => CUDA_R_16BF,
+            DType::F16 => CUDA_R_16F,
+        };
+        let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
+        self.gpu.ctx.bind_to_thread()?;
+        // Row-major C = A·B as column-major Cᵀ = Bᵀ·Aᵀ, as in `gemm`.
+        // SAFETY: see the doc comment; alpha and beta are f32 as compute
+        // type 32F requires, and the handle is bound to this lease's stream.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.slot().blas.handle(),
+                CUBLAS_OP_N,
+                CUBLAS_OP_N,
+                n,
+                m,
+                k,
+                (&raw const alpha).cast(),
+                b as *const std::ffi::c_void,
+                data_type(ab),
+                n,
+                a as *const std::ffi::c_void,
+                data_type(ab),
+                k,
+                (&raw const beta).cast(),
+                c as *mut std::ffi::c_void,
+                data_type(c_type),
+                n,
+                CUBLAS_COMPUTE_32F,
+                CUBLAS_GEMM_DFALT,
             )
         }?;
         Ok(())

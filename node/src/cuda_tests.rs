@@ -7,10 +7,11 @@
 //! written, relative L2 error against the f64-accumulating reference within
 //! 1e-5 (f32 arithmetic; cuBLAS without TF32).
 
-use crate::bindings::gpu::{ErrorCode, Host as _, HostBuffer as _, KernelArg};
+use crate::bindings::gpu::{Dtype, ErrorCode, Host as _, HostBuffer as _, KernelArg};
 use crate::cuda::CudaBackend;
 use crate::host_gpu::Buffer;
 use crate::state::GuestState;
+use spillway_kernels::DType;
 use std::sync::OnceLock;
 use wasmtime::component::Resource;
 
@@ -79,6 +80,12 @@ fn download(s: &mut GuestState, b: &Resource<Buffer>, n: usize) -> Vec<f32> {
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_within(what, got, want, TOLERANCE);
+}
+
+/// Relative L2 error of `got` against `want` within `tolerance`, with
+/// every element written.
+fn assert_within(what: &str, got: &[f32], want: &[f32], tolerance: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     assert!(
         got.iter().all(|v| v.is_finite()),
@@ -91,9 +98,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     }
     let rel = (err / norm.max(f64::MIN_POSITIVE)).sqrt();
     assert!(
-        rel <= TOLERANCE,
-        "{what}: relative error {rel:e} > {TOLERANCE:e}"
+        rel <= tolerance,
+        "{what}: relative error {rel:e} > {tolerance:e}"
     );
+    eprintln!("{what}: relative error {rel:.2e} (limit {tolerance:.0e})");
 }
 
 #[test]
@@ -230,6 +238,93 @@ fn gemm_on_cublas_matches_the_reference() {
             s.drop(buf).unwrap();
         }
     }
+}
+
+/// bf16 and f16 operands on the tensor cores (`cublasGemmEx`, f32
+/// accumulation), C in f32 or the operands' type. Two references: the
+/// product of the rounded operands in f64 (what the device must compute, up
+/// to f32 accumulation and C's one rounding), and the product of the
+/// unrounded f32 inputs (what a user gets, within METHOD.md's 1e-2 for bf16).
+#[test]
+fn gemm_16_bit_on_tensor_cores_matches_the_reference() {
+    let Some(mut s) = gpu_state("gemm_16_bit_on_tensor_cores_matches_the_reference") else {
+        return;
+    };
+    let mut rng = Rng::new();
+    for t in [Dtype::Bf16, Dtype::F16] {
+        let d = match t {
+            Dtype::Bf16 => DType::Bf16,
+            _ => DType::F16,
+        };
+        // C's one rounding: 2^-9 relative for bf16, 2^-12 for f16 at most.
+        let (rounded_c, user) = match d {
+            DType::Bf16 => (4e-3, 1e-2),
+            _ => (5e-4, 2e-3),
+        };
+        for (m, n, k) in [
+            (1usize, 1usize, 1usize),
+            (3, 5, 7),
+            (64, 48, 80),
+            (257, 129, 255),
+            (512, 384, 1024),
+        ] {
+            let (a, b) = (rng.f32s(m * k), rng.f32s(k * n));
+            let (ra, rb) = (d.widen(&d.narrow(&a)), d.widen(&d.narrow(&b)));
+            let ba = s.create_typed(t, (m * k) as u32).unwrap();
+            let bb = s.create_typed(t, (k * n) as u32).unwrap();
+            s.write(Resource::new_borrow(ba.rep()), 0, a.clone())
+                .unwrap();
+            s.write(Resource::new_borrow(bb.rep()), 0, b.clone())
+                .unwrap();
+            for c_type in [Dtype::F32, t] {
+                let c_16 = !matches!(c_type, Dtype::F32);
+                // beta = 0 on a poisoned C, then beta = -0.5 on random C.
+                for (alpha, beta) in [(1.0f32, 0.0f32), (1.5, -0.5)] {
+                    let c0 = if beta == 0.0 {
+                        vec![f32::NAN; m * n]
+                    } else {
+                        rng.f32s(m * n)
+                    };
+                    let bc = s.create_typed(c_type, (m * n) as u32).unwrap();
+                    s.write(Resource::new_borrow(bc.rep()), 0, c0.clone())
+                        .unwrap();
+                    let c_start = if c_16 {
+                        d.widen(&d.narrow(&c0))
+                    } else {
+                        c0.clone()
+                    };
+                    s.gemm(
+                        m as u32,
+                        n as u32,
+                        k as u32,
+                        alpha,
+                        Resource::new_borrow(ba.rep()),
+                        Resource::new_borrow(bb.rep()),
+                        beta,
+                        Resource::new_borrow(bc.rep()),
+                    )
+                    .unwrap();
+                    let got = download(&mut s, &bc, m * n);
+                    let what = format!(
+                        "{} gemm {m}x{n}x{k} C {} beta {beta}",
+                        d.name(),
+                        if c_16 { d.name() } else { "f32" }
+                    );
+                    let mut want = c_start.clone();
+                    spillway_kernels::gemm(m, n, k, alpha, &ra, &rb, beta, &mut want).unwrap();
+                    let tight = if c_16 { rounded_c } else { 1e-4 };
+                    assert_within(&format!("{what} vs rounded operands"), &got, &want, tight);
+                    let mut want = c_start;
+                    spillway_kernels::gemm(m, n, k, alpha, &a, &b, beta, &mut want).unwrap();
+                    assert_within(&format!("{what} vs f32 inputs"), &got, &want, user);
+                    s.drop(bc).unwrap();
+                }
+            }
+            s.drop(ba).unwrap();
+            s.drop(bb).unwrap();
+        }
+    }
+    assert!(s.device_fault.is_none());
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! The host side of the `gpu` interface.
 //!
 //! A job's buffers live in its resource table, on the backend chosen for the
-//! job: device memory on its leased CUDA stream, or `Vec<f32>` for the CPU
-//! reference backend. Every call is validated the same way for both (buffer
+//! job: device memory on its leased CUDA stream, or host vectors for the CPU
+//! reference backend. A buffer holds `f32`, `bf16` or `f16` elements (the
+//! 16-bit ones as their bits); `write` and `read` convert, `write-bits` and
+//! `read-bits` move the patterns as they are. Every call is validated the same way for both (buffer
 //! bounds, kernel signatures, shape requirements, aliasing) before anything
 //! runs, and buffer bytes count against the job's allowance, so a guest cannot
 //! allocate around its memory limit through `gpu`.
@@ -15,24 +17,47 @@ use crate::bindings::gpu::{self, Device, ErrorCode, GpuError, KernelArg};
 use crate::cuda::{DeviceError, LaunchArg};
 use crate::state::GuestState;
 use cudarc::driver::CudaSlice;
-use spillway_kernels::{Kernel, KernelError, Param};
+use spillway_kernels::{DType, Kernel, KernelError, Param};
 use spillway_proto::Backend;
 use wasmtime::component::Resource;
 
-/// A `gpu.buffer`: `f32` elements on the job's backend.
+/// A `gpu.buffer`: elements of one [`DType`] on the job's backend.
 #[allow(unreachable_pub)] // named by the generated bindings
 #[derive(Debug)]
-pub enum Buffer {
+pub struct Buffer {
+    dtype: DType,
+    data: Data,
+}
+
+/// Where a buffer's elements live; 16-bit types are kept as their bits.
+#[derive(Debug)]
+enum Data {
     Host(Vec<f32>),
+    HostBits(Vec<u16>),
     Device(CudaSlice<f32>),
+    DeviceBits(CudaSlice<u16>),
 }
 
 impl Buffer {
     fn len(&self) -> usize {
-        match self {
-            Buffer::Host(v) => v.len(),
-            Buffer::Device(s) => s.len(),
+        match &self.data {
+            Data::Host(v) => v.len(),
+            Data::HostBits(v) => v.len(),
+            Data::Device(s) => s.len(),
+            Data::DeviceBits(s) => s.len(),
         }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.len() as u64 * self.dtype.size()
+    }
+}
+
+fn dtype_of(t: gpu::Dtype) -> DType {
+    match t {
+        gpu::Dtype::F32 => DType::F32,
+        gpu::Dtype::Bf16 => DType::Bf16,
+        gpu::Dtype::F16 => DType::F16,
     }
 }
 
@@ -57,6 +82,13 @@ fn lost() -> GpuError {
     error(
         ErrorCode::InvalidArgument,
         "the handle is not a live buffer",
+    )
+}
+
+fn not_16_bit(what: &str) -> GpuError {
+    error(
+        ErrorCode::InvalidArgument,
+        format!("{what} needs a bf16 or f16 buffer; this one is f32 (use write/read)"),
     )
 }
 
@@ -103,12 +135,12 @@ impl GuestState {
         };
         error(code, e.message)
     }
-}
 
-impl gpu::HostBuffer for GuestState {
-    fn create(&mut self, len: u32) -> Result<Resource<Buffer>, GpuError> {
+    /// Allocates `len` zeroed elements of `dtype`, charged to the job's
+    /// allowance and its tenant's GPU memory on this host.
+    fn create_buffer(&mut self, dtype: DType, len: u32) -> Result<Resource<Buffer>, GpuError> {
         self.settle_backend();
-        let bytes = u64::from(len) * 4;
+        let bytes = u64::from(len) * dtype.size();
         if self.gpu_bytes + bytes > self.gpu_limit {
             return Err(error(
                 ErrorCode::OutOfMemory,
@@ -129,17 +161,21 @@ impl gpu::HostBuffer for GuestState {
                 ),
             ));
         }
-        let buffer = match &self.cuda {
-            Some(lease) => match lease.alloc(len as usize) {
-                Ok(slice) => Buffer::Device(slice),
-                Err(e) => {
-                    self.tenant_gpu.release(bytes);
-                    return Err(self.device_error(e));
-                }
-            },
-            None => Buffer::Host(vec![0.0; len as usize]),
+        let len = len as usize;
+        let data = match (&self.cuda, dtype.is_16_bit()) {
+            (Some(lease), false) => lease.alloc::<f32>(len).map(Data::Device),
+            (Some(lease), true) => lease.alloc::<u16>(len).map(Data::DeviceBits),
+            (None, false) => Ok(Data::Host(vec![0.0; len])),
+            (None, true) => Ok(Data::HostBits(vec![0; len])),
         };
-        let handle = match self.table.push(buffer) {
+        let data = match data {
+            Ok(data) => data,
+            Err(e) => {
+                self.tenant_gpu.release(bytes);
+                return Err(self.device_error(e));
+            }
+        };
+        let handle = match self.table.push(Buffer { dtype, data }) {
             Ok(handle) => handle,
             Err(e) => {
                 self.tenant_gpu.release(bytes);
@@ -150,23 +186,81 @@ impl gpu::HostBuffer for GuestState {
         Ok(handle)
     }
 
+    /// Copies 16-bit patterns into a 16-bit buffer at element `offset`.
+    fn write_bits_at(
+        &mut self,
+        this: &Resource<Buffer>,
+        offset: u32,
+        bits: &[u16],
+    ) -> Result<(), GpuError> {
+        let outcome = {
+            let GuestState { table, cuda, .. } = self;
+            let buffer = table.get_mut(this).map_err(|_| lost())?;
+            let r = range(offset, bits.len(), buffer.len())?;
+            match (&mut buffer.data, cuda) {
+                (Data::HostBits(v), _) => {
+                    v[r].copy_from_slice(bits);
+                    Ok(())
+                }
+                (Data::DeviceBits(s), Some(lease)) => lease.write(s, r.start, bits),
+                (Data::Host(_) | Data::Device(_), _) => return Err(not_16_bit("write-bits")),
+                (Data::DeviceBits(_), None) => {
+                    unreachable!("device buffers exist only with a lease")
+                }
+            }
+        };
+        outcome.map_err(|e| self.device_error(e))
+    }
+
+    /// Copies `len` 16-bit patterns out of a 16-bit buffer.
+    fn read_bits_at(
+        &mut self,
+        this: &Resource<Buffer>,
+        offset: u32,
+        len: u32,
+    ) -> Result<Vec<u16>, GpuError> {
+        let buffer = self.buffer(this)?;
+        let r = range(offset, len as usize, buffer.len())?;
+        let outcome = match (&buffer.data, &self.cuda) {
+            (Data::HostBits(v), _) => Ok(v[r].to_vec()),
+            (Data::DeviceBits(s), Some(lease)) => lease.read(s, r),
+            (Data::Host(_) | Data::Device(_), _) => return Err(not_16_bit("read-bits")),
+            (Data::DeviceBits(_), None) => unreachable!("device buffers exist only with a lease"),
+        };
+        outcome.map_err(|e| self.device_error(e))
+    }
+}
+
+impl gpu::HostBuffer for GuestState {
+    fn create(&mut self, len: u32) -> Result<Resource<Buffer>, GpuError> {
+        self.create_buffer(DType::F32, len)
+    }
+
+    fn create_typed(&mut self, dtype: gpu::Dtype, len: u32) -> Result<Resource<Buffer>, GpuError> {
+        self.create_buffer(dtype_of(dtype), len)
+    }
+
     fn write(
         &mut self,
         this: Resource<Buffer>,
         offset: u32,
         data: Vec<f32>,
     ) -> Result<(), GpuError> {
+        let dtype = self.buffer(&this)?.dtype;
+        if dtype.is_16_bit() {
+            return self.write_bits_at(&this, offset, &dtype.narrow(&data));
+        }
         let outcome = {
             let GuestState { table, cuda, .. } = self;
             let buffer = table.get_mut(&this).map_err(|_| lost())?;
             let r = range(offset, data.len(), buffer.len())?;
-            match (buffer, cuda) {
-                (Buffer::Host(v), _) => {
+            match (&mut buffer.data, cuda) {
+                (Data::Host(v), _) => {
                     v[r].copy_from_slice(&data);
                     Ok(())
                 }
-                (Buffer::Device(s), Some(lease)) => lease.write(s, r.start, &data),
-                (Buffer::Device(_), None) => unreachable!("device buffers exist only with a lease"),
+                (Data::Device(s), Some(lease)) => lease.write(s, r.start, &data),
+                _ => unreachable!("an f32 buffer on its job's backend"),
             }
         };
         outcome.map_err(|e| self.device_error(e))
@@ -178,23 +272,53 @@ impl gpu::HostBuffer for GuestState {
         offset: u32,
         len: u32,
     ) -> Result<Vec<f32>, GpuError> {
+        let dtype = self.buffer(&this)?.dtype;
+        if dtype.is_16_bit() {
+            return Ok(dtype.widen(&self.read_bits_at(&this, offset, len)?));
+        }
         let buffer = self.buffer(&this)?;
         let r = range(offset, len as usize, buffer.len())?;
-        let outcome = match (buffer, &self.cuda) {
-            (Buffer::Host(v), _) => Ok(v[r].to_vec()),
-            (Buffer::Device(s), Some(lease)) => lease.read(s, r),
-            (Buffer::Device(_), None) => unreachable!("device buffers exist only with a lease"),
+        let outcome = match (&buffer.data, &self.cuda) {
+            (Data::Host(v), _) => Ok(v[r].to_vec()),
+            (Data::Device(s), Some(lease)) => lease.read(s, r),
+            _ => unreachable!("an f32 buffer on its job's backend"),
         };
         outcome.map_err(|e| self.device_error(e))
+    }
+
+    fn write_bits(
+        &mut self,
+        this: Resource<Buffer>,
+        offset: u32,
+        data: Vec<u16>,
+    ) -> Result<(), GpuError> {
+        self.write_bits_at(&this, offset, &data)
+    }
+
+    fn read_bits(
+        &mut self,
+        this: Resource<Buffer>,
+        offset: u32,
+        len: u32,
+    ) -> Result<Vec<u16>, GpuError> {
+        self.read_bits_at(&this, offset, len)
     }
 
     fn len(&mut self, this: Resource<Buffer>) -> u32 {
         self.buffer(&this).map(|b| b.len() as u32).unwrap_or(0)
     }
 
+    fn dtype(&mut self, this: Resource<Buffer>) -> gpu::Dtype {
+        match self.buffer(&this).map(|b| b.dtype) {
+            Ok(DType::Bf16) => gpu::Dtype::Bf16,
+            Ok(DType::F16) => gpu::Dtype::F16,
+            _ => gpu::Dtype::F32,
+        }
+    }
+
     fn drop(&mut self, this: Resource<Buffer>) -> wasmtime::Result<()> {
         let buffer = self.table.delete(this)?;
-        let bytes = buffer.len() as u64 * 4;
+        let bytes = buffer.bytes();
         self.gpu_bytes -= bytes;
         self.tenant_gpu.release(bytes);
         Ok(())
@@ -241,6 +365,14 @@ impl<'a> Launch<'a> {
                 .into());
             }
         }
+        let types = args
+            .iter()
+            .map(|a| match a {
+                KernelArg::Buf(h) => state.buffer(h).map(|b| Some(b.dtype)),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        kernel.check_types(&types)?;
         let launch = Self { kernel, args };
         for need in kernel.requirements(&launch.shape())? {
             let got = state.buffer(launch.buf(need.arg))?.len();
@@ -300,18 +432,35 @@ impl<'a> Launch<'a> {
 }
 
 impl GuestState {
+    /// The first `n` elements of a CPU buffer as `f32` (16-bit ones widen
+    /// exactly).
     fn host(&self, handle: &Resource<Buffer>, n: usize) -> Result<Vec<f32>, GpuError> {
-        match self.buffer(handle)? {
-            Buffer::Host(v) => Ok(v[..n].to_vec()),
-            Buffer::Device(_) => unreachable!("a job's buffers all live on its backend"),
+        let buffer = self.buffer(handle)?;
+        match &buffer.data {
+            Data::Host(v) => Ok(v[..n].to_vec()),
+            Data::HostBits(v) => Ok(buffer.dtype.widen(&v[..n])),
+            _ => unreachable!("a job's buffers all live on its backend"),
         }
     }
 
+    /// The first `n` elements of an `f32` CPU buffer, to write in place.
     fn host_mut(&mut self, handle: &Resource<Buffer>, n: usize) -> Result<&mut [f32], GpuError> {
-        match self.buffer_mut(handle)? {
-            Buffer::Host(v) => Ok(&mut v[..n]),
-            Buffer::Device(_) => unreachable!("a job's buffers all live on its backend"),
+        match &mut self.buffer_mut(handle)?.data {
+            Data::Host(v) => Ok(&mut v[..n]),
+            _ => unreachable!("validated: an f32 buffer on the CPU"),
         }
+    }
+
+    /// Stores `values` at the start of a CPU buffer, rounded to its type.
+    fn host_store(&mut self, handle: &Resource<Buffer>, values: &[f32]) -> Result<(), GpuError> {
+        let buffer = self.buffer_mut(handle)?;
+        let n = values.len();
+        match &mut buffer.data {
+            Data::Host(v) => v[..n].copy_from_slice(values),
+            Data::HostBits(v) => v[..n].copy_from_slice(&buffer.dtype.narrow(values)),
+            _ => unreachable!("a job's buffers all live on its backend"),
+        }
+        Ok(())
     }
 
     /// Runs a validated launch on the CPU: inputs are copied out first, so
@@ -330,9 +479,12 @@ impl GuestState {
             }
             Kernel::Gemm => {
                 let (m, n, k) = (l.usize(3), l.usize(4), l.usize(5));
+                // 16-bit operands widen exactly, the product accumulates in
+                // f64 and C is rounded to its type once, at the end.
                 let (a, b) = (self.host(l.buf(0), m * k)?, self.host(l.buf(1), k * n)?);
-                let c = self.host_mut(l.buf(2), m * n)?;
-                spillway_kernels::gemm(m, n, k, l.f32(6), &a, &b, l.f32(7), c)?;
+                let mut c = self.host(l.buf(2), m * n)?;
+                spillway_kernels::gemm(m, n, k, l.f32(6), &a, &b, l.f32(7), &mut c)?;
+                self.host_store(l.buf(2), &c)?;
             }
             Kernel::Softmax => {
                 let (rows, cols) = (l.usize(2), l.usize(3));
@@ -362,20 +514,26 @@ impl GuestState {
             .cuda
             .as_ref()
             .expect("launch_cuda is called with a lease");
-        let ptr = |h: &Resource<Buffer>| match self.table.get(h) {
-            Ok(Buffer::Device(s)) => lease.ptr(s),
+        let ptr = |h: &Resource<Buffer>| match self.table.get(h).map(|b| &b.data) {
+            Ok(Data::Device(s)) => lease.ptr(s),
+            Ok(Data::DeviceBits(s)) => lease.ptr(s),
             _ => unreachable!("validated: a live device buffer"),
         };
+        let dtype = |h: &Resource<Buffer>| self.table.get(h).map_or(DType::F32, |b| b.dtype);
         if l.kernel == Kernel::Gemm {
             let (a, b, c) = (ptr(l.buf(0)), ptr(l.buf(1)), ptr(l.buf(2)));
             let (m, n, k) = (l.usize(3), l.usize(4), l.usize(5));
-            return lease.gemm(m, n, k, l.f32(6), a, b, l.f32(7), c);
+            let (alpha, beta) = (l.f32(6), l.f32(7));
+            return match dtype(l.buf(0)) {
+                DType::F32 => lease.gemm(m, n, k, alpha, a, b, beta, c),
+                ab => lease.gemm_16((m, n, k), alpha, a, b, ab, beta, c, dtype(l.buf(2))),
+            };
         }
         if l.kernel == Kernel::ReduceSum {
             // The kernel accumulates into out[0].
-            let out = match self.table.get_mut(l.buf(1)) {
-                Ok(Buffer::Device(s)) => s,
-                _ => unreachable!("validated: a live device buffer"),
+            let out = match self.table.get_mut(l.buf(1)).map(|b| &mut b.data) {
+                Ok(Data::Device(s)) => s,
+                _ => unreachable!("validated: a live f32 device buffer"),
             };
             let lease = self.cuda.as_ref().expect("a lease");
             lease.write(out, 0, &[0.0])?;
@@ -385,8 +543,8 @@ impl GuestState {
             .args
             .iter()
             .map(|a| match a {
-                KernelArg::Buf(h) => match self.table.get(h) {
-                    Ok(Buffer::Device(s)) => LaunchArg::Ptr(lease.ptr(s)),
+                KernelArg::Buf(h) => match self.table.get(h).map(|b| &b.data) {
+                    Ok(Data::Device(s)) => LaunchArg::Ptr(lease.ptr(s)),
                     _ => unreachable!("validated: a live device buffer"),
                 },
                 KernelArg::F32(v) => LaunchArg::F32(*v),
@@ -476,8 +634,8 @@ impl GuestState {
             ));
         };
         let lease = self.cuda.as_ref().expect("checked by the caller");
-        let ptr = match self.table.get(b) {
-            Ok(Buffer::Device(s)) => lease.ptr(s),
+        let ptr = match self.table.get(b).map(|b| &b.data) {
+            Ok(Data::Device(s)) => lease.ptr(s),
             _ => return Err(lost()),
         };
         let outcome = lease.launch_oob_write(ptr, *n);
@@ -603,6 +761,98 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    fn typed(s: &mut GuestState, dtype: gpu::Dtype, data: &[f32]) -> Resource<Buffer> {
+        let b = s.create_typed(dtype, data.len() as u32).unwrap();
+        s.write(borrow(&b), 0, data.to_vec()).unwrap();
+        b
+    }
+
+    #[test]
+    fn typed_buffers_round_store_and_count_their_bytes() {
+        let mut s = state(1 << 20);
+        let b = typed(
+            &mut s,
+            gpu::Dtype::Bf16,
+            &[1.0, 1.0 + 2f32.powi(-8), -3.0, 0.1],
+        );
+        assert!(matches!(s.dtype(borrow(&b)), gpu::Dtype::Bf16));
+        assert_eq!(s.gpu_bytes, 8, "two bytes an element");
+        let back = read_all(&mut s, &b);
+        assert_eq!(back[..3], [1.0, 1.0, -3.0]); // the tie rounds to even
+        assert_eq!(back[3], DType::Bf16.widen(&DType::Bf16.narrow(&[0.1]))[0]);
+        assert_eq!(s.read_bits(borrow(&b), 0, 2).unwrap(), [0x3f80, 0x3f80]);
+        s.write_bits(borrow(&b), 1, vec![0x4040]).unwrap(); // 3.0
+        assert_eq!(s.read(borrow(&b), 1, 1).unwrap(), [3.0]);
+        let e = s.write_bits(borrow(&b), 3, vec![0, 0]).unwrap_err();
+        assert!(
+            matches!(e.code, ErrorCode::InvalidArgument),
+            "{}",
+            e.message
+        );
+
+        let h = typed(&mut s, gpu::Dtype::F16, &[65504.0, 1e6]);
+        assert_eq!(read_all(&mut s, &h), [65504.0, f32::INFINITY]);
+        let f = buffer(&mut s, &[1.0]);
+        let e = s.read_bits(borrow(&f), 0, 1).unwrap_err();
+        assert!(
+            e.message.contains("needs a bf16 or f16 buffer"),
+            "{}",
+            e.message
+        );
+        for x in [b, h, f] {
+            s.drop(x).unwrap();
+        }
+        assert_eq!(s.gpu_bytes, 0);
+    }
+
+    #[test]
+    fn gemm_multiplies_16_bit_operands_and_other_kernels_refuse_them() {
+        let mut s = state(1 << 20);
+        let (m, n, k) = (3usize, 2usize, 4usize);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.37 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| 0.5 - i as f32 * 0.21).collect();
+        for t in [gpu::Dtype::Bf16, gpu::Dtype::F16] {
+            let d = dtype_of(t);
+            let (ba, bb) = (typed(&mut s, t, &a), typed(&mut s, t, &b));
+            // The reference multiplies the rounded operands.
+            let (ra, rb) = (d.widen(&d.narrow(&a)), d.widen(&d.narrow(&b)));
+            let mut want = vec![0.5; m * n];
+            spillway_kernels::gemm(m, n, k, 2.0, &ra, &rb, -1.0, &mut want).unwrap();
+            let c32 = buffer(&mut s, &[0.5; 6]);
+            let c16 = typed(&mut s, t, &[0.5; 6]);
+            for c in [&c32, &c16] {
+                let (a, b, c) = (borrow(&ba), borrow(&bb), borrow(c));
+                s.gemm(m as u32, n as u32, k as u32, 2.0, a, b, -1.0, c)
+                    .unwrap();
+            }
+            assert_eq!(read_all(&mut s, &c32), want);
+            assert_eq!(read_all(&mut s, &c16), d.widen(&d.narrow(&want)));
+
+            // Mixed operand types, and 16-bit buffers in an f32 kernel.
+            let c = borrow(&c32);
+            let e = s
+                .gemm(2, 2, 2, 1.0, borrow(&ba), borrow(&c32), 0.0, c)
+                .unwrap_err();
+            assert!(
+                e.message.contains("B must have A's element type"),
+                "{}",
+                e.message
+            );
+            let args = vec![
+                KernelArg::Buf(borrow(&c32)),
+                KernelArg::Buf(borrow(&ba)),
+                KernelArg::Buf(borrow(&c32)),
+                KernelArg::U32(2),
+            ];
+            let e = s.launch("vector_add".into(), args).unwrap_err();
+            assert!(matches!(e.code, ErrorCode::InvalidArgument));
+            assert!(e.message.contains("takes f32 buffers"), "{}", e.message);
+            for x in [ba, bb, c32, c16] {
+                s.drop(x).unwrap();
+            }
+        }
     }
 
     #[test]
