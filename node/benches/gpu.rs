@@ -1,13 +1,16 @@
 //! GPU benchmarks, beside their peers in the same run. Skips (saying so)
 //! without a CUDA driver or GPU.
 //!
-//! - f32 gemm 4096×4096×4096 through a guest (`benches/guests/gemm_bench.wat`
-//!   calling `gpu.gemm`) vs `torch.matmul` on the same GPU (TF32 off on both
-//!   sides). The guest's time per product is the difference between jobs of
-//!   `2` and `2 + EXTRA` products divided by `EXTRA`, so upload and setup
-//!   cancel out; `EXTRA` is large enough that the products outweigh the
-//!   jitter of the setup (random fill in wasm, uploads) by far. Target: at
-//!   least 0.9× torch's throughput.
+//! - gemm 4096×4096×4096 in f32 and in bf16 through a guest
+//!   (`benches/guests/gemm_bench.wat` calling `gpu.gemm` on buffers of that
+//!   type) vs `torch.matmul` on the same GPU with the same types (TF32 off
+//!   on both sides for f32; bf16 in and out, f32 accumulation, torch's
+//!   defaults otherwise). The guest's time per product is the difference
+//!   between jobs of `2` and `2 + extra` products divided by `extra`, so
+//!   upload and setup cancel out; `extra` is large enough that the products
+//!   outweigh the jitter of the setup (random fill in wasm, uploads) by far.
+//!   torch runs the same number of products back to back between two CUDA
+//!   events. Target: at least 0.9× torch's throughput.
 //!
 //! - `vector_add` and `saxpy` on 2^25 elements launched by a guest
 //!   (`benches/guests/elementwise_bench.wat` calling `gpu.launch`), their
@@ -29,7 +32,9 @@ use spillway_proto::{Accelerator, JobId, JobSpec, TenantId};
 use std::time::{Duration, Instant};
 
 const N: u32 = 4096;
-const EXTRA: u32 = 100;
+/// Extra products per job: (dtype code, name, torch dtype, extra).
+const GEMMS: [(u32, &str, &str, u32); 2] =
+    [(0, "f32", "float32", 200), (1, "bf16", "bfloat16", 3000)];
 const REPEATS: usize = 5;
 const GEMM_BENCH: &[u8] = include_bytes!("guests/gemm_bench.wat");
 const ELEMENTWISE_BENCH: &[u8] = include_bytes!("guests/elementwise_bench.wat");
@@ -39,19 +44,25 @@ const ELEMENTS: u32 = 1 << 25;
 const LAUNCHES: u32 = 2000;
 
 const TORCH: &str = r#"
-import statistics, torch
+import statistics, sys, torch
 torch.backends.cuda.matmul.allow_tf32 = False
+dtype = getattr(torch, sys.argv[1])
 n = 4096
-a = torch.rand(n, n, device="cuda") * 2 - 1
-b = torch.rand(n, n, device="cuda") * 2 - 1
-for _ in range(3):
-    torch.matmul(a, b)
+a = (torch.rand(n, n, device="cuda") * 2 - 1).to(dtype)
+b = (torch.rand(n, n, device="cuda") * 2 - 1).to(dtype)
+reps = int(sys.argv[2])
+c = torch.matmul(a, b)
+for _ in range(10):
+    torch.matmul(a, b, out=c)
 torch.cuda.synchronize()
 times = []
-for _ in range(20):
+for _ in range(5):
     s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record(); torch.matmul(a, b); e.record(); torch.cuda.synchronize()
-    times.append(s.elapsed_time(e))
+    s.record()
+    for _ in range(reps):
+        torch.matmul(a, b, out=c)
+    e.record(); torch.cuda.synchronize()
+    times.append(s.elapsed_time(e) / reps)
 print(statistics.median(times))
 "#;
 
@@ -113,32 +124,36 @@ fn main() {
         gpu.compute_capability
     );
     let gemm = spec(GEMM_BENCH, "gemm_bench");
-    let ours = per_op(
-        &gemm,
-        &|iters| [N.to_le_bytes(), iters.to_le_bytes()].concat(),
-        EXTRA,
-    );
     let flop = 2.0 * f64::from(N).powi(3);
-    println!("f32 gemm {N}x{N}x{N}, TF32 off, median of {REPEATS}");
-    println!(
-        "  spillway guest (gpu.gemm)  {:>8.3} ms  {:>6.1} TFLOP/s",
-        ours * 1e3,
-        flop / ours / 1e12
-    );
-    match torch_ms() {
-        Some(ms) => {
-            let torch = ms / 1e3;
-            println!(
-                "  torch.matmul               {:>8.3} ms  {:>6.1} TFLOP/s",
-                ms,
-                flop / torch / 1e12
-            );
-            println!(
-                "  ratio (spillway / torch throughput): {:.3} (target >= 0.9)",
-                torch / ours
-            );
+    for (dtype, name, torch_dtype, extra) in GEMMS {
+        let input = |iters: u32| {
+            [N, iters, dtype]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        };
+        let ours = per_op(&gemm, &input, extra);
+        println!("{name} gemm {N}x{N}x{N} (A, B, C {name}; f32 accumulation), median of {REPEATS}");
+        println!(
+            "  spillway guest (gpu.gemm)  {:>8.3} ms  {:>6.1} TFLOP/s",
+            ours * 1e3,
+            flop / ours / 1e12
+        );
+        match torch_ms(torch_dtype, extra) {
+            Some(ms) => {
+                let torch = ms / 1e3;
+                println!(
+                    "  torch.matmul               {:>8.3} ms  {:>6.1} TFLOP/s",
+                    ms,
+                    flop / torch / 1e12
+                );
+                println!(
+                    "  ratio (spillway / torch throughput): {:.3} (target >= 0.9)",
+                    torch / ours
+                );
+            }
+            None => println!("  torch.matmul: unavailable (python3 with torch not found)"),
         }
-        None => println!("  torch.matmul: unavailable (python3 with torch not found)"),
     }
 
     let copy = copy_seconds(gpu.index as usize, ELEMENTS as usize);
@@ -259,9 +274,12 @@ fn copy_seconds(ordinal: usize, n: usize) -> f64 {
     per[REPEATS / 2]
 }
 
-fn torch_ms() -> Option<f64> {
+/// Milliseconds per `torch.matmul` of `dtype` (a torch dtype name): the
+/// median over 5 runs of `reps` products back to back, as the guest runs
+/// them, timed with CUDA events.
+fn torch_ms(dtype: &str, reps: u32) -> Option<f64> {
     let out = std::process::Command::new("python3")
-        .args(["-c", TORCH])
+        .args(["-c", TORCH, dtype, &reps.to_string()])
         .output()
         .ok()?;
     if !out.status.success() {

@@ -88,7 +88,15 @@ pub(crate) enum LaunchArg {
 struct SlotStream {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// cuBLAS's workspace for this stream (kept alive with the handle).
+    _workspace: CudaSlice<u8>,
 }
+
+/// cuBLAS workspace per slot stream. Without one set, cuBLAS falls back to
+/// a small default pool and picks slower kernels for large 16-bit products
+/// (measured on an H100: a 4096³ bf16 gemm took 0.211 ms against torch's
+/// 0.188 ms, which sets a 32 MiB workspace on Hopper).
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 /// One GPU: its context, kernels and free slot streams.
 pub(crate) struct CudaGpu {
@@ -229,7 +237,25 @@ fn open_gpu(
     for _ in 0..slots {
         let stream = ctx.new_stream()?;
         let blas = CudaBlas::new(stream.clone())?;
-        free.push(SlotStream { stream, blas });
+        let workspace = stream.alloc_zeros::<u8>(CUBLAS_WORKSPACE_BYTES)?;
+        let (ptr, _sync) = workspace.device_ptr(&stream);
+        // SAFETY: the workspace lives as long as the handle (both in the
+        // slot) and is used only by this handle on this stream; the stream
+        // is never reset on the handle, which would drop the workspace.
+        unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                ptr as *mut std::ffi::c_void,
+                CUBLAS_WORKSPACE_BYTES,
+            )
+        }
+        .result()?;
+        drop(_sync);
+        free.push(SlotStream {
+            stream,
+            blas,
+            _workspace: workspace,
+        });
     }
     Ok(CudaGpu {
         info,

@@ -23,7 +23,7 @@ fn backend() -> Option<&'static CudaBackend> {
         .get_or_init(|| {
             let dir =
                 std::env::temp_dir().join(format!("spillway-ptx-test-{}", std::process::id()));
-            CudaBackend::open(&dir, 4, None, false).expect("a present GPU must open")
+            CudaBackend::open(&dir, 8, None, false).expect("a present GPU must open")
         })
         .as_ref()
 }

@@ -1,5 +1,6 @@
 //! The executor against every example guest, in-process.
 
+use spillway_kernels::DType;
 use spillway_node::{Executor, JobControl, NodeConfig};
 use spillway_proto::{Accelerator, Digest, Failure, JobId, JobSpec, TenantId};
 use std::sync::Arc;
@@ -291,13 +292,37 @@ fn the_gemm_benchmark_guest_runs_on_the_cpu_backend() {
     let exec = executor(&dir);
     let wasm = include_bytes!("../benches/guests/gemm_bench.wat");
     let s = spec(exec.put_artifact(wasm).unwrap(), 5_000);
-    let input = [8u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
-    let out = exec
-        .run(JobId(8), &s, input, 5_000, JobControl::detached())
-        .unwrap()
-        .output;
-    assert_eq!(out.len(), 4);
-    assert!(f32::from_le_bytes(out.try_into().unwrap()).is_finite());
+    // The guest's fill (xorshift32 from 0x12345678, values in [-1, 1)):
+    // A's 64 values, then B's.
+    let mut x = 0x1234_5678u32;
+    let values: Vec<f32> = (0..128)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as f32 * 2f32.powi(-23) - 1.0
+        })
+        .collect();
+    let (a, b) = values.split_at(64);
+    for (code, dtype) in [(0u32, DType::F32), (1, DType::Bf16), (2, DType::F16)] {
+        let round = |v: &[f32]| match dtype {
+            DType::F32 => v.to_vec(),
+            t => t.widen(&t.narrow(v)),
+        };
+        let mut c = vec![0.0; 64];
+        spillway_kernels::gemm(8, 8, 8, 1.0, &round(a), &round(b), 0.0, &mut c).unwrap();
+        let want = round(&c)[0];
+        let input: Vec<u8> = [8u32, 3, code]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let out = exec
+            .run(JobId(8), &s, input, 5_000, JobControl::detached())
+            .unwrap()
+            .output;
+        let got = f32::from_le_bytes(out.try_into().unwrap());
+        assert_eq!(got, want, "C[0] of an 8×8 {} product", dtype.name());
+    }
     let err = exec
         .run(JobId(9), &s, vec![1], 5_000, JobControl::detached())
         .unwrap_err();
