@@ -183,17 +183,14 @@ fn main() {
     }
 
     let noop = spec(GPU_NOOP, "gpu_noop");
-    let mut times: Vec<f64> = (0..NOOP_RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            job(&noop, Vec::new());
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    let ours = times[NOOP_RUNS / 2];
-    let raw = raw_noop_seconds(gpu.index as usize);
-    println!("no-op GPU job (alloc 1 element, vector_add, read back), median of {NOOP_RUNS}");
+    let (raw, ours) = noop_seconds(gpu.index as usize, &mut || {
+        let t = Instant::now();
+        job(&noop, Vec::new());
+        t.elapsed().as_secs_f64()
+    });
+    println!(
+        "no-op GPU job (alloc 1 element, vector_add, read back), median of {NOOP_RUNS}, interleaved"
+    );
     println!("  raw cudarc                      {:>8.1} us", raw * 1e6);
     println!(
         "  through the executor            {:>8.1} us  ({:.2}x raw, +{:.1} us)",
@@ -203,9 +200,11 @@ fn main() {
     );
 }
 
-/// Median time of the no-op GPU job's work done directly with cudarc.
+/// Median times of the no-op GPU job's work done directly with cudarc and
+/// of `ours` (the job through the executor), run alternately so both see
+/// the same machine: medians taken minutes apart differed by half.
 #[allow(unsafe_code)] // a raw kernel launch, as the baseline
-fn raw_noop_seconds(ordinal: usize) -> f64 {
+fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> f64) -> (f64, f64) {
     use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
     let ctx = cudarc::driver::CudaContext::new(ordinal).expect("context");
     // SAFETY: one stream only, as in the node, which runs without tracking too.
@@ -242,10 +241,13 @@ fn raw_noop_seconds(ordinal: usize) -> f64 {
     };
     for _ in 0..100 {
         once();
+        ours();
     }
-    let mut times: Vec<f64> = (0..NOOP_RUNS).map(|_| once()).collect();
-    times.sort_by(f64::total_cmp);
-    times[NOOP_RUNS / 2]
+    let (mut raw, mut through): (Vec<f64>, Vec<f64>) =
+        (0..NOOP_RUNS).map(|_| (once(), ours())).unzip();
+    raw.sort_by(f64::total_cmp);
+    through.sort_by(f64::total_cmp);
+    (raw[NOOP_RUNS / 2], through[NOOP_RUNS / 2])
 }
 
 /// Median time of one device-to-device copy of `n` f32s (random data).

@@ -28,6 +28,7 @@ use spillway_kernels::{DType, Kernel, nvrtc};
 use spillway_proto::GpuDevice;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A failed device call.
@@ -181,6 +182,7 @@ impl CudaBackend {
         Some(StreamLease {
             gpu,
             slot: Some(slot),
+            settled: AtomicBool::new(true),
         })
     }
 }
@@ -298,10 +300,14 @@ fn dim(v: usize) -> Result<i32, DeviceError> {
 
 /// One job's stream (and cuBLAS handle) on one GPU, returned to the pool
 /// when dropped. The stream is synchronized first, so nothing the job
-/// enqueued outlives it.
+/// enqueued outlives it (unless the job's last call was a successful
+/// [`StreamLease::synchronize`]: then only the frees of its buffers follow,
+/// which the stream orders before the next job's work).
 pub(crate) struct StreamLease {
     gpu: Arc<CudaGpu>,
     slot: Option<SlotStream>,
+    /// Nothing was enqueued since the last successful synchronize.
+    settled: AtomicBool,
 }
 
 impl std::fmt::Debug for StreamLease {
@@ -316,7 +322,9 @@ impl Drop for StreamLease {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             // A stream whose work failed is not handed to the next job.
-            if slot.stream.synchronize().is_ok() {
+            // The executor synchronizes at every job's end, so this is
+            // usually settled already and saves a second synchronize.
+            if self.settled.load(Ordering::Relaxed) || slot.stream.synchronize().is_ok() {
                 self.gpu.free.lock().expect("stream pool lock").push(slot);
             }
         }
@@ -330,7 +338,9 @@ impl StreamLease {
             .expect("a lease holds its slot until dropped")
     }
 
+    /// The job's stream, for work about to be enqueued on it.
     fn stream(&self) -> &Arc<CudaStream> {
+        self.settled.store(false, Ordering::Relaxed);
         &self.slot().stream
     }
 
@@ -430,6 +440,7 @@ impl StreamLease {
         use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
         let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
         self.gpu.ctx.bind_to_thread()?;
+        self.settled.store(false, Ordering::Relaxed);
         // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: swap the operands
         // and the m/n dimensions; leading dimensions are the row lengths.
         // SAFETY: see the doc comment; the handle is bound to this lease's
@@ -483,6 +494,7 @@ impl StreamLease {
         };
         let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
         self.gpu.ctx.bind_to_thread()?;
+        self.settled.store(false, Ordering::Relaxed);
         // Row-major C = A·B as column-major Cᵀ = Bᵀ·Aᵀ, as in `gemm`.
         // SAFETY: see the doc comment; alpha and beta are f32 as compute
         // type 32F requires, and the handle is bound to this lease's stream.
@@ -539,6 +551,8 @@ impl StreamLease {
 
     /// Waits for everything the job enqueued.
     pub(crate) fn synchronize(&self) -> Result<(), DeviceError> {
-        Ok(self.stream().synchronize()?)
+        self.stream().synchronize()?;
+        self.settled.store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
