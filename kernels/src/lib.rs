@@ -11,7 +11,9 @@
 //!
 //! The CUDA versions live in `cuda/builtin.cu`; [`nvrtc`] compiles them for
 //! a device's architecture and caches the PTX on disk, and [`Kernel::geometry`]
-//! gives each launch's grid. `gemm` runs on cuBLAS. What it is not: a GPU
+//! gives each launch's grid. `gemm` runs on cuBLAS. A tenant's own kernels
+//! come as a [`KernelPack`]: source or PTX plus a manifest that the same
+//! checks read. What it is not: a GPU
 //! runtime: contexts, streams, buffers and launches belong to the node.
 
 mod cpu;
@@ -20,9 +22,11 @@ mod error;
 mod geometry;
 mod kernel;
 pub mod nvrtc;
+mod pack;
 
 pub use cpu::{gemm, reduce_sum, rmsnorm, saxpy, softmax, vector_add};
 pub use dtype::DType;
 pub use error::KernelError;
 pub use geometry::{BLOCK, Geometry, MAX_GRID};
 pub use kernel::{Kernel, Needs, Param};
+pub use pack::{Extent, KernelPack, PACK_FORMAT, PackError, PackKernel, PackParam, PackSource};
