@@ -314,7 +314,7 @@ impl PackKernel {
         let threads =
             Extent::parse(&k.threads, &k.params).map_err(|e| at(format!("threads {}", e.0)))?;
         let block = k.block.unwrap_or(256);
-        if block == 0 || block > 1024 || block % 32 != 0 {
+        if block == 0 || block > 1024 || !block.is_multiple_of(32) {
             return Err(at(format!(
                 "block is {block}; use a multiple of 32 up to 1024"
             )));
