@@ -4,7 +4,7 @@ use crate::membership::{JoinRefusal, MemberEntry, MemberState, PublicKey, Ticket
 use crate::state::{ArtifactSignature, FunctionEntry, ResidencyStatus, TenantEntry, TenantPatch};
 use crate::tokens::TokenEntry;
 use serde::{Deserialize, Serialize};
-use spillway_proto::{Digest, GpuDevice, NodeId, TenantId};
+use spillway_proto::{ArtifactKind, Digest, GpuDevice, NodeId, TenantId};
 use std::fmt;
 
 /// One host's change in what it holds of an artifact.
@@ -35,6 +35,8 @@ pub enum ControlCommand {
         /// The publisher's signature (checked by the host that took the
         /// upload).
         signature: Option<ArtifactSignature>,
+        /// A component or a kernel pack.
+        kind: ArtifactKind,
     },
     /// Registers or replaces a function.
     PutFunction(FunctionEntry),
@@ -118,6 +120,13 @@ impl fmt::Display for ControlCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ControlCommand::Bootstrap { cluster_id, .. } => write!(f, "bootstrap {cluster_id}"),
+            ControlCommand::PutArtifact {
+                name,
+                digest,
+                tenant,
+                kind: ArtifactKind::KernelPack,
+                ..
+            } => write!(f, "put kernel pack {tenant}/{name} = {digest}"),
             ControlCommand::PutArtifact {
                 name,
                 digest,

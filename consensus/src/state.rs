@@ -7,7 +7,7 @@ use crate::membership::{
 };
 use crate::tokens::{Scope, TokenEntry};
 use serde::{Deserialize, Serialize};
-use spillway_proto::{Accelerator, Digest, NodeId, TenantId};
+use spillway_proto::{Accelerator, ArtifactKind, Digest, NodeId, PackRef, TenantId};
 use std::collections::BTreeMap;
 
 /// A named artifact, in its tenant's namespace.
@@ -20,6 +20,7 @@ pub struct ArtifactEntry {
     /// The publisher's signature, when it was signed: its ed25519 public
     /// key and the signature over `spillway_proto::signing::artifact_message`.
     pub signature: Option<ArtifactSignature>,
+    pub kind: ArtifactKind,
 }
 
 /// An ed25519 signature over an artifact's digest and name.
@@ -130,6 +131,8 @@ pub struct FunctionEntry {
     pub memory_limit_bytes: u64,
     pub idempotent: bool,
     pub tenant: TenantId,
+    /// Kernel packs of the same tenant its guest may launch from.
+    pub kernel_packs: Vec<PackRef>,
 }
 
 /// What a host holds of an artifact.
@@ -236,9 +239,13 @@ impl ControlState {
                 size,
                 tenant,
                 signature,
+                kind,
             } => {
                 if !self.tenant_exists(tenant) {
                     return ControlResponse::Rejected(format!("no tenant {tenant}"));
+                }
+                if *kind == ArtifactKind::KernelPack && signature.is_none() {
+                    return ControlResponse::Rejected(format!("kernel pack {name} is not signed"));
                 }
                 self.artifacts.insert(
                     (tenant.clone(), name.clone()),
@@ -248,14 +255,30 @@ impl ControlState {
                         size: *size,
                         tenant: tenant.clone(),
                         signature: signature.clone(),
+                        kind: *kind,
                     },
                 );
             }
             ControlCommand::PutFunction(f) => {
-                if !self.artifacts_of(&f.tenant).any(|a| a.digest == f.digest) {
+                let kind_of = |digest: &Digest| {
+                    self.artifacts_of(&f.tenant)
+                        .find(|a| a.digest == *digest)
+                        .map(|a| a.kind)
+                };
+                if kind_of(&f.digest) != Some(ArtifactKind::Component) {
                     return ControlResponse::Rejected(format!(
-                        "function {} names artifact {} which is not registered",
+                        "function {} names artifact {} which is not a registered component",
                         f.name, f.digest
+                    ));
+                }
+                if let Some(p) = f
+                    .kernel_packs
+                    .iter()
+                    .find(|p| kind_of(&p.digest) != Some(ArtifactKind::KernelPack))
+                {
+                    return ControlResponse::Rejected(format!(
+                        "function {} names kernel pack {} ({}) which is not a registered pack",
+                        f.name, p.name, p.digest
                     ));
                 }
                 self.functions
@@ -537,6 +560,17 @@ impl ControlState {
             .then_some(digest)
     }
 
+    /// The tenant's artifact named `reference` (or with that digest).
+    pub fn find_artifact(&self, tenant: &TenantId, reference: &str) -> Option<&ArtifactEntry> {
+        if let Some(a) = self.artifact(tenant, reference) {
+            return Some(a);
+        }
+        let digest: Digest = reference.parse().ok()?;
+        self.artifacts
+            .values()
+            .find(|a| a.tenant == *tenant && a.digest == digest)
+    }
+
     /// The registered size of the artifact with this digest.
     pub fn artifact_size(&self, digest: &Digest) -> Option<u64> {
         self.artifacts
@@ -629,7 +663,70 @@ mod tests {
             memory_limit_bytes: 1 << 20,
             idempotent: false,
             tenant: TenantId::admin(),
+            kernel_packs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn kernel_packs_must_be_signed_and_functions_name_them_by_kind() {
+        let admin = TenantId::admin();
+        let mut s = ControlState::default();
+        let (wasm, pack) = (Digest::of(b"wasm"), Digest::of(b"{pack}"));
+        let put_pack = |signature| ControlCommand::PutArtifact {
+            name: "ops".into(),
+            digest: pack,
+            size: 6,
+            tenant: admin.clone(),
+            signature,
+            kind: ArtifactKind::KernelPack,
+        };
+        assert!(
+            matches!(s.apply(&put_pack(None)), ControlResponse::Rejected(m) if m.contains("not signed"))
+        );
+        let signed = Some(ArtifactSignature {
+            key: [1; 32],
+            signature: vec![2; 64],
+        });
+        assert_eq!(s.apply(&put_pack(signed)), ControlResponse::Done);
+        assert_eq!(s.apply(&put(&admin, "f", wasm)), ControlResponse::Done);
+        assert_eq!(
+            put_pack(None).to_string(),
+            "put kernel pack admin/ops = ".to_owned() + &pack.to_string()
+        );
+        let with = |digest, packs: Vec<PackRef>| FunctionEntry {
+            kernel_packs: packs,
+            ..function("f", digest)
+        };
+        let ops = PackRef {
+            name: "ops".into(),
+            digest: pack,
+        };
+        // A pack is not a component, and a component is not a pack.
+        let rejected = |r: ControlResponse| matches!(r, ControlResponse::Rejected(_));
+        assert!(rejected(
+            s.apply(&ControlCommand::PutFunction(with(pack, vec![])))
+        ));
+        let not_a_pack = PackRef {
+            name: "f".into(),
+            digest: wasm,
+        };
+        assert!(rejected(s.apply(&ControlCommand::PutFunction(with(
+            wasm,
+            vec![not_a_pack]
+        )))));
+        assert_eq!(
+            s.apply(&ControlCommand::PutFunction(with(wasm, vec![ops.clone()]))),
+            ControlResponse::Done
+        );
+        assert_eq!(s.function(&admin, "f").unwrap().kernel_packs, [ops]);
+        assert_eq!(
+            s.find_artifact(&admin, "ops").unwrap().kind,
+            ArtifactKind::KernelPack
+        );
+        assert_eq!(
+            s.find_artifact(&admin, &pack.to_string()).unwrap().name,
+            "ops"
+        );
     }
 
     /// A tenant with no rules or limits.
@@ -654,6 +751,7 @@ mod tests {
             size: 10,
             tenant: tenant.clone(),
             signature: None,
+            kind: spillway_proto::ArtifactKind::Component,
         }
     }
 

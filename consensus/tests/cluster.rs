@@ -35,6 +35,7 @@ fn put(name: &str) -> ControlCommand {
         size: 1,
         tenant: spillway_proto::TenantId::admin(),
         signature: None,
+        kind: spillway_proto::ArtifactKind::Component,
     }
 }
 

@@ -20,6 +20,7 @@ fn put(name: &str, index: u64) -> Entry {
         size: index,
         tenant: spillway_proto::TenantId::admin(),
         signature: None,
+        kind: spillway_proto::ArtifactKind::Component,
     };
     Entry::new_normal(log_id::<TypeConfig>(1, 1, index), command)
 }

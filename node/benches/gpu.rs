@@ -90,6 +90,7 @@ fn main() {
         idempotent: false,
         placement: Default::default(),
         tenant_gpu_bytes: None,
+        kernel_packs: Vec::new(),
     };
     let mut id = 0u128;
     // Wall time of one job of `spec` on `input`.

@@ -91,6 +91,7 @@ fn main() {
         idempotent: false,
         placement: Default::default(),
         tenant_gpu_bytes: None,
+        kernel_packs: Vec::new(),
     };
     let mut n = 0u128;
     let node = median(|| {

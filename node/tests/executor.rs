@@ -36,6 +36,7 @@ fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
         idempotent: false,
         placement: Default::default(),
         tenant_gpu_bytes: None,
+        kernel_packs: Vec::new(),
     }
 }
 
@@ -521,6 +522,7 @@ fn a_tenants_gpu_memory_cap_holds_across_its_jobs_and_comes_back() {
     let run = |cap: Option<u64>| {
         let spec = JobSpec {
             tenant_gpu_bytes: cap,
+            kernel_packs: Vec::new(),
             ..spec(digest, 5_000)
         };
         exec.run(

@@ -52,6 +52,7 @@ fn run(
         idempotent: false,
         placement: Default::default(),
         tenant_gpu_bytes: None,
+        kernel_packs: Vec::new(),
     };
     let done = exec.run(JobId(1), &spec, input, 30_000, JobControl::detached())?;
     let out = done
@@ -98,6 +99,7 @@ fn jobs_run_on_the_backend_their_accelerator_asks_for() {
         idempotent: false,
         placement: Default::default(),
         tenant_gpu_bytes: None,
+        kernel_packs: Vec::new(),
     };
     let done = exec
         .run(
@@ -197,6 +199,7 @@ fn a_node_with_several_gpus_uses_all_of_them() {
         idempotent: false,
         placement: Default::default(),
         tenant_gpu_bytes: None,
+        kernel_packs: Vec::new(),
     };
     // Jobs that hold their GPU stream for a while, started together.
     let workers: Vec<_> = (0..2 * gpus as u64)

@@ -18,6 +18,7 @@ fn spec(exec: &Executor, accelerator: Accelerator) -> JobSpec {
         idempotent: false,
         placement: Default::default(),
         tenant_gpu_bytes: None,
+        kernel_packs: Vec::new(),
     }
 }
 

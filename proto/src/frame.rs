@@ -154,6 +154,7 @@ mod tests {
                 idempotent: false,
                 placement: Default::default(),
                 tenant_gpu_bytes: None,
+                kernel_packs: Vec::new(),
             },
             input: vec![1, 2, 3],
             remaining_ms: 999,

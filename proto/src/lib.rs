@@ -13,12 +13,14 @@
 //!
 //! What it is not: a transport. Peer (QUIC) streams will reuse these frames.
 
+pub mod artifact;
 pub mod failure;
 pub mod frame;
 pub mod ids;
 pub mod message;
 pub mod signing;
 
+pub use artifact::{ArtifactKind, PackRef};
 pub use failure::{Failure, Refusal};
 
 /// The node's exit code after a GPU fault poisoned its CUDA context: the

@@ -98,6 +98,9 @@ pub struct JobSpec {
     /// The most `gpu` buffer bytes the tenant's jobs may hold at once on
     /// the host that runs this one (the tenant's `max_gpu_memory_bytes`).
     pub tenant_gpu_bytes: Option<u64>,
+    /// The kernel packs the guest may launch from; the host that runs the
+    /// job holds them all (fetched and verified like the component).
+    pub kernel_packs: Vec<crate::PackRef>,
 }
 
 /// Run `spec` on `input`.

@@ -103,6 +103,7 @@ mod tests {
             idempotent: false,
             placement: Default::default(),
             tenant_gpu_bytes: None,
+            kernel_packs: Vec::new(),
         }
     }
 

@@ -299,6 +299,7 @@ mod tests {
             idempotent: false,
             placement: labels(placement),
             tenant_gpu_bytes: None,
+            kernel_packs: Vec::new(),
         }
     }
 

@@ -238,6 +238,13 @@ impl NodeLink {
         rx.await.unwrap_or_else(|_| Err(unavailable()))
     }
 
+    /// Whether the node holds the component and every kernel pack of `spec`.
+    pub(crate) fn holds_all(&self, spec: &spillway_proto::JobSpec) -> bool {
+        let status = self.status();
+        status.held.contains(&spec.digest)
+            && spec.kernel_packs.iter().all(|p| status.held.contains(&p.digest))
+    }
+
     /// The node discarded its damaged copy of `digest`: it no longer holds
     /// it (the residency loop then reports the eviction).
     pub(crate) fn forget_artifact(&self, digest: &Digest) {

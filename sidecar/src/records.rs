@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use spillway_consensus::{ArtifactEntry, FunctionEntry};
-use spillway_proto::Accelerator;
+use spillway_proto::{Accelerator, ArtifactKind};
 
 /// A stored artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,6 +12,9 @@ pub struct ArtifactRecord {
     pub name: String,
     pub digest: String,
     pub size: u64,
+    /// `component` or `kernel_pack`.
+    #[serde(default)]
+    pub kind: ArtifactKind,
 }
 
 /// A registered function: what to run and under which limits.
@@ -25,6 +28,9 @@ pub struct FunctionRecord {
     pub deadline_ms: u64,
     pub memory_limit_bytes: u64,
     pub idempotent: bool,
+    /// The kernel packs its guest may launch from, by name.
+    #[serde(default)]
+    pub kernel_packs: Vec<String>,
 }
 
 /// `accelerator` as it appears in JSON.
@@ -73,6 +79,7 @@ impl From<&ArtifactEntry> for ArtifactRecord {
             name: a.name.clone(),
             digest: a.digest.to_string(),
             size: a.size,
+            kind: a.kind,
         }
     }
 }
@@ -87,6 +94,7 @@ impl From<&FunctionEntry> for FunctionRecord {
             deadline_ms: f.deadline_ms,
             memory_limit_bytes: f.memory_limit_bytes,
             idempotent: f.idempotent,
+            kernel_packs: f.kernel_packs.iter().map(|p| p.name.clone()).collect(),
         }
     }
 }

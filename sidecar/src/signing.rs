@@ -5,7 +5,7 @@
 
 use ring::signature::{ED25519, UnparsedPublicKey};
 use spillway_consensus::{ArtifactSignature, ControlState, TenantEntry};
-use spillway_proto::Digest;
+use spillway_proto::{ArtifactKind, Digest};
 use spillway_proto::signing::artifact_message;
 
 /// Why an artifact's signature is not accepted.
@@ -19,12 +19,17 @@ pub(crate) enum SignatureRefusal {
     Bad,
     #[error("the signing key is not one the tenant trusts")]
     Untrusted,
+    #[error(
+        "kernel packs run native GPU code and must be signed by a key the tenant trusts; this one is not signed"
+    )]
+    PackUnsigned,
 }
 
 impl SignatureRefusal {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             SignatureRefusal::Missing => "unsigned_artifact",
+            SignatureRefusal::PackUnsigned => "unsigned_kernel_pack",
             SignatureRefusal::Malformed | SignatureRefusal::Bad => "bad_signature",
             SignatureRefusal::Untrusted => "untrusted_key",
         }
@@ -81,13 +86,38 @@ pub(crate) fn check_upload(
     Ok(Some(sig))
 }
 
-/// The fetch check: every registration of `digest` by a tenant that
-/// requires signatures still carries a signature that verifies under a
-/// key the tenant trusts.
+/// The upload check for a kernel pack: whatever the tenant's rules for
+/// components, a pack is native GPU code, so it must carry a signature
+/// that verifies under a key the tenant trusts (the admin tenant trusts
+/// none, so its tokens cannot publish packs).
+pub(crate) fn check_pack_upload(
+    tenant: Option<&TenantEntry>,
+    signature: Option<ArtifactSignature>,
+    digest: &Digest,
+    name: &str,
+) -> Result<ArtifactSignature, SignatureRefusal> {
+    let sig = signature.ok_or(SignatureRefusal::PackUnsigned)?;
+    if !verifies(&sig, digest, name) {
+        return Err(SignatureRefusal::Bad);
+    }
+    if !tenant.is_some_and(|t| t.trusted_keys.contains(&sig.key)) {
+        return Err(SignatureRefusal::Untrusted);
+    }
+    Ok(sig)
+}
+
+/// The fetch check: every registration of `digest` that needs a signature
+/// (a kernel pack, or any artifact of a tenant that requires signatures)
+/// still carries one that verifies under a key the tenant trusts.
 pub(crate) fn registrations_trusted(state: &ControlState, digest: &Digest) -> bool {
     state.artifacts_with(digest).all(|a| {
-        let Some(tenant) = state.tenant(&a.tenant).filter(|t| t.require_signed) else {
+        let pack = a.kind == ArtifactKind::KernelPack;
+        let tenant = state.tenant(&a.tenant);
+        if !pack && !tenant.is_some_and(|t| t.require_signed) {
             return true;
+        }
+        let Some(tenant) = tenant else {
+            return false; // a pack of the admin tenant, which trusts no key
         };
         a.signature
             .as_ref()
@@ -168,5 +198,46 @@ mod tests {
         let header = format!("{}:{}", hex::encode(s.key), hex::encode(&s.signature));
         assert_eq!(parse(&header), Ok(s));
         assert_eq!(parse("nope"), Err(SignatureRefusal::Malformed));
+    }
+
+    #[test]
+    fn kernel_packs_need_a_trusted_signature_whatever_the_tenants_rules() {
+        let (good, other) = (key(), key());
+        let d = Digest::of(b"{pack}");
+        let lax = tenant(&[&good], false);
+        let pack = |t: Option<&TenantEntry>, s| check_pack_upload(t, s, &d, "ops");
+        assert_eq!(pack(Some(&lax), None), Err(SignatureRefusal::PackUnsigned));
+        assert!(pack(Some(&lax), Some(sign(&good, &d, "ops"))).is_ok());
+        let bad = sign(&good, &d, "other");
+        assert_eq!(pack(Some(&lax), Some(bad)), Err(SignatureRefusal::Bad));
+        let untrusted = sign(&other, &d, "ops");
+        assert_eq!(pack(Some(&lax), Some(untrusted.clone())), Err(SignatureRefusal::Untrusted));
+        // The admin tenant trusts no key.
+        assert_eq!(pack(None, Some(untrusted)), Err(SignatureRefusal::Untrusted));
+        assert_eq!(SignatureRefusal::PackUnsigned.code(), "unsigned_kernel_pack");
+    }
+
+    #[test]
+    fn fetches_check_pack_signatures_even_for_lax_tenants() {
+        use spillway_consensus::ControlCommand;
+        let (good, other) = (key(), key());
+        let d = Digest::of(b"{pack}");
+        let t = tenant(&[&good], false);
+        let mut state = ControlState::default();
+        state.apply(&ControlCommand::CreateTenant(t.clone()));
+        let put = |signature| ControlCommand::PutArtifact {
+            name: "ops".into(),
+            digest: d,
+            size: 6,
+            tenant: t.id.clone(),
+            signature: Some(signature),
+            kind: ArtifactKind::KernelPack,
+        };
+        state.apply(&put(sign(&good, &d, "ops")));
+        assert!(registrations_trusted(&state, &d));
+        // Registered under a key the tenant does not trust (say, one it
+        // has since stopped trusting): no host fetches it.
+        state.apply(&put(sign(&other, &d, "ops")));
+        assert!(!registrations_trusted(&state, &d));
     }
 }

@@ -63,6 +63,7 @@ fn job(input: Vec<u8>) -> Dispatch {
                 idempotent: false,
                 placement: Default::default(),
                 tenant_gpu_bytes: None,
+                kernel_packs: Vec::new(),
             },
             input,
             remaining_ms: 5_000,

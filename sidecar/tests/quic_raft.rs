@@ -115,6 +115,7 @@ async fn three_hosts_agree_over_quic_and_an_unpinned_key_is_refused() {
         size: 3,
         tenant: spillway_proto::TenantId::admin(),
         signature: None,
+        kind: spillway_proto::ArtifactKind::Component,
     };
     let until = Instant::now() + Duration::from_secs(15);
     let leader = loop {

@@ -110,6 +110,7 @@ fn command(i: usize) -> ControlCommand {
         size: 1,
         tenant: spillway_proto::TenantId::admin(),
         signature: None,
+        kind: spillway_proto::ArtifactKind::Component,
     }
 }
 

@@ -80,6 +80,7 @@ fn dispatch(i: u64, payload: usize) -> Dispatch {
                 idempotent: true,
                 placement: Default::default(),
                 tenant_gpu_bytes: None,
+                kernel_packs: Vec::new(),
             },
             input: vec![7u8; payload],
             remaining_ms: 10_000,

@@ -65,13 +65,13 @@ impl Control {
             return; // the origin is gone already; the job never started
         }
         self.burst().received.fetch_add(1, Ordering::Relaxed);
-        let digest = execute.spec.digest;
+        let spec = execute.spec.clone();
         let deadline_ms = execute.spec.deadline_ms;
         // Chunks the guest emits go to the origin as they come.
         let (chunk_tx, mut chunks) = tokio::sync::mpsc::unbounded_channel();
         let work = async {
-            if !self.link().status().held.contains(&digest) {
-                let fetch = self.ensure_artifact(digest);
+            if !self.link().holds_all(&spec) {
+                let fetch = self.ensure_job_artifacts(&spec);
                 match tokio::time::timeout_at(deadline.into(), fetch).await {
                     Ok(Ok(())) => {}
                     Ok(Err(failure)) => return Err(JobFailed::from(failure)),

@@ -12,7 +12,7 @@
 use super::Control;
 use crate::peer::PeerRequest;
 use crate::peer::artifact::{self, FetchError};
-use spillway_proto::{Digest, Failure, MAX_FRAME_LEN};
+use spillway_proto::{Digest, Failure, JobSpec, MAX_FRAME_LEN};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -44,6 +44,17 @@ impl Control {
             .clone();
         self.fetches.lock().expect("fetches lock").remove(&digest);
         outcome
+    }
+
+    /// Makes sure this host's node holds everything `spec` runs: its
+    /// component and each of its kernel packs, fetched as needed, each
+    /// checked the same way.
+    pub(crate) async fn ensure_job_artifacts(&self, spec: &JobSpec) -> Result<(), Failure> {
+        self.ensure_artifact(spec.digest).await?;
+        for pack in &spec.kernel_packs {
+            self.ensure_artifact(pack.digest).await?;
+        }
+        Ok(())
     }
 
     async fn fetch(&self, digest: Digest) -> Result<(), Failure> {

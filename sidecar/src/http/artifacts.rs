@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use spillway_consensus::Scope;
 use spillway_consensus::{ControlCommand, ResidencyChange, ResidencyStatus};
 use spillway_proto::NodeId;
-use spillway_proto::{Digest, Failure};
+use spillway_proto::{ArtifactKind, Digest, Failure};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,10 +56,17 @@ pub(super) async fn put(
                 .map_err(signature_error)?,
         ),
     };
+    let kind = ArtifactKind::of(&bytes);
     let signature = {
         let state = app.control.state();
-        signing::check_upload(state.tenant(&principal.tenant), presented, &digest, &name)
-            .map_err(signature_error)?
+        let tenant = state.tenant(&principal.tenant);
+        match kind {
+            ArtifactKind::Component => signing::check_upload(tenant, presented, &digest, &name),
+            ArtifactKind::KernelPack => {
+                signing::check_pack_upload(tenant, presented, &digest, &name).map(Some)
+            }
+        }
+        .map_err(signature_error)?
     };
     app.link.wait_up(Instant::now() + NODE_WAIT).await;
     let (digest, size) = app.link.put_artifact(bytes.to_vec()).await?;
@@ -67,6 +74,7 @@ pub(super) async fn put(
         name: name.clone(),
         digest: digest.to_string(),
         size,
+        kind,
     };
     let command = ControlCommand::PutArtifact {
         name,
@@ -74,6 +82,7 @@ pub(super) async fn put(
         size,
         tenant: principal.tenant.clone(),
         signature,
+        kind,
     };
     app.commit(&principal, command).await?;
     // This host holds it from now on; say so at once rather than at the
@@ -84,7 +93,7 @@ pub(super) async fn put(
         status: ResidencyStatus::Resident,
     };
     app.record(ControlCommand::SetResidency(vec![held])).await?;
-    tracing::info!(name = %record.name, digest = %record.digest, size, "artifact stored");
+    tracing::info!(name = %record.name, digest = %record.digest, size, kind = kind.name(), "artifact stored");
     Ok(Json(record))
 }
 

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use spillway_consensus::Scope;
 use spillway_consensus::{ControlCommand, FunctionEntry};
+use spillway_proto::{Accelerator, ArtifactKind, Digest, PackRef, TenantId};
 use std::sync::Arc;
 
 /// The request body. Absent fields take the host's defaults.
@@ -24,6 +25,10 @@ pub(super) struct CreateFunction {
     memory_limit_bytes: Option<u64>,
     #[serde(default)]
     idempotent: bool,
+    /// Kernel packs (names or digests) the guest may launch from; the
+    /// function must then require an accelerator.
+    #[serde(default)]
+    kernel_packs: Vec<String>,
 }
 
 pub(super) async fn create(
@@ -39,16 +44,7 @@ pub(super) async fn create(
             "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
         ));
     }
-    let digest = app
-        .control
-        .state()
-        .resolve_artifact(&principal.tenant, &req.artifact)
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "artifact",
-                format!("no artifact named or hashed {:?}", req.artifact),
-            )
-        })?;
+    let (digest, kernel_packs) = resolve(&app, &principal.tenant, &req)?;
     let max_deadline = app.config.max_deadline.as_millis() as u64;
     let deadline_ms = req
         .deadline_ms
@@ -96,11 +92,63 @@ pub(super) async fn create(
         memory_limit_bytes,
         idempotent: req.idempotent,
         tenant: principal.tenant.clone(),
+        kernel_packs,
     };
     let record = FunctionRecord::from(&entry);
     app.commit(&principal, ControlCommand::PutFunction(entry))
         .await?;
     Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// The function's component and kernel packs, each of the right kind and
+/// the tenant's own (another tenant's are answered as if they did not
+/// exist).
+fn resolve(
+    app: &App,
+    tenant: &TenantId,
+    req: &CreateFunction,
+) -> Result<(Digest, Vec<PackRef>), ApiError> {
+    let state = app.control.state();
+    let find = |reference: &str| {
+        state.find_artifact(tenant, reference).ok_or_else(|| {
+            ApiError::not_found(
+                "artifact",
+                format!("no artifact named or hashed {reference:?}"),
+            )
+        })
+    };
+    let wrong_kind = |reference: &str, is: ArtifactKind, wanted: &str| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_artifact_kind",
+            format!("{reference:?} is a {}, not a {wanted}", is.name()),
+        )
+    };
+    let component = find(&req.artifact)?;
+    if component.kind != ArtifactKind::Component {
+        return Err(wrong_kind(&req.artifact, component.kind, "component"));
+    }
+    let mut packs = Vec::new();
+    for reference in &req.kernel_packs {
+        let pack = find(reference)?;
+        if pack.kind != ArtifactKind::KernelPack {
+            return Err(wrong_kind(reference, pack.kind, "kernel_pack"));
+        }
+        if !packs.iter().any(|p: &PackRef| p.name == pack.name) {
+            packs.push(PackRef {
+                name: pack.name.clone(),
+                digest: pack.digest,
+            });
+        }
+    }
+    if !packs.is_empty() && Accelerator::from(req.accelerator) != Accelerator::Required {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "kernel_packs_need_a_gpu",
+            "a function with kernel packs must set \"accelerator\": \"required\" (packs run only on CUDA)",
+        ));
+    }
+    Ok((component.digest, packs))
 }
 
 pub(super) async fn list(

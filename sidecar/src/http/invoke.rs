@@ -115,6 +115,7 @@ pub(super) async fn invoke(
         idempotent: function.idempotent,
         placement,
         tenant_gpu_bytes,
+        kernel_packs: function.kernel_packs.clone(),
     };
     let context = Context {
         trace,

@@ -292,10 +292,10 @@ impl Job<'_> {
     async fn here(&self) -> Placed {
         let app = self.app;
         // An artifact this host's node lacks comes from a holder first.
-        if !app.link.status().held.contains(&self.spec.digest) {
+        if !app.link.holds_all(&self.spec) {
             let fetch = app
                 .control
-                .ensure_artifact(self.spec.digest)
+                .ensure_job_artifacts(&self.spec)
                 .instrument(tracing::info_span!("fetch", job = %self.id));
             match tokio::time::timeout_at(self.deadline.into(), fetch).await {
                 Ok(Ok(())) => {}
@@ -376,13 +376,17 @@ impl Job<'_> {
             .execute(exec)
             .instrument(tracing::info_span!("node", job = %self.id))
             .await;
-        if let Err(JobFailed {
-            failure: Failure::UnknownArtifact { .. } | Failure::InvalidArtifact { .. },
-            ..
-        }) = &result
-        {
-            // The node lost or discarded its copy: the next job fetches one.
-            app.link.forget_artifact(&self.spec.digest);
+        // The node lost or discarded its copy: the next job fetches one.
+        match &result {
+            Err(JobFailed {
+                failure: Failure::UnknownArtifact { digest },
+                ..
+            }) => app.link.forget_artifact(digest),
+            Err(JobFailed {
+                failure: Failure::InvalidArtifact { .. },
+                ..
+            }) => app.link.forget_artifact(&self.spec.digest),
+            _ => {}
         }
         Placed::Ended(match result {
             Ok(output) => Ok(Ran::new(output, queue, NodeId(app.control.id), false)),
