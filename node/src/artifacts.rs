@@ -1,23 +1,26 @@
 //! The content-addressed artifact cache.
 //!
-//! Artifacts live on disk as `dir/artifacts/<blake3 hex>.wasm` and survive
-//! restarts. In memory the cache keeps each artifact's pre-instantiated
-//! component (`InstancePre`, imports already resolved against the host), so
-//! a job pays only for instantiation, never for compilation or linking after
-//! the first use.
+//! Artifacts live on disk as `dir/artifacts/<blake3 hex>.wasm` (components)
+//! or `.pack` (kernel packs) and survive restarts. In memory the cache keeps
+//! each component pre-instantiated (`InstancePre`, imports already resolved
+//! against the host), so a job pays only for instantiation, never for
+//! compilation or linking after the first use, and each kernel pack parsed.
 //!
-//! An artifact is accepted only if it compiles as a component and fits the
-//! `job-guest` world: imports the host provides, exports `run` with the right
-//! type. Anything else is `invalid_artifact` with Wasmtime's reason.
+//! A component is accepted only if it compiles and fits the `job-guest`
+//! world: imports the host provides, exports `run` with the right type. A
+//! kernel pack only if its manifest is valid ([`KernelPack::parse`]); on a
+//! GPU host the executor also compiles it before saying yes. Anything else
+//! is `invalid_artifact` with the reason.
 
 use crate::NodeError;
 use crate::bindings::JobGuestPre;
 use crate::state::GuestState;
-use spillway_proto::{Digest, Failure};
+use spillway_kernels::KernelPack;
+use spillway_proto::{ArtifactKind, Digest, Failure};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -25,7 +28,14 @@ pub(crate) struct ArtifactCache {
     dir: PathBuf,
     engine: Engine,
     linker: Linker<GuestState>,
-    loaded: Mutex<HashMap<Digest, JobGuestPre<GuestState>>>,
+    loaded: Mutex<HashMap<Digest, Loaded>>,
+}
+
+/// An artifact ready for use.
+#[derive(Clone)]
+enum Loaded {
+    Component(JobGuestPre<GuestState>),
+    Pack(Arc<KernelPack>),
 }
 
 impl std::fmt::Debug for ArtifactCache {
@@ -64,8 +74,22 @@ impl ArtifactCache {
         })
     }
 
+    fn path_for(&self, digest: &Digest, kind: ArtifactKind) -> PathBuf {
+        let extension = match kind {
+            ArtifactKind::Component => "wasm",
+            ArtifactKind::KernelPack => "pack",
+        };
+        self.dir.join(format!("{}.{extension}", digest.to_hex()))
+    }
+
+    /// Where `digest` is stored, whichever kind it is.
     fn path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join(format!("{}.wasm", digest.to_hex()))
+        let pack = self.path_for(digest, ArtifactKind::KernelPack);
+        if pack.exists() {
+            pack
+        } else {
+            self.path_for(digest, ArtifactKind::Component)
+        }
     }
 
     /// The stored bytes of `digest`, checked against it. A file damaged on
@@ -102,9 +126,22 @@ impl ArtifactCache {
         entries
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".wasm")?.parse().ok()
+                let stem = name.strip_suffix(".wasm").or(name.strip_suffix(".pack"))?;
+                stem.parse().ok()
             })
             .collect()
+    }
+
+    /// Validates `bytes` as the kind they claim to be.
+    fn load(&self, bytes: &[u8]) -> Result<Loaded, Failure> {
+        match ArtifactKind::of(bytes) {
+            ArtifactKind::Component => self.prepare(bytes).map(Loaded::Component),
+            ArtifactKind::KernelPack => KernelPack::parse(bytes)
+                .map(|p| Loaded::Pack(Arc::new(p)))
+                .map_err(|e| Failure::InvalidArtifact {
+                    reason: e.to_string(),
+                }),
+        }
     }
 
     /// Compiles and links `bytes` against the job world.
@@ -119,9 +156,14 @@ impl ArtifactCache {
             .map_err(|e| invalid("exports do not match spillway:runtime/job-guest", e))
     }
 
-    /// Validates and stores an artifact, returning its digest. Storing the
-    /// same bytes again is a cheap no-op.
-    pub(crate) fn put(&self, bytes: &[u8]) -> Result<Digest, Failure> {
+    /// Validates and stores an artifact, returning its digest. A kernel
+    /// pack must also pass `check_pack` (compiling it for the host's GPUs)
+    /// before it is stored. Storing the same bytes again is a cheap no-op.
+    pub(crate) fn put(
+        &self,
+        bytes: &[u8],
+        check_pack: impl FnOnce(&Digest, &KernelPack) -> Result<(), Failure>,
+    ) -> Result<Digest, Failure> {
         let digest = Digest::of(bytes);
         if self
             .loaded
@@ -131,32 +173,62 @@ impl ArtifactCache {
         {
             return Ok(digest);
         }
-        let pre = self.prepare(bytes)?;
-        let path = self.path(&digest);
+        let loaded = self.load(bytes)?;
+        if let Loaded::Pack(pack) = &loaded {
+            check_pack(&digest, pack)?;
+        }
+        let kind = match loaded {
+            Loaded::Component(_) => ArtifactKind::Component,
+            Loaded::Pack(_) => ArtifactKind::KernelPack,
+        };
+        let path = self.path_for(&digest, kind);
         write_atomically(&path, bytes).map_err(|e| Failure::Internal {
             message: format!("cannot write {}: {e}", path.display()),
         })?;
-        self.loaded.lock().expect("cache lock").insert(digest, pre);
+        self.loaded
+            .lock()
+            .expect("cache lock")
+            .insert(digest, loaded);
         Ok(digest)
     }
 
-    /// The pre-instantiated component for `digest`, compiled from disk on
-    /// first use after a restart.
-    pub(crate) fn get(&self, digest: &Digest) -> Result<JobGuestPre<GuestState>, Failure> {
-        if let Some(pre) = self.loaded.lock().expect("cache lock").get(digest) {
-            return Ok(pre.clone());
+    /// `digest` ready for use, loaded from disk on first use after a
+    /// restart.
+    fn loaded(&self, digest: &Digest) -> Result<Loaded, Failure> {
+        if let Some(l) = self.loaded.lock().expect("cache lock").get(digest) {
+            return Ok(l.clone());
         }
         let bytes = std::fs::read(self.path(digest))
             .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
         if Digest::of(&bytes) != *digest {
             return Err(self.discard(digest));
         }
-        let pre = self.prepare(&bytes)?;
+        let loaded = self.load(&bytes)?;
         self.loaded
             .lock()
             .expect("cache lock")
-            .insert(*digest, pre.clone());
-        Ok(pre)
+            .insert(*digest, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The pre-instantiated component for `digest`.
+    pub(crate) fn get(&self, digest: &Digest) -> Result<JobGuestPre<GuestState>, Failure> {
+        match self.loaded(digest)? {
+            Loaded::Component(pre) => Ok(pre),
+            Loaded::Pack(_) => Err(Failure::InvalidArtifact {
+                reason: format!("{digest} is a kernel pack, not a component"),
+            }),
+        }
+    }
+
+    /// The kernel pack `digest`.
+    pub(crate) fn pack(&self, digest: &Digest) -> Result<Arc<KernelPack>, Failure> {
+        match self.loaded(digest)? {
+            Loaded::Pack(pack) => Ok(pack),
+            Loaded::Component(_) => Err(Failure::InvalidArtifact {
+                reason: format!("{digest} is a component, not a kernel pack"),
+            }),
+        }
     }
 }
 

@@ -24,10 +24,11 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
-use spillway_kernels::{DType, Kernel, nvrtc};
+use spillway_kernels::{DType, Kernel, KernelPack, PackKernel, PackSource, nvrtc};
+use spillway_proto::Digest;
 use spillway_proto::GpuDevice;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -99,11 +100,20 @@ struct SlotStream {
 /// 0.188 ms, which sets a 32 MiB workspace on Hopper).
 const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
+/// A kernel pack loaded on one GPU: its declared kernels, by name.
+struct PackModule {
+    functions: HashMap<String, CudaFunction>,
+}
+
 /// One GPU: its context, kernels and free slot streams.
 pub(crate) struct CudaGpu {
     info: GpuDevice,
     ctx: Arc<CudaContext>,
     functions: HashMap<Kernel, CudaFunction>,
+    /// Where compiled PTX is cached (kernel packs compile here too).
+    ptx_dir: PathBuf,
+    /// Kernel packs loaded on this GPU, by digest.
+    packs: Mutex<HashMap<Digest, Arc<PackModule>>>,
     /// `test_oob_write`, when the node runs with test kernels.
     oob_write: Option<CudaFunction>,
     free: Mutex<Vec<SlotStream>>,
@@ -171,6 +181,16 @@ impl CudaBackend {
         self.gpus.iter().map(|g| g.info.clone()).collect()
     }
 
+    /// Compiles (or finds in the PTX cache) and loads a kernel pack on every
+    /// GPU, and finds each declared kernel in it: run when a pack is
+    /// stored, so a pack that does not build is refused at upload.
+    pub(crate) fn load_pack(&self, digest: &Digest, pack: &KernelPack) -> Result<(), DeviceError> {
+        for gpu in &self.gpus {
+            gpu.pack(digest, pack)?;
+        }
+        Ok(())
+    }
+
     /// A slot stream on the GPU with the most free streams.
     pub(crate) fn lease(&self) -> Option<StreamLease> {
         let gpu = self
@@ -184,6 +204,46 @@ impl CudaBackend {
             slot: Some(slot),
             settled: AtomicBool::new(true),
         })
+    }
+}
+
+impl CudaGpu {
+    /// `pack` loaded on this GPU, compiled and loaded at first use.
+    fn pack(&self, digest: &Digest, pack: &KernelPack) -> Result<Arc<PackModule>, DeviceError> {
+        if let Some(m) = self.packs.lock().expect("pack lock").get(digest) {
+            return Ok(m.clone());
+        }
+        let ptx = match &pack.source {
+            PackSource::Cuda(source) => {
+                let arch = nvrtc::arch_for(self.info.compute_capability);
+                nvrtc::ptx(source, &arch, &self.ptx_dir).map_err(compile_error)?
+            }
+            PackSource::Ptx(ptx) => ptx.clone(),
+        };
+        let module = self
+            .ctx
+            .load_module(Ptx::from_src(ptx))
+            .map_err(|e| DeviceError {
+                message: format!("kernel pack {digest}: the module does not load: {e}"),
+                ..DeviceError::from(e)
+            })?;
+        let mut functions = HashMap::new();
+        for k in &pack.kernels {
+            let f = module.load_function(&k.name).map_err(|e| DeviceError {
+                message: format!(
+                    "kernel pack {digest}: kernel `{}` is declared but not in the module ({e}); is it extern \"C\"?",
+                    k.name
+                ),
+                ..DeviceError::from(e)
+            })?;
+            functions.insert(k.name.clone(), f);
+        }
+        let loaded = Arc::new(PackModule { functions });
+        self.packs
+            .lock()
+            .expect("pack lock")
+            .insert(*digest, loaded.clone());
+        Ok(loaded)
     }
 }
 
@@ -263,6 +323,8 @@ fn open_gpu(
         info,
         ctx,
         functions,
+        ptx_dir: ptx_dir.to_owned(),
+        packs: Mutex::new(HashMap::new()),
         oob_write,
         free: Mutex::new(free),
     })
@@ -521,6 +583,49 @@ impl StreamLease {
                 CUBLAS_GEMM_DFALT,
             )
         }?;
+        Ok(())
+    }
+
+    /// Launches kernel `kernel` of `pack` with `grid` blocks of its
+    /// declared block size. The arguments must match its declared
+    /// parameters and every buffer hold its declared elements (checked by
+    /// the caller); the kernel guards its own index.
+    pub(crate) fn launch_pack(
+        &self,
+        digest: &Digest,
+        pack: &KernelPack,
+        kernel: &PackKernel,
+        args: &[LaunchArg],
+        grid: u32,
+    ) -> Result<(), DeviceError> {
+        let module = self.gpu.pack(digest, pack)?;
+        let func = module
+            .functions
+            .get(&kernel.name)
+            .ok_or_else(|| DeviceError {
+                message: format!("kernel `{}` is not loaded", kernel.name),
+                out_of_memory: false,
+                poisoned: false,
+            })?;
+        let mut builder = self.stream().launch_builder(func);
+        for a in args {
+            match a {
+                LaunchArg::Ptr(p) => builder.arg(p),
+                LaunchArg::F32(v) => builder.arg(v),
+                LaunchArg::U32(v) => builder.arg(v),
+            };
+        }
+        let config = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (kernel.block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the parameters the pack declares for
+        // this kernel, in order and kind, and every buffer holds what the
+        // manifest says the kernel reads or writes. Whether the kernel keeps
+        // to its manifest is the signed publisher's promise; if it does not,
+        // the context is poisoned and the node restarts (device_fault).
+        unsafe { builder.launch(config) }?;
         Ok(())
     }
 

@@ -355,3 +355,111 @@ fn device_memory_is_accounted_and_checked_before_launch() {
     assert_eq!(s.gpu_bytes, 0);
     assert!(s.device_fault.is_none());
 }
+
+/// Kernel packs on the device: `examples/kernels/ops.json` from CUDA source
+/// (NVRTC) and the same kernels as PTX, launched through `gpu.launch` and
+/// checked against the CPU; packs that do not build are refused by
+/// `load_pack` with the reason, before any job could use them.
+#[test]
+fn kernel_packs_compile_launch_and_match_the_reference() {
+    let Some(mut s) = gpu_state("kernel_packs_compile_launch_and_match_the_reference") else {
+        return;
+    };
+    use crate::state::JobPack;
+    use spillway_kernels::{KernelPack, PackSource};
+    let ops = crate::host_gpu::pack::tests::ops();
+    let PackSource::Cuda(source) = &ops.pack.source else {
+        panic!("ops.json carries CUDA source");
+    };
+    let cc = s.cuda.as_ref().unwrap().device().compute_capability;
+    let dir = tempfile::tempdir().unwrap();
+    let ptx =
+        spillway_kernels::nvrtc::ptx(source, &spillway_kernels::nvrtc::arch_for(cc), dir.path())
+            .expect("NVRTC compiles ops.json");
+    let ptx_pack = KernelPack {
+        source: PackSource::Ptx(ptx),
+        kernels: ops.pack.kernels.clone(),
+    };
+    let ptx_ops = JobPack {
+        name: "ptx".into(),
+        digest: spillway_proto::Digest::of(b"ops as ptx"),
+        pack: std::sync::Arc::new(ptx_pack),
+    };
+    s.packs = vec![ops.clone(), ptx_ops];
+    let mut rng = Rng::new();
+    for n in [1usize, 1000, (1 << 20) + 3] {
+        let x = rng.f32s(n);
+        let (a, b) = (rng.f32s(1)[0], rng.f32s(1)[0]);
+        let bx = upload(&mut s, &x);
+        for (kernel, scalar, want) in [
+            (
+                "ops/scale",
+                a,
+                x.iter().map(|v| a * v).collect::<Vec<f32>>(),
+            ),
+            ("ptx/scale", a, x.iter().map(|v| a * v).collect()),
+            ("ops/square_plus", b, x.iter().map(|v| v * v + b).collect()),
+            ("ptx/square_plus", b, x.iter().map(|v| v * v + b).collect()),
+        ] {
+            let out = poisoned(&mut s, n);
+            let args = vec![
+                arg(&bx),
+                arg(&out),
+                KernelArg::U32(n as u32),
+                KernelArg::F32(scalar),
+            ];
+            s.launch(kernel.into(), args).unwrap();
+            assert_close(
+                &format!("{kernel} n={n}"),
+                &download(&mut s, &out, n),
+                &want,
+            );
+            s.drop(out).unwrap();
+        }
+        // An extent past a buffer is refused before launch.
+        let short = poisoned(&mut s, n);
+        let args = vec![
+            arg(&bx),
+            arg(&short),
+            KernelArg::U32(n as u32 + 1),
+            KernelArg::F32(a),
+        ];
+        let e = s.launch("ops/scale".into(), args).unwrap_err();
+        assert!(
+            matches!(e.code, ErrorCode::InvalidArgument),
+            "{}",
+            e.message
+        );
+        s.drop(short).unwrap();
+        s.drop(bx).unwrap();
+    }
+    assert!(s.device_fault.is_none());
+
+    let backend = backend().unwrap();
+    let broken = |text: String| KernelPack::parse(text.as_bytes()).unwrap();
+    let json =
+        String::from_utf8(include_bytes!("../../examples/kernels/ops.json").to_vec()).unwrap();
+    let e = backend
+        .load_pack(
+            &spillway_proto::Digest::of(b"syntax"),
+            &broken(json.replace("out[i] = a * x[i];", "out[i] = a * ;")),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("NVRTC"), "{}", e.message);
+    eprintln!(
+        "a pack that does not compile: {}",
+        e.message.lines().next().unwrap_or("")
+    );
+    let e = backend
+        .load_pack(
+            &spillway_proto::Digest::of(b"missing"),
+            &broken(json.replace("\"name\": \"scale\"", "\"name\": \"scale2\"")),
+        )
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("kernel `scale2` is declared but not in the module"),
+        "{}",
+        e.message
+    );
+}

@@ -12,7 +12,7 @@ use crate::cuda::CudaBackend;
 use crate::engine::{self, EpochTicker};
 use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
-use crate::state::GuestState;
+use crate::state::{GuestState, JobPack};
 use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
 use crate::{NodeConfig, NodeError};
 use spillway_proto::{
@@ -131,9 +131,16 @@ impl Executor {
         &self.config
     }
 
-    /// Validates and stores an artifact (see the artifact cache).
+    /// Validates and stores an artifact (see the artifact cache). On a GPU
+    /// host a kernel pack is compiled and loaded on every GPU first, so one
+    /// that does not build is refused with the compiler's reason.
     pub fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, Failure> {
-        self.cache.put(bytes)
+        self.cache.put(bytes, |digest, pack| match &self.cuda {
+            Some(gpus) => gpus
+                .load_pack(digest, pack)
+                .map_err(|e| Failure::InvalidArtifact { reason: e.message }),
+            None => Ok(()),
+        })
     }
 
     /// The bytes of a stored artifact, checked against its digest.
@@ -176,6 +183,18 @@ impl Executor {
             });
         }
         let pre = self.cache.get(&spec.digest)?;
+        let packs = spec
+            .kernel_packs
+            .iter()
+            .map(|p| {
+                let pack = self.cache.pack(&p.digest)?;
+                Ok(JobPack {
+                    name: p.name.clone(),
+                    digest: p.digest,
+                    pack,
+                })
+            })
+            .collect::<Result<Vec<_>, Failure>>()?;
         if let Some(journal) = &self.journal {
             journal
                 .record(job, spec, &input)
@@ -223,6 +242,7 @@ impl Executor {
             ),
             gpu_pool,
             cuda,
+            packs,
             device_fault: None,
         };
         let mut store = Store::new(&self.engine, state);

@@ -21,6 +21,8 @@ use spillway_kernels::{DType, Kernel, KernelError, Param};
 use spillway_proto::Backend;
 use wasmtime::component::Resource;
 
+pub(crate) mod pack;
+
 /// A `gpu.buffer`: elements of one [`DType`] on the job's backend.
 #[allow(unreachable_pub)] // named by the generated bindings
 #[derive(Debug)]
@@ -571,6 +573,9 @@ impl gpu::Host for GuestState {
             && self.cuda.as_ref().is_some_and(|l| l.has_test_kernels())
         {
             return self.launch_oob_write(&args);
+        }
+        if let Some((pack, name)) = kernel.split_once('/') {
+            return self.launch_from_pack(pack, name, &args);
         }
         let kernel = Kernel::from_name(&kernel)?;
         self.run_launch(kernel, &args)

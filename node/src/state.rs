@@ -8,6 +8,15 @@ use spillway_proto::JobId;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 
+/// A kernel pack as one job sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct JobPack {
+    /// The name the function gave it; the guest launches `<name>/<kernel>`.
+    pub(crate) name: String,
+    pub(crate) digest: spillway_proto::Digest,
+    pub(crate) pack: std::sync::Arc<spillway_kernels::KernelPack>,
+}
+
 /// The data of one job's store.
 pub(crate) struct GuestState {
     pub(crate) job: JobId,
@@ -34,6 +43,8 @@ pub(crate) struct GuestState {
     /// The job's CUDA stream, when its `gpu` calls run on a GPU. Declared
     /// after `table` so the buffers are freed before the stream goes back.
     pub(crate) cuda: Option<StreamLease>,
+    /// The kernel packs the job may launch from (`<name>/<kernel>`).
+    pub(crate) packs: Vec<JobPack>,
     /// Set when a device call poisoned the CUDA context.
     pub(crate) device_fault: Option<String>,
 }
@@ -86,6 +97,7 @@ impl GuestState {
             ),
             gpu_pool: None,
             cuda,
+            packs: Vec::new(),
             device_fault: None,
         }
     }

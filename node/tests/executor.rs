@@ -548,3 +548,72 @@ fn a_tenants_gpu_memory_cap_holds_across_its_jobs_and_comes_back() {
     assert!(run(Some(3_876)).is_ok());
     assert!(run(None).is_ok());
 }
+
+fn ops_pack() -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/kernels/ops.json");
+    std::fs::read(path).unwrap()
+}
+
+/// A kernel pack is stored (its manifest checked; no GPU here to compile
+/// it), a job names it, and its guest's launch is checked and then refused
+/// on the CPU backend; packs and components are not taken for each other.
+#[test]
+fn kernel_packs_are_stored_checked_and_run_only_on_cuda() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let pack = exec.put_artifact(&ops_pack()).unwrap();
+    assert!(exec.resident().contains(&pack));
+    let bad = String::from_utf8(ops_pack())
+        .unwrap()
+        .replace("\"block\": 128", "\"block\": 100");
+    match exec.put_artifact(bad.as_bytes()) {
+        Err(Failure::InvalidArtifact { reason }) => {
+            assert!(reason.contains("multiple of 32"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let wasm = exec.put_artifact(&guest("pack_scale")).unwrap();
+    let mut s = spec(wasm, 5_000);
+    s.kernel_packs = vec![spillway_proto::PackRef {
+        name: "ops".into(),
+        digest: pack,
+    }];
+    let input: Vec<u8> = [2.0f32, 1.0, -3.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let run = |s: &JobSpec| exec.run(JobId(40), s, input.clone(), 5_000, JobControl::detached());
+    match run(&s) {
+        Err(Failure::GuestError { message }) => assert!(
+            message.contains("ops/scale: kernel packs run only on CUDA"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // A pack named but not held, and each kind in the other's place.
+    let mut missing = s.clone();
+    missing.kernel_packs[0].digest = Digest::of(b"not stored");
+    assert!(matches!(
+        run(&missing),
+        Err(Failure::UnknownArtifact { .. })
+    ));
+    let mut swapped = s.clone();
+    swapped.digest = pack;
+    assert!(
+        matches!(run(&swapped), Err(Failure::InvalidArtifact { reason }) if reason.contains("not a component"))
+    );
+    swapped.digest = wasm;
+    swapped.kernel_packs[0].digest = wasm;
+    assert!(
+        matches!(run(&swapped), Err(Failure::InvalidArtifact { reason }) if reason.contains("not a kernel pack"))
+    );
+    // After a restart the pack is read back from disk.
+    drop(exec);
+    let exec = executor(&dir);
+    assert!(exec.resident().contains(&pack));
+    let again = exec.run(JobId(41), &s, input.clone(), 5_000, JobControl::detached());
+    assert!(
+        matches!(again, Err(Failure::GuestError { .. })),
+        "{again:?}"
+    );
+}

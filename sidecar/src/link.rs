@@ -242,7 +242,10 @@ impl NodeLink {
     pub(crate) fn holds_all(&self, spec: &spillway_proto::JobSpec) -> bool {
         let status = self.status();
         status.held.contains(&spec.digest)
-            && spec.kernel_packs.iter().all(|p| status.held.contains(&p.digest))
+            && spec
+                .kernel_packs
+                .iter()
+                .all(|p| status.held.contains(&p.digest))
     }
 
     /// The node discarded its damaged copy of `digest`: it no longer holds

@@ -5,8 +5,8 @@
 
 use ring::signature::{ED25519, UnparsedPublicKey};
 use spillway_consensus::{ArtifactSignature, ControlState, TenantEntry};
-use spillway_proto::{ArtifactKind, Digest};
 use spillway_proto::signing::artifact_message;
+use spillway_proto::{ArtifactKind, Digest};
 
 /// Why an artifact's signature is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -211,10 +211,19 @@ mod tests {
         let bad = sign(&good, &d, "other");
         assert_eq!(pack(Some(&lax), Some(bad)), Err(SignatureRefusal::Bad));
         let untrusted = sign(&other, &d, "ops");
-        assert_eq!(pack(Some(&lax), Some(untrusted.clone())), Err(SignatureRefusal::Untrusted));
+        assert_eq!(
+            pack(Some(&lax), Some(untrusted.clone())),
+            Err(SignatureRefusal::Untrusted)
+        );
         // The admin tenant trusts no key.
-        assert_eq!(pack(None, Some(untrusted)), Err(SignatureRefusal::Untrusted));
-        assert_eq!(SignatureRefusal::PackUnsigned.code(), "unsigned_kernel_pack");
+        assert_eq!(
+            pack(None, Some(untrusted)),
+            Err(SignatureRefusal::Untrusted)
+        );
+        assert_eq!(
+            SignatureRefusal::PackUnsigned.code(),
+            "unsigned_kernel_pack"
+        );
     }
 
     #[test]
