@@ -45,6 +45,11 @@ pub(crate) enum FunctionCommand {
         memory_limit_bytes: Option<u64>,
         #[arg(long)]
         idempotent: bool,
+        /// A kernel pack (name or digest) the guest may launch from as
+        /// `<name>/<kernel>`; repeat for several. Needs `--accelerator
+        /// required`.
+        #[arg(long = "kernel-pack")]
+        kernel_packs: Vec<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -466,12 +471,13 @@ pub(crate) async fn function(cmd: FunctionCommand) -> anyhow::Result<ExitCode> {
             deadline_ms,
             memory_limit_bytes,
             idempotent,
+            kernel_packs,
             target,
         } => {
             let spec = json!({
                 "name": name, "artifact": artifact, "accelerator": accelerator,
                 "deadline_ms": deadline_ms, "memory_limit_bytes": memory_limit_bytes,
-                "idempotent": idempotent,
+                "idempotent": idempotent, "kernel_packs": kernel_packs,
             });
             print_json(&client(&target).create_function(&spec).await?)
         }

@@ -976,3 +976,153 @@ fn invoke_echo(
         (status, r.text().await.unwrap())
     }
 }
+
+/// Kernel packs are native GPU code: unsigned or untrusted packs are
+/// refused at upload even for a tenant that takes unsigned components; a
+/// function names its packs and must require a GPU; each kind stays in its
+/// place; the audit names the pack. On a GPU host, a job at host 2 fetches
+/// the component and the pack (signature checked again) and runs the
+/// pack's kernel; without one it is refused `no_accelerator`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_packs_are_signed_named_by_functions_and_need_a_gpu() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = form(root.path(), &[&[], &[]]).await;
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    let key = |name: &str| {
+        let path = root.path().join(name);
+        let (ok, public, err) = cli(h1, &api.token, &["keygen", "--out", path.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        (path.to_str().unwrap().to_owned(), public)
+    };
+    let ((trusted, trusted_pub), (stranger, _)) = (key("trusted.key"), key("stranger.key"));
+    // Trusts a key but does not require signed components.
+    let (ok, _, err) = cli(
+        h1,
+        &api.token,
+        &["tenant", "create", "kernels", "--trust", &trusted_pub],
+    );
+    assert!(ok, "{err}");
+    let scopes = json!(["invoke", "publish", "read"]);
+    let (_, token) = create_token(&api, h1, json!({"scopes": scopes, "tenant": "kernels"})).await;
+    let examples = format!("{}/../examples", env!("CARGO_MANIFEST_DIR"));
+    let (pack, guest) = (
+        format!("{examples}/kernels/ops.json"),
+        format!("{examples}/guests/pack_scale.wat"),
+    );
+    let push = |token: &str, name: &str, path: &str, extra: &[&str]| {
+        let mut args = vec!["artifact", "push", name, path];
+        args.extend_from_slice(extra);
+        cli(h1, token, &args)
+    };
+    let (ok, _, err) = push(&token, "ops", &pack, &[]);
+    assert!(!ok && err.contains("unsigned_kernel_pack"), "{err}");
+    let (ok, _, err) = push(&token, "ops", &pack, &["--sign", &stranger]);
+    assert!(!ok && err.contains("untrusted_key"), "{err}");
+    // The admin tenant trusts no key, so it cannot publish packs.
+    let (ok, _, err) = push(&api.token, "ops", &pack, &["--sign", &trusted]);
+    assert!(!ok && err.contains("untrusted_key"), "{err}");
+    let (ok, out, err) = push(&token, "ops", &pack, &["--sign", &trusted]);
+    assert!(ok && out.contains("kernel_pack"), "{out} {err}");
+    let (ok, _, err) = push(&token, "pack-scale", &guest, &[]);
+    assert!(ok, "{err}");
+
+    let create = |spec: Value| {
+        call(
+            &api.http,
+            h1,
+            &token,
+            reqwest::Method::POST,
+            "/v1/functions",
+            Some(spec),
+        )
+    };
+    let (status, v) =
+        create(json!({"name": "f", "artifact": "pack-scale", "kernel_packs": ["ops"]})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("kernel_packs_need_a_gpu")),
+        "{v}"
+    );
+    let (status, v) =
+        create(json!({"name": "f", "artifact": "ops", "accelerator": "required"})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("wrong_artifact_kind")),
+        "{v}"
+    );
+    let (status, v) = create(json!({"name": "f", "artifact": "pack-scale", "accelerator": "required", "kernel_packs": ["pack-scale"]})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("wrong_artifact_kind")),
+        "{v}"
+    );
+    let (status, v) = create(json!({"name": "f", "artifact": "pack-scale", "accelerator": "required", "kernel_packs": ["nope"]})).await;
+    assert_eq!(status, 404, "{v}");
+    let (ok, out, err) = cli(
+        h1,
+        &token,
+        &[
+            "fn",
+            "create",
+            "scale",
+            "--artifact",
+            "pack-scale",
+            "--accelerator",
+            "required",
+            "--kernel-pack",
+            "ops",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"kernel_packs\": [\n    \"ops\"\n  ]")
+            || out.contains("\"kernel_packs\":[\"ops\"]"),
+        "{out}"
+    );
+
+    let input: Vec<u8> = [3.0f32, 1.0, -2.0, 0.5]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let r = api
+        .http
+        .post(format!("{}/v1/functions/scale/invoke", h2.endpoint))
+        .bearer_auth(&token)
+        .body(input)
+        .send()
+        .await
+        .unwrap();
+    let (_, cluster) = call(
+        &api.http,
+        h1,
+        &api.token,
+        reqwest::Method::GET,
+        "/v1/cluster",
+        None,
+    )
+    .await;
+    let gpus = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| !m["gpus"].as_array().unwrap().is_empty());
+    let status = r.status().as_u16();
+    let body = r.bytes().await.unwrap();
+    if gpus {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let out: Vec<f32> = body
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(out, [3.0, -6.0, 1.5]);
+        eprintln!("ops/scale ran on host 2's GPU: {out:?}");
+    } else {
+        eprintln!("no GPU on these hosts: expecting no_accelerator");
+        assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("no_accelerator"));
+    }
+    let (ok, audit, err) = cli(h1, &api.token, &["audit", "--tenant", "kernels"]);
+    assert!(ok, "{err}");
+    assert!(audit.contains("put kernel pack kernels/ops"), "{audit}");
+    assert!(audit.contains("put function scale"), "{audit}");
+}
