@@ -430,6 +430,21 @@ fn cli(host: &Host, token: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A publisher key made with `spillway keygen` in `dir`: its file and its
+/// public key (hex).
+fn keygen(
+    dir: &std::path::Path,
+    host: &Host,
+    token: &str,
+    name: &str,
+) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let (ok, public, err) = cli(host, token, &["keygen", "--out", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(public.len(), 64, "{public}");
+    (path, public)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed() {
     let root = tempfile::tempdir().unwrap();
@@ -437,15 +452,8 @@ async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed()
     let (h1, h2) = (&hosts[0], &hosts[1]);
 
     // Two publisher keys; the tenant trusts only the first.
-    let key = |name: &str| {
-        let path = root.path().join(name);
-        let (ok, public, err) = cli(h1, &api.token, &["keygen", "--out", path.to_str().unwrap()]);
-        assert!(ok, "{err}");
-        assert_eq!(public.len(), 64, "{public}");
-        (path, public)
-    };
-    let (trusted, trusted_pub) = key("trusted.key");
-    let (stranger, _) = key("stranger.key");
+    let (trusted, trusted_pub) = keygen(root.path(), h1, &api.token, "trusted.key");
+    let (stranger, _) = keygen(root.path(), h1, &api.token, "stranger.key");
     let (ok, _, err) = cli(
         h1,
         &api.token,
@@ -988,13 +996,9 @@ async fn kernel_packs_are_signed_named_by_functions_and_need_a_gpu() {
     let root = tempfile::tempdir().unwrap();
     let (api, hosts) = form(root.path(), &[&[], &[]]).await;
     let (h1, h2) = (&hosts[0], &hosts[1]);
-    let key = |name: &str| {
-        let path = root.path().join(name);
-        let (ok, public, err) = cli(h1, &api.token, &["keygen", "--out", path.to_str().unwrap()]);
-        assert!(ok, "{err}");
-        (path.to_str().unwrap().to_owned(), public)
-    };
-    let ((trusted, trusted_pub), (stranger, _)) = (key("trusted.key"), key("stranger.key"));
+    let (trusted, trusted_pub) = keygen(root.path(), h1, &api.token, "trusted.key");
+    let (stranger, _) = keygen(root.path(), h1, &api.token, "stranger.key");
+    let (trusted, stranger) = (trusted.to_str().unwrap(), stranger.to_str().unwrap());
     // Trusts a key but does not require signed components.
     let (ok, _, err) = cli(
         h1,
@@ -1016,12 +1020,12 @@ async fn kernel_packs_are_signed_named_by_functions_and_need_a_gpu() {
     };
     let (ok, _, err) = push(&token, "ops", &pack, &[]);
     assert!(!ok && err.contains("unsigned_kernel_pack"), "{err}");
-    let (ok, _, err) = push(&token, "ops", &pack, &["--sign", &stranger]);
+    let (ok, _, err) = push(&token, "ops", &pack, &["--sign", stranger]);
     assert!(!ok && err.contains("untrusted_key"), "{err}");
     // The admin tenant trusts no key, so it cannot publish packs.
-    let (ok, _, err) = push(&api.token, "ops", &pack, &["--sign", &trusted]);
+    let (ok, _, err) = push(&api.token, "ops", &pack, &["--sign", trusted]);
     assert!(!ok && err.contains("untrusted_key"), "{err}");
-    let (ok, out, err) = push(&token, "ops", &pack, &["--sign", &trusted]);
+    let (ok, out, err) = push(&token, "ops", &pack, &["--sign", trusted]);
     assert!(ok && out.contains("kernel_pack"), "{out} {err}");
     let (ok, _, err) = push(&token, "pack-scale", &guest, &[]);
     assert!(ok, "{err}");
