@@ -2,7 +2,8 @@
 //! quota, the active hosts, the leases in force and each host's reported
 //! use in; the next leases to write (if any) out.
 //!
-//! A rebalance starts only under pressure (a host refused a permit in the
+//! The first leases record the even split the hosts start from. A
+//! rebalance starts only under pressure (a host refused a permit in the
 //! last two seconds, or a host that left still holds a share). The target
 //! keeps every host's jobs in hand (its `held`), gives the rest first to
 //! the hosts that lacked permits and then evenly, so an idle host can
@@ -48,6 +49,16 @@ pub(crate) fn next_leases(
     let reports = reports?;
     let departed = in_force.iter().any(|(h, s)| *s > 0 && !active.contains(h));
     let pressure = reports.iter().any(|(_, u)| u.refused > 0);
+    if current.is_none() && !pressure {
+        // Record the even split the hosts use until a first lease exists.
+        // From then on a host that joins has no share until a rebalance
+        // gives it one: with the split implicit, it would take part of it
+        // at once, before the others had applied their smaller parts.
+        return Some(QuotaLeases {
+            epoch: 1,
+            shares: in_force.into_iter().filter(|(_, s)| *s > 0).collect(),
+        });
+    }
     if !pressure && !departed {
         return None;
     }
@@ -133,6 +144,24 @@ mod tests {
             epoch,
             shares: shares.iter().copied().collect(),
         }
+    }
+
+    #[test]
+    fn the_first_leases_record_the_even_split_and_a_newcomer_waits_for_a_share() {
+        let quiet = usage(&[(1, 0, 0), (2, 1, 0), (3, 0, 0)], 0);
+        // Quota 4 over three hosts: 2/1/1 (the lowest id takes the rest).
+        let first = next_leases(4, &[1, 2, 3], None, &quiet).unwrap();
+        assert_eq!(first, leases(1, &[(1, 2), (2, 1), (3, 1)]));
+        // Not before every host has reported.
+        assert!(next_leases(4, &[1, 2, 3], None, &usage(&[(1, 0, 0)], 0)).is_none());
+        // Host 4 joins: it has no share, and the others keep theirs.
+        let four = usage(&[(1, 0, 0), (2, 1, 0), (3, 0, 0), (4, 0, 0)], 1);
+        assert!(next_leases(4, &[1, 2, 3, 4], Some(&first), &four).is_none());
+        // Until it is refused a permit: then it gets one, in two steps.
+        let pressed = usage(&[(1, 0, 0), (2, 1, 0), (3, 0, 0), (4, 0, 1)], 1);
+        let shrink = next_leases(4, &[1, 2, 3, 4], Some(&first), &pressed).unwrap();
+        assert_eq!(shrink.epoch, 2);
+        assert!(shrink.shares.values().sum::<u32>() < 4 && !shrink.shares.contains_key(&4));
     }
 
     #[test]
