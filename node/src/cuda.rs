@@ -438,7 +438,12 @@ impl StreamLease {
         src: &CudaSlice<T>,
         range: std::ops::Range<usize>,
     ) -> Result<Vec<T>, DeviceError> {
-        Ok(self.stream().clone_dtoh(&src.slice(range))?)
+        let out = self.stream().clone_dtoh(&src.slice(range))?;
+        // A copy into pageable host memory returns once it is done, and it
+        // is stream-ordered: everything enqueued before it has finished
+        // too, without error (or the copy would have failed).
+        self.settled.store(true, Ordering::Relaxed);
+        Ok(out)
     }
 
     /// The raw device pointer of a buffer, for launch arguments.
@@ -655,7 +660,12 @@ impl StreamLease {
     }
 
     /// Waits for everything the job enqueued.
+    /// Nothing to wait for when nothing was enqueued since the stream was
+    /// last known idle (a synchronize, or a read back, which waits).
     pub(crate) fn synchronize(&self) -> Result<(), DeviceError> {
+        if self.settled.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         self.stream().synchronize()?;
         self.settled.store(true, Ordering::Relaxed);
         Ok(())
