@@ -184,10 +184,19 @@ fn main() {
     }
 
     let noop = spec(GPU_NOOP, "gpu_noop");
-    let (raw, ours) = noop_seconds(gpu.index as usize, &mut || {
+    // The same job on the CPU backend: the guest's side of the cost
+    // (instantiate, call, host calls) without a device.
+    let noop_cpu = JobSpec {
+        accelerator: Accelerator::None,
+        ..noop.clone()
+    };
+    let (raw, ours, cpu) = noop_seconds(gpu.index as usize, &mut || {
         let t = Instant::now();
         job(&noop, Vec::new());
-        t.elapsed().as_secs_f64()
+        let on_gpu = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        job(&noop_cpu, Vec::new());
+        (on_gpu, t.elapsed().as_secs_f64())
     });
     println!(
         "no-op GPU job (alloc 1 element, vector_add, read back), median of {NOOP_RUNS}, interleaved"
@@ -199,13 +208,17 @@ fn main() {
         ours / raw,
         (ours - raw) * 1e6
     );
+    println!(
+        "  the same job on the CPU backend {:>8.1} us  (the guest's side of the cost)",
+        cpu * 1e6
+    );
 }
 
 /// Median times of the no-op GPU job's work done directly with cudarc and
 /// of `ours` (the job through the executor), run alternately so both see
 /// the same machine: medians taken minutes apart differed by half.
 #[allow(unsafe_code)] // a raw kernel launch, as the baseline
-fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> f64) -> (f64, f64) {
+fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> (f64, f64)) -> (f64, f64, f64) {
     use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
     let ctx = cudarc::driver::CudaContext::new(ordinal).expect("context");
     // SAFETY: one stream only, as in the node, which runs without tracking too.
@@ -244,11 +257,18 @@ fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> f64) -> (f64, f64) {
         once();
         ours();
     }
-    let (mut raw, mut through): (Vec<f64>, Vec<f64>) =
-        (0..NOOP_RUNS).map(|_| (once(), ours())).unzip();
-    raw.sort_by(f64::total_cmp);
-    through.sort_by(f64::total_cmp);
-    (raw[NOOP_RUNS / 2], through[NOOP_RUNS / 2])
+    let (mut raw, mut through, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..NOOP_RUNS {
+        raw.push(once());
+        let (gpu, on_cpu) = ours();
+        through.push(gpu);
+        cpu.push(on_cpu);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[NOOP_RUNS / 2]
+    };
+    (median(raw), median(through), median(cpu))
 }
 
 /// Median time of one device-to-device copy of `n` f32s (random data).

@@ -617,3 +617,44 @@ fn kernel_packs_are_stored_checked_and_run_only_on_cuda() {
         "{again:?}"
     );
 }
+
+/// A job never sees what an earlier job left in its memory: the pool
+/// zeroes a finished instance's memory (the first 64 KiB with memset,
+/// kept resident; the rest handed back) before the next job gets it.
+#[test]
+fn a_job_finds_its_memory_zeroed_whatever_the_last_job_left() {
+    const SNOOP: &str = r#"(component
+      (core module $m
+        (memory (export "memory") 4)
+        (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+        (func (export "run") (param i32 i32) (result i32)
+          ;; Return what is at 60000 (kept resident) and 200000 (beyond),
+          ;; then leave a mark at both for the next job.
+          (i32.store (i32.const 32) (i32.load (i32.const 60000)))
+          (i32.store (i32.const 36) (i32.load (i32.const 200000)))
+          (i32.store (i32.const 60000) (i32.const 0x5eed))
+          (i32.store (i32.const 200000) (i32.const 0x5eed))
+          (i32.store8 (i32.const 16) (i32.const 0))
+          (i32.store (i32.const 20) (i32.const 32))
+          (i32.store (i32.const 24) (i32.const 8))
+          (i32.const 16)))
+      (core instance $i (instantiate $m))
+      (func (export "run") (param "input" (list u8)) (result (result (list u8) (error string)))
+        (canon lift (core func $i "run") (memory $i "memory") (realloc (func $i "cabi_realloc")))))"#;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir);
+    let s = spec(exec.put_artifact(SNOOP.as_bytes()).unwrap(), 5_000);
+    for i in 0..30 {
+        let out = exec
+            .run(
+                JobId(500 + i),
+                &s,
+                Vec::new(),
+                5_000,
+                JobControl::detached(),
+            )
+            .unwrap()
+            .output;
+        assert_eq!(out, [0; 8], "job {i} saw an earlier job's memory");
+    }
+}
