@@ -100,6 +100,19 @@ fn main() {
             .expect("noop runs");
     });
 
+    // The GPU benchmark's no-op job (a buffer, a launch, a read back) on
+    // the CPU backend: the host calls' share of a small GPU job.
+    let gpu_noop = include_bytes!("guests/gpu_noop.wat");
+    let gpu_spec = JobSpec {
+        digest: exec.put_artifact(gpu_noop).expect("store gpu_noop"),
+        ..spec.clone()
+    };
+    let host_calls = median(|| {
+        n += 1;
+        exec.run(JobId(n), &gpu_spec, Vec::new(), 10_000, JobControl::detached())
+            .expect("gpu_noop runs");
+    });
+
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
@@ -111,6 +124,10 @@ fn main() {
         us(bare_pooled)
     );
     println!("  spillway executor                 {:>8.2} us", us(node));
+    println!(
+        "  gpu_noop (3 gpu calls), CPU backend {:>6.2} us",
+        us(host_calls)
+    );
     println!(
         "  ratio executor / bare: {:.2}x (default), {:.2}x (pooling); target <= 1.5x",
         node.as_secs_f64() / bare.as_secs_f64(),
