@@ -1,7 +1,9 @@
 //! The node's per-job overhead: the no-op guest run through
 //! [`Executor::run`] (pooled instance, limits, epoch deadline, host state)
 //! beside bare Wasmtime instantiate + call of the same component, in the
-//! same process and run. Prints both medians and their ratio.
+//! same process and run. Prints both medians and their ratio, and the time
+//! of the GPU benchmark's no-op job (`guests/gpu_noop.wat`: three `gpu`
+//! calls) on the CPU backend.
 //!
 //! Run: `cargo bench -p spillway-node --bench overhead`. The target is a
 //! ratio of at most 1.5.
@@ -109,8 +111,14 @@ fn main() {
     };
     let host_calls = median(|| {
         n += 1;
-        exec.run(JobId(n), &gpu_spec, Vec::new(), 10_000, JobControl::detached())
-            .expect("gpu_noop runs");
+        exec.run(
+            JobId(n),
+            &gpu_spec,
+            Vec::new(),
+            10_000,
+            JobControl::detached(),
+        )
+        .expect("gpu_noop runs");
     });
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
