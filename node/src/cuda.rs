@@ -468,6 +468,27 @@ impl StreamLease {
             })
             .collect();
         let geometry = kernel.geometry(&shape);
+        // SAFETY: the arguments match the kernel's parameter list (checked
+        // against `Kernel::params` by the caller), every buffer is at least as
+        // long as the shape arguments require, and the kernels guard their
+        // own bounds.
+        unsafe { self.launch_1d(func, args, geometry.grid, geometry.block) }
+    }
+
+    /// Launches `func` on the job's stream with `args` in order, `grid`
+    /// blocks of `block` threads.
+    ///
+    /// # Safety
+    ///
+    /// `args` must be the kernel's parameters, in order and kind, and every
+    /// pointer a buffer the kernel may use to the extent it does.
+    unsafe fn launch_1d(
+        &self,
+        func: &CudaFunction,
+        args: &[LaunchArg],
+        grid: u32,
+        block: u32,
+    ) -> Result<(), DeviceError> {
         let mut builder = self.stream().launch_builder(func);
         for a in args {
             match a {
@@ -477,14 +498,11 @@ impl StreamLease {
             };
         }
         let config = LaunchConfig {
-            grid_dim: (geometry.grid, 1, 1),
-            block_dim: (geometry.block, 1, 1),
+            grid_dim: (grid, 1, 1),
+            block_dim: (block, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: the arguments match the kernel's parameter list (checked
-        // against `Kernel::params` by the caller), every buffer is at least as
-        // long as the shape arguments require, and the kernels guard their
-        // own bounds.
+        // SAFETY: as the caller promised.
         unsafe { builder.launch(config) }?;
         Ok(())
     }
@@ -612,26 +630,12 @@ impl StreamLease {
                 out_of_memory: false,
                 poisoned: false,
             })?;
-        let mut builder = self.stream().launch_builder(func);
-        for a in args {
-            match a {
-                LaunchArg::Ptr(p) => builder.arg(p),
-                LaunchArg::F32(v) => builder.arg(v),
-                LaunchArg::U32(v) => builder.arg(v),
-            };
-        }
-        let config = LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (kernel.block, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: the arguments match the parameters the pack declares for
         // this kernel, in order and kind, and every buffer holds what the
         // manifest says the kernel reads or writes. Whether the kernel keeps
         // to its manifest is the signed publisher's promise; if it does not,
         // the context is poisoned and the node restarts (device_fault).
-        unsafe { builder.launch(config) }?;
-        Ok(())
+        unsafe { self.launch_1d(func, args, grid, kernel.block) }
     }
 
     /// Whether this GPU has the fault-test kernels.
@@ -646,21 +650,12 @@ impl StreamLease {
             out_of_memory: false,
             poisoned: false,
         })?;
-        let mut builder = self.stream().launch_builder(func);
-        builder.arg(&buffer).arg(&n);
-        let config = LaunchConfig {
-            grid_dim: (1, 1, 1),
-            block_dim: (32, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: deliberately unsound on the device (that is the test); the
         // host side passes a valid pointer and scalar.
-        unsafe { builder.launch(config) }?;
-        Ok(())
+        unsafe { self.launch_1d(func, &[LaunchArg::Ptr(buffer), LaunchArg::U32(n)], 1, 32) }
     }
 
-    /// Waits for everything the job enqueued.
-    /// Nothing to wait for when nothing was enqueued since the stream was
+    /// Waits for everything the job enqueued. Nothing to wait for when nothing was enqueued since the stream was
     /// last known idle (a synchronize, or a read back, which waits).
     pub(crate) fn synchronize(&self) -> Result<(), DeviceError> {
         if self.settled.load(Ordering::Relaxed) {
