@@ -777,7 +777,11 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
         &["tenant", "set", "metered", "--max-gpu-memory-mib", "1"],
     );
     assert!(ok, "{out}{err}");
-    let gemm = json!({"name": "gemm", "artifact": "gemm", "deadline_ms": 30_000});
+    // On the CPU backend wherever the hosts run, so the large product below
+    // lasts long enough to be seen holding its bytes (on a GPU it ends in
+    // milliseconds); buffers count the same on either backend.
+    let gemm =
+        json!({"name": "gemm", "artifact": "gemm", "deadline_ms": 30_000, "accelerator": "none"});
     api.publish(h1, &metered, "gemm", gemm).await;
     let gemm_input = |n: u32| {
         let mut input: Vec<u8> = [n, n, n].iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -112,6 +112,11 @@ impl Executor {
         self.tenant_gpu.snapshot()
     }
 
+    /// Resolves after a job next takes GPU memory.
+    pub async fn tenant_gpu_charged(&self) {
+        self.tenant_gpu.charged().await;
+    }
+
     /// What this node offers, for its `Hello`.
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {

@@ -24,6 +24,9 @@ use tracing::Instrument;
 
 /// How often a load report goes out when nothing changes.
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time between two reports of GPU memory taken, so jobs that
+/// create buffers in a tight loop do not flood the sidecar.
+const CHARGE_REPORT_GAP: Duration = Duration::from_millis(20);
 
 /// Node-wide state shared by all connections.
 #[derive(Debug)]
@@ -126,10 +129,21 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
         let (node, tx) = (node.clone(), tx.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(LOAD_INTERVAL);
+            let mut last_charge_report = tokio::time::Instant::now();
             loop {
-                tick.tick().await;
-                if tx.send(FromNode::Load(node.load())).await.is_err() {
-                    break;
+                // Each interval, and soon after a job takes GPU memory (at
+                // most every CHARGE_REPORT_GAP), so a short job's bytes are
+                // seen; the job's end reports the give-back.
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if tx.send(FromNode::Load(node.load())).await.is_err() {
+                            break;
+                        }
+                    }
+                    () = node.executor.tenant_gpu_charged() => {
+                        tokio::time::sleep_until(last_charge_report + CHARGE_REPORT_GAP).await;
+                        last_charge_report = tokio::time::Instant::now();
+                    }
                 }
                 let held = node.executor.tenant_gpu_held();
                 if tx.send(FromNode::TenantGpu(held)).await.is_err() {

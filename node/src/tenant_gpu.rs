@@ -17,9 +17,18 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub(crate) struct TenantGpuLedger {
     held: Mutex<HashMap<TenantId, u64>>,
+    /// Woken when a charge is taken, so the node reports it without
+    /// waiting for its next periodic report.
+    changed: tokio::sync::Notify,
 }
 
 impl TenantGpuLedger {
+    /// Resolves after the next charge (or at once if one came since the
+    /// last wait).
+    pub(crate) async fn charged(&self) {
+        self.changed.notified().await;
+    }
+
     /// Every tenant holding bytes here, in tenant order.
     pub(crate) fn snapshot(&self) -> Vec<(TenantId, u64)> {
         let held = self.held.lock().expect("ledger lock");
@@ -77,6 +86,8 @@ impl TenantGpuAccount {
         }
         *tenant += bytes;
         self.mine += bytes;
+        drop(held);
+        self.ledger.changed.notify_one();
         Ok(())
     }
 
