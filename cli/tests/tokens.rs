@@ -1109,24 +1109,18 @@ async fn kernel_packs_are_signed_named_by_functions_and_need_a_gpu() {
         .send()
         .await
         .unwrap();
-    let (_, cluster) = call(
-        &api.http,
-        h1,
-        &api.token,
-        reqwest::Method::GET,
-        "/v1/cluster",
-        None,
-    )
-    .await;
-    let gpus = cluster["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|m| !m["gpus"].as_array().unwrap().is_empty());
+    // Only a GPU host runs it (the function requires one): a success must
+    // come from CUDA, anything else must be no_accelerator. (The members'
+    // GPU inventory is committed a moment after their nodes are up, so it
+    // is no guide this early.)
     let status = r.status().as_u16();
+    let backend = r
+        .headers()
+        .get("spillway-backend")
+        .map(|v| v.to_str().unwrap().to_owned());
     let body = r.bytes().await.unwrap();
-    if gpus {
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    if status == 200 {
+        assert_eq!(backend.as_deref(), Some("cuda"));
         let out: Vec<f32> = body
             .chunks(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
