@@ -48,6 +48,8 @@ use tokio::sync::{OnceCell, watch};
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of one forwarded proposal.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// The least time between two catch-ups for unknown tokens.
+const CATCH_UP_GAP: Duration = Duration::from_millis(50);
 
 /// Why a change could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +95,8 @@ pub(crate) struct Control {
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     /// This host's share of each tenant's concurrency quota.
     pub(crate) quotas: Arc<crate::quota::TenantQuotas>,
-    /// When [`Control::catch_up_shared`] last asked the leader.
-    last_catch_up: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// When [`Control::catch_up_shared`] last began to ask the leader.
+    last_catch_up: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     /// Peers' load and the burst settings.
     burst: Arc<Burst>,
     /// The peers last saved to `membership.json` (saved again only when
@@ -257,16 +259,25 @@ impl Control {
     }
 
     /// [`Control::catch_up`] for requests anyone can send (an unknown
-    /// token): one at a time, and not again within 50 ms, so a flood of
+    /// token): one at a time and at most one every 50 ms, so a flood of
     /// made-up tokens costs the leader at most 20 status calls a second
-    /// from this host.
+    /// from this host. A request is answered by a catch-up that began
+    /// after it arrived (its own, or one it waited for), never by an older
+    /// one: a token made through another host just before works here.
+    /// (Returning early within the 50 ms instead made a token used here
+    /// right after its creation `invalid_token` now and then.)
     pub(crate) async fn catch_up_shared(&self) {
+        let arrived = tokio::time::Instant::now();
         let mut last = self.last_catch_up.lock().await;
-        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(50)) {
-            return;
+        if let Some(started) = *last {
+            if started >= arrived {
+                return;
+            }
+            tokio::time::sleep_until(started + CATCH_UP_GAP).await;
         }
+        let started = tokio::time::Instant::now();
         self.catch_up().await;
-        *last = Some(std::time::Instant::now());
+        *last = Some(started);
     }
 
     /// This host's own status, as peers ask for it.
