@@ -551,13 +551,7 @@ impl ControlState {
     /// the digest of one of its artifacts (another tenant's artifact is as
     /// good as absent).
     pub fn resolve_artifact(&self, tenant: &TenantId, reference: &str) -> Option<Digest> {
-        if let Some(a) = self.artifact(tenant, reference) {
-            return Some(a.digest);
-        }
-        let digest: Digest = reference.parse().ok()?;
-        self.artifacts_of(tenant)
-            .any(|a| a.digest == digest)
-            .then_some(digest)
+        self.find_artifact(tenant, reference).map(|a| a.digest)
     }
 
     /// The tenant's artifact named `reference` (or with that digest).

@@ -14,7 +14,7 @@
 //! its sidecar restarts it.
 
 use crate::bindings::gpu::{self, Device, ErrorCode, GpuError, KernelArg};
-use crate::cuda::{DeviceError, LaunchArg};
+use crate::cuda::{DeviceError, LaunchArg, StreamLease};
 use crate::state::GuestState;
 use cudarc::driver::CudaSlice;
 use spillway_kernels::{DType, Kernel, KernelError, Param};
@@ -327,6 +327,16 @@ impl gpu::HostBuffer for GuestState {
     }
 }
 
+/// Whether `arg` is of the kind `param` declares.
+fn kind_matches(arg: &KernelArg, param: Param) -> bool {
+    matches!(
+        (arg, param),
+        (KernelArg::Buf(_), Param::Buffer)
+            | (KernelArg::F32(_), Param::F32)
+            | (KernelArg::U32(_), Param::U32)
+    )
+}
+
 /// A launch whose arguments match the kernel's signature and whose buffers
 /// hold what the shape arguments require.
 struct Launch<'a> {
@@ -351,13 +361,7 @@ impl<'a> Launch<'a> {
             .into());
         }
         for (index, (arg, param)) in args.iter().zip(params).enumerate() {
-            let ok = matches!(
-                (arg, param),
-                (KernelArg::Buf(_), Param::Buffer)
-                    | (KernelArg::F32(_), Param::F32)
-                    | (KernelArg::U32(_), Param::U32)
-            );
-            if !ok {
+            if !kind_matches(arg, *param) {
                 let expected = format!("{param:?}");
                 return Err(KernelError::Argument {
                     kernel: name,
@@ -516,11 +520,7 @@ impl GuestState {
             .cuda
             .as_ref()
             .expect("launch_cuda is called with a lease");
-        let ptr = |h: &Resource<Buffer>| match self.table.get(h).map(|b| &b.data) {
-            Ok(Data::Device(s)) => lease.ptr(s),
-            Ok(Data::DeviceBits(s)) => lease.ptr(s),
-            _ => unreachable!("validated: a live device buffer"),
-        };
+        let ptr = |h: &Resource<Buffer>| self.device_ptr(lease, h);
         let dtype = |h: &Resource<Buffer>| self.table.get(h).map_or(DType::F32, |b| b.dtype);
         if l.kernel == Kernel::Gemm {
             let (a, b, c) = (ptr(l.buf(0)), ptr(l.buf(1)), ptr(l.buf(2)));
@@ -541,19 +541,27 @@ impl GuestState {
             lease.write(out, 0, &[0.0])?;
         }
         let lease = self.cuda.as_ref().expect("a lease");
-        let args: Vec<LaunchArg> = l
-            .args
-            .iter()
+        lease.launch(l.kernel, &self.launch_args(lease, l.args))
+    }
+
+    /// The device pointer of a buffer checked to be live on the job's GPU.
+    fn device_ptr(&self, lease: &StreamLease, handle: &Resource<Buffer>) -> u64 {
+        match self.table.get(handle).map(|b| &b.data) {
+            Ok(Data::Device(s)) => lease.ptr(s),
+            Ok(Data::DeviceBits(s)) => lease.ptr(s),
+            _ => unreachable!("validated: a live device buffer"),
+        }
+    }
+
+    /// `args` as a launch takes them, buffers as device pointers.
+    fn launch_args(&self, lease: &StreamLease, args: &[KernelArg]) -> Vec<LaunchArg> {
+        args.iter()
             .map(|a| match a {
-                KernelArg::Buf(h) => match self.table.get(h).map(|b| &b.data) {
-                    Ok(Data::Device(s)) => LaunchArg::Ptr(lease.ptr(s)),
-                    _ => unreachable!("validated: a live device buffer"),
-                },
+                KernelArg::Buf(h) => LaunchArg::Ptr(self.device_ptr(lease, h)),
                 KernelArg::F32(v) => LaunchArg::F32(*v),
                 KernelArg::U32(v) => LaunchArg::U32(*v),
             })
-            .collect();
-        lease.launch(l.kernel, &args)
+            .collect()
     }
 
     fn run_launch(&mut self, kernel: Kernel, args: &[KernelArg]) -> Result<(), GpuError> {

@@ -7,11 +7,9 @@
 //! What it is not: a check of what the kernel's code does (see
 //! `spillway_kernels::KernelPack`).
 
-use super::{Data, error};
+use super::{error, kind_matches};
 use crate::bindings::gpu::{ErrorCode, GpuError, KernelArg};
-use crate::cuda::LaunchArg;
 use crate::state::GuestState;
-use spillway_kernels::Param;
 
 impl GuestState {
     pub(super) fn launch_from_pack(
@@ -51,13 +49,7 @@ impl GuestState {
             })
             .collect();
         for (index, (arg, param)) in args.iter().zip(&k.params).enumerate() {
-            let kind_ok = matches!(
-                (arg, param.kind),
-                (KernelArg::Buf(_), Param::Buffer)
-                    | (KernelArg::F32(_), Param::F32)
-                    | (KernelArg::U32(_), Param::U32)
-            );
-            if !kind_ok {
+            if !kind_matches(arg, param.kind) {
                 return Err(error(
                     ErrorCode::InvalidArgument,
                     format!(
@@ -103,18 +95,7 @@ impl GuestState {
                 ),
             ));
         };
-        let launch_args: Vec<LaunchArg> = args
-            .iter()
-            .map(|a| match a {
-                KernelArg::Buf(h) => match self.table.get(h).map(|b| &b.data) {
-                    Ok(Data::Device(s)) => LaunchArg::Ptr(lease.ptr(s)),
-                    Ok(Data::DeviceBits(s)) => LaunchArg::Ptr(lease.ptr(s)),
-                    _ => unreachable!("checked above: a live buffer on the job's device"),
-                },
-                KernelArg::F32(v) => LaunchArg::F32(*v),
-                KernelArg::U32(v) => LaunchArg::U32(*v),
-            })
-            .collect();
+        let launch_args = self.launch_args(lease, args);
         let outcome = lease.launch_pack(&job_pack.digest, &job_pack.pack, k, &launch_args, grid);
         outcome.map_err(|e| self.device_error(e))
     }
