@@ -36,6 +36,10 @@ pub(crate) struct NodeLimits {
     /// digest) in DIR/node/executions.log: which jobs ran here, and how often.
     #[arg(long)]
     execution_journal: bool,
+    /// Instances made ahead of their jobs, across functions (0: off): a job
+    /// of a recently used function starts in one instead of instantiating.
+    #[arg(long, default_value_t = 4)]
+    warm_instances: u32,
 }
 
 /// `--gpus`: every GPU, or only the listed ordinals (none for an empty list).
@@ -256,6 +260,7 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         test_kernels: limits.test_kernels,
         synthetic_service: limits.synthetic_service_ms.map(Duration::from_millis),
         execution_journal: limits.execution_journal,
+        warm_instances: limits.warm_instances,
         ..NodeConfig::default()
     }
 }
@@ -303,6 +308,8 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         l.epoch_tick_ms.to_string().into(),
         "--gpus".into(),
         l.gpus.to_string().into(),
+        "--warm-instances".into(),
+        l.warm_instances.to_string().into(),
         "--stop-on-stdin-close".into(),
     ];
     if l.test_kernels {

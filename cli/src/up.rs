@@ -215,6 +215,8 @@ pub(crate) struct HostOptions {
     pub(crate) synthetic_service_ms: Option<u64>,
     /// Host N's node uses GPU N-1 only.
     pub(crate) pin_gpus: bool,
+    /// The nodes' `--warm-instances` (`None`: the default).
+    pub(crate) warm_instances: Option<u32>,
 }
 
 /// How a host of a local cluster starts.
@@ -273,6 +275,11 @@ async fn start_host(
         .args(options.pin_gpus.then(|| format!("--gpus={}", index - 1)))
         .args(
             options
+                .warm_instances
+                .map(|n| format!("--warm-instances={n}")),
+        )
+        .args(
+            options
                 .synthetic_service_ms
                 .map(|ms| format!("--synthetic-service-ms={ms}")),
         )
@@ -323,6 +330,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         test_kernels: args.test_kernels,
         synthetic_service_ms: None,
         pin_gpus: args.pin_gpus,
+        warm_instances: None,
     };
     let cluster = LocalCluster::start(args.dir, args.hosts, options).await?;
     let env = cluster.env_lines();

@@ -93,16 +93,27 @@ fn main() {
         kernel_packs: Vec::new(),
     };
     let mut id = 0u128;
-    // Wall time of one job of `spec` on `input`.
-    let mut job = |spec: &JobSpec, input: Vec<u8>| -> Duration {
+    // Wall time of one job of `spec` on `input`: to its answer, and to the
+    // end of its teardown (instance, buffers and stream freed).
+    let mut timed_job = |spec: &JobSpec, input: Vec<u8>| -> (Duration, Duration) {
         id += 1;
         let t = Instant::now();
-        let done = exec
-            .run(JobId(id), spec, input, 120_000, JobControl::detached())
-            .expect("bench job");
-        assert!(f32::from_le_bytes(done.output[..4].try_into().unwrap()).is_finite());
-        t.elapsed()
+        let mut answered = None;
+        exec.run_then(
+            JobId(id),
+            spec,
+            input,
+            120_000,
+            JobControl::detached(),
+            |outcome| {
+                answered = Some(t.elapsed());
+                let done = outcome.expect("bench job");
+                assert!(f32::from_le_bytes(done.output[..4].try_into().unwrap()).is_finite());
+            },
+        );
+        (answered.expect("every job is answered"), t.elapsed())
     };
+    let mut job = |spec: &JobSpec, input: Vec<u8>| timed_job(spec, input).0;
     // Median over REPEATS of (job(base + extra) - job(base)) / extra.
     let mut per_op = |spec: &JobSpec, input: &dyn Fn(u32) -> Vec<u8>, extra: u32| -> f64 {
         job(spec, input(1));
@@ -190,35 +201,48 @@ fn main() {
         accelerator: Accelerator::None,
         ..noop.clone()
     };
-    let (raw, ours, cpu) = noop_seconds(gpu.index as usize, &mut || {
-        let t = Instant::now();
-        job(&noop, Vec::new());
-        let on_gpu = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        job(&noop_cpu, Vec::new());
-        (on_gpu, t.elapsed().as_secs_f64())
+    let before = exec.instance_starts();
+    let [raw, ours, whole, cpu] = noop_seconds(gpu.index as usize, &mut || {
+        let (answer, whole) = timed_job(&noop, Vec::new());
+        let (on_cpu, _) = timed_job(&noop_cpu, Vec::new());
+        [answer, whole, on_cpu].map(|d| d.as_secs_f64())
     });
+    let after = exec.instance_starts();
     println!(
         "no-op GPU job (alloc 1 element, vector_add, read back), median of {NOOP_RUNS}, interleaved"
     );
-    println!("  raw cudarc                      {:>8.1} us", raw * 1e6);
     println!(
-        "  through the executor            {:>8.1} us  ({:.2}x raw, +{:.1} us)",
+        "  raw cudarc (to the value read back) {:>8.1} us",
+        raw * 1e6
+    );
+    println!(
+        "  through the executor, to its answer {:>8.1} us  ({:.2}x raw, +{:.1} us; target <= 1.5x)",
         ours * 1e6,
         ours / raw,
         (ours - raw) * 1e6
     );
     println!(
-        "  the same job on the CPU backend {:>8.1} us  (the guest's side of the cost)",
+        "    ... to the end of its teardown    {:>8.1} us  ({:.2}x raw)",
+        whole * 1e6,
+        whole / raw
+    );
+    println!(
+        "  the same job on the CPU backend     {:>8.1} us  (the guest's side of the cost)",
         cpu * 1e6
+    );
+    println!(
+        "  instances: {} jobs started warm, {} cold",
+        after.warm - before.warm,
+        after.cold - before.cold
     );
 }
 
 /// Median times of the no-op GPU job's work done directly with cudarc and
-/// of `ours` (the job through the executor), run alternately so both see
-/// the same machine: medians taken minutes apart differed by half.
+/// of the three times `ours` measures (the job through the executor), run
+/// alternately so both see the same machine: medians taken minutes apart
+/// differed by half.
 #[allow(unsafe_code)] // a raw kernel launch, as the baseline
-fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> (f64, f64)) -> (f64, f64, f64) {
+fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> [f64; 3]) -> [f64; 4] {
     use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
     let ctx = cudarc::driver::CudaContext::new(ordinal).expect("context");
     // SAFETY: one stream only, as in the node, which runs without tracking too.
@@ -257,18 +281,17 @@ fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> (f64, f64)) -> (f64, f
         once();
         ours();
     }
-    let (mut raw, mut through, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let mut times: [Vec<f64>; 4] = Default::default();
     for _ in 0..NOOP_RUNS {
-        raw.push(once());
-        let (gpu, on_cpu) = ours();
-        through.push(gpu);
-        cpu.push(on_cpu);
+        times[0].push(once());
+        for (all, t) in times[1..].iter_mut().zip(ours()) {
+            all.push(t);
+        }
     }
-    let median = |mut v: Vec<f64>| {
+    times.map(|mut v| {
         v.sort_by(f64::total_cmp);
         v[NOOP_RUNS / 2]
-    };
-    (median(raw), median(through), median(cpu))
+    })
 }
 
 /// Median time of one device-to-device copy of `n` f32s (random data).

@@ -5,6 +5,11 @@
 //! of the GPU benchmark's no-op job (`guests/gpu_noop.wat`: three `gpu`
 //! calls) on the CPU backend.
 //!
+//! The executor is timed with its warm instances on (the default: the next
+//! job's instance is made on another thread while this one runs) and off
+//! (every job instantiates its own, as bare Wasmtime does), and per job to
+//! its answer (what a caller waits for) and to the end of its teardown.
+//!
 //! Run: `cargo bench -p spillway-node --bench overhead`. The target is a
 //! ratio of at most 1.5.
 
@@ -32,6 +37,42 @@ fn bare_median(engine: &Engine, wasm: &[u8]) -> Duration {
         let (out,) = run.call(&mut store, (&[],)).expect("call");
         assert!(out.is_ok());
     })
+}
+
+/// One job of `spec`: the time to its answer and to the end of its
+/// teardown.
+fn answer_and_whole(exec: &Executor, spec: &JobSpec) -> (Duration, Duration) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let job = JobId(u128::from(
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    ));
+    let t = Instant::now();
+    let mut answered = None;
+    exec.run_then(
+        job,
+        spec,
+        Vec::new(),
+        10_000,
+        JobControl::detached(),
+        |outcome| {
+            answered = Some(t.elapsed());
+            outcome.expect("the job runs");
+        },
+    );
+    (answered.expect("every job is answered"), t.elapsed())
+}
+
+/// Medians of [`answer_and_whole`] over `SAMPLES * PER_SAMPLE` jobs.
+fn answer_medians(exec: &Executor, spec: &JobSpec) -> (Duration, Duration) {
+    let count = SAMPLES * PER_SAMPLE as usize;
+    for _ in 0..PER_SAMPLE {
+        answer_and_whole(exec, spec);
+    }
+    let (mut answers, mut wholes): (Vec<Duration>, Vec<Duration>) =
+        (0..count).map(|_| answer_and_whole(exec, spec)).unzip();
+    answers.sort();
+    wholes.sort();
+    (answers[count / 2], wholes[count / 2])
 }
 
 /// Median time of one call of `f`, over `SAMPLES` batches.
@@ -95,11 +136,23 @@ fn main() {
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
     };
-    let mut n = 0u128;
     let node = median(|| {
-        n += 1;
-        exec.run(JobId(n), &spec, Vec::new(), 10_000, JobControl::detached())
-            .expect("noop runs");
+        answer_and_whole(&exec, &spec);
+    });
+    let (noop_answer, noop_whole) = answer_medians(&exec, &spec);
+    let cold_dir = tempfile::tempdir().expect("temp dir");
+    let cold_exec = Executor::new(NodeConfig {
+        dir: cold_dir.path().to_owned(),
+        warm_instances: 0,
+        ..NodeConfig::default()
+    })
+    .expect("executor without warm instances");
+    let cold_spec = JobSpec {
+        digest: cold_exec.put_artifact(&noop).expect("store noop"),
+        ..spec.clone()
+    };
+    let cold = median(|| {
+        answer_and_whole(&cold_exec, &cold_spec);
     });
 
     // The GPU benchmark's no-op job (a buffer, a launch, a read back) on
@@ -109,17 +162,8 @@ fn main() {
         digest: exec.put_artifact(gpu_noop).expect("store gpu_noop"),
         ..spec.clone()
     };
-    let host_calls = median(|| {
-        n += 1;
-        exec.run(
-            JobId(n),
-            &gpu_spec,
-            Vec::new(),
-            10_000,
-            JobControl::detached(),
-        )
-        .expect("gpu_noop runs");
-    });
+    let (host_calls, host_calls_whole) = answer_medians(&exec, &gpu_spec);
+    let starts = exec.instance_starts();
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -132,13 +176,31 @@ fn main() {
         us(bare_pooled)
     );
     println!("  spillway executor                 {:>8.2} us", us(node));
+    println!("  spillway executor, warming off    {:>8.2} us", us(cold));
     println!(
-        "  gpu_noop (3 gpu calls), CPU backend {:>6.2} us",
-        us(host_calls)
+        "spillway executor, per job to its answer / to the end of its teardown (median of {})",
+        SAMPLES * PER_SAMPLE as usize
     );
     println!(
-        "  ratio executor / bare: {:.2}x (default), {:.2}x (pooling); target <= 1.5x",
+        "  no-op                             {:>8.2} / {:.2} us",
+        us(noop_answer),
+        us(noop_whole)
+    );
+    println!(
+        "  gpu_noop (3 gpu calls), CPU backend {:>6.2} / {:.2} us",
+        us(host_calls),
+        us(host_calls_whole)
+    );
+    println!(
+        "  instances: {} jobs started warm, {} cold (NodeConfig::warm_instances {})",
+        starts.warm,
+        starts.cold,
+        exec.config().warm_instances
+    );
+    println!(
+        "  ratio executor / bare: {:.2}x (default), {:.2}x (pooling); warming off {:.2}x (pooling); target <= 1.5x",
         node.as_secs_f64() / bare.as_secs_f64(),
-        node.as_secs_f64() / bare_pooled.as_secs_f64()
+        node.as_secs_f64() / bare_pooled.as_secs_f64(),
+        cold.as_secs_f64() / bare_pooled.as_secs_f64()
     );
 }

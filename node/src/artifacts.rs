@@ -34,8 +34,17 @@ pub(crate) struct ArtifactCache {
 /// An artifact ready for use.
 #[derive(Clone)]
 enum Loaded {
-    Component(JobGuestPre<GuestState>),
+    Component(Prepared),
     Pack(Arc<KernelPack>),
+}
+
+/// A component ready to instantiate.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub(crate) pre: JobGuestPre<GuestState>,
+    /// Instantiating it runs no guest code, so an instance may be made
+    /// before its job (see `warm`).
+    pub(crate) warmable: bool,
 }
 
 impl std::fmt::Debug for ArtifactCache {
@@ -145,15 +154,19 @@ impl ArtifactCache {
     }
 
     /// Compiles and links `bytes` against the job world.
-    fn prepare(&self, bytes: &[u8]) -> Result<JobGuestPre<GuestState>, Failure> {
+    fn prepare(&self, bytes: &[u8]) -> Result<Prepared, Failure> {
         let component =
             Component::new(&self.engine, bytes).map_err(|e| invalid("not a valid component", e))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| invalid("imports do not match spillway:runtime/job-guest", e))?;
-        JobGuestPre::new(pre)
-            .map_err(|e| invalid("exports do not match spillway:runtime/job-guest", e))
+        let pre = JobGuestPre::new(pre)
+            .map_err(|e| invalid("exports do not match spillway:runtime/job-guest", e))?;
+        Ok(Prepared {
+            pre,
+            warmable: crate::warm::runs_no_code_at_instantiation(bytes),
+        })
     }
 
     /// Validates and stores an artifact, returning its digest. A kernel
@@ -212,9 +225,9 @@ impl ArtifactCache {
     }
 
     /// The pre-instantiated component for `digest`.
-    pub(crate) fn get(&self, digest: &Digest) -> Result<JobGuestPre<GuestState>, Failure> {
+    pub(crate) fn get(&self, digest: &Digest) -> Result<Prepared, Failure> {
         match self.loaded(digest)? {
-            Loaded::Component(pre) => Ok(pre),
+            Loaded::Component(prepared) => Ok(prepared),
             Loaded::Pack(_) => Err(Failure::InvalidArtifact {
                 reason: format!("{digest} is a kernel pack, not a component"),
             }),

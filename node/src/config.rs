@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// Record every job's start in `dir/executions.log` (see the
     /// `journal` module).
     pub execution_journal: bool,
+    /// Instances made ahead of their jobs, across components (see the
+    /// `warm` module); 0 turns warming off.
+    pub warm_instances: u32,
 }
 
 impl Default for NodeConfig {
@@ -53,6 +56,7 @@ impl Default for NodeConfig {
             test_kernels: false,
             synthetic_service: None,
             execution_journal: false,
+            warm_instances: 4,
         }
     }
 }
@@ -68,6 +72,8 @@ pub enum ConfigError {
     EpochTick(Duration),
     #[error("max_wasm_stack_bytes must be between 64 KiB and 64 MiB, got {0}")]
     Stack(usize),
+    #[error("warm_instances must be at most 1024, got {0}")]
+    WarmInstances(u32),
 }
 
 impl NodeConfig {
@@ -84,6 +90,9 @@ impl NodeConfig {
         }
         if !(64 * 1024..=64 << 20).contains(&self.max_wasm_stack_bytes) {
             return Err(ConfigError::Stack(self.max_wasm_stack_bytes));
+        }
+        if self.warm_instances > 1024 {
+            return Err(ConfigError::WarmInstances(self.warm_instances));
         }
         Ok(self)
     }

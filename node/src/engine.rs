@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Instances the pool holds beyond the configured slots: pre-validation of
-/// uploads and short bursts while a finished job's instance is dropped.
+/// Instances the pool holds beyond the slots and the warm instances:
+/// pre-validation of uploads, and a finished job's instance while it is
+/// dropped.
 const SPARE_INSTANCES: u32 = 8;
 
 /// Bytes of each memory and table kept resident (zeroed) between jobs.
@@ -20,7 +21,7 @@ const PER_COMPONENT: u32 = 8;
 /// Builds the engine: component model, pooling allocator sized from the
 /// slots, epoch interruption and the native stack limit.
 pub(crate) fn build(config: &NodeConfig) -> Result<Engine, NodeError> {
-    let instances = config.slots + SPARE_INSTANCES;
+    let instances = config.slots + SPARE_INSTANCES + config.warm_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances * PER_COMPONENT)

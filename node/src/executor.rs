@@ -14,12 +14,13 @@ use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
 use crate::state::{GuestState, JobPack};
 use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
+use crate::warm::WarmPool;
 use crate::{NodeConfig, NodeError};
 use spillway_proto::{
     Accelerator, Backend, Capabilities, Completion, Digest, Failure, JobId, JobSpec, Refusal,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -50,6 +51,17 @@ impl JobControl {
     }
 }
 
+/// How jobs got their instances (see [`Executor::instance_starts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InstanceStarts {
+    /// Jobs that started in an instance made ahead of them.
+    pub warm: u64,
+    /// Jobs that instantiated their own.
+    pub cold: u64,
+    /// Warm instances ready now.
+    pub ready: u32,
+}
+
 /// Why the epoch callback stopped a guest.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 enum Interrupted {
@@ -69,6 +81,17 @@ pub struct Executor {
     journal: Option<ExecutionJournal>,
     /// `gpu` buffer bytes each tenant's running jobs hold here.
     tenant_gpu: Arc<TenantGpuLedger>,
+    /// Instances made ahead of their jobs.
+    warm: WarmPool,
+    /// Jobs between the start of `run_then` and the end of their teardown.
+    in_flight: AtomicU32,
+    /// A job asks for a warm instance for the next one only while at most
+    /// this many jobs are in flight, itself included: one fewer than the
+    /// slots or the cores, whichever is less, but at least 1. A busier
+    /// node has no spare core to make it on, and making it on a core a job
+    /// needs costs more than it saves (measured: 15% of the no-op
+    /// throughput on 2 cores).
+    warm_upto: u32,
     _ticker: EpochTicker,
 }
 
@@ -82,6 +105,18 @@ impl Executor {
             .map_err(|e| NodeError::Engine(format!("{e:?}")))?;
         let cache = ArtifactCache::open(&config.dir, engine.clone(), linker)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        let waiting = GuestLimits {
+            memory_bytes: config.max_memory_bytes as usize,
+            table_elements: config.max_table_elements as usize,
+            largest_memory: 0,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let warm_upto = config.slots.min(cores).saturating_sub(1).max(1);
+        let warm = WarmPool::start(
+            engine.clone(),
+            config.warm_instances as usize,
+            Box::new(move |engine| job_store(engine, GuestState::waiting(waiting))),
+        );
         let cuda = open_cuda(&config).map(Arc::new);
         let journal = match config.execution_journal {
             true => {
@@ -103,6 +138,9 @@ impl Executor {
             cuda,
             journal,
             tenant_gpu: Arc::default(),
+            warm,
+            in_flight: AtomicU32::new(0),
+            warm_upto,
             _ticker: ticker,
         })
     }
@@ -115,6 +153,17 @@ impl Executor {
     /// Resolves after a job next takes GPU memory.
     pub async fn tenant_gpu_charged(&self) {
         self.tenant_gpu.charged().await;
+    }
+
+    /// Jobs that started in a warm instance and jobs that instantiated
+    /// their own, since the node started, and the instances ready now.
+    pub fn instance_starts(&self) -> InstanceStarts {
+        let starts = self.warm.starts();
+        InstanceStarts {
+            warm: starts.warm.load(Ordering::Relaxed),
+            cold: starts.cold.load(Ordering::Relaxed),
+            ready: self.warm.held() as u32,
+        }
     }
 
     /// What this node offers, for its `Hello`.
@@ -158,7 +207,7 @@ impl Executor {
         self.cache.resident()
     }
 
-    /// Runs a job to its end on this thread.
+    /// Runs a job to its end on this thread and returns its outcome.
     pub fn run(
         &self,
         job: JobId,
@@ -167,7 +216,49 @@ impl Executor {
         remaining_ms: u64,
         control: JobControl,
     ) -> Result<Completion, Failure> {
+        let mut outcome = None;
+        self.run_then(job, spec, input, remaining_ms, control, |o| {
+            outcome = Some(o);
+        });
+        outcome.expect("run_then delivers every outcome")
+    }
+
+    /// Runs a job to its end on this thread, hands its outcome to `deliver`
+    /// as soon as it is known, and only then frees what the job held (its
+    /// instance, buffers, stream, tenant bytes), before returning. The
+    /// answer does not wait for the teardown; whoever counts slots should
+    /// count this one taken until `run_then` returns.
+    pub fn run_then(
+        &self,
+        job: JobId,
+        spec: &JobSpec,
+        input: Vec<u8>,
+        remaining_ms: u64,
+        control: JobControl,
+        deliver: impl FnOnce(Result<Completion, Failure>),
+    ) {
         let _span = tracing::info_span!("guest", job = %job, function = %spec.function).entered();
+        let _in_flight = InFlight::enter(&self.in_flight);
+        let (outcome, teardown) = match self.start(job, spec, input, remaining_ms, control) {
+            Ok(Started::Guest(started)) => self.finish(job, spec, started),
+            Ok(Started::Done(outcome)) => (outcome, None),
+            Err(failure) => (Err(failure), None),
+        };
+        deliver(outcome);
+        self.warm.wake();
+        drop(teardown);
+    }
+
+    /// Everything up to a guest ready to call: its stream, artifacts,
+    /// state, and instance (warm, or made now).
+    fn start(
+        &self,
+        job: JobId,
+        spec: &JobSpec,
+        input: Vec<u8>,
+        remaining_ms: u64,
+        control: JobControl,
+    ) -> Result<Started, Failure> {
         // Required: a GPU stream now, or the job is refused. Preferred: a
         // stream at the job's first `gpu` call if one is free, else the CPU
         // (so a job that never calls `gpu` holds no GPU and says `cpu`).
@@ -187,7 +278,10 @@ impl Executor {
                 deadline_ms: spec.deadline_ms,
             });
         }
-        let pre = self.cache.get(&spec.digest)?;
+        let prepared = self
+            .cache
+            .get(&spec.digest)
+            .inspect_err(|_| self.warm.forget(&spec.digest))?;
         let packs = spec
             .kernel_packs
             .iter()
@@ -208,7 +302,7 @@ impl Executor {
                 })?;
         }
         if let Some(service) = self.config.synthetic_service {
-            return crate::synthetic::serve(
+            return Ok(Started::Done(crate::synthetic::serve(
                 job,
                 input,
                 service,
@@ -216,7 +310,7 @@ impl Executor {
                 spec.deadline_ms,
                 &control.cancel,
                 self.config.epoch_tick,
-            );
+            )));
         }
         let memory_limit = match spec.memory_limit_bytes {
             0 => self.config.max_memory_bytes,
@@ -230,6 +324,7 @@ impl Executor {
             limits: GuestLimits {
                 memory_bytes: memory_limit as usize,
                 table_elements: self.config.max_table_elements as usize,
+                largest_memory: 0,
             },
             control,
             started,
@@ -250,23 +345,55 @@ impl Executor {
             packs,
             device_fault: None,
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        let (mut store, guest, waiting) =
+            match self
+                .warm
+                .take(&spec.digest, &prepared, memory_limit as usize, {
+                    self.in_flight.load(Ordering::Relaxed) <= self.warm_upto
+                }) {
+                Some(warm) => {
+                    let mut store = warm.store;
+                    // The job's state goes in before any guest code runs;
+                    // what instantiation grew still counts against it.
+                    let largest_memory = store.data().limits.largest_memory;
+                    let waiting = std::mem::replace(store.data_mut(), state);
+                    store.data_mut().limits.largest_memory = largest_memory;
+                    (store, Ok(warm.guest), Some(waiting))
+                }
+                None => {
+                    let mut store = job_store(&self.engine, state);
+                    let guest = prepared.pre.instantiate(&mut store);
+                    (store, guest, None)
+                }
+            };
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            let s = ctx.data();
-            if s.control.cancel.load(Ordering::Relaxed) {
-                return Err(wasmtime::Error::new(Interrupted::Cancelled));
-            }
-            if Instant::now() >= s.deadline {
-                return Err(wasmtime::Error::new(Interrupted::Deadline));
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
+        Ok(Started::Guest(Box::new(Running {
+            store,
+            guest,
+            input,
+            started,
+            memory_limit,
+            waiting,
+        })))
+    }
 
-        let outcome = pre
-            .instantiate(&mut store)
-            .and_then(|guest| guest.call_run(&mut store, &input));
+    /// Calls the guest, settles its stream and classifies the outcome;
+    /// returns it with what the job holds, to free after the answer.
+    fn finish(
+        &self,
+        job: JobId,
+        spec: &JobSpec,
+        running: Box<Running>,
+    ) -> (Result<Completion, Failure>, Option<Teardown>) {
+        let Running {
+            mut store,
+            guest,
+            input,
+            started,
+            memory_limit,
+            waiting,
+        } = *running;
+        let outcome = guest.and_then(|guest| guest.call_run(&mut store, &input));
         let state = store.data_mut();
         if let Some(lease) = &state.cuda
             && let Err(e) = lease.synchronize()
@@ -275,33 +402,99 @@ impl Executor {
             state.device_fault.get_or_insert(e.message);
         }
         let exec_us = started.elapsed().as_micros() as u64;
-        if let Some(message) = state.device_fault.clone() {
-            return Err(Failure::DeviceFault { message });
-        }
         let state = store.data();
-        match outcome {
-            Ok(Ok(output)) => {
-                if state.emitted + output.len() as u64 > state.max_output {
-                    return Err(Failure::Trap {
+        let result = if let Some(message) = state.device_fault.clone() {
+            Err(Failure::DeviceFault { message })
+        } else {
+            match outcome {
+                Ok(Ok(output)) if state.emitted + output.len() as u64 > state.max_output => {
+                    Err(Failure::Trap {
                         reason: format!(
                             "output of {} bytes exceeds the limit of {} bytes",
                             state.emitted + output.len() as u64,
                             state.max_output
                         ),
-                    });
+                    })
                 }
-                Ok(Completion {
+                Ok(Ok(output)) => Ok(Completion {
                     job,
                     output,
                     exec_us,
                     backend: state.gpu_backend(),
                     gpu: state.cuda.as_ref().map(|lease| lease.device().index),
-                })
+                }),
+                Ok(Err(message)) => Err(Failure::GuestError { message }),
+                Err(e) => Err(classify(&e, spec, memory_limit)),
             }
-            Ok(Err(message)) => Err(Failure::GuestError { message }),
-            Err(e) => Err(classify(&e, spec, memory_limit)),
-        }
+        };
+        let teardown = Teardown {
+            _store: store,
+            _waiting: waiting,
+        };
+        (result, Some(teardown))
     }
+}
+
+/// Counts a job in flight until dropped.
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How far [`Executor::start`] got.
+enum Started {
+    /// A guest ready to call.
+    Guest(Box<Running>),
+    /// Served without a guest (benchmark mode).
+    Done(Result<Completion, Failure>),
+}
+
+/// What a finished job holds until its answer is out. Dropping it frees
+/// the instance, the job's buffers, its stream and its tenant bytes.
+struct Teardown {
+    // The store first: buffers go before anything they were charged to.
+    _store: Store<GuestState>,
+    _waiting: Option<GuestState>,
+}
+
+/// A job's store and instance, between instantiation and the call.
+struct Running {
+    store: Store<GuestState>,
+    guest: wasmtime::Result<JobGuest>,
+    input: Arc<Vec<u8>>,
+    started: Instant,
+    memory_limit: u64,
+    /// The state a warm instance waited in, dropped with the rest.
+    waiting: Option<GuestState>,
+}
+
+/// A store for one job (or a warm instance waiting for one): its limits,
+/// and the epoch callback that ends it on cancel or deadline.
+fn job_store(engine: &Engine, state: GuestState) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        let s = ctx.data();
+        if s.control.cancel.load(Ordering::Relaxed) {
+            return Err(wasmtime::Error::new(Interrupted::Cancelled));
+        }
+        if Instant::now() >= s.deadline {
+            return Err(wasmtime::Error::new(Interrupted::Deadline));
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store
 }
 
 /// Opens the GPUs the configuration allows; any failure leaves the node

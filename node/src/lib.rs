@@ -36,9 +36,10 @@ pub mod server;
 mod state;
 mod synthetic;
 mod tenant_gpu;
+mod warm;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::NodeError;
-pub use executor::{Executor, JobControl};
+pub use executor::{Executor, InstanceStarts, JobControl};
 pub use journal::JOURNAL_FILE;
 pub use server::run;

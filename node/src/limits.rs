@@ -20,6 +20,10 @@ pub(crate) struct LimitExceeded {
 pub(crate) struct GuestLimits {
     pub(crate) memory_bytes: usize,
     pub(crate) table_elements: usize,
+    /// The largest memory size granted so far, in bytes (for a warm
+    /// instance: what instantiation created, checked against its job's
+    /// limit before the job runs in it).
+    pub(crate) largest_memory: usize,
 }
 
 impl ResourceLimiter for GuestLimits {
@@ -36,6 +40,7 @@ impl ResourceLimiter for GuestLimits {
                 limit: self.memory_bytes,
             }));
         }
+        self.largest_memory = self.largest_memory.max(desired);
         Ok(true)
     }
 

@@ -10,8 +10,8 @@ use crate::executor::{Executor, JobControl};
 use crate::frames;
 use crate::{NodeConfig, NodeError};
 use spillway_proto::{
-    Execute, Failure, FromNode, Hello, JobId, LoadReport, MAX_FRAME_LEN, PROTOCOL_VERSION, Refusal,
-    ToNode,
+    Completion, Execute, Failure, FromNode, Hello, JobId, LoadReport, MAX_FRAME_LEN,
+    PROTOCOL_VERSION, Refusal, ToNode,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +22,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
+/// How long a job waits for a slot that a finished job is still freeing
+/// before it is refused with `slots_exhausted`.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// How often a load report goes out when nothing changes.
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// The least time between two reports of GPU memory taken, so jobs that
@@ -38,9 +41,33 @@ struct Node {
 }
 
 impl Node {
+    /// The message that answers `job`, counted and logged.
+    fn reply(&self, job: JobId, outcome: Result<Completion, Failure>, exec_us: u64) -> FromNode {
+        match outcome {
+            Ok(done) => {
+                self.completed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(exec_us = done.exec_us, "job completed");
+                FromNode::Completed(done)
+            }
+            Err(failure) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(code = failure.code(), "job failed: {failure}");
+                FromNode::Failed {
+                    job,
+                    failure,
+                    exec_us,
+                }
+            }
+        }
+    }
+
     fn load(&self) -> LoadReport {
         let slots = self.executor.config().slots;
+        let starts = self.executor.instance_starts();
         LoadReport {
+            warm_starts: starts.warm,
+            cold_starts: starts.cold,
+            warm_ready: starts.ready,
             slots,
             running: slots - self.slots.available_permits() as u32,
             completed: self.completed.load(Ordering::Relaxed),
@@ -230,21 +257,31 @@ fn handle(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, msg: ToNod
 
 fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Execute) {
     let job = exec.job;
-    let Ok(permit) = node.slots.clone().try_acquire_owned() else {
-        let failure = Refusal::SlotsExhausted { retry_after_ms: 10 }.into();
-        let _ = tx.try_send(FromNode::Failed {
-            job,
-            failure,
-            exec_us: 0,
-        });
-        return;
-    };
     let cancel = Arc::new(AtomicBool::new(false));
     jobs.lock().expect("jobs lock").insert(job, cancel.clone());
     let (node, jobs, tx) = (node.clone(), jobs.clone(), tx.clone());
     let span = tracing::info_span!("node.execute", job = %job, function = %exec.spec.function);
     tokio::spawn(
         async move {
+            // The sidecar sends no more jobs than there are slots, but a
+            // job whose answer is out may still be freeing what it held:
+            // wait for that rather than refuse.
+            let permit =
+                match tokio::time::timeout(SLOT_WAIT, node.slots.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        jobs.lock().expect("jobs lock").remove(&job);
+                        let failure = Refusal::SlotsExhausted { retry_after_ms: 10 }.into();
+                        let _ = tx
+                            .send(FromNode::Failed {
+                                job,
+                                failure,
+                                exec_us: 0,
+                            })
+                            .await;
+                        return;
+                    }
+                };
             let _ = tx.send(FromNode::Load(node.load())).await;
             let chunks = tx.clone();
             let control = JobControl {
@@ -255,7 +292,13 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
             };
             let worker = node.clone();
             let span = tracing::Span::current();
-            let (outcome, exec_us) = tokio::task::spawn_blocking(move || {
+            let answers = tx.clone();
+            let delivered = Arc::new(AtomicBool::new(false));
+            let delivered_here = delivered.clone();
+            // The answer goes out from the job's thread as soon as the
+            // outcome is known; the job's instance, buffers and stream are
+            // freed after it, while the slot is still held.
+            let answered = tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
                 let Execute {
                     job,
@@ -264,38 +307,43 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
                     remaining_ms,
                 } = exec;
                 let started = std::time::Instant::now();
-                let outcome = worker
+                let mut answered = None;
+                worker
                     .executor
-                    .run(job, &spec, input, remaining_ms, control);
-                (outcome, started.elapsed().as_micros() as u64)
+                    .run_then(job, &spec, input, remaining_ms, control, |outcome| {
+                        let exec_us = started.elapsed().as_micros() as u64;
+                        let reply = worker.reply(job, outcome, exec_us);
+                        let poisoned = reports_device_fault(&reply);
+                        delivered_here.store(true, Ordering::Release);
+                        answered = Some((answers.blocking_send(reply).is_ok(), poisoned));
+                    });
+                answered
             })
-            .await
-            .unwrap_or_else(|e| {
-                let message = format!("job panicked: {e}");
-                (Err(Failure::Internal { message }), 0)
-            });
+            .await;
             drop(permit);
             jobs.lock().expect("jobs lock").remove(&job);
-            let reply = match outcome {
-                Ok(done) => {
-                    node.completed.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(exec_us = done.exec_us, "job completed");
-                    FromNode::Completed(done)
+            let (sent, poisoned) = match answered {
+                Ok(Some(answered)) => answered,
+                // A panic after the answer (while freeing): the answer
+                // stands.
+                Err(e) if delivered.load(Ordering::Acquire) => {
+                    tracing::error!(%job, "job panicked after its answer: {e}");
+                    (true, false)
                 }
-                Err(failure) => {
-                    node.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(code = failure.code(), "job failed: {failure}");
-                    FromNode::Failed {
-                        job,
-                        failure,
-                        exec_us,
-                    }
+                // A panic before it: say so.
+                Ok(None) | Err(_) => {
+                    let message = match answered {
+                        Err(e) => format!("job panicked: {e}"),
+                        Ok(_) => "job ended without an outcome".to_owned(),
+                    };
+                    tracing::error!(%job, "{message}");
+                    let reply = node.reply(job, Err(Failure::Internal { message }), 0);
+                    (tx.send(reply).await.is_ok(), false)
                 }
             };
-            let poisoned = reports_device_fault(&reply);
             // After a device fault the writer exits the process once the
             // answer is written; with no writer left, exit here.
-            if tx.send(reply).await.is_err() && poisoned {
+            if !sent && poisoned {
                 exit_after_device_fault();
             }
             let _ = tx.send(FromNode::Load(node.load())).await;

@@ -60,6 +60,36 @@ impl std::fmt::Debug for GuestState {
 }
 
 impl GuestState {
+    /// The state a warm instance waits in until its job arrives (see
+    /// `warm`): no input, no GPU, the node's limits, a deadline far off.
+    /// No guest code runs in it; the job's own state replaces it first.
+    pub(crate) fn waiting(limits: GuestLimits) -> Self {
+        let now = Instant::now();
+        Self {
+            job: JobId(0),
+            input: std::sync::Arc::default(),
+            limits,
+            control: JobControl::detached(),
+            started: now,
+            deadline: now + std::time::Duration::from_secs(24 * 3600),
+            emitted: 0,
+            max_output: 0,
+            chunks: 0,
+            table: ResourceTable::new(),
+            gpu_bytes: 0,
+            gpu_limit: 0,
+            tenant_gpu: crate::tenant_gpu::TenantGpuAccount::open(
+                std::sync::Arc::default(),
+                spillway_proto::TenantId::admin(),
+                Some(0),
+            ),
+            gpu_pool: None,
+            cuda: None,
+            packs: Vec::new(),
+            device_fault: None,
+        }
+    }
+
     /// Milliseconds until the deadline (0 once passed).
     pub(crate) fn remaining_ms(&self) -> u64 {
         self.deadline
@@ -73,32 +103,23 @@ impl GuestState {
     /// A job state for host-function tests: 1 MiB of memory, a minute of
     /// deadline, `gpu_limit` bytes of buffers, on `cuda` or the CPU.
     pub(crate) fn for_test(gpu_limit: u64, cuda: Option<StreamLease>) -> Self {
-        let now = Instant::now();
+        let limits = GuestLimits {
+            memory_bytes: 1 << 20,
+            table_elements: 100,
+            largest_memory: 0,
+        };
         Self {
             job: JobId(1),
-            input: std::sync::Arc::default(),
-            limits: GuestLimits {
-                memory_bytes: 1 << 20,
-                table_elements: 100,
-            },
-            control: JobControl::detached(),
-            started: now,
-            deadline: now + std::time::Duration::from_secs(60),
-            emitted: 0,
+            deadline: Instant::now() + std::time::Duration::from_secs(60),
             max_output: 1 << 20,
-            chunks: 0,
-            table: ResourceTable::new(),
-            gpu_bytes: 0,
             gpu_limit,
             tenant_gpu: crate::tenant_gpu::TenantGpuAccount::open(
                 std::sync::Arc::default(),
                 spillway_proto::TenantId::admin(),
                 None,
             ),
-            gpu_pool: None,
             cuda,
-            packs: Vec::new(),
-            device_fault: None,
+            ..Self::waiting(limits)
         }
     }
 }

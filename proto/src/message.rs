@@ -81,6 +81,12 @@ pub struct LoadReport {
     pub running: u32,
     pub completed: u64,
     pub failed: u64,
+    /// Jobs that started in an instance made ahead of them, and jobs that
+    /// instantiated their own, since the node started.
+    pub warm_starts: u64,
+    pub cold_starts: u64,
+    /// Instances made ahead of their jobs, ready now.
+    pub warm_ready: u32,
 }
 
 /// What a job asks of the cluster; the scheduler's input.

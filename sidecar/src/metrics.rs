@@ -33,6 +33,17 @@ pub(crate) struct Metrics {
     tenant_gpu_bytes: Family<TenantLabel, Gauge>,
     /// Tenants that have had a value, so one whose jobs ended reads 0.
     tenants_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Jobs by how they got their instance (`warm` or `cold`).
+    instance_starts: Family<StartLabel, Counter>,
+    /// The node's counts at the last scrape, to add only what is new.
+    starts_seen: std::sync::Mutex<(u64, u64)>,
+    warm_ready: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StartLabel {
+    /// `warm`: an instance made ahead of the job; `cold`: made by the job.
+    pub(crate) start: &'static str,
 }
 
 impl Metrics {
@@ -79,9 +90,24 @@ impl Metrics {
             "GPU buffer bytes each tenant's running jobs hold on this host's node",
             tenant_gpu_bytes.clone(),
         );
+        let instance_starts = Family::<StartLabel, Counter>::default();
+        registry.register(
+            "instance_starts",
+            "Jobs by how they got their instance: warm (made ahead of the job) or cold",
+            instance_starts.clone(),
+        );
+        let warm_ready = Gauge::default();
+        registry.register(
+            "warm_instances",
+            "Instances made ahead of their jobs, ready on this host's node",
+            warm_ready.clone(),
+        );
         Self {
             tenant_gpu_bytes,
             tenants_seen: std::sync::Mutex::default(),
+            instance_starts,
+            starts_seen: std::sync::Mutex::default(),
+            warm_ready,
             registry,
             jobs,
             latency,
@@ -126,6 +152,21 @@ impl Metrics {
         }
     }
 
+    /// Adds the node's instance starts since the last call (its counts
+    /// start again from 0 when it restarts) and sets the ready gauge.
+    pub(crate) fn set_instance_starts(&self, load: &spillway_proto::LoadReport) {
+        let mut seen = self.starts_seen.lock().expect("metrics lock");
+        let (warm, cold) = (load.warm_starts, load.cold_starts);
+        let new = |now: u64, before: u64| if now >= before { now - before } else { now };
+        for (start, n) in [("warm", new(warm, seen.0)), ("cold", new(cold, seen.1))] {
+            self.instance_starts
+                .get_or_create(&StartLabel { start })
+                .inc_by(n);
+        }
+        *seen = (warm, cold);
+        self.warm_ready.set(i64::from(load.warm_ready));
+    }
+
     /// The Prometheus text exposition.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
@@ -154,5 +195,30 @@ mod tests {
             m.render()
                 .contains("spillway_tenant_gpu_memory_bytes{tenant=\"acme\"} 0")
         );
+    }
+
+    #[test]
+    fn instance_starts_add_up_across_reports_and_a_node_restart() {
+        let m = Metrics::new();
+        let load = |warm, cold, ready| spillway_proto::LoadReport {
+            warm_starts: warm,
+            cold_starts: cold,
+            warm_ready: ready,
+            ..Default::default()
+        };
+        m.set_instance_starts(&load(5, 2, 1));
+        m.set_instance_starts(&load(9, 3, 2));
+        // The node restarted: its counts began again.
+        m.set_instance_starts(&load(1, 1, 0));
+        let text = m.render();
+        assert!(
+            text.contains("spillway_instance_starts_total{start=\"warm\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spillway_instance_starts_total{start=\"cold\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("spillway_warm_instances 0"), "{text}");
     }
 }

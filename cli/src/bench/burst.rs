@@ -25,6 +25,7 @@ pub(crate) async fn run(slots: u32, service_ms: u64, seconds: u64) -> anyhow::Re
         test_kernels: false,
         synthetic_service_ms: Some(service_ms),
         pin_gpus: false,
+        warm_instances: None,
     };
     let cluster = LocalCluster::start(None, 3, options).await?;
     let result = measure(&cluster, slots, service_ms, seconds).await;

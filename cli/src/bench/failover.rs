@@ -37,6 +37,7 @@ pub(crate) async fn run(runs: usize) -> anyhow::Result<ExitCode> {
         test_kernels: false,
         synthetic_service_ms: None,
         pin_gpus: false,
+        warm_instances: None,
     };
     let mut times = Vec::with_capacity(runs);
     for run in 1..=runs {

@@ -42,6 +42,7 @@ pub(crate) async fn run(
     requests: usize,
     slots: u32,
     guest: BenchGuest,
+    warm_instances: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
     let options = HostOptions {
         slots,
@@ -49,6 +50,7 @@ pub(crate) async fn run(
         test_kernels: false,
         synthetic_service_ms: None,
         pin_gpus: false,
+        warm_instances,
     };
     let cluster = LocalCluster::start(None, 1, options).await?;
     let result = measure(&cluster, guest, &concurrency, requests).await;

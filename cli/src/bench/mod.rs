@@ -39,6 +39,9 @@ pub(crate) enum BenchCommand {
         /// buffer, one kernel launch, read back; needs a GPU).
         #[arg(long, default_value = "noop")]
         guest: http::BenchGuest,
+        /// The node's warm instances (default: the host's default).
+        #[arg(long)]
+        warm_instances: Option<u32>,
     },
     /// Leader failover on three loopback hosts: `kill -9` of the leader's
     /// `spillway host` process to the first write committed through a
@@ -96,7 +99,8 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             requests,
             slots,
             guest,
-        } => http::run(concurrency, requests, slots, guest).await,
+            warm_instances,
+        } => http::run(concurrency, requests, slots, guest, warm_instances).await,
         BenchCommand::Failover { runs } => failover::run(runs).await,
         BenchCommand::ControlLog {
             requests,

@@ -248,7 +248,11 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.metrics.queue_depth.set(i64::from(app.queue.depth()));
     app.metrics.running.set(i64::from(app.queue.running()));
     app.metrics.idempotency_keys.set(app.outcomes.len() as i64);
-    app.metrics.set_tenant_gpu(&app.link.status().tenant_gpu);
+    let status = app.link.status();
+    app.metrics.set_tenant_gpu(&status.tenant_gpu);
+    if let Some((load, _)) = status.load {
+        app.metrics.set_instance_starts(&load);
+    }
     (
         [(
             header::CONTENT_TYPE,
