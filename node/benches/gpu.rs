@@ -24,8 +24,8 @@
 //!   with cudarc (alloc, launch, copy back). The full HTTP path is measured
 //!   by `spillway bench http --guest gpu-noop`.
 //!
-//! Run: `cargo bench -p spillway-node --bench gpu` (torch is looked up as
-//! `python3 -c 'import torch'`).
+//! Run: `cargo bench -p spillway-node --bench gpu [-- gemm|elementwise|noop]`
+//! (only the parts named; torch is looked up as `python3 -c 'import torch'`).
 
 use spillway_node::{Executor, JobControl, NodeConfig};
 use spillway_proto::{Accelerator, JobId, JobSpec, TenantId};
@@ -67,6 +67,13 @@ print(statistics.median(times))
 "#;
 
 fn main() {
+    // `cargo bench --bench gpu -- noop` runs only the parts named (gemm,
+    // elementwise, noop); no name runs them all.
+    let names: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |part: &str| names.is_empty() || names.iter().any(|n| n == part);
     let dir = tempfile::tempdir().expect("temp dir");
     let exec = Executor::new(NodeConfig {
         dir: dir.path().to_owned(),
@@ -135,65 +142,74 @@ fn main() {
         gpu.memory_bytes >> 30,
         gpu.compute_capability
     );
-    let gemm = spec(GEMM_BENCH, "gemm_bench");
-    let flop = 2.0 * f64::from(N).powi(3);
-    for (dtype, name, torch_dtype, extra) in GEMMS {
-        let input = |iters: u32| {
-            [N, iters, dtype]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        };
-        let ours = per_op(&gemm, &input, extra);
-        println!("{name} gemm {N}x{N}x{N} (A, B, C {name}; f32 accumulation), median of {REPEATS}");
-        println!(
-            "  spillway guest (gpu.gemm)  {:>8.3} ms  {:>6.1} TFLOP/s",
-            ours * 1e3,
-            flop / ours / 1e12
-        );
-        match torch_ms(torch_dtype, extra) {
-            Some(ms) => {
-                let torch = ms / 1e3;
-                println!(
-                    "  torch.matmul               {:>8.3} ms  {:>6.1} TFLOP/s",
-                    ms,
-                    flop / torch / 1e12
-                );
-                println!(
-                    "  ratio (spillway / torch throughput): {:.3} (target >= 0.9)",
-                    torch / ours
-                );
+    if wanted("gemm") {
+        let gemm = spec(GEMM_BENCH, "gemm_bench");
+        let flop = 2.0 * f64::from(N).powi(3);
+        for (dtype, name, torch_dtype, extra) in GEMMS {
+            let input = |iters: u32| {
+                [N, iters, dtype]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            };
+            let ours = per_op(&gemm, &input, extra);
+            println!(
+                "{name} gemm {N}x{N}x{N} (A, B, C {name}; f32 accumulation), median of {REPEATS}"
+            );
+            println!(
+                "  spillway guest (gpu.gemm)  {:>8.3} ms  {:>6.1} TFLOP/s",
+                ours * 1e3,
+                flop / ours / 1e12
+            );
+            match torch_ms(torch_dtype, extra) {
+                Some(ms) => {
+                    let torch = ms / 1e3;
+                    println!(
+                        "  torch.matmul               {:>8.3} ms  {:>6.1} TFLOP/s",
+                        ms,
+                        flop / torch / 1e12
+                    );
+                    println!(
+                        "  ratio (spillway / torch throughput): {:.3} (target >= 0.9)",
+                        torch / ours
+                    );
+                }
+                None => println!("  torch.matmul: unavailable (python3 with torch not found)"),
             }
-            None => println!("  torch.matmul: unavailable (python3 with torch not found)"),
         }
     }
 
-    let copy = copy_seconds(gpu.index as usize, ELEMENTS as usize);
-    let copy_gbs = 8.0 * f64::from(ELEMENTS) / copy / 1e9;
-    println!("elementwise, {ELEMENTS} f32 elements, median of {REPEATS}");
-    println!(
-        "  device-to-device copy (cudarc)  {:>8.1} us  {:>7.0} GB/s",
-        copy * 1e6,
-        copy_gbs
-    );
-    let elementwise = spec(ELEMENTWISE_BENCH, "elementwise_bench");
-    for (kernel, name) in [(0u32, "vector_add"), (1, "saxpy")] {
-        let input = |iters: u32| {
-            [kernel, ELEMENTS, iters]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        };
-        let t = per_op(&elementwise, &input, LAUNCHES);
-        let gbs = 12.0 * f64::from(ELEMENTS) / t / 1e9;
+    if wanted("elementwise") {
+        let copy = copy_seconds(gpu.index as usize, ELEMENTS as usize);
+        let copy_gbs = 8.0 * f64::from(ELEMENTS) / copy / 1e9;
+        println!("elementwise, {ELEMENTS} f32 elements, median of {REPEATS}");
         println!(
-            "  {name:<10} through the guest   {:>8.1} us  {:>7.0} GB/s  {:.0}% of the copy (target >= 80%)",
-            t * 1e6,
-            gbs,
-            100.0 * gbs / copy_gbs
+            "  device-to-device copy (cudarc)  {:>8.1} us  {:>7.0} GB/s",
+            copy * 1e6,
+            copy_gbs
         );
+        let elementwise = spec(ELEMENTWISE_BENCH, "elementwise_bench");
+        for (kernel, name) in [(0u32, "vector_add"), (1, "saxpy")] {
+            let input = |iters: u32| {
+                [kernel, ELEMENTS, iters]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            };
+            let t = per_op(&elementwise, &input, LAUNCHES);
+            let gbs = 12.0 * f64::from(ELEMENTS) / t / 1e9;
+            println!(
+                "  {name:<10} through the guest   {:>8.1} us  {:>7.0} GB/s  {:.0}% of the copy (target >= 80%)",
+                t * 1e6,
+                gbs,
+                100.0 * gbs / copy_gbs
+            );
+        }
     }
 
+    if !wanted("noop") {
+        return;
+    }
     let noop = spec(GPU_NOOP, "gpu_noop");
     // The same job on the CPU backend: the guest's side of the cost
     // (instantiate, call, host calls) without a device.
