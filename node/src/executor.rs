@@ -245,10 +245,8 @@ impl Executor {
             Err(failure) => (Err(failure), None),
         };
         deliver(outcome);
-        drop(teardown);
-        // The next instance is made after this teardown, not during it, so
-        // the two do not contend for the instance pool.
         self.warm.wake();
+        drop(teardown);
     }
 
     /// Everything up to a guest ready to call: its stream, artifacts,
