@@ -2,42 +2,15 @@
 
 use spillway_kernels::DType;
 use spillway_node::{Executor, JobControl, NodeConfig};
-use spillway_proto::{Accelerator, Digest, Failure, JobId, JobSpec, TenantId};
+use spillway_proto::{Digest, Failure, JobId, JobSpec, TenantId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-fn guest(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../examples/guests/{name}.wat",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+mod common;
+use common::{guest, spec};
 
 fn executor(dir: &tempfile::TempDir) -> Executor {
-    Executor::new(NodeConfig {
-        dir: dir.path().to_owned(),
-        slots: 2,
-        max_memory_bytes: 64 << 20,
-        ..NodeConfig::default()
-    })
-    .unwrap()
-}
-
-fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
-    JobSpec {
-        tenant: TenantId::admin(),
-        function: "test".into(),
-        digest,
-        // The CPU reference backend: these tests compare results exactly.
-        accelerator: Accelerator::None,
-        deadline_ms,
-        memory_limit_bytes: 16 << 20,
-        idempotent: false,
-        placement: Default::default(),
-        tenant_gpu_bytes: None,
-        kernel_packs: Vec::new(),
-    }
+    common::executor(dir, NodeConfig::default().warm_instances)
 }
 
 fn run(exec: &Executor, name: &str, input: &[u8]) -> Result<Vec<u8>, Failure> {

@@ -3,45 +3,14 @@
 //! deadline and cancel flag; components that run code at instantiation are
 //! never warmed; `warm_instances: 0` turns it off.
 
-use spillway_node::{Executor, InstanceStarts, JobControl, NodeConfig};
-use spillway_proto::{Accelerator, Digest, Failure, JobId, JobSpec, TenantId};
+use spillway_node::{Executor, InstanceStarts, JobControl};
+use spillway_proto::{Failure, JobId, JobSpec};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn guest(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../examples/guests/{name}.wat",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn executor(dir: &tempfile::TempDir, warm_instances: u32) -> Executor {
-    Executor::new(NodeConfig {
-        dir: dir.path().to_owned(),
-        slots: 2,
-        max_memory_bytes: 64 << 20,
-        warm_instances,
-        ..NodeConfig::default()
-    })
-    .unwrap()
-}
-
-fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
-    JobSpec {
-        tenant: TenantId::admin(),
-        function: "test".into(),
-        digest,
-        accelerator: Accelerator::None,
-        deadline_ms,
-        memory_limit_bytes: 16 << 20,
-        idempotent: false,
-        placement: Default::default(),
-        tenant_gpu_bytes: None,
-        kernel_packs: Vec::new(),
-    }
-}
+mod common;
+use common::{executor, guest, spec};
 
 fn run(exec: &Executor, spec: &JobSpec, input: &[u8]) -> Result<Vec<u8>, Failure> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
