@@ -220,3 +220,42 @@ fn a_warm_instance_is_one_no_job_ran_in() {
     }
     assert_eq!(exec.instance_starts().warm, 19);
 }
+
+/// Jobs of three components from four threads at once, with room for two
+/// warm instances: the components take turns evicting each other's, and
+/// every job still gets its own answer.
+#[test]
+fn concurrent_jobs_of_several_components_share_a_small_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(common::executor(&dir, 2));
+    let specs: Arc<Vec<(JobSpec, &'static str)>> = Arc::new(
+        [("echo", "echo"), ("uppercase", "upper"), ("noop", "noop")]
+            .into_iter()
+            .map(|(name, kind)| (spec(exec.put_artifact(&guest(name)).unwrap(), 5_000), kind))
+            .collect(),
+    );
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let (exec, specs) = (exec.clone(), specs.clone());
+            std::thread::spawn(move || {
+                for i in 0..100u32 {
+                    let (spec, kind) = &specs[((t + i) % 3) as usize];
+                    let input = format!("thread {t} job {i}");
+                    let out = run(&exec, spec, input.as_bytes()).unwrap();
+                    let want = match *kind {
+                        "echo" => input.clone().into_bytes(),
+                        "upper" => input.to_uppercase().into_bytes(),
+                        _ => Vec::new(),
+                    };
+                    assert_eq!(out, want, "{kind} for {input}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let starts = exec.instance_starts();
+    assert_eq!(starts.warm + starts.cold, 400);
+    assert!(starts.ready <= 2, "{starts:?}");
+}
