@@ -507,57 +507,14 @@ impl StreamLease {
         Ok(())
     }
 
-    /// `C = alpha·A(m×k)·B(k×n) + beta·C`, row-major, through cuBLAS. The
-    /// pointers come from buffers checked to hold m·k, k·n and m·n elements;
-    /// `c` aliases neither `a` nor `b`.
+    /// `C = alpha·A(m×k)·B(k×n) + beta·C`, row-major, through cuBLAS
+    /// (`cublasGemmEx`, compute type 32F: f32 accumulation, no TF32). A
+    /// and B are of type `ab` (f32, or bf16/f16 on the tensor cores) and C
+    /// of type `c_type` (f32, or `ab`). The pointers come from buffers of
+    /// those types checked to hold m·k, k·n and m·n elements; `c` aliases
+    /// neither `a` nor `b`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f32,
-        a: u64,
-        b: u64,
-        beta: f32,
-        c: u64,
-    ) -> Result<(), DeviceError> {
-        use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
-        let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
-        self.gpu.ctx.bind_to_thread()?;
-        self.settled.store(false, Ordering::Relaxed);
-        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: swap the operands
-        // and the m/n dimensions; leading dimensions are the row lengths.
-        // SAFETY: see the doc comment; the handle is bound to this lease's
-        // stream.
-        unsafe {
-            cudarc::cublas::result::sgemm(
-                *self.slot().blas.handle(),
-                CUBLAS_OP_N,
-                CUBLAS_OP_N,
-                n,
-                m,
-                k,
-                &alpha,
-                b as *const f32,
-                n,
-                a as *const f32,
-                k,
-                &beta,
-                c as *mut f32,
-                n,
-            )
-        }?;
-        Ok(())
-    }
-
-    /// `C = alpha·A(m×k)·B(k×n) + beta·C` with 16-bit A and B (`ab`) and
-    /// C of type `c_type` (`f32` or `ab`), accumulating in `f32` on the
-    /// tensor cores (`cublasGemmEx`, compute type 32F). The pointers come
-    /// from buffers of those types checked to hold m·k, k·n and m·n
-    /// elements; `c` aliases neither `a` nor `b`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn gemm_16(
         &self,
         (m, n, k): (usize, usize, usize),
         alpha: f32,
@@ -580,7 +537,8 @@ impl StreamLease {
         let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
         self.gpu.ctx.bind_to_thread()?;
         self.settled.store(false, Ordering::Relaxed);
-        // Row-major C = A·B as column-major Cᵀ = Bᵀ·Aᵀ, as in `gemm`.
+        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: swap the operands
+        // and the m/n dimensions; leading dimensions are the row lengths.
         // SAFETY: see the doc comment; alpha and beta are f32 as compute
         // type 32F requires, and the handle is bound to this lease's stream.
         unsafe {

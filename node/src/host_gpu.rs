@@ -526,10 +526,8 @@ impl GuestState {
             let (a, b, c) = (ptr(l.buf(0)), ptr(l.buf(1)), ptr(l.buf(2)));
             let (m, n, k) = (l.usize(3), l.usize(4), l.usize(5));
             let (alpha, beta) = (l.f32(6), l.f32(7));
-            return match dtype(l.buf(0)) {
-                DType::F32 => lease.gemm(m, n, k, alpha, a, b, beta, c),
-                ab => lease.gemm_16((m, n, k), alpha, a, b, ab, beta, c, dtype(l.buf(2))),
-            };
+            let (ab, c_type) = (dtype(l.buf(0)), dtype(l.buf(2)));
+            return lease.gemm((m, n, k), alpha, a, b, ab, beta, c, c_type);
         }
         if l.kernel == Kernel::ReduceSum {
             // The kernel accumulates into out[0].
