@@ -11,8 +11,10 @@ pub struct NodeConfig {
     pub socket: PathBuf,
     /// State directory: the artifact cache lives in `dir/artifacts`.
     pub dir: PathBuf,
-    /// Jobs run at once. Each slot is a pooled instance; more jobs are refused
-    /// with `slots_exhausted` (the sidecar queues in front of the node).
+    /// Jobs run at once. Each slot is a pooled instance; a job that finds
+    /// none free within a second is refused with `slots_exhausted` (the
+    /// sidecar queues in front of the node, so that happens only while a
+    /// finished job is still being freed).
     pub slots: u32,
     /// The largest linear memory (and `gpu` buffer total) any job may use.
     pub max_memory_bytes: u64,

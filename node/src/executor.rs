@@ -1,4 +1,5 @@
-//! Runs one job: instantiate from the pool, call `run`, classify the outcome.
+//! Runs one job: take a warm instance or instantiate from the pool, call
+//! `run`, classify the outcome, answer, then free what the job held.
 //!
 //! The executor is synchronous on purpose: a job runs on the calling thread
 //! (the server gives each one a blocking thread) and is interrupted by the
