@@ -5,8 +5,8 @@
 //! (and asks for another), or instantiates its own and asks for one, so the
 //! next job of `D` finds one ready. Instantiating (pool slots, memory and
 //! table set-up, data segments) is then off the job's path: for the
-//! smallest GPU job it was about a third of what the executor adds to the
-//! device work.
+//! smallest GPU job on the CPU backend it was 1.3 of 3.9 µs on the build
+//! machine.
 //!
 //! Isolation is what it is without them: every job still runs in an
 //! instance no other job has run in. Only components whose instantiation
