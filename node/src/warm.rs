@@ -30,7 +30,7 @@ use crate::bindings::{JobGuest, JobGuestPre};
 use crate::state::GuestState;
 use spillway_proto::Digest;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -93,6 +93,17 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     starts: Starts,
+    /// Set (under the lock) while the warmer waits for wishes.
+    waiting: AtomicBool,
+    /// `state.wanted.len()`, kept with it under the lock, for
+    /// [`WarmPool::wake`] to read without the lock.
+    pending: AtomicUsize,
+}
+
+impl Shared {
+    fn wanted_changed(&self, state: &State) {
+        self.pending.store(state.wanted.len(), Ordering::Release);
+    }
 }
 
 #[derive(Default)]
@@ -118,6 +129,8 @@ impl WarmPool {
             state: Mutex::default(),
             wake: Condvar::new(),
             starts: Starts::default(),
+            waiting: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
         });
         let thread = (budget > 0).then(|| {
             let shared = shared.clone();
@@ -169,6 +182,7 @@ impl WarmPool {
                 state.wanted.pop_front();
             }
             state.wanted.push_back((*digest, pre.clone()));
+            self.shared.wanted_changed(&state);
         }
         drop(state);
         match taken {
@@ -184,10 +198,14 @@ impl WarmPool {
         }
     }
 
-    /// Lets the warmer make what was asked for. Called off the job's path
-    /// (waking a thread costs a system call).
+    /// Lets the warmer make what was asked for. Called off the job's path.
+    /// Waking a thread costs a system call, so this is a no-op while the
+    /// warmer is at work (it looks again before it waits) or nothing is
+    /// asked for (as on a busy node); it takes no lock.
     pub(crate) fn wake(&self) {
-        if self.shared.budget > 0 {
+        if self.shared.waiting.load(Ordering::Acquire)
+            && self.shared.pending.load(Ordering::Acquire) > 0
+        {
             self.shared.wake.notify_one();
         }
     }
@@ -196,6 +214,7 @@ impl WarmPool {
     pub(crate) fn forget(&self, digest: &Digest) {
         let mut state = self.shared.state.lock().expect("warm pool lock");
         state.wanted.retain(|(d, _)| d != digest);
+        self.shared.wanted_changed(&state);
         if let Some(ready) = state.ready.remove(digest) {
             state.held -= ready.instances.len();
         }
@@ -228,13 +247,16 @@ fn warmer(shared: &Shared, engine: &Engine, make_store: &MakeStore) {
             continue;
         }
         let Some((digest, pre)) = state.wanted.pop_front() else {
+            shared.waiting.store(true, Ordering::Release);
             state = shared
                 .wake
                 .wait_timeout(state, IDLE / 4)
                 .expect("warm pool lock")
                 .0;
+            shared.waiting.store(false, Ordering::Release);
             continue;
         };
+        shared.wanted_changed(&state);
         let evicted = match state.held < shared.budget {
             true => None,
             false => match evict_least_recent(&mut state, &digest) {
@@ -262,6 +284,7 @@ fn warmer(shared: &Shared, engine: &Engine, make_store: &MakeStore) {
                 // stop asking for this component.
                 tracing::debug!(%digest, "warm instantiation failed: {e:#}");
                 state.wanted.retain(|(d, _)| *d != digest);
+                shared.wanted_changed(&state);
             }
         }
     }
