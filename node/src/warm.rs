@@ -95,14 +95,17 @@ struct Shared {
     starts: Starts,
     /// Set (under the lock) while the warmer waits for wishes.
     waiting: AtomicBool,
-    /// `state.wanted.len()`, kept with it under the lock, for
-    /// [`WarmPool::wake`] to read without the lock.
+    /// `state.wanted.len()` and `state.held`, published under the lock
+    /// after each change, for [`WarmPool::wake`] and the load reports to
+    /// read without it.
     pending: AtomicUsize,
+    held: AtomicUsize,
 }
 
 impl Shared {
-    fn wanted_changed(&self, state: &State) {
+    fn publish(&self, state: &State) {
         self.pending.store(state.wanted.len(), Ordering::Release);
+        self.held.store(state.held, Ordering::Release);
     }
 }
 
@@ -131,6 +134,7 @@ impl WarmPool {
             starts: Starts::default(),
             waiting: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
         });
         let thread = (budget > 0).then(|| {
             let shared = shared.clone();
@@ -149,7 +153,7 @@ impl WarmPool {
 
     /// Instances ready now, across components.
     pub(crate) fn held(&self) -> usize {
-        self.shared.state.lock().expect("warm pool lock").held
+        self.shared.held.load(Ordering::Acquire)
     }
 
     /// Takes a ready instance of `digest` whose initial memory fits
@@ -175,6 +179,7 @@ impl WarmPool {
         });
         if taken.is_some() {
             state.held -= 1;
+            self.shared.publish(&state);
         }
         if wish {
             // Bounded: a warmer that cannot keep up drops the oldest wishes.
@@ -182,7 +187,7 @@ impl WarmPool {
                 state.wanted.pop_front();
             }
             state.wanted.push_back((*digest, pre.clone()));
-            self.shared.wanted_changed(&state);
+            self.shared.publish(&state);
         }
         drop(state);
         match taken {
@@ -214,9 +219,10 @@ impl WarmPool {
     pub(crate) fn forget(&self, digest: &Digest) {
         let mut state = self.shared.state.lock().expect("warm pool lock");
         state.wanted.retain(|(d, _)| d != digest);
-        self.shared.wanted_changed(&state);
+        self.shared.publish(&state);
         if let Some(ready) = state.ready.remove(digest) {
             state.held -= ready.instances.len();
+            self.shared.publish(&state);
         }
     }
 }
@@ -241,6 +247,7 @@ fn warmer(shared: &Shared, engine: &Engine, make_store: &MakeStore) {
         }
         let idle = expire_idle(&mut state);
         if !idle.is_empty() {
+            shared.publish(&state);
             drop(state);
             drop(idle);
             state = shared.state.lock().expect("warm pool lock");
@@ -256,11 +263,14 @@ fn warmer(shared: &Shared, engine: &Engine, make_store: &MakeStore) {
             shared.waiting.store(false, Ordering::Release);
             continue;
         };
-        shared.wanted_changed(&state);
+        shared.publish(&state);
         let evicted = match state.held < shared.budget {
             true => None,
             false => match evict_least_recent(&mut state, &digest) {
-                Some(w) => Some(w),
+                Some(w) => {
+                    shared.publish(&state);
+                    Some(w)
+                }
                 // Everything held is this component's: it has enough.
                 None => continue,
             },
@@ -277,6 +287,7 @@ fn warmer(shared: &Shared, engine: &Engine, make_store: &MakeStore) {
                 });
                 ready.instances.push(instance);
                 state.held += 1;
+                shared.publish(&state);
             }
             Ok(_) => {}
             Err(e) => {
@@ -284,7 +295,7 @@ fn warmer(shared: &Shared, engine: &Engine, make_store: &MakeStore) {
                 // stop asking for this component.
                 tracing::debug!(%digest, "warm instantiation failed: {e:#}");
                 state.wanted.retain(|(d, _)| *d != digest);
-                shared.wanted_changed(&state);
+                shared.publish(&state);
             }
         }
     }
