@@ -1,19 +1,25 @@
 //! The content-addressed artifact cache.
 //!
 //! Artifacts live on disk as `dir/artifacts/<blake3 hex>.wasm` (components)
-//! or `.pack` (kernel packs) and survive restarts. In memory the cache keeps
-//! each component pre-instantiated (`InstancePre`, imports already resolved
-//! against the host), so a job pays only for instantiation, never for
-//! compilation or linking after the first use, and each kernel pack parsed.
+//! or `.pack` (kernel packs) and survive restarts. A component's compiled
+//! code is kept beside them (`compiled`), so it is compiled once per host.
+//! In memory the cache keeps each component pre-instantiated
+//! (`InstancePre`, imports already resolved against the host), so a job
+//! pays only for instantiation, never for compilation or linking after the
+//! first use, and each kernel pack parsed. Jobs that need a component not
+//! yet loaded wait for one load: the first compiles, the rest use it.
 //!
 //! A component is accepted only if it compiles and fits the `job-guest`
-//! world: imports the host provides, exports `run` with the right type. A
-//! kernel pack only if its manifest is valid ([`KernelPack::parse`]); on a
-//! GPU host the executor also compiles it before saying yes. Anything else
-//! is `invalid_artifact` with the reason.
+//! world: every import one the node provides (`imports`; else
+//! `unsupported_import` naming it), the rest typed as the host's, and `run`
+//! exported with the right type. A kernel pack only if its manifest is
+//! valid ([`KernelPack::parse`]); on a GPU host the executor also compiles
+//! it before saying yes. Anything else is `invalid_artifact` with the
+//! reason.
 
 use crate::NodeError;
 use crate::bindings::JobGuestPre;
+use crate::compiled::{self, CompiledCache};
 use crate::state::GuestState;
 use spillway_kernels::KernelPack;
 use spillway_proto::{ArtifactKind, Digest, Failure};
@@ -22,13 +28,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
     engine: Engine,
     linker: Linker<GuestState>,
+    compiled: CompiledCache,
     loaded: Mutex<HashMap<Digest, Loaded>>,
+    /// One lock per artifact being loaded, so concurrent first uses load
+    /// (compile) it once.
+    loading: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
 }
 
 /// An artifact ready for use.
@@ -65,21 +75,32 @@ fn invalid(what: &str, e: wasmtime::Error) -> Failure {
 
 impl ArtifactCache {
     pub(crate) fn open(
-        dir: &Path,
+        state_dir: &Path,
         engine: Engine,
         linker: Linker<GuestState>,
+        keep_compiled: bool,
     ) -> Result<Self, NodeError> {
-        let dir = dir.join("artifacts");
+        let dir = state_dir.join("artifacts");
         std::fs::create_dir_all(&dir).map_err(|source| NodeError::Io {
             what: "cannot create the artifact cache",
             path: dir.clone(),
             source,
         })?;
+        let compiled =
+            CompiledCache::open(state_dir, &engine, keep_compiled).map_err(|source| {
+                NodeError::Io {
+                    what: "cannot create the compiled-code cache in",
+                    path: state_dir.to_path_buf(),
+                    source,
+                }
+            })?;
         Ok(Self {
             dir,
             engine,
             linker,
+            compiled,
             loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
         })
     }
 
@@ -119,6 +140,7 @@ impl ArtifactCache {
         let path = self.path(digest);
         let removed = std::fs::remove_file(&path).is_ok();
         self.loaded.lock().expect("cache lock").remove(digest);
+        self.compiled.forget(digest);
         tracing::error!(%digest, path = %path.display(), removed, "the stored copy of an artifact is damaged; discarded");
         Failure::InvalidArtifact {
             reason: format!(
@@ -141,10 +163,11 @@ impl ArtifactCache {
             .collect()
     }
 
-    /// Validates `bytes` as the kind they claim to be.
-    fn load(&self, bytes: &[u8]) -> Result<Loaded, Failure> {
+    /// Validates `bytes` (whose digest is `digest`) as the kind they claim
+    /// to be.
+    fn load(&self, digest: &Digest, bytes: &[u8]) -> Result<Loaded, Failure> {
         match ArtifactKind::of(bytes) {
-            ArtifactKind::Component => self.prepare(bytes).map(Loaded::Component),
+            ArtifactKind::Component => self.prepare(digest, bytes).map(Loaded::Component),
             ArtifactKind::KernelPack => KernelPack::parse(bytes)
                 .map(|p| Loaded::Pack(Arc::new(p)))
                 .map_err(|e| Failure::InvalidArtifact {
@@ -153,10 +176,33 @@ impl ArtifactCache {
         }
     }
 
-    /// Compiles and links `bytes` against the job world.
-    fn prepare(&self, bytes: &[u8]) -> Result<Prepared, Failure> {
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| invalid("not a valid component", e))?;
+    /// Compiles (or loads the compiled code of) `bytes` and links it
+    /// against the job world.
+    fn prepare(&self, digest: &Digest, bytes: &[u8]) -> Result<Prepared, Failure> {
+        let started = std::time::Instant::now();
+        let (component, source) = self
+            .compiled
+            .component(&self.engine, digest, bytes)
+            .map_err(|e| invalid("not a valid component", e))?;
+        let component_type = component.component_type();
+        let names: Vec<&str> = component_type
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .collect();
+        if let Some(import) = crate::imports::first_unsupported(names.iter().copied()) {
+            self.compiled.forget(digest);
+            return Err(Failure::UnsupportedImport {
+                import: import.to_owned(),
+            });
+        }
+        match source {
+            compiled::Source::Compiled => {
+                tracing::info!(%digest, bytes = bytes.len(), ms = started.elapsed().as_millis() as u64, "component compiled")
+            }
+            compiled::Source::Disk => {
+                tracing::debug!(%digest, ms = started.elapsed().as_millis() as u64, "compiled component loaded from disk")
+            }
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -186,7 +232,18 @@ impl ArtifactCache {
         {
             return Ok(digest);
         }
-        let loaded = self.load(bytes)?;
+        let lock = self.loading_lock(&digest);
+        let _loading = lock.lock().unwrap_or_else(|e| e.into_inner());
+        // A concurrent upload of the same bytes may have stored them.
+        if self
+            .loaded
+            .lock()
+            .expect("cache lock")
+            .contains_key(&digest)
+        {
+            return Ok(digest);
+        }
+        let loaded = self.load(&digest, bytes)?;
         if let Loaded::Pack(pack) = &loaded {
             check_pack(&digest, pack)?;
         }
@@ -205,9 +262,23 @@ impl ArtifactCache {
         Ok(digest)
     }
 
+    /// The lock that makes concurrent loads of `digest` one load.
+    fn loading_lock(&self, digest: &Digest) -> Arc<Mutex<()>> {
+        let mut loading = self.loading.lock().expect("cache lock");
+        // Locks nobody holds or waits for are dropped as we go.
+        loading.retain(|_, lock| Arc::strong_count(lock) > 1);
+        loading.entry(*digest).or_default().clone()
+    }
+
     /// `digest` ready for use, loaded from disk on first use after a
-    /// restart.
+    /// restart (its compiled code too, where this node compiled it before).
     fn loaded(&self, digest: &Digest) -> Result<Loaded, Failure> {
+        if let Some(l) = self.loaded.lock().expect("cache lock").get(digest) {
+            return Ok(l.clone());
+        }
+        let lock = self.loading_lock(digest);
+        let _loading = lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Whoever held the lock before us may have loaded it.
         if let Some(l) = self.loaded.lock().expect("cache lock").get(digest) {
             return Ok(l.clone());
         }
@@ -216,7 +287,7 @@ impl ArtifactCache {
         if Digest::of(&bytes) != *digest {
             return Err(self.discard(digest));
         }
-        let loaded = self.load(&bytes)?;
+        let loaded = self.load(digest, &bytes)?;
         self.loaded
             .lock()
             .expect("cache lock")

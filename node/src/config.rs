@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a node runs. `Default` assumes a developer machine: 4 slots, 256 MiB
-/// per job, deadlines enforced to within 10 ms.
+/// per job, deadlines enforced to within 10 ms, components as large as an
+/// interpreter (32 core instances), 1000 log lines a job.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// The Unix socket the node listens on for its sidecar.
@@ -41,6 +42,23 @@ pub struct NodeConfig {
     /// Instances made ahead of their jobs, across components (see the
     /// `warm` module); 0 turns warming off.
     pub warm_instances: u32,
+    /// Core module instances one component may hold. Toolchains make
+    /// several: componentize-py 14 (the interpreter, its libraries, the
+    /// WASI adapter and shims), componentize-js a few.
+    pub max_core_instances_per_component: u32,
+    /// Linear memories one component may hold (each counts against the
+    /// job's one memory limit).
+    pub max_memories_per_component: u32,
+    /// Tables one component may hold.
+    pub max_tables_per_component: u32,
+    /// Lines one job may write to the host's log (`job.log`, stdout and
+    /// stderr together); later lines are dropped after one marker.
+    pub guest_log_lines: u32,
+    /// Bytes one job may write to the host's log.
+    pub guest_log_bytes: u64,
+    /// Keep compiled components on disk (`dir/compiled`) so a component is
+    /// compiled once per host, not once per node start (see `compiled`).
+    pub compiled_cache: bool,
 }
 
 impl Default for NodeConfig {
@@ -59,6 +77,12 @@ impl Default for NodeConfig {
             synthetic_service: None,
             execution_journal: false,
             warm_instances: 4,
+            max_core_instances_per_component: 32,
+            max_memories_per_component: 8,
+            max_tables_per_component: 8,
+            guest_log_lines: 1000,
+            guest_log_bytes: 256 << 10,
+            compiled_cache: true,
         }
     }
 }
@@ -76,7 +100,28 @@ pub enum ConfigError {
     Stack(usize),
     #[error("warm_instances must be at most 1024, got {0}")]
     WarmInstances(u32),
+    #[error("{what} must be between 1 and {max}, got {got}")]
+    PerComponent {
+        what: &'static str,
+        got: u32,
+        max: u32,
+    },
+    #[error(
+        "the instance pool would reserve {reserve_gib} GiB of address space (at most {max_gib} GiB): lower slots, warm_instances, max_memories_per_component or max_memory_bytes"
+    )]
+    PoolReservation { reserve_gib: u64, max_gib: u64 },
+    #[error("guest_log_lines and guest_log_bytes must be at least 1")]
+    GuestLog,
 }
+
+/// Address space the instance pool may reserve: half of x86-64's 128 TiB
+/// user space, leaving the rest to the process.
+const MAX_POOL_RESERVATION: u64 = 64 << 40;
+
+/// Instances the pool holds beyond the slots and the warm instances:
+/// pre-validation of uploads, and a finished job's instance while it is
+/// dropped.
+pub(crate) const SPARE_INSTANCES: u32 = 8;
 
 impl NodeConfig {
     /// Checks every value, returning the config unchanged when it is usable.
@@ -96,7 +141,53 @@ impl NodeConfig {
         if self.warm_instances > 1024 {
             return Err(ConfigError::WarmInstances(self.warm_instances));
         }
+        for (what, got, max) in [
+            (
+                "max_core_instances_per_component",
+                self.max_core_instances_per_component,
+                256,
+            ),
+            (
+                "max_memories_per_component",
+                self.max_memories_per_component,
+                64,
+            ),
+            (
+                "max_tables_per_component",
+                self.max_tables_per_component,
+                256,
+            ),
+        ] {
+            if !(1..=max).contains(&got) {
+                return Err(ConfigError::PerComponent { what, got, max });
+            }
+        }
+        let reserve = self.pool_reservation();
+        if reserve > MAX_POOL_RESERVATION {
+            return Err(ConfigError::PoolReservation {
+                reserve_gib: reserve >> 30,
+                max_gib: MAX_POOL_RESERVATION >> 30,
+            });
+        }
+        if self.guest_log_lines == 0 || self.guest_log_bytes == 0 {
+            return Err(ConfigError::GuestLog);
+        }
         Ok(self)
+    }
+
+    /// Component instances the pool holds.
+    pub(crate) fn pool_instances(&self) -> u32 {
+        self.slots + SPARE_INSTANCES + self.warm_instances
+    }
+
+    /// The address space the pool's linear memories reserve, at most: each
+    /// memory slot is Wasmtime's 4 GiB reservation (or the largest memory,
+    /// if larger) plus a guard region.
+    pub(crate) fn pool_reservation(&self) -> u64 {
+        let memories =
+            u64::from(self.pool_instances()) * u64::from(self.max_memories_per_component);
+        let slot = self.max_memory_bytes.max(4 << 30) + (32 << 20);
+        memories * slot
     }
 }
 
@@ -112,5 +203,34 @@ mod tests {
             ..NodeConfig::default()
         };
         assert_eq!(bad.validate().unwrap_err(), ConfigError::Slots(0));
+        let bad = NodeConfig {
+            max_core_instances_per_component: 0,
+            ..NodeConfig::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            ConfigError::PerComponent {
+                what: "max_core_instances_per_component",
+                got: 0,
+                max: 256
+            }
+        );
+    }
+
+    #[test]
+    fn the_pool_reservation_is_checked_as_a_whole() {
+        // 1024 slots of 64 memories each would reserve about 260 TiB.
+        let big = NodeConfig {
+            slots: 1024,
+            max_memories_per_component: 64,
+            ..NodeConfig::default()
+        };
+        assert!(matches!(
+            big.validate().unwrap_err(),
+            ConfigError::PoolReservation { .. }
+        ));
+        // The defaults reserve (4 + 8 + 4) * 8 slots of about 4 GiB.
+        let reserve = NodeConfig::default().pool_reservation();
+        assert_eq!(reserve, 128 * ((4 << 30) + (32 << 20)));
     }
 }

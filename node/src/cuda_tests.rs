@@ -336,7 +336,7 @@ fn device_memory_is_accounted_and_checked_before_launch() {
     let Some(mut s) = gpu_state("device_memory_is_accounted_and_checked_before_launch") else {
         return;
     };
-    s.gpu_limit = 4096;
+    s.limits.memory_bytes = 4096;
     let a = s.create(512).unwrap();
     let e = s.create(1024).unwrap_err();
     assert!(matches!(e.code, ErrorCode::OutOfMemory), "{}", e.message);
@@ -356,7 +356,7 @@ fn device_memory_is_accounted_and_checked_before_launch() {
     assert!(matches!(info.backend, crate::bindings::gpu::Backend::Cuda));
     assert!(info.memory_bytes > 0 && info.compute_capability.is_some());
     s.drop(a).unwrap();
-    assert_eq!(s.gpu_bytes, 0);
+    assert_eq!(s.limits.gpu_bytes, 0);
     assert!(s.device_fault.is_none());
 }
 

@@ -6,30 +6,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Instances the pool holds beyond the slots and the warm instances:
-/// pre-validation of uploads, and a finished job's instance while it is
-/// dropped.
-const SPARE_INSTANCES: u32 = 8;
-
 /// Bytes of each memory and table kept resident (zeroed) between jobs.
 const KEEP_RESIDENT: usize = 64 << 10;
 
-/// Core instances and memories one component may hold (a guest and its
-/// allocator shim, with room to spare).
-const PER_COMPONENT: u32 = 8;
-
 /// Builds the engine: component model, pooling allocator sized from the
-/// slots, epoch interruption and the native stack limit.
+/// slots and the per-component limits (the configuration checked their
+/// total), epoch interruption and the native stack limit.
 pub(crate) fn build(config: &NodeConfig) -> Result<Engine, NodeError> {
-    let instances = config.slots + SPARE_INSTANCES + config.warm_instances;
+    let instances = config.pool_instances();
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
-        .total_core_instances(instances * PER_COMPONENT)
-        .total_memories(instances * PER_COMPONENT)
-        .total_tables(instances * PER_COMPONENT)
-        .max_core_instances_per_component(PER_COMPONENT)
-        .max_memories_per_component(PER_COMPONENT)
-        .max_tables_per_component(PER_COMPONENT)
+        .total_core_instances(instances * config.max_core_instances_per_component)
+        .total_memories(instances * config.max_memories_per_component)
+        .total_tables(instances * config.max_tables_per_component)
+        .max_core_instances_per_component(config.max_core_instances_per_component)
+        .max_memories_per_component(config.max_memories_per_component)
+        .max_tables_per_component(config.max_tables_per_component)
         .max_memory_size(config.max_memory_bytes as usize)
         .table_elements(config.max_table_elements as usize)
         // A finished job's first pages of memory and table are zeroed with

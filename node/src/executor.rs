@@ -11,8 +11,10 @@ use crate::artifacts::ArtifactCache;
 use crate::bindings::JobGuest;
 use crate::cuda::CudaBackend;
 use crate::engine::{self, EpochTicker};
+use crate::guest_log::{LogBudget, SharedLog};
 use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
+use crate::sandbox::{Sandbox, WaitInterrupted};
 use crate::state::{GuestState, JobPack};
 use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
 use crate::warm::WarmPool;
@@ -25,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
 
 /// How the outside world steers a running job.
 pub struct JobControl {
@@ -103,14 +106,15 @@ impl Executor {
         let engine = engine::build(&config)?;
         let mut linker = Linker::<GuestState>::new(&engine);
         JobGuest::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+            .and_then(|()| crate::sandbox::add_to_linker(&mut linker, config.epoch_tick))
             .map_err(|e| NodeError::Engine(format!("{e:?}")))?;
-        let cache = ArtifactCache::open(&config.dir, engine.clone(), linker)?;
+        let cache =
+            ArtifactCache::open(&config.dir, engine.clone(), linker, config.compiled_cache)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
-        let waiting = GuestLimits {
-            memory_bytes: config.max_memory_bytes as usize,
-            table_elements: config.max_table_elements as usize,
-            largest_memory: 0,
-        };
+        let waiting = GuestLimits::new(
+            config.max_memory_bytes as usize,
+            config.max_table_elements as usize,
+        );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let warm_upto = config.slots.min(cores).saturating_sub(1).max(1);
         let warm = WarmPool::start(
@@ -322,11 +326,10 @@ impl Executor {
         let state = GuestState {
             job,
             input: input.clone(),
-            limits: GuestLimits {
-                memory_bytes: memory_limit as usize,
-                table_elements: self.config.max_table_elements as usize,
-                largest_memory: 0,
-            },
+            limits: GuestLimits::new(
+                memory_limit as usize,
+                self.config.max_table_elements as usize,
+            ),
             control,
             started,
             deadline: started + Duration::from_millis(remaining_ms),
@@ -334,8 +337,14 @@ impl Executor {
             max_output: self.config.max_output_bytes,
             chunks: 0,
             table: ResourceTable::new(),
-            gpu_bytes: 0,
-            gpu_limit: memory_limit,
+            log: SharedLog::new(
+                job,
+                LogBudget {
+                    lines: self.config.guest_log_lines,
+                    bytes: self.config.guest_log_bytes,
+                },
+            ),
+            sandbox: Sandbox::new(),
             tenant_gpu: TenantGpuAccount::open(
                 self.tenant_gpu.clone(),
                 spec.tenant.clone(),
@@ -355,10 +364,10 @@ impl Executor {
                 Some(warm) => {
                     let mut store = warm.store;
                     // The job's state goes in before any guest code runs;
-                    // what instantiation grew still counts against it.
-                    let largest_memory = store.data().limits.largest_memory;
+                    // the memories instantiation made still count against it.
+                    let linear_bytes = store.data().limits.linear_bytes;
                     let waiting = std::mem::replace(store.data_mut(), state);
-                    store.data_mut().limits.largest_memory = largest_memory;
+                    store.data_mut().limits.linear_bytes = linear_bytes;
                     (store, Ok(warm.guest), Some(waiting))
                 }
                 None => {
@@ -395,6 +404,18 @@ impl Executor {
             waiting,
         } = *running;
         let outcome = guest.and_then(|guest| guest.call_run(&mut store, &input));
+        let dropped = store.data().log.finish();
+        if dropped > 0 {
+            tracing::warn!(job = %job, dropped, "guest log lines dropped over the job's budget");
+        }
+        // `exit(ok)` (code 0) ends the job as if `run` returned nothing
+        // more than what it emitted.
+        let outcome = match outcome {
+            Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|exit| exit.0 == 0) => {
+                Ok(Ok(Vec::new()))
+            }
+            other => other,
+        };
         let state = store.data_mut();
         if let Some(lease) = &state.cuda
             && let Err(e) = lease.synchronize()
@@ -517,13 +538,22 @@ fn open_cuda(config: &NodeConfig) -> Option<CudaBackend> {
 
 /// Turns a Wasmtime error from instantiate or call into a typed failure.
 fn classify(e: &wasmtime::Error, spec: &JobSpec, memory_limit: u64) -> Failure {
-    if let Some(i) = e.downcast_ref::<Interrupted>() {
+    let interrupted = e.downcast_ref::<Interrupted>().copied().or_else(|| {
+        e.downcast_ref::<WaitInterrupted>().map(|w| match w {
+            WaitInterrupted::Cancelled => Interrupted::Cancelled,
+            WaitInterrupted::Deadline => Interrupted::Deadline,
+        })
+    });
+    if let Some(i) = interrupted {
         return match i {
             Interrupted::Cancelled => Failure::Cancelled,
             Interrupted::Deadline => Failure::DeadlineExceeded {
                 deadline_ms: spec.deadline_ms,
             },
         };
+    }
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return Failure::GuestExit { code: exit.0 };
     }
     if e.downcast_ref::<LimitExceeded>().is_some() {
         return Failure::MemoryLimit {

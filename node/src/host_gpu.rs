@@ -143,12 +143,12 @@ impl GuestState {
     fn create_buffer(&mut self, dtype: DType, len: u32) -> Result<Resource<Buffer>, GpuError> {
         self.settle_backend();
         let bytes = u64::from(len) * dtype.size();
-        if self.gpu_bytes + bytes > self.gpu_limit {
+        if !self.limits.buffer_fits(bytes) {
             return Err(error(
                 ErrorCode::OutOfMemory,
                 format!(
-                    "a buffer of {bytes} bytes exceeds the job's allowance ({} of {} bytes in use)",
-                    self.gpu_bytes, self.gpu_limit
+                    "a buffer of {bytes} bytes exceeds the job's memory limit of {} bytes ({} bytes of linear memory and {} of buffers in use)",
+                    self.limits.memory_bytes, self.limits.linear_bytes, self.limits.gpu_bytes
                 ),
             ));
         }
@@ -184,7 +184,7 @@ impl GuestState {
                 return Err(error(ErrorCode::OutOfMemory, e.to_string()));
             }
         };
-        self.gpu_bytes += bytes;
+        self.limits.gpu_bytes += bytes;
         Ok(handle)
     }
 
@@ -321,7 +321,7 @@ impl gpu::HostBuffer for GuestState {
     fn drop(&mut self, this: Resource<Buffer>) -> wasmtime::Result<()> {
         let buffer = self.table.delete(this)?;
         let bytes = buffer.bytes();
-        self.gpu_bytes -= bytes;
+        self.limits.gpu_bytes -= bytes;
         self.tenant_gpu.release(bytes);
         Ok(())
     }
@@ -628,7 +628,7 @@ impl gpu::Host for GuestState {
             None => Device {
                 backend: gpu::Backend::Cpu,
                 name: "cpu-reference".to_owned(),
-                memory_bytes: self.gpu_limit,
+                memory_bytes: self.limits.memory_bytes as u64,
                 compute_capability: None,
             },
         }
@@ -789,7 +789,7 @@ mod tests {
             &[1.0, 1.0 + 2f32.powi(-8), -3.0, 0.1],
         );
         assert!(matches!(s.dtype(borrow(&b)), gpu::Dtype::Bf16));
-        assert_eq!(s.gpu_bytes, 8, "two bytes an element");
+        assert_eq!(s.limits.gpu_bytes, 8, "two bytes an element");
         let back = read_all(&mut s, &b);
         assert_eq!(back[..3], [1.0, 1.0, -3.0]); // the tie rounds to even
         assert_eq!(back[3], DType::Bf16.widen(&DType::Bf16.narrow(&[0.1]))[0]);
@@ -815,7 +815,7 @@ mod tests {
         for x in [b, h, f] {
             s.drop(x).unwrap();
         }
-        assert_eq!(s.gpu_bytes, 0);
+        assert_eq!(s.limits.gpu_bytes, 0);
     }
 
     #[test]
@@ -897,7 +897,7 @@ mod tests {
         let e = s.create(16).unwrap_err();
         assert!(matches!(e.code, ErrorCode::OutOfMemory), "{}", e.message);
         s.drop(b).unwrap();
-        assert_eq!(s.gpu_bytes, 0);
+        assert_eq!(s.limits.gpu_bytes, 0);
         s.create(16).unwrap();
     }
 }

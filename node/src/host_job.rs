@@ -1,6 +1,8 @@
-//! The host side of the `job` interface.
+//! The host side of the `job` interface. `log` goes through the job's
+//! bounded guest log (`guest_log`), like the guest's stdout and stderr.
 
 use crate::bindings::job::{self, Level};
+use crate::guest_log::Source;
 use crate::state::GuestState;
 use std::sync::atomic::Ordering;
 
@@ -40,14 +42,13 @@ impl job::Host for GuestState {
     }
 
     fn log(&mut self, level: Level, message: String) {
-        let job = self.job.to_string();
-        let message = message.chars().take(4096).collect::<String>();
-        match level {
-            Level::Trace => tracing::trace!(target: "guest", job = %job, "{message}"),
-            Level::Debug => tracing::debug!(target: "guest", job = %job, "{message}"),
-            Level::Info => tracing::info!(target: "guest", job = %job, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", job = %job, "{message}"),
-            Level::Error => tracing::error!(target: "guest", job = %job, "{message}"),
-        }
+        let source = match level {
+            Level::Trace => Source::Trace,
+            Level::Debug => Source::Debug,
+            Level::Info => Source::Info,
+            Level::Warn => Source::Warn,
+            Level::Error => Source::Error,
+        };
+        self.log.message(source, &message);
     }
 }

@@ -20,6 +20,7 @@
 
 mod artifacts;
 mod bindings;
+mod compiled;
 mod config;
 mod cuda;
 #[cfg(test)]
@@ -28,10 +29,13 @@ mod engine;
 mod error;
 mod executor;
 mod frames;
+mod guest_log;
 mod host_gpu;
 mod host_job;
+mod imports;
 mod journal;
 mod limits;
+mod sandbox;
 pub mod server;
 mod state;
 mod synthetic;

@@ -1,9 +1,11 @@
-//! What one job's `Store` holds: its limits, its control block and the
-//! resources its guest created.
+//! What one job's `Store` holds: its limits, its control block, its log,
+//! its WASI sandbox and the resources its guest created.
 
 use crate::cuda::StreamLease;
 use crate::executor::JobControl;
+use crate::guest_log::{LogBudget, SharedLog};
 use crate::limits::GuestLimits;
+use crate::sandbox::Sandbox;
 use spillway_proto::JobId;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -30,11 +32,12 @@ pub(crate) struct GuestState {
     pub(crate) emitted: u64,
     pub(crate) max_output: u64,
     pub(crate) chunks: u32,
-    /// Buffers live here (`gpu.buffer` resources).
+    /// Buffers (`gpu.buffer`) and WASI resources live here.
     pub(crate) table: ResourceTable,
-    /// Bytes held by live `gpu` buffers, and the most allowed.
-    pub(crate) gpu_bytes: u64,
-    pub(crate) gpu_limit: u64,
+    /// What `job.log`, stdout and stderr write to (bounded, escaped).
+    pub(crate) log: SharedLog,
+    /// WASI 0.2, closed (see `sandbox`).
+    pub(crate) sandbox: Sandbox,
     /// The same bytes in the job's tenant's account on this node.
     pub(crate) tenant_gpu: crate::tenant_gpu::TenantGpuAccount,
     /// For a job that prefers a GPU: where to lease a stream at its first
@@ -54,7 +57,7 @@ impl std::fmt::Debug for GuestState {
         f.debug_struct("GuestState")
             .field("job", &self.job)
             .field("emitted", &self.emitted)
-            .field("gpu_bytes", &self.gpu_bytes)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -76,8 +79,8 @@ impl GuestState {
             max_output: 0,
             chunks: 0,
             table: ResourceTable::new(),
-            gpu_bytes: 0,
-            gpu_limit: 0,
+            log: SharedLog::new(JobId(0), LogBudget { lines: 0, bytes: 0 }),
+            sandbox: Sandbox::new(),
             tenant_gpu: crate::tenant_gpu::TenantGpuAccount::open(
                 std::sync::Arc::default(),
                 spillway_proto::TenantId::admin(),
@@ -100,19 +103,15 @@ impl GuestState {
 
 #[cfg(test)]
 impl GuestState {
-    /// A job state for host-function tests: 1 MiB of memory, a minute of
-    /// deadline, `gpu_limit` bytes of buffers, on `cuda` or the CPU.
-    pub(crate) fn for_test(gpu_limit: u64, cuda: Option<StreamLease>) -> Self {
-        let limits = GuestLimits {
-            memory_bytes: 1 << 20,
-            table_elements: 100,
-            largest_memory: 0,
-        };
+    /// A job state for host-function tests: a memory limit of
+    /// `memory_limit` bytes (no linear memory held), a minute of deadline,
+    /// on `cuda` or the CPU.
+    pub(crate) fn for_test(memory_limit: u64, cuda: Option<StreamLease>) -> Self {
+        let limits = GuestLimits::new(memory_limit as usize, 100);
         Self {
             job: JobId(1),
             deadline: Instant::now() + std::time::Duration::from_secs(60),
             max_output: 1 << 20,
-            gpu_limit,
             tenant_gpu: crate::tenant_gpu::TenantGpuAccount::open(
                 std::sync::Arc::default(),
                 spillway_proto::TenantId::admin(),

@@ -54,9 +54,10 @@ impl std::fmt::Debug for WarmInstance {
 }
 
 impl WarmInstance {
-    /// The largest memory instantiation created, in bytes.
+    /// The linear memory instantiation created, in bytes, all memories
+    /// together.
     pub(crate) fn initial_memory(&self) -> usize {
-        self.store.data().limits.largest_memory
+        self.store.data().limits.linear_bytes
     }
 }
 

@@ -118,6 +118,15 @@ pub enum Failure {
     /// A fault inside Spillway itself; the message says what.
     #[error("internal error: {message}")]
     Internal { message: String },
+    /// The guest called `wasi:cli/exit` with a non-zero code (an error
+    /// exit, such as a toolchain's `exit(1)` after an uncaught exception).
+    #[error("the guest exited with code {code}")]
+    GuestExit { code: i32 },
+    /// The component imports an interface the node does not provide; it
+    /// was not stored. Build it against `spillway:runtime/job-guest` and
+    /// WASI 0.2 only (`docs/guests.md` lists what is linked).
+    #[error("the component imports {import}, which Spillway does not provide")]
+    UnsupportedImport { import: String },
 }
 
 impl Failure {
@@ -138,6 +147,8 @@ impl Failure {
             Failure::DeviceFault { .. } => "device_fault",
             Failure::Refused(r) => r.code(),
             Failure::Internal { .. } => "internal",
+            Failure::GuestExit { .. } => "guest_exit",
+            Failure::UnsupportedImport { .. } => "unsupported_import",
         }
     }
 
@@ -150,7 +161,8 @@ impl Failure {
             | Failure::UnknownArtifact { .. }
             | Failure::ArtifactCorrupt { .. }
             | Failure::ArtifactUnavailable { .. }
-            | Failure::UntrustedArtifact { .. } => false,
+            | Failure::UntrustedArtifact { .. }
+            | Failure::UnsupportedImport { .. } => false,
             Failure::ExecutorLost { may_have_run } => *may_have_run,
             _ => true,
         }

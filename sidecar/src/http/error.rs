@@ -19,6 +19,9 @@ pub struct ApiError {
     pub job_id: Option<JobId>,
     /// How long the job ran on the node before it failed, where known.
     pub exec_ms: Option<f64>,
+    /// Fields only some failures carry (`exit_code` of `guest_exit`,
+    /// `import` of `unsupported_import`), added to the error object.
+    pub detail: Option<(&'static str, Value)>,
 }
 
 impl ApiError {
@@ -31,6 +34,7 @@ impl ApiError {
             may_have_run: None,
             job_id: None,
             exec_ms: None,
+            detail: None,
         }
     }
 
@@ -92,7 +96,9 @@ impl From<Failure> for ApiError {
             Failure::Refused(r) => return refusal_error(r),
             Failure::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             Failure::ExecutorLost { .. } | Failure::DeviceFault { .. } => StatusCode::BAD_GATEWAY,
-            Failure::InvalidArtifact { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Failure::InvalidArtifact { .. } | Failure::UnsupportedImport { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Failure::ArtifactCorrupt { .. } => StatusCode::BAD_GATEWAY,
             Failure::UntrustedArtifact { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Failure::ArtifactUnavailable { .. } => {
@@ -105,17 +111,26 @@ impl From<Failure> for ApiError {
             Failure::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Trap { .. }
             | Failure::GuestError { .. }
+            | Failure::GuestExit { .. }
             | Failure::MemoryLimit { .. }
             | Failure::UnknownArtifact { .. }
             | Failure::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let may_have_run = match &f {
             Failure::ExecutorLost { may_have_run } => Some(*may_have_run),
-            Failure::ArtifactCorrupt { .. } | Failure::UntrustedArtifact { .. } => Some(false),
+            Failure::ArtifactCorrupt { .. }
+            | Failure::UntrustedArtifact { .. }
+            | Failure::UnsupportedImport { .. } => Some(false),
+            _ => None,
+        };
+        let detail = match &f {
+            Failure::GuestExit { code } => Some(("exit_code", json!(code))),
+            Failure::UnsupportedImport { import } => Some(("import", json!(import))),
             _ => None,
         };
         ApiError {
             may_have_run,
+            detail,
             ..ApiError::new(status, f.code(), f.to_string())
         }
     }
@@ -137,6 +152,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(job) = self.job_id {
             body.insert("job_id".into(), json!(job.to_string()));
+        }
+        if let Some((key, value)) = self.detail {
+            body.insert(key.into(), value);
         }
         let mut response =
             (self.status, Json(json!({ "error": Value::Object(body) }))).into_response();
