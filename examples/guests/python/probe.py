@@ -50,7 +50,7 @@ class WitWorld(wit_world.WitWorld):
         elif word == "socket":
             report = [
                 attempt("connect", connect),
-                attempt("resolve", lambda: socket.getaddrinfo("example.com", 80)),
+                attempt("resolve", lambda: socket.getaddrinfo(b"example.com", 80)),
             ]
         elif word == "env":
             report = [

@@ -1,5 +1,6 @@
 //! What the node's CPU-backend test files share: example guests, a small
 //! executor, and a job spec for the CPU reference backend.
+#![allow(dead_code)]
 
 use spillway_node::{Executor, NodeConfig};
 use spillway_proto::{Accelerator, Digest, JobSpec, TenantId};
