@@ -90,13 +90,16 @@ struct Target {
     token: Option<String>,
 }
 
-/// Logs to stderr, filtered by `SPILLWAY_LOG` (default `default`).
+/// Logs to stderr, filtered by `SPILLWAY_LOG` (default `default`), in
+/// colour only on a terminal (a log file gets plain text).
 fn init_tracing(default: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("SPILLWAY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -40,6 +40,26 @@ pub(crate) struct NodeLimits {
     /// of a recently used function starts in one instead of instantiating.
     #[arg(long, default_value_t = 4)]
     warm_instances: u32,
+    /// Core module instances one component may hold (componentize-py
+    /// makes 14).
+    #[arg(long, default_value_t = 32)]
+    max_core_instances_per_component: u32,
+    /// Linear memories one component may hold.
+    #[arg(long, default_value_t = 8)]
+    max_memories_per_component: u32,
+    /// Tables one component may hold.
+    #[arg(long, default_value_t = 8)]
+    max_tables_per_component: u32,
+    /// Lines one job may write to the host log (job.log, stdout, stderr).
+    #[arg(long, default_value_t = 1000)]
+    guest_log_lines: u32,
+    /// Bytes one job may write to the host log.
+    #[arg(long, default_value_t = 256 << 10)]
+    guest_log_bytes: u64,
+    /// Compile every component on every node start instead of keeping its
+    /// compiled code in DIR/node/compiled (benchmarks compare the two).
+    #[arg(long)]
+    no_compiled_cache: bool,
 }
 
 /// `--gpus`: every GPU, or only the listed ordinals (none for an empty list).
@@ -261,6 +281,12 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         synthetic_service: limits.synthetic_service_ms.map(Duration::from_millis),
         execution_journal: limits.execution_journal,
         warm_instances: limits.warm_instances,
+        max_core_instances_per_component: limits.max_core_instances_per_component,
+        max_memories_per_component: limits.max_memories_per_component,
+        max_tables_per_component: limits.max_tables_per_component,
+        guest_log_lines: limits.guest_log_lines,
+        guest_log_bytes: limits.guest_log_bytes,
+        compiled_cache: !limits.no_compiled_cache,
         ..NodeConfig::default()
     }
 }
@@ -310,8 +336,21 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         l.gpus.to_string().into(),
         "--warm-instances".into(),
         l.warm_instances.to_string().into(),
+        "--max-core-instances-per-component".into(),
+        l.max_core_instances_per_component.to_string().into(),
+        "--max-memories-per-component".into(),
+        l.max_memories_per_component.to_string().into(),
+        "--max-tables-per-component".into(),
+        l.max_tables_per_component.to_string().into(),
+        "--guest-log-lines".into(),
+        l.guest_log_lines.to_string().into(),
+        "--guest-log-bytes".into(),
+        l.guest_log_bytes.to_string().into(),
         "--stop-on-stdin-close".into(),
     ];
+    if l.no_compiled_cache {
+        node_args.push("--no-compiled-cache".into());
+    }
     if l.test_kernels {
         node_args.push("--test-kernels".into());
     }

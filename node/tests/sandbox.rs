@@ -21,8 +21,14 @@ fn run(ex: &Executor, name: &str, input: &[u8], memory: u64) -> Result<Vec<u8>, 
     let digest = ex.put_artifact(&guest(name)).unwrap();
     let mut spec = spec(digest, 5_000);
     spec.memory_limit_bytes = memory;
-    ex.run(JobId(3), &spec, input.to_vec(), 5_000, JobControl::detached())
-        .map(|c| c.output)
+    ex.run(
+        JobId(3),
+        &spec,
+        input.to_vec(),
+        5_000,
+        JobControl::detached(),
+    )
+    .map(|c| c.output)
 }
 
 #[test]

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 /// A component `examples/guests/build.sh` built into `target/guests`.
 fn built(name: &str) -> Vec<u8> {
-    let path = format!("{}/../target/guests/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../target/guests/{name}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("{path}: {e}: build the example guests first (examples/guests/build.sh; ./scripts/test runs it)")
     })
@@ -50,7 +53,10 @@ fn python_and_javascript_guests_multiply_on_the_cpu_backend() {
     for guest in ["matmul-py", "matmul-js"] {
         let started = Instant::now();
         let out = run(&ex, &built(guest), "", 30_000).unwrap();
-        eprintln!("{guest}: {out} in {:?} (compile included)", started.elapsed());
+        eprintln!(
+            "{guest}: {out} in {:?} (compile included)",
+            started.elapsed()
+        );
         assert_eq!(numbers(&out["c"]), [58.0, 64.0, 139.0, 154.0], "{guest}");
         assert_eq!(out["backend"], "cpu");
         let input = r#"{"m":1,"n":1,"k":2,"a":[2,3],"b":[4,5]}"#;
@@ -103,5 +109,9 @@ fn exit_and_a_long_sleep_end_the_job_typed() {
         Err(Failure::DeadlineExceeded { deadline_ms: 2_000 }) => {}
         other => panic!("{other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
