@@ -245,6 +245,15 @@ async fn unsupported_imports_are_refused_by_name_and_a_flooding_guest_is_held_to
     let listed: Value = r.json().await.unwrap();
     assert_eq!(listed, json!([]), "nothing was stored");
 
+    // The token is checked from the headers before any body byte is read:
+    // an upload that announces 30 MiB and sends none is answered 401 at
+    // once, as is one with a token and a Content-Length over the limit (413).
+    for (auth, want) in [("", "401"), ("authorization: Bearer nope\r\n", "401")] {
+        assert_eq!(stalled_upload(h1, auth, 30 << 20).await, want);
+    }
+    let auth = format!("authorization: Bearer {}\r\n", api.token);
+    assert_eq!(stalled_upload(h1, &auth, 300 << 20).await, "413");
+
     let r = upload(&api, h1, "flood", common::guest("log_flood")).await;
     assert_eq!(r.status(), 200);
     function(
@@ -274,4 +283,26 @@ async fn unsupported_imports_are_refused_by_name_and_a_flooding_guest_is_held_to
             .any(|l| l.starts_with("2026-12-06T00:00:00.000000Z")),
         "a guest's newline never starts a host log line"
     );
+}
+
+/// Sends an upload's headers announcing `length` bytes and no body; the
+/// status the host answers with (within five seconds).
+async fn stalled_upload(host: &Host, auth: &str, length: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = host.endpoint.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/artifacts/big HTTP/1.1\r\nhost: {addr}\r\n{auth}content-length: {length}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer))
+        .await
+        .expect("answered before any body byte was sent")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
 }

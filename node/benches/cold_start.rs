@@ -50,8 +50,14 @@ fn job(ex: &Executor, digest: Digest, input: &[u8]) -> Duration {
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     ));
     let t = Instant::now();
-    ex.run(id, &spec(digest), input.to_vec(), 60_000, JobControl::detached())
-        .expect("the job runs");
+    ex.run(
+        id,
+        &spec(digest),
+        input.to_vec(),
+        60_000,
+        JobControl::detached(),
+    )
+    .expect("the job runs");
     t.elapsed()
 }
 

@@ -4,8 +4,6 @@ use super::{ApiError, App};
 use crate::records::{ArtifactRecord, valid_name};
 use crate::signing::{self, SignatureRefusal};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use spillway_consensus::Scope;
@@ -30,8 +28,10 @@ pub(super) async fn put(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<ArtifactRecord>, ApiError> {
+    // The token first, from the headers: an unauthenticated upload's body
+    // is never read.
     let principal = app.authorize(&headers, Scope::Publish).await?;
     if !valid_name(&name) {
         return Err(ApiError::bad_request(
@@ -39,7 +39,7 @@ pub(super) async fn put(
             "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
         ));
     }
-    let bytes = body.map_err(|r| ApiError::from_body(r, app.config.max_artifact_bytes))?;
+    let bytes = super::request::read_body(&headers, body, app.config.max_artifact_bytes).await?;
     if bytes.is_empty() {
         return Err(ApiError::from(Failure::InvalidArtifact {
             reason: "the body is empty".into(),

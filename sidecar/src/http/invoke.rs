@@ -15,8 +15,6 @@ use super::job::{Context, Ran, run};
 use super::request::InvokeHeaders;
 use super::{ApiError, App};
 use crate::idempotency::{self, Claim, Key, Running};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,11 +35,13 @@ pub(super) async fn invoke(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    // The token first, from the headers: an unauthenticated request's body
+    // is never read.
     let principal = app.authorize(&headers, Scope::Invoke).await?;
     tenant_rate(&app, &principal.tenant)?;
-    let input = body.map_err(|r| ApiError::from_body(r, app.config.max_input_bytes))?;
+    let input = super::request::read_body(&headers, body, app.config.max_input_bytes).await?;
     let mut function = app
         .control
         .state()
