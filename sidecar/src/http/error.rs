@@ -14,14 +14,21 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub retry_after_ms: Option<u64>,
+    /// Milliseconds a retry should wait (u32: 49 days is plenty, and
+    /// keeps every handler's `Result` small).
+    pub retry_after_ms: Option<u32>,
     pub may_have_run: Option<bool>,
     pub job_id: Option<JobId>,
     /// How long the job ran on the node before it failed, where known.
     pub exec_ms: Option<f64>,
     /// Fields only some failures carry (`exit_code` of `guest_exit`,
     /// `import` of `unsupported_import`), added to the error object.
-    pub detail: Option<(&'static str, Value)>,
+    pub detail: Option<Box<(&'static str, Value)>>,
+}
+
+/// `ms` as an [`ApiError::retry_after_ms`], saturating.
+pub(super) fn saturating_ms(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
 impl ApiError {
@@ -80,7 +87,7 @@ fn refusal_error(r: &Refusal) -> ApiError {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError {
-        retry_after_ms: r.retry_after_ms(),
+        retry_after_ms: r.retry_after_ms().map(saturating_ms),
         may_have_run: Some(false),
         ..ApiError::new(status, r.code(), r.to_string())
     }
@@ -120,8 +127,8 @@ impl From<Failure> for ApiError {
             _ => None,
         };
         let detail = match &f {
-            Failure::GuestExit { code } => Some(("exit_code", json!(code))),
-            Failure::UnsupportedImport { import } => Some(("import", json!(import))),
+            Failure::GuestExit { code } => Some(Box::new(("exit_code", json!(code)))),
+            Failure::UnsupportedImport { import } => Some(Box::new(("import", json!(import)))),
             _ => None,
         };
         ApiError {
@@ -149,7 +156,8 @@ impl IntoResponse for ApiError {
         if let Some(job) = self.job_id {
             body.insert("job_id".into(), json!(job.to_string()));
         }
-        if let Some((key, value)) = self.detail {
+        if let Some(detail) = self.detail {
+            let (key, value) = *detail;
             body.insert(key.into(), value);
         }
         let mut response =

@@ -159,7 +159,7 @@ fn tenant_rate(app: &App, tenant: &TenantId) -> Result<(), ApiError> {
     match app.rates.take(&key, share, Instant::now()) {
         Ok(()) => Ok(()),
         Err(wait) => Err(ApiError {
-            retry_after_ms: Some((wait.as_millis() as u64).max(1)),
+            retry_after_ms: Some(super::error::saturating_ms(wait.as_millis() as u64).max(1)),
             ..ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

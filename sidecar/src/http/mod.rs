@@ -119,7 +119,7 @@ impl App {
                     self.rates
                         .take(&entry.id, f64::from(rate), std::time::Instant::now())
             {
-                let retry_after_ms = (wait.as_millis() as u64).max(1);
+                let retry_after_ms = error::saturating_ms(wait.as_millis() as u64).max(1);
                 return Err(ApiError {
                     retry_after_ms: Some(retry_after_ms),
                     ..ApiError::new(
