@@ -224,23 +224,13 @@ impl ArtifactCache {
         check_pack: impl FnOnce(&Digest, &KernelPack) -> Result<(), Failure>,
     ) -> Result<Digest, Failure> {
         let digest = Digest::of(bytes);
-        if self
-            .loaded
-            .lock()
-            .expect("cache lock")
-            .contains_key(&digest)
-        {
+        if self.is_loaded(&digest) {
             return Ok(digest);
         }
         let lock = self.loading_lock(&digest);
         let _loading = lock.lock().unwrap_or_else(|e| e.into_inner());
         // A concurrent upload of the same bytes may have stored them.
-        if self
-            .loaded
-            .lock()
-            .expect("cache lock")
-            .contains_key(&digest)
-        {
+        if self.is_loaded(&digest) {
             return Ok(digest);
         }
         let loaded = self.load(&digest, bytes)?;
@@ -260,6 +250,10 @@ impl ArtifactCache {
             .expect("cache lock")
             .insert(digest, loaded);
         Ok(digest)
+    }
+
+    fn is_loaded(&self, digest: &Digest) -> bool {
+        self.loaded.lock().expect("cache lock").contains_key(digest)
     }
 
     /// The lock that makes concurrent loads of `digest` one load.
