@@ -205,3 +205,54 @@ pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Valu
     );
     body["error"].clone()
 }
+
+/// Sends a request's head over a raw connection, announcing a body of
+/// `length` bytes, and sends none of it: the answer (status and body) the
+/// server gives within five seconds. `headers` are whole lines, each ending
+/// in `\r\n`. This shows that the server decided from the head alone.
+pub async fn head_only(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    length: u64,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}content-length: {length}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some((status, body)) = complete_response(&answer) {
+            return (status, body);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
+            .await
+            .expect("answered before any body byte was sent")
+            .unwrap();
+        assert!(n > 0, "closed without a whole answer: {answer:?}");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A whole HTTP/1.1 response with a `content-length`, or `None` while
+/// bytes are missing.
+fn complete_response(bytes: &[u8]) -> Option<(u16, String)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    (body.len() >= length).then(|| (status, body[..length].to_owned()))
+}
