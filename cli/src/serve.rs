@@ -107,6 +107,10 @@ pub(crate) struct Ingress {
     /// Jobs that may wait for a slot before 503 queue_full.
     #[arg(long, default_value_t = 64)]
     queue: u32,
+    /// Largest artifact this host takes, uploaded or fetched from a peer,
+    /// in MiB (spooled to disk, never held in memory).
+    #[arg(long, default_value_t = 256)]
+    max_artifact_mib: usize,
 }
 
 /// How a host takes part in its cluster.
@@ -305,6 +309,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         node: NodeLaunch::Connect,
         slots: args.slots,
         queue_capacity: args.ingress.queue,
+        max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
         ..SidecarConfig::default()
     };
     let config = args.membership.apply(config);
@@ -377,6 +382,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         },
         slots: l.slots,
         queue_capacity: args.ingress.queue,
+        max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
         ..SidecarConfig::default()
     };
     let config = args.membership.apply(config);

@@ -290,3 +290,89 @@ async fn unsupported_imports_are_refused_by_name_and_a_flooding_guest_is_held_to
     );
 }
 
+/// The echo guest with a custom section of `pad` bytes appended: a valid
+/// component of any size (custom sections are not compiled).
+fn padded_echo(pad: usize) -> Vec<u8> {
+    let mut bytes = wat::parse_bytes(&common::guest("echo"))
+        .unwrap()
+        .into_owned();
+    let name = b"padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.resize(pad, 0x5a);
+    bytes.push(0); // custom section
+    let mut size = payload.len() as u64;
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        bytes.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+/// The most resident memory `host`'s sidecar process has used, in bytes.
+fn peak_rss(host: &Host) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.child.id())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib << 10
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_larger_than_any_frame_is_spooled_and_fetched_never_held_whole() {
+    const PAD: usize = 160 << 20;
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = hosts::form(root.path(), &[&[], &[]]).await;
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    let big = padded_echo(PAD);
+    assert!(big.len() > 64 << 20, "over the old one-frame limit");
+    let r = upload(&api, h1, "big", big.clone()).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let record: Value = r.json().await.unwrap();
+    assert_eq!(record["size"], big.len() as u64, "{record}");
+    function(
+        &api,
+        h1,
+        json!({"name": "big", "artifact": "big", "deadline_ms": 120_000}),
+    )
+    .await;
+    let a = invoke(&api, h1, "big", "here", true).await;
+    assert_eq!((a.status, a.node.as_str()), (200, "n1"), "{a:?}");
+    assert_eq!(a.body, json!("here"));
+
+    // n2 never had it: it fetches it from n1 over QUIC, into its spool,
+    // and hands it to its node in chunks.
+    let a = invoke(&api, h2, "big", "there", true).await;
+    assert_eq!((a.status, a.node.as_str()), (200, "n2"), "{a:?}");
+    assert_eq!(a.body, json!("there"));
+    assert!(
+        host_log(h2).contains("fetched artifact"),
+        "n2 fetched it from n1"
+    );
+
+    // Neither sidecar ever held it whole, and nothing is left in the
+    // spools or the nodes' incoming folders.
+    for host in [h1, h2] {
+        let peak = peak_rss(host);
+        assert!(
+            peak < PAD as u64,
+            "{}: the sidecar peaked at {} MiB for a {} MiB artifact",
+            host.endpoint,
+            peak >> 20,
+            PAD >> 20
+        );
+        assert_eq!(files_in(&host.dir.join("sidecar/spool")), 0);
+        assert_eq!(files_in(&host.dir.join("node/incoming")), 0);
+    }
+}

@@ -20,9 +20,10 @@
 use crate::NodeError;
 use crate::bindings::JobGuestPre;
 use crate::compiled::{self, CompiledCache};
+use crate::incoming::{Incoming, Received};
 use crate::state::GuestState;
 use spillway_kernels::KernelPack;
-use spillway_proto::{ArtifactKind, Digest, Failure};
+use spillway_proto::{ARTIFACT_CHUNK, ArtifactKind, Digest, Failure};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub(crate) struct ArtifactCache {
+    state_dir: PathBuf,
     dir: PathBuf,
     engine: Engine,
     linker: Linker<GuestState>,
@@ -94,7 +96,13 @@ impl ArtifactCache {
                     source,
                 }
             })?;
+        crate::incoming::clear(state_dir).map_err(|source| NodeError::Io {
+            what: "cannot clear the incoming artifact folder in",
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
         Ok(Self {
+            state_dir: state_dir.to_path_buf(),
             dir,
             engine,
             linker,
@@ -122,15 +130,51 @@ impl ArtifactCache {
         }
     }
 
-    /// The stored bytes of `digest`, checked against it. A file damaged on
-    /// disk is never handed out: it is discarded (see [`Self::discard`]).
-    pub(crate) fn read(&self, digest: &Digest) -> Result<Vec<u8>, Failure> {
-        let bytes = std::fs::read(self.path(digest))
+    /// Begins receiving an artifact of `size` bytes hashing to `digest`
+    /// (see [`Incoming`]); [`Self::put_received`] stores it once whole.
+    pub(crate) fn begin_upload(&self, digest: Digest, size: u64) -> Result<Incoming, Failure> {
+        Incoming::begin(&self.state_dir, digest, size)
+    }
+
+    /// Checks the stored copy of `digest` against it, reading it in
+    /// chunks; its size if whole. A file damaged on disk is never handed
+    /// out: it is discarded (see [`Self::discard`]).
+    pub(crate) fn verify(&self, digest: &Digest) -> Result<u64, Failure> {
+        let mut file = std::fs::File::open(self.path(digest))
             .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
-        if Digest::of(&bytes) != *digest {
+        let mut hasher = blake3::Hasher::new();
+        let size = std::io::copy(&mut file, &mut hasher).map_err(|e| Failure::Internal {
+            message: format!("cannot read {digest}: {e}"),
+        })?;
+        if Digest(*hasher.finalize().as_bytes()) != *digest {
             return Err(self.discard(digest));
         }
-        Ok(bytes)
+        Ok(size)
+    }
+
+    /// At most [`ARTIFACT_CHUNK`] stored bytes of `digest` from `offset`,
+    /// and its whole size. Not checked here: a reader checks the whole
+    /// copy first ([`Self::verify`]) and its receiver checks the digest.
+    pub(crate) fn read_chunk(
+        &self,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<(u64, Vec<u8>), Failure> {
+        use std::io::{Read, Seek};
+        let failed = |e: std::io::Error| Failure::Internal {
+            message: format!("cannot read {digest}: {e}"),
+        };
+        let mut file = std::fs::File::open(self.path(digest))
+            .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
+        let size = file.metadata().map_err(failed)?.len();
+        file.seek(std::io::SeekFrom::Start(offset.min(size)))
+            .map_err(failed)?;
+        let mut bytes =
+            Vec::with_capacity(ARTIFACT_CHUNK.min((size.saturating_sub(offset)) as usize));
+        file.take(ARTIFACT_CHUNK as u64)
+            .read_to_end(&mut bytes)
+            .map_err(failed)?;
+        Ok((size, bytes))
     }
 
     /// Forgets a damaged artifact: its file and its compiled component go,
@@ -224,32 +268,60 @@ impl ArtifactCache {
         check_pack: impl FnOnce(&Digest, &KernelPack) -> Result<(), Failure>,
     ) -> Result<Digest, Failure> {
         let digest = Digest::of(bytes);
-        if self.is_loaded(&digest) {
-            return Ok(digest);
+        self.store(&digest, Arriving::Given(bytes), check_pack)
+    }
+
+    /// Like [`Self::put`], for an artifact the sidecar handed over in
+    /// chunks: its file is moved into the store rather than written again.
+    pub(crate) fn put_received(
+        &self,
+        received: Received,
+        check_pack: impl FnOnce(&Digest, &KernelPack) -> Result<(), Failure>,
+    ) -> Result<Digest, Failure> {
+        let digest = received.digest;
+        self.store(&digest, Arriving::Received(received), check_pack)
+    }
+
+    /// Validates `arriving` (whose digest is `digest`) unless the artifact
+    /// is loaded already, then places it in the store and keeps it loaded.
+    /// Concurrent stores of one digest validate once.
+    fn store(
+        &self,
+        digest: &Digest,
+        arriving: Arriving<'_>,
+        check_pack: impl FnOnce(&Digest, &KernelPack) -> Result<(), Failure>,
+    ) -> Result<Digest, Failure> {
+        if self.is_loaded(digest) {
+            return Ok(*digest);
         }
-        let lock = self.loading_lock(&digest);
+        let lock = self.loading_lock(digest);
         let _loading = lock.lock().unwrap_or_else(|e| e.into_inner());
         // A concurrent upload of the same bytes may have stored them.
-        if self.is_loaded(&digest) {
-            return Ok(digest);
+        if self.is_loaded(digest) {
+            return Ok(*digest);
         }
-        let loaded = self.load(&digest, bytes)?;
+        let loaded = {
+            let bytes = arriving.bytes().map_err(|e| Failure::Internal {
+                message: format!("cannot read the received {digest}: {e}"),
+            })?;
+            self.load(digest, &bytes)?
+        };
         if let Loaded::Pack(pack) = &loaded {
-            check_pack(&digest, pack)?;
+            check_pack(digest, pack)?;
         }
         let kind = match loaded {
             Loaded::Component(_) => ArtifactKind::Component,
             Loaded::Pack(_) => ArtifactKind::KernelPack,
         };
-        let path = self.path_for(&digest, kind);
-        write_atomically(&path, bytes).map_err(|e| Failure::Internal {
+        let path = self.path_for(digest, kind);
+        arriving.place(&path).map_err(|e| Failure::Internal {
             message: format!("cannot write {}: {e}", path.display()),
         })?;
         self.loaded
             .lock()
             .expect("cache lock")
-            .insert(digest, loaded);
-        Ok(digest)
+            .insert(*digest, loaded);
+        Ok(*digest)
     }
 
     fn is_loaded(&self, digest: &Digest) -> bool {
@@ -306,6 +378,32 @@ impl ArtifactCache {
             Loaded::Component(_) => Err(Failure::InvalidArtifact {
                 reason: format!("{digest} is a component, not a kernel pack"),
             }),
+        }
+    }
+}
+
+/// An artifact on its way into the store.
+enum Arriving<'a> {
+    /// Bytes in memory (a caller in this process).
+    Given(&'a [u8]),
+    /// A file the sidecar's chunks were written to.
+    Received(Received),
+}
+
+impl Arriving<'_> {
+    fn bytes(&self) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Arriving::Given(bytes) => Ok((*bytes).into()),
+            Arriving::Received(received) => received.read().map(Into::into),
+        }
+    }
+
+    /// Puts it at `path`, atomically: a crash never leaves half an
+    /// artifact under its digest.
+    fn place(self, path: &Path) -> std::io::Result<()> {
+        match self {
+            Arriving::Given(bytes) => write_atomically(path, bytes),
+            Arriving::Received(received) => received.persist(path),
         }
     }
 }

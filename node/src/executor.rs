@@ -12,6 +12,7 @@ use crate::bindings::JobGuest;
 use crate::cuda::CudaBackend;
 use crate::engine::{self, EpochTicker};
 use crate::guest_log::{LogBudget, SharedLog};
+use crate::incoming::{Incoming, Received};
 use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
 use crate::sandbox::{Sandbox, WaitInterrupted};
@@ -19,6 +20,7 @@ use crate::state::{GuestState, JobPack};
 use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
 use crate::warm::WarmPool;
 use crate::{NodeConfig, NodeError};
+use spillway_kernels::KernelPack;
 use spillway_proto::{
     Accelerator, Backend, Capabilities, Completion, Digest, Failure, JobId, JobSpec, Refusal,
 };
@@ -194,17 +196,38 @@ impl Executor {
     /// host a kernel pack is compiled and loaded on every GPU first, so one
     /// that does not build is refused with the compiler's reason.
     pub fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, Failure> {
-        self.cache.put(bytes, |digest, pack| match &self.cuda {
+        self.cache
+            .put(bytes, |digest, pack| self.check_pack(digest, pack))
+    }
+
+    /// Begins receiving an artifact in chunks (see `incoming`).
+    pub(crate) fn begin_upload(&self, digest: Digest, size: u64) -> Result<Incoming, Failure> {
+        self.cache.begin_upload(digest, size)
+    }
+
+    /// [`Executor::put_artifact`] for an artifact received in chunks.
+    pub(crate) fn put_received(&self, received: Received) -> Result<Digest, Failure> {
+        self.cache
+            .put_received(received, |digest, pack| self.check_pack(digest, pack))
+    }
+
+    fn check_pack(&self, digest: &Digest, pack: &KernelPack) -> Result<(), Failure> {
+        match &self.cuda {
             Some(gpus) => gpus
                 .load_pack(digest, pack)
                 .map_err(|e| Failure::InvalidArtifact { reason: e.message }),
             None => Ok(()),
-        })
+        }
     }
 
-    /// The bytes of a stored artifact, checked against its digest.
-    pub fn artifact_bytes(&self, digest: &Digest) -> Result<Vec<u8>, Failure> {
-        self.cache.read(digest)
+    /// At most `ARTIFACT_CHUNK` bytes of a stored artifact from `offset`,
+    /// and its size; at offset 0 the whole stored copy is checked against
+    /// its digest first (a damaged one is discarded).
+    pub fn artifact_chunk(&self, digest: &Digest, offset: u64) -> Result<(u64, Vec<u8>), Failure> {
+        if offset == 0 {
+            self.cache.verify(digest)?;
+        }
+        self.cache.read_chunk(digest, offset)
     }
 
     /// Artifacts held on disk.

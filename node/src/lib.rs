@@ -33,6 +33,7 @@ mod guest_log;
 mod host_gpu;
 mod host_job;
 mod imports;
+mod incoming;
 mod journal;
 mod limits;
 mod sandbox;

@@ -1,13 +1,15 @@
 //! The node's Unix-socket server: the async shell around [`Executor`].
 //!
 //! One connection per sidecar (normally exactly one). On each connection the
-//! node sends `Hello`, then serves `Execute`, `Cancel`, `PutArtifact` and
-//! `GetArtifact` frames concurrently; each job runs on a blocking thread while it holds one
+//! node sends `Hello`, then serves `Execute`, `Cancel` and the artifact
+//! frames (`PutArtifact` and its chunks, `ReadArtifact`) concurrently; each
+//! job runs on a blocking thread while it holds one
 //! of the node's slots. If the connection drops, the node cancels every job
 //! that came on it: nobody is left to receive the result.
 
 use crate::executor::{Executor, JobControl};
 use crate::frames;
+use crate::incoming::{Incoming, Progress};
 use crate::{NodeConfig, NodeError};
 use spillway_proto::{
     Completion, Execute, Failure, FromNode, Hello, JobId, LoadReport, MAX_FRAME_LEN,
@@ -123,6 +125,9 @@ fn restrict_to_owner(path: &std::path::Path) {
 }
 
 type Jobs = Arc<Mutex<HashMap<JobId, Arc<AtomicBool>>>>;
+/// Artifacts arriving on one connection, by request number; dropped (their
+/// part files removed) when the connection closes.
+type Uploads = Arc<Mutex<HashMap<u64, Incoming>>>;
 
 async fn serve(node: Arc<Node>, stream: UnixStream) {
     let (mut reader, mut writer) = stream.into_split();
@@ -181,9 +186,10 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
     };
 
     let jobs: Jobs = Arc::default();
+    let uploads: Uploads = Arc::default();
     loop {
         match frames::read::<ToNode, _>(&mut reader, MAX_FRAME_LEN).await {
-            Ok(Some(msg)) => handle(&node, &jobs, &tx, msg),
+            Ok(Some(msg)) => handle(&node, &jobs, &uploads, &tx, msg),
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!("dropping sidecar connection: {e}");
@@ -199,7 +205,13 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
     let _ = writer_task.await;
 }
 
-fn handle(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, msg: ToNode) {
+fn handle(
+    node: &Arc<Node>,
+    jobs: &Jobs,
+    uploads: &Uploads,
+    tx: &mpsc::Sender<FromNode>,
+    msg: ToNode,
+) {
     match msg {
         ToNode::Execute(exec) => execute(node, jobs, tx, exec),
         ToNode::Cancel { job } => {
@@ -208,51 +220,98 @@ fn handle(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, msg: ToNod
                 cancel.store(true, Ordering::Relaxed);
             }
         }
-        ToNode::PutArtifact { request, bytes } => {
-            let (node, tx) = (node.clone(), tx.clone());
-            tokio::spawn(async move {
-                let stored = tokio::task::spawn_blocking(move || {
-                    let size = bytes.len() as u64;
-                    node.executor
-                        .put_artifact(&bytes)
-                        .map(|digest| (digest, size))
+        ToNode::PutArtifact {
+            request,
+            digest,
+            size,
+        } => {
+            let (node, uploads) = (node.clone(), uploads.clone());
+            answer(tx, request, move || {
+                let incoming = node.executor.begin_upload(digest, size)?;
+                uploads
+                    .lock()
+                    .expect("uploads lock")
+                    .insert(request, incoming);
+                Ok(FromNode::ArtifactProgress {
+                    request,
+                    received: 0,
                 })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(Failure::Internal {
-                        message: e.to_string(),
-                    })
-                });
-                let reply = match stored {
-                    Ok((digest, size)) => FromNode::ArtifactStored {
-                        request,
-                        digest,
-                        size,
-                    },
-                    Err(failure) => FromNode::ArtifactRejected { request, failure },
-                };
-                let _ = tx.send(reply).await;
             });
         }
-        ToNode::GetArtifact { request, digest } => {
-            let (node, tx) = (node.clone(), tx.clone());
-            tokio::spawn(async move {
-                let read =
-                    tokio::task::spawn_blocking(move || node.executor.artifact_bytes(&digest))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(Failure::Internal {
-                                message: e.to_string(),
-                            })
-                        });
-                let reply = match read {
-                    Ok(bytes) => FromNode::ArtifactBytes { request, bytes },
-                    Err(failure) => FromNode::ArtifactRejected { request, failure },
-                };
-                let _ = tx.send(reply).await;
+        ToNode::ArtifactChunk { request, bytes } => {
+            let (node, uploads) = (node.clone(), uploads.clone());
+            answer(tx, request, move || {
+                // The sidecar sends a chunk only after the answer to the one
+                // before, so the upload is here, not being written.
+                let mut incoming = uploads
+                    .lock()
+                    .expect("uploads lock")
+                    .remove(&request)
+                    .ok_or_else(|| Failure::InvalidArtifact {
+                        reason: format!("no upload numbered {request} is in progress"),
+                    })?;
+                match incoming.take(&bytes)? {
+                    Progress::More(received) => {
+                        uploads
+                            .lock()
+                            .expect("uploads lock")
+                            .insert(request, incoming);
+                        Ok(FromNode::ArtifactProgress { request, received })
+                    }
+                    Progress::Complete => {
+                        let received = incoming.finish()?;
+                        let size = received.size;
+                        let digest = node.executor.put_received(received)?;
+                        Ok(FromNode::ArtifactStored {
+                            request,
+                            digest,
+                            size,
+                        })
+                    }
+                }
+            });
+        }
+        ToNode::AbandonArtifact { request } => {
+            // Its part file goes with it.
+            uploads.lock().expect("uploads lock").remove(&request);
+        }
+        ToNode::ReadArtifact {
+            request,
+            digest,
+            offset,
+        } => {
+            let node = node.clone();
+            answer(tx, request, move || {
+                let (size, bytes) = node.executor.artifact_chunk(&digest, offset)?;
+                Ok(FromNode::ArtifactChunk {
+                    request,
+                    size,
+                    bytes,
+                })
             });
         }
     }
+}
+
+/// Does an artifact request's blocking `work` off the connection's reader
+/// and sends its answer (`ArtifactRejected` with the failure if it fails).
+fn answer(
+    tx: &mpsc::Sender<FromNode>,
+    request: u64,
+    work: impl FnOnce() -> Result<FromNode, Failure> + Send + 'static,
+) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let reply = tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| {
+                Err(Failure::Internal {
+                    message: e.to_string(),
+                })
+            })
+            .unwrap_or_else(|failure| FromNode::ArtifactRejected { request, failure });
+        let _ = tx.send(reply).await;
+    });
 }
 
 fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Execute) {

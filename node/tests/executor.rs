@@ -204,10 +204,30 @@ fn a_copy_damaged_on_disk_is_discarded_not_run() {
     assert!(!path.exists());
     assert!(!exec.resident().contains(&digest));
     assert_eq!(run(&exec).unwrap_err(), Failure::UnknownArtifact { digest });
-    assert!(exec.artifact_bytes(&digest).is_err());
-    // Stored again, it runs.
-    assert_eq!(exec.put_artifact(&guest("echo")).unwrap(), digest);
+    assert_eq!(
+        exec.artifact_chunk(&digest, 0).unwrap_err(),
+        Failure::UnknownArtifact { digest }
+    );
+    // Stored again, it runs, and a peer reading it gets its bytes.
+    let echo = guest("echo");
+    assert_eq!(exec.put_artifact(&echo).unwrap(), digest);
     assert!(run(&exec).is_ok());
+    assert_eq!(
+        exec.artifact_chunk(&digest, 0).unwrap(),
+        (echo.len() as u64, echo.clone())
+    );
+    assert_eq!(
+        exec.artifact_chunk(&digest, 10).unwrap(),
+        (echo.len() as u64, echo[10..].to_vec())
+    );
+    // A copy damaged on disk is refused to a reader from its first chunk,
+    // and discarded.
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        exec.artifact_chunk(&digest, 0),
+        Err(Failure::InvalidArtifact { ref reason }) if reason.contains("damaged")
+    ));
+    assert!(!path.exists());
 }
 
 #[test]

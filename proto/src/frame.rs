@@ -10,9 +10,10 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The protocol version carried in every frame.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
-/// The default largest frame: 64 MiB, enough for an artifact upload.
+/// The default largest frame: 64 MiB, enough for a job's input or output
+/// (artifacts travel in chunks of [`crate::ARTIFACT_CHUNK`]).
 pub const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
 
 /// Length of the frame header.

@@ -7,7 +7,7 @@
 //! into messages and back.
 //!
 //! ```text
-//!  sidecar ──ToNode (Execute, Cancel, PutArtifact)──▶ node
+//!  sidecar ──ToNode (Execute, Cancel, PutArtifact, Artifact*)──▶ node
 //!  sidecar ◀─FromNode (Hello, Load, Output, Completed, Failed, Artifact*)── node
 //! ```
 //!
@@ -29,6 +29,6 @@ pub const EXIT_DEVICE_FAULT: i32 = 75;
 pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use ids::{Digest, DigestParseError, JobId, NodeId, TenantId};
 pub use message::{
-    Accelerator, Backend, Capabilities, Completion, Execute, FromNode, GpuDevice, Hello, JobSpec,
-    LoadReport, ToNode,
+    ARTIFACT_CHUNK, Accelerator, Backend, Capabilities, Completion, Execute, FromNode, GpuDevice,
+    Hello, JobSpec, LoadReport, ToNode,
 };

@@ -141,21 +141,42 @@ pub enum ToNode {
     Cancel {
         job: JobId,
     },
-    /// Validate, compile and store an artifact. Answered by
-    /// [`FromNode::ArtifactStored`] or [`FromNode::ArtifactRejected`].
+    /// Begins handing over an artifact of `size` bytes that hash to
+    /// `digest`; its bytes follow in [`ToNode::ArtifactChunk`]s of at most
+    /// [`ARTIFACT_CHUNK`] bytes, each sent only after the node answered the
+    /// one before (so neither side ever holds more than one chunk of it).
+    /// Answered by [`FromNode::ArtifactProgress`] while bytes are missing,
+    /// then [`FromNode::ArtifactStored`] or [`FromNode::ArtifactRejected`].
     PutArtifact {
+        request: u64,
+        digest: Digest,
+        size: u64,
+    },
+    /// The next bytes of the artifact `request` began.
+    ArtifactChunk {
         request: u64,
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
-    /// Read a stored artifact's bytes (for a peer that fetches it).
-    /// Answered by [`FromNode::ArtifactBytes`] or
-    /// [`FromNode::ArtifactRejected`] (`unknown_artifact`).
-    GetArtifact {
+    /// The sidecar gave up on handing over `request`: the node drops what
+    /// it received. Not answered.
+    AbandonArtifact {
+        request: u64,
+    },
+    /// Read at most [`ARTIFACT_CHUNK`] bytes of a stored artifact from
+    /// `offset` (for a peer that fetches it). At offset 0 the node first
+    /// checks the whole stored copy against its digest. Answered by
+    /// [`FromNode::ArtifactChunk`] or [`FromNode::ArtifactRejected`]
+    /// (`unknown_artifact`, or `invalid_artifact` for a damaged copy).
+    ReadArtifact {
         request: u64,
         digest: Digest,
+        offset: u64,
     },
 }
+
+/// The most artifact bytes one frame carries, either way.
+pub const ARTIFACT_CHUNK: usize = 1 << 20;
 
 /// Node to sidecar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,8 +206,17 @@ pub enum FromNode {
         request: u64,
         failure: Failure,
     },
-    ArtifactBytes {
+    /// `received` bytes of the artifact `request` have arrived: send the
+    /// next chunk.
+    ArtifactProgress {
         request: u64,
+        received: u64,
+    },
+    /// Bytes of a stored artifact (answering [`ToNode::ReadArtifact`]),
+    /// and its whole size.
+    ArtifactChunk {
+        request: u64,
+        size: u64,
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },

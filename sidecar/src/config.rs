@@ -23,8 +23,12 @@ pub enum NodeLaunch {
     Connect,
 }
 
+/// The most `max_artifact_bytes` may be: artifacts are spooled and sent in
+/// chunks, so this bounds disk, not memory.
+pub(crate) const MAX_ARTIFACT_LIMIT: usize = 16 << 30;
+
 /// How a sidecar runs. `Default` assumes one host on loopback: HTTP on
-/// 7070, QUIC on 7071, a queue of 64, 8 MiB inputs, 32 MiB artifacts, 30 s
+/// 7070, QUIC on 7071, a queue of 64, 8 MiB inputs, 256 MiB artifacts, 30 s
 /// deadlines, 3 voters.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
@@ -42,7 +46,7 @@ pub struct SidecarConfig {
     pub queue_capacity: u32,
     /// Largest invocation input; larger is 413.
     pub max_input_bytes: usize,
-    /// Largest artifact upload; larger is 413.
+    /// Largest artifact upload (and fetch from a peer); larger is 413.
     pub max_artifact_bytes: usize,
     /// Deadline of functions that do not set one, and the most any may set.
     pub default_deadline: Duration,
@@ -87,7 +91,7 @@ impl Default for SidecarConfig {
             slots: 4,
             queue_capacity: 64,
             max_input_bytes: 8 << 20,
-            max_artifact_bytes: 32 << 20,
+            max_artifact_bytes: 256 << 20,
             default_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(300),
             restart_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
@@ -115,6 +119,8 @@ pub enum ConfigError {
     Queue(u32),
     #[error("{what} must be between 1 byte and 60 MiB (the frame limit), got {got}")]
     Size { what: &'static str, got: usize },
+    #[error("max_artifact_bytes must be between 1 byte and 16 GiB, got {0}")]
+    ArtifactSize(usize),
     #[error("max_voters must be between 1 and 7, got {0}")]
     MaxVoters(usize),
     #[error("the gossip interval must be between 20 ms and 10 s, got {0:?}")]
@@ -138,13 +144,14 @@ impl SidecarConfig {
         if self.queue_capacity > 100_000 {
             return Err(ConfigError::Queue(self.queue_capacity));
         }
-        for (what, got) in [
-            ("max_input_bytes", self.max_input_bytes),
-            ("max_artifact_bytes", self.max_artifact_bytes),
-        ] {
-            if !(1..=60 << 20).contains(&got) {
-                return Err(ConfigError::Size { what, got });
-            }
+        if !(1..=60 << 20).contains(&self.max_input_bytes) {
+            return Err(ConfigError::Size {
+                what: "max_input_bytes",
+                got: self.max_input_bytes,
+            });
+        }
+        if !(1..=MAX_ARTIFACT_LIMIT).contains(&self.max_artifact_bytes) {
+            return Err(ConfigError::ArtifactSize(self.max_artifact_bytes));
         }
         if !(1..=7).contains(&self.max_voters) {
             return Err(ConfigError::MaxVoters(self.max_voters));
@@ -202,5 +209,15 @@ mod tests {
                 got: 1 << 30
             }
         );
+        let bad = SidecarConfig {
+            max_artifact_bytes: 0,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err(), ConfigError::ArtifactSize(0));
+        let big = SidecarConfig {
+            max_artifact_bytes: 1 << 30,
+            ..Default::default()
+        };
+        big.validate().unwrap();
     }
 }

@@ -37,6 +37,7 @@ mod quota;
 mod rate;
 mod records;
 mod signing;
+mod spool;
 mod supervisor;
 
 pub use auth::{AdminToken, ScopedToken, TokenError};

@@ -8,9 +8,10 @@
 //! again (bounded by their deadline).
 
 use crate::frames;
+use crate::spool::Spooled;
 use spillway_proto::{
-    Capabilities, Completion, Digest, Execute, Failure, FromNode, JobId, LoadReport, MAX_FRAME_LEN,
-    PROTOCOL_VERSION, Refusal, ToNode,
+    ARTIFACT_CHUNK, Capabilities, Completion, Digest, Execute, Failure, FromNode, JobId,
+    LoadReport, MAX_FRAME_LEN, PROTOCOL_VERSION, Refusal, ToNode,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -63,10 +64,18 @@ impl From<Failure> for JobFailed {
 
 /// Where the answer to an artifact request goes.
 enum Pending {
-    /// The stored digest and size, or why not.
-    Upload(oneshot::Sender<Result<(Digest, u64), Failure>>),
-    /// The artifact's bytes, or why not.
-    Read(oneshot::Sender<Result<Vec<u8>, Failure>>),
+    /// The next step of an upload, or why not.
+    Upload(oneshot::Sender<Result<UploadStep, Failure>>),
+    /// A chunk of a stored artifact and its whole size, or why not.
+    Read(oneshot::Sender<Result<(u64, Vec<u8>), Failure>>),
+}
+
+/// The node's answer to one step of an upload.
+enum UploadStep {
+    /// It has this many bytes: send the next chunk.
+    Progress(u64),
+    /// It stored the whole artifact.
+    Stored(Digest, u64),
 }
 
 impl Pending {
@@ -77,6 +86,28 @@ impl Pending {
             }
             Pending::Read(done) => {
                 let _ = done.send(Err(failure));
+            }
+        }
+    }
+}
+
+/// Tells the node to drop a half-sent upload unless disarmed (the upload
+/// failed, or whoever waited for it went away).
+struct AbandonOnDrop<'a> {
+    link: &'a NodeLink,
+    request: u64,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut conn = self.link.conn.lock().expect("link lock");
+            conn.requests.remove(&self.request);
+            if let Some(tx) = &conn.tx {
+                let _ = tx.try_send(ToNode::AbandonArtifact {
+                    request: self.request,
+                });
             }
         }
     }
@@ -227,15 +258,63 @@ impl NodeLink {
         }
     }
 
-    /// Hands an artifact to the node, which validates and stores it.
-    pub(crate) async fn put_artifact(&self, bytes: Vec<u8>) -> Result<(Digest, u64), Failure> {
+    /// Hands a spooled artifact to the node, which validates and stores
+    /// it: announced with its digest and size, then sent in chunks of
+    /// [`ARTIFACT_CHUNK`], each after the node took the one before, so at
+    /// most one chunk is in flight. If this future is dropped midway the
+    /// node drops what it has.
+    pub(crate) async fn put_artifact(&self, spooled: &Spooled) -> Result<(Digest, u64), Failure> {
         let (done, rx) = oneshot::channel();
-        self.request(Pending::Upload(done), |request| ToNode::PutArtifact {
+        let request = self
+            .request(None, Pending::Upload(done), |request| ToNode::PutArtifact {
+                request,
+                digest: spooled.digest,
+                size: spooled.size,
+            })
+            .await?;
+        let mut guard = AbandonOnDrop {
+            link: self,
             request,
-            bytes,
-        })
-        .await?;
-        rx.await.unwrap_or_else(|_| Err(unavailable()))
+            armed: true,
+        };
+        let mut step = rx.await.unwrap_or_else(|_| Err(unavailable()));
+        let mut chunks = spooled
+            .reader(ARTIFACT_CHUNK)
+            .await
+            .map_err(|e| Failure::Internal {
+                message: format!("cannot read the spooled artifact: {e}"),
+            })?;
+        let mut sent = 0u64;
+        loop {
+            match step? {
+                UploadStep::Stored(digest, size) => {
+                    guard.armed = false;
+                    return Ok((digest, size));
+                }
+                UploadStep::Progress(received) if received == sent => {}
+                UploadStep::Progress(received) => {
+                    return Err(Failure::Internal {
+                        message: format!("the node has {received} bytes of the {sent} sent"),
+                    });
+                }
+            }
+            let bytes = chunks
+                .next()
+                .await
+                .map_err(|e| Failure::Internal {
+                    message: format!("cannot read the spooled artifact: {e}"),
+                })?
+                .ok_or_else(|| Failure::Internal {
+                    message: "the node wants more bytes than the artifact has".into(),
+                })?;
+            sent += bytes.len() as u64;
+            let (done, rx) = oneshot::channel();
+            self.request(Some(request), Pending::Upload(done), |request| {
+                ToNode::ArtifactChunk { request, bytes }
+            })
+            .await?;
+            step = rx.await.unwrap_or_else(|_| Err(unavailable()));
+        }
     }
 
     /// Whether the node holds the component and every kernel pack of `spec`.
@@ -258,30 +337,41 @@ impl NodeLink {
         });
     }
 
-    /// Reads a stored artifact from the node (for a peer fetching it).
-    pub(crate) async fn get_artifact(&self, digest: Digest) -> Result<Vec<u8>, Failure> {
+    /// Reads at most [`ARTIFACT_CHUNK`] bytes of a stored artifact from
+    /// `offset`, and its whole size (for a peer fetching it). At offset 0
+    /// the node checks its whole copy first.
+    pub(crate) async fn read_artifact(
+        &self,
+        digest: Digest,
+        offset: u64,
+    ) -> Result<(u64, Vec<u8>), Failure> {
         let (done, rx) = oneshot::channel();
-        self.request(Pending::Read(done), |request| ToNode::GetArtifact {
+        self.request(None, Pending::Read(done), |request| ToNode::ReadArtifact {
             request,
             digest,
+            offset,
         })
         .await?;
         rx.await.unwrap_or_else(|_| Err(unavailable()))
     }
 
-    /// Sends a numbered request whose answer goes to `pending`.
+    /// Sends a request whose answer goes to `pending`: numbered afresh, or
+    /// the next step of `request`. Returns its number.
     async fn request(
         &self,
+        request: Option<u64>,
         pending: Pending,
         message: impl FnOnce(u64) -> ToNode,
-    ) -> Result<(), Failure> {
+    ) -> Result<u64, Failure> {
         let (tx, request) = {
             let mut conn = self.conn.lock().expect("link lock");
             let Some(tx) = conn.tx.clone() else {
                 return Err(unavailable());
             };
-            conn.next_request += 1;
-            let request = conn.next_request;
+            let request = request.unwrap_or_else(|| {
+                conn.next_request += 1;
+                conn.next_request
+            });
             conn.requests.insert(request, pending);
             (tx, request)
         };
@@ -293,7 +383,7 @@ impl NodeLink {
                 .remove(&request);
             return Err(unavailable());
         }
-        Ok(())
+        Ok(request)
     }
 
     /// Serves one connection to the node until it closes. Returns why it
@@ -402,7 +492,12 @@ impl NodeLink {
                     Arc::make_mut(&mut s.held).insert(digest);
                 });
                 if let Some(Pending::Upload(done)) = conn.requests.remove(&request) {
-                    let _ = done.send(Ok((digest, size)));
+                    let _ = done.send(Ok(UploadStep::Stored(digest, size)));
+                }
+            }
+            FromNode::ArtifactProgress { request, received } => {
+                if let Some(Pending::Upload(done)) = conn.requests.remove(&request) {
+                    let _ = done.send(Ok(UploadStep::Progress(received)));
                 }
             }
             FromNode::ArtifactRejected { request, failure } => {
@@ -410,9 +505,13 @@ impl NodeLink {
                     pending.fail(failure);
                 }
             }
-            FromNode::ArtifactBytes { request, bytes } => {
+            FromNode::ArtifactChunk {
+                request,
+                size,
+                bytes,
+            } => {
                 if let Some(Pending::Read(done)) = conn.requests.remove(&request) {
-                    let _ = done.send(Ok(bytes));
+                    let _ = done.send(Ok((size, bytes)));
                 }
             }
             FromNode::Hello(_) => tracing::warn!("ignoring a second hello from the node"),

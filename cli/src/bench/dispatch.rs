@@ -61,7 +61,8 @@ impl PeerHandler for NullPeer {
 
     fn datagram(&self, _from: PublicKey, _bytes: &[u8]) {}
 
-    async fn artifact(&self, _digest: Digest) -> Result<Vec<u8>, ArtifactRefusal> {
+    type Artifact = std::convert::Infallible;
+    async fn artifact(&self, _digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
         Err(ArtifactRefusal::NotHeld)
     }
 }

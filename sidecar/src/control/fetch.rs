@@ -12,7 +12,8 @@
 use super::Control;
 use crate::peer::PeerRequest;
 use crate::peer::artifact::{self, FetchError};
-use spillway_proto::{Digest, Failure, JobSpec, MAX_FRAME_LEN};
+use crate::spool::Spooled;
+use spillway_proto::{Digest, Failure, JobSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -21,8 +22,6 @@ use tokio::sync::OnceCell;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of one transfer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
-/// The largest artifact a node takes (it arrives in one node frame).
-const MAX_ARTIFACT: u64 = (MAX_FRAME_LEN - 1024) as u64;
 
 impl Control {
     /// Makes sure this host's node holds `digest`, fetching it from a
@@ -86,8 +85,8 @@ impl Control {
         let mut corrupt = false;
         for holder in holders {
             let started = Instant::now();
-            let bytes = match self.fetch_from(holder, digest, expected).await {
-                Ok(bytes) => bytes,
+            let spooled = match self.fetch_from(holder, digest, expected).await {
+                Ok(spooled) => spooled,
                 Err(e) => {
                     if e.is_corruption() {
                         corrupt = true;
@@ -99,9 +98,9 @@ impl Control {
                     continue;
                 }
             };
-            let size = bytes.len();
-            self.burst.record_fetch(size as u64, started.elapsed());
-            return match self.link.put_artifact(bytes).await {
+            let size = spooled.size;
+            self.burst.record_fetch(size, started.elapsed());
+            return match self.link.put_artifact(&spooled).await {
                 Ok((stored, _)) if stored == digest => {
                     tracing::info!(host = holder, %digest, size, "fetched artifact");
                     Ok(())
@@ -120,20 +119,25 @@ impl Control {
         })
     }
 
-    /// One holder's copy, verified.
+    /// One holder's copy, verified, in the spool.
     async fn fetch_from(
         &self,
         holder: u64,
         digest: Digest,
         expected: Option<u64>,
-    ) -> Result<Vec<u8>, FetchError> {
+    ) -> Result<Spooled, FetchError> {
         let request = PeerRequest::FetchArtifact { digest };
         let mut recv = self
             .client
             .open(holder, &request, OPEN_TIMEOUT)
             .await
             .map_err(|e| FetchError::Io(e.to_string()))?;
-        let receive = artifact::receive(&mut recv, digest, expected, MAX_ARTIFACT);
+        let max = self.max_artifact_bytes;
+        let into = self
+            .spool
+            .create(max)
+            .map_err(|e| FetchError::Io(format!("spooling: {e}")))?;
+        let receive = artifact::receive(&mut recv, into, digest, expected, max);
         tokio::time::timeout(FETCH_TIMEOUT, receive)
             .await
             .map_err(|_| FetchError::Io(format!("no whole copy within {FETCH_TIMEOUT:?}")))?

@@ -11,7 +11,7 @@ use crate::peer::{
 use spillway_consensus::{
     ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal, PublicKey,
 };
-use spillway_proto::{Digest, Failure};
+use spillway_proto::Digest;
 use std::sync::Arc;
 
 /// The peer handler of `spillway host`.
@@ -56,16 +56,9 @@ impl PeerHandler for ControlHandler {
         self.0.receive_gossip(&from, bytes);
     }
 
-    async fn artifact(&self, digest: Digest) -> Result<Vec<u8>, ArtifactRefusal> {
-        self.0.link.get_artifact(digest).await.map_err(|f| match f {
-            Failure::UnknownArtifact { .. } => ArtifactRefusal::NotHeld,
-            Failure::InvalidArtifact { reason } => {
-                tracing::error!(%digest, "a peer asked for an artifact whose stored copy is damaged: {reason}");
-                self.0.link.forget_artifact(&digest);
-                ArtifactRefusal::Damaged
-            }
-            other => ArtifactRefusal::Unavailable(other.to_string()),
-        })
+    type Artifact = super::holder::HeldArtifact;
+    async fn artifact(&self, digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
+        super::holder::HeldArtifact::open(self.0.link.clone(), digest).await
     }
 }
 

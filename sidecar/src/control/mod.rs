@@ -21,6 +21,7 @@
 
 mod fetch;
 mod handler;
+mod holder;
 mod leases;
 mod local;
 mod start;
@@ -34,6 +35,7 @@ use crate::link::NodeLink;
 use crate::peer::{HostIdentity, PeerClient, PeerEndpoint, PeerReply, PeerRequest, PinnedPeers};
 use crate::peer::{HostStatus, ProposeError, TicketMember};
 use crate::queue::LocalQueue;
+use crate::spool::Spool;
 use spillway_consensus::{
     ControlCommand, ControlError, ControlPlane, ControlResponse, ControlState, MemberState,
     RaftStatus,
@@ -88,6 +90,10 @@ pub(crate) struct Control {
     identity: HostIdentity,
     state: watch::Sender<Arc<ControlState>>,
     link: Arc<NodeLink>,
+    /// Where uploads and fetched artifacts wait for the node.
+    pub(crate) spool: Spool,
+    /// The largest artifact this host takes (upload or fetch).
+    pub(crate) max_artifact_bytes: u64,
     queue: Arc<LocalQueue>,
     max_voters: usize,
     http_addr: std::net::SocketAddr,

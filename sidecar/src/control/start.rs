@@ -12,6 +12,7 @@ use crate::peer::{
     PeerRequest, PinnedPeers, QuicTransport,
 };
 use crate::queue::LocalQueue;
+use crate::spool::Spool;
 use crate::{AdminToken, SidecarConfig, SidecarError};
 use spillway_consensus::{
     ControlCommand, ControlPlane, ControlResponse, JOIN_VERSION, JoinRefusal, Member, MemberEntry,
@@ -160,8 +161,11 @@ pub(crate) async fn start(
         QuicTransport::new(client.clone()),
     )
     .await?;
+    let spool = Spool::open(dir).map_err(io("cannot open the spool in", dir))?;
     let control = Arc::new(Control {
         id,
+        spool,
+        max_artifact_bytes: config.max_artifact_bytes as u64,
         plane,
         client,
         endpoint: endpoint.clone(),

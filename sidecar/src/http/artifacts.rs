@@ -1,4 +1,6 @@
-//! `PUT /v1/artifacts/{name}` and `GET /v1/artifacts`.
+//! `PUT /v1/artifacts/{name}` and `GET /v1/artifacts`. An upload's body is
+//! spooled to disk as it arrives (never held whole), then handed to the
+//! node in chunks.
 
 use super::{ApiError, App};
 use crate::records::{ArtifactRecord, valid_name};
@@ -9,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use spillway_consensus::Scope;
 use spillway_consensus::{ControlCommand, ResidencyChange, ResidencyStatus};
 use spillway_proto::NodeId;
-use spillway_proto::{ArtifactKind, Digest, Failure};
+use spillway_proto::{ArtifactKind, Failure};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,14 +41,19 @@ pub(super) async fn put(
             "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
         ));
     }
-    let bytes = super::request::read_body(&headers, body, app.config.max_artifact_bytes).await?;
-    if bytes.is_empty() {
+    let spooled = super::body::spool_body(
+        &headers,
+        body,
+        &app.control.spool,
+        app.control.max_artifact_bytes,
+    )
+    .await?;
+    if spooled.size == 0 {
         return Err(ApiError::from(Failure::InvalidArtifact {
             reason: "the body is empty".into(),
         }));
     }
     // The publisher's signature is checked before the node sees the bytes.
-    let digest = Digest::of(&bytes);
     let presented = match headers.get("spillway-signature") {
         None => None,
         Some(v) => Some(
@@ -56,20 +63,22 @@ pub(super) async fn put(
                 .map_err(signature_error)?,
         ),
     };
-    let kind = ArtifactKind::of(&bytes);
+    let kind = spooled.kind;
     let signature = {
         let state = app.control.state();
         let tenant = state.tenant(&principal.tenant);
+        let digest = &spooled.digest;
         match kind {
-            ArtifactKind::Component => signing::check_upload(tenant, presented, &digest, &name),
+            ArtifactKind::Component => signing::check_upload(tenant, presented, digest, &name),
             ArtifactKind::KernelPack => {
-                signing::check_pack_upload(tenant, presented, &digest, &name).map(Some)
+                signing::check_pack_upload(tenant, presented, digest, &name).map(Some)
             }
         }
         .map_err(signature_error)?
     };
     app.link.wait_up(Instant::now() + NODE_WAIT).await;
-    let (digest, size) = app.link.put_artifact(bytes.to_vec()).await?;
+    let (digest, size) = app.link.put_artifact(&spooled).await?;
+    drop(spooled);
     let record = ArtifactRecord {
         name: name.clone(),
         digest: digest.to_string(),

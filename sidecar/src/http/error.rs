@@ -68,7 +68,7 @@ impl ApiError {
     }
 
     /// 413: the body is larger than `limit` bytes.
-    pub fn too_large(limit: usize) -> Self {
+    pub fn too_large(limit: u64) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",

@@ -41,7 +41,7 @@ pub(super) async fn invoke(
     // is never read.
     let principal = app.authorize(&headers, Scope::Invoke).await?;
     tenant_rate(&app, &principal.tenant)?;
-    let input = super::request::read_body(&headers, body, app.config.max_input_bytes).await?;
+    let input = super::body::read_body(&headers, body, app.config.max_input_bytes).await?;
     let mut function = app
         .control
         .state()

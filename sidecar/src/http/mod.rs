@@ -23,6 +23,7 @@
 
 mod artifacts;
 mod audit;
+mod body;
 mod cluster;
 mod error;
 mod functions;
@@ -205,7 +206,6 @@ impl App {
 /// The ingress router.
 pub fn router(app: Arc<App>) -> Router {
     let max_input = app.config.max_input_bytes;
-    let max_artifact = app.config.max_artifact_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -220,10 +220,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/artifacts", get(artifacts::list))
-        .route(
-            "/v1/artifacts/{name}",
-            put(artifacts::put).layer(DefaultBodyLimit::max(max_artifact)),
-        )
+        .route("/v1/artifacts/{name}", put(artifacts::put))
         .route(
             "/v1/functions",
             post(functions::create).get(functions::list),

@@ -105,41 +105,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Reads a request's body, at most `limit` bytes: 413 past it (told by the
-/// `Content-Length` before a byte is read, else as the bytes arrive), 400
-/// if the body breaks off. Handlers call it only after the token was
-/// checked from the headers, so an unauthenticated request never has its
-/// body read.
-pub(super) async fn read_body(
-    headers: &axum::http::HeaderMap,
-    body: axum::body::Body,
-    limit: usize,
-) -> Result<bytes::Bytes, super::ApiError> {
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(super::ApiError::too_large(limit));
-    }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes),
-        Err(e) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(s) = source {
-                if s.is::<http_body_util::LengthLimitError>() {
-                    return Err(super::ApiError::too_large(limit));
-                }
-                source = s.source();
-            }
-            Err(super::ApiError::bad_request(
-                "bad_body",
-                format!("the body could not be read: {e}"),
-            ))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,17 @@
 //! An artifact on the wire between hosts: the holder answers a
 //! `FetchArtifact` request with one [`ArtifactHeader`] frame, then the
-//! artifact's bytes raw on the same stream, then finishes it.
+//! artifact's bytes raw on the same stream, then finishes it. The holder
+//! sends from its node's copy a chunk at a time ([`ArtifactChunks`]).
 //!
 //! The receiver ([`receive`]) checks the announced size against what the
-//! control log recorded before reading a byte of it, hashes the bytes
-//! (blake3) as they arrive, and hands them over only when the digest is
-//! the one asked for. Nothing here stores anything: the caller decides what
-//! to do with verified bytes (give them to its node) and with a failure.
+//! control log recorded before reading a byte of it, writes the bytes to a
+//! spool file as they arrive, hashing them (blake3), and hands the file
+//! over only when the digest is the one asked for. Nothing here stores
+//! anything: the caller decides what to do with verified bytes (give them
+//! to its node) and with a failure (the spool file goes with it).
 
 use crate::frames;
+use crate::spool::{SpoolError, SpoolWriter, Spooled};
 use serde::{Deserialize, Serialize};
 use spillway_proto::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -73,32 +76,63 @@ impl FetchError {
 /// Bytes read from the stream at a time.
 const CHUNK: usize = 64 << 10;
 
-/// Sends `bytes` (or the refusal) on an artifact stream.
-pub async fn send<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    bytes: Result<&[u8], ArtifactRefusal>,
-) -> std::io::Result<()> {
-    match bytes {
-        Ok(bytes) => {
-            let header = ArtifactHeader::Follows {
-                size: bytes.len() as u64,
-            };
-            frames::write(w, &header).await?;
-            w.write_all(bytes).await
-        }
-        Err(refusal) => frames::write(w, &ArtifactHeader::Refused(refusal)).await,
+/// A holder's copy of an artifact, read a chunk at a time (so a holder
+/// never loads a whole artifact to send it).
+pub trait ArtifactChunks: Send {
+    /// Its whole size, announced before the first byte.
+    fn size(&self) -> u64;
+    /// The next bytes, or `None` after the last.
+    fn next(&mut self) -> impl Future<Output = std::io::Result<Option<Vec<u8>>>> + Send;
+}
+
+/// Nothing to send (a host without a node refuses every fetch).
+impl ArtifactChunks for std::convert::Infallible {
+    fn size(&self) -> u64 {
+        match *self {}
+    }
+    async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        match *self {}
     }
 }
 
-/// Reads an artifact stream, returning the bytes only if they hash to
-/// `digest`. `expected` is the size the control log recorded (when known);
-/// `max` bounds it otherwise.
-pub async fn receive<R: AsyncRead + Unpin>(
+/// Sends an artifact (or the refusal) on an artifact stream. An error
+/// after the header leaves the stream short, which the receiver refuses.
+pub async fn send<W: AsyncWrite + Unpin, C: ArtifactChunks>(
+    w: &mut W,
+    artifact: Result<C, ArtifactRefusal>,
+) -> std::io::Result<()> {
+    let mut chunks = match artifact {
+        Ok(chunks) => chunks,
+        Err(refusal) => return frames::write(w, &ArtifactHeader::Refused(refusal)).await,
+    };
+    let size = chunks.size();
+    frames::write(w, &ArtifactHeader::Follows { size }).await?;
+    let mut sent = 0u64;
+    while let Some(bytes) = chunks.next().await? {
+        sent += bytes.len() as u64;
+        if sent > size {
+            return Err(std::io::Error::other("the artifact grew while it was sent"));
+        }
+        w.write_all(&bytes).await?;
+    }
+    if sent != size {
+        return Err(std::io::Error::other(format!(
+            "the artifact ended after {sent} of {size} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads an artifact stream into `into` (a spool file), returning it only
+/// if the bytes hash to `digest`. `expected` is the size the control log
+/// recorded (when known); `max` bounds it otherwise.
+pub(crate) async fn receive<R: AsyncRead + Unpin>(
     r: &mut R,
+    mut into: SpoolWriter,
     digest: Digest,
     expected: Option<u64>,
     max: u64,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<Spooled, FetchError> {
     let header = frames::read::<ArtifactHeader, _>(r, 1024)
         .await
         .map_err(|e| FetchError::Header(e.to_string()))?
@@ -115,23 +149,21 @@ pub async fn receive<R: AsyncRead + Unpin>(
     if size > max {
         return Err(FetchError::TooLarge { size, max });
     }
-    let mut bytes = Vec::with_capacity(size as usize);
-    let mut hasher = blake3::Hasher::new();
+    let spool = |e: SpoolError| FetchError::Io(format!("spooling: {e}"));
     let mut chunk = vec![0u8; CHUNK];
-    while (bytes.len() as u64) < size {
-        let want = CHUNK.min((size - bytes.len() as u64) as usize);
+    while into.size() < size {
+        let want = CHUNK.min((size - into.size()) as usize);
         let n = r
             .read(&mut chunk[..want])
             .await
             .map_err(|e| FetchError::Io(e.to_string()))?;
         if n == 0 {
             return Err(FetchError::Truncated {
-                got: bytes.len() as u64,
+                got: into.size(),
                 size,
             });
         }
-        hasher.update(&chunk[..n]);
-        bytes.extend_from_slice(&chunk[..n]);
+        into.write(&chunk[..n]).await.map_err(spool)?;
     }
     let extra = r
         .read(&mut chunk[..1])
@@ -140,11 +172,11 @@ pub async fn receive<R: AsyncRead + Unpin>(
     if extra != 0 {
         return Err(FetchError::TooLong);
     }
-    let got = Digest(*hasher.finalize().as_bytes());
+    let got = into.digest();
     if got != digest {
         return Err(FetchError::DigestMismatch { got });
     }
-    Ok(bytes)
+    into.finish().await.map_err(spool)
 }
 
 #[cfg(test)]
@@ -153,10 +185,43 @@ mod tests {
 
     const MAX: u64 = 1 << 20;
 
+    /// An artifact in memory, handed out in uneven chunks.
+    struct InMemory(Vec<u8>);
+
+    impl ArtifactChunks for InMemory {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+            let n = self.0.len().min(70_001);
+            Ok((n > 0).then(|| self.0.drain(..n).collect()))
+        }
+    }
+
     async fn sent(bytes: Result<&[u8], ArtifactRefusal>) -> Vec<u8> {
         let mut wire = Vec::new();
-        send(&mut wire, bytes).await.unwrap();
+        let artifact = bytes.map(|b| InMemory(b.to_vec()));
+        send(&mut wire, artifact).await.unwrap();
         wire
+    }
+
+    async fn received_max(
+        wire: &[u8],
+        digest: Digest,
+        expected: Option<u64>,
+        max: u64,
+    ) -> Result<Vec<u8>, FetchError> {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = crate::spool::Spool::open(dir.path()).unwrap();
+        let into = spool.create(max).unwrap();
+        let spooled = receive(&mut &wire[..], into, digest, expected, max).await?;
+        let mut r = spooled.reader(1 << 20).await.unwrap();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = r.next().await.unwrap() {
+            bytes.extend(chunk);
+        }
+        assert_eq!(bytes.len() as u64, spooled.size);
+        Ok(bytes)
     }
 
     async fn received(
@@ -164,7 +229,30 @@ mod tests {
         digest: Digest,
         expected: Option<u64>,
     ) -> Result<Vec<u8>, FetchError> {
-        receive(&mut &wire[..], digest, expected, MAX).await
+        received_max(wire, digest, expected, MAX).await
+    }
+
+    /// A holder whose copy is not what it announced.
+    struct Lying(InMemory, u64);
+
+    impl ArtifactChunks for Lying {
+        fn size(&self) -> u64 {
+            self.1
+        }
+        async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+            self.0.next().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_holder_never_sends_other_than_it_announced() {
+        for announced in [10, 300_000] {
+            let mut wire = Vec::new();
+            let lying = Lying(InMemory(artifact()), announced);
+            assert!(send(&mut wire, Ok(lying)).await.is_err());
+            let a = artifact();
+            assert!(received(&wire, Digest::of(&a), None).await.is_err());
+        }
     }
 
     fn artifact() -> Vec<u8> {
@@ -212,7 +300,7 @@ mod tests {
                 expected: 10
             }
         );
-        let err = receive(&mut &wire[..], d, None, 1000).await.unwrap_err();
+        let err = received_max(&wire, d, None, 1000).await.unwrap_err();
         assert_eq!(
             err,
             FetchError::TooLarge {

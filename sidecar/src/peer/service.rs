@@ -7,7 +7,7 @@
 //! join request; anything else is refused and the connection closed. A key
 //! that is neither never gets past the handshake.
 
-use crate::peer::artifact::{self, ArtifactRefusal};
+use crate::peer::artifact::{self, ArtifactChunks, ArtifactRefusal};
 use crate::peer::client::MAX_REPLY;
 use crate::peer::pinning::ed25519_key;
 use crate::peer::raft_rpc::answer_raft;
@@ -49,12 +49,13 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// reader task: it must not block.
     fn datagram(&self, from: PublicKey, bytes: &[u8]);
 
-    /// The bytes of an artifact a member asks for (the service streams
-    /// them; see [`artifact`]).
+    /// The artifact a member asks for, read a chunk at a time as the
+    /// service streams it (see [`artifact`]).
+    type Artifact: ArtifactChunks;
     fn artifact(
         &self,
         digest: Digest,
-    ) -> impl Future<Output = Result<Vec<u8>, ArtifactRefusal>> + Send;
+    ) -> impl Future<Output = Result<Self::Artifact, ArtifactRefusal>> + Send;
 }
 
 /// Writes one dispatch answer: its frame, then a `Completed` body raw (a
@@ -135,7 +136,8 @@ impl PeerHandler for RaftOnly {
 
     fn datagram(&self, _from: PublicKey, _bytes: &[u8]) {}
 
-    async fn artifact(&self, _digest: Digest) -> Result<Vec<u8>, ArtifactRefusal> {
+    type Artifact = std::convert::Infallible;
+    async fn artifact(&self, _digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
         Err(ArtifactRefusal::Unavailable(
             "a bare Raft member has no node".into(),
         ))
@@ -230,10 +232,15 @@ async fn answer<H: PeerHandler>(
                 return handler.dispatch(key, job, send).await;
             }
             (PeerKind::Member(_), PeerRequest::FetchArtifact { digest }) => {
-                let bytes = handler.artifact(digest).await;
-                let sent = artifact::send(&mut send, bytes.as_deref().map_err(Clone::clone));
-                if sent.await.is_ok() {
-                    let _ = send.finish();
+                let artifact = handler.artifact(digest).await;
+                match artifact::send(&mut send, artifact).await {
+                    Ok(()) => {
+                        let _ = send.finish();
+                    }
+                    // Cut short: the fetcher must not take it for whole.
+                    Err(_) => {
+                        let _ = send.reset(0u32.into());
+                    }
                 }
                 return;
             }

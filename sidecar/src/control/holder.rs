@@ -1,0 +1,83 @@
+//! The holder's side of an artifact fetch: this host's node's stored copy,
+//! read a chunk at a time as the peer service streams it to the member
+//! that asked (`peer::artifact`). The first read has the node check its
+//! whole copy; a damaged copy is refused (and forgotten, so residency stops
+//! naming this host), never sent.
+//!
+//! What it is not: the fetching side (`fetch`).
+
+use crate::link::NodeLink;
+use crate::peer::artifact::{ArtifactChunks, ArtifactRefusal};
+use spillway_proto::{Digest, Failure};
+use std::sync::Arc;
+
+/// The node's copy of one artifact, being sent.
+#[derive(Debug)]
+pub(crate) struct HeldArtifact {
+    link: Arc<NodeLink>,
+    digest: Digest,
+    size: u64,
+    offset: u64,
+    /// The first chunk, read when the copy was checked.
+    first: Option<Vec<u8>>,
+}
+
+impl HeldArtifact {
+    /// Opens the node's copy of `digest`, checked whole against it.
+    pub(crate) async fn open(link: Arc<NodeLink>, digest: Digest) -> Result<Self, ArtifactRefusal> {
+        let (size, first) = link
+            .read_artifact(digest, 0)
+            .await
+            .map_err(|f| refusal(&link, digest, f))?;
+        Ok(Self {
+            link,
+            digest,
+            size,
+            offset: 0,
+            first: Some(first),
+        })
+    }
+}
+
+fn refusal(link: &NodeLink, digest: Digest, failure: Failure) -> ArtifactRefusal {
+    match failure {
+        Failure::UnknownArtifact { .. } => ArtifactRefusal::NotHeld,
+        Failure::InvalidArtifact { reason } => {
+            tracing::error!(%digest, "a peer asked for an artifact whose stored copy is damaged: {reason}");
+            link.forget_artifact(&digest);
+            ArtifactRefusal::Damaged
+        }
+        other => ArtifactRefusal::Unavailable(other.to_string()),
+    }
+}
+
+impl ArtifactChunks for HeldArtifact {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.offset >= self.size {
+            return Ok(None);
+        }
+        let bytes = match self.first.take() {
+            Some(first) => first,
+            None => {
+                let (size, bytes) = self
+                    .link
+                    .read_artifact(self.digest, self.offset)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                if size != self.size {
+                    return Err(std::io::Error::other("the stored copy changed size"));
+                }
+                bytes
+            }
+        };
+        if bytes.is_empty() {
+            return Err(std::io::Error::other("the stored copy ended early"));
+        }
+        self.offset += bytes.len() as u64;
+        Ok(Some(bytes))
+    }
+}
