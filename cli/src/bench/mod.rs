@@ -12,6 +12,7 @@
 //!   a synthetic service time in the nodes.
 
 mod burst;
+mod cold_start;
 mod control_log;
 pub(crate) mod dispatch;
 mod failover;
@@ -90,6 +91,18 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// A component's first jobs through the whole path on two loopback
+    /// hosts: upload, first job there, first job on a host that never saw
+    /// it (fetch and compile), warm job. The no-op WAT guest always, and
+    /// each component file given.
+    ColdStart {
+        /// Component files to measure besides the no-op guest (for
+        /// example `target/guests/matmul-py.wasm`).
+        guests: Vec<PathBuf>,
+        /// Warm jobs on the peer after its first (the median is shown).
+        #[arg(long, default_value_t = 20)]
+        warm: usize,
+    },
 }
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -113,6 +126,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             service_ms,
             seconds,
         } => burst::run(slots, service_ms, seconds).await,
+        BenchCommand::ColdStart { guests, warm } => cold_start::run(guests, warm).await,
     }
 }
 
