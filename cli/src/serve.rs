@@ -4,7 +4,7 @@
 use anyhow::Context;
 use spillway_consensus::ControlConfig;
 use spillway_node::NodeConfig;
-use spillway_sidecar::{ClusterStart, NodeLaunch, SidecarConfig};
+use spillway_sidecar::{ClusterStart, IngressLimits, NodeLaunch, SidecarConfig};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -111,6 +111,34 @@ pub(crate) struct Ingress {
     /// in MiB (spooled to disk, never held in memory).
     #[arg(long, default_value_t = 256)]
     max_artifact_mib: usize,
+    /// HTTP connections open at once (also bounded by the open-file
+    /// limit, which is raised to its hard limit at start); past it a
+    /// connection is answered 503 and closed.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a request's headers may take, and a keep-alive connection
+    /// may sit idle, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    header_timeout_ms: u64,
+    /// The longest a request body may pause between bytes, in ms (408
+    /// body_timeout past it).
+    #[arg(long, default_value_t = 10_000)]
+    body_timeout_ms: u64,
+    /// Request bodies being read into memory at once, over all requests,
+    /// in MiB (503 overloaded past it; uploads are spooled to disk).
+    #[arg(long, default_value_t = 256)]
+    max_body_mib_in_flight: usize,
+}
+
+impl Ingress {
+    fn limits(&self) -> IngressLimits {
+        IngressLimits {
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            max_body_bytes_in_flight: self.max_body_mib_in_flight.saturating_mul(1 << 20),
+        }
+    }
 }
 
 /// How a host takes part in its cluster.
@@ -303,6 +331,7 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     let config = SidecarConfig {
+        ingress: args.ingress.limits(),
         http_addr: args.ingress.listen,
         dir: args.ingress.dir,
         node_socket: args.node_socket,
@@ -383,6 +412,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         slots: l.slots,
         queue_capacity: args.ingress.queue,
         max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
+        ingress: args.ingress.limits(),
         ..SidecarConfig::default()
     };
     let config = args.membership.apply(config);

@@ -27,6 +27,37 @@ pub enum NodeLaunch {
 /// chunks, so this bounds disk, not memory.
 pub(crate) const MAX_ARTIFACT_LIMIT: usize = 16 << 30;
 
+/// What the HTTP ingress allows: connections, how slow a client may be,
+/// and request bodies held in memory at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngressLimits {
+    /// Connections open at once (also bounded by the open-file limit);
+    /// past it a connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive, and how long a
+    /// keep-alive connection may sit idle before it is closed.
+    pub header_timeout: Duration,
+    /// The longest a request body may pause between bytes (408
+    /// `body_timeout` past it).
+    pub body_timeout: Duration,
+    /// Request bodies held in memory at once, over all requests (invoke
+    /// inputs; uploads are spooled to disk): a body is counted at its
+    /// announced length, or the input limit when it announces none; past
+    /// the budget a request is 503 `overloaded`.
+    pub max_body_bytes_in_flight: usize,
+}
+
+impl Default for IngressLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_body_bytes_in_flight: 256 << 20,
+        }
+    }
+}
+
 /// How a sidecar runs. `Default` assumes one host on loopback: HTTP on
 /// 7070, QUIC on 7071, a queue of 64, 8 MiB inputs, 256 MiB artifacts, 30 s
 /// deadlines, 3 voters.
@@ -46,6 +77,8 @@ pub struct SidecarConfig {
     pub queue_capacity: u32,
     /// Largest invocation input; larger is 413.
     pub max_input_bytes: usize,
+    /// Connections, client timeouts and bodies in memory.
+    pub ingress: IngressLimits,
     /// Largest artifact upload (and fetch from a peer); larger is 413.
     pub max_artifact_bytes: usize,
     /// Deadline of functions that do not set one, and the most any may set.
@@ -92,6 +125,7 @@ impl Default for SidecarConfig {
             queue_capacity: 64,
             max_input_bytes: 8 << 20,
             max_artifact_bytes: 256 << 20,
+            ingress: IngressLimits::default(),
             default_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(300),
             restart_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
@@ -121,6 +155,14 @@ pub enum ConfigError {
     Size { what: &'static str, got: usize },
     #[error("max_artifact_bytes must be between 1 byte and 16 GiB, got {0}")]
     ArtifactSize(usize),
+    #[error("max_connections must be between 1 and 1000000, got {0}")]
+    MaxConnections(usize),
+    #[error("the {what} timeout must be between 100 ms and 10 min, got {got:?}")]
+    ClientTimeout { what: &'static str, got: Duration },
+    #[error(
+        "max_body_bytes_in_flight ({budget}) must be at least max_input_bytes ({input}), or no input of the largest size could be read"
+    )]
+    BodyBudget { budget: usize, input: usize },
     #[error("max_voters must be between 1 and 7, got {0}")]
     MaxVoters(usize),
     #[error("the gossip interval must be between 20 ms and 10 s, got {0:?}")]
@@ -152,6 +194,24 @@ impl SidecarConfig {
         }
         if !(1..=MAX_ARTIFACT_LIMIT).contains(&self.max_artifact_bytes) {
             return Err(ConfigError::ArtifactSize(self.max_artifact_bytes));
+        }
+        let ingress = &self.ingress;
+        if !(1..=1_000_000).contains(&ingress.max_connections) {
+            return Err(ConfigError::MaxConnections(ingress.max_connections));
+        }
+        for (what, got) in [
+            ("header", ingress.header_timeout),
+            ("body", ingress.body_timeout),
+        ] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&got) {
+                return Err(ConfigError::ClientTimeout { what, got });
+            }
+        }
+        if ingress.max_body_bytes_in_flight < self.max_input_bytes {
+            return Err(ConfigError::BodyBudget {
+                budget: ingress.max_body_bytes_in_flight,
+                input: self.max_input_bytes,
+            });
         }
         if !(1..=7).contains(&self.max_voters) {
             return Err(ConfigError::MaxVoters(self.max_voters));
@@ -219,5 +279,51 @@ mod tests {
             ..Default::default()
         };
         big.validate().unwrap();
+        let cases = [
+            (
+                IngressLimits {
+                    max_connections: 0,
+                    ..Default::default()
+                },
+                ConfigError::MaxConnections(0),
+            ),
+            (
+                IngressLimits {
+                    header_timeout: Duration::from_millis(5),
+                    ..Default::default()
+                },
+                ConfigError::ClientTimeout {
+                    what: "header",
+                    got: Duration::from_millis(5),
+                },
+            ),
+            (
+                IngressLimits {
+                    body_timeout: Duration::from_secs(3600),
+                    ..Default::default()
+                },
+                ConfigError::ClientTimeout {
+                    what: "body",
+                    got: Duration::from_secs(3600),
+                },
+            ),
+            (
+                IngressLimits {
+                    max_body_bytes_in_flight: 1 << 20,
+                    ..Default::default()
+                },
+                ConfigError::BodyBudget {
+                    budget: 1 << 20,
+                    input: 8 << 20,
+                },
+            ),
+        ];
+        for (ingress, want) in cases {
+            let config = SidecarConfig {
+                ingress,
+                ..Default::default()
+            };
+            assert_eq!(config.validate().unwrap_err(), want);
+        }
     }
 }

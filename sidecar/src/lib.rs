@@ -41,7 +41,7 @@ mod spool;
 mod supervisor;
 
 pub use auth::{AdminToken, ScopedToken, TokenError};
-pub use config::{ConfigError, NodeLaunch, SidecarConfig};
+pub use config::{ConfigError, IngressLimits, NodeLaunch, SidecarConfig};
 pub use control::ClusterStart;
 pub use error::SidecarError;
 pub use quota::QuotaUsage;
@@ -104,6 +104,7 @@ pub async fn run(
             config.idempotency_max_bytes,
         )),
         rates: Default::default(),
+        bodies: http::body::BodyBudget::new(config.ingress.max_body_bytes_in_flight),
         config: config.clone(),
         link,
         queue,
@@ -113,14 +114,19 @@ pub async fn run(
     tracing::info!(http = %local_addr, dir = %config.dir.display(), "sidecar serving");
     println!("listening on http://{local_addr}");
 
-    let server = axum::serve(listener, http::router(app.clone()).into_make_service())
-        .with_graceful_shutdown(shutdown);
-    let served = server.await;
+    let mut ingress = config.ingress;
+    let open_files = http::listener::raise_open_file_limit();
+    ingress.max_connections = http::listener::connection_cap(ingress.max_connections, open_files);
+    if ingress.max_connections < config.ingress.max_connections {
+        tracing::warn!(
+            open_files,
+            max_connections = ingress.max_connections,
+            "the open-file limit allows fewer HTTP connections than asked for"
+        );
+    }
+    http::listener::serve(listener, http::router(app.clone()), ingress, shutdown).await;
     control.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = supervisor.await;
-    served.map_err(|source| SidecarError::Bind {
-        addr: local_addr,
-        source,
-    })
+    Ok(())
 }

@@ -25,9 +25,10 @@ pub(crate) async fn run(guests: Vec<PathBuf>, warm: usize) -> anyhow::Result<Exi
     )];
     for path in guests {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let name = path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         named.push((name, bytes));
     }
     let options = HostOptions {

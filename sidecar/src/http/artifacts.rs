@@ -41,13 +41,11 @@ pub(super) async fn put(
             "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
         ));
     }
-    let spooled = super::body::spool_body(
-        &headers,
-        body,
-        &app.control.spool,
-        app.control.max_artifact_bytes,
-    )
-    .await?;
+    let rules = super::body::BodyRules {
+        limit: app.control.max_artifact_bytes,
+        idle: app.config.ingress.body_timeout,
+    };
+    let spooled = super::body::spool_body(&headers, body, rules, &app.control.spool).await?;
     if spooled.size == 0 {
         return Err(ApiError::from(Failure::InvalidArtifact {
             reason: "the body is empty".into(),

@@ -41,7 +41,11 @@ pub(super) async fn invoke(
     // is never read.
     let principal = app.authorize(&headers, Scope::Invoke).await?;
     tenant_rate(&app, &principal.tenant)?;
-    let input = super::body::read_body(&headers, body, app.config.max_input_bytes).await?;
+    let rules = super::body::BodyRules {
+        limit: app.config.max_input_bytes as u64,
+        idle: app.config.ingress.body_timeout,
+    };
+    let input = super::body::read_body(&headers, body, rules, &app.bodies).await?;
     let mut function = app
         .control
         .state()

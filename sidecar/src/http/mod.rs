@@ -23,12 +23,13 @@
 
 mod artifacts;
 mod audit;
-mod body;
+pub(crate) mod body;
 mod cluster;
 mod error;
 mod functions;
 mod invoke;
 mod job;
+pub(crate) mod listener;
 mod members;
 pub mod request;
 mod tenants;
@@ -75,6 +76,8 @@ pub struct App {
     pub(crate) outcomes: Arc<Outcomes<invoke::Finished>>,
     /// Per-token request rates on this host.
     pub(crate) rates: crate::rate::RateLimits,
+    /// Request bodies being read into memory, over all requests.
+    pub(crate) bodies: body::BodyBudget,
 }
 
 impl App {
