@@ -275,12 +275,21 @@ pub(crate) struct SidecarArgs {
 
 /// Resolves on Ctrl-C, SIGTERM or, if asked, when stdin closes.
 pub(crate) async fn shutdown_signal(stdin_close: bool) {
-    use tokio::io::AsyncReadExt;
     let stdin = async {
         if stdin_close {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = [0u8; 64];
-            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+            // Read on a thread of its own, not the runtime's blocking pool:
+            // the runtime waits for its blocking tasks when it shuts down,
+            // and a read of a stdin that stays open never ends, so a
+            // SIGTERM would never let the process exit.
+            let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut stdin = std::io::stdin();
+                let mut buf = [0u8; 64];
+                while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+                let _ = closed.send(());
+            });
+            let _ = on_close.await;
         } else {
             std::future::pending::<()>().await;
         }

@@ -81,3 +81,52 @@ fn up_refuses_a_host_count_out_of_range() {
         assert!(stderr.contains("--hosts"), "{stderr}");
     }
 }
+
+/// Security review finding 16: a host started with `--stop-on-stdin-close`
+/// still stops on SIGTERM while its stdin stays open.
+#[test]
+fn a_host_watching_its_stdin_still_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Command::new(BIN)
+        .args([
+            "host",
+            "--init",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--stop-on-stdin-close")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stdin = host.stdin.take().unwrap();
+    let stdout = std::io::BufReader::new(host.stdout.take().unwrap());
+    use std::io::BufRead;
+    for line in stdout.lines() {
+        if line.unwrap().starts_with("listening on ") {
+            break;
+        }
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &host.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(status) = host.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = host.kill();
+            panic!("the host ignored SIGTERM while its stdin stayed open");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
