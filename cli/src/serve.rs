@@ -333,6 +333,8 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
 }
 
 pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    spillway_sidecar::owner_only::create_dir(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let config = node_config(args.socket, args.dir, &args.limits);
     spillway_node::run(config, shutdown_signal(args.stop_on_stdin_close)).await?;
     Ok(ExitCode::SUCCESS)
@@ -357,9 +359,11 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     let dir = std::path::absolute(&args.ingress.dir).context("resolving --dir")?;
+    spillway_sidecar::owner_only::create_dir(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let node_dir = dir.join("node");
     let socket = dir.join("node.sock");
-    std::fs::create_dir_all(&node_dir)
+    spillway_sidecar::owner_only::create_dir(&node_dir)
         .with_context(|| format!("creating {}", node_dir.display()))?;
     let program = std::env::current_exe().context("locating the spillway binary")?;
     let l = &args.limits;

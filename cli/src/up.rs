@@ -3,7 +3,8 @@
 //! benchmark and the integration tests.
 
 use anyhow::{Context, bail};
-use spillway_sidecar::AdminToken;
+use spillway_sidecar::{AdminToken, owner_only};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -61,21 +62,20 @@ pub(crate) fn fresh_dir() -> anyhow::Result<PathBuf> {
     let mut bytes = [0u8; 4];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let dir = std::env::temp_dir().join(format!("spillway-{:08x}", u32::from_le_bytes(bytes)));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    owner_only::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
 /// The admin token of a local cluster: kept in `DIR/token` (mode 0600) so
 /// `spillway up --dir DIR` can print it again; each host stores its hash.
 fn cluster_token(dir: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
     let path = dir.join("token");
     if let Ok(t) = std::fs::read_to_string(&path) {
         return Ok(t.trim().to_owned());
     }
     let secret = AdminToken::generate_secret()?;
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    owner_only::write(&path, secret.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
 }
 
@@ -89,7 +89,7 @@ impl LocalCluster {
     ) -> anyhow::Result<Self> {
         let dir = match dir {
             Some(d) => {
-                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+                owner_only::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
                 std::path::absolute(d)?
             }
             None => fresh_dir()?,
@@ -237,11 +237,12 @@ async fn start_host(
     options: HostOptions,
     role: Role,
 ) -> anyhow::Result<LocalHost> {
-    std::fs::create_dir_all(dir)?;
+    owner_only::create_dir(dir)?;
     let log = dir.join("host.log");
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log)
         .with_context(|| format!("opening {}", log.display()))?;
     let mut command = Command::new(std::env::current_exe()?);
@@ -334,7 +335,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let cluster = LocalCluster::start(args.dir, args.hosts, options).await?;
     let env = cluster.env_lines();
-    std::fs::write(cluster.dir.join("env"), &env)?;
+    // It holds the admin token.
+    owner_only::write(&cluster.dir.join("env"), env.as_bytes())?;
     print!("{env}");
     eprintln!(
         "{} host(s) up in {:.1}s; state in {}, logs in host-*/host.log; `eval \"$(head -2 {}/env)\"` in another shell",

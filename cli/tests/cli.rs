@@ -130,3 +130,47 @@ fn a_host_watching_its_stdin_still_stops_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Security review finding 8: every folder `spillway up` and its host make
+/// is 0700, and the files holding secrets (the admin token, the `env` file
+/// that exports it, each host's identity key and token hash) and the host
+/// logs are 0600.
+#[tokio::test]
+async fn state_folders_are_owner_only_and_secrets_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(1, 4);
+    // The env file is written once the cluster is up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !c.dir().join("env").exists() {
+        assert!(std::time::Instant::now() < deadline, "no env file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut folders = vec![c.dir().to_path_buf()];
+    let mut seen = 0;
+    while let Some(dir) = folders.pop() {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        seen += 1;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            }
+        }
+    }
+    assert!(seen >= 4, "the cluster, host, sidecar and node folders");
+    let host = std::fs::read_dir(c.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("a host folder");
+    for secret in [
+        c.dir().join("env"),
+        c.dir().join("token"),
+        host.join("host.log"),
+        host.join("sidecar/identity.pem"),
+        host.join("sidecar/admin-token.blake3"),
+    ] {
+        assert_eq!(mode(&secret), 0o600, "{}", secret.display());
+    }
+}

@@ -56,7 +56,7 @@ impl LogStore {
             reason,
         };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+            owner_only_dir(parent).map_err(|e| err(e.to_string()))?;
         }
         let db = Database::create(path).map_err(|e| err(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
@@ -194,4 +194,11 @@ impl RaftLogStorage<C> for LogStore {
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.remove(..=log_id.index(), Some(&log_id))
     }
+}
+
+/// Creates `dir` and its missing parents readable by their owner only
+/// (0700): state never opens to other users.
+pub(crate) fn owner_only_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }

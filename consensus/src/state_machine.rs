@@ -60,7 +60,7 @@ impl StateMachine {
             path: path.clone(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        crate::log_store::owner_only_dir(dir).map_err(|e| err(e.to_string()))?;
         let mut inner = Inner::default();
         match std::fs::read(&path) {
             Ok(bytes) => {

@@ -83,7 +83,7 @@ impl ArtifactCache {
         keep_compiled: bool,
     ) -> Result<Self, NodeError> {
         let dir = state_dir.join("artifacts");
-        std::fs::create_dir_all(&dir).map_err(|source| NodeError::Io {
+        crate::owner_only_dir(&dir).map_err(|source| NodeError::Io {
             what: "cannot create the artifact cache",
             path: dir.clone(),
             source,

@@ -50,7 +50,7 @@ impl CompiledCache {
         let dir = match on {
             true => {
                 let dir = state_dir.join("compiled");
-                std::fs::create_dir_all(&dir)?;
+                crate::owner_only_dir(&dir)?;
                 Some(dir)
             }
             false => None,

@@ -30,7 +30,7 @@ pub(crate) fn clear(state_dir: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(&dir)
+    crate::owner_only_dir(&dir)
 }
 
 /// An upload in progress.

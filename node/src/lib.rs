@@ -48,3 +48,10 @@ pub use error::NodeError;
 pub use executor::{Executor, InstanceStarts, JobControl};
 pub use journal::JOURNAL_FILE;
 pub use server::run;
+
+/// Creates `dir` and its missing parents readable by their owner only
+/// (0700): state never opens to other users.
+pub(crate) fn owner_only_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}

@@ -8,7 +8,6 @@
 //! hash of their secret. Requests present either as `Authorization: Bearer
 //! <token>`; comparisons are of hashes, in constant time.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const FILE: &str = "admin-token.blake3";
@@ -58,12 +57,9 @@ impl AdminToken {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let mut file = std::fs::File::create(&path).map_err(io)?;
-        restrict(&path);
-        file.write_all(blake3::hash(secret.as_bytes()).to_hex().as_bytes())
-            .map_err(io)?;
-        file.sync_all().map_err(io)
+        crate::owner_only::create_dir(dir).map_err(io)?;
+        crate::owner_only::write(&path, blake3::hash(secret.as_bytes()).to_hex().as_bytes())
+            .map_err(io)
     }
 
     /// Loads the token hash from `dir`, creating a token if there is none.
@@ -166,11 +162,6 @@ impl ScopedToken {
     pub fn reveal(&self) -> String {
         format!("{}{}_{}", Self::PREFIX, self.id, self.secret)
     }
-}
-
-fn restrict(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 
 #[cfg(test)]

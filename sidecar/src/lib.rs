@@ -31,6 +31,7 @@ pub mod http;
 mod idempotency;
 mod link;
 mod metrics;
+pub mod owner_only;
 pub mod peer;
 mod queue;
 mod quota;
@@ -65,7 +66,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SidecarError> {
     let config = config.validate()?;
-    std::fs::create_dir_all(&config.dir).map_err(|source| SidecarError::Io {
+    owner_only::create_dir(&config.dir).map_err(|source| SidecarError::Io {
         what: "cannot create the state directory",
         path: config.dir.clone(),
         source,

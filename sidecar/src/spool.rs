@@ -39,7 +39,7 @@ impl Spool {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        std::fs::create_dir_all(&dir)?;
+        crate::owner_only::create_dir(&dir)?;
         Ok(Self { dir })
     }
 

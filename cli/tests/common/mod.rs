@@ -85,6 +85,11 @@ impl Cluster {
         }
     }
 
+    /// The cluster's directory (`spillway up --dir`).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.endpoint)
     }

@@ -85,7 +85,6 @@ impl HostIdentity {
 
     /// Loads the identity in `dir`, creating it on first start.
     pub fn load_or_create(dir: &Path) -> Result<Self, IdentityError> {
-        use std::os::unix::fs::PermissionsExt;
         let path = dir.join("identity.pem");
         let io = |source| IdentityError::Io {
             path: path.clone(),
@@ -107,9 +106,8 @@ impl HostIdentity {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let identity = Self::generate()?;
-                std::fs::create_dir_all(dir).map_err(io)?;
-                std::fs::write(&path, identity.key.serialize_pem()).map_err(io)?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                crate::owner_only::create_dir(dir).map_err(io)?;
+                crate::owner_only::write(&path, identity.key.serialize_pem().as_bytes())
                     .map_err(io)?;
                 Ok(identity)
             }
