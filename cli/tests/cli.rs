@@ -84,15 +84,24 @@ fn up_refuses_a_host_count_out_of_range() {
 
 /// Security review finding 16: a host started with `--stop-on-stdin-close`
 /// still stops on SIGTERM while its stdin stays open.
-#[test]
-fn a_host_watching_its_stdin_still_stops_on_sigterm() {
+/// Starts `spillway host --init` in a fresh folder, listening on
+/// `listen`, watching its stdin; returns once it serves, with its stderr
+/// captured.
+fn lone_host(
+    listen: &str,
+) -> (
+    tempfile::TempDir,
+    std::process::Child,
+    std::process::ChildStdin,
+) {
+    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut host = Command::new(BIN)
         .args([
             "host",
             "--init",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--peer-listen",
             "127.0.0.1:0",
         ])
@@ -101,17 +110,22 @@ fn a_host_watching_its_stdin_still_stops_on_sigterm() {
         .arg("--stop-on-stdin-close")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _stdin = host.stdin.take().unwrap();
+    let stdin = host.stdin.take().unwrap();
     let stdout = std::io::BufReader::new(host.stdout.take().unwrap());
-    use std::io::BufRead;
     for line in stdout.lines() {
         if line.unwrap().starts_with("listening on ") {
             break;
         }
     }
+    (dir, host, stdin)
+}
+
+#[test]
+fn a_host_watching_its_stdin_still_stops_on_sigterm() {
+    let (_dir, mut host, _stdin) = lone_host("127.0.0.1:0");
     let killed = Command::new("kill")
         .args(["-TERM", &host.id().to_string()])
         .status()
@@ -172,5 +186,29 @@ async fn state_folders_are_owner_only_and_secrets_0600() {
         host.join("sidecar/admin-token.blake3"),
     ] {
         assert_eq!(mode(&secret), 0o600, "{}", secret.display());
+    }
+}
+
+/// Security review finding 9: plain HTTP off loopback is warned about,
+/// loudly, on stderr and in the log; on loopback it is not.
+#[test]
+fn plain_http_off_loopback_is_warned_about() {
+    use std::io::Read;
+    for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
+        let (_dir, mut host, stdin) = lone_host(listen);
+        drop(stdin);
+        let status = host.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        let mut stderr = String::new();
+        host.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(
+            stderr.contains("WARNING: serving plain HTTP"),
+            warned,
+            "{listen}: {stderr}"
+        );
     }
 }

@@ -113,6 +113,10 @@ pub async fn run(
         control: control.clone(),
     });
     tracing::info!(http = %local_addr, dir = %config.dir.display(), "sidecar serving");
+    if let Some(warning) = http::listener::plain_http_warning(local_addr) {
+        tracing::warn!("{warning}");
+        eprintln!("WARNING: {warning}");
+    }
     println!("listening on http://{local_addr}");
 
     let mut ingress = config.ingress;

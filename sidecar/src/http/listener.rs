@@ -45,6 +45,17 @@ pub(crate) fn raise_open_file_limit() -> u64 {
     }
 }
 
+/// What to tell the operator about serving plain HTTP on `addr`: nothing on
+/// loopback; a warning anywhere else, since tokens and bodies cross the
+/// network unencrypted (put a TLS-terminating proxy in front).
+pub(crate) fn plain_http_warning(addr: std::net::SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "serving plain HTTP on {addr}, off loopback: API tokens and request bodies cross the network unencrypted; terminate TLS in front of this host (a proxy on the same machine) or listen on 127.0.0.1"
+        )
+    })
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -116,6 +127,20 @@ mod tests {
                 cap,
                 "{wanted} {open_files}"
             );
+        }
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_warned_about() {
+        for (addr, warned) in [
+            ("127.0.0.1:7070", false),
+            ("[::1]:7070", false),
+            ("0.0.0.0:7070", true),
+            ("[::]:7070", true),
+            ("10.0.0.5:7070", true),
+        ] {
+            let addr = addr.parse().unwrap();
+            assert_eq!(plain_http_warning(addr).is_some(), warned, "{addr}");
         }
     }
 
