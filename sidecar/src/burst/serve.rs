@@ -24,7 +24,7 @@ impl Control {
         mut send: quinn::SendStream,
     ) {
         let Dispatch {
-            execute,
+            mut execute,
             attempt,
             trace,
             borrowed_quota,
@@ -32,7 +32,25 @@ impl Control {
         } = dispatch;
         let origin = self.state().member_by_key(&from).map(|m| NodeId(m.id));
         let span = tracing::info_span!("burst_in", job = %execute.job, origin = ?origin, attempt, trace = trace.as_deref());
+        // A peer's numbers are not taken on trust: its time left is at most
+        // the job's own deadline and this host's longest, and a quota it
+        // claims to lend is believed only if it has a share to lend.
+        execute.remaining_ms = peer_remaining_ms(
+            execute.remaining_ms,
+            execute.spec.deadline_ms,
+            self.max_deadline,
+        );
         let deadline = Instant::now() + Duration::from_millis(execute.remaining_ms);
+        let borrowed_quota = borrowed_quota && {
+            let state = self.state();
+            let quota = state
+                .tenant(&execute.spec.tenant)
+                .and_then(|t| t.max_concurrent);
+            let origin_share = origin.zip(quota).map(|(NodeId(id), quota)| {
+                crate::quota::share(quota, &execute.spec.tenant, &state, id)
+            });
+            crate::quota::may_have_lent(quota, origin_share)
+        };
         // The tenant's share of its quota here, held while the job runs,
         // unless the origin lends its own. Taken before the slot, so no
         // slot is ever held by a job the quota turns away. (A refusal here
@@ -125,6 +143,37 @@ impl Control {
         };
         if write_dispatch_reply(&mut send, &reply).await {
             let _ = send.finish();
+        }
+    }
+}
+
+/// The time a peer's job may take here: what the origin says is left, but
+/// never more than the job's own deadline or this host's longest (a
+/// made-up value cannot overflow the clock or hold a slot for ever).
+fn peer_remaining_ms(claimed_ms: u64, job_deadline_ms: u64, longest: Duration) -> u64 {
+    let longest_ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
+    claimed_ms.min(job_deadline_ms).min(longest_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_claimed_time_is_clamped_to_the_job_and_the_host() {
+        let longest = Duration::from_secs(300);
+        for (claimed, job, want) in [
+            (1_000, 30_000, 1_000),
+            (60_000, 30_000, 30_000),
+            (u64::MAX, u64::MAX, 300_000),
+            (u64::MAX, 5_000, 5_000),
+            (0, 30_000, 0),
+        ] {
+            assert_eq!(
+                peer_remaining_ms(claimed, job, longest),
+                want,
+                "{claimed} {job}"
+            );
         }
     }
 }

@@ -94,6 +94,8 @@ pub(crate) struct Control {
     pub(crate) spool: Spool,
     /// The largest artifact this host takes (upload or fetch).
     pub(crate) max_artifact_bytes: u64,
+    /// The longest any job may run here (a peer's job included).
+    pub(crate) max_deadline: std::time::Duration,
     queue: Arc<LocalQueue>,
     max_voters: usize,
     http_addr: std::net::SocketAddr,

@@ -166,6 +166,7 @@ pub(crate) async fn start(
         id,
         spool,
         max_artifact_bytes: config.max_artifact_bytes as u64,
+        max_deadline: config.max_deadline,
         plane,
         client,
         endpoint: endpoint.clone(),

@@ -98,20 +98,58 @@ pub(crate) async fn read_raw(
     len: u64,
     max: usize,
 ) -> Result<Vec<u8>, String> {
-    if len > max as u64 {
-        return Err(format!("{len} bytes announced, over the limit of {max}"));
-    }
-    let len = len as usize;
-    let mut bytes = Vec::with_capacity(len);
-    while bytes.len() < len {
+    let mut collected = Announced::new(len, max)?;
+    while let Some(want) = collected.missing() {
         let chunk = recv
-            .read_chunk(len - bytes.len(), true)
+            .read_chunk(want, true)
             .await
             .map_err(|e| format!("reading {len} bytes: {e}"))?
-            .ok_or_else(|| format!("the stream ended after {} of {len} bytes", bytes.len()))?;
-        bytes.extend_from_slice(&chunk.bytes);
+            .ok_or_else(|| collected.ended_early())?;
+        collected.take(&chunk.bytes);
     }
-    Ok(bytes)
+    Ok(collected.bytes)
+}
+
+/// Raw bytes a frame announced, collected as they arrive: the buffer grows
+/// with what came, never reserved at the announced length up front (a
+/// peer announcing a gigabyte and sending nothing costs nothing).
+#[derive(Debug)]
+struct Announced {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+/// What is reserved before any bytes arrive.
+const FIRST_RESERVE: usize = 64 << 10;
+
+impl Announced {
+    fn new(len: u64, max: usize) -> Result<Self, String> {
+        if len > max as u64 {
+            return Err(format!("{len} bytes announced, over the limit of {max}"));
+        }
+        let len = len as usize;
+        Ok(Self {
+            bytes: Vec::with_capacity(len.min(FIRST_RESERVE)),
+            len,
+        })
+    }
+
+    /// How many bytes are still due, if any.
+    fn missing(&self) -> Option<usize> {
+        (self.bytes.len() < self.len).then(|| self.len - self.bytes.len())
+    }
+
+    fn take(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+    }
+
+    fn ended_early(&self) -> String {
+        format!(
+            "the stream ended after {} of {} bytes",
+            self.bytes.len(),
+            self.len
+        )
+    }
 }
 
 /// Answers Raft RPCs only (tests and tools that run a bare Raft).
@@ -250,5 +288,28 @@ async fn answer<H: PeerHandler>(
     };
     if send.write_all(&frame::encode(&reply)).await.is_ok() {
         let _ = send.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_bytes_are_not_reserved_up_front() {
+        let mut a = Announced::new(1 << 30, 1 << 30).unwrap();
+        assert!(
+            a.bytes.capacity() <= FIRST_RESERVE,
+            "{}",
+            a.bytes.capacity()
+        );
+        a.take(&[7; 1000]);
+        assert_eq!(a.missing(), Some((1 << 30) - 1000));
+        assert!(a.bytes.capacity() < 1 << 20);
+        assert!(a.ended_early().contains("after 1000 of"));
+        assert!(Announced::new(11, 10).is_err());
+        let mut b = Announced::new(3, 10).unwrap();
+        b.take(b"abc");
+        assert_eq!((b.missing(), b.bytes.as_slice()), (None, &b"abc"[..]));
     }
 }

@@ -35,6 +35,20 @@ pub(crate) fn share(quota: u32, tenant: &TenantId, state: &ControlState, host: u
     even_share(quota, state, host)
 }
 
+/// Whether a burst job's origin may have lent it a place in the tenant's
+/// quota, as it claims (`borrowed_quota`): always when the tenant has no
+/// quota (nothing to lend); otherwise only an origin the log knows whose
+/// share of the quota is not zero (`origin_share`; `None`: not a member).
+/// A claim from any other origin is not believed: the job takes a place in
+/// this host's own share, like any job.
+pub(crate) fn may_have_lent(quota: Option<u32>, origin_share: Option<u32>) -> bool {
+    match (quota, origin_share) {
+        (None, _) => true,
+        (Some(_), Some(share)) => share > 0,
+        (Some(_), None) => false,
+    }
+}
+
 /// `host`'s part of the even split of `quota` among the active members.
 pub(crate) fn even_share(quota: u32, state: &ControlState, host: u64) -> u32 {
     share_among(quota, active_members(state), host)
@@ -189,6 +203,23 @@ mod tests {
             assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{shares:?}");
         }
         assert_eq!(share_among(5, vec![1, 2], 9), 0, "not an active member");
+    }
+
+    #[test]
+    fn only_an_origin_with_a_share_may_lend_one() {
+        for (quota, origin_share, believed) in [
+            (None, None, true),
+            (None, Some(0), true),
+            (Some(4), Some(2), true),
+            (Some(4), Some(0), false),
+            (Some(4), None, false),
+        ] {
+            assert_eq!(
+                may_have_lent(quota, origin_share),
+                believed,
+                "{quota:?} {origin_share:?}"
+            );
+        }
     }
 
     #[test]
