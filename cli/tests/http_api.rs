@@ -398,3 +398,53 @@ async fn a_repeated_idempotency_key_returns_the_first_outcome() {
         "{metrics}"
     );
 }
+
+/// Security review finding 13: a malformed path or query on an admin route
+/// is answered after the token is checked, and every error is typed JSON
+/// (unknown routes and wrong methods too), never axum's plain text.
+#[tokio::test]
+async fn malformed_paths_and_queries_are_json_errors_after_the_token() {
+    let c = Cluster::start(1, 4);
+    let raw = |method: &'static str, path: &'static str, token: Option<String>| {
+        let endpoint = c.endpoint.clone();
+        async move {
+            let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+            common::head_only(&endpoint, method, path, &auth, 0).await
+        }
+    };
+    let code = |body: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        v["error"]["code"].as_str().unwrap().to_owned()
+    };
+    // Without a token: 401 whatever else is wrong.
+    for (method, path) in [
+        ("GET", "/v1/audit?limit=lots"),
+        ("POST", "/v1/members/%FF%FE/drain"),
+        ("DELETE", "/v1/members/%C0"),
+        ("PATCH", "/v1/tenants/%FF"),
+        ("POST", "/v1/functions/%FF/invoke"),
+    ] {
+        let (status, body) = raw(method, path, None).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (401, "missing_token"),
+            "{method} {path}"
+        );
+    }
+    // With one: the typed 400.
+    let token = Some(c.token.clone());
+    let (status, body) = raw("GET", "/v1/audit?limit=lots", token.clone()).await;
+    assert_eq!((status, code(&body).as_str()), (400, "bad_query"), "{body}");
+    let (status, body) = raw("DELETE", "/v1/members/%C0", token.clone()).await;
+    assert_eq!((status, code(&body).as_str()), (400, "bad_path"), "{body}");
+    // Unknown routes and methods.
+    let (status, body) = raw("GET", "/v1/nothing-here", token.clone()).await;
+    assert_eq!((status, code(&body).as_str()), (404, "not_found"), "{body}");
+    let (status, body) = raw("DELETE", "/v1/audit", token).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (405, "method_not_allowed"),
+        "{body}"
+    );
+}

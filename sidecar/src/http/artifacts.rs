@@ -6,6 +6,7 @@ use super::{ApiError, App};
 use crate::records::{ArtifactRecord, valid_name};
 use crate::signing::{self, SignatureRefusal};
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use spillway_consensus::Scope;
@@ -28,13 +29,14 @@ fn signature_error(refusal: SignatureRefusal) -> ApiError {
 
 pub(super) async fn put(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<ArtifactRecord>, ApiError> {
     // The token first, from the headers: an unauthenticated upload's body
     // is never read.
     let principal = app.authorize(&headers, Scope::Publish).await?;
+    let Path(name) = name.map_err(ApiError::from_path)?;
     if !valid_name(&name) {
         return Err(ApiError::bad_request(
             "invalid_name",

@@ -4,6 +4,7 @@
 
 use super::{ApiError, App};
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -21,9 +22,10 @@ pub(super) struct AuditQuery {
 pub(super) async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(query): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     app.authorize(&headers, Scope::Admin).await?;
+    let Query(query) = query.map_err(ApiError::from_query)?;
     let state = app.control.state();
     let records: Vec<Value> = state
         .audit()

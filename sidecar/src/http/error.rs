@@ -1,7 +1,7 @@
 //! The JSON error every route answers with.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -78,6 +78,17 @@ impl ApiError {
 
     pub fn from_json(rejection: JsonRejection) -> Self {
         Self::bad_request("bad_json", rejection.body_text())
+    }
+
+    /// A path segment that does not decode (bad percent-encoding, not
+    /// UTF-8): 400 `bad_path`.
+    pub fn from_path(rejection: PathRejection) -> Self {
+        Self::bad_request("bad_path", rejection.body_text())
+    }
+
+    /// A query string that does not parse: 400 `bad_query`.
+    pub fn from_query(rejection: QueryRejection) -> Self {
+        Self::bad_request("bad_query", rejection.body_text())
     }
 }
 

@@ -15,6 +15,7 @@ use super::job::{Context, Ran, run};
 use super::request::InvokeHeaders;
 use super::{ApiError, App};
 use crate::idempotency::{self, Claim, Key, Running};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,13 +34,14 @@ fn new_job_id() -> JobId {
 
 pub(super) async fn invoke(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     // The token first, from the headers: an unauthenticated request's body
     // is never read.
     let principal = app.authorize(&headers, Scope::Invoke).await?;
+    let Path(name) = name.map_err(ApiError::from_path)?;
     tenant_rate(&app, &principal.tenant)?;
     let rules = super::body::BodyRules {
         limit: app.config.max_input_bytes as u64,

@@ -5,7 +5,7 @@ use super::{ApiError, App, Principal};
 use crate::control::member_list;
 use crate::peer::JoinTicket;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -105,19 +105,21 @@ async fn set_state(
 
 pub(super) async fn drain(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     _body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = app.authorize(&headers, Scope::Admin).await?;
+    let Path(id) = id.map_err(ApiError::from_path)?;
     set_state(&app, &principal, parse_id(&id)?, MemberState::Draining).await
 }
 
 pub(super) async fn remove(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let principal = app.authorize(&headers, Scope::Admin).await?;
+    let Path(id) = id.map_err(ApiError::from_path)?;
     set_state(&app, &principal, parse_id(&id)?, MemberState::Removed).await
 }

@@ -233,6 +233,13 @@ pub fn router(app: Arc<App>) -> Router {
             post(invoke::invoke).layer(DefaultBodyLimit::max(max_input)),
         )
         .fallback(|| async { ApiError::not_found("route", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .with_state(app)
 }
 

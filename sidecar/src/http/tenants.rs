@@ -10,7 +10,7 @@
 use super::{ApiError, App};
 use crate::records::valid_name;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -155,11 +155,12 @@ pub(super) async fn list(
 
 pub(super) async fn change(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Json<ChangeTenant>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = app.authorize(&headers, Scope::Admin).await?;
+    let Path(name) = name.map_err(ApiError::from_path)?;
     let Json(req) = body.map_err(ApiError::from_json)?;
     let id = TenantId(name);
     let missing = || {

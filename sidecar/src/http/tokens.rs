@@ -5,7 +5,7 @@
 use super::{ApiError, App};
 use crate::auth::ScopedToken;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -133,10 +133,11 @@ pub(super) async fn list(
 
 pub(super) async fn revoke(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let principal = app.authorize(&headers, Scope::Admin).await?;
+    let Path(id) = id.map_err(ApiError::from_path)?;
     if app.control.state().token(&id).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
