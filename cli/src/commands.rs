@@ -356,15 +356,19 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         return print_json(&records);
     }
-    println!("{:<30} {:<18} {:<12} what", "when (UTC)", "by", "tenant");
+    println!(
+        "{:<30} {:<18} {:<5} {:<12} what",
+        "when (UTC)", "by", "via", "tenant"
+    );
     for r in records.as_array().into_iter().flatten() {
         let when = r["unix_ms"]
             .as_u64()
             .map_or_else(String::new, format_unix_ms);
         println!(
-            "{:<30} {:<18} {:<12} {}",
+            "{:<30} {:<18} {:<5} {:<12} {}",
             when,
             r["by"].as_str().unwrap_or(""),
+            r["via"].as_str().unwrap_or(""),
             r["tenant"].as_str().unwrap_or(""),
             r["what"].as_str().unwrap_or("")
         );

@@ -84,15 +84,18 @@ pub enum ControlCommand {
         epoch: u64,
         shares: std::collections::BTreeMap<u64, u32>,
     },
-    /// A change made through the API, with who made it and when (the
-    /// proposer's clock): applied as `command`, and recorded in the audit
-    /// trail when it takes effect.
+    /// A change made through the API, with who made it, through which
+    /// host and when (the leader's clock): applied as `command`, and
+    /// recorded in the audit trail when it takes effect. Only the leader
+    /// makes one, after checking the client's token itself.
     Audited {
         /// The token that made it (its id), or `admin-token`.
         by: String,
         /// The tenant it acted for.
         tenant: TenantId,
         unix_ms: u64,
+        /// The member whose API took the request.
+        via: u64,
         command: Box<ControlCommand>,
     },
 }

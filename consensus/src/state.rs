@@ -36,6 +36,8 @@ pub struct ArtifactSignature {
 pub struct AuditRecord {
     pub unix_ms: u64,
     pub by: String,
+    /// The member whose API took the request.
+    pub via: u64,
     pub tenant: TenantId,
     pub what: String,
 }
@@ -288,6 +290,7 @@ impl ControlState {
                 by,
                 tenant,
                 unix_ms,
+                via,
                 command,
             } => {
                 if matches!(**command, ControlCommand::Audited { .. }) {
@@ -301,6 +304,7 @@ impl ControlState {
                     self.audit.push_back(AuditRecord {
                         unix_ms: *unix_ms,
                         by: by.clone(),
+                        via: *via,
                         tenant: command.tenant().unwrap_or(tenant).clone(),
                         what: command.to_string(),
                     });
@@ -795,6 +799,7 @@ mod tests {
             by: "admin-token".into(),
             tenant: TenantId::admin(),
             unix_ms: 42,
+            via: 3,
             command: Box::new(command),
         };
         let tenant = tenant(&acme);
@@ -818,6 +823,7 @@ mod tests {
             AuditRecord {
                 unix_ms: 42,
                 by: "admin-token".into(),
+                via: 3,
                 tenant: acme,
                 what: "create tenant acme".into(),
             }

@@ -164,6 +164,68 @@ impl ScopedToken {
     }
 }
 
+/// Who a request acts as, once its token checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal {
+    pub(crate) tenant: spillway_proto::TenantId,
+    /// The scoped token's id (`None`: the admin token).
+    pub(crate) token: Option<String>,
+}
+
+/// Why a presented token does not let a request through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum Denial {
+    /// This host has not applied the cluster's founding entry yet: retry.
+    #[error("this host has not caught up with the control log yet")]
+    NotReady,
+    #[error("the token is not valid for this cluster")]
+    Invalid,
+    #[error("token {0} was revoked")]
+    Revoked(String),
+    #[error("token {0} expired")]
+    Expired(String),
+    #[error("token {0} lacks the {1} scope")]
+    MissingScope(String, String),
+}
+
+/// Checks `token` against the control state: the admin token may do
+/// anything; a scoped token must be live at `now_unix_ms` and hold
+/// `scope`. Pure: the HTTP ingress and the leader (for a change another
+/// member forwards) decide alike.
+pub(crate) fn authenticate(
+    state: &spillway_consensus::ControlState,
+    token: &str,
+    scope: spillway_consensus::Scope,
+    now_unix_ms: u64,
+) -> Result<Principal, Denial> {
+    use spillway_consensus::TokenDenial;
+    let hash = state.admin_token_hash().ok_or(Denial::NotReady)?;
+    if let Some(scoped) = ScopedToken::parse(token) {
+        let entry = state
+            .token(&scoped.id)
+            .filter(|e| scoped.matches(e.hash))
+            .ok_or(Denial::Invalid)?;
+        return match entry.check(scope, now_unix_ms) {
+            Ok(()) => Ok(Principal {
+                tenant: entry.tenant.clone(),
+                token: Some(entry.id.clone()),
+            }),
+            Err(TokenDenial::Revoked) => Err(Denial::Revoked(entry.id.clone())),
+            Err(TokenDenial::Expired) => Err(Denial::Expired(entry.id.clone())),
+            Err(TokenDenial::MissingScope(s)) => {
+                Err(Denial::MissingScope(entry.id.clone(), s.as_str().into()))
+            }
+        };
+    }
+    match AdminToken::from_hash(hash).verify(token) {
+        true => Ok(Principal {
+            tenant: spillway_proto::TenantId::admin(),
+            token: None,
+        }),
+        false => Err(Denial::Invalid),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

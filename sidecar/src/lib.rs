@@ -41,7 +41,7 @@ mod signing;
 mod spool;
 mod supervisor;
 
-pub use auth::{AdminToken, ScopedToken, TokenError};
+pub use auth::{AdminToken, Denial, ScopedToken, TokenError};
 pub use config::{ConfigError, IngressLimits, NodeLaunch, SidecarConfig};
 pub use control::ClusterStart;
 pub use error::SidecarError;

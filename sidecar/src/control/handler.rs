@@ -24,10 +24,39 @@ impl PeerHandler for ControlHandler {
         match request {
             PeerRequest::Raft(r) => PeerReply::Raft(answer_raft(control.plane.raft(), r).await),
             PeerRequest::Propose(command) => {
-                PeerReply::Proposed(control.plane.propose(command).await.map_err(|e| match e {
-                    ControlError::NotLeader { leader } => ProposeError::NotLeader { leader },
-                    other => ProposeError::Failed(other.to_string()),
-                }))
+                let Some(proposer) = control.member_id(&from) else {
+                    return PeerReply::Proposed(Err(ProposeError::Refused(
+                        "only a member may propose".into(),
+                    )));
+                };
+                if let Err(why) = super::origin::host_may_propose(
+                    proposer,
+                    &command,
+                    &control.state(),
+                    crate::now_unix_ms(),
+                ) {
+                    tracing::warn!(host = proposer, "refused a member's proposal: {why}");
+                    return PeerReply::Proposed(Err(ProposeError::Refused(why)));
+                }
+                tracing::debug!(host = proposer, %command, "appending a member's proposal");
+                PeerReply::Proposed(control.plane.propose(command).await.map_err(forwarded))
+            }
+            PeerRequest::ProposeAudited { token, command } => {
+                let Some(via) = control.member_id(&from) else {
+                    return PeerReply::Proposed(Err(ProposeError::Refused(
+                        "only a member may propose".into(),
+                    )));
+                };
+                let audited = match control.audited(via, &token, &command) {
+                    Ok(audited) => audited,
+                    Err(super::ProposeFailure::Denied(denial)) => {
+                        return PeerReply::Proposed(Err(ProposeError::Denied(denial)));
+                    }
+                    Err(other) => {
+                        return PeerReply::Proposed(Err(ProposeError::Refused(other.to_string())));
+                    }
+                };
+                PeerReply::Proposed(control.plane.propose(audited).await.map_err(forwarded))
             }
             PeerRequest::Join(join) => {
                 let PeerKind::Joiner(ticket_key) = from else {
@@ -63,6 +92,14 @@ impl PeerHandler for ControlHandler {
 }
 
 use crate::now_unix_ms;
+
+/// A proposal's failure as the member that forwarded it hears it.
+fn forwarded(e: ControlError) -> ProposeError {
+    match e {
+        ControlError::NotLeader { leader } => ProposeError::NotLeader { leader },
+        other => ProposeError::Failed(other.to_string()),
+    }
+}
 
 impl Control {
     /// Decides a join: checks the ticket against the committed state here,

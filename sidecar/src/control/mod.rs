@@ -24,6 +24,7 @@ mod handler;
 mod holder;
 mod leases;
 mod local;
+pub(crate) mod origin;
 mod start;
 mod tasks;
 
@@ -61,6 +62,12 @@ pub(crate) enum ProposeFailure {
     NoLeader(String),
     #[error("the control plane failed: {0}")]
     Failed(String),
+    /// The leader refused the client's token for this change.
+    #[error("{0}")]
+    Denied(crate::auth::Denial),
+    /// Not a change a client may ask for, or not for this client's tenant.
+    #[error("{0}")]
+    NotAClientChange(String),
 }
 
 /// The live members other than `except`, as tickets, join answers and
@@ -196,6 +203,98 @@ impl Control {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(ProposeFailure::NoLeader(last))
+    }
+
+    /// The member id of the peer `from`, if it is a member now.
+    pub(crate) fn member_id(&self, from: &crate::peer::PeerKind) -> Option<u64> {
+        match from {
+            crate::peer::PeerKind::Member(key) => self
+                .state()
+                .member_by_key(key)
+                .filter(|m| m.state != spillway_consensus::MemberState::Removed)
+                .map(|m| m.id),
+            crate::peer::PeerKind::Joiner(_) => None,
+        }
+    }
+
+    /// Appends a client's change, audited: the leader checks `token`, the
+    /// change's scope and tenant against its own state and writes the
+    /// audit record (see `origin`). Here when this host leads, else
+    /// forwarded to the leader with the token.
+    pub(crate) async fn propose_audited(
+        &self,
+        token: &str,
+        command: ControlCommand,
+    ) -> Result<ControlResponse, ProposeFailure> {
+        let until = Instant::now() + PROPOSE_TIMEOUT;
+        let mut last = String::from("no leader elected yet");
+        while Instant::now() < until {
+            let audited = self.audited(self.id, token, &command)?;
+            let leader = match self.plane.propose(audited).await {
+                Ok((response, _)) => {
+                    self.reload_state().await;
+                    return Ok(response);
+                }
+                Err(ControlError::NotLeader { leader }) => leader,
+                Err(e) => return Err(ProposeFailure::Failed(e.to_string())),
+            };
+            match leader.filter(|l| *l != self.id) {
+                Some(leader) => {
+                    let request = PeerRequest::ProposeAudited {
+                        token: token.to_owned(),
+                        command: command.clone(),
+                    };
+                    match self.client.call(leader, &request, FORWARD_TIMEOUT).await {
+                        Ok(PeerReply::Proposed(Ok((response, index)))) => {
+                            self.wait_applied(Some(index)).await;
+                            return Ok(response);
+                        }
+                        Ok(PeerReply::Proposed(Err(ProposeError::Denied(denial)))) => {
+                            return Err(ProposeFailure::Denied(denial));
+                        }
+                        Ok(PeerReply::Proposed(Err(ProposeError::Refused(why)))) => {
+                            return Err(ProposeFailure::NotAClientChange(why));
+                        }
+                        Ok(PeerReply::Proposed(Err(ProposeError::Failed(e)))) => {
+                            return Err(ProposeFailure::Failed(e));
+                        }
+                        Ok(PeerReply::Proposed(Err(e @ ProposeError::NotLeader { .. }))) => {
+                            last = e.to_string();
+                        }
+                        Ok(other) => last = format!("unexpected reply {other:?}"),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                None => last = "no leader elected yet".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(ProposeFailure::NoLeader(last))
+    }
+
+    /// `command` as an audited change made with `token` through member
+    /// `via`, if this host's state lets the token make it.
+    pub(crate) fn audited(
+        &self,
+        via: u64,
+        token: &str,
+        command: &ControlCommand,
+    ) -> Result<ControlCommand, ProposeFailure> {
+        let scope = origin::client_change_scope(command).ok_or_else(|| {
+            ProposeFailure::NotAClientChange(format!("\"{command}\" is not a client's change"))
+        })?;
+        let now = crate::now_unix_ms();
+        let state = self.state();
+        let principal =
+            crate::auth::authenticate(&state, token, scope, now).map_err(ProposeFailure::Denied)?;
+        origin::acts_within(&principal, command).map_err(ProposeFailure::NotAClientChange)?;
+        Ok(ControlCommand::Audited {
+            by: principal.token.unwrap_or_else(|| "admin-token".into()),
+            tenant: principal.tenant,
+            unix_ms: now,
+            via,
+            command: Box::new(command.clone()),
+        })
     }
 
     /// Reloads the cached state from the state machine (the sync loop does

@@ -93,7 +93,7 @@ pub(super) async fn put(
         signature,
         kind,
     };
-    app.commit(&principal, command).await?;
+    app.commit(&headers, command).await?;
     // This host holds it from now on; say so at once rather than at the
     // residency loop's next batch, so peers can fetch it right away.
     let held = ResidencyChange {

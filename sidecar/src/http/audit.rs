@@ -1,5 +1,6 @@
 //! `GET /v1/audit[?tenant=T][&limit=N]`: the control-plane changes made
-//! through the API (who, when, what, for which tenant), newest last, from
+//! through the API (who, through which host, when, what, for which
+//! tenant), newest last, from
 //! the control log's audit trail (admin scope).
 
 use super::{ApiError, App};
@@ -30,7 +31,15 @@ pub(super) async fn list(
     let records: Vec<Value> = state
         .audit()
         .filter(|r| query.tenant.as_deref().is_none_or(|t| r.tenant.0 == t))
-        .map(|r| json!({"unix_ms": r.unix_ms, "by": r.by, "tenant": r.tenant.0, "what": r.what}))
+        .map(|r| {
+            json!({
+                "unix_ms": r.unix_ms,
+                "by": r.by,
+                "via": spillway_proto::NodeId(r.via).to_string(),
+                "tenant": r.tenant.0,
+                "what": r.what,
+            })
+        })
         .collect();
     let limit = query.limit.unwrap_or(1000);
     let skip = records.len().saturating_sub(limit);

@@ -95,7 +95,7 @@ pub(super) async fn create(
         kernel_packs,
     };
     let record = FunctionRecord::from(&entry);
-    app.commit(&principal, ControlCommand::PutFunction(entry))
+    app.commit(&headers, ControlCommand::PutFunction(entry))
         .await?;
     Ok((StatusCode::CREATED, Json(record)))
 }

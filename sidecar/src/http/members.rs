@@ -1,7 +1,7 @@
 //! `POST /v1/tickets`, `POST /v1/members/{id}/drain`, `DELETE
 //! /v1/members/{id}`: admitting, draining and removing hosts.
 
-use super::{ApiError, App, Principal};
+use super::{ApiError, App};
 use crate::control::member_list;
 use crate::peer::JoinTicket;
 use axum::Json;
@@ -29,7 +29,7 @@ pub(super) async fn create_ticket(
     headers: HeaderMap,
     body: Option<Json<CreateTicket>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let principal = app.authorize(&headers, Scope::Admin).await?;
+    app.authorize(&headers, Scope::Admin).await?;
     let ttl_s = body
         .map(|Json(b)| b)
         .unwrap_or_default()
@@ -58,7 +58,7 @@ pub(super) async fn create_ticket(
         expires_unix_ms,
         used_by: None,
     };
-    app.commit(&principal, ControlCommand::IssueTicket(entry))
+    app.commit(&headers, ControlCommand::IssueTicket(entry))
         .await?;
     tracing::info!(ttl_s, "join ticket issued");
     Ok((
@@ -80,7 +80,7 @@ fn parse_id(id: &str) -> Result<u64, ApiError> {
 
 async fn set_state(
     app: &App,
-    by: &Principal,
+    headers: &HeaderMap,
     id: u64,
     state: MemberState,
 ) -> Result<Json<Value>, ApiError> {
@@ -97,7 +97,7 @@ async fn set_state(
         ));
     }
     let from = member.state.as_str();
-    app.commit(by, ControlCommand::SetMemberState { id, state })
+    app.commit(headers, ControlCommand::SetMemberState { id, state })
         .await?;
     tracing::info!(host = id, from, to = state.as_str(), "member state changed");
     Ok(Json(json!({"id": id, "state": state.as_str()})))
@@ -109,9 +109,9 @@ pub(super) async fn drain(
     headers: HeaderMap,
     _body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = app.authorize(&headers, Scope::Admin).await?;
+    app.authorize(&headers, Scope::Admin).await?;
     let Path(id) = id.map_err(ApiError::from_path)?;
-    set_state(&app, &principal, parse_id(&id)?, MemberState::Draining).await
+    set_state(&app, &headers, parse_id(&id)?, MemberState::Draining).await
 }
 
 pub(super) async fn remove(
@@ -119,7 +119,7 @@ pub(super) async fn remove(
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = app.authorize(&headers, Scope::Admin).await?;
+    app.authorize(&headers, Scope::Admin).await?;
     let Path(id) = id.map_err(ApiError::from_path)?;
-    set_state(&app, &principal, parse_id(&id)?, MemberState::Removed).await
+    set_state(&app, &headers, parse_id(&id)?, MemberState::Removed).await
 }

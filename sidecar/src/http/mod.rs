@@ -39,7 +39,7 @@ pub use error::ApiError;
 pub use request::InvokeHeaders;
 
 use crate::SidecarConfig;
-use crate::auth::{AdminToken, ScopedToken};
+use crate::auth::ScopedToken;
 use crate::control::{Control, ProposeFailure};
 use crate::idempotency::Outcomes;
 use crate::link::NodeLink;
@@ -50,17 +50,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post, put};
-use spillway_consensus::{ControlCommand, ControlResponse, Scope, TokenDenial};
-use spillway_proto::TenantId;
+use spillway_consensus::{ControlCommand, ControlResponse, Scope};
 use std::sync::Arc;
 
 /// Who a request acts for.
-#[derive(Debug, Clone)]
-pub(crate) struct Principal {
-    pub(crate) tenant: TenantId,
-    /// The scoped token's id (`None`: the admin token).
-    pub(crate) token: Option<String>,
-}
+pub(crate) use crate::auth::Principal;
 
 use crate::now_unix_ms;
 
@@ -93,93 +87,50 @@ impl App {
         scope: Scope,
     ) -> Result<Principal, ApiError> {
         let token = request::bearer(headers)?;
-        let scoped = ScopedToken::parse(token);
-        if let Some(s) = &scoped
+        if let Some(s) = ScopedToken::parse(token)
             && self.control.state().token(&s.id).is_none()
         {
             self.control.catch_up_shared().await;
         }
         let state = self.control.state();
-        let Some(hash) = state.admin_token_hash() else {
+        let principal =
+            crate::auth::authenticate(&state, token, scope, now_unix_ms()).map_err(denied)?;
+        if let Some(id) = &principal.token
+            && let Some(rate) = state.token(id).and_then(|e| e.rate_per_s)
+            && let Err(wait) = self
+                .rates
+                .take(id, f64::from(rate), std::time::Instant::now())
+        {
+            let retry_after_ms = error::saturating_ms(wait.as_millis() as u64).max(1);
             return Err(ApiError {
-                retry_after_ms: Some(500),
+                retry_after_ms: Some(retry_after_ms),
                 ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    "this host has not caught up with the control log yet",
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("token {id} is over its rate of {rate}/s on this host"),
                 )
             });
-        };
-        let invalid =
-            || ApiError::unauthorized("invalid_token", "the token is not valid for this cluster");
-        if let Some(scoped) = scoped {
-            let entry = state
-                .token(&scoped.id)
-                .filter(|e| scoped.matches(e.hash))
-                .ok_or_else(invalid)?;
-            if let Some(rate) = entry.rate_per_s
-                && entry.check(scope, now_unix_ms()).is_ok()
-                && let Err(wait) =
-                    self.rates
-                        .take(&entry.id, f64::from(rate), std::time::Instant::now())
-            {
-                let retry_after_ms = error::saturating_ms(wait.as_millis() as u64).max(1);
-                return Err(ApiError {
-                    retry_after_ms: Some(retry_after_ms),
-                    ..ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        format!(
-                            "token {} is over its rate of {rate}/s on this host",
-                            entry.id
-                        ),
-                    )
-                });
-            }
-            return match entry.check(scope, now_unix_ms()) {
-                Ok(()) => Ok(Principal {
-                    tenant: entry.tenant.clone(),
-                    token: Some(entry.id.clone()),
-                }),
-                Err(TokenDenial::Revoked) => Err(ApiError::unauthorized(
-                    "token_revoked",
-                    format!("token {} was revoked", entry.id),
-                )),
-                Err(TokenDenial::Expired) => Err(ApiError::unauthorized(
-                    "token_expired",
-                    format!("token {} expired", entry.id),
-                )),
-                Err(TokenDenial::MissingScope(s)) => Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("token {} lacks the {s} scope", entry.id),
-                )),
-            };
         }
-        if AdminToken::from_hash(hash).verify(token) {
-            Ok(Principal {
-                tenant: TenantId::admin(),
-                token: None,
-            })
-        } else {
-            Err(invalid())
-        }
+        Ok(principal)
     }
 
-    /// Appends a change made by `by` to the control log (through the
-    /// leader), audited, and waits until it is applied here.
+    /// Appends a change made through the API to the control log, audited,
+    /// and waits until it is applied here. The leader checks the client's
+    /// token (`headers`) itself and writes the audit record: a member
+    /// cannot make a client change on its own authority.
     pub(crate) async fn commit(
         &self,
-        by: &Principal,
+        headers: &HeaderMap,
         command: ControlCommand,
     ) -> Result<ControlResponse, ApiError> {
-        let command = ControlCommand::Audited {
-            by: by.token.clone().unwrap_or_else(|| "admin-token".into()),
-            tenant: by.tenant.clone(),
-            unix_ms: now_unix_ms(),
-            command: Box::new(command),
-        };
-        self.record(command).await
+        let token = request::bearer(headers)?;
+        match self.control.propose_audited(token, command).await {
+            Ok(ControlResponse::Rejected(reason)) => {
+                Err(ApiError::new(StatusCode::CONFLICT, "rejected", reason))
+            }
+            Ok(response) => Ok(response),
+            Err(failure) => Err(propose_failure(failure)),
+        }
     }
 
     /// Appends this host's own bookkeeping (not a change anyone asked
@@ -193,15 +144,41 @@ impl App {
                 Err(ApiError::new(StatusCode::CONFLICT, "rejected", reason))
             }
             Ok(response) => Ok(response),
-            Err(e @ ProposeFailure::NoLeader(_)) => Err(ApiError {
-                retry_after_ms: Some(500),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string())
-            }),
-            Err(e) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "control_plane",
-                e.to_string(),
-            )),
+            Err(failure) => Err(propose_failure(failure)),
+        }
+    }
+}
+
+/// The API's answer to a token the control state refuses.
+fn denied(denial: crate::auth::Denial) -> ApiError {
+    use crate::auth::Denial;
+    let message = denial.to_string();
+    match denial {
+        Denial::NotReady => ApiError {
+            retry_after_ms: Some(500),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+        },
+        Denial::Invalid => ApiError::unauthorized("invalid_token", message),
+        Denial::Revoked(_) => ApiError::unauthorized("token_revoked", message),
+        Denial::Expired(_) => ApiError::unauthorized("token_expired", message),
+        Denial::MissingScope(..) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+    }
+}
+
+/// The API's answer to a proposal that did not reach the log.
+fn propose_failure(failure: ProposeFailure) -> ApiError {
+    let message = failure.to_string();
+    match failure {
+        ProposeFailure::NoLeader(_) => ApiError {
+            retry_after_ms: Some(500),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", message)
+        },
+        ProposeFailure::Denied(denial) => denied(denial),
+        ProposeFailure::NotAClientChange(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        }
+        ProposeFailure::Failed(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "control_plane", message)
         }
     }
 }

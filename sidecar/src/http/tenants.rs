@@ -100,7 +100,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Result<Json<CreateTenant>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let principal = app.authorize(&headers, Scope::Admin).await?;
+    app.authorize(&headers, Scope::Admin).await?;
     let Json(req) = body.map_err(ApiError::from_json)?;
     if !valid_name(&req.name) {
         return Err(ApiError::bad_request(
@@ -133,7 +133,7 @@ pub(super) async fn create(
         rate_per_s: req.rate_per_s,
         max_gpu_memory_bytes: req.max_gpu_memory_bytes,
     };
-    app.commit(&principal, ControlCommand::CreateTenant(entry.clone()))
+    app.commit(&headers, ControlCommand::CreateTenant(entry.clone()))
         .await?;
     tracing::info!(tenant = %id, "tenant created");
     Ok((
@@ -159,7 +159,7 @@ pub(super) async fn change(
     headers: HeaderMap,
     body: Result<Json<ChangeTenant>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = app.authorize(&headers, Scope::Admin).await?;
+    app.authorize(&headers, Scope::Admin).await?;
     let Path(name) = name.map_err(ApiError::from_path)?;
     let Json(req) = body.map_err(ApiError::from_json)?;
     let id = TenantId(name);
@@ -194,7 +194,7 @@ pub(super) async fn change(
         id: id.clone(),
         patch,
     };
-    app.commit(&principal, command).await?;
+    app.commit(&headers, command).await?;
     tracing::info!(tenant = %id, "tenant changed");
     let state = app.control.state();
     let tenant = state.tenant(&id).ok_or_else(missing)?;

@@ -114,7 +114,7 @@ pub(super) async fn create(
         revoked: false,
         rate_per_s: req.rate_per_s,
     };
-    app.commit(&principal, ControlCommand::CreateToken(entry.clone()))
+    app.commit(&headers, ControlCommand::CreateToken(entry.clone()))
         .await?;
     tracing::info!(token = %entry.id, "token created");
     let mut answer = view(&entry);
@@ -136,7 +136,7 @@ pub(super) async fn revoke(
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = app.authorize(&headers, Scope::Admin).await?;
+    app.authorize(&headers, Scope::Admin).await?;
     let Path(id) = id.map_err(ApiError::from_path)?;
     if app.control.state().token(&id).is_none() {
         return Err(ApiError::new(
@@ -146,7 +146,7 @@ pub(super) async fn revoke(
         ));
     }
     match app
-        .commit(&principal, ControlCommand::RevokeToken { id: id.clone() })
+        .commit(&headers, ControlCommand::RevokeToken { id: id.clone() })
         .await?
     {
         ControlResponse::Done => {

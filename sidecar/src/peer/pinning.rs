@@ -17,12 +17,15 @@ const ED25519_OID: &str = "1.3.101.112";
 
 /// The keys this host accepts in a handshake: members' identity keys, and
 /// the one-time keys of join tickets (whose holders may only ask to join).
-/// Cheap to clone; every clone sees changes (a member joining or leaving
-/// takes effect on the next handshake).
+/// Cheap to clone; every clone sees changes: a member joining or leaving
+/// takes effect on the next handshake, and open connections hear of every
+/// change ([`PinnedPeers::changes`]) so the peer service closes those
+/// whose key is no longer pinned.
 #[derive(Clone)]
 pub struct PinnedPeers {
     keys: Arc<RwLock<Keys>>,
     algorithms: WebPkiSupportedAlgorithms,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +53,7 @@ impl Default for PinnedPeers {
         Self {
             keys: Arc::default(),
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 }
@@ -79,6 +83,7 @@ impl PinnedPeers {
             .expect("pinned keys lock")
             .members
             .insert(key);
+        self.changed();
     }
 
     /// Accepts `key` as a join ticket's (its holder may only ask to join).
@@ -88,13 +93,17 @@ impl PinnedPeers {
             .expect("pinned keys lock")
             .tickets
             .insert(key);
+        self.changed();
     }
 
-    /// Stops accepting `key` (open connections stay until closed).
+    /// Stops accepting `key`; the peer service closes its open connections.
     pub fn unpin(&self, key: &[u8; 32]) {
-        let mut keys = self.keys.write().expect("pinned keys lock");
-        keys.members.remove(key);
-        keys.tickets.remove(key);
+        {
+            let mut keys = self.keys.write().expect("pinned keys lock");
+            keys.members.remove(key);
+            keys.tickets.remove(key);
+        }
+        self.changed();
     }
 
     /// Replaces every pinned key (from the committed membership).
@@ -103,9 +112,32 @@ impl PinnedPeers {
         members: impl IntoIterator<Item = [u8; 32]>,
         tickets: impl IntoIterator<Item = [u8; 32]>,
     ) {
-        let mut keys = self.keys.write().expect("pinned keys lock");
-        keys.members = members.into_iter().collect();
-        keys.tickets = tickets.into_iter().collect();
+        let members: HashSet<[u8; 32]> = members.into_iter().collect();
+        let tickets: HashSet<[u8; 32]> = tickets.into_iter().collect();
+        {
+            let mut keys = self.keys.write().expect("pinned keys lock");
+            if keys.members == members && keys.tickets == tickets {
+                return;
+            }
+            keys.members = members;
+            keys.tickets = tickets;
+        }
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Ticks on every change of the pinned keys.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `key` is pinned at all (a member's or a ticket's).
+    pub fn is_pinned(&self, key: &[u8; 32]) -> bool {
+        let keys = self.keys.read().expect("pinned keys lock");
+        keys.members.contains(key) || keys.tickets.contains(key)
     }
 
     /// Whether `key` is a member's (not just a ticket's).

@@ -210,15 +210,53 @@ pub async fn serve<H: PeerHandler>(endpoint: PeerEndpoint, pinned: PinnedPeers, 
             } else {
                 PeerKind::Joiner(key)
             };
+            // Membership is checked again on every stream and datagram,
+            // and whenever the pinned keys change: a connection whose key
+            // was unpinned (a removed member, a used ticket) is closed, so
+            // keep-alives cannot carry rights past a removal.
+            let still_pinned = {
+                let pinned = pinned.clone();
+                move || match from {
+                    PeerKind::Member(key) => pinned.is_member(&key),
+                    PeerKind::Joiner(key) => pinned.is_pinned(&key),
+                }
+            };
+            let unpinned = |conn: &quinn::Connection| {
+                tracing::info!("closing the connection of a peer no longer pinned");
+                conn.close(3u32.into(), b"no longer a member");
+            };
             if let PeerKind::Member(key) = from {
-                let (handler, conn) = (handler.clone(), conn.clone());
+                let (handler, conn, still_pinned) =
+                    (handler.clone(), conn.clone(), still_pinned.clone());
                 tokio::spawn(async move {
                     while let Ok(bytes) = conn.read_datagram().await {
+                        if !still_pinned() {
+                            unpinned(&conn);
+                            break;
+                        }
                         handler.datagram(key, &bytes);
                     }
                 });
             }
-            while let Ok((send, recv)) = conn.accept_bi().await {
+            let mut changes = pinned.changes();
+            loop {
+                let (send, recv) = tokio::select! {
+                    accepted = conn.accept_bi() => match accepted {
+                        Ok(stream) => stream,
+                        Err(_) => break,
+                    },
+                    changed = changes.changed() => {
+                        if changed.is_err() || !still_pinned() {
+                            unpinned(&conn);
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                if !still_pinned() {
+                    unpinned(&conn);
+                    break;
+                }
                 let handler = handler.clone();
                 let conn = conn.clone();
                 tokio::spawn(async move {

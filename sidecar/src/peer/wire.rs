@@ -17,6 +17,12 @@ pub enum PeerRequest {
     Raft(RaftRequest),
     /// Append this command (sent to the leader).
     Propose(ControlCommand),
+    /// A client's change the asking member's API took, with the client's
+    /// token, for the leader to check and write audited.
+    ProposeAudited {
+        token: String,
+        command: ControlCommand,
+    },
     /// Admit the sender (the only request a ticket holder may make).
     Join(JoinRequest),
     /// Send the artifact with this digest (answered by an
@@ -157,6 +163,13 @@ pub enum ProposeError {
     NotLeader { leader: Option<u64> },
     #[error("{0}")]
     Failed(String),
+    /// The client's token does not let it make the change.
+    #[error("{0}")]
+    Denied(crate::auth::Denial),
+    /// Not a change the asker may make (a client's change without a token,
+    /// another host's facts, a change for another tenant).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// A host asking to be admitted.

@@ -1,0 +1,106 @@
+//! Who may put what in the control log. A member may ask the leader to
+//! append only what a host originates about itself ([`host_may_propose`]):
+//! its own residency and addresses, a join it checked, the activation of a
+//! joining member, ticket pruning and quota leases (which the state
+//! machine checks in turn). Every other change is a client's: it reaches
+//! the leader with the client's token, and the leader checks the token,
+//! the scope the change needs ([`client_change_scope`]) and the tenant it
+//! acts for ([`acts_within`]) against its own state before it writes the
+//! change, audited, naming the member whose API took it. Pure, and
+//! table-tested.
+//!
+//! What it is not: validation of a change's content (the state machine's
+//! `apply`), or membership of the connection (the peer service).
+
+use crate::auth::Principal;
+use spillway_consensus::{ControlCommand, ControlState, MemberState, Scope};
+
+/// How far ahead of the leader's clock a member's clock may be when it
+/// prunes tickets by it.
+const CLOCK_SKEW_MS: u64 = 60_000;
+
+/// Whether member `proposer` may append `command` on its own authority,
+/// and if not, why.
+pub(crate) fn host_may_propose(
+    proposer: u64,
+    command: &ControlCommand,
+    state: &ControlState,
+    now_unix_ms: u64,
+) -> Result<(), String> {
+    match command {
+        ControlCommand::SetResidency(changes) => {
+            match changes.iter().find(|c| c.host.0 != proposer) {
+                None => Ok(()),
+                Some(c) => Err(format!(
+                    "host {proposer} may report only its own residency, not host {}'s",
+                    c.host.0
+                )),
+            }
+        }
+        ControlCommand::UpdateMember { id, .. } if *id == proposer => Ok(()),
+        ControlCommand::UpdateMember { id, .. } => Err(format!(
+            "host {proposer} may update only its own entry, not host {id}'s"
+        )),
+        // The state machine checks the ticket (one use, expiry, identity).
+        ControlCommand::Admit { .. } => Ok(()),
+        ControlCommand::SetMemberState {
+            id,
+            state: MemberState::Active,
+        } if state
+            .member(*id)
+            .is_some_and(|m| m.state == MemberState::Joining) =>
+        {
+            Ok(())
+        }
+        ControlCommand::PruneTickets { now_unix_ms: at } if *at <= now_unix_ms + CLOCK_SKEW_MS => {
+            Ok(())
+        }
+        ControlCommand::PruneTickets { .. } => {
+            Err("ticket pruning by a clock ahead of the leader's".into())
+        }
+        // The leader's rebalancer, forwarded when leadership moved; the
+        // state machine checks the epoch and that the shares fit.
+        ControlCommand::SetQuotaLeases { .. } => Ok(()),
+        other => Err(format!(
+            "\"{other}\" is a client's change: it must come as an API request with the client's token"
+        )),
+    }
+}
+
+/// The scope a client change needs, or `None` for what no client may ask
+/// (a host's bookkeeping, a founding entry, an audited change itself).
+pub(crate) fn client_change_scope(command: &ControlCommand) -> Option<Scope> {
+    match command {
+        ControlCommand::PutArtifact { .. } | ControlCommand::PutFunction(_) => Some(Scope::Publish),
+        ControlCommand::IssueTicket(_)
+        | ControlCommand::SetMemberState { .. }
+        | ControlCommand::CreateToken(_)
+        | ControlCommand::RevokeToken { .. }
+        | ControlCommand::CreateTenant(_)
+        | ControlCommand::UpdateTenant { .. } => Some(Scope::Admin),
+        ControlCommand::Bootstrap { .. }
+        | ControlCommand::SetResidency(_)
+        | ControlCommand::Admit { .. }
+        | ControlCommand::UpdateMember { .. }
+        | ControlCommand::PruneTickets { .. }
+        | ControlCommand::SetQuotaLeases { .. }
+        | ControlCommand::Audited { .. } => None,
+    }
+}
+
+/// Whether `principal` acts within its own tenant: a publisher only for
+/// its tenant's artifacts and functions (admin-scope changes are the admin
+/// tenant's, the only one whose tokens hold that scope).
+pub(crate) fn acts_within(principal: &Principal, command: &ControlCommand) -> Result<(), String> {
+    match command {
+        ControlCommand::PutArtifact { tenant, .. } if *tenant != principal.tenant => Err(format!(
+            "a token of tenant {} may not publish for tenant {tenant}",
+            principal.tenant
+        )),
+        ControlCommand::PutFunction(f) if f.tenant != principal.tenant => Err(format!(
+            "a token of tenant {} may not publish for tenant {}",
+            principal.tenant, f.tenant
+        )),
+        _ => Ok(()),
+    }
+}
