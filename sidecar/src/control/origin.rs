@@ -104,3 +104,128 @@ pub(crate) fn acts_within(principal: &Principal, command: &ControlCommand) -> Re
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_consensus::ResidencyChange;
+    use spillway_consensus::ResidencyStatus;
+    use spillway_proto::{ArtifactKind, Digest, NodeId, TenantId};
+
+    fn residency(host: u64) -> ResidencyChange {
+        ResidencyChange {
+            host: NodeId(host),
+            digest: Digest::of(b"a"),
+            status: ResidencyStatus::Resident,
+        }
+    }
+
+    fn put_artifact(tenant: &str) -> ControlCommand {
+        ControlCommand::PutArtifact {
+            name: "a".into(),
+            digest: Digest::of(b"a"),
+            size: 1,
+            tenant: TenantId(tenant.into()),
+            signature: None,
+            kind: ArtifactKind::Component,
+        }
+    }
+
+    #[test]
+    fn a_member_may_append_only_its_own_facts() {
+        let state = ControlState::default();
+        let now = 1_000_000;
+        let cases = [
+            (ControlCommand::SetResidency(vec![residency(2)]), true),
+            (
+                ControlCommand::SetResidency(vec![residency(2), residency(1)]),
+                false,
+            ),
+            (
+                ControlCommand::UpdateMember {
+                    id: 2,
+                    quic_addr: String::new(),
+                    http_addr: String::new(),
+                    gpus: Vec::new(),
+                },
+                true,
+            ),
+            (
+                ControlCommand::UpdateMember {
+                    id: 1,
+                    quic_addr: String::new(),
+                    http_addr: String::new(),
+                    gpus: Vec::new(),
+                },
+                false,
+            ),
+            (ControlCommand::PruneTickets { now_unix_ms: now }, true),
+            (
+                ControlCommand::PruneTickets {
+                    now_unix_ms: now + 3_600_000,
+                },
+                false,
+            ),
+            // No such joining member in this state.
+            (
+                ControlCommand::SetMemberState {
+                    id: 7,
+                    state: MemberState::Active,
+                },
+                false,
+            ),
+            (
+                ControlCommand::SetMemberState {
+                    id: 1,
+                    state: MemberState::Removed,
+                },
+                false,
+            ),
+            (put_artifact("acme"), false),
+            (ControlCommand::RevokeToken { id: "x".into() }, false),
+            (
+                ControlCommand::Audited {
+                    by: "admin-token".into(),
+                    tenant: TenantId::admin(),
+                    unix_ms: 0,
+                    via: 2,
+                    command: Box::new(ControlCommand::RevokeToken { id: "x".into() }),
+                },
+                false,
+            ),
+        ];
+        for (command, allowed) in cases {
+            assert_eq!(
+                host_may_propose(2, &command, &state, now).is_ok(),
+                allowed,
+                "{command}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_changes_need_their_scope_and_stay_in_their_tenant() {
+        assert_eq!(
+            client_change_scope(&put_artifact("acme")),
+            Some(Scope::Publish)
+        );
+        assert_eq!(
+            client_change_scope(&ControlCommand::RevokeToken { id: "x".into() }),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            client_change_scope(&ControlCommand::SetResidency(vec![residency(1)])),
+            None
+        );
+        assert_eq!(
+            client_change_scope(&ControlCommand::PruneTickets { now_unix_ms: 0 }),
+            None
+        );
+        let acme = Principal {
+            tenant: TenantId("acme".into()),
+            token: Some("t".into()),
+        };
+        assert!(acts_within(&acme, &put_artifact("acme")).is_ok());
+        assert!(acts_within(&acme, &put_artifact("other")).is_err());
+    }
+}
