@@ -128,6 +128,10 @@ pub(crate) struct Ingress {
     /// in MiB (503 overloaded past it; uploads are spooled to disk).
     #[arg(long, default_value_t = 256)]
     max_body_mib_in_flight: usize,
+    /// Serve the per-tenant series of /metrics (which name tenants) without
+    /// a token; by default they need an admin-tenant token.
+    #[arg(long)]
+    public_tenant_metrics: bool,
 }
 
 impl Ingress {
@@ -350,6 +354,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         slots: args.slots,
         queue_capacity: args.ingress.queue,
         max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
+        public_tenant_metrics: args.ingress.public_tenant_metrics,
         ..SidecarConfig::default()
     };
     let config = args.membership.apply(config);
@@ -425,6 +430,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         slots: l.slots,
         queue_capacity: args.ingress.queue,
         max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
+        public_tenant_metrics: args.ingress.public_tenant_metrics,
         ingress: args.ingress.limits(),
         ..SidecarConfig::default()
     };

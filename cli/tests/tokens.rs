@@ -826,13 +826,26 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
             .find_map(|l| l.strip_prefix("spillway_tenant_gpu_memory_bytes{tenant=\"metered\"} "))
             .and_then(|v| v.trim().parse().ok())
     };
+    // The per-tenant series need an admin-tenant token (security finding
+    // 12): without one, /metrics names no tenant.
     let metrics = || async {
+        let r = api
+            .http
+            .get(format!("{}/metrics", h1.endpoint))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    };
+    let public = || async {
         let r = api
             .http
             .get(format!("{}/metrics", h1.endpoint))
             .send()
             .await
             .unwrap();
+        assert_eq!(r.status(), 200);
         r.text().await.unwrap()
     };
     let big = tokio::spawn(invoke_gemm(768));
@@ -853,6 +866,11 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let open = public().await;
+    assert!(
+        open.contains("spillway_running_jobs") && !open.contains("metered"),
+        "{open}"
+    );
     assert_eq!(big.await.unwrap().unwrap().status(), 200);
     let until = Instant::now() + Duration::from_secs(5);
     while gauge(&metrics().await) != Some(0) {

@@ -79,6 +79,9 @@ pub struct SidecarConfig {
     pub max_input_bytes: usize,
     /// Connections, client timeouts and bodies in memory.
     pub ingress: IngressLimits,
+    /// Serve the per-tenant metrics (which name tenants) without a token,
+    /// for a metrics port only the operator can reach.
+    pub public_tenant_metrics: bool,
     /// Largest artifact upload (and fetch from a peer); larger is 413.
     pub max_artifact_bytes: usize,
     /// Deadline of functions that do not set one, and the most any may set.
@@ -126,6 +129,7 @@ impl Default for SidecarConfig {
             max_input_bytes: 8 << 20,
             max_artifact_bytes: 256 << 20,
             ingress: IngressLimits::default(),
+            public_tenant_metrics: false,
             default_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(300),
             restart_backoff: (Duration::from_millis(100), Duration::from_secs(5)),

@@ -1,4 +1,7 @@
-//! The sidecar's Prometheus metrics, served at `GET /metrics`.
+//! The sidecar's Prometheus metrics, served at `GET /metrics`: the host's
+//! own series to anyone, and the per-tenant series (which name tenants)
+//! only to an admin-tenant token or where the operator made them public
+//! (`--public-tenant-metrics`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,6 +24,8 @@ pub(crate) struct TenantLabel {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
+    /// Series labelled by tenant, rendered only when asked for.
+    tenant_registry: Registry,
     pub(crate) jobs: Family<Outcome, Counter>,
     pub(crate) latency: Histogram,
     pub(crate) queue_depth: Gauge,
@@ -85,7 +90,8 @@ impl Metrics {
         );
         registry.register("node_up", "1 while the node is connected", node_up.clone());
         let tenant_gpu_bytes = Family::<TenantLabel, Gauge>::default();
-        registry.register(
+        let mut tenant_registry = Registry::with_prefix("spillway");
+        tenant_registry.register(
             "tenant_gpu_memory_bytes",
             "GPU buffer bytes each tenant's running jobs hold on this host's node",
             tenant_gpu_bytes.clone(),
@@ -109,6 +115,7 @@ impl Metrics {
             starts_seen: std::sync::Mutex::default(),
             warm_ready,
             registry,
+            tenant_registry,
             jobs,
             latency,
             queue_depth,
@@ -168,10 +175,17 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub(crate) fn render(&self) -> String {
+    /// The OpenMetrics text: the host's series, and the per-tenant ones
+    /// when `tenants`.
+    pub(crate) fn render(&self, tenants: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        let fail = "writing to a String cannot fail";
+        encode_registry(&mut out, &self.registry).expect(fail);
+        if tenants {
+            encode_registry(&mut out, &self.tenant_registry).expect(fail);
+        }
+        encode_eof(&mut out).expect(fail);
         out
     }
 }
@@ -187,12 +201,16 @@ mod tests {
         let acme = TenantId("acme".into());
         m.set_tenant_gpu(&[(acme.clone(), 4096)]);
         assert!(
-            m.render()
+            m.render(true)
                 .contains("spillway_tenant_gpu_memory_bytes{tenant=\"acme\"} 4096")
         );
+        // Without asking for tenants, no tenant is named.
+        let host_only = m.render(false);
+        assert!(!host_only.contains("acme"), "{host_only}");
+        assert!(host_only.ends_with("# EOF\n"), "{host_only}");
         m.set_tenant_gpu(&[]);
         assert!(
-            m.render()
+            m.render(true)
                 .contains("spillway_tenant_gpu_memory_bytes{tenant=\"acme\"} 0")
         );
     }
@@ -210,7 +228,7 @@ mod tests {
         m.set_instance_starts(&load(9, 3, 2));
         // The node restarted: its counts began again.
         m.set_instance_starts(&load(1, 1, 0));
-        let text = m.render();
+        let text = m.render(false);
         assert!(
             text.contains("spillway_instance_starts_total{start=\"warm\"} 10"),
             "{text}"

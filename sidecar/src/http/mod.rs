@@ -48,7 +48,7 @@ use crate::queue::LocalQueue;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use spillway_consensus::{ControlCommand, ControlResponse, Scope};
 use std::sync::Arc;
@@ -228,7 +228,19 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
     }))
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+/// `GET /metrics`: the host's series to anyone; the per-tenant series too
+/// to an admin-tenant token (any scope), or to anyone where the operator
+/// made them public. A token that does not check out is 401.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let tenants = match headers.contains_key(header::AUTHORIZATION) {
+        _ if app.config.public_tenant_metrics => true,
+        false => false,
+        true => app
+            .authorize(&headers, Scope::Read)
+            .await?
+            .tenant
+            .is_admin(),
+    };
     app.metrics.queue_depth.set(i64::from(app.queue.depth()));
     app.metrics.running.set(i64::from(app.queue.running()));
     app.metrics.idempotency_keys.set(app.outcomes.len() as i64);
@@ -237,11 +249,12 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     if let Some((load, _)) = status.load {
         app.metrics.set_instance_starts(&load);
     }
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(),
+        app.metrics.render(tenants),
     )
+        .into_response())
 }
