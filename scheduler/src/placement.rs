@@ -336,6 +336,7 @@ mod tests {
                 labels: labels(self.labels),
                 load: self.age_ms.map(|age| LoadSample {
                     report: LoadGossip {
+                        incarnation: 1,
                         seq: 1,
                         slots: 4,
                         running: 4 - self.free,

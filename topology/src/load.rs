@@ -5,10 +5,13 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// What a sidecar tells its peers about its load, a few times a second,
-/// in one QUIC datagram. `seq` grows with every report, so a receiver can
-/// drop one that arrives after a newer one.
+/// in one QUIC datagram. `seq` grows with every report of one run of the
+/// sidecar, `incarnation` (the run's start, Unix ms) with every restart,
+/// so a receiver can drop a report that arrives after a newer one
+/// ([`LoadGossip::supersedes`]) and still hears a restarted host at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LoadGossip {
+    pub incarnation: u64,
     pub seq: u64,
     /// Slots its node offers (0 while the node is down).
     pub slots: u32,
@@ -19,6 +22,17 @@ pub struct LoadGossip {
     /// Its recent mean execution time (0 when unknown).
     pub mean_exec_ms: u64,
     pub node_up: bool,
+}
+
+impl LoadGossip {
+    /// Whether this report is newer than `held` (the last one kept from
+    /// the same host): from a later run of the host, or later in the same
+    /// run. A restarted host's reports start a new run whose `seq` begins
+    /// again at 1, so `seq` alone would drop them as stale for as long as
+    /// the previous run lasted.
+    pub fn supersedes(&self, held: Option<&LoadGossip>) -> bool {
+        held.is_none_or(|h| (self.incarnation, self.seq) > (h.incarnation, h.seq))
+    }
 }
 
 /// A peer's latest [`LoadGossip`] and when it arrived here.
@@ -50,10 +64,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_restarted_host_is_heard_at_once_and_late_reports_are_dropped() {
+        let report = |incarnation, seq| LoadGossip {
+            incarnation,
+            seq,
+            ..LoadGossip::default()
+        };
+        let held = report(1_000, 500);
+        for (new, kept) in [
+            (report(1_000, 501), true),
+            (report(1_000, 500), false),
+            (report(1_000, 499), false),
+            // The host restarted: its seq began again.
+            (report(2_000, 1), true),
+            // A report of a run before the one held, arriving late.
+            (report(999, 900), false),
+        ] {
+            assert_eq!(new.supersedes(Some(&held)), kept, "{new:?}");
+        }
+        assert!(report(0, 0).supersedes(None));
+    }
+
+    #[test]
     fn free_slots_count_the_queue_and_a_down_node_has_none() {
         let t0 = Instant::now();
         let sample = |slots, running, queued, node_up| LoadSample {
             report: LoadGossip {
+                incarnation: 1,
                 seq: 1,
                 slots,
                 running,

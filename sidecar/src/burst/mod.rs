@@ -45,6 +45,9 @@ pub(crate) struct Burst {
     pub(crate) gossip_every: Duration,
     peers: Mutex<HashMap<u64, PeerLoad>>,
     seq: AtomicU64,
+    /// This run's start (Unix ms), so peers tell its reports from an
+    /// earlier run's.
+    incarnation: u64,
     /// Measured artifact transfer rate, bytes per second (0: none yet).
     fetch_rate: AtomicU64,
     pub(crate) sent: AtomicU64,
@@ -73,6 +76,7 @@ impl Burst {
             gossip_every,
             peers: Mutex::default(),
             seq: AtomicU64::new(0),
+            incarnation: crate::now_unix_ms(),
             fetch_rate: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -84,7 +88,7 @@ impl Burst {
     pub(crate) fn record_load(&self, peer: u64, report: LoadGossip, now: Instant) {
         let mut peers = self.peers.lock().expect("peer loads lock");
         let entry = peers.entry(peer).or_default();
-        if entry.sample.is_some_and(|s| s.report.seq >= report.seq) {
+        if !report.supersedes(entry.sample.as_ref().map(|s| &s.report)) {
             return;
         }
         entry.sample = Some(LoadSample {
@@ -137,6 +141,7 @@ impl Burst {
     pub(crate) fn report(&self, queue: &LocalQueue, node: &NodeStatus) -> LoadGossip {
         let load = queue.load(node);
         LoadGossip {
+            incarnation: self.incarnation,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             slots: if node.up { load.slots } else { 0 },
             running: load.running,
