@@ -143,6 +143,34 @@ pub const ALL: &[Scenario] = &[
         short: true,
     },
     Scenario {
+        name: "peer-restarted-after-a-long-run",
+        about: "a peer that ran for a while is killed -9 and restarted while host 1 keeps bursting; bursts reach it again",
+        hosts: 3,
+        slots: 1,
+        host_flags: &[],
+        shape: WorkloadShape {
+            jobs: 120,
+            spread_ms: 16_000,
+            targets: &[0],
+            ..LOAD
+        },
+        schedule: |rng| {
+            // Late, so the peer's earlier run sent many load reports.
+            let kill = at(rng, 6_000, 1_000);
+            vec![
+                Step {
+                    at_ms: kill,
+                    fault: Fault::KillHost(Target::BusyPeer),
+                },
+                Step {
+                    at_ms: kill + 1_000,
+                    fault: Fault::RestartHost(Target::Previous),
+                },
+            ]
+        },
+        short: true,
+    },
+    Scenario {
         name: "leader-killed-burst",
         about: "the leader is killed -9 while the cluster bursts, then restarted",
         hosts: 3,

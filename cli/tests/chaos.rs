@@ -45,6 +45,7 @@ fn the_short_scenarios_keep_the_delivery_contract() {
         .collect();
     for name in [
         "peer-killed-mid-job",
+        "peer-restarted-after-a-long-run",
         "leader-minority",
         "node-crash-loop",
         "lossy-links",

@@ -11,6 +11,7 @@ pub mod expected_output;
 pub mod one_leader;
 pub mod one_outcome;
 pub mod residency;
+pub mod returned_hosts_get_bursts;
 pub mod truthful_outcomes;
 
 /// A broken promise: which invariant, and what exactly.
@@ -36,7 +37,7 @@ impl std::fmt::Display for Violation {
 pub type Check = fn(&History) -> Vec<Violation>;
 
 /// Every invariant, by name.
-pub const ALL: [(&str, Check); 7] = [
+pub const ALL: [(&str, Check); 8] = [
     (one_outcome::NAME, one_outcome::check),
     (at_most_once::NAME, at_most_once::check),
     (truthful_outcomes::NAME, truthful_outcomes::check),
@@ -44,6 +45,10 @@ pub const ALL: [(&str, Check); 7] = [
     (convergence::NAME, convergence::check),
     (one_leader::NAME, one_leader::check),
     (residency::NAME, residency::check),
+    (
+        returned_hosts_get_bursts::NAME,
+        returned_hosts_get_bursts::check,
+    ),
 ];
 
 /// Checks them all.
