@@ -214,6 +214,30 @@ async fn reused_expired_and_foreign_tickets_are_refused_with_their_reason() {
     let _a2 = Host::start(&root.path().join("a2"), &[], Some(&ticket)).unwrap();
     let err = Host::start(&root.path().join("a3"), &[], Some(&ticket)).unwrap_err();
     assert!(err.contains("ticket_already_used"), "{err}");
+    // Replaying the used ticket is refused from the committed state: the
+    // log does not grow by an entry per attempt (security finding 6).
+    let last_index = || async {
+        api.get(&a, "/v1/cluster").await.unwrap()["last_log_index"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut before = last_index().await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = last_index().await;
+        if now == before {
+            break;
+        }
+        assert!(Instant::now() < until, "the log never settled");
+        before = now;
+    }
+    for i in 0..5 {
+        let err =
+            Host::start(&root.path().join(format!("replay{i}")), &[], Some(&ticket)).unwrap_err();
+        assert!(err.contains("ticket_already_used"), "{err}");
+    }
+    assert_eq!(last_index().await, before, "replays wrote to the log");
 
     let (short, expires_unix_ms) = api.ticket_expiring(&a, 1).await;
     let until = Instant::now() + Duration::from_secs(5);

@@ -423,6 +423,34 @@ impl ControlState {
         now_unix_ms: u64,
         member: &MemberEntry,
     ) -> Result<u64, JoinRefusal> {
+        self.admission(ticket, cluster_id, version, now_unix_ms, member)?;
+        let id = self.members.keys().next_back().map_or(1, |last| last + 1);
+        self.members.insert(
+            id,
+            MemberEntry {
+                id,
+                state: MemberState::Joining,
+                ..member.clone()
+            },
+        );
+        if let Some(t) = self.tickets.get_mut(ticket) {
+            t.used_by = Some(id);
+        }
+        Ok(id)
+    }
+
+    /// Whether a join with `ticket` would be admitted now, and if not,
+    /// why: the same checks `Admit` makes, without changing anything, so a
+    /// member refuses a used, expired or unknown ticket before it costs a
+    /// log entry (the log still decides when two joins race).
+    pub fn admission(
+        &self,
+        ticket: &PublicKey,
+        cluster_id: &str,
+        version: u16,
+        now_unix_ms: u64,
+        member: &MemberEntry,
+    ) -> Result<(), JoinRefusal> {
         if version != JOIN_VERSION {
             return Err(JoinRefusal::VersionIncompatible {
                 ours: JOIN_VERSION,
@@ -445,19 +473,7 @@ impl ControlState {
         if let Some(m) = self.member_by_key(&member.key) {
             return Err(JoinRefusal::AlreadyMember { id: m.id });
         }
-        let id = self.members.keys().next_back().map_or(1, |last| last + 1);
-        self.members.insert(
-            id,
-            MemberEntry {
-                id,
-                state: MemberState::Joining,
-                ..member.clone()
-            },
-        );
-        if let Some(t) = self.tickets.get_mut(ticket) {
-            t.used_by = Some(id);
-        }
-        Ok(id)
+        Ok(())
     }
 
     /// The cluster id; empty before bootstrap.

@@ -93,6 +93,9 @@ impl PeerHandler for ControlHandler {
 
 use crate::now_unix_ms;
 
+/// Join attempts a member takes a second, all tickets together.
+const JOINS_PER_S: f64 = 5.0;
+
 /// A proposal's failure as the member that forwarded it hears it.
 fn forwarded(e: ControlError) -> ProposeError {
     match e {
@@ -138,11 +141,32 @@ impl Control {
         if presented.public_key() != ticket_key {
             return Err(JoinRefusal::BadSignature);
         }
+        // Joins are few: a flood of them (replayed tickets) is refused
+        // before it costs anything more.
+        if let Err(wait) = self
+            .joins
+            .take("join", JOINS_PER_S, std::time::Instant::now())
+        {
+            return Err(JoinRefusal::Unavailable(format!(
+                "too many join attempts; retry in {} ms",
+                wait.as_millis().max(1)
+            )));
+        }
+        // A used, expired or unknown ticket is refused from the committed
+        // state here, so replaying one never writes to the log.
+        let now = now_unix_ms();
+        state.admission(
+            &ticket_key,
+            &body.cluster_id,
+            join.version,
+            now,
+            &join.member,
+        )?;
         let command = ControlCommand::Admit {
             ticket: ticket_key,
             cluster_id: body.cluster_id.clone(),
             version: join.version,
-            now_unix_ms: now_unix_ms(),
+            now_unix_ms: now,
             member: join.member,
         };
         match self.propose(command).await {

@@ -103,6 +103,8 @@ pub(crate) struct Control {
     pub(crate) max_artifact_bytes: u64,
     /// The longest any job may run here (a peer's job included).
     pub(crate) max_deadline: std::time::Duration,
+    /// Join attempts this member took lately (rate-limited).
+    pub(crate) joins: crate::rate::RateLimits,
     queue: Arc<LocalQueue>,
     max_voters: usize,
     http_addr: std::net::SocketAddr,

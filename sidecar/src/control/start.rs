@@ -167,6 +167,7 @@ pub(crate) async fn start(
         spool,
         max_artifact_bytes: config.max_artifact_bytes as u64,
         max_deadline: config.max_deadline,
+        joins: Default::default(),
         plane,
         client,
         endpoint: endpoint.clone(),
