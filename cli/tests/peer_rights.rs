@@ -182,3 +182,40 @@ async fn a_member_may_report_only_its_own_facts_and_loses_its_rights_when_remove
     }
     assert!(refused_after, "a removed member's proposals are refused");
 }
+
+/// Security review finding 14: a flood of refused handshakes (a key that
+/// is no member's) is logged once a window, not once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_handshakes_do_not_flood_the_log() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = hosts::form(root.path(), &[&[]]).await;
+    let h1 = &hosts[0];
+    let view = api.cluster(h1).await;
+    let addr: std::net::SocketAddr = member(&view, "n1")["quic_addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stranger = HostIdentity::generate().unwrap();
+    let pinned = PinnedPeers::default();
+    pinned.pin(identity(h1).public_key());
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let endpoint = PeerEndpoint::bind(socket, &stranger, pinned).unwrap();
+    for _ in 0..40 {
+        // The client may finish its side before the host checks its
+        // certificate; the host then closes the connection.
+        if let Ok(Ok(conn)) =
+            tokio::time::timeout(Duration::from_secs(5), endpoint.connect(addr)).await
+        {
+            let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            assert!(closed.is_ok(), "a key that is no member's is refused");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(h1.dir.join("host.log")).unwrap();
+    let lines = log.lines().filter(|l| l.contains("peer handshake")).count();
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} lines for 40 refused handshakes"
+    );
+}

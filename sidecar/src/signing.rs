@@ -3,7 +3,6 @@
 //! and again when a host fetches it from a peer, before its node sees it.
 //! ed25519 through ring (already in the tree for join tickets).
 
-use ring::signature::{ED25519, UnparsedPublicKey};
 use spillway_consensus::{ArtifactSignature, ControlState, TenantEntry};
 use spillway_proto::signing::artifact_message;
 use spillway_proto::{ArtifactKind, Digest};
@@ -55,9 +54,21 @@ pub(crate) fn parse(header: &str) -> Result<ArtifactSignature, SignatureRefusal>
 
 /// Whether `sig` signs `name` = `digest`.
 pub(crate) fn verifies(sig: &ArtifactSignature, digest: &Digest, name: &str) -> bool {
-    UnparsedPublicKey::new(&ED25519, sig.key)
-        .verify(&artifact_message(digest, name), &sig.signature)
-        .is_ok()
+    ed25519_strict(&sig.key, &artifact_message(digest, name), &sig.signature)
+}
+
+/// Whether `signature` is `key`'s Ed25519 signature of `message`, checked
+/// strictly (`ed25519-dalek`'s `verify_strict`): a small-order or
+/// non-canonical key, or a non-canonical signature, never verifies, so
+/// no key can sign every message.
+pub(crate) fn ed25519_strict(key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(key) else {
+        return false;
+    };
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify_strict(message, &signature).is_ok()
 }
 
 /// The upload check: `signature` (if given) must verify, and satisfy the
@@ -159,6 +170,29 @@ mod tests {
             rate_per_s: None,
             max_gpu_memory_bytes: None,
         }
+    }
+
+    #[test]
+    fn a_small_order_key_cannot_sign_every_message() {
+        // The identity point as the key, and R = identity, S = 0 as the
+        // signature: it satisfies [S]B = R + [k]A for every message, and a
+        // lenient verifier (ring's) accepts it. A strict one refuses.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut signature = vec![0u8; 64];
+        signature[0] = 1;
+        let forged = ArtifactSignature {
+            key: identity,
+            signature,
+        };
+        for name in ["echo", "anything"] {
+            assert!(!verifies(&forged, &Digest::of(name.as_bytes()), name));
+        }
+        // A real signature still verifies, and not for another name.
+        let k = key();
+        let d = Digest::of(b"x");
+        assert!(verifies(&sign(&k, &d, "x"), &d, "x"));
+        assert!(!verifies(&sign(&k, &d, "x"), &d, "y"));
     }
 
     #[test]

@@ -76,11 +76,10 @@ impl HostIdentity {
             .expect("ed25519 signing does not fail")
     }
 
-    /// Whether `signature` is `key`'s ed25519 signature of `message`.
+    /// Whether `signature` is `key`'s ed25519 signature of `message`
+    /// (checked strictly: see `signing::ed25519_strict`).
     pub fn verify(key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
-            .verify(message, signature)
-            .is_ok()
+        crate::signing::ed25519_strict(key, message, signature)
     }
 
     /// Loads the identity in `dir`, creating it on first start.

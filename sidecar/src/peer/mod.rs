@@ -15,6 +15,7 @@
 //! may only ask to join. What it is not: the meaning of the requests (the
 //! sidecar's `control` and `burst` modules answer them).
 
+mod admission;
 pub mod artifact;
 pub(crate) mod client;
 mod endpoint;

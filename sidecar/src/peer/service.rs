@@ -191,13 +191,39 @@ pub(crate) fn peer_key(conn: &quinn::Connection) -> Option<PublicKey> {
 
 /// Serves peers arriving on `endpoint` until it closes.
 pub async fn serve<H: PeerHandler>(endpoint: PeerEndpoint, pinned: PinnedPeers, handler: Arc<H>) {
+    use super::admission::{Throttle, should_retry};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let handshaking = Arc::new(AtomicUsize::new(0));
+    let refusals = Arc::new(std::sync::Mutex::new(Throttle::new(
+        std::time::Duration::from_secs(10),
+    )));
     while let Some(incoming) = endpoint.accept().await {
+        // Under load, an address must prove it is reachable before it
+        // costs a handshake.
+        if should_retry(
+            handshaking.load(Ordering::Relaxed),
+            incoming.remote_address_validated(),
+            incoming.may_retry(),
+        ) {
+            let _ = incoming.retry();
+            continue;
+        }
         let (handler, pinned) = (handler.clone(), pinned.clone());
+        let (handshaking, refusals) = (handshaking.clone(), refusals.clone());
         tokio::spawn(async move {
-            let conn = match incoming.await {
+            handshaking.fetch_add(1, Ordering::Relaxed);
+            let handshake = incoming.await;
+            handshaking.fetch_sub(1, Ordering::Relaxed);
+            let conn = match handshake {
                 Ok(conn) => conn,
                 Err(e) => {
-                    tracing::warn!("peer handshake failed: {e}");
+                    let line = refusals
+                        .lock()
+                        .expect("throttle lock")
+                        .hit(std::time::Instant::now());
+                    if let Some(refused) = line {
+                        tracing::warn!(refused, "peer handshakes failed (one line per 10 s): {e}");
+                    }
                     return;
                 }
             };
