@@ -448,3 +448,33 @@ async fn malformed_paths_and_queries_are_json_errors_after_the_token() {
         "{body}"
     );
 }
+
+/// Security review finding 4 (the sidecar's part): a job whose host call
+/// does not look at the clock (a large gemm on the CPU backend, seconds in
+/// a debug build) is answered 504 at its deadline plus a short grace, not
+/// 200 when the call returns.
+#[tokio::test]
+async fn a_job_stuck_in_a_host_call_is_answered_at_its_deadline() {
+    let c = Cluster::start(1, 4);
+    let r = c.put_artifact("gemm", common::guest("gemm")).await;
+    assert_eq!(r.status(), 200);
+    let r = c
+        .http
+        .post(c.url("/v1/functions"))
+        .bearer_auth(&c.token)
+        .json(&serde_json::json!({
+            "name": "slow-gemm", "artifact": "gemm", "deadline_ms": 300, "accelerator": "none",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let n = 900u32;
+    let mut input: Vec<u8> = [n, n, n].iter().flat_map(|v| v.to_le_bytes()).collect();
+    input.extend(std::iter::repeat_n(0u8, (2 * n * n * 4) as usize));
+    let started = Instant::now();
+    let r = c.invoke("slow-gemm", input).await;
+    let took = started.elapsed();
+    expect_error(r, 504, "deadline_exceeded").await;
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+}

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// How long past a job's deadline the sidecar waits for its node's answer
+/// before it answers the job itself, whatever the node is doing.
+const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -225,6 +229,8 @@ impl NodeLink {
     async fn run(&self, exec: Execute, chunks: Chunks) -> Result<JobOutput, JobFailed> {
         let (done, rx) = oneshot::channel();
         let job = exec.job;
+        let deadline_ms = exec.spec.deadline_ms;
+        let answer_by = Duration::from_millis(exec.remaining_ms) + DEADLINE_GRACE;
         let tx = {
             let mut conn = self.conn.lock().expect("link lock");
             let Some(tx) = conn.tx.clone() else {
@@ -243,9 +249,18 @@ impl NodeLink {
             job,
             armed: true,
         };
-        let outcome = rx
-            .await
-            .unwrap_or_else(|_| Err(Failure::ExecutorLost { may_have_run: true }.into()));
+        let Ok(answer) = tokio::time::timeout(answer_by, rx).await else {
+            // The node did not end the job at its deadline (a host call
+            // that does not look at the clock): answer here; the armed
+            // guard cancels it on the node.
+            tracing::warn!(job = %job, "the node did not end the job by its deadline; answered here");
+            return Err(JobFailed {
+                failure: Failure::DeadlineExceeded { deadline_ms },
+                exec_us: None,
+            });
+        };
+        let outcome =
+            answer.unwrap_or_else(|_| Err(Failure::ExecutorLost { may_have_run: true }.into()));
         guard.armed = false;
         outcome
     }
