@@ -195,6 +195,12 @@ pub(crate) enum TenantCommand {
         /// GPU buffer memory its running jobs may hold at once on one host, MiB.
         #[arg(long)]
         max_gpu_memory_mib: Option<u64>,
+        /// Artifact names it may hold.
+        #[arg(long)]
+        max_artifacts: Option<u32>,
+        /// What its artifacts may add up to, MiB.
+        #[arg(long)]
+        max_artifact_mib: Option<u64>,
         #[command(flatten)]
         target: Target,
     },
@@ -223,6 +229,12 @@ pub(crate) enum TenantCommand {
         /// MiB, or `none`.
         #[arg(long, value_parser = parse_limit)]
         max_gpu_memory_mib: Option<Limit>,
+        /// A number, or `none`.
+        #[arg(long, value_parser = parse_limit)]
+        max_artifacts: Option<Limit>,
+        /// MiB, or `none`.
+        #[arg(long, value_parser = parse_limit)]
+        max_artifact_mib: Option<Limit>,
         #[command(flatten)]
         target: Target,
     },
@@ -265,6 +277,8 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             max_job_memory_mib,
             rate,
             max_gpu_memory_mib,
+            max_artifacts,
+            max_artifact_mib,
             target,
         } => {
             let placement: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
@@ -273,7 +287,9 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                               "max_concurrent": max_concurrent,
                               "max_job_memory_bytes": max_job_memory_mib.map(|m| m << 20),
                               "rate_per_s": rate,
-                              "max_gpu_memory_bytes": max_gpu_memory_mib.map(|m| m << 20)});
+                              "max_gpu_memory_bytes": max_gpu_memory_mib.map(|m| m << 20),
+                              "max_artifacts": max_artifacts,
+                              "max_artifact_bytes": max_artifact_mib.map(|m| m << 20)});
             print_json(
                 &client(&target)
                     .json_request(reqwest::Method::POST, "/v1/tenants", Some(spec))
@@ -289,6 +305,8 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             max_job_memory_mib,
             rate,
             max_gpu_memory_mib,
+            max_artifacts,
+            max_artifact_mib,
             target,
         } => {
             let mut change = serde_json::Map::new();
@@ -308,6 +326,8 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 ("max_job_memory_bytes", max_job_memory_mib, 1 << 20),
                 ("rate_per_s", rate, 1),
                 ("max_gpu_memory_bytes", max_gpu_memory_mib, 1 << 20),
+                ("max_artifacts", max_artifacts, 1),
+                ("max_artifact_bytes", max_artifact_mib, 1 << 20),
             ] {
                 if let Some(Limit(l)) = limit {
                     change.insert(field.into(), json!(l.map(|v| v * scale)));

@@ -132,6 +132,10 @@ pub(crate) struct Ingress {
     /// a token; by default they need an admin-tenant token.
     #[arg(long)]
     public_tenant_metrics: bool,
+    /// Uploads a tenant may make a second on this host (a burst of as
+    /// many; 429 rate_limited past it).
+    #[arg(long, default_value_t = 10.0)]
+    publish_rate: f64,
 }
 
 impl Ingress {
@@ -355,6 +359,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         queue_capacity: args.ingress.queue,
         max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
         public_tenant_metrics: args.ingress.public_tenant_metrics,
+        publish_rate_per_s: args.ingress.publish_rate,
         ..SidecarConfig::default()
     };
     let config = args.membership.apply(config);
@@ -431,6 +436,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         queue_capacity: args.ingress.queue,
         max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
         public_tenant_metrics: args.ingress.public_tenant_metrics,
+        publish_rate_per_s: args.ingress.publish_rate,
         ingress: args.ingress.limits(),
         ..SidecarConfig::default()
     };

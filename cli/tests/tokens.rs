@@ -1148,3 +1148,115 @@ async fn kernel_packs_are_signed_named_by_functions_and_need_a_gpu() {
     assert!(audit.contains("put kernel pack kernels/ops"), "{audit}");
     assert!(audit.contains("put function scale"), "{audit}");
 }
+
+/// Security review finding 15: a tenant's storage is bounded (artifact
+/// names and bytes, set through `spillway tenant`), and its uploads are
+/// rate-limited on each host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_storage_quota_and_upload_rate_hold() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = form(root.path(), &[&["--publish-rate", "2"]]).await;
+    let h1 = &hosts[0];
+    let upload = |token: String, name: &'static str, guest: &'static str| {
+        let (http, endpoint) = (api.http.clone(), h1.endpoint.clone());
+        async move {
+            let r = http
+                .put(format!("{endpoint}/v1/artifacts/{name}"))
+                .bearer_auth(token)
+                .body(common::guest(guest))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // Rate: three uploads at once against a burst of two.
+    let (a, b, c) = tokio::join!(
+        upload(api.token.clone(), "r1", "echo"),
+        upload(api.token.clone(), "r2", "noop"),
+        upload(api.token.clone(), "r3", "uppercase"),
+    );
+    let mut statuses = [a.0, b.0, c.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429], "{a:?} {b:?} {c:?}");
+    let limited = [a, b, c].into_iter().find(|r| r.0 == 429).unwrap().1;
+    assert_eq!(limited["error"]["code"], "rate_limited", "{limited}");
+    assert!(
+        limited["error"]["retry_after_ms"].as_u64().is_some(),
+        "{limited}"
+    );
+
+    // Storage: two names at most (uploads spaced past the rate).
+    let (ok, out, err) = cli(
+        h1,
+        &api.token,
+        &["tenant", "create", "small", "--max-artifacts", "2"],
+    );
+    assert!(ok, "{out}{err}");
+    let (_, token) = create_token(
+        &api,
+        h1,
+        json!({"tenant": "small", "scopes": ["publish", "read"]}),
+    )
+    .await;
+    let spaced = |name, guest| {
+        let upload = upload(token.clone(), name, guest);
+        async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            upload.await
+        }
+    };
+    assert_eq!(spaced("a", "echo").await.0, 200);
+    assert_eq!(spaced("b", "noop").await.0, 200);
+    let (status, v) = spaced("c", "uppercase").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("storage_quota_exceeded")),
+        "{v}"
+    );
+    // A new version of a name it holds fits.
+    assert_eq!(spaced("a", "uppercase").await.0, 200);
+    // Raised, the third name fits; the byte quota is set the same way.
+    let (ok, out, err) = cli(
+        h1,
+        &api.token,
+        &[
+            "tenant",
+            "set",
+            "small",
+            "--max-artifacts",
+            "none",
+            "--max-artifact-mib",
+            "1",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(spaced("c", "uppercase").await.0, 200);
+    let listed = call(
+        &api.http,
+        h1,
+        &api.token,
+        reqwest::Method::GET,
+        "/v1/tenants",
+        None,
+    )
+    .await
+    .1;
+    let small = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "small")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            small["max_artifacts"].clone(),
+            small["max_artifact_bytes"].clone()
+        ),
+        (Value::Null, json!(1 << 20)),
+        "{small}"
+    );
+}

@@ -39,7 +39,7 @@ pub use log_store::LogStore;
 pub use membership::{JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
 pub use state::{
     AUDIT_KEEP, ArtifactEntry, ArtifactSignature, AuditRecord, ControlState, FunctionEntry,
-    QuotaLeases, ResidencyStatus, TenantEntry, TenantPatch,
+    QuotaLeases, ResidencyStatus, StorageQuotaExceeded, TenantEntry, TenantPatch,
 };
 pub use state_machine::StateMachine;
 pub use tokens::{Scope, ScopeError, TokenDenial, TokenEntry};

@@ -42,6 +42,22 @@ pub struct AuditRecord {
     pub what: String,
 }
 
+/// Why an artifact does not fit its tenant's storage quota: delete or
+/// replace one of its artifacts, or raise its limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageQuotaExceeded {
+    #[error("tenant {tenant} may hold at most {max} artifacts")]
+    Artifacts { tenant: TenantId, max: u32 },
+    #[error(
+        "tenant {tenant}'s artifacts may add up to {max} bytes; this one would make {would_be}"
+    )]
+    Bytes {
+        tenant: TenantId,
+        max: u64,
+        would_be: u64,
+    },
+}
+
 /// Audit records kept (oldest dropped first).
 pub const AUDIT_KEEP: usize = 10_000;
 
@@ -66,6 +82,10 @@ pub struct TenantEntry {
     pub rate_per_s: Option<u32>,
     /// `gpu` buffer bytes its running jobs may hold at once on one host.
     pub max_gpu_memory_bytes: Option<u64>,
+    /// Artifact names it may hold.
+    pub max_artifacts: Option<u32>,
+    /// Bytes its artifacts may add up to (each name's current version).
+    pub max_artifact_bytes: Option<u64>,
 }
 
 /// A tenant's concurrency quota split into per-host placement leases:
@@ -90,6 +110,8 @@ pub struct TenantPatch {
     pub max_job_memory_bytes: Option<Option<u64>>,
     pub rate_per_s: Option<Option<u32>>,
     pub max_gpu_memory_bytes: Option<Option<u64>>,
+    pub max_artifacts: Option<Option<u32>>,
+    pub max_artifact_bytes: Option<Option<u64>>,
 }
 
 impl TenantPatch {
@@ -116,6 +138,12 @@ impl TenantPatch {
         }
         if let Some(g) = self.max_gpu_memory_bytes {
             t.max_gpu_memory_bytes = g;
+        }
+        if let Some(m) = self.max_artifacts {
+            t.max_artifacts = m;
+        }
+        if let Some(m) = self.max_artifact_bytes {
+            t.max_artifact_bytes = m;
         }
         t
     }
@@ -248,6 +276,9 @@ impl ControlState {
                 }
                 if *kind == ArtifactKind::KernelPack && signature.is_none() {
                     return ControlResponse::Rejected(format!("kernel pack {name} is not signed"));
+                }
+                if let Err(over) = self.storage_room(tenant, name, *size) {
+                    return ControlResponse::Rejected(over.to_string());
                 }
                 self.artifacts.insert(
                     (tenant.clone(), name.clone()),
@@ -437,6 +468,46 @@ impl ControlState {
             t.used_by = Some(id);
         }
         Ok(id)
+    }
+
+    /// Whether `tenant` may store `size` bytes under `name` (a new name,
+    /// or a new version replacing the name's current one) within its
+    /// storage quota.
+    pub fn storage_room(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        size: u64,
+    ) -> Result<(), StorageQuotaExceeded> {
+        let Some(t) = self.tenant(tenant) else {
+            return Ok(());
+        };
+        let mut names = 0u64;
+        let mut bytes = size;
+        for a in self.artifacts_of(tenant) {
+            if a.name != name {
+                names += 1;
+                bytes = bytes.saturating_add(a.size);
+            }
+        }
+        if let Some(max) = t.max_artifacts
+            && names + 1 > u64::from(max)
+        {
+            return Err(StorageQuotaExceeded::Artifacts {
+                tenant: tenant.clone(),
+                max,
+            });
+        }
+        if let Some(max) = t.max_artifact_bytes
+            && bytes > max
+        {
+            return Err(StorageQuotaExceeded::Bytes {
+                tenant: tenant.clone(),
+                max,
+                would_be: bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Whether a join with `ticket` would be admitted now, and if not,
@@ -755,6 +826,8 @@ mod tests {
             max_job_memory_bytes: None,
             rate_per_s: None,
             max_gpu_memory_bytes: None,
+            max_artifacts: None,
+            max_artifact_bytes: None,
         }
     }
 
@@ -767,6 +840,58 @@ mod tests {
             signature: None,
             kind: spillway_proto::ArtifactKind::Component,
         }
+    }
+
+    #[test]
+    fn a_tenants_storage_quota_counts_names_and_bytes_and_a_new_version_replaces() {
+        let mut s = ControlState::default();
+        let acme = TenantId("acme".into());
+        let limited = TenantEntry {
+            max_artifacts: Some(2),
+            max_artifact_bytes: Some(25),
+            ..tenant(&acme)
+        };
+        assert_eq!(
+            s.apply(&ControlCommand::CreateTenant(limited)),
+            ControlResponse::Done
+        );
+        // 10 bytes each: two names fit, a third does not.
+        assert_eq!(
+            s.apply(&put(&acme, "a", Digest::of(b"a"))),
+            ControlResponse::Done
+        );
+        assert_eq!(
+            s.apply(&put(&acme, "b", Digest::of(b"b"))),
+            ControlResponse::Done
+        );
+        assert!(matches!(
+            s.apply(&put(&acme, "c", Digest::of(b"c"))),
+            ControlResponse::Rejected(m) if m.contains("at most 2 artifacts")
+        ));
+        // A new version of a name replaces it: it fits in count and bytes.
+        assert_eq!(
+            s.apply(&put(&acme, "a", Digest::of(b"a2"))),
+            ControlResponse::Done
+        );
+        // Bytes: 10 + 20 would be 30, over 25.
+        let bigger = ControlCommand::PutArtifact {
+            name: "b".into(),
+            digest: Digest::of(b"b2"),
+            size: 20,
+            tenant: acme.clone(),
+            signature: None,
+            kind: spillway_proto::ArtifactKind::Component,
+        };
+        assert!(matches!(
+            s.apply(&bigger),
+            ControlResponse::Rejected(m) if m.contains("would make 30")
+        ));
+        assert_eq!(s.artifacts_of(&acme).count(), 2);
+        // Other tenants are not counted.
+        assert_eq!(
+            s.apply(&put(&TenantId::admin(), "c", Digest::of(b"c"))),
+            ControlResponse::Done
+        );
     }
 
     #[test]
@@ -876,6 +1001,8 @@ mod tests {
             max_job_memory_bytes: Some(1 << 20),
             rate_per_s: Some(5),
             max_gpu_memory_bytes: None,
+            max_artifacts: None,
+            max_artifact_bytes: None,
         };
         s.apply(&ControlCommand::CreateTenant(tenant.clone()));
         assert_eq!(s.apply(&update), ControlResponse::Done);

@@ -82,6 +82,9 @@ pub struct SidecarConfig {
     /// Serve the per-tenant metrics (which name tenants) without a token,
     /// for a metrics port only the operator can reach.
     pub public_tenant_metrics: bool,
+    /// Uploads a tenant may make a second on this host (a burst of as
+    /// many).
+    pub publish_rate_per_s: f64,
     /// Largest artifact upload (and fetch from a peer); larger is 413.
     pub max_artifact_bytes: usize,
     /// Deadline of functions that do not set one, and the most any may set.
@@ -130,6 +133,7 @@ impl Default for SidecarConfig {
             max_artifact_bytes: 256 << 20,
             ingress: IngressLimits::default(),
             public_tenant_metrics: false,
+            publish_rate_per_s: 10.0,
             default_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(300),
             restart_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
@@ -159,6 +163,8 @@ pub enum ConfigError {
     Size { what: &'static str, got: usize },
     #[error("max_artifact_bytes must be between 1 byte and 16 GiB, got {0}")]
     ArtifactSize(usize),
+    #[error("the publish rate must be a positive number of uploads a second, got {0}")]
+    PublishRate(String),
     #[error("max_connections must be between 1 and 1000000, got {0}")]
     MaxConnections(usize),
     #[error("the {what} timeout must be between 100 ms and 10 min, got {got:?}")]
@@ -210,6 +216,11 @@ impl SidecarConfig {
             if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&got) {
                 return Err(ConfigError::ClientTimeout { what, got });
             }
+        }
+        if !(self.publish_rate_per_s.is_finite() && self.publish_rate_per_s > 0.0) {
+            return Err(ConfigError::PublishRate(
+                self.publish_rate_per_s.to_string(),
+            ));
         }
         if ingress.max_body_bytes_in_flight < self.max_input_bytes {
             return Err(ConfigError::BodyBudget {

@@ -169,6 +169,8 @@ mod tests {
             max_job_memory_bytes: None,
             rate_per_s: None,
             max_gpu_memory_bytes: None,
+            max_artifacts: None,
+            max_artifact_bytes: None,
         }
     }
 

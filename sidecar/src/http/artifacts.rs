@@ -43,6 +43,25 @@ pub(super) async fn put(
             "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
         ));
     }
+    // A tenant's uploads are rate-limited on each host before a byte of
+    // the body is read.
+    if let Err(wait) = app.rates.take(
+        &format!("publish:{}", principal.tenant),
+        app.config.publish_rate_per_s,
+        Instant::now(),
+    ) {
+        return Err(ApiError {
+            retry_after_ms: Some(super::error::saturating_ms(wait.as_millis() as u64).max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "tenant {} is over its {}/s of uploads on this host",
+                    principal.tenant, app.config.publish_rate_per_s
+                ),
+            )
+        });
+    }
     let rules = super::body::BodyRules {
         limit: app.control.max_artifact_bytes,
         idle: app.config.ingress.body_timeout,
@@ -53,6 +72,18 @@ pub(super) async fn put(
             reason: "the body is empty".into(),
         }));
     }
+    // The tenant's storage quota, before the node stores anything (the log
+    // checks it again when the upload is committed).
+    app.control
+        .state()
+        .storage_room(&principal.tenant, &name, spooled.size)
+        .map_err(|over| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "storage_quota_exceeded",
+                over.to_string(),
+            )
+        })?;
     // The publisher's signature is checked before the node sees the bytes.
     let presented = match headers.get("spillway-signature") {
         None => None,

@@ -41,6 +41,10 @@ pub(super) struct CreateTenant {
     rate_per_s: Option<u32>,
     /// `gpu` buffer bytes its jobs may hold at once on one host.
     max_gpu_memory_bytes: Option<u64>,
+    /// Artifact names it may hold.
+    max_artifacts: Option<u32>,
+    /// Bytes its artifacts may add up to.
+    max_artifact_bytes: Option<u64>,
 }
 
 /// `PATCH`: a field left out stays as it is; `null` clears a limit.
@@ -58,6 +62,10 @@ pub(super) struct ChangeTenant {
     rate_per_s: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
     max_gpu_memory_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_artifacts: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    max_artifact_bytes: Option<Option<u64>>,
 }
 
 /// A field that is present (`null` included): `Some(value or None)`; an
@@ -92,6 +100,8 @@ fn view(t: &TenantEntry, state: &ControlState) -> Value {
         "max_job_memory_bytes": t.max_job_memory_bytes,
         "rate_per_s": t.rate_per_s,
         "max_gpu_memory_bytes": t.max_gpu_memory_bytes,
+        "max_artifacts": t.max_artifacts,
+        "max_artifact_bytes": t.max_artifact_bytes,
     })
 }
 
@@ -118,9 +128,12 @@ pub(super) async fn create(
     }
     let trusted_keys = keys(&req.trusted_keys)?;
     check_limits(
-        req.max_concurrent,
-        req.rate_per_s,
-        [req.max_job_memory_bytes, req.max_gpu_memory_bytes],
+        [req.max_concurrent, req.rate_per_s, req.max_artifacts],
+        [
+            req.max_job_memory_bytes,
+            req.max_gpu_memory_bytes,
+            req.max_artifact_bytes,
+        ],
     )?;
     let entry = TenantEntry {
         id: id.clone(),
@@ -132,6 +145,8 @@ pub(super) async fn create(
         max_job_memory_bytes: req.max_job_memory_bytes,
         rate_per_s: req.rate_per_s,
         max_gpu_memory_bytes: req.max_gpu_memory_bytes,
+        max_artifacts: req.max_artifacts,
+        max_artifact_bytes: req.max_artifact_bytes,
     };
     app.commit(&headers, ControlCommand::CreateTenant(entry.clone()))
         .await?;
@@ -174,11 +189,15 @@ pub(super) async fn change(
     }
     let trusted_keys = req.trusted_keys.as_deref().map(keys).transpose()?;
     check_limits(
-        req.max_concurrent.flatten(),
-        req.rate_per_s.flatten(),
+        [
+            req.max_concurrent.flatten(),
+            req.rate_per_s.flatten(),
+            req.max_artifacts.flatten(),
+        ],
         [
             req.max_job_memory_bytes.flatten(),
             req.max_gpu_memory_bytes.flatten(),
+            req.max_artifact_bytes.flatten(),
         ],
     )?;
     let patch = TenantPatch {
@@ -189,6 +208,8 @@ pub(super) async fn change(
         max_job_memory_bytes: req.max_job_memory_bytes,
         rate_per_s: req.rate_per_s,
         max_gpu_memory_bytes: req.max_gpu_memory_bytes,
+        max_artifacts: req.max_artifacts,
+        max_artifact_bytes: req.max_artifact_bytes,
     };
     let command = ControlCommand::UpdateTenant {
         id: id.clone(),
@@ -221,15 +242,11 @@ fn keys(hex_keys: &[String]) -> Result<Vec<[u8; 32]>, ApiError> {
 
 /// Zero is not a limit anyone means: refuse it rather than lock the
 /// tenant out.
-fn check_limits(
-    max_concurrent: Option<u32>,
-    rate_per_s: Option<u32>,
-    bytes: [Option<u64>; 2],
-) -> Result<(), ApiError> {
-    if max_concurrent == Some(0) || rate_per_s == Some(0) || bytes.contains(&Some(0)) {
+fn check_limits(counts: [Option<u32>; 3], bytes: [Option<u64>; 3]) -> Result<(), ApiError> {
+    if counts.contains(&Some(0)) || bytes.contains(&Some(0)) {
         return Err(ApiError::bad_request(
             "bad_limit",
-            "max_concurrent, rate_per_s, max_job_memory_bytes and max_gpu_memory_bytes must be positive (null: no limit)",
+            "max_concurrent, rate_per_s, max_artifacts, max_job_memory_bytes, max_gpu_memory_bytes and max_artifact_bytes must be positive (null: no limit)",
         ));
     }
     Ok(())
