@@ -65,9 +65,11 @@ pub(crate) enum ProposeFailure {
     /// The leader refused the client's token for this change.
     #[error("{0}")]
     Denied(crate::auth::Denial),
-    /// Not a change a client may ask for, or not for this client's tenant.
+    /// Not a change the asker may make: a host's change that is not about
+    /// itself, a client's change that is not a client's to make or not for
+    /// its tenant.
     #[error("{0}")]
-    NotAClientChange(String),
+    Refused(String),
 }
 
 /// The live members other than `except`, as tickets, join answers and
@@ -166,15 +168,28 @@ impl Control {
 
     /// Appends `command` through the leader (this host, or forwarded over
     /// QUIC) and waits until it is applied here too, so a caller reads its
-    /// own write.
+    /// own write. The leader takes from a member only what a host
+    /// originates about itself (see `origin`).
     pub(crate) async fn propose(
         &self,
         command: ControlCommand,
     ) -> Result<ControlResponse, ProposeFailure> {
+        let forward = PeerRequest::Propose(command.clone());
+        self.through_leader(|| Ok(command.clone()), &forward).await
+    }
+
+    /// Appends what `here` makes when this host leads, else sends
+    /// `forward` to the leader, until one answers (or `PROPOSE_TIMEOUT`);
+    /// then waits until the entry is applied here too.
+    async fn through_leader(
+        &self,
+        here: impl Fn() -> Result<ControlCommand, ProposeFailure>,
+        forward: &PeerRequest,
+    ) -> Result<ControlResponse, ProposeFailure> {
         let until = Instant::now() + PROPOSE_TIMEOUT;
         let mut last = String::from("no leader elected yet");
         while Instant::now() < until {
-            let leader = match self.plane.propose(command.clone()).await {
+            let leader = match self.plane.propose(here()?).await {
                 Ok((response, _)) => {
                     self.reload_state().await;
                     return Ok(response);
@@ -183,23 +198,26 @@ impl Control {
                 Err(e) => return Err(ProposeFailure::Failed(e.to_string())),
             };
             match leader.filter(|l| *l != self.id) {
-                Some(leader) => {
-                    let request = PeerRequest::Propose(command.clone());
-                    match self.client.call(leader, &request, FORWARD_TIMEOUT).await {
-                        Ok(PeerReply::Proposed(Ok((response, index)))) => {
-                            self.wait_applied(Some(index)).await;
-                            return Ok(response);
-                        }
-                        Ok(PeerReply::Proposed(Err(ProposeError::Failed(e)))) => {
-                            return Err(ProposeFailure::Failed(e));
-                        }
-                        Ok(PeerReply::Proposed(Err(e @ ProposeError::NotLeader { .. }))) => {
-                            last = e.to_string();
-                        }
-                        Ok(other) => last = format!("unexpected reply {other:?}"),
-                        Err(e) => last = e.to_string(),
+                Some(leader) => match self.client.call(leader, forward, FORWARD_TIMEOUT).await {
+                    Ok(PeerReply::Proposed(Ok((response, index)))) => {
+                        self.wait_applied(Some(index)).await;
+                        return Ok(response);
                     }
-                }
+                    Ok(PeerReply::Proposed(Err(e @ ProposeError::NotLeader { .. }))) => {
+                        last = e.to_string();
+                    }
+                    Ok(PeerReply::Proposed(Err(ProposeError::Failed(e)))) => {
+                        return Err(ProposeFailure::Failed(e));
+                    }
+                    Ok(PeerReply::Proposed(Err(ProposeError::Denied(denial)))) => {
+                        return Err(ProposeFailure::Denied(denial));
+                    }
+                    Ok(PeerReply::Proposed(Err(ProposeError::Refused(why)))) => {
+                        return Err(ProposeFailure::Refused(why));
+                    }
+                    Ok(other) => last = format!("unexpected reply {other:?}"),
+                    Err(e) => last = e.to_string(),
+                },
                 None => last = "no leader elected yet".into(),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -228,50 +246,12 @@ impl Control {
         token: &str,
         command: ControlCommand,
     ) -> Result<ControlResponse, ProposeFailure> {
-        let until = Instant::now() + PROPOSE_TIMEOUT;
-        let mut last = String::from("no leader elected yet");
-        while Instant::now() < until {
-            let audited = self.audited(self.id, token, &command)?;
-            let leader = match self.plane.propose(audited).await {
-                Ok((response, _)) => {
-                    self.reload_state().await;
-                    return Ok(response);
-                }
-                Err(ControlError::NotLeader { leader }) => leader,
-                Err(e) => return Err(ProposeFailure::Failed(e.to_string())),
-            };
-            match leader.filter(|l| *l != self.id) {
-                Some(leader) => {
-                    let request = PeerRequest::ProposeAudited {
-                        token: token.to_owned(),
-                        command: command.clone(),
-                    };
-                    match self.client.call(leader, &request, FORWARD_TIMEOUT).await {
-                        Ok(PeerReply::Proposed(Ok((response, index)))) => {
-                            self.wait_applied(Some(index)).await;
-                            return Ok(response);
-                        }
-                        Ok(PeerReply::Proposed(Err(ProposeError::Denied(denial)))) => {
-                            return Err(ProposeFailure::Denied(denial));
-                        }
-                        Ok(PeerReply::Proposed(Err(ProposeError::Refused(why)))) => {
-                            return Err(ProposeFailure::NotAClientChange(why));
-                        }
-                        Ok(PeerReply::Proposed(Err(ProposeError::Failed(e)))) => {
-                            return Err(ProposeFailure::Failed(e));
-                        }
-                        Ok(PeerReply::Proposed(Err(e @ ProposeError::NotLeader { .. }))) => {
-                            last = e.to_string();
-                        }
-                        Ok(other) => last = format!("unexpected reply {other:?}"),
-                        Err(e) => last = e.to_string(),
-                    }
-                }
-                None => last = "no leader elected yet".into(),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(ProposeFailure::NoLeader(last))
+        let forward = PeerRequest::ProposeAudited {
+            token: token.to_owned(),
+            command: command.clone(),
+        };
+        self.through_leader(|| self.audited(self.id, token, &command), &forward)
+            .await
     }
 
     /// `command` as an audited change made with `token` through member
@@ -283,13 +263,13 @@ impl Control {
         command: &ControlCommand,
     ) -> Result<ControlCommand, ProposeFailure> {
         let scope = origin::client_change_scope(command).ok_or_else(|| {
-            ProposeFailure::NotAClientChange(format!("\"{command}\" is not a client's change"))
+            ProposeFailure::Refused(format!("\"{command}\" is not a client's change"))
         })?;
         let now = crate::now_unix_ms();
         let state = self.state();
         let principal =
             crate::auth::authenticate(&state, token, scope, now).map_err(ProposeFailure::Denied)?;
-        origin::acts_within(&principal, command).map_err(ProposeFailure::NotAClientChange)?;
+        origin::acts_within(&principal, command).map_err(ProposeFailure::Refused)?;
         Ok(ControlCommand::Audited {
             by: principal.token.unwrap_or_else(|| "admin-token".into()),
             tenant: principal.tenant,

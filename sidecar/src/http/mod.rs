@@ -174,9 +174,7 @@ fn propose_failure(failure: ProposeFailure) -> ApiError {
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", message)
         },
         ProposeFailure::Denied(denial) => denied(denial),
-        ProposeFailure::NotAClientChange(_) => {
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-        }
+        ProposeFailure::Refused(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
         ProposeFailure::Failed(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "control_plane", message)
         }
