@@ -32,15 +32,7 @@ async fn register(api: &Api, host: &Host, name: &str, artifact: &str, extra: Val
     spec.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    let r = api
-        .http
-        .post(format!("{}/v1/functions", host.endpoint))
-        .bearer_auth(&api.token)
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    api.create_function(host, &api.token, &spec).await;
 }
 
 /// One invocation's status and receipt headers.

@@ -82,26 +82,9 @@ async fn gpu_jobs_burst_to_the_second_hosts_gpu() {
         return;
     }
 
-    let r = api
-        .http
-        .put(format!("{}/v1/artifacts/gemm", h1.endpoint))
-        .bearer_auth(&api.token)
-        .body(common::guest("gemm"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
     let spec = serde_json::json!({"name": "gemm", "artifact": "gemm", "accelerator": "required",
                                   "deadline_ms": 60_000, "memory_limit_bytes": 64 << 20});
-    let r = api
-        .http
-        .post(format!("{}/v1/functions", h1.endpoint))
-        .bearer_auth(&api.token)
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    api.publish(&h1, &api.token, "gemm", spec).await;
 
     let (input, expected) = gemm_case(128);
     let jobs = (0..32).map(|_| {

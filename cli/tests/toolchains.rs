@@ -21,29 +21,6 @@ fn built(name: &str) -> Vec<u8> {
     })
 }
 
-async fn upload(api: &Api, host: &Host, name: &str, bytes: Vec<u8>) -> reqwest::Response {
-    api.http
-        .put(format!("{}/v1/artifacts/{name}", host.endpoint))
-        .bearer_auth(&api.token)
-        .body(bytes)
-        .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn function(api: &Api, host: &Host, spec: Value) {
-    let r = api
-        .http
-        .post(format!("{}/v1/functions", host.endpoint))
-        .bearer_auth(&api.token)
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-}
-
 /// Status, receipt headers and body of one invocation.
 #[derive(Debug)]
 struct Answer {
@@ -120,12 +97,12 @@ async fn python_and_javascript_guests_run_here_through_the_cli_and_on_a_peer_tha
         ("matmul-js", "matmul-js"),
         ("probe-py", "probe-py"),
     ] {
-        let r = upload(&api, h1, artifact, built(guest)).await;
+        let r = api.upload(h1, artifact, built(guest)).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        function(
-            &api,
+        api.create_function(
             h1,
-            json!({"name": artifact, "artifact": artifact, "deadline_ms": 60_000}),
+            &api.token,
+            &json!({"name": artifact, "artifact": artifact, "deadline_ms": 60_000}),
         )
         .await;
     }
@@ -232,7 +209,9 @@ async fn unsupported_imports_are_refused_by_name_and_a_flooding_guest_is_held_to
     .await;
     let h1 = &hosts[0];
 
-    let r = upload(&api, h1, "foreign", common::guest("foreign_import")).await;
+    let r = api
+        .upload(h1, "foreign", common::guest("foreign_import"))
+        .await;
     let e = common::expect_error(r, 422, "unsupported_import").await;
     assert_eq!(e["import"], "wasi:keyvalue/store@0.2.0-draft", "{e}");
     let r = api
@@ -259,12 +238,12 @@ async fn unsupported_imports_are_refused_by_name_and_a_flooding_guest_is_held_to
     let (status, body) = stalled(auth, 300 << 20).await;
     assert_eq!(status, 413, "{body}");
 
-    let r = upload(&api, h1, "flood", common::guest("log_flood")).await;
+    let r = api.upload(h1, "flood", common::guest("log_flood")).await;
     assert_eq!(r.status(), 200);
-    function(
-        &api,
+    api.create_function(
         h1,
-        json!({"name": "flood", "artifact": "flood", "deadline_ms": 500}),
+        &api.token,
+        &json!({"name": "flood", "artifact": "flood", "deadline_ms": 500}),
     )
     .await;
     let a = invoke(&api, h1, "flood", "", true).await;
@@ -337,14 +316,14 @@ async fn a_component_larger_than_any_frame_is_spooled_and_fetched_never_held_who
     let (h1, h2) = (&hosts[0], &hosts[1]);
     let big = padded_echo(PAD);
     assert!(big.len() > 64 << 20, "over the old one-frame limit");
-    let r = upload(&api, h1, "big", big.clone()).await;
+    let r = api.upload(h1, "big", big.clone()).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let record: Value = r.json().await.unwrap();
     assert_eq!(record["size"], big.len() as u64, "{record}");
-    function(
-        &api,
+    api.create_function(
         h1,
-        json!({"name": "big", "artifact": "big", "deadline_ms": 120_000}),
+        &api.token,
+        &json!({"name": "big", "artifact": "big", "deadline_ms": 120_000}),
     )
     .await;
     let a = invoke(&api, h1, "big", "here", true).await;

@@ -126,7 +126,7 @@ impl Spooled {
     pub(crate) async fn reader(&self, chunk: usize) -> std::io::Result<SpoolReader> {
         Ok(SpoolReader {
             file: tokio::fs::File::open(&self.path).await?,
-            buf: vec![0; chunk],
+            chunk,
         })
     }
 }
@@ -135,21 +135,23 @@ impl Spooled {
 #[derive(Debug)]
 pub(crate) struct SpoolReader {
     file: tokio::fs::File,
-    buf: Vec<u8>,
+    chunk: usize,
 }
 
 impl SpoolReader {
     /// The next chunk (full-size but for the last), or `None` at the end.
     pub(crate) async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut bytes = vec![0; self.chunk];
         let mut filled = 0;
-        while filled < self.buf.len() {
-            let n = self.file.read(&mut self.buf[filled..]).await?;
+        while filled < bytes.len() {
+            let n = self.file.read(&mut bytes[filled..]).await?;
             if n == 0 {
                 break;
             }
             filled += n;
         }
-        Ok((filled > 0).then(|| self.buf[..filled].to_vec()))
+        bytes.truncate(filled);
+        Ok((filled > 0).then_some(bytes))
     }
 }
 

@@ -192,19 +192,38 @@ impl Api {
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
-    /// Uploads the example guest `guest` as artifact `guest` and registers
-    /// the function `spec` on `host`, acting with `token`.
-    pub async fn publish(&self, host: &Host, token: &str, guest: &str, spec: Value) {
-        self.put_artifact(host, token, guest).await;
+    /// Uploads `bytes` as artifact `name` on `host` with the admin token,
+    /// allowing minutes (an interpreter component compiles for seconds);
+    /// the answer, whatever it is.
+    pub async fn upload(&self, host: &Host, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(format!("{}/v1/artifacts/{name}", host.endpoint))
+            .bearer_auth(&self.token)
+            .body(bytes)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers the function `spec` on `host`, acting with `token`.
+    pub async fn create_function(&self, host: &Host, token: &str, spec: &Value) {
         let r = self
             .http
             .post(format!("{}/v1/functions", host.endpoint))
             .bearer_auth(token)
-            .json(&spec)
+            .json(spec)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
+    /// Uploads the example guest `guest` as artifact `guest` and registers
+    /// the function `spec` on `host`, acting with `token`.
+    pub async fn publish(&self, host: &Host, token: &str, guest: &str, spec: Value) {
+        self.put_artifact(host, token, guest).await;
+        self.create_function(host, token, &spec).await;
     }
 
     /// Waits until `host` sees `pred` hold of the cluster view.

@@ -230,14 +230,15 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 /// to an admin-tenant token (any scope), or to anyone where the operator
 /// made them public. A token that does not check out is 401.
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let tenants = match headers.contains_key(header::AUTHORIZATION) {
-        _ if app.config.public_tenant_metrics => true,
-        false => false,
-        true => app
-            .authorize(&headers, Scope::Read)
+    let tenants = if app.config.public_tenant_metrics {
+        true
+    } else if headers.contains_key(header::AUTHORIZATION) {
+        app.authorize(&headers, Scope::Read)
             .await?
             .tenant
-            .is_admin(),
+            .is_admin()
+    } else {
+        false
     };
     app.metrics.queue_depth.set(i64::from(app.queue.depth()));
     app.metrics.running.set(i64::from(app.queue.running()));
