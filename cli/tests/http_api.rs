@@ -256,7 +256,18 @@ async fn gemm_through_http_equals_the_cpu_reference() {
             .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
             .collect();
         let mut want = vec![0.0; m * n];
-        spillway_kernels::gemm(m, n, k, 1.0, &a, &b, 0.0, &mut want).unwrap();
+        spillway_kernels::gemm(
+            m,
+            n,
+            k,
+            1.0,
+            &a,
+            &b,
+            0.0,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         if backend == "cpu" {
             // The CPU backend is the reference itself.
             assert_eq!(got, want, "{m}x{n}x{k}");

@@ -1,6 +1,7 @@
 //! The one error type of the kernel library.
 
-/// A kernel call whose arguments do not fit the kernel. Nothing was written.
+/// A kernel call whose arguments do not fit the kernel (nothing was
+/// written), or one stopped part-way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
     /// A buffer's length does not match what the shape arguments require.
@@ -26,6 +27,10 @@ pub enum KernelError {
         got: &'static str,
         expected: &'static str,
     },
+    /// The caller's meter said stop (a deadline or a cancel) part-way
+    /// through; the output is partly written.
+    #[error("stopped part-way: the job's deadline passed or it was cancelled")]
+    Interrupted,
     /// A launch passed the wrong number or kind of arguments.
     #[error("kernel `{kernel}` argument {index}: expected {expected}")]
     Argument {

@@ -24,7 +24,7 @@ mod kernel;
 pub mod nvrtc;
 mod pack;
 
-pub use cpu::{gemm, reduce_sum, rmsnorm, saxpy, softmax, vector_add};
+pub use cpu::{CHECK_EVERY, Meter, gemm, reduce_sum, rmsnorm, saxpy, softmax, vector_add};
 pub use dtype::DType;
 pub use error::KernelError;
 pub use geometry::{BLOCK, Geometry, MAX_GRID};

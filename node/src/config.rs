@@ -59,6 +59,11 @@ pub struct NodeConfig {
     /// Keep compiled components on disk (`dir/compiled`) so a component is
     /// compiled once per host, not once per node start (see `compiled`).
     pub compiled_cache: bool,
+    /// Multiply-adds a millisecond the CPU backend's `gemm` does here; a
+    /// product that surely cannot finish before its job's deadline is
+    /// refused before it starts (see `cpu_speed`). `None`: measured when
+    /// the node starts.
+    pub cpu_macs_per_ms: Option<u64>,
 }
 
 impl Default for NodeConfig {
@@ -83,6 +88,7 @@ impl Default for NodeConfig {
             guest_log_lines: 1000,
             guest_log_bytes: 256 << 10,
             compiled_cache: true,
+            cpu_macs_per_ms: None,
         }
     }
 }

@@ -117,9 +117,11 @@ fn elementwise_kernels_match_the_reference() {
             "vector_add".into(),
             vec![arg(&bx), arg(&by), arg(&out), KernelArg::U32(n as u32)],
         )
+        .unwrap()
         .unwrap();
         let mut want = vec![0.0; n];
-        spillway_kernels::vector_add(&x, &y, &mut want).unwrap();
+        spillway_kernels::vector_add(&x, &y, &mut want, &mut spillway_kernels::Meter::unbounded())
+            .unwrap();
         assert_close(
             &format!("vector_add n={n}"),
             &download(&mut s, &out, n),
@@ -136,9 +138,16 @@ fn elementwise_kernels_match_the_reference() {
                 KernelArg::U32(n as u32),
             ],
         )
+        .unwrap()
         .unwrap();
         let mut want = y.clone();
-        spillway_kernels::saxpy(alpha, &x, &mut want).unwrap();
+        spillway_kernels::saxpy(
+            alpha,
+            &x,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         assert_close(&format!("saxpy n={n}"), &download(&mut s, &by, n), &want);
 
         let sum = poisoned(&mut s, 1);
@@ -146,8 +155,10 @@ fn elementwise_kernels_match_the_reference() {
             "reduce_sum".into(),
             vec![arg(&bx), arg(&sum), KernelArg::U32(n as u32)],
         )
+        .unwrap()
         .unwrap();
-        let want = spillway_kernels::reduce_sum(&x);
+        let want =
+            spillway_kernels::reduce_sum(&x, &mut spillway_kernels::Meter::unbounded()).unwrap();
         let got = download(&mut s, &sum, 1)[0];
         // A sum's error grows with n; relative to Σ|x|, not to the sum.
         let scale: f64 = x.iter().map(|v| f64::from(v.abs())).sum();
@@ -175,9 +186,17 @@ fn row_kernels_match_the_reference() {
         let (bx, bw, out) = (upload(&mut s, &x), upload(&mut s, &w), poisoned(&mut s, n));
         let (r, c) = (KernelArg::U32(rows as u32), KernelArg::U32(cols as u32));
         s.launch("softmax".into(), vec![arg(&bx), arg(&out), r, c])
+            .unwrap()
             .unwrap();
         let mut want = vec![0.0; n];
-        spillway_kernels::softmax(&x, rows, cols, &mut want).unwrap();
+        spillway_kernels::softmax(
+            &x,
+            rows,
+            cols,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         assert_close(
             &format!("softmax {rows}x{cols}"),
             &download(&mut s, &out, n),
@@ -187,8 +206,17 @@ fn row_kernels_match_the_reference() {
         let out2 = poisoned(&mut s, n);
         let (r, c) = (KernelArg::U32(rows as u32), KernelArg::U32(cols as u32));
         let args = vec![arg(&bx), arg(&bw), arg(&out2), r, c, KernelArg::F32(1e-5)];
-        s.launch("rmsnorm".into(), args).unwrap();
-        spillway_kernels::rmsnorm(&x, &w, rows, cols, 1e-5, &mut want).unwrap();
+        s.launch("rmsnorm".into(), args).unwrap().unwrap();
+        spillway_kernels::rmsnorm(
+            &x,
+            &w,
+            rows,
+            cols,
+            1e-5,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         assert_close(
             &format!("rmsnorm {rows}x{cols}"),
             &download(&mut s, &out2, n),
@@ -226,9 +254,21 @@ fn gemm_on_cublas_matches_the_reference() {
             beta,
             Resource::new_borrow(bc.rep()),
         )
+        .unwrap()
         .unwrap();
         let mut want = c0.clone();
-        spillway_kernels::gemm(m, n, k, alpha, &a, &b, beta, &mut want).unwrap();
+        spillway_kernels::gemm(
+            m,
+            n,
+            k,
+            alpha,
+            &a,
+            &b,
+            beta,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         assert_close(
             &format!("gemm {m}x{n}x{k}"),
             &download(&mut s, &bc, m * n),
@@ -307,6 +347,7 @@ fn gemm_16_bit_on_tensor_cores_matches_the_reference() {
                         beta,
                         Resource::new_borrow(bc.rep()),
                     )
+                    .unwrap()
                     .unwrap();
                     let got = download(&mut s, &bc, m * n);
                     let what = format!(
@@ -315,11 +356,33 @@ fn gemm_16_bit_on_tensor_cores_matches_the_reference() {
                         if c_16 { d.name() } else { "f32" }
                     );
                     let mut want = c_start.clone();
-                    spillway_kernels::gemm(m, n, k, alpha, &ra, &rb, beta, &mut want).unwrap();
+                    spillway_kernels::gemm(
+                        m,
+                        n,
+                        k,
+                        alpha,
+                        &ra,
+                        &rb,
+                        beta,
+                        &mut want,
+                        &mut spillway_kernels::Meter::unbounded(),
+                    )
+                    .unwrap();
                     let tight = if c_16 { rounded_c } else { 1e-4 };
                     assert_within(&format!("{what} vs rounded operands"), &got, &want, tight);
                     let mut want = c_start;
-                    spillway_kernels::gemm(m, n, k, alpha, &a, &b, beta, &mut want).unwrap();
+                    spillway_kernels::gemm(
+                        m,
+                        n,
+                        k,
+                        alpha,
+                        &a,
+                        &b,
+                        beta,
+                        &mut want,
+                        &mut spillway_kernels::Meter::unbounded(),
+                    )
+                    .unwrap();
                     assert_within(&format!("{what} vs f32 inputs"), &got, &want, user);
                     s.drop(bc).unwrap();
                 }
@@ -346,6 +409,7 @@ fn device_memory_is_accounted_and_checked_before_launch() {
             "reduce_sum".into(),
             vec![arg(&a), arg(&a), KernelArg::U32(513)],
         )
+        .unwrap()
         .unwrap_err();
     assert!(
         matches!(e.code, ErrorCode::InvalidArgument),
@@ -412,7 +476,7 @@ fn kernel_packs_compile_launch_and_match_the_reference() {
                 KernelArg::U32(n as u32),
                 KernelArg::F32(scalar),
             ];
-            s.launch(kernel.into(), args).unwrap();
+            s.launch(kernel.into(), args).unwrap().unwrap();
             assert_close(
                 &format!("{kernel} n={n}"),
                 &download(&mut s, &out, n),
@@ -428,7 +492,7 @@ fn kernel_packs_compile_launch_and_match_the_reference() {
             KernelArg::U32(n as u32 + 1),
             KernelArg::F32(a),
         ];
-        let e = s.launch("ops/scale".into(), args).unwrap_err();
+        let e = s.launch("ops/scale".into(), args).unwrap().unwrap_err();
         assert!(
             matches!(e.code, ErrorCode::InvalidArgument),
             "{}",

@@ -9,6 +9,7 @@
 
 use crate::artifacts::ArtifactCache;
 use crate::bindings::JobGuest;
+use crate::cpu_speed::CpuSpeed;
 use crate::cuda::CudaBackend;
 use crate::engine::{self, EpochTicker};
 use crate::guest_log::{LogBudget, SharedLog};
@@ -16,7 +17,7 @@ use crate::incoming::{Incoming, Received};
 use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
 use crate::sandbox::{Sandbox, WaitInterrupted};
-use crate::state::{GuestState, JobPack};
+use crate::state::{GuestState, Interrupted, JobPack};
 use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
 use crate::warm::WarmPool;
 use crate::{NodeConfig, NodeError};
@@ -68,15 +69,6 @@ pub struct InstanceStarts {
     pub ready: u32,
 }
 
-/// Why the epoch callback stopped a guest.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-enum Interrupted {
-    #[error("job cancelled")]
-    Cancelled,
-    #[error("job deadline reached")]
-    Deadline,
-}
-
 /// The node's job runner: engine, linker, artifact cache, epoch ticker.
 #[derive(Debug)]
 pub struct Executor {
@@ -98,6 +90,8 @@ pub struct Executor {
     /// needs costs more than it saves (measured: 15% of the no-op
     /// throughput on 2 cores).
     warm_upto: u32,
+    /// How fast the CPU backend multiplies here (see `cpu_speed`).
+    cpu_speed: CpuSpeed,
     _ticker: EpochTicker,
 }
 
@@ -125,6 +119,14 @@ impl Executor {
             Box::new(move |engine| job_store(engine, GuestState::waiting(waiting))),
         );
         let cuda = open_cuda(&config).map(Arc::new);
+        let cpu_speed = match config.cpu_macs_per_ms {
+            Some(n) => CpuSpeed::fixed(n),
+            None => {
+                let speed = CpuSpeed::measure();
+                tracing::debug!(macs_per_ms = speed.macs_per_ms(), "CPU backend measured");
+                speed
+            }
+        };
         let journal = match config.execution_journal {
             true => {
                 let journal =
@@ -148,6 +150,7 @@ impl Executor {
             warm,
             in_flight: AtomicU32::new(0),
             warm_upto,
+            cpu_speed,
             _ticker: ticker,
         })
     }
@@ -377,6 +380,7 @@ impl Executor {
             cuda,
             packs,
             device_fault: None,
+            cpu_speed: self.cpu_speed,
         };
         let (mut store, guest, waiting) =
             match self
@@ -529,15 +533,9 @@ fn job_store(engine: &Engine, state: GuestState) -> Store<GuestState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|ctx| {
-        let s = ctx.data();
-        if s.control.cancel.load(Ordering::Relaxed) {
-            return Err(wasmtime::Error::new(Interrupted::Cancelled));
-        }
-        if Instant::now() >= s.deadline {
-            return Err(wasmtime::Error::new(Interrupted::Deadline));
-        }
-        Ok(UpdateDeadline::Continue(1))
+    store.epoch_deadline_callback(|ctx| match ctx.data().interruption() {
+        Some(why) => Err(wasmtime::Error::new(why)),
+        None => Ok(UpdateDeadline::Continue(1)),
     });
     store
 }

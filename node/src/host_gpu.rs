@@ -14,11 +14,14 @@
 //! its sidecar restarts it.
 
 use crate::bindings::gpu::{self, Device, ErrorCode, GpuError, KernelArg};
+use crate::cpu_speed;
 use crate::cuda::{DeviceError, LaunchArg, StreamLease};
-use crate::state::GuestState;
+use crate::state::{GuestState, Interrupted};
 use cudarc::driver::CudaSlice;
-use spillway_kernels::{DType, Kernel, KernelError, Param};
+use spillway_kernels::{DType, Kernel, KernelError, Meter, Param};
 use spillway_proto::Backend;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 use wasmtime::component::Resource;
 
 pub(crate) mod pack;
@@ -470,32 +473,53 @@ impl GuestState {
     }
 
     /// Runs a validated launch on the CPU: inputs are copied out first, so
-    /// an output may alias an input.
-    fn launch_cpu(&mut self, l: &Launch<'_>) -> Result<(), GpuError> {
+    /// an output may alias an input. The kernel looks at the job's cancel
+    /// flag and deadline once per metered piece of work and ends the job
+    /// there; a product that surely cannot finish in the time left is
+    /// refused before it starts.
+    fn launch_cpu(&mut self, l: &Launch<'_>) -> Result<(), Stop> {
+        let (cancel, deadline) = (self.control.cancel.clone(), self.deadline);
+        let mut go_on = || !cancel.load(Ordering::Relaxed) && Instant::now() < deadline;
+        let meter = &mut Meter::new(&mut go_on);
         match l.kernel {
             Kernel::VectorAdd => {
                 let n = l.usize(3);
                 let (a, b) = (self.host(l.buf(0), n)?, self.host(l.buf(1), n)?);
-                spillway_kernels::vector_add(&a, &b, self.host_mut(l.buf(2), n)?)?;
+                spillway_kernels::vector_add(&a, &b, self.host_mut(l.buf(2), n)?, meter)
             }
             Kernel::Saxpy => {
                 let n = l.usize(3);
                 let x = self.host(l.buf(1), n)?;
-                spillway_kernels::saxpy(l.f32(0), &x, self.host_mut(l.buf(2), n)?)?;
+                spillway_kernels::saxpy(l.f32(0), &x, self.host_mut(l.buf(2), n)?, meter)
             }
             Kernel::Gemm => {
                 let (m, n, k) = (l.usize(3), l.usize(4), l.usize(5));
+                let shape = (m as u64, n as u64, k as u64);
+                let remaining_ms = self.remaining_ms();
+                if let Err(c) = cpu_speed::may_start_gemm(shape, self.cpu_speed, remaining_ms) {
+                    return Err(Stop::Guest(error(
+                        ErrorCode::InvalidArgument,
+                        format!(
+                            "gemm {m}×{n}×{k} would take about {} ms on the CPU backend and the job has {} ms left: ask for a GPU, a smaller product or a longer deadline",
+                            c.estimate_ms, c.remaining_ms
+                        ),
+                    )));
+                }
                 // 16-bit operands widen exactly, the product accumulates in
                 // f64 and C is rounded to its type once, at the end.
                 let (a, b) = (self.host(l.buf(0), m * k)?, self.host(l.buf(1), k * n)?);
                 let mut c = self.host(l.buf(2), m * n)?;
-                spillway_kernels::gemm(m, n, k, l.f32(6), &a, &b, l.f32(7), &mut c)?;
+                let (alpha, beta) = (l.f32(6), l.f32(7));
+                spillway_kernels::gemm(m, n, k, alpha, &a, &b, beta, &mut c, meter)
+                    .map_err(|e| self.kernel_stop(e))?;
                 self.host_store(l.buf(2), &c)?;
+                Ok(())
             }
             Kernel::Softmax => {
                 let (rows, cols) = (l.usize(2), l.usize(3));
                 let x = self.host(l.buf(0), rows * cols)?;
-                spillway_kernels::softmax(&x, rows, cols, self.host_mut(l.buf(1), rows * cols)?)?;
+                let out = self.host_mut(l.buf(1), rows * cols)?;
+                spillway_kernels::softmax(&x, rows, cols, out, meter)
             }
             Kernel::Rmsnorm => {
                 let (rows, cols) = (l.usize(3), l.usize(4));
@@ -504,14 +528,28 @@ impl GuestState {
                     self.host(l.buf(1), cols)?,
                 );
                 let out = self.host_mut(l.buf(2), rows * cols)?;
-                spillway_kernels::rmsnorm(&x, &w, rows, cols, l.f32(5), out)?;
+                spillway_kernels::rmsnorm(&x, &w, rows, cols, l.f32(5), out, meter)
             }
             Kernel::ReduceSum => {
                 let x = self.host(l.buf(0), l.usize(2))?;
-                self.host_mut(l.buf(1), 1)?[0] = spillway_kernels::reduce_sum(&x);
+                spillway_kernels::reduce_sum(&x, meter).map(|sum| {
+                    if let Ok(out) = self.host_mut(l.buf(1), 1) {
+                        out[0] = sum;
+                    }
+                })
             }
         }
-        Ok(())
+        .map_err(|e| self.kernel_stop(e))
+    }
+
+    /// A CPU kernel's error as the launch ends in: a stop ends the job.
+    fn kernel_stop(&self, e: KernelError) -> Stop {
+        match e {
+            KernelError::Interrupted => {
+                Stop::Interrupted(self.interruption().unwrap_or(Interrupted::Deadline))
+            }
+            e => Stop::Guest(e.into()),
+        }
     }
 
     /// Runs a validated launch on the job's CUDA stream.
@@ -562,29 +600,61 @@ impl GuestState {
             .collect()
     }
 
-    fn run_launch(&mut self, kernel: Kernel, args: &[KernelArg]) -> Result<(), GpuError> {
+    fn run_launch(&mut self, kernel: Kernel, args: &[KernelArg]) -> Result<(), Stop> {
         let launch = Launch::validate(self, kernel, args)?;
         if self.cuda.is_some() {
-            self.launch_cuda(&launch).map_err(|e| self.device_error(e))
+            Ok(self
+                .launch_cuda(&launch)
+                .map_err(|e| self.device_error(e))?)
         } else {
             self.launch_cpu(&launch)
         }
     }
 }
 
+/// How a kernel call ends other than in success: an error the guest sees,
+/// or the end of the job (a trap the executor classifies).
+#[derive(Debug)]
+enum Stop {
+    Guest(GpuError),
+    Interrupted(Interrupted),
+}
+
+impl From<GpuError> for Stop {
+    fn from(e: GpuError) -> Self {
+        Stop::Guest(e)
+    }
+}
+
+/// The result a trappable `gpu` import returns.
+fn trap_or_result(outcome: Result<(), Stop>) -> wasmtime::Result<Result<(), GpuError>> {
+    match outcome {
+        Ok(()) => Ok(Ok(())),
+        Err(Stop::Guest(e)) => Ok(Err(e)),
+        Err(Stop::Interrupted(why)) => Err(wasmtime::Error::new(why)),
+    }
+}
+
 impl gpu::Host for GuestState {
-    fn launch(&mut self, kernel: String, args: Vec<KernelArg>) -> Result<(), GpuError> {
+    fn launch(
+        &mut self,
+        kernel: String,
+        args: Vec<KernelArg>,
+    ) -> wasmtime::Result<Result<(), GpuError>> {
         self.settle_backend();
         if kernel == spillway_kernels::nvrtc::TEST_OOB_WRITE
             && self.cuda.as_ref().is_some_and(|l| l.has_test_kernels())
         {
-            return self.launch_oob_write(&args);
+            return Ok(self.launch_oob_write(&args));
         }
         if let Some((pack, name)) = kernel.split_once('/') {
-            return self.launch_from_pack(pack, name, &args);
+            return Ok(self.launch_from_pack(pack, name, &args));
         }
-        let kernel = Kernel::from_name(&kernel)?;
-        self.run_launch(kernel, &args)
+        let outcome = match Kernel::from_name(&kernel) {
+            Ok(kernel) => self.run_launch(kernel, &args),
+            Err(e) => Err(Stop::Guest(e.into())),
+        };
+        trap_or_result(outcome)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -598,7 +668,7 @@ impl gpu::Host for GuestState {
         b: Resource<Buffer>,
         beta: f32,
         c: Resource<Buffer>,
-    ) -> Result<(), GpuError> {
+    ) -> wasmtime::Result<Result<(), GpuError>> {
         self.settle_backend();
         let args = [
             KernelArg::Buf(a),
@@ -610,7 +680,7 @@ impl gpu::Host for GuestState {
             KernelArg::F32(alpha),
             KernelArg::F32(beta),
         ];
-        self.run_launch(Kernel::Gemm, &args)
+        trap_or_result(self.run_launch(Kernel::Gemm, &args))
     }
 
     fn device_info(&mut self) -> Device {
@@ -704,7 +774,7 @@ mod tests {
             KernelArg::Buf(borrow(&out)),
             KernelArg::U32(4),
         ];
-        s.launch("vector_add".into(), args).unwrap();
+        s.launch("vector_add".into(), args).unwrap().unwrap();
         assert_eq!(read_all(&mut s, &out), [5.0, 3.0, -3.0, 2.5]);
 
         let args = vec![
@@ -713,7 +783,7 @@ mod tests {
             KernelArg::Buf(borrow(&out)),
             KernelArg::U32(4),
         ];
-        s.launch("saxpy".into(), args).unwrap();
+        s.launch("saxpy".into(), args).unwrap().unwrap();
         assert_eq!(read_all(&mut s, &out), [7.0, -1.0, 3.0, 3.5]);
 
         let args = vec![
@@ -722,9 +792,16 @@ mod tests {
             KernelArg::U32(2),
             KernelArg::U32(2),
         ];
-        s.launch("softmax".into(), args).unwrap();
+        s.launch("softmax".into(), args).unwrap().unwrap();
         let mut want = [0.0; 4];
-        spillway_kernels::softmax(&x, 2, 2, &mut want).unwrap();
+        spillway_kernels::softmax(
+            &x,
+            2,
+            2,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         assert_eq!(read_all(&mut s, &out), want);
 
         let w = buffer(&mut s, &[1.0, 2.0]);
@@ -736,8 +813,17 @@ mod tests {
             KernelArg::U32(2),
             KernelArg::F32(1e-5),
         ];
-        s.launch("rmsnorm".into(), args).unwrap();
-        spillway_kernels::rmsnorm(&x, &[1.0, 2.0], 2, 2, 1e-5, &mut want).unwrap();
+        s.launch("rmsnorm".into(), args).unwrap().unwrap();
+        spillway_kernels::rmsnorm(
+            &x,
+            &[1.0, 2.0],
+            2,
+            2,
+            1e-5,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         assert_eq!(read_all(&mut s, &out), want);
 
         let args = vec![
@@ -745,7 +831,7 @@ mod tests {
             KernelArg::Buf(borrow(&out)),
             KernelArg::U32(4),
         ];
-        s.launch("reduce_sum".into(), args).unwrap();
+        s.launch("reduce_sum".into(), args).unwrap().unwrap();
         assert_eq!(read_all(&mut s, &out)[0], 2.5);
 
         let c = buffer(&mut s, &[0.0; 4]);
@@ -761,12 +847,26 @@ mod tests {
                 KernelArg::F32(0.0),
             ]
         };
-        s.launch("gemm".into(), gemm_args(&c)).unwrap();
+        s.launch("gemm".into(), gemm_args(&c)).unwrap().unwrap();
         let mut want = [0.0; 4];
-        spillway_kernels::gemm(2, 2, 2, 1.0, &x, &y, 0.0, &mut want).unwrap();
+        spillway_kernels::gemm(
+            2,
+            2,
+            2,
+            1.0,
+            &x,
+            &y,
+            0.0,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         assert_eq!(read_all(&mut s, &c), want);
         // gemm's output may not alias an input (cuBLAS cannot do it).
-        let e = s.launch("gemm".into(), gemm_args(&bx)).unwrap_err();
+        let e = s
+            .launch("gemm".into(), gemm_args(&bx))
+            .unwrap()
+            .unwrap_err();
         assert!(
             matches!(e.code, ErrorCode::InvalidArgument),
             "{}",
@@ -830,12 +930,24 @@ mod tests {
             // The reference multiplies the rounded operands.
             let (ra, rb) = (d.widen(&d.narrow(&a)), d.widen(&d.narrow(&b)));
             let mut want = vec![0.5; m * n];
-            spillway_kernels::gemm(m, n, k, 2.0, &ra, &rb, -1.0, &mut want).unwrap();
+            spillway_kernels::gemm(
+                m,
+                n,
+                k,
+                2.0,
+                &ra,
+                &rb,
+                -1.0,
+                &mut want,
+                &mut spillway_kernels::Meter::unbounded(),
+            )
+            .unwrap();
             let c32 = buffer(&mut s, &[0.5; 6]);
             let c16 = typed(&mut s, t, &[0.5; 6]);
             for c in [&c32, &c16] {
                 let (a, b, c) = (borrow(&ba), borrow(&bb), borrow(c));
                 s.gemm(m as u32, n as u32, k as u32, 2.0, a, b, -1.0, c)
+                    .unwrap()
                     .unwrap();
             }
             assert_eq!(read_all(&mut s, &c32), want);
@@ -845,6 +957,7 @@ mod tests {
             let c = borrow(&c32);
             let e = s
                 .gemm(2, 2, 2, 1.0, borrow(&ba), borrow(&c32), 0.0, c)
+                .unwrap()
                 .unwrap_err();
             assert!(
                 e.message.contains("B must have A's element type"),
@@ -857,7 +970,7 @@ mod tests {
                 KernelArg::Buf(borrow(&c32)),
                 KernelArg::U32(2),
             ];
-            let e = s.launch("vector_add".into(), args).unwrap_err();
+            let e = s.launch("vector_add".into(), args).unwrap().unwrap_err();
             assert!(matches!(e.code, ErrorCode::InvalidArgument));
             assert!(e.message.contains("takes f32 buffers"), "{}", e.message);
             for x in [ba, bb, c32, c16] {
@@ -866,14 +979,70 @@ mod tests {
         }
     }
 
+    /// A 128³ product: two metered pieces of work.
+    fn cube(s: &mut GuestState) -> [Resource<Buffer>; 3] {
+        let n = 128 * 128;
+        [0; 3].map(|_| buffer(s, &vec![1.0; n]))
+    }
+
+    fn gemm_of(
+        s: &mut GuestState,
+        [a, b, c]: &[Resource<Buffer>; 3],
+    ) -> wasmtime::Result<Result<(), GpuError>> {
+        s.gemm(128, 128, 128, 1.0, borrow(a), borrow(b), 0.0, borrow(c))
+    }
+
+    #[test]
+    fn a_cpu_kernel_ends_the_job_at_its_deadline_or_cancel() {
+        let mut s = state(1 << 20);
+        let abc = cube(&mut s);
+        s.deadline = Instant::now();
+        let trap = gemm_of(&mut s, &abc).unwrap_err();
+        assert_eq!(trap.downcast_ref(), Some(&Interrupted::Deadline));
+
+        let mut s = state(1 << 20);
+        let abc = cube(&mut s);
+        s.control.cancel.store(true, Ordering::Relaxed);
+        let args = vec![
+            KernelArg::Buf(borrow(&abc[0])),
+            KernelArg::Buf(borrow(&abc[1])),
+            KernelArg::Buf(borrow(&abc[2])),
+            KernelArg::U32(128 * 128),
+        ];
+        // vector_add of 16 Ki elements is one piece: it finishes, then the
+        // product stops at its first look.
+        s.launch("vector_add".into(), args).unwrap().unwrap();
+        let trap = gemm_of(&mut s, &abc).unwrap_err();
+        assert_eq!(trap.downcast_ref(), Some(&Interrupted::Cancelled));
+    }
+
+    #[test]
+    fn a_cpu_product_that_cannot_finish_is_refused_before_it_starts() {
+        let mut s = state(1 << 20);
+        s.cpu_speed = cpu_speed::CpuSpeed::fixed(1); // 2 Mi ms for 128³
+        let abc = cube(&mut s);
+        let e = gemm_of(&mut s, &abc).unwrap().unwrap_err();
+        assert!(matches!(e.code, ErrorCode::InvalidArgument));
+        assert!(
+            e.message.contains("would take about 2097152 ms"),
+            "{}",
+            e.message
+        );
+        assert_eq!(read_all(&mut s, &abc[2])[0], 1.0, "C untouched");
+        s.cpu_speed = cpu_speed::CpuSpeed::fixed(u64::MAX);
+        gemm_of(&mut s, &abc).unwrap().unwrap();
+        assert_eq!(read_all(&mut s, &abc[2])[0], 128.0);
+    }
+
     #[test]
     fn bad_launches_and_allocations_are_typed_errors() {
         let mut s = state(64);
         let b = buffer(&mut s, &[0.0; 8]);
-        let e = s.launch("nope".into(), vec![]).unwrap_err();
+        let e = s.launch("nope".into(), vec![]).unwrap().unwrap_err();
         assert!(matches!(e.code, ErrorCode::UnknownKernel));
         let e = s
             .launch("reduce_sum".into(), vec![KernelArg::U32(1)])
+            .unwrap()
             .unwrap_err();
         assert!(
             matches!(e.code, ErrorCode::InvalidArgument),
@@ -885,7 +1054,7 @@ mod tests {
             KernelArg::Buf(borrow(&b)),
             KernelArg::U32(9),
         ];
-        let e = s.launch("reduce_sum".into(), args).unwrap_err();
+        let e = s.launch("reduce_sum".into(), args).unwrap().unwrap_err();
         assert!(
             matches!(e.code, ErrorCode::InvalidArgument),
             "{}",

@@ -22,6 +22,7 @@ mod artifacts;
 mod bindings;
 mod compiled;
 mod config;
+mod cpu_speed;
 mod cuda;
 #[cfg(test)]
 mod cuda_tests;

@@ -10,6 +10,16 @@ use spillway_proto::JobId;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 
+/// Why a job was stopped from outside its guest: by the epoch callback, a
+/// bounded wait or a metered CPU kernel (the executor classifies it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Interrupted {
+    #[error("job cancelled")]
+    Cancelled,
+    #[error("job deadline reached")]
+    Deadline,
+}
+
 /// A kernel pack as one job sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct JobPack {
@@ -50,6 +60,8 @@ pub(crate) struct GuestState {
     pub(crate) packs: Vec<JobPack>,
     /// Set when a device call poisoned the CUDA context.
     pub(crate) device_fault: Option<String>,
+    /// How fast the CPU backend multiplies here.
+    pub(crate) cpu_speed: crate::cpu_speed::CpuSpeed,
 }
 
 impl std::fmt::Debug for GuestState {
@@ -90,6 +102,22 @@ impl GuestState {
             cuda: None,
             packs: Vec::new(),
             device_fault: None,
+            cpu_speed: crate::cpu_speed::CpuSpeed::fixed(u64::MAX),
+        }
+    }
+
+    /// Whether the job must stop now: cancelled, or past its deadline.
+    pub(crate) fn interruption(&self) -> Option<Interrupted> {
+        if self
+            .control
+            .cancel
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Some(Interrupted::Cancelled)
+        } else if Instant::now() >= self.deadline {
+            Some(Interrupted::Deadline)
+        } else {
+            None
         }
     }
 

@@ -71,7 +71,18 @@ fn gemm_guest_matches_the_cpu_reference_on_random_inputs() {
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         let mut want = vec![0.0; m * n];
-        spillway_kernels::gemm(m, n, k, 1.0, &a, &b, 0.0, &mut want).unwrap();
+        spillway_kernels::gemm(
+            m,
+            n,
+            k,
+            1.0,
+            &a,
+            &b,
+            0.0,
+            &mut want,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         assert_eq!(got, want, "gemm {m}x{n}x{k}");
     }
     let err = run(&exec, "gemm", b"short").unwrap_err();
@@ -304,7 +315,18 @@ fn the_gemm_benchmark_guest_runs_on_the_cpu_backend() {
             t => t.widen(&t.narrow(v)),
         };
         let mut c = vec![0.0; 64];
-        spillway_kernels::gemm(8, 8, 8, 1.0, &round(a), &round(b), 0.0, &mut c).unwrap();
+        spillway_kernels::gemm(
+            8,
+            8,
+            8,
+            1.0,
+            &round(a),
+            &round(b),
+            0.0,
+            &mut c,
+            &mut spillway_kernels::Meter::unbounded(),
+        )
+        .unwrap();
         let want = round(&c)[0];
         let input: Vec<u8> = [8u32, 3, code]
             .iter()
@@ -650,4 +672,64 @@ fn a_job_finds_its_memory_zeroed_whatever_the_last_job_left() {
             .output;
         assert_eq!(out, [0; 8], "job {i} saw an earlier job's memory");
     }
+}
+
+/// The input of the `gemm` guest for an n×n×n product of ones.
+fn ones_product(n: u32) -> Vec<u8> {
+    let mut input = Vec::new();
+    for v in [n, n, n] {
+        input.extend_from_slice(&v.to_le_bytes());
+    }
+    let ones = (0..2 * n * n).flat_map(|_| 1f32.to_le_bytes());
+    input.extend(ones);
+    input
+}
+
+/// A CPU-backend product far larger than a job's deadline allows (the
+/// security review's n=1400 under 300 ms answered 200 after 2974 ms) is
+/// refused before it starts when the node's speed (measured at start; fixed
+/// here) says it cannot finish, and stopped at the deadline when the
+/// estimate let it start.
+#[test]
+fn a_cpu_product_cannot_outlive_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = |cpu_macs_per_ms| {
+        Executor::new(NodeConfig {
+            dir: dir.path().to_owned(),
+            slots: 1,
+            max_memory_bytes: 64 << 20,
+            cpu_macs_per_ms,
+            ..NodeConfig::default()
+        })
+        .unwrap()
+    };
+    let input = ones_product(1000);
+    let job = |exec: &Executor, deadline_ms| {
+        let digest = exec.put_artifact(&guest("gemm")).unwrap();
+        let spec = JobSpec {
+            memory_limit_bytes: 60 << 20,
+            ..spec(digest, deadline_ms)
+        };
+        exec.run(
+            JobId(1),
+            &spec,
+            input.clone(),
+            deadline_ms,
+            JobControl::detached(),
+        )
+    };
+
+    // At 10⁵ multiply-adds a millisecond, 10⁹ take 10 s: far beyond 2 s.
+    let err = job(&node(Some(100_000)), 2000).unwrap_err();
+    assert!(
+        matches!(&err, Failure::GuestError { message } if message.contains("would take about")),
+        "{err:?}"
+    );
+    // A node that believes itself fast enough starts the product; the meter
+    // ends the job at its deadline instead of after the whole product.
+    let err = job(&node(Some(u64::MAX)), 100).unwrap_err();
+    assert!(
+        matches!(err, Failure::DeadlineExceeded { deadline_ms: 100 }),
+        "{err:?}"
+    );
 }

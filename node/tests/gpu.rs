@@ -32,7 +32,18 @@ fn gemm_input(m: usize, n: usize, k: usize, seed: &mut u64) -> (Vec<u8>, Vec<f32
         .collect();
     input.extend(a.iter().chain(&b).flat_map(|v| v.to_le_bytes()));
     let mut want = vec![0.0; m * n];
-    spillway_kernels::gemm(m, n, k, 1.0, &a, &b, 0.0, &mut want).unwrap();
+    spillway_kernels::gemm(
+        m,
+        n,
+        k,
+        1.0,
+        &a,
+        &b,
+        0.0,
+        &mut want,
+        &mut spillway_kernels::Meter::unbounded(),
+    )
+    .unwrap();
     (input, want)
 }
 
