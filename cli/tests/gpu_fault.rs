@@ -1,6 +1,8 @@
-//! A GPU fault over HTTP: the faulting job ends with 502 `device_fault`, the
-//! node exits and is restarted by its sidecar, and the next GPU job
-//! succeeds. Skips (saying so) on a host without a GPU.
+//! GPU faults over HTTP: a faulting job ends with 502 `device_fault`, a
+//! kernel past its deadline with 504 `deadline_exceeded` and
+//! `node_restarted`; either way the node exits and is restarted by its
+//! sidecar, and the next GPU job succeeds. Skips (saying so) on a host
+//! without a GPU.
 
 mod common;
 
@@ -22,6 +24,33 @@ async fn a_gpu_fault_restarts_the_node_and_the_next_gpu_job_succeeds() {
     c.wait_for_restarted_node(pid).await;
     let input = common::gemm_1x1(2.0, 3.0);
     let r = c.invoke("gemm", input).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["spillway-backend"], "cuda");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
+}
+
+/// A kernel that runs past its job's deadline (the test-only `test_spin`)
+/// cannot be stopped inside the node: its GPU watchdog answers the job 504
+/// `deadline_exceeded` with `node_restarted`, the node exits and is
+/// restarted, and the next GPU job succeeds.
+#[tokio::test]
+async fn a_kernel_past_its_deadline_restarts_the_node_and_says_so() {
+    let c = Cluster::start_with(1, 4, &["--test-kernels"]);
+    let member = c.wait_member("node up", |m| m["node"]["up"] == true).await;
+    if member["gpus"].as_array().unwrap().is_empty() {
+        eprintln!("skipped: no CUDA driver or GPU on this host");
+        return;
+    }
+    let pid = member["node"]["pid"].as_u64().unwrap();
+    c.deploy("spin", "gpu_spin", 300).await;
+    c.deploy("gemm", "gemm", 30_000).await;
+    let began = std::time::Instant::now();
+    let r = c.invoke("spin", 60_000u32.to_le_bytes().to_vec()).await;
+    let e = expect_error(r, 504, "deadline_exceeded").await;
+    eprintln!("answered after {:?}: {e}", began.elapsed());
+    assert_eq!(e["node_restarted"], true, "{e}");
+    c.wait_for_restarted_node(pid).await;
+    let r = c.invoke("gemm", common::gemm_1x1(2.0, 3.0)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["spillway-backend"], "cuda");
     assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());

@@ -8,3 +8,13 @@ extern "C" __global__ void test_oob_write(float* p, unsigned int n) {
         p[(unsigned long long)n + (1ull << 40)] = 1.0f;
     }
 }
+
+// Spins for `ms` milliseconds of the GPU's global timer, ignoring any
+// deadline: what the node's GPU watchdog must stop.
+extern "C" __global__ void test_spin(unsigned int ms) {
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    } while (now - start < (unsigned long long)ms * 1000000ull);
+}

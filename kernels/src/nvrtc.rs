@@ -21,6 +21,10 @@ pub const TESTING_SOURCE: &str = include_str!("../cuda/testing.cu");
 /// kernels: `test_oob_write(buf, n: u32)` writes far out of bounds.
 pub const TEST_OOB_WRITE: &str = "test_oob_write";
 
+/// The watchdog-test kernel: `test_spin(ms: u32)` runs one thread for `ms`
+/// milliseconds whatever its job's deadline.
+pub const TEST_SPIN: &str = "test_spin";
+
 /// Options every built-in kernel is compiled with.
 const OPTIONS: &[&str] = &["--std=c++17"];
 

@@ -114,9 +114,16 @@ pub(crate) struct CudaGpu {
     ptx_dir: PathBuf,
     /// Kernel packs loaded on this GPU, by digest.
     packs: Mutex<HashMap<Digest, Arc<PackModule>>>,
-    /// `test_oob_write`, when the node runs with test kernels.
-    oob_write: Option<CudaFunction>,
+    /// `test_oob_write` and `test_spin`, when the node runs with test
+    /// kernels.
+    tests: Option<TestKernels>,
     free: Mutex<Vec<SlotStream>>,
+}
+
+/// The fault-test kernels (`kernels/cuda/testing.cu`).
+struct TestKernels {
+    oob_write: CudaFunction,
+    spin: CudaFunction,
 }
 
 /// Every GPU of the host.
@@ -284,14 +291,17 @@ fn open_gpu(
             functions.insert(k, module.load_function(k.name())?);
         }
     }
-    let oob_write = if test_kernels {
+    let tests = if test_kernels {
         let ptx = nvrtc::ptx(nvrtc::TESTING_SOURCE, &arch, ptx_dir).map_err(compile_error)?;
         let module = ctx.load_module(Ptx::from_src(ptx))?;
         tracing::warn!(
             gpu = ordinal,
             "fault-test kernels loaded: guests can fault this GPU"
         );
-        Some(module.load_function(nvrtc::TEST_OOB_WRITE)?)
+        Some(TestKernels {
+            oob_write: module.load_function(nvrtc::TEST_OOB_WRITE)?,
+            spin: module.load_function(nvrtc::TEST_SPIN)?,
+        })
     } else {
         None
     };
@@ -325,7 +335,7 @@ fn open_gpu(
         functions,
         ptx_dir: ptx_dir.to_owned(),
         packs: Mutex::new(HashMap::new()),
-        oob_write,
+        tests,
         free: Mutex::new(free),
     })
 }
@@ -598,19 +608,31 @@ impl StreamLease {
 
     /// Whether this GPU has the fault-test kernels.
     pub(crate) fn has_test_kernels(&self) -> bool {
-        self.gpu.oob_write.is_some()
+        self.gpu.tests.is_some()
+    }
+
+    fn test_kernels(&self) -> Result<&TestKernels, DeviceError> {
+        self.gpu.tests.as_ref().ok_or_else(|| DeviceError {
+            message: "fault-test kernels are not loaded".into(),
+            out_of_memory: false,
+            poisoned: false,
+        })
     }
 
     /// Launches `test_oob_write` on `buffer` (a fault test).
     pub(crate) fn launch_oob_write(&self, buffer: u64, n: u32) -> Result<(), DeviceError> {
-        let func = self.gpu.oob_write.as_ref().ok_or_else(|| DeviceError {
-            message: "fault-test kernels are not loaded".into(),
-            out_of_memory: false,
-            poisoned: false,
-        })?;
+        let func = &self.test_kernels()?.oob_write;
         // SAFETY: deliberately unsound on the device (that is the test); the
         // host side passes a valid pointer and scalar.
         unsafe { self.launch_1d(func, &[LaunchArg::Ptr(buffer), LaunchArg::U32(n)], 1, 32) }
+    }
+
+    /// Launches `test_spin` for `ms` milliseconds (a watchdog test).
+    pub(crate) fn launch_spin(&self, ms: u32) -> Result<(), DeviceError> {
+        let func = &self.test_kernels()?.spin;
+        // SAFETY: one scalar parameter, as the kernel declares; it touches
+        // no memory.
+        unsafe { self.launch_1d(func, &[LaunchArg::U32(ms)], 1, 1) }
     }
 
     /// Waits for everything the job enqueued. Nothing to wait for when nothing was enqueued since the stream was

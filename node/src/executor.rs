@@ -20,6 +20,7 @@ use crate::sandbox::{Sandbox, WaitInterrupted};
 use crate::state::{GuestState, Interrupted, JobPack};
 use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
 use crate::warm::WarmPool;
+use crate::watchdog::{GpuWatchdog, Overrun, WatchFlags};
 use crate::{NodeConfig, NodeError};
 use spillway_kernels::KernelPack;
 use spillway_proto::{
@@ -92,6 +93,9 @@ pub struct Executor {
     warm_upto: u32,
     /// How fast the CPU backend multiplies here (see `cpu_speed`).
     cpu_speed: CpuSpeed,
+    /// Ends the node when a job's GPU work outlives its deadline (GPU
+    /// hosts only; see `watchdog`).
+    watchdog: Option<GpuWatchdog>,
     _ticker: EpochTicker,
 }
 
@@ -119,6 +123,12 @@ impl Executor {
             Box::new(move |engine| job_store(engine, GuestState::waiting(waiting))),
         );
         let cuda = open_cuda(&config).map(Arc::new);
+        let watchdog = cuda.as_ref().map(|_| {
+            GpuWatchdog::start(Arc::new(|overrun: Overrun| {
+                tracing::error!(job = %overrun.job, "exiting to stop the job's GPU work");
+                std::process::exit(spillway_proto::EXIT_GPU_OVERRUN)
+            }))
+        });
         let cpu_speed = match config.cpu_macs_per_ms {
             Some(n) => CpuSpeed::fixed(n),
             None => {
@@ -151,8 +161,19 @@ impl Executor {
             in_flight: AtomicU32::new(0),
             warm_upto,
             cpu_speed,
+            watchdog,
             _ticker: ticker,
         })
+    }
+
+    /// What to do when a job's GPU work is still running past its deadline
+    /// (see `watchdog`). Only ending the process stops its kernels; the
+    /// default exits with [`spillway_proto::EXIT_GPU_OVERRUN`] at once, and
+    /// the server answers the job first. Runs on the watchdog's thread.
+    pub fn on_gpu_overrun(&self, f: impl Fn(Overrun) + Send + Sync + 'static) {
+        if let Some(dog) = &self.watchdog {
+            dog.on_overrun(Arc::new(f));
+        }
     }
 
     /// `gpu` buffer bytes each tenant's running jobs hold here.
@@ -270,14 +291,28 @@ impl Executor {
     ) {
         let _span = tracing::info_span!("guest", job = %job, function = %spec.function).entered();
         let _in_flight = InFlight::enter(&self.in_flight);
-        let (outcome, teardown) = match self.start(job, spec, input, remaining_ms, control) {
+        // Watched to the end of its teardown: a stream's synchronize there
+        // waits on the GPU too.
+        let watch = match (&self.watchdog, spec.accelerator) {
+            (Some(dog), Accelerator::Required | Accelerator::Preferred) => {
+                let remaining = Duration::from_millis(remaining_ms);
+                Some(dog.watch(job, remaining, spec.deadline_ms))
+            }
+            _ => None,
+        };
+        let flags = watch.as_ref().map(|w| w.flags());
+        let (outcome, teardown) = match self.start(job, spec, input, remaining_ms, control, flags) {
             Ok(Started::Guest(started)) => self.finish(job, spec, started),
             Ok(Started::Done(outcome)) => (outcome, None),
             Err(failure) => (Err(failure), None),
         };
         deliver(outcome);
+        if let Some(w) = &watch {
+            w.answered();
+        }
         self.warm.wake();
         drop(teardown);
+        drop(watch);
     }
 
     /// Everything up to a guest ready to call: its stream, artifacts,
@@ -289,6 +324,7 @@ impl Executor {
         input: Vec<u8>,
         remaining_ms: u64,
         control: JobControl,
+        gpu_watch: Option<Arc<WatchFlags>>,
     ) -> Result<Started, Failure> {
         // Required: a GPU stream now, or the job is refused. Preferred: a
         // stream at the job's first `gpu` call if one is free, else the CPU
@@ -300,6 +336,9 @@ impl Executor {
                 let lease = gpus
                     .lease()
                     .ok_or(Refusal::SlotsExhausted { retry_after_ms: 10 })?;
+                if let Some(watch) = &gpu_watch {
+                    watch.on_gpu();
+                }
                 (Some(lease), None)
             }
             (Accelerator::Preferred, Some(gpus)) => (None, Some(gpus.clone())),
@@ -380,6 +419,7 @@ impl Executor {
             cuda,
             packs,
             device_fault: None,
+            gpu_watch,
             cpu_speed: self.cpu_speed,
         };
         let (mut store, guest, waiting) =

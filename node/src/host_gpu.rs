@@ -123,6 +123,9 @@ impl GuestState {
     fn settle_backend(&mut self) {
         if let Some(pool) = self.gpu_pool.take() {
             self.cuda = pool.lease();
+            if let (Some(_), Some(watch)) = (&self.cuda, &self.gpu_watch) {
+                watch.on_gpu();
+            }
         }
     }
 
@@ -642,10 +645,13 @@ impl gpu::Host for GuestState {
         args: Vec<KernelArg>,
     ) -> wasmtime::Result<Result<(), GpuError>> {
         self.settle_backend();
-        if kernel == spillway_kernels::nvrtc::TEST_OOB_WRITE
-            && self.cuda.as_ref().is_some_and(|l| l.has_test_kernels())
-        {
-            return Ok(self.launch_oob_write(&args));
+        if self.cuda.as_ref().is_some_and(|l| l.has_test_kernels()) {
+            if kernel == spillway_kernels::nvrtc::TEST_OOB_WRITE {
+                return Ok(self.launch_oob_write(&args));
+            }
+            if kernel == spillway_kernels::nvrtc::TEST_SPIN {
+                return Ok(self.launch_spin(&args));
+            }
         }
         if let Some((pack, name)) = kernel.split_once('/') {
             return Ok(self.launch_from_pack(pack, name, &args));
@@ -720,6 +726,19 @@ impl GuestState {
             _ => return Err(lost()),
         };
         let outcome = lease.launch_oob_write(ptr, *n);
+        outcome.map_err(|e| self.device_error(e))
+    }
+
+    /// `test_spin(ms)`: the watchdog test (only with test kernels).
+    fn launch_spin(&mut self, args: &[KernelArg]) -> Result<(), GpuError> {
+        let [KernelArg::U32(ms)] = args else {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                "test_spin takes (u32 milliseconds)",
+            ));
+        };
+        let lease = self.cuda.as_ref().expect("checked by the caller");
+        let outcome = lease.launch_spin(*ms);
         outcome.map_err(|e| self.device_error(e))
     }
 

@@ -43,12 +43,14 @@ mod state;
 mod synthetic;
 mod tenant_gpu;
 mod warm;
+mod watchdog;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::NodeError;
 pub use executor::{Executor, InstanceStarts, JobControl};
 pub use journal::JOURNAL_FILE;
 pub use server::run;
+pub use watchdog::Overrun;
 
 /// Creates `dir` and its missing parents readable by their owner only
 /// (0700): state never opens to other users.

@@ -40,7 +40,12 @@ struct Node {
     slots: Arc<Semaphore>,
     completed: AtomicU64,
     failed: AtomicU64,
+    /// The newest sidecar connection's writer: where the GPU watchdog's
+    /// answer goes.
+    latest: Latest,
 }
+
+type Latest = Arc<Mutex<Option<mpsc::Sender<FromNode>>>>;
 
 impl Node {
     /// The message that answers `job`, counted and logged.
@@ -84,11 +89,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let executor = tokio::task::spawn_blocking(move || Executor::new(config))
         .await
         .expect("executor construction does not panic")?;
+    let latest = Latest::default();
+    executor.on_gpu_overrun({
+        let latest = latest.clone();
+        move |overrun| answer_overrun(&latest, overrun)
+    });
     let node = Arc::new(Node {
         slots: Arc::new(Semaphore::new(executor.config().slots as usize)),
         executor,
         completed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        latest,
     });
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(|source| NodeError::Io {
@@ -132,6 +143,7 @@ type Uploads = Arc<Mutex<HashMap<u64, Incoming>>>;
 async fn serve(node: Arc<Node>, stream: UnixStream) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<FromNode>(1024);
+    *node.latest.lock().expect("latest lock") = Some(tx.clone());
     let writer_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let written = frames::write(&mut writer, &msg).await;
@@ -139,6 +151,9 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
                 // The answer is out (or cannot be sent): now leave, since
                 // the CUDA context is unusable for every later job.
                 exit_after_device_fault();
+            }
+            if reports_overrun(&msg) {
+                exit_after_overrun();
             }
             if let Err(e) = written {
                 tracing::warn!("sidecar connection lost while writing: {e}");
@@ -421,6 +436,51 @@ fn reports_device_fault(msg: &FromNode) -> bool {
             ..
         }
     )
+}
+
+fn reports_overrun(msg: &FromNode) -> bool {
+    matches!(
+        msg,
+        FromNode::Failed {
+            failure: Failure::GpuOverran { .. },
+            ..
+        }
+    )
+}
+
+/// How long the watchdog's answer may take to be written before the node
+/// exits without it (the sidecar then answers the job at its own grace).
+const OVERRUN_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// The GPU watchdog found `overrun`: answer its job on the newest
+/// connection, whose writer exits the process once the answer is out;
+/// exit here if it cannot be sent or is not out in time. Runs on the
+/// watchdog's thread.
+fn answer_overrun(latest: &Latest, overrun: crate::Overrun) {
+    let tx = latest.lock().expect("latest lock").clone();
+    if !overrun.answered
+        && let Some(tx) = tx
+    {
+        let answer = FromNode::Failed {
+            job: overrun.job,
+            failure: Failure::GpuOverran {
+                deadline_ms: overrun.deadline_ms,
+            },
+            exec_us: overrun.ran.as_micros() as u64,
+        };
+        if tx.try_send(answer).is_ok() {
+            std::thread::sleep(OVERRUN_ANSWER_WAIT);
+            tracing::warn!("the watchdog's answer was not written in time");
+        }
+    }
+    exit_after_overrun();
+}
+
+/// Ends the node to stop a job's GPU work past its deadline; the sidecar
+/// restarts it.
+fn exit_after_overrun() -> ! {
+    tracing::error!("exiting: a job's GPU work ran past its deadline");
+    std::process::exit(spillway_proto::EXIT_GPU_OVERRUN)
 }
 
 /// Ends the node after a GPU fault poisoned its CUDA context; the sidecar

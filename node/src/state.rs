@@ -60,6 +60,9 @@ pub(crate) struct GuestState {
     pub(crate) packs: Vec<JobPack>,
     /// Set when a device call poisoned the CUDA context.
     pub(crate) device_fault: Option<String>,
+    /// Where the job tells the GPU watchdog it took a stream (a job that
+    /// may use a GPU on a GPU host).
+    pub(crate) gpu_watch: Option<std::sync::Arc<crate::watchdog::WatchFlags>>,
     /// How fast the CPU backend multiplies here.
     pub(crate) cpu_speed: crate::cpu_speed::CpuSpeed,
 }
@@ -102,6 +105,7 @@ impl GuestState {
             cuda: None,
             packs: Vec::new(),
             device_fault: None,
+            gpu_watch: None,
             cpu_speed: crate::cpu_speed::CpuSpeed::fixed(u64::MAX),
         }
     }

@@ -112,6 +112,14 @@ pub enum Failure {
     /// the like). The node restarts; the job may have run partly.
     #[error("the GPU faulted: {message}")]
     DeviceFault { message: String },
+    /// The job's GPU work was still running past its deadline, where
+    /// nothing but ending the process stops a kernel: its node was
+    /// restarted (and jobs running beside it there were lost with it).
+    /// Clients see `deadline_exceeded`, with `node_restarted`.
+    #[error(
+        "the job's GPU work ran past its deadline of {deadline_ms} ms; its node was restarted to stop it"
+    )]
+    GpuOverran { deadline_ms: u64 },
     /// The job was refused before it ran.
     #[error(transparent)]
     Refused(Refusal),
@@ -135,7 +143,7 @@ impl Failure {
         match self {
             Failure::Trap { .. } => "guest_trap",
             Failure::GuestError { .. } => "guest_error",
-            Failure::DeadlineExceeded { .. } => "deadline_exceeded",
+            Failure::DeadlineExceeded { .. } | Failure::GpuOverran { .. } => "deadline_exceeded",
             Failure::MemoryLimit { .. } => "memory_limit_exceeded",
             Failure::InvalidArtifact { .. } => "invalid_artifact",
             Failure::UnknownArtifact { .. } => "unknown_artifact",

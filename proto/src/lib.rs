@@ -26,6 +26,9 @@ pub use failure::{Failure, Refusal};
 /// The node's exit code after a GPU fault poisoned its CUDA context: the
 /// process cannot use the GPU again, so it exits for its sidecar to restart.
 pub const EXIT_DEVICE_FAULT: i32 = 75;
+/// The node's exit code after its GPU watchdog found a job's kernels
+/// running past the job's deadline: ending the process is what stops them.
+pub const EXIT_GPU_OVERRUN: i32 = 76;
 pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use ids::{Digest, DigestParseError, JobId, NodeId, TenantId};
 pub use message::{

@@ -138,6 +138,9 @@ fn exit_reason(status: std::io::Result<std::process::ExitStatus>) -> String {
         Ok(s) if s.code() == Some(spillway_proto::EXIT_DEVICE_FAULT) => {
             "node exited after a GPU fault poisoned its CUDA context".to_owned()
         }
+        Ok(s) if s.code() == Some(spillway_proto::EXIT_GPU_OVERRUN) => {
+            "node exited to stop a job's GPU work that ran past its deadline".to_owned()
+        }
         Ok(s) => format!("node exited: {s}"),
         Err(e) => format!("waiting for the node: {e}"),
     }

@@ -108,7 +108,9 @@ impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
         let status = match &f {
             Failure::Refused(r) => return refusal_error(r),
-            Failure::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Failure::DeadlineExceeded { .. } | Failure::GpuOverran { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Failure::ExecutorLost { .. } | Failure::DeviceFault { .. } => StatusCode::BAD_GATEWAY,
             Failure::InvalidArtifact { .. } | Failure::UnsupportedImport { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -140,6 +142,7 @@ impl From<Failure> for ApiError {
         let detail = match &f {
             Failure::GuestExit { code } => Some(Box::new(("exit_code", json!(code)))),
             Failure::UnsupportedImport { import } => Some(Box::new(("import", json!(import)))),
+            Failure::GpuOverran { .. } => Some(Box::new(("node_restarted", json!(true)))),
             _ => None,
         };
         ApiError {
