@@ -72,6 +72,23 @@ enum Command {
     /// Chaos scenarios: real hosts under faults, the delivery contract checked.
     #[command(subcommand)]
     Chaos(chaos::ChaosCommand),
+    /// (Internal) compile a kernel pack's CUDA source from stdin to PTX on
+    /// stdout under limits: the node runs this as a child process.
+    #[command(hide = true)]
+    CompileKernel(CompileKernelArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompileKernelArgs {
+    /// The virtual architecture, e.g. compute_90.
+    #[arg(long)]
+    arch: String,
+    /// CPU seconds the compile may use.
+    #[arg(long)]
+    cpu_seconds: u64,
+    /// Address space in bytes the compile may use.
+    #[arg(long)]
+    address_space: u64,
 }
 
 /// Where a command reads the cluster's address and token.
@@ -106,6 +123,12 @@ fn init_tracing(default: &str) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Before any thread or runtime: the child sets its own limits.
+    if let Command::CompileKernel(args) = &cli.command {
+        let code =
+            spillway_kernels::nvrtc::child_main(&args.arch, args.cpu_seconds, args.address_space);
+        return std::process::ExitCode::from(code as u8);
+    }
     // A benchmark prints a table; its in-process voters' logs would bury it.
     init_tracing(match cli.command {
         Command::Bench(_) => "warn",
@@ -146,6 +169,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => commands::status(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Chaos(cmd) => chaos::run(cmd).await,
+            Command::CompileKernel(_) => unreachable!("handled before the runtime"),
         }
     });
     match result {

@@ -336,7 +336,25 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         guest_log_lines: limits.guest_log_lines,
         guest_log_bytes: limits.guest_log_bytes,
         compiled_cache: !limits.no_compiled_cache,
+        kernel_compiler: kernel_compiler(),
         ..NodeConfig::default()
+    }
+}
+
+/// This binary's `compile-kernel`: how the node compiles a tenant's CUDA
+/// source in a child process.
+fn kernel_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
+    match std::env::current_exe() {
+        Ok(program) => Some(spillway_kernels::nvrtc::Compiler {
+            program,
+            args: vec!["compile-kernel".to_owned()],
+        }),
+        Err(e) => {
+            tracing::warn!(
+                "cannot locate this binary ({e}): kernel packs with CUDA source will be refused"
+            );
+            None
+        }
     }
 }
 

@@ -212,3 +212,57 @@ fn plain_http_off_loopback_is_warned_about() {
         );
     }
 }
+
+/// `spillway compile-kernel`, the child a node compiles a pack's CUDA
+/// source in: a source that would make NVRTC read a host file is refused
+/// before any compile, with a short reason; a plain one compiles to PTX
+/// where NVRTC is installed (on the GPU host) and says NVRTC is missing
+/// elsewhere.
+#[test]
+fn the_kernel_compiler_child_refuses_file_reads_and_compiles_plain_source() {
+    let compile = |source: &str| {
+        let mut child = Command::new(BIN)
+            .args(["compile-kernel", "--arch", "compute_90"])
+            .args([
+                "--cpu-seconds",
+                "30",
+                "--address-space",
+                &(4u64 << 30).to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(source.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = compile("#include \"/etc/hostname\"\nextern \"C\" __global__ void k() {}\n");
+    assert_eq!(out.status.code(), Some(1));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("`#include` on line 1: a pack may not read files"),
+        "{log}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = compile("extern \"C\" __global__ void k(float* x) { x[threadIdx.x] = 1.0f; }\n");
+    if spillway_kernels::nvrtc::nvrtc_present() {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ptx = String::from_utf8(out.stdout).unwrap();
+        assert!(ptx.contains(".entry k"), "{ptx}");
+    } else {
+        eprintln!("NVRTC is not installed here: the compile itself runs on the GPU host");
+        assert_eq!(out.status.code(), Some(3));
+    }
+}

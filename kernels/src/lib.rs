@@ -20,6 +20,7 @@ mod cpu;
 mod dtype;
 mod error;
 mod geometry;
+mod includes;
 mod kernel;
 pub mod nvrtc;
 mod pack;

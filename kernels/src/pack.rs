@@ -44,7 +44,7 @@ const MAX_KERNELS: usize = 64;
 /// Parameters of one kernel at most.
 const MAX_PARAMS: usize = 32;
 /// Source (or PTX) bytes at most.
-const MAX_SOURCE: usize = 4 << 20;
+pub(crate) const MAX_SOURCE: usize = 4 << 20;
 
 /// Why bytes are not a kernel pack. The message names what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,6 +218,14 @@ impl KernelPack {
             return Err(bad(format!(
                 "the source must be 1 to {MAX_SOURCE} bytes, not {}",
                 text.len()
+            )));
+        }
+        if let PackSource::Cuda(cuda) = &source
+            && let Some(found) = crate::includes::file_directive(cuda)
+        {
+            return Err(bad(format!(
+                "the CUDA source may not make the compiler read files: {} on line {} (a pack is one self-contained source; NVRTC's own headers need no include)",
+                found.what, found.line
             )));
         }
         if raw.kernels.is_empty() || raw.kernels.len() > MAX_KERNELS {
@@ -424,6 +432,10 @@ mod tests {
                 "use buffer, f32 or u32",
             ),
             (SCALE.replace("\"bf16\"", "\"f8\""), "use f32, bf16 or f16"),
+            (
+                SCALE.replace("\"extern", "\"#include \\\"/etc/hostname\\\"\\nextern"),
+                "may not make the compiler read files: `#include` on line 1",
+            ),
             (
                 SCALE.replace("\"name\": \"scale\"", "\"name\": \"2x\""),
                 "not a C identifier",

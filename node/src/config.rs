@@ -64,6 +64,11 @@ pub struct NodeConfig {
     /// refused before it starts (see `cpu_speed`). `None`: measured when
     /// the node starts.
     pub cpu_macs_per_ms: Option<u64>,
+    /// The program that compiles a kernel pack's CUDA source in a child
+    /// process (`spillway compile-kernel`); `None`: packs with CUDA source
+    /// are refused on GPU hosts (PTX packs still load). A tenant's source
+    /// is never compiled in the node's own process.
+    pub kernel_compiler: Option<spillway_kernels::nvrtc::Compiler>,
 }
 
 impl Default for NodeConfig {
@@ -89,6 +94,7 @@ impl Default for NodeConfig {
             guest_log_bytes: 256 << 10,
             compiled_cache: true,
             cpu_macs_per_ms: None,
+            kernel_compiler: None,
         }
     }
 }

@@ -112,6 +112,8 @@ pub(crate) struct CudaGpu {
     functions: HashMap<Kernel, CudaFunction>,
     /// Where compiled PTX is cached (kernel packs compile here too).
     ptx_dir: PathBuf,
+    /// What compiles a pack's CUDA source, in a child process.
+    compiler: Option<nvrtc::Compiler>,
     /// Kernel packs loaded on this GPU, by digest.
     packs: Mutex<HashMap<Digest, Arc<PackModule>>>,
     /// `test_oob_write` and `test_spin`, when the node runs with test
@@ -154,6 +156,7 @@ impl CudaBackend {
         slots: u32,
         only: Option<&[usize]>,
         test_kernels: bool,
+        compiler: Option<nvrtc::Compiler>,
     ) -> Result<Option<Self>, DeviceError> {
         if !driver_present() {
             tracing::info!("no CUDA driver found: CPU backend only");
@@ -171,7 +174,8 @@ impl CudaBackend {
             if only.is_some_and(|o| !o.contains(&ordinal)) {
                 continue;
             }
-            gpus.push(Arc::new(open_gpu(ordinal, ptx_dir, slots, test_kernels)?));
+            let gpu = open_gpu(ordinal, ptx_dir, slots, test_kernels, compiler.clone())?;
+            gpus.push(Arc::new(gpu));
         }
         if gpus.is_empty() {
             return Ok(None);
@@ -222,8 +226,18 @@ impl CudaGpu {
         }
         let ptx = match &pack.source {
             PackSource::Cuda(source) => {
+                let Some(compiler) = &self.compiler else {
+                    return Err(DeviceError {
+                        message:
+                            "this node has no kernel compiler configured: publish the pack as PTX"
+                                .into(),
+                        out_of_memory: false,
+                        poisoned: false,
+                    });
+                };
                 let arch = nvrtc::arch_for(self.info.compute_capability);
-                nvrtc::ptx(source, &arch, &self.ptx_dir).map_err(compile_error)?
+                nvrtc::tenant_ptx(source, &arch, &self.ptx_dir, compiler, nvrtc::CHILD_LIMITS)
+                    .map_err(compile_error)?
             }
             PackSource::Ptx(ptx) => ptx.clone(),
         };
@@ -267,6 +281,7 @@ fn open_gpu(
     ptx_dir: &Path,
     slots: u32,
     test_kernels: bool,
+    compiler: Option<nvrtc::Compiler>,
 ) -> Result<CudaGpu, DeviceError> {
     let ctx = CudaContext::new(ordinal)?;
     let (major, minor) = ctx.compute_capability()?;
@@ -334,6 +349,7 @@ fn open_gpu(
         ctx,
         functions,
         ptx_dir: ptx_dir.to_owned(),
+        compiler,
         packs: Mutex::new(HashMap::new()),
         tests,
         free: Mutex::new(free),

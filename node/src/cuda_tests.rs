@@ -23,9 +23,21 @@ fn backend() -> Option<&'static CudaBackend> {
         .get_or_init(|| {
             let dir =
                 std::env::temp_dir().join(format!("spillway-ptx-test-{}", std::process::id()));
-            CudaBackend::open(&dir, 8, None, false).expect("a present GPU must open")
+            CudaBackend::open(&dir, 8, None, false, spillway_compiler())
+                .expect("a present GPU must open")
         })
         .as_ref()
+}
+
+/// The `spillway` binary's `compile-kernel`, built beside this test
+/// executable (`target/<profile>/spillway`; the GPU method copies it there).
+pub(crate) fn spillway_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
+    let exe = std::env::current_exe().ok()?;
+    let program = exe.parent()?.parent()?.join("spillway");
+    program.exists().then(|| spillway_kernels::nvrtc::Compiler {
+        program,
+        args: vec!["compile-kernel".into()],
+    })
 }
 
 /// A job state on a GPU, or `None` (and a printed reason) without one.
@@ -441,9 +453,11 @@ fn kernel_packs_compile_launch_and_match_the_reference() {
     };
     let cc = s.cuda.as_ref().unwrap().device().compute_capability;
     let dir = tempfile::tempdir().unwrap();
-    let ptx =
-        spillway_kernels::nvrtc::ptx(source, &spillway_kernels::nvrtc::arch_for(cc), dir.path())
-            .expect("NVRTC compiles ops.json");
+    let compiler = spillway_compiler().expect("the spillway binary beside the tests");
+    let arch = spillway_kernels::nvrtc::arch_for(cc);
+    let limits = spillway_kernels::nvrtc::CHILD_LIMITS;
+    let ptx = spillway_kernels::nvrtc::tenant_ptx(source, &arch, dir.path(), &compiler, limits)
+        .expect("NVRTC compiles ops.json in a child process");
     let ptx_pack = KernelPack {
         source: PackSource::Ptx(ptx),
         kernels: ops.pack.kernels.clone(),
@@ -514,6 +528,7 @@ fn kernel_packs_compile_launch_and_match_the_reference() {
         )
         .unwrap_err();
     assert!(e.message.contains("NVRTC"), "{}", e.message);
+    assert!(e.message.lines().count() <= 1 + spillway_kernels::nvrtc::MAX_LOG_LINES);
     eprintln!(
         "a pack that does not compile: {}",
         e.message.lines().next().unwrap_or("")

@@ -588,7 +588,8 @@ fn open_cuda(config: &NodeConfig) -> Option<CudaBackend> {
     }
     let ptx_dir = config.dir.join("ptx");
     let only = config.gpus.as_deref();
-    match CudaBackend::open(&ptx_dir, config.slots, only, config.test_kernels) {
+    let compiler = config.kernel_compiler.clone();
+    match CudaBackend::open(&ptx_dir, config.slots, only, config.test_kernels, compiler) {
         Ok(backend) => backend,
         Err(e) => {
             tracing::error!("GPUs present but unusable, running CPU-only: {e}");

@@ -5,6 +5,8 @@
 //! whole process. Without a GPU the job is refused before any device work.
 
 use spillway_node::{Executor, JobControl, NodeConfig};
+
+mod common;
 use spillway_proto::{Accelerator, Failure, JobId, JobSpec, PackRef, TenantId};
 
 /// `ops.json`'s `scale`, declared the same, but writing 2^36 elements
@@ -26,6 +28,7 @@ fn a_pack_kernel_writing_out_of_bounds_ends_the_job_with_device_fault() {
     let exec = Executor::new(NodeConfig {
         dir: dir.path().to_owned(),
         slots: 1,
+        kernel_compiler: common::kernel_compiler(),
         ..NodeConfig::default()
     })
     .unwrap();

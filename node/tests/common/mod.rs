@@ -42,3 +42,15 @@ pub(crate) fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
         kernel_packs: Vec::new(),
     }
 }
+
+/// The `spillway` binary's `compile-kernel`, built beside the test
+/// executable (`target/<profile>/spillway`; the GPU method copies it
+/// there): how a node compiles a kernel pack's CUDA source.
+pub(crate) fn kernel_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
+    let exe = std::env::current_exe().ok()?;
+    let program = exe.parent()?.parent()?.join("spillway");
+    program.exists().then(|| spillway_kernels::nvrtc::Compiler {
+        program,
+        args: vec!["compile-kernel".into()],
+    })
+}
