@@ -156,13 +156,22 @@ fn cached(
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(cache_dir).map_err(cache)?;
+    owner_only_dir(cache_dir).map_err(cache)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp).map_err(cache)?;
     file.write_all(ptx.as_bytes()).map_err(cache)?;
     file.sync_all().map_err(cache)?;
     std::fs::rename(&tmp, &path).map_err(cache)?;
     Ok(ptx)
+}
+
+/// Creates `dir` and its missing parents readable by their owner only.
+fn owner_only_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Whether libnvrtc can be loaded.
@@ -233,7 +242,7 @@ fn compile_in_child(
     let failed = |what: &str, e: std::io::Error| CompileError::Child(format!("{what}: {e}"));
     // An empty directory of its own, so nothing is found relative to it.
     let cwd = cache_dir.join("compile-cwd");
-    std::fs::create_dir_all(&cwd).map_err(|e| failed("has no working directory", e))?;
+    owner_only_dir(&cwd).map_err(|e| failed("has no working directory", e))?;
     let mut command = Command::new(&compiler.program);
     command
         .args(&compiler.args)

@@ -29,12 +29,18 @@ fn backend() -> Option<&'static CudaBackend> {
         .as_ref()
 }
 
-/// The `spillway` binary's `compile-kernel`, built beside this test
-/// executable (`target/<profile>/spillway`; the GPU method copies it there).
+/// The `spillway` binary's `compile-kernel`, found beside this test
+/// executable or one folder up (`target/<profile>/spillway` for
+/// `target/<profile>/deps/<test>`).
 pub(crate) fn spillway_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
     let exe = std::env::current_exe().ok()?;
-    let program = exe.parent()?.parent()?.join("spillway");
-    program.exists().then(|| spillway_kernels::nvrtc::Compiler {
+    let program = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("spillway"))
+        .find(|p| p.is_file())?;
+    Some(spillway_kernels::nvrtc::Compiler {
         program,
         args: vec!["compile-kernel".into()],
     })

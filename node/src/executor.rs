@@ -126,7 +126,7 @@ impl Executor {
         let watchdog = cuda.as_ref().map(|_| {
             GpuWatchdog::start(Arc::new(|overrun: Overrun| {
                 tracing::error!(job = %overrun.job, "exiting to stop the job's GPU work");
-                std::process::exit(spillway_proto::EXIT_GPU_OVERRUN)
+                crate::end_process_now(spillway_proto::EXIT_GPU_OVERRUN)
             }))
         });
         let cpu_speed = match config.cpu_macs_per_ms {

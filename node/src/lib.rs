@@ -61,3 +61,16 @@ pub(crate) fn owner_only_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)
 }
+
+/// Ends the process now with `code`, running no exit handlers: the CUDA
+/// driver's wait for every kernel still running, so `std::process::exit`
+/// would not return while a runaway kernel spins (seen on an H100: the node
+/// stayed up for as long as the kernel ran). The kernel dies with the
+/// process.
+#[allow(unsafe_code)]
+pub(crate) fn end_process_now(code: i32) -> ! {
+    // SAFETY: `_exit` takes any int and never returns; skipping the exit
+    // handlers is the point, and the node holds nothing that needs them
+    // (its answers are written and its files are renamed into place).
+    unsafe { libc::_exit(code) }
+}

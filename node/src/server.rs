@@ -480,7 +480,7 @@ fn answer_overrun(latest: &Latest, overrun: crate::Overrun) {
 /// restarts it.
 fn exit_after_overrun() -> ! {
     tracing::error!("exiting: a job's GPU work ran past its deadline");
-    std::process::exit(spillway_proto::EXIT_GPU_OVERRUN)
+    crate::end_process_now(spillway_proto::EXIT_GPU_OVERRUN)
 }
 
 /// Ends the node after a GPU fault poisoned its CUDA context; the sidecar

@@ -187,6 +187,23 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Waits for the first host's node to be up with its backends known
+    /// (the membership's GPU inventory can lag the node's own report) and
+    /// returns its member entry and whether it has CUDA.
+    pub async fn wait_node_backends(&self) -> (Value, bool) {
+        let member = self
+            .wait_member("node up with its backends", |m| {
+                m["node"]["up"] == true && m["backends"].as_array().is_some_and(|b| !b.is_empty())
+            })
+            .await;
+        let cuda = member["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|x| x == "cuda"));
+        (member, cuda)
+    }
+}
+
 /// The gemm guest's input for a 1×1×1 product `a·b`.
 pub fn gemm_1x1(a: f32, b: f32) -> Vec<u8> {
     [1u32, 1, 1]

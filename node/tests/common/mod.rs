@@ -21,6 +21,7 @@ pub(crate) fn executor(dir: &tempfile::TempDir, warm_instances: u32) -> Executor
         slots: 2,
         max_memory_bytes: 64 << 20,
         warm_instances,
+        kernel_compiler: kernel_compiler(),
         ..NodeConfig::default()
     })
     .unwrap()
@@ -43,13 +44,19 @@ pub(crate) fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
     }
 }
 
-/// The `spillway` binary's `compile-kernel`, built beside the test
-/// executable (`target/<profile>/spillway`; the GPU method copies it
-/// there): how a node compiles a kernel pack's CUDA source.
+/// The `spillway` binary's `compile-kernel`, found beside the test
+/// executable or one folder up (`target/<profile>/spillway` for
+/// `target/<profile>/deps/<test>`): how a node compiles a kernel pack's
+/// CUDA source. Only GPU hosts compile; elsewhere `None` changes nothing.
 pub(crate) fn kernel_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
     let exe = std::env::current_exe().ok()?;
-    let program = exe.parent()?.parent()?.join("spillway");
-    program.exists().then(|| spillway_kernels::nvrtc::Compiler {
+    let program = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("spillway"))
+        .find(|p| p.is_file())?;
+    Some(spillway_kernels::nvrtc::Compiler {
         program,
         args: vec!["compile-kernel".into()],
     })
