@@ -98,6 +98,15 @@ async fn a_member_may_report_only_its_own_facts_and_loses_its_rights_when_remove
     let forge = ControlCommand::CreateToken(forged_admin_token());
     let reply = propose(&client, PeerRequest::Propose(forge.clone())).await;
     assert!(refused(&reply), "{reply:?}");
+    // Quota leases are the leader's to write: a member may not give
+    // itself a tenant's whole quota.
+    let leases = ControlCommand::SetQuotaLeases {
+        tenant: TenantId::admin(),
+        epoch: 1,
+        shares: [(2, 1000)].into(),
+    };
+    let reply = propose(&client, PeerRequest::Propose(leases)).await;
+    assert!(refused(&reply), "{reply:?}");
     // An audited change it wrote itself, or one with a made-up token.
     let self_audited = ControlCommand::Audited {
         by: "admin-token".into(),

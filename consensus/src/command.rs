@@ -98,6 +98,14 @@ pub enum ControlCommand {
         via: u64,
         command: Box<ControlCommand>,
     },
+    /// A change a member asked the leader to append on its own authority
+    /// (its residency, addresses, a join it checked), as the leader
+    /// appended it after checking that the member may: the log names the
+    /// host it came from. Applied as `command`.
+    FromHost {
+        host: u64,
+        command: Box<ControlCommand>,
+    },
 }
 
 impl ControlCommand {
@@ -109,7 +117,9 @@ impl ControlCommand {
             ControlCommand::CreateToken(t) => Some(&t.tenant),
             ControlCommand::CreateTenant(t) => Some(&t.id),
             ControlCommand::UpdateTenant { id, .. } => Some(id),
-            ControlCommand::Audited { command, .. } => command.tenant(),
+            ControlCommand::Audited { command, .. } | ControlCommand::FromHost { command, .. } => {
+                command.tenant()
+            }
             _ => None,
         }
     }
@@ -165,6 +175,7 @@ impl fmt::Display for ControlCommand {
                 write!(f, "leases of tenant {tenant}, epoch {epoch}: {shares:?}")
             }
             ControlCommand::Audited { command, .. } => command.fmt(f),
+            ControlCommand::FromHost { host, command } => write!(f, "{command} (from host {host})"),
         }
     }
 }

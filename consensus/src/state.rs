@@ -317,6 +317,17 @@ impl ControlState {
                 self.functions
                     .insert((f.tenant.clone(), f.name.clone()), f.clone());
             }
+            ControlCommand::FromHost { command, .. } => {
+                if matches!(
+                    **command,
+                    ControlCommand::Audited { .. } | ControlCommand::FromHost { .. }
+                ) {
+                    return ControlResponse::Rejected(
+                        "a host's change may not wrap another wrapped change".into(),
+                    );
+                }
+                return self.apply(command);
+            }
             ControlCommand::Audited {
                 by,
                 tenant,
@@ -930,6 +941,39 @@ mod tests {
         );
         assert_eq!(s.function(&admin, "echo").unwrap().digest, d);
         assert_eq!(s.artifact(&admin, "echo").unwrap().size, 10);
+    }
+
+    #[test]
+    fn a_hosts_change_applies_as_its_command_and_wraps_nothing_else() {
+        let mut s = ControlState::default();
+        let from = |host, command| ControlCommand::FromHost {
+            host,
+            command: Box::new(command),
+        };
+        let prune = ControlCommand::PruneTickets { now_unix_ms: 0 };
+        assert_eq!(s.apply(&from(2, prune.clone())), s.clone().apply(&prune));
+        assert_eq!(
+            from(2, prune.clone()).to_string(),
+            "prune expired tickets (from host 2)"
+        );
+        let before = s.clone();
+        assert!(matches!(
+            s.apply(&from(2, from(2, prune.clone()))),
+            ControlResponse::Rejected(_)
+        ));
+        let audited = ControlCommand::Audited {
+            by: "admin-token".into(),
+            tenant: TenantId::admin(),
+            unix_ms: 0,
+            via: 2,
+            command: Box::new(prune),
+        };
+        assert!(matches!(
+            s.apply(&from(2, audited)),
+            ControlResponse::Rejected(_)
+        ));
+        assert_eq!(s, before);
+        assert_eq!(s.audit().count(), 0, "a host's change is not a client's");
     }
 
     #[test]

@@ -39,7 +39,11 @@ impl PeerHandler for ControlHandler {
                     return PeerReply::Proposed(Err(ProposeError::Refused(why)));
                 }
                 tracing::debug!(host = proposer, %command, "appending a member's proposal");
-                PeerReply::Proposed(control.plane.propose(command).await.map_err(forwarded))
+                let attributed = ControlCommand::FromHost {
+                    host: proposer,
+                    command: Box::new(command),
+                };
+                PeerReply::Proposed(control.plane.propose(attributed).await.map_err(forwarded))
             }
             PeerRequest::ProposeAudited { token, command } => {
                 let Some(via) = control.member_id(&from) else {

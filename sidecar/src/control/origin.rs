@@ -1,8 +1,9 @@
 //! Who may put what in the control log. A member may ask the leader to
 //! append only what a host originates about itself ([`host_may_propose`]):
 //! its own residency and addresses, a join it checked, the activation of a
-//! joining member, ticket pruning and quota leases (which the state
-//! machine checks in turn). Every other change is a client's: it reaches
+//! joining member and ticket pruning (which the state machine checks in
+//! turn); the leader appends it as `FromHost`, naming the member. Quota
+//! leases are the leader's alone. Every other change is a client's: it reaches
 //! the leader with the client's token, and the leader checks the token,
 //! the scope the change needs ([`client_change_scope`]) and the tenant it
 //! acts for ([`acts_within`]) against its own state before it writes the
@@ -58,9 +59,15 @@ pub(crate) fn host_may_propose(
         ControlCommand::PruneTickets { .. } => {
             Err("ticket pruning by a clock ahead of the leader's".into())
         }
-        // The leader's rebalancer, forwarded when leadership moved; the
-        // state machine checks the epoch and that the shares fit.
-        ControlCommand::SetQuotaLeases { .. } => Ok(()),
+        // Only the leader writes leases (its rebalancer proposes them
+        // directly); a former leader's forwarded rebalance is dropped and
+        // the current leader computes its own.
+        ControlCommand::SetQuotaLeases { .. } => Err(format!(
+            "quota leases are the leader's to write, not host {proposer}'s"
+        )),
+        ControlCommand::FromHost { .. } | ControlCommand::Audited { .. } => {
+            Err("a member may not send a change already attributed".into())
+        }
         other => Err(format!(
             "\"{other}\" is a client's change: it must come as an API request with the client's token"
         )),
@@ -84,7 +91,8 @@ pub(crate) fn client_change_scope(command: &ControlCommand) -> Option<Scope> {
         | ControlCommand::UpdateMember { .. }
         | ControlCommand::PruneTickets { .. }
         | ControlCommand::SetQuotaLeases { .. }
-        | ControlCommand::Audited { .. } => None,
+        | ControlCommand::Audited { .. }
+        | ControlCommand::FromHost { .. } => None,
     }
 }
 
@@ -190,6 +198,23 @@ mod tests {
                     unix_ms: 0,
                     via: 2,
                     command: Box::new(ControlCommand::RevokeToken { id: "x".into() }),
+                },
+                false,
+            ),
+            // Already attributed, even to itself: only the leader wraps.
+            (
+                ControlCommand::FromHost {
+                    host: 2,
+                    command: Box::new(ControlCommand::SetResidency(vec![residency(2)])),
+                },
+                false,
+            ),
+            // The leader's alone.
+            (
+                ControlCommand::SetQuotaLeases {
+                    tenant: TenantId("acme".into()),
+                    epoch: 1,
+                    shares: [(2, 10)].into(),
                 },
                 false,
             ),
