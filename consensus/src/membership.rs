@@ -84,8 +84,10 @@ pub enum JoinRefusal {
     /// The joining host and the cluster speak different join versions.
     #[error("join protocol version {theirs} is not supported (this cluster speaks {ours})")]
     VersionIncompatible { ours: u16, theirs: u16 },
-    /// No such ticket was issued by this cluster.
-    #[error("this cluster never issued the join ticket")]
+    /// No member accepts the ticket's key: this cluster never issued it,
+    /// or it was used (members stop accepting a used ticket's key at
+    /// once). Ask a member for a new ticket.
+    #[error("the cluster accepts no join with this ticket (never issued here, or already used)")]
     UnknownTicket,
     /// The ticket's signature does not verify with its issuer's key.
     #[error("the join ticket's signature is not valid")]

@@ -360,12 +360,22 @@ async fn ask(
     match tokio::time::timeout(JOIN_TIMEOUT, exchange(&conn, &request, &[])).await {
         Ok(Ok(PeerReply::Joined(outcome))) => Ok(outcome),
         Ok(Ok(other)) => Err(AskError::Other(format!("unexpected reply {other:?}"))),
-        // A member that does not know the ticket's key refuses the
-        // handshake; quinn reports it when the stream is used.
-        Ok(Err(e)) if e.contains("certificate") || e.contains("crypto") => {
-            Ok(Err(JoinRefusal::UnknownTicket))
-        }
+        // A member that does not pin the ticket's key (never issued, or
+        // used) refuses the handshake; quinn reports it when the stream is
+        // used, and the connection's close reason says it was TLS's.
+        Ok(Err(_)) if handshake_refused(&conn) => Ok(Err(JoinRefusal::UnknownTicket)),
         Ok(Err(e)) => Err(AskError::Other(e)),
         Err(_) => Err(AskError::Other("no answer to the join request".into())),
     }
+}
+
+/// Whether `conn` ended in a TLS refusal: a QUIC close carrying a crypto
+/// error (codes 0x100 to 0x1ff, a TLS alert), from either side.
+fn handshake_refused(conn: &quinn::Connection) -> bool {
+    let code = match conn.close_reason() {
+        Some(quinn::ConnectionError::ConnectionClosed(close)) => close.error_code,
+        Some(quinn::ConnectionError::TransportError(e)) => e.code,
+        _ => return false,
+    };
+    (0x100..0x200).contains(&u64::from(code))
 }

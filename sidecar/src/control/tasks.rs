@@ -54,8 +54,13 @@ impl Control {
         let state = self.plane.state().await;
         if !state.cluster_id().is_empty() {
             let live = || state.members().filter(|m| m.state != MemberState::Removed);
+            // A used ticket's key is unpinned at once: its holder's
+            // handshakes fail from then on. An expired one stays until
+            // pruned, so a late joiner hears `ticket_expired` (refused from
+            // the state, with no log entry).
+            let unused = state.tickets().filter(|t| t.used_by.is_none());
             self.pinned
-                .replace(live().map(|m| m.key), state.tickets().map(|t| t.key));
+                .replace(live().map(|m| m.key), unused.map(|t| t.key));
             for m in state.members() {
                 if let Ok(addr) = m.quic_addr.parse() {
                     self.client.set_address(m.id, addr);
