@@ -296,30 +296,51 @@ async fn join(ticket: &JoinTicket, me: &MemberEntry) -> Result<JoinAccepted, Sid
     }
     let mut failures = Vec::new();
     let mut wrong_host = None;
-    for m in &ticket.body.members {
-        let Ok(addr) = m.quic_addr.parse::<SocketAddr>() else {
-            failures.push(format!("member {}: bad address {:?}", m.id, m.quic_addr));
-            continue;
-        };
-        let bind: SocketAddr = if addr.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
-        let socket =
-            UdpSocket::bind(bind).map_err(|source| SidecarError::Bind { addr: bind, source })?;
-        let endpoint = PeerEndpoint::bind(socket, &one_time, pins.clone())
-            .map_err(|source| SidecarError::Bind { addr: bind, source })?;
-        let outcome = ask(&endpoint, addr, ticket, me).await;
-        endpoint.close();
-        match outcome {
-            Ok(Ok(accepted)) => return Ok(accepted),
-            Ok(Err(refusal)) => return Err(refusal.into()),
-            Err(AskError::NotTheMember(reason)) => {
-                wrong_host = Some(m.quic_addr.clone());
-                failures.push(format!("{addr}: {reason}"));
+    // A member that does not pin the ticket's key refuses the handshake:
+    // it never knew the ticket, the ticket was used, or (just issued) the
+    // member has not applied it yet. Only when every member refuses, a few
+    // rounds apart, is the ticket unknown.
+    for round in 0..HANDSHAKE_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(HANDSHAKE_ROUND_GAP).await;
+        }
+        failures.clear();
+        let mut refused = 0;
+        for m in &ticket.body.members {
+            let Ok(addr) = m.quic_addr.parse::<SocketAddr>() else {
+                failures.push(format!("member {}: bad address {:?}", m.id, m.quic_addr));
+                continue;
+            };
+            let bind: SocketAddr = if addr.is_ipv4() {
+                "0.0.0.0:0".parse().expect("literal")
+            } else {
+                "[::]:0".parse().expect("literal")
+            };
+            let socket = UdpSocket::bind(bind)
+                .map_err(|source| SidecarError::Bind { addr: bind, source })?;
+            let endpoint = PeerEndpoint::bind(socket, &one_time, pins.clone())
+                .map_err(|source| SidecarError::Bind { addr: bind, source })?;
+            let outcome = ask(&endpoint, addr, ticket, me).await;
+            endpoint.close();
+            match outcome {
+                Ok(Ok(accepted)) => return Ok(accepted),
+                Ok(Err(refusal)) => return Err(refusal.into()),
+                Err(AskError::HandshakeRefused) => {
+                    refused += 1;
+                    failures.push(format!("{addr}: does not accept the ticket's key"));
+                }
+                Err(AskError::NotTheMember(reason)) => {
+                    wrong_host = Some(m.quic_addr.clone());
+                    failures.push(format!("{addr}: {reason}"));
+                }
+                Err(AskError::Other(reason)) => failures.push(format!("{addr}: {reason}")),
             }
-            Err(AskError::Other(reason)) => failures.push(format!("{addr}: {reason}")),
+        }
+        if refused < ticket.body.members.len() {
+            break;
+        }
+        if round + 1 == HANDSHAKE_ROUNDS {
+            return Err(JoinRefusal::UnknownTicket.into());
         }
     }
     if let Some(addr) = wrong_host {
@@ -337,8 +358,16 @@ async fn join(ticket: &JoinTicket, me: &MemberEntry) -> Result<JoinAccepted, Sid
 enum AskError {
     /// The host at the address is not the member the ticket names.
     NotTheMember(String),
+    /// The member refused the handshake: it does not pin the ticket's key.
+    HandshakeRefused,
     Other(String),
 }
+
+/// Rounds over the ticket's members while every one refuses the
+/// handshake, and the pause between them: a ticket just issued reaches
+/// every member's pins within a moment.
+const HANDSHAKE_ROUNDS: u32 = 4;
+const HANDSHAKE_ROUND_GAP: Duration = Duration::from_millis(250);
 
 async fn ask(
     endpoint: &PeerEndpoint,
@@ -363,7 +392,7 @@ async fn ask(
         // A member that does not pin the ticket's key (never issued, or
         // used) refuses the handshake; quinn reports it when the stream is
         // used, and the connection's close reason says it was TLS's.
-        Ok(Err(_)) if handshake_refused(&conn) => Ok(Err(JoinRefusal::UnknownTicket)),
+        Ok(Err(_)) if handshake_refused(&conn) => Err(AskError::HandshakeRefused),
         Ok(Err(e)) => Err(AskError::Other(e)),
         Err(_) => Err(AskError::Other("no answer to the join request".into())),
     }

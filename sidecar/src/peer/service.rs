@@ -231,27 +231,27 @@ pub async fn serve<H: PeerHandler>(endpoint: PeerEndpoint, pinned: PinnedPeers, 
                 conn.close(1u32.into(), b"no identity");
                 return;
             };
-            let from = if pinned.is_member(&key) {
-                PeerKind::Member(key)
-            } else {
-                PeerKind::Joiner(key)
-            };
+            if !pinned.is_member(&key) {
+                // A ticket's holder asks one thing, to join, on one
+                // stream; the connection then ends. (Its key is unpinned
+                // once the join commits, which must not cut off the answer.)
+                serve_one_join(&*handler, key, &pinned, &conn).await;
+                return;
+            }
+            let from = PeerKind::Member(key);
             // Membership is checked again on every stream and datagram,
             // and whenever the pinned keys change: a connection whose key
-            // was unpinned (a removed member, a used ticket) is closed, so
-            // keep-alives cannot carry rights past a removal.
+            // was unpinned (a removed member) is closed, so keep-alives
+            // cannot carry rights past a removal.
             let still_pinned = {
                 let pinned = pinned.clone();
-                move || match from {
-                    PeerKind::Member(key) => pinned.is_member(&key),
-                    PeerKind::Joiner(key) => pinned.is_pinned(&key),
-                }
+                move || pinned.is_member(&key)
             };
             let unpinned = |conn: &quinn::Connection| {
                 tracing::info!("closing the connection of a peer no longer pinned");
                 conn.close(3u32.into(), b"no longer a member");
             };
-            if let PeerKind::Member(key) = from {
+            {
                 let (handler, conn, still_pinned) =
                     (handler.clone(), conn.clone(), still_pinned.clone());
                 tokio::spawn(async move {
@@ -291,6 +291,34 @@ pub async fn serve<H: PeerHandler>(endpoint: PeerEndpoint, pinned: PinnedPeers, 
             }
         });
     }
+}
+
+/// How long a ticket's holder has to send its join request, and to close
+/// after the answer.
+const JOINER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A ticket holder's connection: one stream, which must be a join (checked
+/// in `answer`), answered whatever the pins do meanwhile; then the
+/// connection ends.
+async fn serve_one_join<H: PeerHandler>(
+    handler: &H,
+    key: [u8; 32],
+    pinned: &PinnedPeers,
+    conn: &quinn::Connection,
+) {
+    let Ok(Ok((send, recv))) = tokio::time::timeout(JOINER_WAIT, conn.accept_bi()).await else {
+        conn.close(2u32.into(), b"no join request");
+        return;
+    };
+    if !pinned.is_pinned(&key) {
+        // Used (or never known) by now: the handshake would fail today.
+        conn.close(3u32.into(), b"the ticket is no longer accepted");
+        return;
+    }
+    answer(handler, PeerKind::Joiner(key), conn, send, recv).await;
+    // The joiner closes once it has read the answer.
+    let _ = tokio::time::timeout(JOINER_WAIT, conn.closed()).await;
+    conn.close(0u32.into(), b"join answered");
 }
 
 async fn answer<H: PeerHandler>(
