@@ -29,7 +29,6 @@ mod cuda_tests;
 mod engine;
 mod error;
 mod executor;
-mod frames;
 mod guest_log;
 mod host_gpu;
 mod host_job;

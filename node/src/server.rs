@@ -8,9 +8,9 @@
 //! that came on it: nobody is left to receive the result.
 
 use crate::executor::{Executor, JobControl};
-use crate::frames;
 use crate::incoming::{Incoming, Progress};
 use crate::{NodeConfig, NodeError};
+use spillway_proto::frame_io;
 use spillway_proto::{
     Completion, Execute, Failure, FromNode, Hello, JobId, LoadReport, MAX_FRAME_LEN,
     PROTOCOL_VERSION, Refusal, ToNode,
@@ -146,7 +146,7 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
     *node.latest.lock().expect("latest lock") = Some(tx.clone());
     let writer_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            let written = frames::write(&mut writer, &msg).await;
+            let written = frame_io::write(&mut writer, &msg).await;
             if reports_device_fault(&msg) {
                 // The answer is out (or cannot be sent): now leave, since
                 // the CUDA context is unusable for every later job.
@@ -203,7 +203,7 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
     let jobs: Jobs = Arc::default();
     let uploads: Uploads = Arc::default();
     loop {
-        match frames::read::<ToNode, _>(&mut reader, MAX_FRAME_LEN).await {
+        match frame_io::read::<ToNode, _>(&mut reader, MAX_FRAME_LEN).await {
             Ok(Some(msg)) => handle(&node, &jobs, &uploads, &tx, msg),
             Ok(None) => break,
             Err(e) => {

@@ -2,20 +2,22 @@
 //! sidecar exchange, the framing that carries them, and the typed refusal and
 //! failure codes that end up as JSON error codes at the HTTP edge.
 //!
-//! This crate is pure: no I/O, no async runtime. The node and the sidecar read
-//! and write frames with their own sockets and call [`frame`] to turn bytes
-//! into messages and back.
+//! This crate is pure by default: no I/O, no async runtime. Its `io`
+//! feature adds `frame_io`, the one copy of frame reading and writing on
+//! tokio streams that the node and the sidecar use.
 //!
 //! ```text
 //!  sidecar ──ToNode (Execute, Cancel, PutArtifact, Artifact*)──▶ node
 //!  sidecar ◀─FromNode (Hello, Load, Output, Completed, Failed, Artifact*)── node
 //! ```
 //!
-//! What it is not: a transport. Peer (QUIC) streams will reuse these frames.
+//! What it is not: a transport. Peer (QUIC) streams carry these frames too.
 
 pub mod artifact;
 pub mod failure;
 pub mod frame;
+#[cfg(feature = "io")]
+pub mod frame_io;
 pub mod ids;
 pub mod message;
 pub mod signing;

@@ -26,7 +26,6 @@ mod burst;
 mod config;
 mod control;
 mod error;
-mod frames;
 pub mod http;
 mod idempotency;
 mod link;

@@ -7,8 +7,8 @@
 //! Between connections the link is *down* and callers wait for it to come up
 //! again (bounded by their deadline).
 
-use crate::frames;
 use crate::spool::Spooled;
+use spillway_proto::frame_io;
 use spillway_proto::{
     ARTIFACT_CHUNK, Capabilities, Completion, Digest, Execute, Failure, FromNode, JobId,
     LoadReport, MAX_FRAME_LEN, PROTOCOL_VERSION, Refusal, ToNode,
@@ -407,7 +407,7 @@ impl NodeLink {
         let (mut reader, mut writer) = stream.into_split();
         let hello = match tokio::time::timeout(
             HELLO_TIMEOUT,
-            frames::read::<FromNode, _>(&mut reader, MAX_FRAME_LEN),
+            frame_io::read::<FromNode, _>(&mut reader, MAX_FRAME_LEN),
         )
         .await
         {
@@ -431,7 +431,7 @@ impl NodeLink {
         let (tx, mut rx) = mpsc::channel::<ToNode>(1024);
         let writer_task = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
-                if let Err(e) = frames::write(&mut writer, &msg).await {
+                if let Err(e) = frame_io::write(&mut writer, &msg).await {
                     tracing::warn!("writing to node: {e}");
                     break;
                 }
@@ -446,7 +446,7 @@ impl NodeLink {
         });
 
         let reason = loop {
-            match frames::read::<FromNode, _>(&mut reader, MAX_FRAME_LEN).await {
+            match frame_io::read::<FromNode, _>(&mut reader, MAX_FRAME_LEN).await {
                 Ok(Some(msg)) => self.dispatch(msg),
                 Ok(None) => break "node closed the connection".to_owned(),
                 Err(e) => break format!("reading from node: {e}"),

@@ -10,10 +10,10 @@
 //! anything: the caller decides what to do with verified bytes (give them
 //! to its node) and with a failure (the spool file goes with it).
 
-use crate::frames;
 use crate::spool::{SpoolError, SpoolWriter, Spooled};
 use serde::{Deserialize, Serialize};
 use spillway_proto::Digest;
+use spillway_proto::frame_io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The first frame of an artifact stream.
@@ -103,10 +103,10 @@ pub async fn send<W: AsyncWrite + Unpin, C: ArtifactChunks>(
 ) -> std::io::Result<()> {
     let mut chunks = match artifact {
         Ok(chunks) => chunks,
-        Err(refusal) => return frames::write(w, &ArtifactHeader::Refused(refusal)).await,
+        Err(refusal) => return frame_io::write(w, &ArtifactHeader::Refused(refusal)).await,
     };
     let size = chunks.size();
-    frames::write(w, &ArtifactHeader::Follows { size }).await?;
+    frame_io::write(w, &ArtifactHeader::Follows { size }).await?;
     let mut sent = 0u64;
     while let Some(bytes) = chunks.next().await? {
         sent += bytes.len() as u64;
@@ -133,7 +133,7 @@ pub(crate) async fn receive<R: AsyncRead + Unpin>(
     expected: Option<u64>,
     max: u64,
 ) -> Result<Spooled, FetchError> {
-    let header = frames::read::<ArtifactHeader, _>(r, 1024)
+    let header = frame_io::read::<ArtifactHeader, _>(r, 1024)
         .await
         .map_err(|e| FetchError::Header(e.to_string()))?
         .ok_or_else(|| FetchError::Header("the stream ended before the header".into()))?;

@@ -76,7 +76,7 @@ pub async fn write_dispatch_reply(send: &mut quinn::SendStream, reply: &Dispatch
 pub async fn read_dispatch_reply(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<DispatchReply>, String> {
-    let reply = crate::frames::read::<DispatchReply, _>(recv, frame::MAX_FRAME_LEN)
+    let reply = spillway_proto::frame_io::read::<DispatchReply, _>(recv, frame::MAX_FRAME_LEN)
         .await
         .map_err(|e| e.to_string())?;
     match reply {
@@ -333,7 +333,7 @@ async fn answer<H: PeerHandler>(
         PeerKind::Member(_) => MAX_REPLY,
         PeerKind::Joiner(_) => 64 << 10,
     };
-    let request = match crate::frames::read::<PeerRequest, _>(&mut recv, limit).await {
+    let request = match spillway_proto::frame_io::read::<PeerRequest, _>(&mut recv, limit).await {
         // Members' requests may carry raw bytes after the frame.
         Ok(Some(mut request)) if matches!(from, PeerKind::Member(_)) => {
             let (len, max) = request.trailing();

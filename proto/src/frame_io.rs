@@ -1,21 +1,26 @@
-//! Reading and writing `proto` frames on the sidecar's async socket (the
-//! node has the same few lines: the two processes share only `proto`).
+//! Reading and writing frames on async streams (the `io` feature): the
+//! node's and the sidecar's sockets, and the peers' QUIC streams.
+//!
+//! What it is not: the format (`frame`, pure).
 
+use crate::frame::{self, FrameError, HEADER_LEN};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use spillway_proto::frame::{self, FrameError, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ReadError {
+pub enum ReadError {
+    /// The stream failed: the connection is gone.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// The bytes are not a frame of this protocol.
     #[error(transparent)]
     Frame(#[from] FrameError),
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream.
-pub(crate) async fn read<T, R>(r: &mut R, max: usize) -> Result<Option<T>, ReadError>
+pub async fn read<T, R>(r: &mut R, max: usize) -> Result<Option<T>, ReadError>
 where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
@@ -33,7 +38,7 @@ where
 }
 
 /// Writes one frame.
-pub(crate) async fn write<T, W>(w: &mut W, msg: &T) -> std::io::Result<()>
+pub async fn write<T, W>(w: &mut W, msg: &T) -> std::io::Result<()>
 where
     T: Serialize,
     W: AsyncWrite + Unpin,
