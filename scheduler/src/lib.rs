@@ -13,4 +13,4 @@ mod admission;
 mod placement;
 
 pub use admission::{Admission, AdmissionPolicy, LocalLoad, admit};
-pub use placement::{ArtifactFacts, Decision, Fallback, PlacementPolicy, place};
+pub use placement::{ArtifactFacts, Decision, Fallback, PlacementPolicy, TenantRoom, place};

@@ -11,6 +11,13 @@
 //! acting on the same stale reports do not all pick the same peer); the
 //! rest follow by cost, for the origin to try in turn when a peer refuses.
 //! A peer is only worth it when its cost is below the local wait.
+//!
+//! When the job's tenant has used up its concurrency quota's share on this
+//! host ([`TenantRoom::Exhausted`]), it cannot run or queue here: every
+//! peer that could run it (accepting, the accelerator and labels it needs,
+//! whatever its reported load, since each decides by its own share) is a
+//! candidate, ranked by cost the same way, and the quota's refusal is the
+//! fallback.
 
 use crate::{Admission, AdmissionPolicy, LocalLoad, admit};
 use spillway_proto::{Accelerator, JobSpec, NodeId, Refusal};
@@ -82,6 +89,16 @@ pub enum Decision {
     Refuse(Refusal),
 }
 
+/// Whether the job's tenant has room in its concurrency quota's share on
+/// this host (a tenant without a quota always has).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantRoom {
+    Here,
+    /// Its share here is used up: only a peer, under its own share, may
+    /// run the job; this is the refusal when none does.
+    Exhausted(Refusal),
+}
+
 /// What the origin does when every candidate peer refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fallback {
@@ -97,8 +114,12 @@ pub fn place(
     view: &ClusterView,
     local: &LocalLoad,
     policy: &PlacementPolicy,
+    room: &TenantRoom,
     (now, pick): (Instant, u64),
 ) -> Decision {
+    if let TenantRoom::Exhausted(refusal) = room {
+        return beyond_the_quota(job, artifact, view, policy, refusal, pick);
+    }
     let local_fits = local_fits(job, view, local);
     let local_admission = local_fits.then(|| admit(job, local, &policy.admission));
     if local_admission == Some(Admission::RunNow) {
@@ -147,6 +168,38 @@ pub fn place(
     Decision::Peer {
         candidates,
         fallback,
+    }
+}
+
+/// The tenant's share here is used up: every peer that could run the job,
+/// by cost (the first of them the cheaper of two drawn), or the quota's
+/// refusal when there is none.
+fn beyond_the_quota(
+    job: &JobSpec,
+    artifact: &ArtifactFacts,
+    view: &ClusterView,
+    policy: &PlacementPolicy,
+    refusal: &Refusal,
+    pick: u64,
+) -> Decision {
+    let mut ranked: Vec<(u64, NodeId)> = view
+        .peers()
+        .filter(|h| {
+            h.accepting
+                && (job.accelerator != Accelerator::Required || h.gpus > 0)
+                && h.has_labels(&job.placement)
+        })
+        .map(|h| (cost_ms(job, artifact, h, view, policy), h.id))
+        .collect();
+    if ranked.is_empty() {
+        return Decision::Refuse(refusal.clone());
+    }
+    ranked.sort();
+    let first = two_choice(&ranked, pick);
+    let chosen = ranked.remove(first);
+    Decision::Peer {
+        candidates: std::iter::once(chosen).chain(ranked).map(|(_, id)| id).collect(),
+        fallback: Fallback::Refuse(refusal.clone()),
     }
 }
 
@@ -372,6 +425,7 @@ mod tests {
         /// Artifact size and the peers that hold it.
         artifact: (u64, &'static [u64]),
         policy: PlacementPolicy,
+        room: TenantRoom,
         want: Decision,
     }
 
@@ -391,6 +445,7 @@ mod tests {
                 },
                 ..PlacementPolicy::default()
             },
+            room: TenantRoom::Here,
             want,
         }
     }
@@ -421,7 +476,15 @@ mod tests {
             size: c.artifact.0,
             holders: c.artifact.1.iter().map(|&i| NodeId(i)).collect(),
         };
-        place(&c.job, &artifact, &view, &c.local, &c.policy, (t0(), pick))
+        place(
+            &c.job,
+            &artifact,
+            &view,
+            &c.local,
+            &c.policy,
+            &c.room,
+            (t0(), pick),
+        )
     }
 
     #[test]
@@ -430,7 +493,67 @@ mod tests {
         let queue_full = Refusal::QueueFull {
             retry_after_ms: 250,
         };
+        let over_quota = Refusal::QuotaExceeded {
+            retry_after_ms: 200,
+        };
+        let exhausted = |c: Case| Case {
+            room: TenantRoom::Exhausted(over_quota.clone()),
+            ..c
+        };
         let cases = vec![
+            exhausted(case(
+                "the tenant's share here is used up: every peer that could run it, by cost, whatever its load",
+                local(0, 0),
+                vec![
+                    Peer {
+                        rtt_ms: 9,
+                        ..peer(2, 4)
+                    },
+                    peer(3, 0),
+                    Peer {
+                        age_ms: None,
+                        rtt_ms: 5,
+                        ..peer(4, 4)
+                    },
+                    Peer {
+                        accepting: false,
+                        ..peer(5, 4)
+                    },
+                ],
+                to(&[3, 4, 2], Fallback::Refuse(over_quota.clone())),
+            )),
+            Case {
+                job: job(Accelerator::Required, &[("zone", "a")]),
+                ..exhausted(case(
+                    "beyond the quota, peers still need the accelerator and labels",
+                    local(0, 0),
+                    vec![
+                        Peer {
+                            gpus: 1,
+                            labels: &[("zone", "a")],
+                            ..peer(2, 4)
+                        },
+                        Peer {
+                            labels: &[("zone", "a")],
+                            ..peer(3, 4)
+                        },
+                        Peer {
+                            gpus: 1,
+                            ..peer(4, 4)
+                        },
+                    ],
+                    to(&[2], Fallback::Refuse(over_quota.clone())),
+                ))
+            },
+            exhausted(case(
+                "the tenant's share here is used up and no peer could run it: the quota's refusal",
+                local(0, 0),
+                vec![Peer {
+                    accepting: false,
+                    ..peer(2, 4)
+                }],
+                Decision::Refuse(over_quota.clone()),
+            )),
             case(
                 "a free local slot runs here",
                 local(1, 0),

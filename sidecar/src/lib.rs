@@ -28,6 +28,7 @@ mod control;
 mod error;
 pub mod http;
 mod idempotency;
+mod job;
 mod link;
 mod metrics;
 pub mod owner_only;

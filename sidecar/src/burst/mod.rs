@@ -27,7 +27,7 @@ use crate::link::NodeStatus;
 use crate::queue::LocalQueue;
 use spillway_consensus::{ControlState, MemberState};
 use spillway_proto::{JobSpec, NodeId};
-use spillway_scheduler::{ArtifactFacts, Decision, PlacementPolicy, place};
+use spillway_scheduler::{ArtifactFacts, Decision, PlacementPolicy, TenantRoom, place};
 use spillway_topology::{ClusterView, HostView, LoadGossip, LoadSample};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -181,14 +181,16 @@ impl Burst {
         }
     }
 
-    /// Where `spec` should run. With burst off (for this host, or for this
-    /// job: `here_only`), every job stays here.
+    /// Where `spec` should run, given its tenant's quota `room` here. With
+    /// burst off (for this host, or for this job: `here_only`), every job
+    /// stays here (and one over its tenant's quota is refused).
     pub(crate) fn decide(
         &self,
         spec: &JobSpec,
         state: &ControlState,
         local: u64,
         (queue, node): (&LocalQueue, &NodeStatus),
+        room: &TenantRoom,
         here_only: bool,
     ) -> Decision {
         let load = queue.load(node);
@@ -208,6 +210,7 @@ impl Burst {
             &view,
             &load,
             &self.policy,
+            room,
             (Instant::now(), u64::from_le_bytes(pick)),
         )
     }

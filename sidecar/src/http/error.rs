@@ -153,6 +153,21 @@ impl From<Failure> for ApiError {
     }
 }
 
+impl From<crate::job::Ended> for ApiError {
+    fn from(ended: crate::job::Ended) -> Self {
+        let api = ApiError::from(ended.failure);
+        ApiError {
+            exec_ms: ended.exec_us.map(|us| us as f64 / 1000.0),
+            may_have_run: if ended.never_ran {
+                Some(false)
+            } else {
+                api.may_have_run
+            },
+            ..api
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Map::new();

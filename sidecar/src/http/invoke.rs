@@ -1,6 +1,6 @@
 //! `POST /v1/functions/{name}/invoke`: a job's path through this host.
 //!
-//! ingress (auth, size, deadline, headers) → [`super::job::run`] (the
+//! ingress (auth, size, deadline, headers) → [`crate::job::run`] (the
 //! scheduler's decision, then here or a peer) → response with the receipt
 //! headers (`spillway-node` names the host that ran it, `spillway-burst`
 //! whether it was a peer). If the client goes away first, the handler is
@@ -11,7 +11,7 @@
 //! [`crate::idempotency`]): a repeat gets the first outcome, with
 //! `spillway-idempotent-replay: true`, and never runs the job again.
 
-use super::job::{Context, Ran, run};
+use crate::job::{self, Context, JobHost, Ran};
 use super::request::InvokeHeaders;
 use super::{ApiError, App};
 use crate::idempotency::{self, Claim, Key, Running};
@@ -128,9 +128,15 @@ pub(super) async fn invoke(
         idempotency_key,
         here_only,
     };
-    let outcome = run(&app, job, spec, input.to_vec(), accepted, context)
+    let host = JobHost {
+        control: &app.control,
+        link: &app.link,
+        queue: &app.queue,
+    };
+    let outcome = job::run(host, job, spec, input.to_vec(), accepted, context)
         .instrument(span)
-        .await;
+        .await
+        .map_err(ApiError::from);
     let seconds = accepted.elapsed().as_secs_f64();
     match &outcome {
         Ok(ran) => {

@@ -28,7 +28,6 @@ mod cluster;
 mod error;
 mod functions;
 mod invoke;
-mod job;
 pub(crate) mod listener;
 mod members;
 pub mod request;

@@ -2,42 +2,60 @@
 //! (artifact fetch if missing, admission, queue, node), or offer it to the
 //! scheduler's peer candidates in turn and wait for the one that took it.
 //! While a job waits in the local queue it is placed again every gossip
-//! round and whenever a peer is known to have room. A peer lost mid-job:
-//! an idempotent job is placed again, any other ends `executor_lost`.
+//! round and whenever a peer is known to have room.
 //!
-//! What it is not: the HTTP side of a job (`invoke`: parsing, idempotency
-//! keys, the receipt) or the placement policy (`spillway-scheduler`).
+//! Every decision of where to run goes through `scheduler::place` (via
+//! `Burst::decide`), the tenant's quota room here included; what follows a
+//! decline, a silent peer, a lost peer or a refusal is [`rules::next`],
+//! pure. The outcome is a domain one ([`Ran`] or [`Ended`]); `http` turns
+//! it into a response.
+//!
+//! What it is not: the HTTP side of a job (`http::invoke`: parsing,
+//! idempotency keys, the receipt), the placement policy
+//! (`spillway-scheduler`), or a peer's side of a burst job (`burst::serve`).
 
-use super::{ApiError, App};
-use crate::burst::origin::{Accepted, Attempt, Offer};
-use crate::link::{JobFailed, JobOutput};
+pub(crate) mod rules;
+
+use crate::burst::origin::{Accepted, Attempt as PeerAttempt, Offer};
+use crate::control::Control;
+use crate::link::{JobFailed, JobOutput, NodeLink};
 use crate::peer::Dispatch;
+use crate::queue::LocalQueue;
 use crate::quota::QuotaPermit;
-use axum::body::Bytes;
-use spillway_consensus::MemberState;
-use spillway_proto::{Completion, Execute, Failure, JobId, JobSpec, NodeId, Refusal};
-use spillway_scheduler::{Decision, Fallback};
+use bytes::Bytes;
+use rules::{Attempt, Event, Step};
+use spillway_proto::{Completion, Execute, Failure, JobId, JobSpec, NodeId};
+use spillway_scheduler::{Decision, Fallback, TenantRoom};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+/// What a job's lifecycle uses of its host.
+#[derive(Clone, Copy)]
+pub(crate) struct JobHost<'a> {
+    pub(crate) control: &'a Control,
+    pub(crate) link: &'a NodeLink,
+    pub(crate) queue: &'a LocalQueue,
+}
+
 /// What travels with a job besides the job itself.
-pub(super) struct Context {
-    pub(super) trace: Option<String>,
-    pub(super) idempotency_key: Option<String>,
+#[derive(Debug, Default)]
+pub(crate) struct Context {
+    pub(crate) trace: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
     /// `spillway-placement: local`: run here or queue here, never burst.
-    pub(super) here_only: bool,
+    pub(crate) here_only: bool,
 }
 
 /// A job that ran: its output, where, and how long it waited before
 /// running.
 #[derive(Debug)]
 pub(crate) struct Ran {
-    pub(super) body: Bytes,
-    pub(super) completion: Completion,
-    pub(super) queue: Duration,
-    pub(super) host: NodeId,
-    pub(super) burst: bool,
+    pub(crate) body: Bytes,
+    pub(crate) completion: Completion,
+    pub(crate) queue: Duration,
+    pub(crate) host: NodeId,
+    pub(crate) burst: bool,
 }
 
 impl Ran {
@@ -52,9 +70,41 @@ impl Ran {
     }
 }
 
+/// A job that ended without a result.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub(crate) failure: Failure,
+    /// How long it ran where it ran, when that host said.
+    pub(crate) exec_us: Option<u64>,
+    /// It surely never ran (its artifact could not be had, its deadline
+    /// passed while it waited), whatever the failure's code says in
+    /// general.
+    pub(crate) never_ran: bool,
+}
+
+impl From<Failure> for Ended {
+    fn from(failure: Failure) -> Self {
+        Self {
+            failure,
+            exec_us: None,
+            never_ran: false,
+        }
+    }
+}
+
+impl From<JobFailed> for Ended {
+    fn from(JobFailed { failure, exec_us }: JobFailed) -> Self {
+        Self {
+            failure,
+            exec_us,
+            never_ran: false,
+        }
+    }
+}
+
 /// The job, what it needs to be sent anywhere, and its deadline.
 struct Job<'a> {
-    app: &'a App,
+    host: JobHost<'a>,
     id: JobId,
     spec: JobSpec,
     input: Vec<u8>,
@@ -66,30 +116,23 @@ struct Job<'a> {
 /// Where a placement led: the job ended here, or a peer took it (under
 /// this host's quota permit when it lent one).
 enum Placed {
-    Ended(Result<Ran, ApiError>),
+    Ended(Result<Ran, Ended>),
     Peer(Accepted, Option<QuotaPermit>),
-}
-
-/// Peers lost with an idempotent job before it gives up.
-const MAX_LOST_PEERS: u32 = 3;
-
-fn executor_lost() -> ApiError {
-    Failure::ExecutorLost { may_have_run: true }.into()
 }
 
 /// Where the scheduler says, then there. An idempotent job whose peer is
 /// lost mid-job is placed again; any other ends `executor_lost`.
-pub(super) async fn run(
-    app: &App,
+pub(crate) async fn run(
+    host: JobHost<'_>,
     id: JobId,
     spec: JobSpec,
     input: Vec<u8>,
     accepted: Instant,
     context: Context,
-) -> Result<Ran, ApiError> {
+) -> Result<Ran, Ended> {
     let deadline = accepted + Duration::from_millis(spec.deadline_ms);
     let job = Job {
-        app,
+        host,
         id,
         spec,
         input,
@@ -100,100 +143,98 @@ pub(super) async fn run(
     let mut lost = 0;
     loop {
         // A lent permit is held until the peer's attempt ends.
-        let (taken, _lent) = match job.place(lost > 0).await {
+        let (taken, _lent) = match job.place(lost).await {
             Placed::Ended(outcome) => return outcome,
             Placed::Peer(taken, lent) => (taken, lent),
         };
         let peer = NodeId(taken.peer());
         let span = tracing::info_span!("burst", job = %id, peer = %peer);
-        match taken.outcome(deadline).instrument(span).await {
-            Attempt::Done(Ok(output)) => {
-                app.control.burst().sent.fetch_add(1, Ordering::Relaxed);
+        let why = match taken.outcome(deadline).instrument(span).await {
+            PeerAttempt::Done(Ok(output)) => {
+                host.control.burst().sent.fetch_add(1, Ordering::Relaxed);
                 let exec = Duration::from_micros(output.completion.exec_us);
                 let queue = accepted.elapsed().saturating_sub(exec);
                 return Ok(Ran::new(output, queue, peer, true));
             }
-            Attempt::Done(Err(JobFailed { failure, exec_us })) => {
-                return Err(ApiError {
-                    exec_ms: exec_us.map(|us| us as f64 / 1000.0),
-                    ..failure.into()
-                });
-            }
-            Attempt::Lost(why)
-                if job.spec.idempotent && lost < MAX_LOST_PEERS && Instant::now() < deadline =>
-            {
+            PeerAttempt::Done(Err(failed)) => return Err(failed.into()),
+            PeerAttempt::Lost(why) => why,
+        };
+        match rules::next(&job.attempt(lost), Event::LostMidJob) {
+            Step::PlaceAgain => {
                 tracing::warn!(job = %id, %peer, "peer lost mid-job ({why}); idempotent, placing it again");
                 lost += 1;
             }
-            Attempt::Lost(why) => {
+            Step::Fail(failure) => {
                 tracing::warn!(job = %id, %peer, "peer lost mid-job: {why}");
-                return Err(executor_lost());
+                return Err(failure.into());
             }
+            Step::TryNext => unreachable!("a lost peer is never followed by the next candidate"),
         }
     }
 }
 
 impl Job<'_> {
+    fn attempt(&self, lost: u32) -> Attempt {
+        Attempt {
+            idempotent: self.spec.idempotent,
+            lost,
+            deadline_passed: Instant::now() >= self.deadline,
+        }
+    }
+
     /// The scheduler's decision, for the job as it stands now.
-    fn decide(&self) -> Decision {
-        let control = &self.app.control;
+    fn decide(&self, room: &TenantRoom) -> Decision {
+        let control = self.host.control;
         control.burst().decide(
             &self.spec,
             &control.state(),
             control.id,
-            (&self.app.queue, &self.app.link.status()),
+            (self.host.queue, &self.host.link.status()),
+            room,
             self.context.here_only,
         )
     }
 
-    /// One placement. `lost_before`: a peer was lost with this job, so a
-    /// refusal now must not claim it never ran.
-    async fn place(&self, lost_before: bool) -> Placed {
-        let refused = |refusal: Refusal| -> ApiError {
-            if lost_before {
-                executor_lost()
-            } else {
-                Failure::from(refusal).into()
-            }
-        };
-        match self.decide() {
-            Decision::Local | Decision::Queue { .. } => self.here().await,
-            Decision::Refuse(refusal) => Placed::Ended(Err(refused(refusal))),
-            Decision::Peer {
-                candidates,
-                fallback,
-            } => {
-                // With room in the tenant's lease here the peer runs the
-                // job under it; with none, under its own.
-                let lent = self
-                    .app
-                    .control
-                    .quota_permit(&self.spec.tenant)
-                    .ok()
-                    .flatten();
-                match self.offer(&candidates, lent.is_some()).await {
-                    Ok(Some(taken)) => Placed::Peer(taken, lent),
-                    Err(e) => Placed::Ended(Err(e)),
-                    Ok(None) => {
-                        drop(lent);
-                        match fallback {
-                            Fallback::Queue => self.here().await,
-                            Fallback::Refuse(refusal) => Placed::Ended(Err(refused(refusal))),
-                        }
-                    }
-                }
-            }
+    /// A refusal, as the rules make it after `lost` lost peers.
+    fn refused(&self, lost: u32, refusal: spillway_proto::Refusal) -> Placed {
+        match rules::next(&self.attempt(lost), Event::Refused(refusal)) {
+            Step::Fail(failure) => Placed::Ended(Err(failure.into())),
+            Step::TryNext | Step::PlaceAgain => unreachable!("a refusal ends the job"),
         }
     }
 
-    /// Offers the job to `candidates` in turn; `None` if none took it. A
-    /// peer lost before answering may have run it: fatal unless the job
-    /// is idempotent.
+    /// One placement, after `lost` peers were lost with this job. A place
+    /// in the tenant's quota here is taken first: held while the job waits
+    /// and runs here, or lent to the peer that takes it; with none left,
+    /// the scheduler offers the job only to peers (under their own shares).
+    async fn place(&self, lost: u32) -> Placed {
+        let (permit, room) = match self.host.control.quota_permit(&self.spec.tenant) {
+            Ok(permit) => (permit, TenantRoom::Here),
+            Err(refusal) => (None, TenantRoom::Exhausted(refusal)),
+        };
+        match self.decide(&room) {
+            Decision::Local | Decision::Queue { .. } => self.here(permit).await,
+            Decision::Refuse(refusal) => self.refused(lost, refusal),
+            Decision::Peer {
+                candidates,
+                fallback,
+            } => match self.offer(&candidates, permit.is_some()).await {
+                Ok(Some(taken)) => Placed::Peer(taken, permit),
+                Err(ended) => Placed::Ended(Err(ended)),
+                Ok(None) => match fallback {
+                    Fallback::Queue => self.here(permit).await,
+                    Fallback::Refuse(refusal) => self.refused(lost, refusal),
+                },
+            },
+        }
+    }
+
+    /// Offers the job to `candidates` in turn; `None` if none took it.
     async fn offer(
         &self,
         candidates: &[NodeId],
         borrowed_quota: bool,
-    ) -> Result<Option<Accepted>, ApiError> {
+    ) -> Result<Option<Accepted>, Ended> {
         for (attempt, peer) in candidates.iter().enumerate() {
             let remaining_ms = self
                 .deadline
@@ -215,31 +256,33 @@ impl Job<'_> {
                 attempt: attempt as u32 + 1,
                 borrowed_quota,
             };
-            match self
-                .app
+            let (event, why) = match self
+                .host
                 .control
                 .offer(peer.0, dispatch, self.deadline)
                 .await
             {
                 Offer::Accepted(taken) => return Ok(Some(taken)),
-                Offer::NotRun(why) => {
+                Offer::NotRun(why) => (Event::NotRun, why),
+                Offer::Lost(why) => (Event::NoClearAnswer, why),
+            };
+            match rules::next(&self.attempt(0), event) {
+                Step::TryNext => {
                     tracing::debug!(job = %self.id, %peer, "not run on the peer: {why}");
                 }
-                Offer::Lost(why) if self.spec.idempotent => {
-                    tracing::warn!(job = %self.id, %peer, "no clear answer ({why}); idempotent, trying on");
-                }
-                Offer::Lost(why) => {
+                Step::Fail(failure) => {
                     tracing::warn!(job = %self.id, %peer, "no clear answer: {why}");
-                    return Err(executor_lost());
+                    return Err(failure.into());
                 }
+                Step::PlaceAgain => unreachable!("an offer's answer never places again"),
             }
         }
         Ok(None)
     }
 
-    fn deadline_exceeded(&self) -> ApiError {
-        ApiError {
-            may_have_run: Some(false),
+    fn deadline_exceeded(&self) -> Ended {
+        Ended {
+            never_ran: true,
             ..Failure::DeadlineExceeded {
                 deadline_ms: self.spec.deadline_ms,
             }
@@ -247,36 +290,11 @@ impl Job<'_> {
         }
     }
 
-    /// Every active peer that carries the job's placement labels, in a
-    /// random order (each decides for itself whether it has room).
-    fn any_peers(&self) -> Vec<NodeId> {
-        let control = &self.app.control;
-        let state = control.state();
-        let mut peers: Vec<NodeId> = state
-            .members()
-            .filter(|m| m.id != control.id && m.state == MemberState::Active)
-            .filter(|m| {
-                self.spec
-                    .placement
-                    .iter()
-                    .all(|(k, v)| m.labels.get(k) == Some(v))
-            })
-            .map(|m| NodeId(m.id))
-            .collect();
-        let mut seed = [0u8; 8];
-        getrandom::fill(&mut seed).expect("the OS provides randomness");
-        let n = peers.len();
-        if n > 1 {
-            peers.rotate_left(u64::from_le_bytes(seed) as usize % n);
-        }
-        peers
-    }
-
     /// A queued job placed again: `Some` when a peer took it (under
     /// `permit`, this host's, when there is one) or the attempt ended it,
     /// `None` to keep waiting here.
     async fn leave_for_peer(&self, permit: &mut Option<QuotaPermit>) -> Option<Placed> {
-        let Decision::Peer { candidates, .. } = self.decide() else {
+        let Decision::Peer { candidates, .. } = self.decide(&TenantRoom::Here) else {
             return None;
         };
         match self.offer(&candidates, permit.is_some()).await {
@@ -289,57 +307,42 @@ impl Job<'_> {
     /// Here: artifact, admission, queue, node. While the job waits in the
     /// queue it is placed again every gossip round and whenever a peer is
     /// known to have room, and leaves the queue for a peer that takes it.
-    async fn here(&self) -> Placed {
-        let app = self.app;
+    async fn here(&self, mut permit: Option<QuotaPermit>) -> Placed {
+        let JobHost {
+            control,
+            link,
+            queue,
+        } = self.host;
         // An artifact this host's node lacks comes from a holder first.
-        if !app.link.holds_all(&self.spec) {
-            let fetch = app
-                .control
+        if !link.holds_all(&self.spec) {
+            let fetch = control
                 .ensure_job_artifacts(&self.spec)
                 .instrument(tracing::info_span!("fetch", job = %self.id));
             match tokio::time::timeout_at(self.deadline.into(), fetch).await {
                 Ok(Ok(())) => {}
                 Ok(Err(failure)) => {
-                    return Placed::Ended(Err(ApiError {
-                        may_have_run: Some(false),
+                    return Placed::Ended(Err(Ended {
+                        never_ran: true,
                         ..failure.into()
                     }));
                 }
                 Err(_) => return Placed::Ended(Err(self.deadline_exceeded())),
             }
         }
-        // A place in the tenant's quota here, held while the job waits and
-        // runs here; with none left, only a peer with room in its share can
-        // take the job.
-        let mut permit = match app.control.quota_permit(&self.spec.tenant) {
-            Ok(permit) => permit,
-            Err(refusal) => {
-                let peers = if self.context.here_only {
-                    Vec::new()
-                } else {
-                    self.any_peers()
-                };
-                return match self.offer(&peers, false).await {
-                    Ok(Some(taken)) => Placed::Peer(taken, None),
-                    Ok(None) => Placed::Ended(Err(Failure::from(refusal).into())),
-                    Err(e) => Placed::Ended(Err(e)),
-                };
-            }
-        };
-        let status = app.link.status();
+        let status = link.status();
         if let Some(cap) = &status.capabilities {
-            app.queue.resize(cap.slots);
+            queue.resize(cap.slots);
         }
-        let waiting = match app.queue.admit(&self.spec, &status) {
+        let waiting = match queue.admit(&self.spec, &status) {
             Ok(w) => w,
             Err(refusal) => return Placed::Ended(Err(Failure::from(refusal).into())),
         };
         let acquire = async {
             let slot = waiting.slot(self.deadline).await?;
-            app.link.wait_up(self.deadline).await.then_some(slot)
+            link.wait_up(self.deadline).await.then_some(slot)
         };
         let mut acquire = std::pin::pin!(acquire);
-        let burst = app.control.burst();
+        let burst = control.burst();
         let every = burst.gossip_every;
         let mut replace = tokio::time::interval_at((Instant::now() + every).into(), every);
         let may_leave = burst.enabled && !self.context.here_only;
@@ -360,7 +363,7 @@ impl Job<'_> {
             // Never ran: the deadline passed while it waited.
             return Placed::Ended(Err(self.deadline_exceeded()));
         };
-        let queue = self.accepted.elapsed();
+        let queued = self.accepted.elapsed();
         let remaining_ms = self
             .deadline
             .saturating_duration_since(Instant::now())
@@ -371,8 +374,7 @@ impl Job<'_> {
             input: self.input.clone(),
             remaining_ms,
         };
-        let result = app
-            .link
+        let result = link
             .execute(exec)
             .instrument(tracing::info_span!("node", job = %self.id))
             .await;
@@ -381,19 +383,17 @@ impl Job<'_> {
             Err(JobFailed {
                 failure: Failure::UnknownArtifact { digest },
                 ..
-            }) => app.link.forget_artifact(digest),
+            }) => link.forget_artifact(digest),
             Err(JobFailed {
                 failure: Failure::InvalidArtifact { .. },
                 ..
-            }) => app.link.forget_artifact(&self.spec.digest),
+            }) => link.forget_artifact(&self.spec.digest),
             _ => {}
         }
+        drop(permit);
         Placed::Ended(match result {
-            Ok(output) => Ok(Ran::new(output, queue, NodeId(app.control.id), false)),
-            Err(JobFailed { failure, exec_us }) => Err(ApiError {
-                exec_ms: exec_us.map(|us| us as f64 / 1000.0),
-                ..failure.into()
-            }),
+            Ok(output) => Ok(Ran::new(output, queued, NodeId(control.id), false)),
+            Err(failed) => Err(failed.into()),
         })
     }
 }
