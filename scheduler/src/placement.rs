@@ -198,7 +198,10 @@ fn beyond_the_quota(
     let first = two_choice(&ranked, pick);
     let chosen = ranked.remove(first);
     Decision::Peer {
-        candidates: std::iter::once(chosen).chain(ranked).map(|(_, id)| id).collect(),
+        candidates: std::iter::once(chosen)
+            .chain(ranked)
+            .map(|(_, id)| id)
+            .collect(),
         fallback: Fallback::Refuse(refusal.clone()),
     }
 }

@@ -7,6 +7,7 @@ use super::{Control, leases, tasks};
 use crate::burst::Burst;
 use crate::link::NodeLink;
 use crate::peer::client::exchange;
+use crate::peer::{ConnectError, TlsRefusal, tls_refusal};
 use crate::peer::{
     HostIdentity, JoinAccepted, JoinRequest, JoinTicket, PeerClient, PeerEndpoint, PeerReply,
     PeerRequest, PinnedPeers, QuicTransport,
@@ -377,8 +378,11 @@ async fn ask(
 ) -> Result<Result<JoinAccepted, JoinRefusal>, AskError> {
     let conn = match tokio::time::timeout(JOIN_CONNECT_TIMEOUT, endpoint.connect(addr)).await {
         Err(_) => return Err(AskError::Other("no answer".into())),
-        Ok(Err(e)) if e.contains("key is not a member") => return Err(AskError::NotTheMember(e)),
-        Ok(Err(e)) => return Err(AskError::Other(e)),
+        Ok(Err(e @ ConnectError::NotPinned { .. })) => {
+            return Err(AskError::NotTheMember(e.to_string()));
+        }
+        Ok(Err(ConnectError::Refused { .. })) => return Err(AskError::HandshakeRefused),
+        Ok(Err(e @ ConnectError::Failed { .. })) => return Err(AskError::Other(e.to_string())),
         Ok(Ok(conn)) => conn,
     };
     let request = PeerRequest::Join(JoinRequest {
@@ -392,19 +396,14 @@ async fn ask(
         // A member that does not pin the ticket's key (never issued, or
         // used) refuses the handshake; quinn reports it when the stream is
         // used, and the connection's close reason says it was TLS's.
-        Ok(Err(_)) if handshake_refused(&conn) => Err(AskError::HandshakeRefused),
+        Ok(Err(_))
+            if conn
+                .close_reason()
+                .is_some_and(|e| tls_refusal(&e) == Some(TlsRefusal::ByPeer)) =>
+        {
+            Err(AskError::HandshakeRefused)
+        }
         Ok(Err(e)) => Err(AskError::Other(e)),
         Err(_) => Err(AskError::Other("no answer to the join request".into())),
     }
-}
-
-/// Whether `conn` ended in a TLS refusal: a QUIC close carrying a crypto
-/// error (codes 0x100 to 0x1ff, a TLS alert), from either side.
-fn handshake_refused(conn: &quinn::Connection) -> bool {
-    let code = match conn.close_reason() {
-        Some(quinn::ConnectionError::ConnectionClosed(close)) => close.error_code,
-        Some(quinn::ConnectionError::TransportError(e)) => e.code,
-        _ => return false,
-    };
-    (0x100..0x200).contains(&u64::from(code))
 }

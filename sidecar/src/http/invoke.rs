@@ -11,10 +11,10 @@
 //! [`crate::idempotency`]): a repeat gets the first outcome, with
 //! `spillway-idempotent-replay: true`, and never runs the job again.
 
-use crate::job::{self, Context, JobHost, Ran};
 use super::request::InvokeHeaders;
 use super::{ApiError, App};
 use crate::idempotency::{self, Claim, Key, Running};
+use crate::job::{self, Context, JobHost, Ran};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};

@@ -18,6 +18,47 @@ pub const ALPN: &[u8] = b"spillway/1";
 /// not by name.
 const SERVER_NAME: &str = "spillway-host";
 
+/// Why a connection to a peer was not made. What the caller should do
+/// follows from the variant, never from the text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    /// The host there showed a key this host does not pin: it is not the
+    /// member expected at that address (another cluster, or a stranger).
+    #[error("the host at {addr} is not a member this host knows: {reason}")]
+    NotPinned { addr: SocketAddr, reason: String },
+    /// The host there refused this host's key: it does not pin it (not a
+    /// member there, or a ticket it does not accept).
+    #[error("the host at {addr} refused this host's key")]
+    Refused { addr: SocketAddr },
+    /// No connection: unreachable, timed out, or a local fault; trying
+    /// again later may work.
+    #[error("connecting to {addr}: {reason}")]
+    Failed { addr: SocketAddr, reason: String },
+}
+
+/// Which side's TLS refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsRefusal {
+    /// This host's verifier refused the peer's certificate.
+    ByUs,
+    /// The peer closed the connection with a TLS alert.
+    ByPeer,
+}
+
+/// Whether `e` is a TLS refusal, and whose: QUIC carries a TLS alert as a
+/// crypto error (codes 0x100 to 0x1ff), raised locally by our verifier or
+/// received in the peer's close.
+pub(crate) fn tls_refusal(e: &quinn::ConnectionError) -> Option<TlsRefusal> {
+    let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        quinn::ConnectionError::TransportError(t) if crypto(t.code) => Some(TlsRefusal::ByUs),
+        quinn::ConnectionError::ConnectionClosed(c) if crypto(c.error_code) => {
+            Some(TlsRefusal::ByPeer)
+        }
+        _ => None,
+    }
+}
+
 /// A host's QUIC endpoint (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct PeerEndpoint {
@@ -124,12 +165,25 @@ impl PeerEndpoint {
     }
 
     /// Connects to the peer at `addr` (fails unless both keys are pinned).
-    pub async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, String> {
-        let connecting = self
-            .endpoint
-            .connect(addr, SERVER_NAME)
-            .map_err(|e| e.to_string())?;
-        connecting.await.map_err(|e| e.to_string())
+    pub async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, ConnectError> {
+        let connecting =
+            self.endpoint
+                .connect(addr, SERVER_NAME)
+                .map_err(|e| ConnectError::Failed {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+        connecting.await.map_err(|e| match tls_refusal(&e) {
+            Some(TlsRefusal::ByUs) => ConnectError::NotPinned {
+                addr,
+                reason: e.to_string(),
+            },
+            Some(TlsRefusal::ByPeer) => ConnectError::Refused { addr },
+            None => ConnectError::Failed {
+                addr,
+                reason: e.to_string(),
+            },
+        })
     }
 
     /// The next incoming connection attempt; `None` once closed.
@@ -140,5 +194,35 @@ impl PeerEndpoint {
     /// Closes every connection.
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_alert_in_the_peers_close_is_its_refusal_and_nothing_else_is() {
+        let closed = |code| {
+            quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+                error_code: code,
+                frame_type: None,
+                reason: bytes::Bytes::new(),
+            })
+        };
+        // bad_certificate (42) as QUIC carries it.
+        let alert = closed(quinn::TransportErrorCode::crypto(42));
+        assert_eq!(tls_refusal(&alert), Some(TlsRefusal::ByPeer));
+        let protocol = closed(quinn::TransportErrorCode::PROTOCOL_VIOLATION);
+        assert_eq!(tls_refusal(&protocol), None);
+        let app = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: 3u32.into(),
+            reason: bytes::Bytes::from_static(b"no longer a member"),
+        });
+        assert_eq!(tls_refusal(&app), None);
+        assert_eq!(tls_refusal(&quinn::ConnectionError::TimedOut), None);
+        // (Our own verifier's refusal, `ByUs`, is a local transport error
+        // quinn does not let tests build; the wrong-cluster join test in
+        // cli/tests/cluster.rs shows it.)
     }
 }

@@ -29,7 +29,8 @@ mod wire;
 
 pub use artifact::ArtifactRefusal;
 pub use client::PeerClient;
-pub use endpoint::{ALPN, PeerEndpoint};
+pub use endpoint::{ALPN, ConnectError, PeerEndpoint};
+pub(crate) use endpoint::{TlsRefusal, tls_refusal};
 pub use faults::{FaultStats, Faults, FaultsError};
 pub use identity::{HostIdentity, IdentityError};
 pub use pinning::PinnedPeers;
