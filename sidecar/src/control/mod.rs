@@ -24,6 +24,7 @@ mod handler;
 mod holder;
 mod leases;
 mod local;
+mod membership_plan;
 pub(crate) mod origin;
 mod start;
 mod tasks;

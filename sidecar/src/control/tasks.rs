@@ -4,20 +4,20 @@
 //!   keys (members and tickets), the peers' addresses and the saved peer
 //!   list (`membership.json`, so a restart can reach its peers before the
 //!   log catches it up).
-//! - `reconcile`: on the leader, adds admitted hosts as Raft learners,
-//!   marks them active, promotes learners while there are fewer voters than
-//!   `max_voters` (which also replaces a removed voter), swaps a draining
-//!   voter for a caught-up learner (a draining leader first hands
-//!   leadership to another voter), takes removed members out of Raft, and
-//!   prunes tickets an hour past their expiry. On every host, proposes its own new addresses or
-//!   GPUs.
+//! - `reconcile`: on the leader, carries out `membership_plan::plan`
+//!   (learners added and marked active, removed members out of Raft,
+//!   draining voters swapped for caught-up learners, promotions up to
+//!   `max_voters`, old tickets pruned). On every host, proposes its own new
+//!   addresses or GPUs.
 //! - `residency`: compares what the node holds with what the log says this
 //!   host holds and proposes the difference in one batch.
 
 use super::local::LocalMembership;
+use super::membership_plan::{Action, plan};
 use super::{Control, member_list};
 use spillway_consensus::{
-    ControlCommand, MemberState, RaftStatus, ResidencyChange, ResidencyStatus, TICKET_GRACE_MS,
+    ControlCommand, ControlError, MemberEntry, MemberState, RaftStatus, ResidencyChange,
+    ResidencyStatus, TicketEntry,
 };
 use spillway_proto::NodeId;
 use std::collections::BTreeSet;
@@ -31,8 +31,6 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(300);
 const RESIDENCY_EVERY: Duration = Duration::from_millis(250);
 /// Longest a membership change may take before the loop moves on.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A learner this close to the leader's log may be promoted.
-const CAUGHT_UP: u64 = 50;
 
 pub(super) async fn sync(control: Arc<Control>, dir: PathBuf) {
     let mut changes = control.plane.changes();
@@ -97,135 +95,84 @@ pub(super) async fn reconcile(control: Arc<Control>) {
 }
 
 impl Control {
+    /// Carries out the leader's membership plan (`membership_plan`).
     async fn reconcile_membership(&self, raft: &RaftStatus) {
         let state = self.state();
+        let members: Vec<MemberEntry> = state.members().cloned().collect();
+        let tickets: Vec<TicketEntry> = state.tickets().cloned().collect();
         let now = crate::now_unix_ms();
-        if state
-            .tickets()
-            .any(|t| t.expires_unix_ms.saturating_add(TICKET_GRACE_MS) <= now)
-        {
-            let prune = ControlCommand::PruneTickets { now_unix_ms: now };
-            match self.propose(prune).await {
-                Ok(_) => tracing::info!("pruned tickets expired over an hour ago"),
-                Err(e) => tracing::warn!("pruning tickets: {e}"),
-            }
+        for action in plan(&members, &tickets, raft, self.id, self.max_voters, now) {
+            self.carry_out(action).await;
         }
-        let last = raft.last_log_index.unwrap_or(0);
-        for m in state.members() {
-            let in_raft = raft.nodes.contains_key(&m.id);
-            match m.state {
-                MemberState::Removed if in_raft => {
-                    let ids = BTreeSet::from([m.id]);
-                    let change = if raft.voters.contains(&m.id) {
-                        self.plane.change_voters(BTreeSet::new(), ids, false).await
-                    } else {
-                        self.plane.remove_learners(ids).await
-                    };
-                    log_change("remove from raft", m.id, change);
-                }
-                MemberState::Removed => {}
-                _ if !in_raft => {
-                    let node = spillway_consensus::Member {
-                        quic_addr: m.quic_addr.clone(),
-                        http_addr: m.http_addr.clone(),
-                    };
-                    log_change(
-                        "add learner",
-                        m.id,
-                        self.plane.add_learner(m.id, node).await,
-                    );
-                }
-                MemberState::Joining => {
-                    let cmd = ControlCommand::SetMemberState {
-                        id: m.id,
-                        state: MemberState::Active,
-                    };
-                    if let Err(e) = self.propose(cmd).await {
-                        tracing::warn!(host = m.id, "marking active: {e}");
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Learners that may vote: active, and caught up with the log.
-        let ready = || {
-            raft.learners
-                .iter()
-                .filter(|id| {
-                    state
-                        .member(**id)
-                        .is_some_and(|m| m.state == MemberState::Active)
-                })
-                .filter(|id| {
-                    raft.matched
-                        .get(id)
-                        .copied()
-                        .flatten()
-                        .is_some_and(|i| i + CAUGHT_UP >= last)
-                })
-                .copied()
+    }
+
+    async fn carry_out(&self, action: Action) {
+        let timed = |change| async move {
+            tokio::time::timeout(CHANGE_TIMEOUT, change)
+                .await
+                .unwrap_or_else(|_| Err(ControlError::Raft("timed out".into())))
         };
-        let voters = raft.voters.len();
-        // A draining voter hands its vote to a ready learner, one at a
-        // time; without one it keeps voting (demoting it would not make
-        // the cluster any safer while it is still up).
-        let draining = raft.voters.iter().copied().find(|id| {
-            state
-                .member(*id)
-                .is_some_and(|m| m.state == MemberState::Draining)
-        });
-        // A draining leader first hands leadership to an active voter; the
-        // new leader then swaps its vote.
-        if draining == Some(self.id)
-            && let Some(&next) = raft.voters.iter().find(|id| {
-                **id != self.id
-                    && state
-                        .member(**id)
-                        .is_some_and(|m| m.state == MemberState::Active)
-            })
-        {
-            tracing::info!(to = next, "this host is draining: handing over leadership");
-            log_change(
-                "transfer leadership",
-                next,
-                self.plane.transfer_leader(next).await,
-            );
-            return;
-        }
-        if let Some(out) = draining
-            && let Some(replacement) = ready().next()
-        {
-            let change = tokio::time::timeout(
-                CHANGE_TIMEOUT,
-                self.plane.change_voters(
+        match action {
+            Action::PruneTickets { now_unix_ms } => {
+                let prune = ControlCommand::PruneTickets { now_unix_ms };
+                match self.propose(prune).await {
+                    Ok(_) => tracing::info!("pruned tickets expired over an hour ago"),
+                    Err(e) => tracing::warn!("pruning tickets: {e}"),
+                }
+            }
+            Action::RemoveVoter(id) => {
+                let change = self
+                    .plane
+                    .change_voters(BTreeSet::new(), BTreeSet::from([id]), false)
+                    .await;
+                log_change("remove from raft", id, change);
+            }
+            Action::RemoveLearner(id) => {
+                let change = self.plane.remove_learners(BTreeSet::from([id])).await;
+                log_change("remove from raft", id, change);
+            }
+            Action::AddLearner { id, node } => {
+                log_change("add learner", id, self.plane.add_learner(id, node).await);
+            }
+            Action::MarkActive(id) => {
+                let cmd = ControlCommand::SetMemberState {
+                    id,
+                    state: MemberState::Active,
+                };
+                if let Err(e) = self.propose(cmd).await {
+                    tracing::warn!(host = id, "marking active: {e}");
+                }
+            }
+            Action::TransferLeadership { to } => {
+                tracing::info!(to, "this host is draining: handing over leadership");
+                log_change(
+                    "transfer leadership",
+                    to,
+                    self.plane.transfer_leader(to).await,
+                );
+            }
+            Action::SwapVoter { out, replacement } => {
+                let change = timed(self.plane.change_voters(
                     BTreeSet::from([replacement]),
                     BTreeSet::from([out]),
                     true,
-                ),
-            )
-            .await
-            .unwrap_or_else(|_| Err(spillway_consensus::ControlError::Raft("timed out".into())));
-            tracing::info!(
-                draining = out,
-                replacement,
-                ok = change.is_ok(),
-                "handing a draining voter's vote to a learner"
-            );
-            log_change("demote draining voter", out, change);
-            return;
-        }
-        if voters < self.max_voters {
-            let promote: BTreeSet<u64> = ready().take(self.max_voters - voters).collect();
-            if !promote.is_empty() {
-                let change = tokio::time::timeout(
-                    CHANGE_TIMEOUT,
-                    self.plane
-                        .change_voters(promote.clone(), BTreeSet::new(), true),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(spillway_consensus::ControlError::Raft("timed out".into()))
-                });
+                ))
+                .await;
+                tracing::info!(
+                    draining = out,
+                    replacement,
+                    ok = change.is_ok(),
+                    "handing a draining voter's vote to a learner"
+                );
+                log_change("demote draining voter", out, change);
+            }
+            Action::Promote(promote) => {
+                let change = timed(self.plane.change_voters(
+                    promote.clone(),
+                    BTreeSet::new(),
+                    true,
+                ))
+                .await;
                 tracing::info!(
                     ?promote,
                     ok = change.is_ok(),
