@@ -190,6 +190,32 @@ pub enum ControlResponse {
     Admitted { id: u64 },
     /// A join was refused; the state is unchanged.
     Refused(JoinRefusal),
-    /// Not applied; the state is unchanged. The reason names what was wrong.
-    Rejected(String),
+    /// Not applied; the state is unchanged.
+    Rejected(Rejection),
+}
+
+/// Why the state machine did not apply a command (the state is unchanged).
+/// The variant says what the caller should do; the text names what was
+/// wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// Something the command names does not exist (a member, a tenant, a
+    /// token): check the name.
+    #[error("{0}")]
+    Missing(String),
+    /// It clashes with what exists now (a taken id, a tenant that exists,
+    /// a removed member, a founded cluster, a lease epoch out of turn):
+    /// read the current state before asking again.
+    #[error("{0}")]
+    Conflict(String),
+    /// The tenant's storage quota does not hold it: delete or replace one
+    /// of its artifacts, or raise its limits.
+    #[error(transparent)]
+    StorageQuota(#[from] crate::state::StorageQuotaExceeded),
+    /// It can never apply as written (an unsigned kernel pack, a function
+    /// naming no registered component, an admin-scope token outside the
+    /// admin tenant, leases over the quota, a change wrapped twice): fix
+    /// the request.
+    #[error("{0}")]
+    Invalid(String),
 }

@@ -32,7 +32,7 @@ mod tokens;
 mod transport;
 mod types;
 
-pub use command::{ControlCommand, ControlResponse, ResidencyChange, TICKET_GRACE_MS};
+pub use command::{ControlCommand, ControlResponse, Rejection, ResidencyChange, TICKET_GRACE_MS};
 pub use control_plane::{Changes, ControlConfig, ControlError, ControlPlane, RaftStatus};
 pub use error::OpenError;
 pub use log_store::LogStore;

@@ -1,7 +1,9 @@
 //! The control state: what every host agrees on. Pure: changed only by
 //! [`ControlState::apply`], the same on every replica.
 
-use crate::command::{ControlCommand, ControlResponse, ResidencyChange, TICKET_GRACE_MS};
+use crate::command::{
+    ControlCommand, ControlResponse, Rejection, ResidencyChange, TICKET_GRACE_MS,
+};
 use crate::membership::{
     JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
 };
@@ -44,7 +46,7 @@ pub struct AuditRecord {
 
 /// Why an artifact does not fit its tenant's storage quota: delete or
 /// replace one of its artifacts, or raise its limit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum StorageQuotaExceeded {
     #[error("tenant {tenant} may hold at most {max} artifacts")]
     Artifacts { tenant: TenantId, max: u32 },
@@ -207,10 +209,10 @@ impl ControlState {
                 first,
             } => {
                 if !self.cluster_id.is_empty() {
-                    return ControlResponse::Rejected(format!(
+                    return ControlResponse::Rejected(Rejection::Conflict(format!(
                         "the cluster {} is already bootstrapped",
                         self.cluster_id
-                    ));
+                    )));
                 }
                 self.cluster_id = cluster_id.clone();
                 self.admin_token_hash = Some(*admin_token_hash);
@@ -220,10 +222,10 @@ impl ControlState {
             }
             ControlCommand::IssueTicket(ticket) => {
                 if !self.members.contains_key(&ticket.issuer) {
-                    return ControlResponse::Rejected(format!(
+                    return ControlResponse::Rejected(Rejection::Missing(format!(
                         "ticket issuer {} is not a member",
                         ticket.issuer
-                    ));
+                    )));
                 }
                 self.tickets.insert(ticket.key, ticket.clone());
             }
@@ -241,12 +243,14 @@ impl ControlState {
             }
             ControlCommand::SetMemberState { id, state } => {
                 let Some(m) = self.members.get_mut(id) else {
-                    return ControlResponse::Rejected(format!("no member {id}"));
+                    return ControlResponse::Rejected(Rejection::Missing(format!(
+                        "no member {id}"
+                    )));
                 };
                 if m.state == MemberState::Removed && *state != MemberState::Removed {
-                    return ControlResponse::Rejected(format!(
+                    return ControlResponse::Rejected(Rejection::Conflict(format!(
                         "member {id} was removed; it must join again"
-                    ));
+                    )));
                 }
                 m.state = *state;
             }
@@ -257,7 +261,9 @@ impl ControlState {
                 gpus,
             } => {
                 let Some(m) = self.members.get_mut(id) else {
-                    return ControlResponse::Rejected(format!("no member {id}"));
+                    return ControlResponse::Rejected(Rejection::Missing(format!(
+                        "no member {id}"
+                    )));
                 };
                 m.quic_addr.clone_from(quic_addr);
                 m.http_addr.clone_from(http_addr);
@@ -272,13 +278,17 @@ impl ControlState {
                 kind,
             } => {
                 if !self.tenant_exists(tenant) {
-                    return ControlResponse::Rejected(format!("no tenant {tenant}"));
+                    return ControlResponse::Rejected(Rejection::Missing(format!(
+                        "no tenant {tenant}"
+                    )));
                 }
                 if *kind == ArtifactKind::KernelPack && signature.is_none() {
-                    return ControlResponse::Rejected(format!("kernel pack {name} is not signed"));
+                    return ControlResponse::Rejected(Rejection::Invalid(format!(
+                        "kernel pack {name} is not signed"
+                    )));
                 }
                 if let Err(over) = self.storage_room(tenant, name, *size) {
-                    return ControlResponse::Rejected(over.to_string());
+                    return ControlResponse::Rejected(over.into());
                 }
                 self.artifacts.insert(
                     (tenant.clone(), name.clone()),
@@ -299,20 +309,20 @@ impl ControlState {
                         .map(|a| a.kind)
                 };
                 if kind_of(&f.digest) != Some(ArtifactKind::Component) {
-                    return ControlResponse::Rejected(format!(
+                    return ControlResponse::Rejected(Rejection::Invalid(format!(
                         "function {} names artifact {} which is not a registered component",
                         f.name, f.digest
-                    ));
+                    )));
                 }
                 if let Some(p) = f
                     .kernel_packs
                     .iter()
                     .find(|p| kind_of(&p.digest) != Some(ArtifactKind::KernelPack))
                 {
-                    return ControlResponse::Rejected(format!(
+                    return ControlResponse::Rejected(Rejection::Invalid(format!(
                         "function {} names kernel pack {} ({}) which is not a registered pack",
                         f.name, p.name, p.digest
-                    ));
+                    )));
                 }
                 self.functions
                     .insert((f.tenant.clone(), f.name.clone()), f.clone());
@@ -322,9 +332,9 @@ impl ControlState {
                     **command,
                     ControlCommand::Audited { .. } | ControlCommand::FromHost { .. }
                 ) {
-                    return ControlResponse::Rejected(
+                    return ControlResponse::Rejected(Rejection::Invalid(
                         "a host's change may not wrap another wrapped change".into(),
-                    );
+                    ));
                 }
                 return self.apply(command);
             }
@@ -336,7 +346,9 @@ impl ControlState {
                 command,
             } => {
                 if matches!(**command, ControlCommand::Audited { .. }) {
-                    return ControlResponse::Rejected("an audited change inside another".into());
+                    return ControlResponse::Rejected(Rejection::Invalid(
+                        "an audited change inside another".into(),
+                    ));
                 }
                 let response = self.apply(command);
                 if matches!(
@@ -358,13 +370,18 @@ impl ControlState {
             }
             ControlCommand::CreateTenant(t) => {
                 if self.tenant_exists(&t.id) {
-                    return ControlResponse::Rejected(format!("tenant {} exists", t.id));
+                    return ControlResponse::Rejected(Rejection::Conflict(format!(
+                        "tenant {} exists",
+                        t.id
+                    )));
                 }
                 self.tenants.insert(t.id.clone(), t.clone());
             }
             ControlCommand::UpdateTenant { id, patch } => {
                 let Some(current) = self.tenants.get(id) else {
-                    return ControlResponse::Rejected(format!("no tenant {id} to change"));
+                    return ControlResponse::Rejected(Rejection::Missing(format!(
+                        "no tenant {id} to change"
+                    )));
                 };
                 let updated = patch.apply_to(current);
                 if updated.max_concurrent != current.max_concurrent {
@@ -379,21 +396,21 @@ impl ControlState {
                 shares,
             } => {
                 let Some(quota) = self.tenants.get(tenant).and_then(|t| t.max_concurrent) else {
-                    return ControlResponse::Rejected(format!(
+                    return ControlResponse::Rejected(Rejection::Invalid(format!(
                         "tenant {tenant} has no concurrency quota"
-                    ));
+                    )));
                 };
                 let current = self.leases.get(tenant).map_or(0, |l| l.epoch);
                 if *epoch != current + 1 {
-                    return ControlResponse::Rejected(format!(
+                    return ControlResponse::Rejected(Rejection::Conflict(format!(
                         "lease epoch {epoch} does not follow {current}"
-                    ));
+                    )));
                 }
                 let total: u64 = shares.values().map(|s| u64::from(*s)).sum();
                 if total > u64::from(quota) {
-                    return ControlResponse::Rejected(format!(
+                    return ControlResponse::Rejected(Rejection::Invalid(format!(
                         "leases add up to {total}, over the quota of {quota}"
-                    ));
+                    )));
                 }
                 self.leases.insert(
                     tenant.clone(),
@@ -410,21 +427,27 @@ impl ControlState {
             }
             ControlCommand::CreateToken(token) => {
                 if self.tokens.contains_key(&token.id) {
-                    return ControlResponse::Rejected(format!("token id {} is taken", token.id));
+                    return ControlResponse::Rejected(Rejection::Conflict(format!(
+                        "token id {} is taken",
+                        token.id
+                    )));
                 }
                 if !self.tenant_exists(&token.tenant) {
-                    return ControlResponse::Rejected(format!("no tenant {}", token.tenant));
+                    return ControlResponse::Rejected(Rejection::Missing(format!(
+                        "no tenant {}",
+                        token.tenant
+                    )));
                 }
                 if !token.tenant.is_admin() && token.scopes.contains(&Scope::Admin) {
-                    return ControlResponse::Rejected(
+                    return ControlResponse::Rejected(Rejection::Invalid(
                         "only the admin tenant's tokens may have the admin scope".into(),
-                    );
+                    ));
                 }
                 self.tokens.insert(token.id.clone(), token.clone());
             }
             ControlCommand::RevokeToken { id } => {
                 let Some(token) = self.tokens.get_mut(id) else {
-                    return ControlResponse::Rejected(format!("no token {id}"));
+                    return ControlResponse::Rejected(Rejection::Missing(format!("no token {id}")));
                 };
                 token.revoked = true;
             }
@@ -777,7 +800,7 @@ mod tests {
             kind: ArtifactKind::KernelPack,
         };
         assert!(
-            matches!(s.apply(&put_pack(None)), ControlResponse::Rejected(m) if m.contains("not signed"))
+            matches!(s.apply(&put_pack(None)), ControlResponse::Rejected(Rejection::Invalid(m)) if m.contains("not signed"))
         );
         let signed = Some(ArtifactSignature {
             key: [1; 32],
@@ -877,7 +900,10 @@ mod tests {
         );
         assert!(matches!(
             s.apply(&put(&acme, "c", Digest::of(b"c"))),
-            ControlResponse::Rejected(m) if m.contains("at most 2 artifacts")
+            ControlResponse::Rejected(Rejection::StorageQuota(StorageQuotaExceeded::Artifacts {
+                max: 2,
+                ..
+            }))
         ));
         // A new version of a name replaces it: it fits in count and bytes.
         assert_eq!(
@@ -895,7 +921,11 @@ mod tests {
         };
         assert!(matches!(
             s.apply(&bigger),
-            ControlResponse::Rejected(m) if m.contains("would make 30")
+            ControlResponse::Rejected(Rejection::StorageQuota(StorageQuotaExceeded::Bytes {
+                max: 25,
+                would_be: 30,
+                ..
+            }))
         ));
         assert_eq!(s.artifacts_of(&acme).count(), 2);
         // Other tenants are not counted.
@@ -941,6 +971,45 @@ mod tests {
         );
         assert_eq!(s.function(&admin, "echo").unwrap().digest, d);
         assert_eq!(s.artifact(&admin, "echo").unwrap().size, 10);
+    }
+
+    #[test]
+    fn a_rejection_says_what_the_caller_should_do() {
+        let mut s = ControlState::default();
+        let acme = TenantId("acme".into());
+        assert_eq!(
+            s.apply(&ControlCommand::CreateTenant(tenant(&acme))),
+            ControlResponse::Done
+        );
+        let kind = |r: ControlResponse| match r {
+            ControlResponse::Rejected(Rejection::Missing(_)) => "missing",
+            ControlResponse::Rejected(Rejection::Conflict(_)) => "conflict",
+            ControlResponse::Rejected(Rejection::Invalid(_)) => "invalid",
+            ControlResponse::Rejected(Rejection::StorageQuota(_)) => "storage",
+            _ => "applied",
+        };
+        let table = [
+            (ControlCommand::RevokeToken { id: "nope".into() }, "missing"),
+            (
+                ControlCommand::SetMemberState {
+                    id: 9,
+                    state: MemberState::Draining,
+                },
+                "missing",
+            ),
+            (ControlCommand::CreateTenant(tenant(&acme)), "conflict"),
+            (
+                ControlCommand::SetQuotaLeases {
+                    tenant: acme.clone(),
+                    epoch: 1,
+                    shares: Default::default(),
+                },
+                "invalid",
+            ),
+        ];
+        for (command, want) in table {
+            assert_eq!(kind(s.apply(&command)), want, "{command}");
+        }
     }
 
     #[test]

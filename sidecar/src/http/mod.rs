@@ -124,9 +124,7 @@ impl App {
     ) -> Result<ControlResponse, ApiError> {
         let token = request::bearer(headers)?;
         match self.control.propose_audited(token, command).await {
-            Ok(ControlResponse::Rejected(reason)) => {
-                Err(ApiError::new(StatusCode::CONFLICT, "rejected", reason))
-            }
+            Ok(ControlResponse::Rejected(rejection)) => Err(rejected(rejection)),
             Ok(response) => Ok(response),
             Err(failure) => Err(propose_failure(failure)),
         }
@@ -139,13 +137,24 @@ impl App {
         command: ControlCommand,
     ) -> Result<ControlResponse, ApiError> {
         match self.control.propose(command).await {
-            Ok(ControlResponse::Rejected(reason)) => {
-                Err(ApiError::new(StatusCode::CONFLICT, "rejected", reason))
-            }
+            Ok(ControlResponse::Rejected(rejection)) => Err(rejected(rejection)),
             Ok(response) => Ok(response),
             Err(failure) => Err(propose_failure(failure)),
         }
     }
+}
+
+/// The API's answer to a change the state machine did not apply.
+fn rejected(rejection: spillway_consensus::Rejection) -> ApiError {
+    use spillway_consensus::Rejection;
+    let message = rejection.to_string();
+    let (status, code) = match rejection {
+        Rejection::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
+        Rejection::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        Rejection::StorageQuota(_) => (StatusCode::FORBIDDEN, "storage_quota_exceeded"),
+        Rejection::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_change"),
+    };
+    ApiError::new(status, code, message)
 }
 
 /// The API's answer to a token the control state refuses.
