@@ -15,6 +15,7 @@ use crate::scenario::{Fault, Scenario, Step, Target};
 use crate::workload::{self, JobPlan, ONCE_FUNCTION, RETRY_FUNCTION};
 use serde_json::{Value, json};
 use spillway_proto::Digest;
+use spillway_sidecar::api::{Receipt, header};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -317,10 +318,10 @@ async fn invoke(rec: &Recorder, host: usize, plan: &JobPlan) -> Outcome {
         .timeout(wait)
         .body(plan.input());
     if let Some(key) = plan.idempotency_key(rec.seed) {
-        request = request.header("spillway-idempotency-key", key);
+        request = request.header(header::IDEMPOTENCY_KEY, key);
     }
     if let Some(ms) = plan.deadline_ms {
-        request = request.header("spillway-deadline-ms", ms.to_string());
+        request = request.header(header::DEADLINE_MS, ms.to_string());
     }
     let started = Instant::now();
     let transport = |e: reqwest::Error| match e.is_timeout() {
@@ -336,32 +337,28 @@ async fn invoke(rec: &Recorder, host: usize, plan: &JobPlan) -> Outcome {
         Err(e) => return transport(e),
     };
     let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (job_id, ran_on) = (header("spillway-job-id"), header("spillway-node"));
-    let burst = header("spillway-burst").as_deref() == Some("true");
-    let replay = header("spillway-idempotent-replay").as_deref() == Some("true");
+    let receipt = Receipt::read_from(response.headers());
+    let job_id = response
+        .headers()
+        .get(header::JOB_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = match response.bytes().await {
         Ok(b) => b,
         Err(e) => return transport(e),
     };
     if status == 200 {
-        return match job_id {
-            Some(job_id) => Outcome::Completed {
-                job_id,
-                ran_on: ran_on.unwrap_or_default(),
-                burst,
-                replay,
+        return match receipt {
+            Ok(r) => Outcome::Completed {
+                job_id: r.job_id,
+                ran_on: r.node,
+                burst: r.burst,
+                replay: r.idempotent_replay,
                 body: String::from_utf8_lossy(&body).into_owned(),
             },
-            None => Outcome::Untyped {
+            Err(e) => Outcome::Untyped {
                 status,
-                body: "a 200 without spillway-job-id".into(),
+                body: format!("a 200 without a receipt: {e}"),
             },
         };
     }
@@ -683,7 +680,7 @@ async fn probe(rec: &Recorder, i: usize, healed: Instant, bound: Duration) -> Op
                 rec.endpoints[i]
             ))
             .bearer_auth(&rec.token)
-            .header("spillway-placement", "local")
+            .header(header::PLACEMENT, "local")
             .timeout(Duration::from_secs(5))
             .body(input)
             .send()

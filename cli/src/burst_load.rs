@@ -9,6 +9,7 @@
 //! request has a client timeout, so a run always ends.
 
 use crate::bench::{ms, percentile};
+use spillway_sidecar::api;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,21 +88,16 @@ async fn send_one(http: &reqwest::Client, url: &str, load: &Load) -> Answer {
         .timeout(REQUEST_TIMEOUT)
         .body(load.input.clone());
     if load.here_only {
-        request = request.header("spillway-placement", "local");
+        request = request.header(api::header::PLACEMENT, "local");
     }
     let sent = Instant::now();
     let answer = request.send().await;
     let latency = sent.elapsed();
     match answer {
         Ok(r) if r.status().is_success() => {
-            let header = |n: &str| {
-                r.headers()
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let node = header("spillway-node");
-            let burst = header("spillway-burst").as_deref() == Some("true");
+            let receipt = api::Receipt::read_from(r.headers()).ok();
+            let node = receipt.as_ref().map(|r| r.node.clone());
+            let burst = receipt.as_ref().is_some_and(|r| r.burst);
             let _ = r.bytes().await;
             Answer {
                 node,

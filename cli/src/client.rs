@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
+use spillway_sidecar::api;
 use spillway_sidecar::{ArtifactRecord, FunctionRecord};
 
 #[derive(Debug, Clone)]
@@ -47,19 +48,24 @@ impl Invocation {
         Some(v["error"]["code"].as_str()?.to_owned())
     }
 
-    /// The receipt as JSON.
+    /// The receipt of a finished job, read from the answer's headers.
+    pub(crate) fn parsed_receipt(&self) -> Result<api::Receipt, api::ReceiptError> {
+        api::Receipt::read_from(&self.headers)
+    }
+
+    /// The receipt as JSON: the job's receipt when it finished, else its
+    /// id (when it got one) and the error.
     pub(crate) fn receipt(&self) -> Value {
-        let mut r = serde_json::json!({
-            "status": self.status.as_u16(),
-            "job_id": self.header("spillway-job-id"),
-            "node": self.header("spillway-node"),
-            "burst": self.header("spillway-burst") == "true",
-            "backend": self.header("spillway-backend"),
-            "queue_ms": self.header("spillway-queue-ms").parse::<f64>().ok(),
-            "exec_ms": self.header("spillway-exec-ms").parse::<f64>().ok(),
-            "output_len": self.body.len(),
-            "idempotent_replay": self.header("spillway-idempotent-replay") == "true",
-        });
+        let mut r = match self.parsed_receipt() {
+            Ok(receipt) if self.status.is_success() => {
+                serde_json::to_value(&receipt).unwrap_or_default()
+            }
+            _ => serde_json::json!({
+                "job_id": self.headers.get(api::header::JOB_ID).and_then(|v| v.to_str().ok()),
+            }),
+        };
+        r["status"] = self.status.as_u16().into();
+        r["output_len"] = self.body.len().into();
         match std::str::from_utf8(&self.body) {
             Ok(text) if self.status.is_success() => r["output"] = text.into(),
             Ok(_) => {
@@ -131,7 +137,7 @@ impl Client {
             .request(reqwest::Method::PUT, &format!("/v1/artifacts/{name}"))
             .body(bytes);
         if let Some(s) = signature {
-            r = r.header("spillway-signature", s);
+            r = r.header(api::header::SIGNATURE, s);
         }
         Self::json(r).await
     }
@@ -202,13 +208,13 @@ impl Client {
             )
             .body(input);
         if let Some(ms) = options.deadline_ms {
-            r = r.header("spillway-deadline-ms", ms);
+            r = r.header(api::header::DEADLINE_MS, ms);
         }
         if let Some(key) = &options.idempotency_key {
-            r = r.header("spillway-idempotency-key", key);
+            r = r.header(api::header::IDEMPOTENCY_KEY, key);
         }
         if options.here_only {
-            r = r.header("spillway-placement", "local");
+            r = r.header(api::header::PLACEMENT, "local");
         }
         let response = r
             .send()

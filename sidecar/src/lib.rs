@@ -21,6 +21,7 @@
 //! What it is not: an executor. No tenant code and no CUDA ever run in this
 //! process.
 
+pub mod api;
 mod auth;
 mod burst;
 mod config;

@@ -33,7 +33,7 @@ async fn calibrate(client: &Client, target_ms: f64) -> anyhow::Result<u32> {
             "calibrating spin failed: {:?}",
             answer.error_code()
         );
-        let exec: f64 = answer.header("spillway-exec-ms").parse().unwrap_or(0.0);
+        let exec = answer.parsed_receipt().map_or(0.0, |r| r.exec_ms);
         times.push(exec.max(0.1));
     }
     times.sort_by(f64::total_cmp);

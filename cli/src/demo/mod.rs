@@ -10,6 +10,7 @@ mod burst;
 use crate::client::Client;
 use crate::up::LocalCluster;
 use serde_json::json;
+use spillway_sidecar::api;
 use std::process::ExitCode;
 
 /// An example guest, embedded so the demo runs from any directory.
@@ -183,7 +184,9 @@ pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<Ex
             (format!("error: {code}"), ok)
         };
         all_as_expected &= as_expected;
-        let job = answer.header("spillway-job-id");
+        let receipt = answer.parsed_receipt().ok();
+        let field = |f: fn(&api::Receipt) -> String| receipt.as_ref().map_or("-".into(), f);
+        let job = answer.header(api::header::JOB_ID);
         println!(
             "{:<15} {:<4} {:<4} {:<34} {:<10} {:<4} {:<7} {:>8} {:>9}",
             g.name,
@@ -191,10 +194,14 @@ pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<Ex
             answer.status.as_u16(),
             truncate(&result, 34),
             truncate(job, 10),
-            answer.header("spillway-node"),
-            answer.header("spillway-backend"),
-            answer.header("spillway-queue-ms"),
-            answer.header("spillway-exec-ms"),
+            field(|r| r.node.clone()),
+            field(|r| r.backend.clone()),
+            field(|r| format!("{:.3}", r.queue_ms)),
+            // A failed job's answer carries how long it ran, if it did.
+            receipt.as_ref().map_or_else(
+                || answer.header(api::header::EXEC_MS).to_owned(),
+                |r| format!("{:.3}", r.exec_ms)
+            ),
         );
     }
     if cluster.hosts.len() > 1 {

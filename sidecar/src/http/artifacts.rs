@@ -85,7 +85,7 @@ pub(super) async fn put(
             )
         })?;
     // The publisher's signature is checked before the node sees the bytes.
-    let presented = match headers.get("spillway-signature") {
+    let presented = match headers.get(crate::api::header::SIGNATURE) {
         None => None,
         Some(v) => Some(
             v.to_str()

@@ -200,12 +200,14 @@ impl IntoResponse for ApiError {
         if let Some(job) = self.job_id
             && let Ok(v) = HeaderValue::from_str(&job.to_string())
         {
-            response.headers_mut().insert("spillway-job-id", v);
+            response.headers_mut().insert(crate::api::header::JOB_ID, v);
         }
         if let Some(ms) = self.exec_ms
             && let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}"))
         {
-            response.headers_mut().insert("spillway-exec-ms", v);
+            response
+                .headers_mut()
+                .insert(crate::api::header::EXEC_MS, v);
         }
         response
     }

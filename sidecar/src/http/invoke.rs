@@ -13,6 +13,7 @@
 
 use super::request::InvokeHeaders;
 use super::{ApiError, App};
+use crate::api;
 use crate::idempotency::{self, Claim, Key, Running};
 use crate::job::{self, Context, JobHost, Ran};
 use axum::extract::rejection::PathRejection;
@@ -254,19 +255,19 @@ async fn claim(
 /// idempotency key.
 fn respond(finished: Finished, replay: bool) -> Response {
     let mut response = match finished.outcome {
-        Ok(ran) => receipt(finished.job, &ran),
+        Ok(ran) => receipt(finished.job, &ran, replay),
         Err(e) => e.into_response(),
     };
     if replay {
         response.headers_mut().insert(
-            "spillway-idempotent-replay",
+            api::header::IDEMPOTENT_REPLAY,
             HeaderValue::from_static("true"),
         );
     }
     response
 }
 
-fn receipt(job: JobId, ran: &Ran) -> Response {
+fn receipt(job: JobId, ran: &Ran, replay: bool) -> Response {
     let Ran {
         body,
         completion,
@@ -276,26 +277,20 @@ fn receipt(job: JobId, ran: &Ran) -> Response {
     } = ran;
     let mut response = (StatusCode::OK, body.clone()).into_response();
     let h = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    };
-    set("content-type", "application/octet-stream".into());
-    set("spillway-job-id", job.to_string());
-    set("spillway-node", host.to_string());
-    set("spillway-burst", burst.to_string());
-    set("spillway-backend", completion.backend.as_str().into());
-    if let Some(gpu) = completion.gpu {
-        set("spillway-gpu", gpu.to_string());
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    api::Receipt {
+        job_id: job.to_string(),
+        node: host.to_string(),
+        burst: *burst,
+        backend: completion.backend.as_str().into(),
+        gpu: completion.gpu,
+        queue_ms: queue.as_secs_f64() * 1000.0,
+        exec_ms: completion.exec_us as f64 / 1000.0,
+        idempotent_replay: replay,
     }
-    set(
-        "spillway-queue-ms",
-        format!("{:.3}", queue.as_secs_f64() * 1000.0),
-    );
-    set(
-        "spillway-exec-ms",
-        format!("{:.3}", completion.exec_us as f64 / 1000.0),
-    );
+    .write_to(h);
     response
 }

@@ -51,7 +51,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 fn deadline_ms(headers: &HeaderMap, function_ms: u64) -> Result<u64, ApiError> {
-    let Some(value) = headers.get("spillway-deadline-ms") else {
+    let Some(value) = headers.get(crate::api::header::DEADLINE_MS) else {
         return Ok(function_ms);
     };
     let ms: u64 = value
@@ -78,7 +78,10 @@ fn deadline_ms(headers: &HeaderMap, function_ms: u64) -> Result<u64, ApiError> {
 /// (queued here when full, never sent to a peer); `any` (the default)
 /// lets the scheduler choose.
 fn here_only(headers: &HeaderMap) -> Result<bool, ApiError> {
-    match headers.get("spillway-placement").map(|v| v.to_str()) {
+    match headers
+        .get(crate::api::header::PLACEMENT)
+        .map(|v| v.to_str())
+    {
         None | Some(Ok("any")) => Ok(false),
         Some(Ok("local")) => Ok(true),
         Some(_) => Err(ApiError::bad_request(
@@ -90,7 +93,7 @@ fn here_only(headers: &HeaderMap) -> Result<bool, ApiError> {
 
 /// The `spillway-idempotency-key` header, checked.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("spillway-idempotency-key") else {
+    let Some(value) = headers.get(crate::api::header::IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     match value.to_str() {
