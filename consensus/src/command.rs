@@ -1,7 +1,10 @@
 //! The commands the control log carries, and what applying one answers.
 
+use crate::entries::{
+    ArtifactSignature, FunctionEntry, ResidencyStatus, StorageQuotaExceeded, TenantEntry,
+    TenantPatch,
+};
 use crate::membership::{JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
-use crate::state::{ArtifactSignature, FunctionEntry, ResidencyStatus, TenantEntry, TenantPatch};
 use crate::tokens::TokenEntry;
 use serde::{Deserialize, Serialize};
 use spillway_proto::{ArtifactKind, Digest, GpuDevice, NodeId, TenantId};
@@ -211,7 +214,7 @@ pub enum Rejection {
     /// The tenant's storage quota does not hold it: delete or replace one
     /// of its artifacts, or raise its limits.
     #[error(transparent)]
-    StorageQuota(#[from] crate::state::StorageQuotaExceeded),
+    StorageQuota(#[from] StorageQuotaExceeded),
     /// It can never apply as written (an unsigned kernel pack, a function
     /// naming no registered component, an admin-scope token outside the
     /// admin tenant, leases over the quota, a change wrapped twice): fix

@@ -23,6 +23,7 @@
 
 mod command;
 mod control_plane;
+mod entries;
 mod error;
 mod log_store;
 mod membership;
@@ -34,13 +35,14 @@ mod types;
 
 pub use command::{ControlCommand, ControlResponse, Rejection, ResidencyChange, TICKET_GRACE_MS};
 pub use control_plane::{Changes, ControlConfig, ControlError, ControlPlane, RaftStatus};
+pub use entries::{
+    AUDIT_KEEP, ArtifactEntry, ArtifactSignature, AuditRecord, FunctionEntry, QuotaLeases,
+    ResidencyStatus, StorageQuotaExceeded, TenantEntry, TenantPatch,
+};
 pub use error::OpenError;
 pub use log_store::LogStore;
 pub use membership::{JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
-pub use state::{
-    AUDIT_KEEP, ArtifactEntry, ArtifactSignature, AuditRecord, ControlState, FunctionEntry,
-    QuotaLeases, ResidencyStatus, StorageQuotaExceeded, TenantEntry, TenantPatch,
-};
+pub use state::ControlState;
 pub use state_machine::StateMachine;
 pub use tokens::{Scope, ScopeError, TokenDenial, TokenEntry};
 pub use transport::{MemoryTransport, Raft, RaftTransport, Snapshot, TransportError};
