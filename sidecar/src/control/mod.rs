@@ -309,10 +309,14 @@ impl Control {
                     .await
                 {
                     self.wait_applied(status.applied_index).await;
+                    return;
                 }
             }
             _ => {}
         }
+        // The leader (or a host that cannot reach it) has applied what it
+        // can; the cached state, refreshed by the `sync` task, may lag it.
+        self.reload_state().await;
     }
 
     /// A place in `tenant`'s share of its concurrency quota on this host:
