@@ -4,14 +4,14 @@
 //! ```text
 //!  gossip loop ──datagram (LoadGossip) every --gossip-ms──▶ peers ──▶ Burst::loads
 //!  invoke ──▶ Burst::decide (ClusterView from the log + loads + RTTs) ──▶ scheduler::place
-//!         ──Decision::Peer──▶ origin::dispatch ──QUIC stream──▶ serve::run_for_peer ──▶ its node
+//!         ──Decision::Peer──▶ origin::dispatch ──QUIC stream──▶ job::for_peer ──▶ its node
 //! ```
 //!
 //! - `gossip` sends this host's load to every member a few times a second
 //!   and keeps what the others send, with the RTT of each connection.
 //! - `origin` sends a job to the scheduler's candidates in turn and turns
 //!   their answers into the job's outcome.
-//! - `serve` runs a peer's job on this host's node, only if a slot is free
+//! - a peer's job runs through `job::for_peer`, only if a slot is free
 //!   now: one hop, a burst job is never queued or sent on.
 //!
 //! What it is not: the scheduler's policy (pure, in `spillway-scheduler`),
@@ -19,7 +19,6 @@
 
 mod gossip;
 pub(crate) mod origin;
-mod serve;
 
 pub(crate) use gossip::gossip_loop;
 

@@ -82,7 +82,13 @@ impl PeerHandler for ControlHandler {
     }
 
     async fn dispatch(&self, from: PublicKey, job: Dispatch, send: quinn::SendStream) {
-        self.0.run_for_peer(from, job, send).await;
+        let control = &*self.0;
+        let host = crate::job::JobHost {
+            control,
+            link: control.link(),
+            queue: control.queue(),
+        };
+        crate::job::for_peer::run_for_peer(host, from, job, send).await;
     }
 
     fn datagram(&self, from: PublicKey, bytes: &[u8]) {

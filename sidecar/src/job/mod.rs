@@ -10,10 +10,14 @@
 //! pure. The outcome is a domain one ([`Ran`] or [`Ended`]); `http` turns
 //! it into a response.
 //!
+//! A peer's burst job comes in by the other door, [`for_peer`]: it runs
+//! here at once or is refused, never queued or sent on.
+//!
 //! What it is not: the HTTP side of a job (`http::invoke`: parsing,
-//! idempotency keys, the receipt), the placement policy
-//! (`spillway-scheduler`), or a peer's side of a burst job (`burst::serve`).
+//! idempotency keys, the receipt) or the placement policy
+//! (`spillway-scheduler`).
 
+pub(crate) mod for_peer;
 pub(crate) mod rules;
 
 use crate::burst::origin::{Accepted, Attempt as PeerAttempt, Offer};
