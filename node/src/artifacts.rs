@@ -255,7 +255,7 @@ impl ArtifactCache {
             .map_err(|e| invalid("exports do not match spillway:runtime/job-guest", e))?;
         Ok(Prepared {
             pre,
-            warmable: crate::warm::runs_no_code_at_instantiation(bytes),
+            warmable: crate::start_code::runs_no_code_at_instantiation(bytes),
         })
     }
 

@@ -17,7 +17,7 @@ use crate::incoming::{Incoming, Received};
 use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
 use crate::sandbox::{Sandbox, WaitInterrupted};
-use crate::state::{GuestState, Interrupted, JobPack};
+use crate::state::{GuestState, Interrupted, JobControl, JobPack};
 use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
 use crate::warm::WarmPool;
 use crate::watchdog::{GpuWatchdog, Overrun, WatchFlags};
@@ -27,37 +27,11 @@ use spillway_proto::{
     Accelerator, Backend, Capabilities, Completion, Digest, Failure, JobId, JobSpec, Refusal,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
-
-/// How the outside world steers a running job.
-pub struct JobControl {
-    /// Set to interrupt the job; it ends with `cancelled` within one tick.
-    pub cancel: Arc<AtomicBool>,
-    /// Receives each chunk the guest emits, with its sequence number.
-    pub emit: Box<dyn FnMut(u32, Vec<u8>) + Send>,
-}
-
-impl std::fmt::Debug for JobControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobControl")
-            .field("cancel", &self.cancel)
-            .finish_non_exhaustive()
-    }
-}
-
-impl JobControl {
-    /// A control that is never cancelled and drops emitted chunks.
-    pub fn detached() -> Self {
-        Self {
-            cancel: Arc::new(AtomicBool::new(false)),
-            emit: Box::new(|_, _| {}),
-        }
-    }
-}
 
 /// How jobs got their instances (see [`Executor::instance_starts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -38,6 +38,7 @@ mod journal;
 mod limits;
 mod sandbox;
 pub mod server;
+mod start_code;
 mod state;
 mod synthetic;
 mod tenant_gpu;
@@ -46,9 +47,10 @@ mod watchdog;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::NodeError;
-pub use executor::{Executor, InstanceStarts, JobControl};
+pub use executor::{Executor, InstanceStarts};
 pub use journal::JOURNAL_FILE;
 pub use server::run;
+pub use state::JobControl;
 pub use watchdog::Overrun;
 
 /// Creates `dir` and its missing parents readable by their owner only

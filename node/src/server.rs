@@ -7,8 +7,9 @@
 //! of the node's slots. If the connection drops, the node cancels every job
 //! that came on it: nobody is left to receive the result.
 
-use crate::executor::{Executor, JobControl};
+use crate::executor::Executor;
 use crate::incoming::{Incoming, Progress};
+use crate::state::JobControl;
 use crate::{NodeConfig, NodeError};
 use spillway_proto::frame_io;
 use spillway_proto::{

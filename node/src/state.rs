@@ -2,13 +2,40 @@
 //! its WASI sandbox and the resources its guest created.
 
 use crate::cuda::StreamLease;
-use crate::executor::JobControl;
 use crate::guest_log::{LogBudget, SharedLog};
 use crate::limits::GuestLimits;
 use crate::sandbox::Sandbox;
 use spillway_proto::JobId;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
+
+/// How the outside world steers a running job.
+pub struct JobControl {
+    /// Set to interrupt the job; it ends with `cancelled` within one tick.
+    pub cancel: Arc<AtomicBool>,
+    /// Receives each chunk the guest emits, with its sequence number.
+    pub emit: Box<dyn FnMut(u32, Vec<u8>) + Send>,
+}
+
+impl std::fmt::Debug for JobControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobControl")
+            .field("cancel", &self.cancel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobControl {
+    /// A control that is never cancelled and drops emitted chunks.
+    pub fn detached() -> Self {
+        Self {
+            cancel: Arc::new(AtomicBool::new(false)),
+            emit: Box::new(|_, _| {}),
+        }
+    }
+}
 
 /// Why a job was stopped from outside its guest: by the epoch callback, a
 /// bounded wait or a metered CPU kernel (the executor classifies it).

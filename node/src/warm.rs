@@ -11,7 +11,7 @@
 //! Isolation is what it is without them: every job still runs in an
 //! instance no other job has run in. Only components whose instantiation
 //! runs no guest code (no core or component start function; see
-//! [`runs_no_code_at_instantiation`]) are warmed, so an instance made early
+//! `start_code::runs_no_code_at_instantiation`) are warmed, so an instance made early
 //! is the instance its job would have made. A job gets its own state put in
 //! the instance's store before any guest code runs, and an instance whose
 //! initial memory is larger than the job's memory limit is not used (the
@@ -342,45 +342,4 @@ fn evict_least_recent(state: &mut State, keep: &Digest) -> Option<WarmInstance> 
     }
     state.held -= usize::from(instance.is_some());
     instance
-}
-
-/// Whether instantiating `bytes` (a component, binary or text) runs no
-/// guest code: no core module and no component in it has a start
-/// function. Anything that does not parse counts as running code.
-pub(crate) fn runs_no_code_at_instantiation(bytes: &[u8]) -> bool {
-    let Ok(binary) = wat::parse_bytes(bytes) else {
-        return false;
-    };
-    wasmparser::Parser::new(0)
-        .parse_all(&binary)
-        .all(|payload| match payload {
-            Ok(wasmparser::Payload::StartSection { .. })
-            | Ok(wasmparser::Payload::ComponentStartSection { .. })
-            | Err(_) => false,
-            Ok(_) => true,
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_functions_anywhere_make_a_component_unwarmable() {
-        let plain = br#"(component
-            (core module $m (memory 1) (func (export "f")))
-            (core instance (instantiate $m)))"#;
-        assert!(runs_no_code_at_instantiation(plain));
-        let core_start = br#"(component
-            (core module $m (memory 1) (func $s) (start $s))
-            (core instance (instantiate $m)))"#;
-        assert!(!runs_no_code_at_instantiation(core_start));
-        let nested = br#"(component
-            (component $inner
-              (core module $m (func $s) (start $s))
-              (core instance (instantiate $m)))
-            (instance (instantiate $inner)))"#;
-        assert!(!runs_no_code_at_instantiation(nested));
-        assert!(!runs_no_code_at_instantiation(b"not wasm"));
-    }
 }
