@@ -3,7 +3,7 @@
 
 use super::{Control, member_list};
 use crate::peer::artifact::ArtifactRefusal;
-use crate::peer::raft_rpc::answer_raft;
+use crate::peer::raft_serve::answer_raft;
 use crate::peer::{
     Dispatch, JoinAccepted, JoinRequest, PeerHandler, PeerKind, PeerReply, PeerRequest,
     ProposeError,

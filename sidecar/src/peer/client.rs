@@ -3,16 +3,13 @@
 //! A broken connection is dropped and the next call reconnects.
 
 use crate::peer::PeerEndpoint;
-use crate::peer::wire::{Dispatch, PeerReply, PeerRequest};
+use crate::peer::wire::{Dispatch, MAX_REPLY, PeerReply, PeerRequest};
 use spillway_consensus::TransportError;
 use spillway_proto::frame;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-
-/// Largest reply frame (an artifact or a snapshot travels in one frame).
-pub(crate) const MAX_REPLY: usize = frame::MAX_FRAME_LEN;
 
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -23,6 +23,7 @@ mod faults;
 mod identity;
 mod pinning;
 pub(crate) mod raft_rpc;
+pub(crate) mod raft_serve;
 mod service;
 mod ticket;
 mod wire;
@@ -34,10 +35,9 @@ pub(crate) use endpoint::{TlsRefusal, tls_refusal};
 pub use faults::{FaultStats, Faults, FaultsError};
 pub use identity::{HostIdentity, IdentityError};
 pub use pinning::PinnedPeers;
-pub use raft_rpc::{QuicTransport, RaftReply, RaftRequest, serve_raft};
-pub use service::{
-    PeerHandler, PeerKind, RaftOnly, read_dispatch_reply, serve, write_dispatch_reply,
-};
+pub use raft_rpc::QuicTransport;
+pub use raft_serve::{RaftOnly, serve_raft};
+pub use service::{PeerHandler, PeerKind, read_dispatch_reply, serve, write_dispatch_reply};
 pub use ticket::{JoinTicket, TicketError, TicketMember};
 pub use wire::{
     Dispatch, DispatchReply, HostStatus, JoinAccepted, JoinRequest, PeerReply, PeerRequest,

@@ -3,13 +3,8 @@
 //! call, one reused connection per peer).
 
 use crate::peer::client::PeerClient;
-use crate::peer::service::{RaftOnly, serve};
-use crate::peer::wire::{PeerReply, PeerRequest};
-use crate::peer::{PeerEndpoint, PinnedPeers};
-use serde::{Deserialize, Serialize};
-use spillway_consensus::{Raft, RaftTransport, Snapshot, TransportError};
-use std::io::Cursor;
-use std::sync::Arc;
+use crate::peer::wire::{PeerReply, PeerRequest, RaftReply, RaftRequest};
+use spillway_consensus::{RaftTransport, Snapshot, TransportError};
 use std::time::Duration;
 
 use openraft_types::*;
@@ -18,8 +13,8 @@ use openraft_types::*;
 /// consensus crate's dependency; named here once).
 mod openraft_types {
     pub(super) use spillway_consensus::raft::{
-        AppendEntriesRequest, AppendEntriesResponse, SnapshotMeta, SnapshotResponse,
-        TransferLeaderRequest, TransferLeaderResponse, Vote, VoteRequest, VoteResponse,
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+        TransferLeaderResponse, Vote, VoteRequest, VoteResponse,
     };
 }
 
@@ -27,34 +22,6 @@ mod openraft_types {
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of a snapshot transfer.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A Raft RPC.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum RaftRequest {
-    Append(AppendEntriesRequest),
-    Vote(VoteRequest),
-    /// A whole snapshot: the frame, then `data_len` raw bytes of data
-    /// (at most 1 GiB; see `PeerRequest::detach`).
-    Snapshot {
-        vote: Vote,
-        meta: SnapshotMeta,
-        #[serde(skip)]
-        data: Vec<u8>,
-        data_len: u64,
-    },
-    /// Take over as leader.
-    TransferLeader(TransferLeaderRequest),
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub enum RaftReply {
-    Append(AppendEntriesResponse),
-    Vote(VoteResponse),
-    Snapshot(SnapshotResponse),
-    TransferLeader(TransferLeaderResponse),
-    /// The receiving Raft refused or failed; the text says why.
-    Error(String),
-}
 
 /// Raft messages to peers over QUIC.
 #[derive(Debug, Clone)]
@@ -152,43 +119,5 @@ impl RaftTransport for QuicTransport {
             RaftReply::TransferLeader(r) => Ok(r),
             other => Err(unexpected(target, other)),
         }
-    }
-}
-
-/// Serves Raft RPCs arriving on `endpoint` to `raft` until the endpoint
-/// closes (a host with nothing but Raft; `spillway host` serves the whole
-/// peer protocol). Connections from unpinned keys fail their handshake and
-/// are never read.
-pub async fn serve_raft(endpoint: PeerEndpoint, pinned: PinnedPeers, raft: Raft) {
-    serve(endpoint, pinned, Arc::new(RaftOnly(raft))).await;
-}
-
-/// Hands one Raft RPC to the local Raft.
-pub(crate) async fn answer_raft(raft: &Raft, request: RaftRequest) -> RaftReply {
-    match request {
-        RaftRequest::Append(rpc) => match raft.append_entries(rpc).await {
-            Ok(r) => RaftReply::Append(r),
-            Err(e) => RaftReply::Error(e.to_string()),
-        },
-        RaftRequest::Vote(rpc) => match raft.vote(rpc).await {
-            Ok(r) => RaftReply::Vote(r),
-            Err(e) => RaftReply::Error(e.to_string()),
-        },
-        RaftRequest::Snapshot {
-            vote, meta, data, ..
-        } => {
-            let snapshot = Snapshot {
-                meta,
-                snapshot: Cursor::new(data),
-            };
-            match raft.install_full_snapshot(vote, snapshot).await {
-                Ok(r) => RaftReply::Snapshot(r),
-                Err(e) => RaftReply::Error(e.to_string()),
-            }
-        }
-        RaftRequest::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
-            Ok(r) => RaftReply::TransferLeader(r),
-            Err(e) => RaftReply::Error(e.to_string()),
-        },
     }
 }

@@ -8,14 +8,13 @@
 //! that is neither never gets past the handshake.
 
 use crate::peer::artifact::{self, ArtifactChunks, ArtifactRefusal};
-use crate::peer::client::MAX_REPLY;
 use crate::peer::pinning::ed25519_key;
-use crate::peer::raft_rpc::answer_raft;
+use crate::peer::wire::MAX_REPLY;
 use crate::peer::wire::{Dispatch, DispatchReply, PeerReply, PeerRequest};
 use crate::peer::{PeerEndpoint, PinnedPeers};
 use rustls::pki_types::CertificateDer;
-use spillway_consensus::{PublicKey, Raft};
-use spillway_proto::{Digest, Refusal, frame};
+use spillway_consensus::PublicKey;
+use spillway_proto::{Digest, frame};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -149,36 +148,6 @@ impl Announced {
             self.bytes.len(),
             self.len
         )
-    }
-}
-
-/// Answers Raft RPCs only (tests and tools that run a bare Raft).
-#[derive(Debug, Clone)]
-pub struct RaftOnly(pub Raft);
-
-impl PeerHandler for RaftOnly {
-    async fn handle(&self, _from: PeerKind, request: PeerRequest) -> PeerReply {
-        match request {
-            PeerRequest::Raft(r) => PeerReply::Raft(answer_raft(&self.0, r).await),
-            _ => PeerReply::Error("this host answers Raft requests only".into()),
-        }
-    }
-
-    async fn dispatch(&self, _from: PublicKey, _job: Dispatch, mut send: quinn::SendStream) {
-        // A bare Raft member has no node.
-        let refused = DispatchReply::Refused(Refusal::PeerFull);
-        if write_dispatch_reply(&mut send, &refused).await {
-            let _ = send.finish();
-        }
-    }
-
-    fn datagram(&self, _from: PublicKey, _bytes: &[u8]) {}
-
-    type Artifact = std::convert::Infallible;
-    async fn artifact(&self, _digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
-        Err(ArtifactRefusal::Unavailable(
-            "a bare Raft member has no node".into(),
-        ))
     }
 }
 

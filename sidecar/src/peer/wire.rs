@@ -5,7 +5,6 @@
 //! answered by a sequence of [`DispatchReply`] frames). Load reports travel
 //! as datagrams ([`spillway_topology::LoadGossip`], one frame each).
 
-use crate::peer::raft_rpc::{RaftReply, RaftRequest};
 use crate::peer::ticket::{JoinTicket, TicketMember};
 use serde::{Deserialize, Serialize};
 use spillway_consensus::{ControlCommand, ControlResponse, JoinRefusal, MemberEntry};
@@ -36,6 +35,9 @@ pub enum PeerRequest {
     Dispatch(Dispatch),
 }
 
+/// Largest reply frame (an artifact or a snapshot travels in one frame).
+pub(crate) const MAX_REPLY: usize = spillway_proto::frame::MAX_FRAME_LEN;
+
 /// The largest snapshot a host sends or takes (it is held in memory).
 pub(crate) const MAX_SNAPSHOT: u64 = 1 << 30;
 
@@ -44,7 +46,7 @@ impl PeerRequest {
     /// input, a snapshot's data), and the most that may.
     pub(crate) fn trailing(&self) -> (u64, u64) {
         match self {
-            PeerRequest::Dispatch(d) => (d.input_len, crate::peer::client::MAX_REPLY as u64),
+            PeerRequest::Dispatch(d) => (d.input_len, MAX_REPLY as u64),
             PeerRequest::Raft(RaftRequest::Snapshot { data_len, .. }) => (*data_len, MAX_SNAPSHOT),
             _ => (0, 0),
         }
@@ -213,4 +215,42 @@ pub struct HostStatus {
     /// Each tenant with a concurrency quota: its use of this host's lease
     /// (what the leader rebalances by).
     pub quota_usage: std::collections::BTreeMap<spillway_proto::TenantId, crate::QuotaUsage>,
+}
+
+/// The openraft message types a [`RaftRequest`] carries (re-exported by
+/// the consensus crate's dependency; named here once).
+mod openraft_types {
+    pub(super) use spillway_consensus::raft::{
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotMeta, SnapshotResponse,
+        TransferLeaderRequest, TransferLeaderResponse, Vote, VoteRequest, VoteResponse,
+    };
+}
+use openraft_types::*;
+
+/// A Raft RPC.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    Append(AppendEntriesRequest),
+    Vote(VoteRequest),
+    /// A whole snapshot: the frame, then `data_len` raw bytes of data
+    /// (at most 1 GiB; see `PeerRequest::detach`).
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        #[serde(skip)]
+        data: Vec<u8>,
+        data_len: u64,
+    },
+    /// Take over as leader.
+    TransferLeader(TransferLeaderRequest),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    Append(AppendEntriesResponse),
+    Vote(VoteResponse),
+    Snapshot(SnapshotResponse),
+    TransferLeader(TransferLeaderResponse),
+    /// The receiving Raft refused or failed; the text says why.
+    Error(String),
 }
