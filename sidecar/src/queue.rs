@@ -150,3 +150,69 @@ impl Drop for Waiting<'_> {
         self.queue.counts.lock().expect("queue lock").queued -= 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_proto::{Accelerator, Digest, TenantId};
+    use std::time::Duration;
+
+    fn job() -> JobSpec {
+        JobSpec {
+            tenant: TenantId::admin(),
+            function: "f".into(),
+            digest: Digest::of(b"f"),
+            accelerator: Accelerator::None,
+            deadline_ms: 1_000,
+            memory_limit_bytes: 0,
+            idempotent: false,
+            placement: Default::default(),
+            tenant_gpu_bytes: None,
+            kernel_packs: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn slots_waiters_and_burst_jobs_keep_their_order_and_bounds() {
+        let node = NodeStatus {
+            up: true,
+            ..NodeStatus::default()
+        };
+        let queue = LocalQueue::new(1, 1);
+        let soon = || Instant::now() + Duration::from_millis(50);
+        // The first job runs at once.
+        let first = queue.admit(&job(), &node).unwrap().slot(soon()).await;
+        let first = first.expect("a free slot");
+        assert_eq!((queue.running(), queue.depth()), (1, 0));
+        // A peer's job never waits: no slot free, so the peer is full.
+        assert_eq!(
+            queue.try_slot(&job(), &node).unwrap_err(),
+            Refusal::PeerFull
+        );
+        // One may wait; the next is refused with a retry hint.
+        let waiting = queue.admit(&job(), &node).unwrap();
+        assert_eq!(queue.depth(), 1);
+        assert!(matches!(
+            queue.admit(&job(), &node),
+            Err(Refusal::QueueFull { .. })
+        ));
+        // A waiter whose deadline comes first leaves the queue empty-handed.
+        assert!(waiting.slot(soon()).await.is_none());
+        assert_eq!(queue.depth(), 0);
+        // A freed slot goes to the next job; a second slot to a peer's job,
+        // but not while a local job waits.
+        drop(first);
+        queue.resize(2);
+        let waiter = queue.admit(&job(), &node).unwrap();
+        assert_eq!(
+            queue.try_slot(&job(), &node).unwrap_err(),
+            Refusal::PeerFull,
+            "a burst job never overtakes this host's queue"
+        );
+        let local = waiter.slot(soon()).await.expect("a free slot");
+        let peer = queue.try_slot(&job(), &node).expect("the second slot");
+        assert_eq!(queue.running(), 2);
+        drop((local, peer));
+        assert_eq!(queue.running(), 0);
+    }
+}
