@@ -345,10 +345,7 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
 /// source in a child process.
 fn kernel_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
     match std::env::current_exe() {
-        Ok(program) => Some(spillway_kernels::nvrtc::Compiler {
-            program,
-            args: vec!["compile-kernel".to_owned()],
-        }),
+        Ok(program) => Some(spillway_kernels::nvrtc::Compiler::spillway(program)),
         Err(e) => {
             tracing::warn!(
                 "cannot locate this binary ({e}): kernel packs with CUDA source will be refused"

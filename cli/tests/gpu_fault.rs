@@ -8,25 +8,38 @@ mod common;
 
 use common::{Cluster, expect_error};
 
-#[tokio::test]
-async fn a_gpu_fault_restarts_the_node_and_the_next_gpu_job_succeeds() {
+/// A one-host cluster with the fault-test kernels, its node's pid and the
+/// gemm guest deployed; `None` (saying so) without a GPU.
+async fn gpu_cluster() -> Option<(Cluster, u64)> {
     let c = Cluster::start_with(1, 4, &["--test-kernels"]);
     let (member, cuda) = c.wait_node_backends().await;
     if !cuda {
         eprintln!("skipped: no CUDA driver or GPU on this host");
-        return;
+        return None;
     }
     let pid = member["node"]["pid"].as_u64().unwrap();
-    c.deploy("fault", "gpu_fault", 30_000).await;
     c.deploy("gemm", "gemm", 30_000).await;
-    let e = expect_error(c.invoke("fault", vec![]).await, 502, "device_fault").await;
-    eprintln!("fault: {e}");
-    c.wait_for_restarted_node(pid).await;
-    let input = common::gemm_1x1(2.0, 3.0);
-    let r = c.invoke("gemm", input).await;
+    Some((c, pid))
+}
+
+/// After its node restarted (it had pid `old_pid`), a GPU job runs on CUDA.
+async fn next_gpu_job_succeeds(c: &Cluster, old_pid: u64) {
+    c.wait_for_restarted_node(old_pid).await;
+    let r = c.invoke("gemm", common::gemm_1x1(2.0, 3.0)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["spillway-backend"], "cuda");
     assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
+}
+
+#[tokio::test]
+async fn a_gpu_fault_restarts_the_node_and_the_next_gpu_job_succeeds() {
+    let Some((c, pid)) = gpu_cluster().await else {
+        return;
+    };
+    c.deploy("fault", "gpu_fault", 30_000).await;
+    let e = expect_error(c.invoke("fault", vec![]).await, 502, "device_fault").await;
+    eprintln!("fault: {e}");
+    next_gpu_job_succeeds(&c, pid).await;
 }
 
 /// A kernel that runs past its job's deadline (the test-only `test_spin`)
@@ -35,23 +48,14 @@ async fn a_gpu_fault_restarts_the_node_and_the_next_gpu_job_succeeds() {
 /// restarted, and the next GPU job succeeds.
 #[tokio::test]
 async fn a_kernel_past_its_deadline_restarts_the_node_and_says_so() {
-    let c = Cluster::start_with(1, 4, &["--test-kernels"]);
-    let (member, cuda) = c.wait_node_backends().await;
-    if !cuda {
-        eprintln!("skipped: no CUDA driver or GPU on this host");
+    let Some((c, pid)) = gpu_cluster().await else {
         return;
-    }
-    let pid = member["node"]["pid"].as_u64().unwrap();
+    };
     c.deploy("spin", "gpu_spin", 300).await;
-    c.deploy("gemm", "gemm", 30_000).await;
     let began = std::time::Instant::now();
     let r = c.invoke("spin", 60_000u32.to_le_bytes().to_vec()).await;
     let e = expect_error(r, 504, "deadline_exceeded").await;
     eprintln!("answered after {:?}: {e}", began.elapsed());
     assert_eq!(e["node_restarted"], true, "{e}");
-    c.wait_for_restarted_node(pid).await;
-    let r = c.invoke("gemm", common::gemm_1x1(2.0, 3.0)).await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["spillway-backend"], "cuda");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
+    next_gpu_job_succeeds(&c, pid).await;
 }

@@ -97,42 +97,22 @@ fn logical_text(source: &str) -> LogicalText {
     let mut i = 0;
     while i < raw.len() {
         let rest = &raw[i..];
-        // A splice: backslash, optional spaces (accepted by GCC and EDG),
-        // then a newline.
-        if rest[0] == '\\' {
-            let gap = rest[1..]
-                .iter()
-                .take_while(|c| matches!(c, ' ' | '\t' | '\r'))
-                .count();
-            if rest.get(1 + gap) == Some(&'\n') {
-                i += 2 + gap;
-                line += 1;
-                continue;
-            }
-        }
-        if rest.starts_with(&['%', ':']) {
-            chars.push('#');
-            lines.push(line);
-            i += 2;
+        // A splice: a backslash (or the trigraph `??/`), optional spaces
+        // (accepted by GCC and EDG), then a newline.
+        if let Some(len) = splice_len(rest) {
+            i += len;
+            line += 1;
             continue;
         }
-        if rest.starts_with(&['?', '?', '=']) {
+        // The digraph `%:` and the trigraph `??=` are `#`.
+        let hash = [&['%', ':'][..], &['?', '?', '=']]
+            .into_iter()
+            .find(|spelling| rest.starts_with(spelling));
+        if let Some(spelling) = hash {
             chars.push('#');
             lines.push(line);
-            i += 3;
+            i += spelling.len();
             continue;
-        }
-        // `??/` is a trigraph backslash: it may splice lines too.
-        if rest.starts_with(&['?', '?', '/']) {
-            let gap = rest[3..]
-                .iter()
-                .take_while(|c| matches!(c, ' ' | '\t' | '\r'))
-                .count();
-            if rest.get(3 + gap) == Some(&'\n') {
-                i += 4 + gap;
-                line += 1;
-                continue;
-            }
         }
         if rest[0] == '\n' {
             line += 1;
@@ -142,6 +122,20 @@ fn logical_text(source: &str) -> LogicalText {
         i += 1;
     }
     LogicalText { chars, lines }
+}
+
+/// The length of the line splice `rest` starts with, if it starts with one.
+fn splice_len(rest: &[char]) -> Option<usize> {
+    let backslash = match rest {
+        ['\\', ..] => 1,
+        ['?', '?', '/', ..] => 3,
+        _ => return None,
+    };
+    let gap = rest[backslash..]
+        .iter()
+        .take_while(|c| matches!(c, ' ' | '\t' | '\r'))
+        .count();
+    (rest.get(backslash + gap) == Some(&'\n')).then_some(backslash + gap + 1)
 }
 
 /// The index after spaces, tabs and comments from `at` (a block comment

@@ -69,6 +69,28 @@ pub struct Compiler {
     pub args: Vec<String>,
 }
 
+impl Compiler {
+    /// The `spillway` binary at `program`: its hidden `compile-kernel`.
+    pub fn spillway(program: PathBuf) -> Self {
+        Self {
+            program,
+            args: vec!["compile-kernel".to_owned()],
+        }
+    }
+
+    /// The `spillway` binary beside `exe` or one folder up (for a test
+    /// executable in `target/<profile>/deps`, `target/<profile>/spillway`),
+    /// if there is one.
+    pub fn spillway_near(exe: &Path) -> Option<Self> {
+        exe.ancestors()
+            .skip(1)
+            .take(2)
+            .map(|dir| dir.join("spillway"))
+            .find(|p| p.is_file())
+            .map(Self::spillway)
+    }
+}
+
 /// Limits one compile of a tenant's source runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChildLimits {

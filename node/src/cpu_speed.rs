@@ -33,11 +33,17 @@ impl CpuSpeed {
         }
     }
 
+    /// This host's speed, measured once per process (see [`Self::measure`]).
+    pub(crate) fn measured() -> Self {
+        static SPEED: std::sync::OnceLock<CpuSpeed> = std::sync::OnceLock::new();
+        *SPEED.get_or_init(Self::measure)
+    }
+
     /// Times the reference `gemm` on this host: 96×96×96 products for at
     /// least 20 ms (a few milliseconds of start-up), taking the fastest
     /// round, so a momentarily busy core makes the estimate fast rather
     /// than slow (fewer refusals, never more).
-    pub(crate) fn measure() -> Self {
+    fn measure() -> Self {
         let n = 96;
         let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32).collect();
         let mut c = vec![0.0; n * n];

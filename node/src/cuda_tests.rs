@@ -30,20 +30,9 @@ fn backend() -> Option<&'static CudaBackend> {
 }
 
 /// The `spillway` binary's `compile-kernel`, found beside this test
-/// executable or one folder up (`target/<profile>/spillway` for
-/// `target/<profile>/deps/<test>`).
+/// executable or one folder up.
 pub(crate) fn spillway_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
-    let exe = std::env::current_exe().ok()?;
-    let program = exe
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("spillway"))
-        .find(|p| p.is_file())?;
-    Some(spillway_kernels::nvrtc::Compiler {
-        program,
-        args: vec!["compile-kernel".into()],
-    })
+    spillway_kernels::nvrtc::Compiler::spillway_near(&std::env::current_exe().ok()?)
 }
 
 /// A job state on a GPU, or `None` (and a printed reason) without one.

@@ -106,7 +106,7 @@ impl Executor {
         let cpu_speed = match config.cpu_macs_per_ms {
             Some(n) => CpuSpeed::fixed(n),
             None => {
-                let speed = CpuSpeed::measure();
+                let speed = CpuSpeed::measured();
                 tracing::debug!(macs_per_ms = speed.macs_per_ms(), "CPU backend measured");
                 speed
             }

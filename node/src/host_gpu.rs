@@ -535,11 +535,10 @@ impl GuestState {
             }
             Kernel::ReduceSum => {
                 let x = self.host(l.buf(0), l.usize(2))?;
-                spillway_kernels::reduce_sum(&x, meter).map(|sum| {
-                    if let Ok(out) = self.host_mut(l.buf(1), 1) {
-                        out[0] = sum;
-                    }
-                })
+                let sum = spillway_kernels::reduce_sum(&x, meter)
+                    .map_err(|e| self.kernel_stop(e))?;
+                self.host_mut(l.buf(1), 1)?[0] = sum;
+                Ok(())
             }
         }
         .map_err(|e| self.kernel_stop(e))

@@ -5,24 +5,19 @@
 //! the GPU busy.
 
 use spillway_node::{Executor, JobControl, NodeConfig, Overrun};
-use spillway_proto::{Accelerator, Failure, JobId, JobSpec, TenantId};
+use spillway_proto::{Accelerator, Failure, JobId, JobSpec};
+
+mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SPIN: &[u8] = include_bytes!("../../examples/guests/gpu_spin.wat");
 
 fn spec(exec: &Executor, accelerator: Accelerator, deadline_ms: u64) -> JobSpec {
+    let digest = exec.put_artifact(SPIN).unwrap();
     JobSpec {
-        tenant: TenantId::admin(),
-        function: "spin".into(),
-        digest: exec.put_artifact(SPIN).unwrap(),
         accelerator,
-        deadline_ms,
-        memory_limit_bytes: 16 << 20,
-        idempotent: false,
-        placement: Default::default(),
-        tenant_gpu_bytes: None,
-        kernel_packs: Vec::new(),
+        ..common::spec(digest, deadline_ms)
     }
 }
 

@@ -45,19 +45,8 @@ pub(crate) fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
 }
 
 /// The `spillway` binary's `compile-kernel`, found beside the test
-/// executable or one folder up (`target/<profile>/spillway` for
-/// `target/<profile>/deps/<test>`): how a node compiles a kernel pack's
-/// CUDA source. Only GPU hosts compile; elsewhere `None` changes nothing.
+/// executable or one folder up: how a node compiles a kernel pack's CUDA
+/// source. Only GPU hosts compile; elsewhere `None` changes nothing.
 pub(crate) fn kernel_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
-    let exe = std::env::current_exe().ok()?;
-    let program = exe
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("spillway"))
-        .find(|p| p.is_file())?;
-    Some(spillway_kernels::nvrtc::Compiler {
-        program,
-        args: vec!["compile-kernel".into()],
-    })
+    spillway_kernels::nvrtc::Compiler::spillway_near(&std::env::current_exe().ok()?)
 }

@@ -64,18 +64,12 @@ pub(crate) async fn run_for_peer(
         true => Ok(None),
         false => control.quota_permit_for_peer(&execute.spec.tenant),
     };
-    let _permit = match permit {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            span.in_scope(|| tracing::debug!("refused a burst job: {refusal}"));
-            if write_dispatch_reply(&mut send, &DispatchReply::Refused(refusal)).await {
-                let _ = send.finish();
-            }
-            return;
-        }
-    };
-    let slot = match queue.try_slot(&execute.spec, &link.status()) {
-        Ok(slot) => slot,
+    let admitted = permit.and_then(|permit| {
+        let slot = queue.try_slot(&execute.spec, &link.status())?;
+        Ok((permit, slot))
+    });
+    let (_permit, slot) = match admitted {
+        Ok(admitted) => admitted,
         Err(refusal) => {
             span.in_scope(|| tracing::debug!("refused a burst job: {refusal}"));
             if write_dispatch_reply(&mut send, &DispatchReply::Refused(refusal)).await {
