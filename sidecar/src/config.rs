@@ -1,6 +1,5 @@
 //! The sidecar's configuration.
 
-use crate::control::ClusterStart;
 use spillway_consensus::ControlConfig;
 use spillway_scheduler::{AdmissionPolicy, PlacementPolicy};
 use std::collections::BTreeMap;
@@ -8,6 +7,21 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// What a host does about its cluster at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ClusterStart {
+    /// Rejoin the cluster the state directory belongs to (every start
+    /// after the first).
+    #[default]
+    Rejoin,
+    /// Found a new cluster with this host as its first voter (`spillway
+    /// init`). On a directory that already belongs to a cluster, rejoins it.
+    Init,
+    /// Join with this ticket (`spillway join`). On a directory that
+    /// already belongs to the ticket's cluster, rejoins it.
+    Join(String),
+}
 
 /// How the sidecar gets its node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,16 +14,22 @@
 //! - `supervisor` spawns the node, restarts it with backoff and reports the
 //!   host degraded meanwhile.
 //!
-//! - `control` is this host's member of the Raft control plane and its
-//!   QUIC peer side ([`peer`]): joins, forwarded proposals, artifact
-//!   fetches, membership and residency upkeep.
+//! - `job` is a job's lifecycle, fed by `http` and by peers alike: where
+//!   it runs (through the pure scheduler, the tenant's quota share here
+//!   included), the local queue, burst to peers and what peers' load is.
+//! - `control` is this host's member of the Raft control plane: joins,
+//!   forwarded proposals, membership and residency upkeep.
+//! - `artifacts` fetches an artifact the node lacks from a holder, and
+//!   sends this node's copies to peers that ask.
+//! - `peer_routes` hands each request arriving over QUIC ([`peer`]) to the
+//!   one of these that owns it.
 //!
 //! What it is not: an executor. No tenant code and no CUDA ever run in this
 //! process.
 
 pub mod api;
+mod artifacts;
 mod auth;
-mod burst;
 mod config;
 mod control;
 mod error;
@@ -34,6 +40,7 @@ mod link;
 mod metrics;
 pub mod owner_only;
 pub mod peer;
+mod peer_routes;
 mod queue;
 mod quota;
 mod rate;
@@ -43,10 +50,9 @@ mod spool;
 mod supervisor;
 
 pub use auth::{AdminToken, Denial, ScopedToken, TokenError};
-pub use config::{ConfigError, IngressLimits, NodeLaunch, SidecarConfig};
-pub use control::ClusterStart;
+pub use config::{ClusterStart, ConfigError, IngressLimits, NodeLaunch, SidecarConfig};
 pub use error::SidecarError;
-pub use quota::QuotaUsage;
+pub use peer::QuotaUsage;
 pub use records::{AcceleratorName, ArtifactRecord, FunctionRecord};
 
 use std::future::Future;
@@ -92,14 +98,58 @@ pub async fn run(
         config.clone(),
         stop_rx.clone(),
     ));
-    let control = match control::start(&config, local_addr, link.clone(), queue.clone()).await {
-        Ok(c) => c,
+    let started = async {
+        let control = control::start(&config, local_addr, link.clone()).await?;
+        let spool = spool::Spool::open(&config.dir).map_err(|source| SidecarError::Io {
+            what: "cannot open the spool in",
+            path: config.dir.clone(),
+            source,
+        })?;
+        Ok::<_, SidecarError>((control, spool))
+    };
+    let (control, spool) = match started.await {
+        Ok(started) => started,
         Err(e) => {
             let _ = stop_tx.send(true);
             let _ = supervisor.await;
             return Err(e);
         }
     };
+    let client = control.client().clone();
+    let artifacts = Arc::new(artifacts::Artifacts::new(
+        control.clone(),
+        link.clone(),
+        client.clone(),
+        spool,
+        config.max_artifact_bytes as u64,
+    ));
+    let jobs = Arc::new(job::JobHost {
+        control: control.clone(),
+        link: link.clone(),
+        queue: queue.clone(),
+        quotas: Default::default(),
+        burst: Arc::new(job::burst::Burst::new(
+            config.burst,
+            config.placement_policy(),
+            config.gossip_every,
+        )),
+        client: client.clone(),
+        artifacts: artifacts.clone(),
+        max_deadline: config.max_deadline,
+    });
+    let (endpoint, pinned) = control.endpoint();
+    let routes = peer_routes::PeerRoutes {
+        control: control.clone(),
+        jobs: jobs.clone(),
+        artifacts: artifacts.clone(),
+    };
+    tokio::spawn(peer::serve(endpoint, pinned, Arc::new(routes)));
+    tokio::spawn(job::burst::gossip_loop(jobs.clone()));
+    tokio::spawn(quota::rebalance(
+        control.clone(),
+        jobs.quotas.clone(),
+        client,
+    ));
     let app = Arc::new(http::App {
         outcomes: Arc::new(idempotency::Outcomes::new(
             config.idempotency_ttl,
@@ -108,10 +158,10 @@ pub async fn run(
         rates: Default::default(),
         bodies: http::body::BodyBudget::new(config.ingress.max_body_bytes_in_flight),
         config: config.clone(),
-        link,
-        queue,
         metrics,
         control: control.clone(),
+        jobs,
+        artifacts,
     });
     tracing::info!(http = %local_addr, dir = %config.dir.display(), "sidecar serving");
     if let Some(warning) = http::listener::plain_http_warning(local_addr) {

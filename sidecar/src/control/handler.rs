@@ -1,103 +1,78 @@
-//! Answers peers: Raft RPCs, proposals forwarded to this host as leader,
-//! joins, artifact fetches and status queries.
+//! Answers the control plane's peer requests (as `peer_routes` hands
+//! them over): Raft RPCs, proposals forwarded to this host as leader, and
+//! joins.
 
 use super::{Control, member_list};
-use crate::peer::artifact::ArtifactRefusal;
 use crate::peer::raft_serve::answer_raft;
-use crate::peer::{
-    Dispatch, JoinAccepted, JoinRequest, PeerHandler, PeerKind, PeerReply, PeerRequest,
-    ProposeError,
-};
+use crate::peer::{JoinAccepted, JoinRequest, PeerKind, ProposeError, RaftReply, RaftRequest};
 use spillway_consensus::{
-    ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal, PublicKey,
+    ControlCommand, ControlError, ControlResponse, JOIN_VERSION, JoinRefusal,
 };
-use spillway_proto::Digest;
-use std::sync::Arc;
 
-/// The peer handler of `spillway host`.
-#[derive(Debug, Clone)]
-pub(crate) struct ControlHandler(pub(crate) Arc<Control>);
-
-impl PeerHandler for ControlHandler {
-    async fn handle(&self, from: PeerKind, request: PeerRequest) -> PeerReply {
-        let control = &self.0;
-        match request {
-            PeerRequest::Raft(r) => PeerReply::Raft(answer_raft(control.plane.raft(), r).await),
-            PeerRequest::Propose(command) => {
-                let Some(proposer) = control.member_id(&from) else {
-                    return PeerReply::Proposed(Err(ProposeError::Refused(
-                        "only a member may propose".into(),
-                    )));
-                };
-                if let Err(why) = super::origin::host_may_propose(
-                    proposer,
-                    &command,
-                    &control.state(),
-                    crate::now_unix_ms(),
-                ) {
-                    tracing::warn!(host = proposer, "refused a member's proposal: {why}");
-                    return PeerReply::Proposed(Err(ProposeError::Refused(why)));
-                }
-                tracing::debug!(host = proposer, %command, "appending a member's proposal");
-                let attributed = ControlCommand::FromHost {
-                    host: proposer,
-                    command: Box::new(command),
-                };
-                PeerReply::Proposed(control.plane.propose(attributed).await.map_err(forwarded))
-            }
-            PeerRequest::ProposeAudited { token, command } => {
-                let Some(via) = control.member_id(&from) else {
-                    return PeerReply::Proposed(Err(ProposeError::Refused(
-                        "only a member may propose".into(),
-                    )));
-                };
-                let audited = match control.audited(via, &token, &command) {
-                    Ok(audited) => audited,
-                    Err(super::ProposeFailure::Denied(denial)) => {
-                        return PeerReply::Proposed(Err(ProposeError::Denied(denial)));
-                    }
-                    Err(other) => {
-                        return PeerReply::Proposed(Err(ProposeError::Refused(other.to_string())));
-                    }
-                };
-                PeerReply::Proposed(control.plane.propose(audited).await.map_err(forwarded))
-            }
-            PeerRequest::Join(join) => {
-                let PeerKind::Joiner(ticket_key) = from else {
-                    return PeerReply::Joined(Err(JoinRefusal::AlreadyMember {
-                        id: control
-                            .state()
-                            .member_by_key(&join.member.key)
-                            .map_or(0, |m| m.id),
-                    }));
-                };
-                PeerReply::Joined(control.admit(ticket_key, join).await)
-            }
-            PeerRequest::Status => PeerReply::Status(control.local_status()),
-            // The service hands these to `dispatch` and `artifact` below.
-            PeerRequest::Dispatch(_) | PeerRequest::FetchArtifact { .. } => {
-                PeerReply::Error("this request needs a stream of its own".into())
-            }
-        }
+impl Control {
+    /// A Raft RPC from another member, for this host's Raft.
+    pub(crate) async fn answer_raft(&self, request: RaftRequest) -> RaftReply {
+        answer_raft(self.plane.raft(), request).await
     }
 
-    async fn dispatch(&self, from: PublicKey, job: Dispatch, send: quinn::SendStream) {
-        let control = &*self.0;
-        let host = crate::job::JobHost {
-            control,
-            link: control.link(),
-            queue: control.queue(),
+    /// A change a member forwards to this host as leader: only what a
+    /// host originates about itself (see `origin`), attributed to it.
+    pub(crate) async fn answer_proposal(
+        &self,
+        from: &PeerKind,
+        command: ControlCommand,
+    ) -> Result<(ControlResponse, u64), ProposeError> {
+        let Some(proposer) = self.member_id(from) else {
+            return Err(ProposeError::Refused("only a member may propose".into()));
         };
-        crate::job::for_peer::run_for_peer(host, from, job, send).await;
+        if let Err(why) =
+            super::origin::host_may_propose(proposer, &command, &self.state(), now_unix_ms())
+        {
+            tracing::warn!(host = proposer, "refused a member's proposal: {why}");
+            return Err(ProposeError::Refused(why));
+        }
+        tracing::debug!(host = proposer, %command, "appending a member's proposal");
+        let attributed = ControlCommand::FromHost {
+            host: proposer,
+            command: Box::new(command),
+        };
+        self.plane.propose(attributed).await.map_err(forwarded)
     }
 
-    fn datagram(&self, from: PublicKey, bytes: &[u8]) {
-        self.0.receive_gossip(&from, bytes);
+    /// A client's change a member forwards with the client's token: checked
+    /// and audited here, as leader (see `origin`).
+    pub(crate) async fn answer_audited(
+        &self,
+        from: &PeerKind,
+        token: &str,
+        command: &ControlCommand,
+    ) -> Result<(ControlResponse, u64), ProposeError> {
+        let Some(via) = self.member_id(from) else {
+            return Err(ProposeError::Refused("only a member may propose".into()));
+        };
+        let audited = match self.audited(via, token, command) {
+            Ok(audited) => audited,
+            Err(super::ProposeFailure::Denied(denial)) => return Err(ProposeError::Denied(denial)),
+            Err(other) => return Err(ProposeError::Refused(other.to_string())),
+        };
+        self.plane.propose(audited).await.map_err(forwarded)
     }
 
-    type Artifact = super::holder::HeldArtifact;
-    async fn artifact(&self, digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
-        super::holder::HeldArtifact::open(self.0.link.clone(), digest).await
+    /// A join: only from a connection that proved a ticket's one-time key.
+    pub(crate) async fn answer_join(
+        &self,
+        from: PeerKind,
+        join: JoinRequest,
+    ) -> Result<JoinAccepted, JoinRefusal> {
+        let PeerKind::Joiner(ticket_key) = from else {
+            return Err(JoinRefusal::AlreadyMember {
+                id: self
+                    .state()
+                    .member_by_key(&join.member.key)
+                    .map_or(0, |m| m.id),
+            });
+        };
+        self.admit(ticket_key, join).await
     }
 }
 

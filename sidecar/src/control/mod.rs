@@ -1,52 +1,42 @@
-//! The sidecar's side of the control plane: this host's Raft member, the
-//! peer protocol it serves over QUIC, and the loops that keep the log and
-//! the host in step.
+//! The sidecar's side of the control plane: this host's Raft member and
+//! the loops that keep the log and the host in step.
 //!
 //! ```text
 //!             HTTP handlers ──propose──▶ Control ──(leader? local : forward over QUIC)──▶ Raft log
 //!                           ◀──state()── (cached ControlState, refreshed on every apply)
-//!  peers ──QUIC──▶ handler (Raft RPCs, forwarded proposals, joins, artifact fetches, status)
+//!  peer_routes ──▶ handler (Raft RPCs, forwarded proposals, joins)
 //!  loops: sync (pinned keys, peer addresses, cache) · reconcile (leader: learners, voters)
 //!         · residency (node's artifacts → log, in batches) · self-update (addresses, GPUs)
 //! ```
 //!
 //! - `start` founds a cluster (`init`), joins one with a ticket, or
 //!   rejoins the one this host's directory belongs to.
-//! - `handler` answers peers; `tasks` runs the loops; `fetch` brings an
-//!   artifact from a holder, checks its digest and hands it to the node.
+//! - `handler` answers the control plane's peer requests; `tasks` runs
+//!   the loops; `membership_plan` is the leader's membership decision.
 //!
-//! What it is not: the scheduler or the dispatch of jobs to peers (the
-//! `burst` module, which uses this host's peer client and node link), nor
-//! tenants and their tokens (the tenants issue).
+//! What it is not: where a job runs, the queue, quotas or burst (`job`),
+//! artifact transfer (`artifacts`), or the routing of peer requests
+//! (`peer_routes`).
 
-mod fetch;
 mod handler;
-mod holder;
-mod leases;
 mod local;
 mod membership_plan;
 pub(crate) mod origin;
 mod start;
 mod tasks;
 
-pub use start::ClusterStart;
 pub(crate) use start::start;
 
-use crate::burst::Burst;
 use crate::link::NodeLink;
 use crate::peer::{HostIdentity, PeerClient, PeerEndpoint, PeerReply, PeerRequest, PinnedPeers};
-use crate::peer::{HostStatus, ProposeError, TicketMember};
-use crate::queue::LocalQueue;
-use crate::spool::Spool;
+use crate::peer::{ProposeError, TicketMember};
 use spillway_consensus::{
     ControlCommand, ControlError, ControlPlane, ControlResponse, ControlState, MemberState,
     RaftStatus,
 };
-use spillway_proto::Digest;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::watch;
 
 /// How long a proposal may look for a leader before it gives up.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,9 +77,6 @@ pub(crate) fn member_list(state: &ControlState, except: Option<u64>) -> Vec<Tick
         .collect()
 }
 
-/// One fetch of an artifact: set once, by the first caller, for all.
-type Fetch = OnceCell<Result<(), spillway_proto::Failure>>;
-
 /// This host's control-plane member and peer side.
 pub(crate) struct Control {
     pub(crate) id: u64,
@@ -99,26 +86,15 @@ pub(crate) struct Control {
     pinned: PinnedPeers,
     identity: HostIdentity,
     state: watch::Sender<Arc<ControlState>>,
+    /// The node, for the GPUs this host reports and the artifacts it
+    /// holds (residency).
     link: Arc<NodeLink>,
-    /// Where uploads and fetched artifacts wait for the node.
-    pub(crate) spool: Spool,
-    /// The largest artifact this host takes (upload or fetch).
-    pub(crate) max_artifact_bytes: u64,
-    /// The longest any job may run here (a peer's job included).
-    pub(crate) max_deadline: std::time::Duration,
     /// Join attempts this member took lately (rate-limited).
-    pub(crate) joins: crate::rate::RateLimits,
-    queue: Arc<LocalQueue>,
+    joins: crate::rate::RateLimits,
     max_voters: usize,
     http_addr: std::net::SocketAddr,
-    /// Fetches in flight, one per digest (concurrent callers share it).
-    fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
-    /// This host's share of each tenant's concurrency quota.
-    pub(crate) quotas: Arc<crate::quota::TenantQuotas>,
     /// When [`Control::catch_up_shared`] last began to ask the leader.
     last_catch_up: tokio::sync::Mutex<Option<tokio::time::Instant>>,
-    /// Peers' load and the burst settings.
-    burst: Arc<Burst>,
     /// The peers last saved to `membership.json` (saved again only when
     /// they change).
     saved_peers: Mutex<Vec<TicketMember>>,
@@ -143,20 +119,21 @@ impl Control {
         self.plane.status()
     }
 
-    pub(crate) fn burst(&self) -> &Arc<Burst> {
-        &self.burst
+    /// The index of the last log entry applied here.
+    pub(crate) fn applied_index(&self) -> Option<u64> {
+        self.plane.applied_index()
     }
 
-    pub(crate) fn queue(&self) -> &LocalQueue {
-        &self.queue
-    }
-
-    pub(crate) fn link(&self) -> &NodeLink {
-        &self.link
-    }
-
+    /// The client this member reaches its peers with (shared: one
+    /// connection per peer for Raft, jobs and artifacts alike).
     pub(crate) fn client(&self) -> &PeerClient {
         &self.client
+    }
+
+    /// The QUIC endpoint peers reach this host on, and the keys it lets
+    /// in (for `peer::serve`).
+    pub(crate) fn endpoint(&self) -> (PeerEndpoint, PinnedPeers) {
+        (self.endpoint.clone(), self.pinned.clone())
     }
 
     pub(crate) fn identity(&self) -> &HostIdentity {
@@ -319,39 +296,6 @@ impl Control {
         self.reload_state().await;
     }
 
-    /// A place in `tenant`'s share of its concurrency quota on this host:
-    /// `Ok(None)` when it has no quota, `Err` when its share here is used up.
-    pub(crate) fn quota_permit(
-        &self,
-        tenant: &spillway_proto::TenantId,
-    ) -> Result<Option<crate::quota::QuotaPermit>, spillway_proto::Refusal> {
-        let permit = self.quota_permit_for_peer(tenant);
-        if permit.is_err() {
-            // Demand this host's lease lacked: the leader rebalances by it.
-            self.quotas.refused(tenant, std::time::Instant::now());
-        }
-        permit
-    }
-
-    /// [`Control::quota_permit`] for a job a peer offers: a refusal is not
-    /// recorded as demand here (the origin recorded it).
-    pub(crate) fn quota_permit_for_peer(
-        &self,
-        tenant: &spillway_proto::TenantId,
-    ) -> Result<Option<crate::quota::QuotaPermit>, spillway_proto::Refusal> {
-        let state = self.state();
-        let Some(quota) = state.tenant(tenant).and_then(|t| t.max_concurrent) else {
-            return Ok(None);
-        };
-        let share = crate::quota::share(quota, tenant, &state, self.id);
-        self.quotas
-            .acquire(tenant, share)
-            .map(Some)
-            .ok_or(spillway_proto::Refusal::QuotaExceeded {
-                retry_after_ms: 200,
-            })
-    }
-
     /// [`Control::catch_up`] for requests anyone can send (an unknown
     /// token): one at a time and at most one every 50 ms, so a flood of
     /// made-up tokens costs the leader at most 20 status calls a second
@@ -372,59 +316,6 @@ impl Control {
         let started = tokio::time::Instant::now();
         self.catch_up().await;
         *last = Some(started);
-    }
-
-    /// This host's own status, as peers ask for it.
-    pub(crate) fn local_status(&self) -> HostStatus {
-        let node = self.link.status();
-        HostStatus {
-            node_up: node.up,
-            node_pid: node.pid,
-            node_restarts: node.restarts,
-            slots: node.capabilities.as_ref().map_or(0, |c| c.slots),
-            running: self.queue.running(),
-            queued: self.queue.depth(),
-            resident_artifacts: node.held.len(),
-            backends: node
-                .capabilities
-                .iter()
-                .flat_map(|c| &c.backends)
-                .map(|b| b.as_str().to_owned())
-                .collect(),
-            applied_index: self.plane.applied_index(),
-            completed: node.load.map_or(0, |(l, _)| l.completed),
-            failed: node.load.map_or(0, |(l, _)| l.failed),
-            burst_out: self.burst.sent.load(std::sync::atomic::Ordering::Relaxed),
-            burst_in: self
-                .burst
-                .received
-                .load(std::sync::atomic::Ordering::Relaxed),
-            quota_usage: self.quota_usage(),
-        }
-    }
-
-    /// This host's use of the lease of each tenant with a concurrency quota.
-    pub(crate) fn quota_usage(
-        &self,
-    ) -> std::collections::BTreeMap<spillway_proto::TenantId, crate::QuotaUsage> {
-        let state = self.state();
-        let tenants = state
-            .tenants()
-            .filter(|t| t.max_concurrent.is_some())
-            .map(|t| {
-                let epoch = state.quota_leases(&t.id).map_or(0, |l| l.epoch);
-                (t.id.clone(), epoch)
-            });
-        self.quotas.usage(tenants, std::time::Instant::now())
-    }
-
-    /// Another member's status over QUIC (`None` if it does not answer
-    /// within `deadline`).
-    pub(crate) async fn peer_status(&self, id: u64, deadline: Duration) -> Option<HostStatus> {
-        match self.client.call(id, &PeerRequest::Status, deadline).await {
-            Ok(PeerReply::Status(s)) => Some(s),
-            _ => None,
-        }
     }
 
     /// Stops Raft and closes the QUIC endpoint.

@@ -1,10 +1,8 @@
 //! How a host takes its place: found a cluster, join one with a ticket, or
 //! rejoin the one its state directory belongs to.
 
-use super::handler::ControlHandler;
 use super::local::LocalMembership;
-use super::{Control, leases, tasks};
-use crate::burst::Burst;
+use super::{Control, tasks};
 use crate::link::NodeLink;
 use crate::peer::client::exchange;
 use crate::peer::{ConnectError, TlsRefusal, tls_refusal};
@@ -12,33 +10,17 @@ use crate::peer::{
     HostIdentity, JoinAccepted, JoinRequest, JoinTicket, PeerClient, PeerEndpoint, PeerReply,
     PeerRequest, PinnedPeers, QuicTransport,
 };
-use crate::queue::LocalQueue;
-use crate::spool::Spool;
+use crate::config::ClusterStart;
 use crate::{AdminToken, SidecarConfig, SidecarError};
 use spillway_consensus::{
     ControlCommand, ControlPlane, ControlResponse, JOIN_VERSION, JoinRefusal, Member, MemberEntry,
     MemberState,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// What a host does about its cluster at start.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum ClusterStart {
-    /// Rejoin the cluster the state directory belongs to (every start
-    /// after the first).
-    #[default]
-    Rejoin,
-    /// Found a new cluster with this host as its first voter (`spillway
-    /// init`). On a directory that already belongs to a cluster, rejoins it.
-    Init,
-    /// Join with this ticket (`spillway join`). On a directory that
-    /// already belongs to the ticket's cluster, rejoins it.
-    Join(String),
-}
 
 /// How long a new cluster may take to elect its first leader.
 const FIRST_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,12 +58,12 @@ fn bind_peer_socket(
     })
 }
 
-/// Starts this host's control-plane member and its peer side.
+/// Starts this host's control-plane member: its QUIC endpoint (which the
+/// caller serves, through `peer_routes`), its Raft and its loops.
 pub(crate) async fn start(
     config: &SidecarConfig,
     http_addr: SocketAddr,
     link: Arc<NodeLink>,
-    queue: Arc<LocalQueue>,
 ) -> Result<Arc<Control>, SidecarError> {
     let dir = &config.dir;
     let identity = HostIdentity::load_or_create(dir)?;
@@ -162,39 +144,21 @@ pub(crate) async fn start(
         QuicTransport::new(client.clone()),
     )
     .await?;
-    let spool = Spool::open(dir).map_err(io("cannot open the spool in", dir))?;
     let control = Arc::new(Control {
         id,
-        spool,
-        max_artifact_bytes: config.max_artifact_bytes as u64,
-        max_deadline: config.max_deadline,
         joins: Default::default(),
         plane,
         client,
-        endpoint: endpoint.clone(),
-        pinned: pinned.clone(),
+        endpoint,
+        pinned,
         identity,
         state: watch::channel(Arc::default()).0,
         link,
-        queue,
         max_voters: config.max_voters,
         http_addr,
-        fetches: Mutex::new(HashMap::new()),
         last_catch_up: tokio::sync::Mutex::new(None),
-        quotas: Default::default(),
-        burst: Arc::new(Burst::new(
-            config.burst,
-            config.placement_policy(),
-            config.gossip_every,
-        )),
         saved_peers: Mutex::new(local.as_ref().map(|l| l.peers.clone()).unwrap_or_default()),
     });
-    tokio::spawn(crate::peer::serve(
-        endpoint,
-        pinned,
-        Arc::new(ControlHandler(control.clone())),
-    ));
-
     if let Some(cluster_id) = found {
         let token = AdminToken::load_or_create(dir)?;
         if let Some(secret) = &token.created {
@@ -220,8 +184,6 @@ pub(crate) async fn start(
     tokio::spawn(tasks::sync(control.clone(), dir.clone()));
     tokio::spawn(tasks::reconcile(control.clone()));
     tokio::spawn(tasks::residency(control.clone()));
-    tokio::spawn(leases::rebalance(control.clone()));
-    tokio::spawn(crate::burst::gossip_loop(control.clone()));
     tracing::info!(host = id, quic = %quic_addr, key = %control.identity().public_key_hex(), "control plane started");
     println!("peer endpoint quic://{quic_addr} (host {id})");
     Ok(control)

@@ -63,10 +63,10 @@ pub(super) async fn put(
         });
     }
     let rules = super::body::BodyRules {
-        limit: app.control.max_artifact_bytes,
+        limit: app.artifacts.max_bytes(),
         idle: app.config.ingress.body_timeout,
     };
-    let spooled = super::body::spool_body(&headers, body, rules, &app.control.spool).await?;
+    let spooled = super::body::spool_body(&headers, body, rules, app.artifacts.spool()).await?;
     if spooled.size == 0 {
         return Err(ApiError::from(Failure::InvalidArtifact {
             reason: "the body is empty".into(),
@@ -107,8 +107,8 @@ pub(super) async fn put(
         }
         .map_err(signature_error)?
     };
-    app.link.wait_up(Instant::now() + NODE_WAIT).await;
-    let (digest, size) = app.link.put_artifact(&spooled).await?;
+    app.jobs.link.wait_up(Instant::now() + NODE_WAIT).await;
+    let (digest, size) = app.jobs.link.put_artifact(&spooled).await?;
     drop(spooled);
     let record = ArtifactRecord {
         name: name.clone(),

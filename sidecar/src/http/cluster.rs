@@ -39,12 +39,12 @@ pub(super) async fn get_cluster(
     let mut asks = tokio::task::JoinSet::new();
     for m in state.members() {
         if m.id != control.id && m.state != MemberState::Removed {
-            let (control, id) = (control.clone(), m.id);
-            asks.spawn(async move { (id, control.peer_status(id, STATUS_TIMEOUT).await) });
+            let (client, id) = (control.client().clone(), m.id);
+            asks.spawn(async move { (id, client.status(id, STATUS_TIMEOUT).await) });
         }
     }
     let mut reports: HashMap<u64, HostStatus> = HashMap::new();
-    reports.insert(control.id, control.local_status());
+    reports.insert(control.id, app.jobs.status());
     while let Some(Ok((id, report))) = asks.join_next().await {
         if let Some(r) = report {
             reports.insert(id, r);
@@ -143,8 +143,8 @@ pub(super) async fn get_local(
         "term": raft.term,
         "leader": raft.leader.map(|l| NodeId(l).to_string()),
         "applied_index": raft.applied_index,
-        "running": app.queue.running(),
-        "queued": app.queue.depth(),
+        "running": app.jobs.queue.running(),
+        "queued": app.jobs.queue.depth(),
         "state_fingerprint": state.fingerprint().to_hex(),
         "residency": residency,
     })))

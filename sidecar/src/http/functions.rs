@@ -55,7 +55,12 @@ pub(super) async fn create(
             format!("deadline_ms must be between 1 and {max_deadline}"),
         ));
     }
-    let max_memory = app.link.status().capabilities.map(|c| c.max_memory_bytes);
+    let max_memory = app
+        .jobs
+        .link
+        .status()
+        .capabilities
+        .map(|c| c.max_memory_bytes);
     let memory_limit_bytes = req.memory_limit_bytes.or(max_memory).unwrap_or(0);
     if let Some(max) = max_memory
         && memory_limit_bytes > max

@@ -15,7 +15,7 @@ use super::request::InvokeHeaders;
 use super::{ApiError, App};
 use crate::api;
 use crate::idempotency::{self, Claim, Key, Running};
-use crate::job::{self, Context, JobHost, Ran};
+use crate::job::{self, Context, Ran};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -129,12 +129,7 @@ pub(super) async fn invoke(
         idempotency_key,
         here_only,
     };
-    let host = JobHost {
-        control: &app.control,
-        link: &app.link,
-        queue: &app.queue,
-    };
-    let outcome = job::run(host, job, spec, input.to_vec(), accepted, context)
+    let outcome = job::run(&app.jobs, job, spec, input.to_vec(), accepted, context)
         .instrument(span)
         .await
         .map_err(ApiError::from);
@@ -144,7 +139,7 @@ pub(super) async fn invoke(
             app.metrics.job_ended("ok", seconds);
             if !ran.burst {
                 let exec_ms = ran.completion.exec_us as f64 / 1000.0;
-                app.queue.record_exec(exec_ms);
+                app.jobs.queue.record_exec(exec_ms);
             }
         }
         Err(e) => app.metrics.job_ended(e.code, seconds),

@@ -38,12 +38,12 @@ pub use error::ApiError;
 pub use request::InvokeHeaders;
 
 use crate::SidecarConfig;
+use crate::artifacts::Artifacts;
 use crate::auth::ScopedToken;
 use crate::control::{Control, ProposeFailure};
 use crate::idempotency::Outcomes;
-use crate::link::NodeLink;
+use crate::job::JobHost;
 use crate::metrics::Metrics;
-use crate::queue::LocalQueue;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -61,10 +61,13 @@ use crate::now_unix_ms;
 #[derive(Debug)]
 pub struct App {
     pub(crate) config: SidecarConfig,
-    pub(crate) link: Arc<NodeLink>,
-    pub(crate) queue: Arc<LocalQueue>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) control: Arc<Control>,
+    /// Every job's side of this host: the node link, the queue, quotas,
+    /// burst.
+    pub(crate) jobs: Arc<JobHost>,
+    /// Uploads spool through it.
+    pub(crate) artifacts: Arc<Artifacts>,
     /// Outcomes remembered under idempotency keys.
     pub(crate) outcomes: Arc<Outcomes<invoke::Finished>>,
     /// Per-token request rates on this host.
@@ -227,7 +230,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let up = app.link.status().up;
+    let up = app.jobs.link.status().up;
     axum::Json(serde_json::json!({
         "status": if up { "ok" } else { "degraded" },
         "node_up": up,
@@ -248,10 +251,12 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
     } else {
         false
     };
-    app.metrics.queue_depth.set(i64::from(app.queue.depth()));
-    app.metrics.running.set(i64::from(app.queue.running()));
+    app.metrics
+        .queue_depth
+        .set(i64::from(app.jobs.queue.depth()));
+    app.metrics.running.set(i64::from(app.jobs.queue.running()));
     app.metrics.idempotency_keys.set(app.outcomes.len() as i64);
-    let status = app.link.status();
+    let status = app.jobs.link.status();
     app.metrics.set_tenant_gpu(&status.tenant_gpu);
     if let Some((load, _)) = status.load {
         app.metrics.set_instance_starts(&load);

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 /// Answers a member's dispatch on `send`.
 pub(crate) async fn run_for_peer(
-    host: JobHost<'_>,
+    host: &JobHost,
     from: [u8; 32],
     dispatch: Dispatch,
     mut send: quinn::SendStream,
@@ -27,6 +27,7 @@ pub(crate) async fn run_for_peer(
         control,
         link,
         queue,
+        ..
     } = host;
     let Dispatch {
         mut execute,
@@ -43,7 +44,7 @@ pub(crate) async fn run_for_peer(
     execute.remaining_ms = peer_remaining_ms(
         execute.remaining_ms,
         execute.spec.deadline_ms,
-        control.max_deadline,
+        host.max_deadline,
     );
     let deadline = Instant::now() + Duration::from_millis(execute.remaining_ms);
     let borrowed_quota = borrowed_quota && {
@@ -62,7 +63,9 @@ pub(crate) async fn run_for_peer(
     // is not this host's demand: the origin counted it already.)
     let permit = match borrowed_quota {
         true => Ok(None),
-        false => control.quota_permit_for_peer(&execute.spec.tenant),
+        false => host
+            .quotas
+            .permit_for_peer(&execute.spec.tenant, &control.state(), host.id()),
     };
     let admitted = permit.and_then(|permit| {
         let slot = queue.try_slot(&execute.spec, &link.status())?;
@@ -81,14 +84,14 @@ pub(crate) async fn run_for_peer(
     if !write_dispatch_reply(&mut send, &DispatchReply::Accepted).await {
         return; // the origin is gone already; the job never started
     }
-    control.burst().received.fetch_add(1, Ordering::Relaxed);
+    host.burst.received.fetch_add(1, Ordering::Relaxed);
     let spec = execute.spec.clone();
     let deadline_ms = execute.spec.deadline_ms;
     // Chunks the guest emits go to the origin as they come.
     let (chunk_tx, mut chunks) = tokio::sync::mpsc::unbounded_channel();
     let work = async {
         if !link.holds_all(&spec) {
-            let fetch = control.ensure_job_artifacts(&spec);
+            let fetch = host.artifacts.ensure_job_artifacts(&spec);
             match tokio::time::timeout_at(deadline.into(), fetch).await {
                 Ok(Ok(())) => {}
                 Ok(Err(failure)) => return Err(JobFailed::from(failure)),

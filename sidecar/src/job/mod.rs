@@ -4,8 +4,8 @@
 //! While a job waits in the local queue it is placed again every gossip
 //! round and whenever a peer is known to have room.
 //!
-//! Every decision of where to run goes through `scheduler::place` (via
-//! `Burst::decide`), the tenant's quota room here included; what follows a
+//! Every decision of where to run goes through `scheduler::place`
+//! (`Job::decide`), the tenant's quota room here included; what follows a
 //! decline, a silent peer, a lost peer or a refusal is [`rules::next`],
 //! pure. The outcome is a domain one ([`Ran`] or [`Ended`]); `http` turns
 //! it into a response.
@@ -17,30 +17,24 @@
 //! idempotency keys, the receipt) or the placement policy
 //! (`spillway-scheduler`).
 
+pub(crate) mod burst;
 pub(crate) mod for_peer;
+mod host;
 pub(crate) mod rules;
 
-use crate::burst::origin::{Accepted, Attempt as PeerAttempt, Offer};
-use crate::control::Control;
-use crate::link::{JobFailed, JobOutput, NodeLink};
+pub(crate) use host::JobHost;
+
+use crate::link::{JobFailed, JobOutput};
 use crate::peer::Dispatch;
-use crate::queue::LocalQueue;
 use crate::quota::QuotaPermit;
+use burst::origin::{self, Accepted, Attempt as PeerAttempt, Offer};
 use bytes::Bytes;
 use rules::{Attempt, Event, Step};
 use spillway_proto::{Completion, Execute, Failure, JobId, JobSpec, NodeId};
-use spillway_scheduler::{Decision, Fallback, TenantRoom};
+use spillway_scheduler::{ArtifactFacts, Decision, Fallback, TenantRoom, place};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// What a job's lifecycle uses of its host.
-#[derive(Clone, Copy)]
-pub(crate) struct JobHost<'a> {
-    pub(crate) control: &'a Control,
-    pub(crate) link: &'a NodeLink,
-    pub(crate) queue: &'a LocalQueue,
-}
 
 /// What travels with a job besides the job itself.
 #[derive(Debug, Default)]
@@ -108,7 +102,7 @@ impl From<JobFailed> for Ended {
 
 /// The job, what it needs to be sent anywhere, and its deadline.
 struct Job<'a> {
-    host: JobHost<'a>,
+    host: &'a JobHost,
     id: JobId,
     spec: JobSpec,
     input: Vec<u8>,
@@ -127,7 +121,7 @@ enum Placed {
 /// Where the scheduler says, then there. An idempotent job whose peer is
 /// lost mid-job is placed again; any other ends `executor_lost`.
 pub(crate) async fn run(
-    host: JobHost<'_>,
+    host: &JobHost,
     id: JobId,
     spec: JobSpec,
     input: Vec<u8>,
@@ -155,7 +149,7 @@ pub(crate) async fn run(
         let span = tracing::info_span!("burst", job = %id, peer = %peer);
         let why = match taken.outcome(deadline).instrument(span).await {
             PeerAttempt::Done(Ok(output)) => {
-                host.control.burst().sent.fetch_add(1, Ordering::Relaxed);
+                host.burst.sent.fetch_add(1, Ordering::Relaxed);
                 let exec = Duration::from_micros(output.completion.exec_us);
                 let queue = accepted.elapsed().saturating_sub(exec);
                 return Ok(Ran::new(output, queue, peer, true));
@@ -186,17 +180,29 @@ impl Job<'_> {
         }
     }
 
-    /// The scheduler's decision, for the job as it stands now.
+    /// The scheduler's decision, for the job as it stands now, given its
+    /// tenant's quota `room` here. With burst off (for this host, or for
+    /// this job: `here_only`), every job stays here (and one over its
+    /// tenant's quota is refused).
     fn decide(&self, room: &TenantRoom) -> Decision {
-        let control = self.host.control;
-        control.burst().decide(
-            &self.spec,
-            &control.state(),
-            control.id,
-            (self.host.queue, &self.host.link.status()),
-            room,
-            self.context.here_only,
-        )
+        let host = self.host;
+        let state = host.control.state();
+        let load = host.queue.load(&host.link.status());
+        let artifact = ArtifactFacts {
+            size: state.artifact_size(&self.spec.digest).unwrap_or(0),
+            holders: state.holders(&self.spec.digest).into_iter().collect(),
+        };
+        let mut view = host
+            .burst
+            .view(&state, host.id(), host.artifacts.bytes_per_s());
+        if !host.burst.enabled || self.context.here_only {
+            view.hosts.retain(|h| h.id == view.local);
+        }
+        let mut pick = [0u8; 8];
+        getrandom::fill(&mut pick).expect("the OS provides randomness");
+        let policy = &host.burst.policy;
+        let now = (Instant::now(), u64::from_le_bytes(pick));
+        place(&self.spec, &artifact, &view, &load, policy, room, now)
     }
 
     /// A refusal, as the rules make it after `lost` lost peers.
@@ -212,7 +218,9 @@ impl Job<'_> {
     /// and runs here, or lent to the peer that takes it; with none left,
     /// the scheduler offers the job only to peers (under their own shares).
     async fn place(&self, lost: u32) -> Placed {
-        let (permit, room) = match self.host.control.quota_permit(&self.spec.tenant) {
+        let host = self.host;
+        let state = host.control.state();
+        let (permit, room) = match host.quotas.permit(&self.spec.tenant, &state, host.id()) {
             Ok(permit) => (permit, TenantRoom::Here),
             Err(refusal) => (None, TenantRoom::Exhausted(refusal)),
         };
@@ -260,12 +268,8 @@ impl Job<'_> {
                 attempt: attempt as u32 + 1,
                 borrowed_quota,
             };
-            let (event, why) = match self
-                .host
-                .control
-                .offer(peer.0, dispatch, self.deadline)
-                .await
-            {
+            let through = (&self.host.client, &self.host.burst);
+            let (event, why) = match origin::offer(through, peer.0, dispatch, self.deadline).await {
                 Offer::Accepted(taken) => return Ok(Some(taken)),
                 Offer::NotRun(why) => (Event::NotRun, why),
                 Offer::Lost(why) => (Event::NoClearAnswer, why),
@@ -313,13 +317,15 @@ impl Job<'_> {
     /// known to have room, and leaves the queue for a peer that takes it.
     async fn here(&self, mut permit: Option<QuotaPermit>) -> Placed {
         let JobHost {
-            control,
             link,
             queue,
+            burst,
+            artifacts,
+            ..
         } = self.host;
         // An artifact this host's node lacks comes from a holder first.
         if !link.holds_all(&self.spec) {
-            let fetch = control
+            let fetch = artifacts
                 .ensure_job_artifacts(&self.spec)
                 .instrument(tracing::info_span!("fetch", job = %self.id));
             match tokio::time::timeout_at(self.deadline.into(), fetch).await {
@@ -346,7 +352,6 @@ impl Job<'_> {
             link.wait_up(self.deadline).await.then_some(slot)
         };
         let mut acquire = std::pin::pin!(acquire);
-        let burst = control.burst();
         let every = burst.gossip_every;
         let mut replace = tokio::time::interval_at((Instant::now() + every).into(), every);
         let may_leave = burst.enabled && !self.context.here_only;
@@ -396,7 +401,7 @@ impl Job<'_> {
         }
         drop(permit);
         Placed::Ended(match result {
-            Ok(output) => Ok(Ran::new(output, queued, NodeId(control.id), false)),
+            Ok(output) => Ok(Ran::new(output, queued, NodeId(self.host.id()), false)),
             Err(failed) => Err(failed.into()),
         })
     }

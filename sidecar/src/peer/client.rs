@@ -89,6 +89,19 @@ impl PeerClient {
         self.call_with(target, request, &[], deadline).await
     }
 
+    /// Host `target`'s status (`None` if it does not answer within
+    /// `deadline`).
+    pub(crate) async fn status(
+        &self,
+        target: u64,
+        deadline: Duration,
+    ) -> Option<super::HostStatus> {
+        match self.call(target, &PeerRequest::Status, deadline).await {
+            Ok(PeerReply::Status(status)) => Some(status),
+            _ => None,
+        }
+    }
+
     /// [`PeerClient::call`] with `trailing` raw bytes after the request's
     /// frame (see `PeerRequest::detach`).
     pub(crate) async fn call_with(

@@ -41,5 +41,5 @@ pub use service::{PeerHandler, PeerKind, read_dispatch_reply, serve, write_dispa
 pub use ticket::{JoinTicket, TicketError, TicketMember};
 pub use wire::{
     Dispatch, DispatchReply, HostStatus, JoinAccepted, JoinRequest, PeerReply, PeerRequest,
-    ProposeError,
+    ProposeError, QuotaUsage, RaftReply, RaftRequest,
 };

@@ -214,7 +214,7 @@ pub struct HostStatus {
     pub burst_in: u64,
     /// Each tenant with a concurrency quota: its use of this host's lease
     /// (what the leader rebalances by).
-    pub quota_usage: std::collections::BTreeMap<spillway_proto::TenantId, crate::QuotaUsage>,
+    pub quota_usage: std::collections::BTreeMap<spillway_proto::TenantId, QuotaUsage>,
 }
 
 /// The openraft message types a [`RaftRequest`] carries (re-exported by
@@ -253,4 +253,15 @@ pub enum RaftReply {
     TransferLeader(TransferLeaderResponse),
     /// The receiving Raft refused or failed; the text says why.
     Error(String),
+}
+
+/// A tenant's use of its share on one host, as reported to the leader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuotaUsage {
+    /// Permits held (jobs waiting or running here, or burst from here).
+    pub held: u32,
+    /// Permits refused in the last two seconds: demand the share lacked.
+    pub refused: u32,
+    /// The lease epoch this host had applied when it measured.
+    pub epoch: u64,
 }

@@ -16,9 +16,13 @@
 //! briefly add up to more than the quota. Leases do not have that gap.
 
 pub(crate) mod leases;
+mod rebalance;
 
+pub(crate) use rebalance::rebalance;
+
+use crate::peer::QuotaUsage;
 use spillway_consensus::{ControlState, MemberState};
-use spillway_proto::TenantId;
+use spillway_proto::{Refusal, TenantId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,17 +95,6 @@ pub(crate) struct TenantQuotas {
     refused: Mutex<HashMap<TenantId, VecDeque<Instant>>>,
 }
 
-/// A tenant's use of its share on one host, as reported to the leader.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QuotaUsage {
-    /// Permits held (jobs waiting or running here, or burst from here).
-    pub held: u32,
-    /// Permits refused in the last two seconds: demand the share lacked.
-    pub refused: u32,
-    /// The lease epoch this host had applied when it measured.
-    pub epoch: u64,
-}
-
 /// One job's place in its tenant's share here; given back on drop.
 #[derive(Debug)]
 pub(crate) struct QuotaPermit {
@@ -110,6 +103,53 @@ pub(crate) struct QuotaPermit {
 }
 
 impl TenantQuotas {
+    /// A place in `tenant`'s share of its concurrency quota on host `me`:
+    /// `Ok(None)` when it has no quota, `Err` when its share here is used
+    /// up (demand this host's lease lacked: the leader rebalances by it).
+    pub(crate) fn permit(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        state: &ControlState,
+        me: u64,
+    ) -> Result<Option<QuotaPermit>, Refusal> {
+        let permit = self.permit_for_peer(tenant, state, me);
+        if permit.is_err() {
+            self.refused(tenant, Instant::now());
+        }
+        permit
+    }
+
+    /// [`TenantQuotas::permit`] for a job a peer offers: a refusal is not
+    /// recorded as demand here (the origin recorded it).
+    pub(crate) fn permit_for_peer(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        state: &ControlState,
+        me: u64,
+    ) -> Result<Option<QuotaPermit>, Refusal> {
+        let Some(quota) = state.tenant(tenant).and_then(|t| t.max_concurrent) else {
+            return Ok(None);
+        };
+        self.acquire(tenant, share(quota, tenant, state, me))
+            .map(Some)
+            .ok_or(Refusal::QuotaExceeded {
+                retry_after_ms: 200,
+            })
+    }
+
+    /// This host's use of the lease of each tenant of `state` with a
+    /// concurrency quota.
+    pub(crate) fn usage_of(&self, state: &ControlState) -> BTreeMap<TenantId, QuotaUsage> {
+        let tenants = state
+            .tenants()
+            .filter(|t| t.max_concurrent.is_some())
+            .map(|t| {
+                let epoch = state.quota_leases(&t.id).map_or(0, |l| l.epoch);
+                (t.id.clone(), epoch)
+            });
+        self.usage(tenants, Instant::now())
+    }
+
     /// A permit if `tenant` has fewer than `share` jobs here.
     pub(crate) fn acquire(self: &Arc<Self>, tenant: &TenantId, share: u32) -> Option<QuotaPermit> {
         let mut running = self.running.lock().expect("quota lock");

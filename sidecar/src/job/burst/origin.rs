@@ -1,5 +1,5 @@
 //! The origin's side of a burst: one job offered to one peer on its own
-//! QUIC stream ([`Control::offer`]: accepted or not, one round trip), and,
+//! QUIC stream ([`offer`]: accepted or not, one round trip), and,
 //! once accepted, its outcome ([`Accepted::outcome`]).
 //!
 //! The stream carries the [`Dispatch`] frame, then the peer's answers:
@@ -9,10 +9,9 @@
 //! future (the client went away) drops the stream, which stops the peer's
 //! send side; the peer then cancels the job on its node.
 
-use crate::burst::Burst;
-use crate::control::Control;
+use super::Burst;
 use crate::link::{JobFailed, JobOutput};
-use crate::peer::{Dispatch, DispatchReply, read_dispatch_reply};
+use crate::peer::{Dispatch, DispatchReply, PeerClient, read_dispatch_reply};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,30 +54,35 @@ pub(crate) struct Accepted {
     burst: Arc<Burst>,
 }
 
-impl Control {
-    /// Offers `dispatch` to `peer`: one round trip when the peer is alive.
-    pub(crate) async fn offer(&self, peer: u64, dispatch: Dispatch, deadline: Instant) -> Offer {
-        let job = dispatch.execute.job;
-        let open = OPEN_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        let mut recv = match self.client().open_dispatch(peer, dispatch, open).await {
-            Ok(recv) => recv,
-            Err(e) => return Offer::NotRun(e.to_string()),
-        };
-        let first = tokio::time::timeout(ACCEPT_TIMEOUT, read_dispatch_reply(&mut recv)).await;
-        // Anything but a clear answer: the acceptance may be what was lost.
-        match first {
-            Ok(Ok(Some(DispatchReply::Accepted))) => {
-                tracing::debug!(%job, peer, "accepted by the peer");
-                let burst = self.burst().clone();
-                burst.peer_took(peer);
-                Offer::Accepted(Accepted { recv, peer, burst })
-            }
-            Ok(Ok(Some(DispatchReply::Refused(r)))) => Offer::NotRun(format!("refused: {r}")),
-            Ok(Ok(Some(other))) => Offer::Lost(format!("answer before acceptance: {other:?}")),
-            Ok(Ok(None)) => Offer::Lost("the peer closed the stream".into()),
-            Ok(Err(e)) => Offer::Lost(e.to_string()),
-            Err(_) => Offer::Lost(format!("no acceptance within {ACCEPT_TIMEOUT:?}")),
+/// Offers `dispatch` to `peer` through `client`: one round trip when the
+/// peer is alive. A job the peer takes is counted on its load in `burst`
+/// until it ends.
+pub(crate) async fn offer(
+    (client, burst): (&PeerClient, &Arc<Burst>),
+    peer: u64,
+    dispatch: Dispatch,
+    deadline: Instant,
+) -> Offer {
+    let job = dispatch.execute.job;
+    let open = OPEN_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+    let mut recv = match client.open_dispatch(peer, dispatch, open).await {
+        Ok(recv) => recv,
+        Err(e) => return Offer::NotRun(e.to_string()),
+    };
+    let first = tokio::time::timeout(ACCEPT_TIMEOUT, read_dispatch_reply(&mut recv)).await;
+    // Anything but a clear answer: the acceptance may be what was lost.
+    match first {
+        Ok(Ok(Some(DispatchReply::Accepted))) => {
+            tracing::debug!(%job, peer, "accepted by the peer");
+            let burst = burst.clone();
+            burst.peer_took(peer);
+            Offer::Accepted(Accepted { recv, peer, burst })
         }
+        Ok(Ok(Some(DispatchReply::Refused(r)))) => Offer::NotRun(format!("refused: {r}")),
+        Ok(Ok(Some(other))) => Offer::Lost(format!("answer before acceptance: {other:?}")),
+        Ok(Ok(None)) => Offer::Lost("the peer closed the stream".into()),
+        Ok(Err(e)) => Offer::Lost(e.to_string()),
+        Err(_) => Offer::Lost(format!("no acceptance within {ACCEPT_TIMEOUT:?}")),
     }
 }
 

@@ -1,21 +1,22 @@
-//! Peer burst: when this host's node is full, its jobs run on a peer that
-//! has room.
+//! Peer burst: what this host knows of its peers' load, so that when its
+//! node is full its jobs run on a peer that has room.
 //!
 //! ```text
-//!  gossip loop ──datagram (LoadGossip) every --gossip-ms──▶ peers ──▶ Burst::loads
-//!  invoke ──▶ Burst::decide (ClusterView from the log + loads + RTTs) ──▶ scheduler::place
-//!         ──Decision::Peer──▶ origin::dispatch ──QUIC stream──▶ job::for_peer ──▶ its node
+//!  gossip loop ──datagram (LoadGossip) every --gossip-ms──▶ peers ──▶ Burst::record_load
+//!  job::run ──▶ Burst::view (ClusterView from the log + loads + RTTs) ──▶ scheduler::place
+//!         ──Decision::Peer──▶ origin::offer ──QUIC stream──▶ job::for_peer ──▶ its node
 //! ```
 //!
 //! - `gossip` sends this host's load to every member a few times a second
 //!   and keeps what the others send, with the RTT of each connection.
-//! - `origin` sends a job to the scheduler's candidates in turn and turns
-//!   their answers into the job's outcome.
+//! - `origin` offers a job to one peer and turns its answers into the
+//!   job's outcome.
 //! - a peer's job runs through `job::for_peer`, only if a slot is free
 //!   now: one hop, a burst job is never queued or sent on.
 //!
-//! What it is not: the scheduler's policy (pure, in `spillway-scheduler`),
-//! the transport (`peer`), or artifact transfer (`control::fetch`).
+//! What it is not: the decision (`job::run`, through `scheduler::place`),
+//! the scheduler's policy (pure, in `spillway-scheduler`), the transport
+//! (`peer`), or artifact transfer (`artifacts`).
 
 mod gossip;
 pub(crate) mod origin;
@@ -25,8 +26,8 @@ pub(crate) use gossip::gossip_loop;
 use crate::link::NodeStatus;
 use crate::queue::LocalQueue;
 use spillway_consensus::{ControlState, MemberState};
-use spillway_proto::{JobSpec, NodeId};
-use spillway_scheduler::{ArtifactFacts, Decision, PlacementPolicy, TenantRoom, place};
+use spillway_proto::NodeId;
+use spillway_scheduler::PlacementPolicy;
 use spillway_topology::{ClusterView, HostView, LoadGossip, LoadSample};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,8 +48,6 @@ pub(crate) struct Burst {
     /// This run's start (Unix ms), so peers tell its reports from an
     /// earlier run's.
     incarnation: u64,
-    /// Measured artifact transfer rate, bytes per second (0: none yet).
-    fetch_rate: AtomicU64,
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
     /// Signalled when a peer is known to have room (a report with free
@@ -76,7 +75,6 @@ impl Burst {
             peers: Mutex::default(),
             seq: AtomicU64::new(0),
             incarnation: crate::now_unix_ms(),
-            fetch_rate: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             room: Notify::new(),
@@ -125,17 +123,6 @@ impl Burst {
             .rtt = Some(rtt);
     }
 
-    /// Feeds the transfer-rate estimate with one finished fetch.
-    pub(crate) fn record_fetch(&self, bytes: u64, took: Duration) {
-        if bytes < 64 << 10 || took.is_zero() {
-            return; // too small to say anything about bandwidth
-        }
-        let rate = (bytes as f64 / took.as_secs_f64()) as u64;
-        let old = self.fetch_rate.load(Ordering::Relaxed);
-        let new = if old == 0 { rate } else { (old * 4 + rate) / 5 };
-        self.fetch_rate.store(new, Ordering::Relaxed);
-    }
-
     /// The next load report of this host.
     pub(crate) fn report(&self, queue: &LocalQueue, node: &NodeStatus) -> LoadGossip {
         let load = queue.load(node);
@@ -150,8 +137,14 @@ impl Burst {
         }
     }
 
-    /// The cluster as this host sees it now.
-    pub(crate) fn view(&self, state: &ControlState, local: u64) -> ClusterView {
+    /// The cluster as this host sees it now; `fetch_bytes_per_s` is the
+    /// measured transfer rate between hosts.
+    pub(crate) fn view(
+        &self,
+        state: &ControlState,
+        local: u64,
+        fetch_bytes_per_s: u64,
+    ) -> ClusterView {
         let peers = self.peers.lock().expect("peer loads lock");
         let hosts = state
             .members()
@@ -176,41 +169,7 @@ impl Burst {
         ClusterView {
             local: NodeId(local),
             hosts,
-            fetch_bytes_per_s: self.fetch_rate.load(Ordering::Relaxed),
+            fetch_bytes_per_s,
         }
-    }
-
-    /// Where `spec` should run, given its tenant's quota `room` here. With
-    /// burst off (for this host, or for this job: `here_only`), every job
-    /// stays here (and one over its tenant's quota is refused).
-    pub(crate) fn decide(
-        &self,
-        spec: &JobSpec,
-        state: &ControlState,
-        local: u64,
-        (queue, node): (&LocalQueue, &NodeStatus),
-        room: &TenantRoom,
-        here_only: bool,
-    ) -> Decision {
-        let load = queue.load(node);
-        let artifact = ArtifactFacts {
-            size: state.artifact_size(&spec.digest).unwrap_or(0),
-            holders: state.holders(&spec.digest).into_iter().collect(),
-        };
-        let mut view = self.view(state, local);
-        if !self.enabled || here_only {
-            view.hosts.retain(|h| h.id == view.local);
-        }
-        let mut pick = [0u8; 8];
-        getrandom::fill(&mut pick).expect("the OS provides randomness");
-        place(
-            spec,
-            &artifact,
-            &view,
-            &load,
-            &self.policy,
-            room,
-            (Instant::now(), u64::from_le_bytes(pick)),
-        )
     }
 }

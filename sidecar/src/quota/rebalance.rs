@@ -8,8 +8,9 @@
 //! the log. A host that does not answer in time holds the tenant's
 //! leases where they are until it does.
 
-use super::Control;
-use crate::quota::{active_members, leases::next_leases};
+use super::{TenantQuotas, active_members, leases::next_leases};
+use crate::control::Control;
+use crate::peer::PeerClient;
 use spillway_consensus::ControlCommand;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,10 +21,12 @@ const LEASE_EVERY: Duration = Duration::from_millis(500);
 /// How long a host may take to report.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(300);
 
-pub(super) async fn rebalance(control: Arc<Control>) {
+/// Runs the loop for as long as the control plane does; `here` is this
+/// host's own use, `client` asks the others for theirs.
+pub(crate) async fn rebalance(control: Arc<Control>, here: Arc<TenantQuotas>, client: PeerClient) {
     loop {
         tokio::time::sleep(LEASE_EVERY).await;
-        let raft = control.plane.status();
+        let raft = control.raft_status();
         if raft.role == "shutdown" {
             break;
         }
@@ -41,10 +44,10 @@ pub(super) async fn rebalance(control: Arc<Control>) {
         let active = active_members(&state);
         let mut asks = tokio::task::JoinSet::new();
         for host in active.iter().copied().filter(|h| *h != control.id) {
-            let control = control.clone();
-            asks.spawn(async move { (host, control.peer_status(host, REPORT_TIMEOUT).await) });
+            let client = client.clone();
+            asks.spawn(async move { (host, client.status(host, REPORT_TIMEOUT).await) });
         }
-        let mut reports = BTreeMap::from([(control.id, control.quota_usage())]);
+        let mut reports = BTreeMap::from([(control.id, here.usage_of(&state))]);
         while let Some(Ok((host, status))) = asks.join_next().await {
             if let Some(s) = status {
                 reports.insert(host, s.quota_usage);

@@ -9,58 +9,24 @@
 //! fails `artifact_corrupt` (some copy was bad) or `artifact_unavailable`
 //! (none could be had), and never runs.
 
-use super::Control;
+use super::Artifacts;
 use crate::peer::PeerRequest;
 use crate::peer::artifact::{self, FetchError};
 use crate::spool::Spooled;
-use spillway_proto::{Digest, Failure, JobSpec};
-use std::sync::Arc;
+use spillway_proto::{Digest, Failure};
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
 
 /// How long opening a stream to one holder may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of one transfer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl Control {
-    /// Makes sure this host's node holds `digest`, fetching it from a
-    /// holder if needed.
-    pub(crate) async fn ensure_artifact(&self, digest: Digest) -> Result<(), Failure> {
-        if self.link.status().held.contains(&digest) {
-            return Ok(());
+impl Artifacts {
+    pub(super) async fn fetch(&self, digest: Digest) -> Result<(), Failure> {
+        if self.control.state().holders(&digest).is_empty() {
+            self.control.catch_up().await;
         }
-        let cell = {
-            let mut fetches = self.fetches.lock().expect("fetches lock");
-            fetches
-                .entry(digest)
-                .or_insert_with(|| Arc::new(OnceCell::new()))
-                .clone()
-        };
-        let outcome = cell
-            .get_or_init(|| async { self.fetch(digest).await })
-            .await
-            .clone();
-        self.fetches.lock().expect("fetches lock").remove(&digest);
-        outcome
-    }
-
-    /// Makes sure this host's node holds everything `spec` runs: its
-    /// component and each of its kernel packs, fetched as needed, each
-    /// checked the same way.
-    pub(crate) async fn ensure_job_artifacts(&self, spec: &JobSpec) -> Result<(), Failure> {
-        self.ensure_artifact(spec.digest).await?;
-        for pack in &spec.kernel_packs {
-            self.ensure_artifact(pack.digest).await?;
-        }
-        Ok(())
-    }
-
-    async fn fetch(&self, digest: Digest) -> Result<(), Failure> {
-        if self.state().holders(&digest).is_empty() {
-            self.catch_up().await;
-        }
-        let state = self.state();
+        let state = self.control.state();
         // Signatures are checked again before any copy is used.
         if !crate::signing::registrations_trusted(&state, &digest) {
             tracing::error!(%digest, "artifact fetch refused: not signed by a key its tenant trusts");
@@ -71,7 +37,7 @@ impl Control {
             .holders(&digest)
             .into_iter()
             .map(|h| h.0)
-            .filter(|h| *h != self.id)
+            .filter(|h| *h != self.control.id)
             .collect();
         drop(state);
         if holders.is_empty() {
@@ -99,7 +65,7 @@ impl Control {
                 }
             };
             let size = spooled.size;
-            self.burst.record_fetch(size, started.elapsed());
+            self.record_rate(size, started.elapsed());
             return match self.link.put_artifact(&spooled).await {
                 Ok((stored, _)) if stored == digest => {
                     tracing::info!(host = holder, %digest, size, "fetched artifact");
@@ -132,7 +98,7 @@ impl Control {
             .open(holder, &request, OPEN_TIMEOUT)
             .await
             .map_err(|e| FetchError::Io(e.to_string()))?;
-        let max = self.max_artifact_bytes;
+        let max = self.max_bytes;
         let into = self
             .spool
             .create(max)

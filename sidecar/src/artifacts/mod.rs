@@ -1,0 +1,162 @@
+//! Artifacts between hosts: bringing one this host's node lacks from a
+//! host that holds it (`fetch`), and sending this node's copy to a member
+//! that asks (`holder`). Both check what they move: a fetched copy against
+//! the log's size and its digest, a sent copy by the node before its first
+//! chunk.
+//!
+//! ```text
+//!  job ──ensure_job_artifacts──▶ Artifacts ──FetchArtifact (QUIC stream)──▶ holder ──▶ its node
+//!                                    └──spool (verified)──▶ link ──▶ this node
+//! ```
+//!
+//! What it is not: the artifact store (the node keeps artifacts), the
+//! record of who holds what (the control log, kept by `control`'s
+//! residency loop), or an upload's HTTP side (`http::artifacts`, which
+//! spools through [`Artifacts::spool`] too).
+
+mod fetch;
+mod holder;
+
+pub(crate) use holder::HeldArtifact;
+
+use crate::control::Control;
+use crate::link::NodeLink;
+use crate::peer::PeerClient;
+use crate::spool::Spool;
+use spillway_proto::{Digest, Failure, JobSpec};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// One fetch of an artifact: set once, by the first caller, for all.
+type Fetch = OnceCell<Result<(), Failure>>;
+
+/// This host's artifact traffic: fetches in flight and what they measured.
+#[derive(Debug)]
+pub(crate) struct Artifacts {
+    control: Arc<Control>,
+    link: Arc<NodeLink>,
+    client: PeerClient,
+    /// Where uploads and fetched artifacts wait for the node.
+    spool: Spool,
+    /// The largest artifact this host takes (upload or fetch).
+    max_bytes: u64,
+    /// Fetches in flight, one per digest (concurrent callers share it).
+    fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// Measured transfer rate, bytes per second (0: none yet).
+    rate: AtomicU64,
+}
+
+impl Artifacts {
+    pub(crate) fn new(
+        control: Arc<Control>,
+        link: Arc<NodeLink>,
+        client: PeerClient,
+        spool: Spool,
+        max_bytes: u64,
+    ) -> Self {
+        Self {
+            control,
+            link,
+            client,
+            spool,
+            max_bytes,
+            fetches: Mutex::default(),
+            rate: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The largest artifact this host takes (upload or fetch).
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The measured transfer rate between hosts, bytes per second (0 until
+    /// a fetch large enough to say has finished).
+    pub(crate) fn bytes_per_s(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Feeds the transfer-rate estimate with one finished fetch.
+    fn record_rate(&self, bytes: u64, took: Duration) {
+        if let Some(new) = next_rate(self.rate.load(Ordering::Relaxed), bytes, took) {
+            self.rate.store(new, Ordering::Relaxed);
+        }
+    }
+
+    /// Opens this node's copy of `digest` for a member that asked.
+    pub(crate) async fn open_held(
+        &self,
+        digest: Digest,
+    ) -> Result<HeldArtifact, crate::peer::artifact::ArtifactRefusal> {
+        HeldArtifact::open(self.link.clone(), digest).await
+    }
+
+    /// Makes sure this host's node holds `digest`, fetching it from a
+    /// holder if needed.
+    pub(crate) async fn ensure(&self, digest: Digest) -> Result<(), Failure> {
+        if self.link.status().held.contains(&digest) {
+            return Ok(());
+        }
+        let cell = {
+            let mut fetches = self.fetches.lock().expect("fetches lock");
+            fetches
+                .entry(digest)
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
+        };
+        let outcome = cell
+            .get_or_init(|| async { self.fetch(digest).await })
+            .await
+            .clone();
+        self.fetches.lock().expect("fetches lock").remove(&digest);
+        outcome
+    }
+
+    /// Makes sure this host's node holds everything `spec` runs: its
+    /// component and each of its kernel packs, fetched as needed, each
+    /// checked the same way.
+    pub(crate) async fn ensure_job_artifacts(&self, spec: &JobSpec) -> Result<(), Failure> {
+        self.ensure(spec.digest).await?;
+        for pack in &spec.kernel_packs {
+            self.ensure(pack.digest).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The transfer-rate estimate after a fetch of `bytes` that took `took`,
+/// from the estimate `old` (0: none yet); `None` when the fetch was too
+/// small or too quick to say anything about bandwidth.
+fn next_rate(old: u64, bytes: u64, took: Duration) -> Option<u64> {
+    if bytes < 64 << 10 || took.is_zero() {
+        return None;
+    }
+    let rate = (bytes as f64 / took.as_secs_f64()) as u64;
+    Some(if old == 0 { rate } else { (old * 4 + rate) / 5 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_rate;
+    use std::time::Duration;
+
+    #[test]
+    fn the_rate_follows_large_fetches_only() {
+        let s = Duration::from_secs(1);
+        for (old, bytes, took, new) in [
+            (0, 1 << 20, s, Some(1 << 20)),
+            (1_000_000, 2_000_000, s, Some(1_200_000)),
+            (5, 1000, s, None),
+            (5, 1 << 20, Duration::ZERO, None),
+        ] {
+            assert_eq!(next_rate(old, bytes, took), new, "{old} {bytes} {took:?}");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What a job uses of its host, owned in one place: the node link and the
+//! local queue, each tenant's share of its quota here, what this host
+//! knows of its peers' load and the client that reaches them, and the
+//! artifacts it may have to fetch first. The HTTP handler and the peer
+//! routes share one `JobHost`; the gossip loop reads it too.
+//!
+//! What it is not: the control plane. `control` is read for the log's
+//! state and this host's id, and asked to catch up; a job never proposes.
+
+use super::burst::Burst;
+use crate::artifacts::Artifacts;
+use crate::control::Control;
+use crate::link::NodeLink;
+use crate::peer::{HostStatus, PeerClient};
+use crate::queue::LocalQueue;
+use crate::quota::TenantQuotas;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// This host's side of every job.
+#[derive(Debug)]
+pub(crate) struct JobHost {
+    pub(crate) control: Arc<Control>,
+    pub(crate) link: Arc<NodeLink>,
+    pub(crate) queue: Arc<LocalQueue>,
+    /// This host's share of each tenant's concurrency quota.
+    pub(crate) quotas: Arc<TenantQuotas>,
+    /// Peers' load and the burst settings.
+    pub(crate) burst: Arc<Burst>,
+    pub(crate) client: PeerClient,
+    pub(crate) artifacts: Arc<Artifacts>,
+    /// The longest any job may run here (a peer's job included).
+    pub(crate) max_deadline: Duration,
+}
+
+impl JobHost {
+    /// This host's member id.
+    pub(crate) fn id(&self) -> u64 {
+        self.control.id
+    }
+
+    /// This host's own status, as peers and the cluster view ask for it.
+    pub(crate) fn status(&self) -> HostStatus {
+        let node = self.link.status();
+        HostStatus {
+            node_up: node.up,
+            node_pid: node.pid,
+            node_restarts: node.restarts,
+            slots: node.capabilities.as_ref().map_or(0, |c| c.slots),
+            running: self.queue.running(),
+            queued: self.queue.depth(),
+            resident_artifacts: node.held.len(),
+            backends: node
+                .capabilities
+                .iter()
+                .flat_map(|c| &c.backends)
+                .map(|b| b.as_str().to_owned())
+                .collect(),
+            applied_index: self.control.applied_index(),
+            completed: node.load.map_or(0, |(l, _)| l.completed),
+            failed: node.load.map_or(0, |(l, _)| l.failed),
+            burst_out: self.burst.sent.load(Ordering::Relaxed),
+            burst_in: self.burst.received.load(Ordering::Relaxed),
+            quota_usage: self.quotas.usage_of(&self.control.state()),
+        }
+    }
+}
