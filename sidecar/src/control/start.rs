@@ -3,6 +3,7 @@
 
 use super::local::LocalMembership;
 use super::{Control, tasks};
+use crate::config::ClusterStart;
 use crate::link::NodeLink;
 use crate::peer::client::exchange;
 use crate::peer::{ConnectError, TlsRefusal, tls_refusal};
@@ -10,7 +11,6 @@ use crate::peer::{
     HostIdentity, JoinAccepted, JoinRequest, JoinTicket, PeerClient, PeerEndpoint, PeerReply,
     PeerRequest, PinnedPeers, QuicTransport,
 };
-use crate::config::ClusterStart;
 use crate::{AdminToken, SidecarConfig, SidecarError};
 use spillway_consensus::{
     ControlCommand, ControlPlane, ControlResponse, JOIN_VERSION, JoinRefusal, Member, MemberEntry,
@@ -365,7 +365,7 @@ async fn ask(
         {
             Err(AskError::HandshakeRefused)
         }
-        Ok(Err(e)) => Err(AskError::Other(e)),
+        Ok(Err(e)) => Err(AskError::Other(e.to_string())),
         Err(_) => Err(AskError::Other("no answer to the join request".into())),
     }
 }

@@ -118,11 +118,13 @@ impl PeerClient {
         match tokio::time::timeout(deadline, attempt).await {
             Ok(Err(e)) => Err(e),
             Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(reason))) => {
-                self.forget(target);
+            Ok(Ok(Err(e))) => {
+                if e.connection_lost() {
+                    self.forget(target);
+                }
                 Err(TransportError::Failed {
                     peer: target,
-                    reason,
+                    reason: e.to_string(),
                 })
             }
             Err(_) => Err(TransportError::Failed {
@@ -223,25 +225,55 @@ impl PeerClient {
     }
 }
 
+/// Why one request on a stream got no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// No stream could be opened: the connection is gone (closed, timed
+    /// out, or its handshake refused). Reconnect before the next try.
+    #[error("no stream: {0}")]
+    Open(#[from] quinn::ConnectionError),
+    /// The request could not be sent whole: the stream or its connection
+    /// broke. Retry on a new connection.
+    #[error("sending the request: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The stream was finished twice or reset before the request was sent.
+    #[error("finishing the request: {0}")]
+    Finish(#[from] quinn::ClosedStream),
+    /// The reply did not arrive whole (the stream or connection broke, or
+    /// the reply was over the limit).
+    #[error("reading the reply: {0}")]
+    Read(#[from] quinn::ReadToEndError),
+    /// The reply arrived but is no frame this version reads: the peer runs
+    /// another version or misbehaves. The connection itself is fine.
+    #[error("a malformed reply: {0}")]
+    Malformed(#[from] frame::FrameError),
+}
+
+impl ExchangeError {
+    /// Whether the connection is unusable (so it should be dropped and a
+    /// new one made for the next request).
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            Self::Open(_) => true,
+            Self::Write(quinn::WriteError::ConnectionLost(_)) => true,
+            Self::Read(quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(_))) => true,
+            Self::Write(_) | Self::Finish(_) | Self::Read(_) | Self::Malformed(_) => false,
+        }
+    }
+}
+
 /// One request and its reply on a new stream of `conn`.
 pub(crate) async fn exchange(
     conn: &quinn::Connection,
     request: &PeerRequest,
     trailing: &[u8],
-) -> Result<PeerReply, String> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    send.write_all(&frame::encode(request))
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<PeerReply, ExchangeError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&frame::encode(request)).await?;
     if !trailing.is_empty() {
-        send.write_all(trailing).await.map_err(|e| e.to_string())?;
+        send.write_all(trailing).await?;
     }
-    send.finish().map_err(|e| e.to_string())?;
-    let bytes = recv
-        .read_to_end(MAX_REPLY)
-        .await
-        .map_err(|e| e.to_string())?;
-    frame::decode::<PeerReply>(&bytes, MAX_REPLY)
-        .map(|(r, _)| r)
-        .map_err(|e| e.to_string())
+    send.finish()?;
+    let bytes = recv.read_to_end(MAX_REPLY).await?;
+    Ok(frame::decode::<PeerReply>(&bytes, MAX_REPLY).map(|(r, _)| r)?)
 }

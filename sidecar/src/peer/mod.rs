@@ -29,7 +29,7 @@ mod ticket;
 mod wire;
 
 pub use artifact::ArtifactRefusal;
-pub use client::PeerClient;
+pub use client::{ExchangeError, PeerClient};
 pub use endpoint::{ALPN, ConnectError, PeerEndpoint};
 pub(crate) use endpoint::{TlsRefusal, tls_refusal};
 pub use faults::{FaultStats, Faults, FaultsError};
