@@ -5,12 +5,10 @@
 
 use crate::netns::NetLab;
 use serde_json::{Value, json};
+use spillway_launch::{HostLaunch, HostProcess, LaunchError, Role};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
 
 /// How long a host may take to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -18,12 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Something the harness could not do to its cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("host {host} did not start: {why} (log: {log})")]
-    Start {
-        host: usize,
-        why: String,
-        log: PathBuf,
-    },
+    #[error("host {host} did not start: {source}")]
+    Start { host: usize, source: LaunchError },
     #[error("{what}: {why}")]
     Api { what: String, why: String },
     #[error("signalling {pid}: {why}")]
@@ -50,7 +44,7 @@ pub struct HostProc {
     pub dir: PathBuf,
     pub http: SocketAddr,
     pub peer: SocketAddr,
-    process: Option<(Child, ChildStdin)>,
+    process: Option<HostProcess>,
     pub paused: bool,
 }
 
@@ -64,7 +58,7 @@ impl HostProc {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.process.as_ref().and_then(|(c, _)| c.id())
+        self.process.as_ref().map(HostProcess::pid)
     }
 }
 
@@ -116,92 +110,39 @@ impl Cluster {
             net,
         };
         cluster.token = cluster
-            .spawn(0, &["--init"], None)
+            .spawn(0, Role::Found)
             .await?
             .expect("the founder prints its token");
         for i in 1..n {
             let ticket = cluster.ticket().await?;
-            cluster.spawn(i, &[], Some(&ticket)).await?;
+            cluster.spawn(i, Role::Join(ticket)).await?;
         }
         cluster.wait_active(n).await?;
         Ok(cluster)
     }
 
     /// Starts host `i`'s process; returns the admin token if it printed one.
-    async fn spawn(
-        &mut self,
-        i: usize,
-        extra: &[&str],
-        ticket: Option<&str>,
-    ) -> Result<Option<String>, ClusterError> {
+    async fn spawn(&mut self, i: usize, role: Role) -> Result<Option<String>, ClusterError> {
         let host = &self.hosts[i];
-        std::fs::create_dir_all(&host.dir)?;
-        let log_path = host.dir.join("host.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let mut argv: Vec<String> = self
-            .net
-            .as_ref()
-            .map(|lab| lab.exec_prefix(i))
-            .unwrap_or_default();
-        argv.push(self.setup.program.display().to_string());
-        let (program, prefix) = argv.split_first().expect("a program");
-        let mut command = Command::new(program);
-        command
-            .args(prefix)
-            .arg("host")
-            .args(["--listen", &host.http.to_string()])
-            .args(["--peer-listen", &host.peer.to_string()])
-            .args(["--slots", &self.setup.slots.to_string()])
-            .args([
-                "--snapshot-every",
-                "20",
-                "--execution-journal",
-                "--stop-on-stdin-close",
-            ])
-            .arg("--dir")
-            .arg(&host.dir)
-            .args(&self.setup.flags)
-            .args(extra)
-            .env_remove("SPILLWAY_JOIN_TICKET")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true);
-        if let Some(t) = ticket {
-            command.env("SPILLWAY_JOIN_TICKET", t);
-        }
-        let failed = |why: String| ClusterError::Start {
-            host: i + 1,
-            why,
-            log: log_path.clone(),
-        };
-        let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let mut token = None;
-        let started = tokio::time::timeout(START_TIMEOUT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(t) = line.strip_prefix("admin token (shown once, store it now): ") {
-                    token = Some(t.to_owned());
-                } else if line.starts_with("listening on ") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        match started {
-            Ok(true) => {}
-            Ok(false) => return Err(failed("it exited".into())),
-            Err(_) => return Err(failed(format!("not serving after {START_TIMEOUT:?}"))),
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let launch = HostLaunch::new(&self.setup.program, &host.dir)
+            .listen(host.http)
+            .peer_listen(host.peer)
+            .role(role)
+            .flags(["--slots", &self.setup.slots.to_string()])
+            .flags(["--snapshot-every", "20", "--execution-journal"])
+            .flags(&self.setup.flags)
+            .wrapped_in(self.net.iter().flat_map(|lab| lab.exec_prefix(i)))
+            .env("RUST_LOG", "info");
+        let process = tokio::task::spawn_blocking(move || launch.start(START_TIMEOUT))
+            .await
+            .map_err(|e| ClusterError::Io(std::io::Error::other(e)))?
+            .map_err(|source| ClusterError::Start {
+                host: i + 1,
+                source,
+            })?;
+        let token = process.admin_token().map(str::to_owned);
         let host = &mut self.hosts[i];
-        host.process = Some((child, stdin));
+        host.process = Some(process);
         host.paused = false;
         Ok(token)
     }
@@ -284,10 +225,8 @@ impl Cluster {
 
     /// `kill -9` host `i` (its node exits with it: its stdin closes).
     pub async fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
-        if let Some((mut child, stdin)) = self.hosts[i].process.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            drop(stdin);
+        if let Some(mut process) = self.hosts[i].process.take() {
+            process.kill();
         }
         self.hosts[i].paused = false;
         Ok(())
@@ -298,7 +237,7 @@ impl Cluster {
         if self.hosts[i].running() {
             return Ok(());
         }
-        self.spawn(i, &[], None).await.map(drop)
+        self.spawn(i, Role::Rejoin).await.map(drop)
     }
 
     /// `kill -9` host `i`'s node; its sidecar sees it die and restarts it.

@@ -8,7 +8,7 @@
 //! The load is bounded (it sends `jobs` requests and stops) and each
 //! request has a client timeout, so a run always ends.
 
-use crate::bench::{ms, percentile};
+use crate::stats::{ms, percentile};
 use spillway_sidecar::api;
 use std::collections::BTreeMap;
 use std::sync::Arc;

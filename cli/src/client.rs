@@ -78,6 +78,24 @@ impl Invocation {
     }
 }
 
+/// The longest a client request waits out rate limits, all retries together.
+const RATE_LIMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long to wait before sending a request again, after an answer of
+/// `status` that asked for `retry_after_ms`, having waited `waited` so far:
+/// `None` to take the answer as it is.
+fn retry_wait(
+    status: StatusCode,
+    retry_after_ms: Option<u64>,
+    waited: std::time::Duration,
+) -> Option<std::time::Duration> {
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let wait = std::time::Duration::from_millis(retry_after_ms.unwrap_or(1000).clamp(1, 5_000));
+    (waited + wait <= RATE_LIMIT_PATIENCE).then_some(wait)
+}
+
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -104,13 +122,32 @@ impl Client {
         }
     }
 
+    /// Sends `r` and reads its JSON answer. A request the host rate-limits
+    /// (429) is sent again after the wait the host names, for up to
+    /// [`RATE_LIMIT_PATIENCE`] in all: every request sent this way is safe
+    /// to repeat (uploads name their artifact; changes go through the log).
     async fn json<T: serde::de::DeserializeOwned>(r: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let response = r
-            .send()
-            .await
-            .context("cannot reach the host (is SPILLWAY_ENDPOINT right?)")?;
-        let status = response.status();
-        let bytes = response.bytes().await?;
+        let mut waited = std::time::Duration::ZERO;
+        let (status, bytes) = loop {
+            let attempt = r
+                .try_clone()
+                .context("a request body that cannot be resent")?;
+            let response = attempt
+                .send()
+                .await
+                .context("cannot reach the host (is SPILLWAY_ENDPOINT right?)")?;
+            let status = response.status();
+            let bytes = response.bytes().await?;
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let asked = v["error"]["retry_after_ms"].as_u64();
+            match retry_wait(status, asked, waited) {
+                Some(wait) => {
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                }
+                None => break (status, bytes),
+            }
+        };
         if !status.is_success() {
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             bail!(
@@ -225,5 +262,33 @@ impl Client {
             headers: response.headers().clone(),
             body: response.bytes().await?.to_vec(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_rate_limit_is_waited_out_and_only_for_a_while() {
+        let ms = Duration::from_millis;
+        let limited = StatusCode::TOO_MANY_REQUESTS;
+        for (status, asked, waited, wait) in [
+            (limited, Some(100), ms(0), Some(ms(100))),
+            (limited, None, ms(0), Some(ms(1000))),
+            (limited, Some(0), ms(0), Some(ms(1))),
+            (limited, Some(60_000), ms(0), Some(ms(5000))),
+            (limited, Some(100), ms(29_950), None),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(100), ms(0), None),
+            (StatusCode::CONFLICT, None, ms(0), None),
+            (StatusCode::OK, None, ms(0), None),
+        ] {
+            assert_eq!(
+                retry_wait(status, asked, waited),
+                wait,
+                "{status} {asked:?} {waited:?}"
+            );
+        }
     }
 }

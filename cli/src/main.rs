@@ -8,8 +8,10 @@ mod chaos;
 mod client;
 mod commands;
 mod demo;
+mod local_cluster;
 mod publisher;
 mod serve;
+mod stats;
 mod up;
 
 use clap::{Parser, Subcommand};

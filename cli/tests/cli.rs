@@ -87,62 +87,28 @@ fn up_refuses_a_host_count_out_of_range() {
 /// Starts `spillway host --init` in a fresh folder, listening on
 /// `listen`, watching its stdin; returns once it serves, with its stderr
 /// captured.
-fn lone_host(
-    listen: &str,
-) -> (
-    tempfile::TempDir,
-    std::process::Child,
-    std::process::ChildStdin,
-) {
-    use std::io::BufRead;
+fn lone_host(listen: &str) -> (tempfile::TempDir, spillway_launch::HostProcess) {
     let dir = tempfile::tempdir().unwrap();
-    let mut host = Command::new(BIN)
-        .args([
-            "host",
-            "--init",
-            "--listen",
-            listen,
-            "--peer-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--stop-on-stdin-close")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let host = spillway_launch::HostLaunch::new(BIN, dir.path())
+        .listen(listen)
+        .role(spillway_launch::Role::Found)
+        .start(std::time::Duration::from_secs(60))
         .unwrap();
-    let stdin = host.stdin.take().unwrap();
-    let stdout = std::io::BufReader::new(host.stdout.take().unwrap());
-    for line in stdout.lines() {
-        if line.unwrap().starts_with("listening on ") {
-            break;
-        }
-    }
-    (dir, host, stdin)
+    (dir, host)
 }
 
 #[test]
 fn a_host_watching_its_stdin_still_stops_on_sigterm() {
-    let (_dir, mut host, _stdin) = lone_host("127.0.0.1:0");
+    let (_dir, mut host) = lone_host("127.0.0.1:0");
     let killed = Command::new("kill")
-        .args(["-TERM", &host.id().to_string()])
+        .args(["-TERM", &host.pid().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        if let Some(status) = host.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = host.kill();
-            panic!("the host ignored SIGTERM while its stdin stayed open");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let status = host
+        .wait_exit(std::time::Duration::from_secs(15))
+        .expect("the host ignored SIGTERM while its stdin stayed open");
+    assert!(status.success(), "{status:?}");
 }
 
 /// Security review finding 8: every folder `spillway up` and its host make
@@ -193,18 +159,12 @@ async fn state_folders_are_owner_only_and_secrets_0600() {
 /// loudly, on stderr and in the log; on loopback it is not.
 #[test]
 fn plain_http_off_loopback_is_warned_about() {
-    use std::io::Read;
     for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
-        let (_dir, mut host, stdin) = lone_host(listen);
-        drop(stdin);
-        let status = host.wait().unwrap();
+        let (_dir, mut host) = lone_host(listen);
+        host.close_stdin();
+        let status = host.wait_exit(std::time::Duration::from_secs(30)).unwrap();
         assert!(status.success(), "{status:?}");
-        let mut stderr = String::new();
-        host.stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let stderr = std::fs::read_to_string(host.log()).unwrap();
         assert_eq!(
             stderr.contains("WARNING: serving plain HTTP"),
             warned,
@@ -264,5 +224,29 @@ fn the_kernel_compiler_child_refuses_file_reads_and_compiles_plain_source() {
     } else {
         eprintln!("NVRTC is not installed here: the compile itself runs on the GPU host");
         assert_eq!(out.status.code(), Some(3));
+    }
+}
+
+/// The README's first command, as a new user runs it: `spillway up --hosts
+/// 1 --demo` uploads every example guest (more than the per-tenant upload
+/// rate allows in one second: the client waits the rate limit out), runs
+/// each, and exits 0 only when every guest answered as expected. With
+/// three hosts it also runs the burst table.
+#[test]
+fn the_readme_demo_runs_to_the_end() {
+    for hosts in ["1", "3"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["up", "--hosts", hosts, "--demo", "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{hosts} host(s): {stdout}\n{stderr}");
+        assert!(
+            stdout.contains("demo: every guest behaved as expected"),
+            "{hosts} host(s): {stdout}"
+        );
     }
 }

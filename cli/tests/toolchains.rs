@@ -295,7 +295,7 @@ fn padded_echo(pad: usize) -> Vec<u8> {
 
 /// The most resident memory `host`'s sidecar process has used, in bytes.
 fn peak_rss(host: &Host) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", host.child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.process.pid())).unwrap();
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

@@ -26,13 +26,12 @@
 //! [`guest_log`]: crate::guest_log
 
 use crate::guest_log::{SharedLog, Source};
-use crate::state::GuestState;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -52,22 +51,28 @@ pub(crate) enum WaitInterrupted {
     Deadline,
 }
 
+/// What the sandbox needs of a job's store besides its WASI views: where
+/// the job's blocking waits must end.
+pub(crate) trait WaitBounds {
+    /// The job's cancel flag and its deadline.
+    fn wait_bounds(&self) -> (Arc<AtomicBool>, Instant);
+}
+
 /// Links WASI 0.2 (`exit-with-code` included: stable since 0.2.12),
 /// `wasi:http` and the deadline-bound `poll` into `linker`.
-pub(crate) fn add_to_linker(
-    linker: &mut Linker<GuestState>,
-    epoch_tick: Duration,
-) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T>(linker: &mut Linker<T>, epoch_tick: Duration) -> wasmtime::Result<()>
+where
+    T: WasiView + WasiHttpView + WaitBounds + 'static,
+{
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)?;
     linker.allow_shadowing(true);
     let mut poll = linker.instance(WASI_IO_POLL)?;
     poll.func_wrap(
         "poll",
-        move |mut cx: StoreContextMut<'_, GuestState>,
-              (pollables,): (Vec<Resource<DynPollable>>,)| {
-            let (cancel, deadline) = bounds(cx.data());
-            let table = &mut cx.data_mut().table;
+        move |mut cx: StoreContextMut<'_, T>, (pollables,): (Vec<Resource<DynPollable>>,)| {
+            let (cancel, deadline) = cx.data().wait_bounds();
+            let table = cx.data_mut().ctx().table;
             let ready = bounded(
                 wasmtime_wasi::p2::bindings::io::poll::Host::poll(table, pollables),
                 &cancel,
@@ -79,9 +84,9 @@ pub(crate) fn add_to_linker(
     )?;
     poll.func_wrap(
         "[method]pollable.block",
-        move |mut cx: StoreContextMut<'_, GuestState>, (pollable,): (Resource<DynPollable>,)| {
-            let (cancel, deadline) = bounds(cx.data());
-            let table = &mut cx.data_mut().table;
+        move |mut cx: StoreContextMut<'_, T>, (pollable,): (Resource<DynPollable>,)| {
+            let (cancel, deadline) = cx.data().wait_bounds();
+            let table = cx.data_mut().ctx().table;
             bounded(
                 wasmtime_wasi::p2::bindings::io::poll::HostPollable::block(table, pollable),
                 &cancel,
@@ -93,10 +98,6 @@ pub(crate) fn add_to_linker(
     )?;
     linker.allow_shadowing(false);
     Ok(())
-}
-
-fn bounds(state: &GuestState) -> (Arc<AtomicBool>, Instant) {
-    (state.control.cancel.clone(), state.deadline)
 }
 
 /// Runs `wait` until it finishes, the job is cancelled or its deadline
@@ -167,23 +168,24 @@ impl Sandbox {
     }
 }
 
-impl WasiView for GuestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        let log = &self.log;
-        let ctx = self.sandbox.wasi.get_or_insert_with(|| closed_context(log));
-        WasiCtxView {
-            ctx,
-            table: &mut self.table,
-        }
+impl Sandbox {
+    /// The WASI view of a job whose resources live in `table` and whose
+    /// stdout and stderr go to `log` (the context is built on first use).
+    pub(crate) fn wasi<'a>(
+        &'a mut self,
+        table: &'a mut ResourceTable,
+        log: &SharedLog,
+    ) -> WasiCtxView<'a> {
+        let ctx = self.wasi.get_or_insert_with(|| closed_context(log));
+        WasiCtxView { ctx, table }
     }
-}
 
-impl WasiHttpView for GuestState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
+    /// The `wasi:http` view of a job whose resources live in `table`.
+    pub(crate) fn http<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
         WasiHttpCtxView {
-            hooks: &mut self.sandbox.hooks,
-            table: &mut self.table,
-            ctx: &mut self.sandbox.http,
+            hooks: &mut self.hooks,
+            table,
+            ctx: &mut self.http,
         }
     }
 }

@@ -181,3 +181,21 @@ impl GuestState {
         }
     }
 }
+
+impl wasmtime_wasi::WasiView for GuestState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        self.sandbox.wasi(&mut self.table, &self.log)
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for GuestState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        self.sandbox.http(&mut self.table)
+    }
+}
+
+impl crate::sandbox::WaitBounds for GuestState {
+    fn wait_bounds(&self) -> (Arc<AtomicBool>, Instant) {
+        (self.control.cancel.clone(), self.deadline)
+    }
+}

@@ -9,11 +9,12 @@
 //! The same load with `spillway-placement: local` (burst off) runs beside
 //! it as the anchor.
 
+use super::cores;
 use super::dispatch::RawPair;
-use super::{cores, ms, percentile};
 use crate::burst_load::{self, Load, Summary};
 use crate::client::Client;
-use crate::up::{HostOptions, LocalCluster};
+use crate::local_cluster::{HostOptions, LocalCluster};
+use crate::stats::{ms, percentile};
 use serde_json::json;
 use std::process::ExitCode;
 use std::time::Duration;

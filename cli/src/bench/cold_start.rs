@@ -9,9 +9,10 @@
 //! compiled-code cache off and on) are `cargo bench -p spillway-node
 //! --bench cold_start`.
 
-use super::{cores, ms, percentile};
+use super::cores;
 use crate::client::{Client, InvokeOptions};
-use crate::up::{HostOptions, LocalCluster};
+use crate::local_cluster::{HostOptions, LocalCluster};
+use crate::stats::{ms, percentile};
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::path::PathBuf;

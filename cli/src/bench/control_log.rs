@@ -10,7 +10,8 @@
 //! is commit latency; higher levels measure throughput with that many
 //! proposals in flight (openraft batches them into shared appends).
 
-use super::{cores, ms, percentile};
+use super::cores;
+use crate::stats::{ms, percentile};
 use anyhow::{Context, bail};
 use spillway_consensus::{ControlCommand, ControlConfig, ControlError, ControlPlane, Member};
 use spillway_proto::Digest;
@@ -39,7 +40,7 @@ pub(crate) async fn run(
     }
     let (dir, remove) = match dir {
         Some(d) => (d, false),
-        None => (crate::up::fresh_dir()?, true),
+        None => (crate::local_cluster::fresh_dir()?, true),
     };
     let voters = form(&dir).await?;
     let outcome = measure(&voters, requests, levels, &dir).await;

@@ -17,8 +17,9 @@
 //! Round trips run one at a time (latency), the kinds interleaved so all
 //! see the same machine state. The target is dispatch p50 at most 1.2× raw.
 
+use super::cores;
 use super::tonic_echo::TonicPair;
-use super::{cores, ms, percentile};
+use crate::stats::{ms, percentile};
 use anyhow::{Context, bail};
 use spillway_consensus::PublicKey;
 use spillway_proto::{

@@ -5,9 +5,10 @@
 //! invocations from that many concurrent clients and reports p50, p99 and
 //! throughput. The load stops by itself after `--requests` per level.
 
-use super::{cores, percentile};
+use super::cores;
 use crate::client::Client;
-use crate::up::{HostOptions, LocalCluster};
+use crate::local_cluster::{HostOptions, LocalCluster};
+use crate::stats::percentile;
 use anyhow::bail;
 use serde_json::json;
 use std::process::ExitCode;

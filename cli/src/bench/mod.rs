@@ -21,7 +21,6 @@ mod tonic_echo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum BenchCommand {
@@ -128,19 +127,6 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         } => burst::run(slots, service_ms, seconds).await,
         BenchCommand::ColdStart { guests, warm } => cold_start::run(guests, warm).await,
     }
-}
-
-/// The `p` quantile (0..=1) of `sorted`, nearest rank; zero when empty.
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// Milliseconds with three decimals.
-pub(crate) fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// The host's cores, for the table's heading.

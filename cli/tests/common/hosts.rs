@@ -3,97 +3,55 @@
 
 use super::BIN;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
+use spillway_launch::{HostLaunch, HostProcess, LaunchError, Role};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One `spillway host` process.
+/// One `spillway host` process (killed when dropped).
 #[derive(Debug)]
 pub struct Host {
-    pub child: Child,
-    pub _stdin: ChildStdin,
+    pub process: HostProcess,
     pub dir: PathBuf,
     pub endpoint: String,
     /// The admin token, when this start printed it (founding only).
     pub token: Option<String>,
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Host {
-    /// Starts `spillway host` in `dir` with `extra` flags (and a join
-    /// ticket through the environment); waits until it serves HTTP.
+    /// Starts `spillway host` in `dir` with `extra` flags (`--init` to
+    /// found a cluster; `--slots 2` unless given) and a join ticket; waits
+    /// until it serves HTTP. A host that exits first is the `Err`, with
+    /// its log.
     pub fn start(dir: &Path, extra: &[&str], ticket: Option<&str>) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("host.log"))
-            .unwrap();
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "host",
-                "--listen",
-                "127.0.0.1:0",
-                "--peer-listen",
-                "127.0.0.1:0",
-            ])
-            .args(
+        let role = match ticket {
+            Some(t) => Role::Join(t.to_owned()),
+            None if extra.contains(&"--init") => Role::Found,
+            None => Role::Rejoin,
+        };
+        let launch = HostLaunch::new(BIN, dir)
+            .role(role)
+            .flags(
                 (!extra.contains(&"--slots"))
                     .then_some(["--slots", "2"])
                     .into_iter()
                     .flatten(),
             )
-            .args(["--snapshot-every", "20", "--stop-on-stdin-close"])
-            .arg("--dir")
-            .arg(dir)
-            .args(extra)
-            .env_remove("SPILLWAY_JOIN_TICKET")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        if let Some(t) = ticket {
-            command.env("SPILLWAY_JOIN_TICKET", t);
+            .flags(["--snapshot-every", "20"])
+            .flags(extra.iter().filter(|f| **f != "--init"));
+        match launch.start(Duration::from_secs(60)) {
+            Ok(process) => Ok(Self {
+                dir: dir.to_path_buf(),
+                endpoint: process.endpoint().to_owned(),
+                token: process.admin_token().map(str::to_owned),
+                process,
+            }),
+            Err(LaunchError::Exited { log }) => Err(std::fs::read_to_string(log).unwrap()),
+            Err(other) => panic!("{other}"),
         }
-        let mut child = command.spawn().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut token = None;
-        let endpoint = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(t) = line.strip_prefix("admin token (shown once, store it now): ") {
-                        token = Some(t.to_owned());
-                    } else if let Some(e) = line.strip_prefix("listening on ") {
-                        break e.trim().to_owned();
-                    }
-                }
-                _ => {
-                    let _ = child.wait();
-                    return Err(std::fs::read_to_string(dir.join("host.log")).unwrap());
-                }
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Self {
-            child,
-            _stdin: stdin,
-            dir: dir.to_path_buf(),
-            endpoint,
-            token,
-        })
     }
 
     pub fn kill9(mut self) -> PathBuf {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         self.dir.clone()
     }
 }
