@@ -107,10 +107,15 @@ pub(crate) struct Ingress {
     /// Jobs that may wait for a slot before 503 queue_full.
     #[arg(long, default_value_t = 64)]
     queue: u32,
-    /// Largest artifact this host takes, uploaded or fetched from a peer,
-    /// in MiB (spooled to disk, never held in memory).
+    /// Largest component or kernel pack this host takes, uploaded or
+    /// fetched from a peer, in MiB (spooled to disk, never held in memory).
     #[arg(long, default_value_t = 256)]
     max_artifact_mib: usize,
+    /// Largest weights (safetensors) file this host takes, uploaded or
+    /// fetched from a peer, in MiB (spooled to disk, then mapped; never
+    /// held in memory).
+    #[arg(long, default_value_t = 8192)]
+    max_weights_mib: u64,
     /// HTTP connections open at once (also bounded by the open-file
     /// limit, which is raised to its hard limit at start); past it a
     /// connection is answered 503 and closed.
@@ -373,6 +378,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         slots: args.slots,
         queue_capacity: args.ingress.queue,
         max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
+        max_weights_bytes: args.ingress.max_weights_mib.saturating_mul(1 << 20),
         public_tenant_metrics: args.ingress.public_tenant_metrics,
         publish_rate_per_s: args.ingress.publish_rate,
         ..SidecarConfig::default()
@@ -450,6 +456,7 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         slots: l.slots,
         queue_capacity: args.ingress.queue,
         max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
+        max_weights_bytes: args.ingress.max_weights_mib.saturating_mul(1 << 20),
         public_tenant_metrics: args.ingress.public_tenant_metrics,
         publish_rate_per_s: args.ingress.publish_rate,
         ingress: args.ingress.limits(),

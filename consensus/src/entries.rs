@@ -4,7 +4,7 @@
 //! state (`state`) use them; they use neither.
 
 use serde::{Deserialize, Serialize};
-use spillway_proto::{Accelerator, ArtifactKind, Digest, PackRef, TenantId};
+use spillway_proto::{Accelerator, ArtifactKind, Digest, NamedArtifact, TenantId};
 use std::collections::BTreeMap;
 
 /// A named artifact, in its tenant's namespace.
@@ -159,7 +159,9 @@ pub struct FunctionEntry {
     pub idempotent: bool,
     pub tenant: TenantId,
     /// Kernel packs of the same tenant its guest may launch from.
-    pub kernel_packs: Vec<PackRef>,
+    pub kernel_packs: Vec<NamedArtifact>,
+    /// Weights of the same tenant its guest may open.
+    pub weights: Vec<NamedArtifact>,
 }
 
 /// What a host holds of an artifact.

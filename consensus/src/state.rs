@@ -164,6 +164,16 @@ impl ControlState {
                         f.name, p.name, p.digest
                     )));
                 }
+                if let Some(w) = f
+                    .weights
+                    .iter()
+                    .find(|w| kind_of(&w.digest) != Some(ArtifactKind::Weights))
+                {
+                    return ControlResponse::Rejected(Rejection::Invalid(format!(
+                        "function {} names weights {} ({}) which are not registered weights",
+                        f.name, w.name, w.digest
+                    )));
+                }
                 self.functions
                     .insert((f.tenant.clone(), f.name.clone()), f.clone());
             }
@@ -612,7 +622,7 @@ mod tests {
     use super::*;
     use crate::entries::{ArtifactSignature, TenantPatch};
     use crate::membership::TicketEntry;
-    use spillway_proto::{Accelerator, PackRef};
+    use spillway_proto::{Accelerator, NamedArtifact};
 
     fn function(name: &str, digest: Digest) -> FunctionEntry {
         FunctionEntry {
@@ -625,6 +635,7 @@ mod tests {
             idempotent: false,
             tenant: TenantId::admin(),
             kernel_packs: Vec::new(),
+            weights: Vec::new(),
         }
     }
 
@@ -654,11 +665,12 @@ mod tests {
             put_pack(None).to_string(),
             "put kernel pack admin/ops = ".to_owned() + &pack.to_string()
         );
-        let with = |digest, packs: Vec<PackRef>| FunctionEntry {
+        let with = |digest, packs: Vec<NamedArtifact>| FunctionEntry {
             kernel_packs: packs,
+            weights: Vec::new(),
             ..function("f", digest)
         };
-        let ops = PackRef {
+        let ops = NamedArtifact {
             name: "ops".into(),
             digest: pack,
         };
@@ -667,7 +679,7 @@ mod tests {
         assert!(rejected(
             s.apply(&ControlCommand::PutFunction(with(pack, vec![])))
         ));
-        let not_a_pack = PackRef {
+        let not_a_pack = NamedArtifact {
             name: "f".into(),
             digest: wasm,
         };

@@ -32,7 +32,7 @@ python3 -c 'import componentize_py' 2>/dev/null || command -v componentize-py >/
   exit 1
 }
 cd "$root/examples/guests/python"
-for guest in matmul probe; do
+for guest in matmul probe tensor; do
   if stale "$out/$guest-py.wasm" "$guest.py"; then
     echo "building $guest-py.wasm (componentize-py)"
     componentize_py -d "$root/wit" -w job-guest componentize "$guest" -o "$out/$guest-py.wasm.tmp" >/dev/null

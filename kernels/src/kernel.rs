@@ -214,6 +214,16 @@ impl Kernel {
         }
     }
 
+    /// The buffer arguments the kernel writes (its outputs; `saxpy`'s `y`
+    /// is read and written). A read-only buffer (a resident tensor) may be
+    /// any other argument, never one of these.
+    pub fn writes(self) -> &'static [usize] {
+        match self {
+            Kernel::VectorAdd | Kernel::Saxpy | Kernel::Gemm | Kernel::Rmsnorm => &[2],
+            Kernel::Softmax | Kernel::ReduceSum => &[1],
+        }
+    }
+
     /// Pairs of buffer arguments that must not be the same buffer (an output
     /// written while another thread still reads its input).
     pub fn must_not_alias(self) -> &'static [(usize, usize)] {
@@ -228,6 +238,18 @@ impl Kernel {
 #[cfg(test)]
 mod requirement_tests {
     use super::*;
+
+    #[test]
+    fn outputs_are_buffer_arguments() {
+        for k in Kernel::ALL {
+            for &w in k.writes() {
+                assert_eq!(k.params()[w], Param::Buffer, "{}", k.name());
+            }
+            for &(out, _) in k.must_not_alias() {
+                assert!(k.writes().contains(&out), "{}: {out}", k.name());
+            }
+        }
+    }
 
     #[test]
     fn requirements_follow_the_shapes() {

@@ -41,6 +41,7 @@ fn spec(digest: Digest) -> JobSpec {
         placement: Default::default(),
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
+        weights: Vec::new(),
     }
 }
 

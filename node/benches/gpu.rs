@@ -98,6 +98,7 @@ fn main() {
         placement: Default::default(),
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
+        weights: Vec::new(),
     };
     let mut id = 0u128;
     // Wall time of one job of `spec` on `input`: to its answer, and to the

@@ -135,6 +135,7 @@ fn main() {
         placement: Default::default(),
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
+        weights: Vec::new(),
     };
     let node = median(|| {
         answer_and_whole(&exec, &spec);

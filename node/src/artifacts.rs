@@ -1,7 +1,7 @@
 //! The content-addressed artifact cache.
 //!
-//! Artifacts live on disk as `dir/artifacts/<blake3 hex>.wasm` (components)
-//! or `.pack` (kernel packs) and survive restarts. A component's compiled
+//! Artifacts live on disk as `dir/artifacts/<blake3 hex>.wasm` (components),
+//! `.pack` (kernel packs) or `.safetensors` (weights) and survive restarts. A component's compiled
 //! code is kept beside them (`compiled`), so it is compiled once per host.
 //! In memory the cache keeps each component pre-instantiated
 //! (`InstancePre`, imports already resolved against the host), so a job
@@ -14,14 +14,17 @@
 //! `unsupported_import` naming it), the rest typed as the host's, and `run`
 //! exported with the right type. A kernel pack only if its manifest is
 //! valid ([`KernelPack::parse`]); on a GPU host the executor also compiles
-//! it before saying yes. Anything else is `invalid_artifact` with the
-//! reason.
+//! it before saying yes. Weights only if they are a whole, valid
+//! safetensors file of `f32`, `bf16` or `f16` tensors (`weights`), checked
+//! and then kept mapped, never read into memory. Anything else is
+//! `invalid_artifact` with the reason.
 
 use crate::NodeError;
 use crate::bindings::JobGuestPre;
 use crate::compiled::{self, CompiledCache};
 use crate::incoming::{Incoming, Received};
 use crate::state::GuestState;
+use crate::weights::Weights;
 use spillway_kernels::KernelPack;
 use spillway_proto::{ARTIFACT_CHUNK, ArtifactKind, Digest, Failure};
 use std::collections::HashMap;
@@ -48,6 +51,17 @@ pub(crate) struct ArtifactCache {
 enum Loaded {
     Component(Prepared),
     Pack(Arc<KernelPack>),
+    Weights(Arc<Weights>),
+}
+
+impl Loaded {
+    fn kind(&self) -> ArtifactKind {
+        match self {
+            Loaded::Component(_) => ArtifactKind::Component,
+            Loaded::Pack(_) => ArtifactKind::KernelPack,
+            Loaded::Weights(_) => ArtifactKind::Weights,
+        }
+    }
 }
 
 /// A component ready to instantiate.
@@ -116,18 +130,18 @@ impl ArtifactCache {
         let extension = match kind {
             ArtifactKind::Component => "wasm",
             ArtifactKind::KernelPack => "pack",
+            ArtifactKind::Weights => "safetensors",
         };
         self.dir.join(format!("{}.{extension}", digest.to_hex()))
     }
 
     /// Where `digest` is stored, whichever kind it is.
     fn path(&self, digest: &Digest) -> PathBuf {
-        let pack = self.path_for(digest, ArtifactKind::KernelPack);
-        if pack.exists() {
-            pack
-        } else {
-            self.path_for(digest, ArtifactKind::Component)
-        }
+        [ArtifactKind::KernelPack, ArtifactKind::Weights]
+            .into_iter()
+            .map(|kind| self.path_for(digest, kind))
+            .find(|path| path.exists())
+            .unwrap_or_else(|| self.path_for(digest, ArtifactKind::Component))
     }
 
     /// Begins receiving an artifact of `size` bytes hashing to `digest`
@@ -201,14 +215,17 @@ impl ArtifactCache {
         entries
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
-                let stem = name.strip_suffix(".wasm").or(name.strip_suffix(".pack"))?;
+                let stem = [".wasm", ".pack", ".safetensors"]
+                    .into_iter()
+                    .find_map(|extension| name.strip_suffix(extension))?;
                 stem.parse().ok()
             })
             .collect()
     }
 
     /// Validates `bytes` (whose digest is `digest`) as the kind they claim
-    /// to be.
+    /// to be; weights are validated from their file instead (see
+    /// [`Self::store`]).
     fn load(&self, digest: &Digest, bytes: &[u8]) -> Result<Loaded, Failure> {
         match ArtifactKind::of(bytes) {
             ArtifactKind::Component => self.prepare(digest, bytes).map(Loaded::Component),
@@ -217,6 +234,9 @@ impl ArtifactCache {
                 .map_err(|e| Failure::InvalidArtifact {
                     reason: e.to_string(),
                 }),
+            ArtifactKind::Weights => Weights::from_bytes(bytes.to_vec())
+                .map(|w| Loaded::Weights(Arc::new(w)))
+                .map_err(invalid_weights),
         }
     }
 
@@ -300,20 +320,24 @@ impl ArtifactCache {
         if self.is_loaded(digest) {
             return Ok(*digest);
         }
-        let loaded = {
-            let bytes = arriving.bytes().map_err(|e| Failure::Internal {
-                message: format!("cannot read the received {digest}: {e}"),
-            })?;
-            self.load(digest, &bytes)?
+        let unreadable = |e: std::io::Error| Failure::Internal {
+            message: format!("cannot read the received {digest}: {e}"),
+        };
+        let loaded = match &arriving {
+            // Weights are checked where they lie, never read whole.
+            Arriving::Received(received)
+                if received.kind().map_err(unreadable)? == ArtifactKind::Weights =>
+            {
+                Weights::open(received.path())
+                    .map(|w| Loaded::Weights(Arc::new(w)))
+                    .map_err(invalid_weights)?
+            }
+            _ => self.load(digest, &arriving.bytes().map_err(unreadable)?)?,
         };
         if let Loaded::Pack(pack) = &loaded {
             check_pack(digest, pack)?;
         }
-        let kind = match loaded {
-            Loaded::Component(_) => ArtifactKind::Component,
-            Loaded::Pack(_) => ArtifactKind::KernelPack,
-        };
-        let path = self.path_for(digest, kind);
+        let path = self.path_for(digest, loaded.kind());
         arriving.place(&path).map_err(|e| Failure::Internal {
             message: format!("cannot write {}: {e}", path.display()),
         })?;
@@ -348,12 +372,23 @@ impl ArtifactCache {
         if let Some(l) = self.loaded.lock().expect("cache lock").get(digest) {
             return Ok(l.clone());
         }
-        let bytes = std::fs::read(self.path(digest))
-            .map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
-        if Digest::of(&bytes) != *digest {
-            return Err(self.discard(digest));
-        }
-        let loaded = self.load(digest, &bytes)?;
+        let path = self.path(digest);
+        let loaded = if path.extension().is_some_and(|e| e == "safetensors") {
+            // Mapped, hashed in place and checked: never read whole.
+            let weights =
+                Weights::open(&path).map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
+            if weights.digest() != *digest {
+                return Err(self.discard(digest));
+            }
+            Loaded::Weights(Arc::new(weights))
+        } else {
+            let bytes =
+                std::fs::read(&path).map_err(|_| Failure::UnknownArtifact { digest: *digest })?;
+            if Digest::of(&bytes) != *digest {
+                return Err(self.discard(digest));
+            }
+            self.load(digest, &bytes)?
+        };
         self.loaded
             .lock()
             .expect("cache lock")
@@ -365,9 +400,7 @@ impl ArtifactCache {
     pub(crate) fn get(&self, digest: &Digest) -> Result<Prepared, Failure> {
         match self.loaded(digest)? {
             Loaded::Component(prepared) => Ok(prepared),
-            Loaded::Pack(_) => Err(Failure::InvalidArtifact {
-                reason: format!("{digest} is a kernel pack, not a component"),
-            }),
+            other => Err(wrong_kind(digest, &other, ArtifactKind::Component)),
         }
     }
 
@@ -375,10 +408,32 @@ impl ArtifactCache {
     pub(crate) fn pack(&self, digest: &Digest) -> Result<Arc<KernelPack>, Failure> {
         match self.loaded(digest)? {
             Loaded::Pack(pack) => Ok(pack),
-            Loaded::Component(_) => Err(Failure::InvalidArtifact {
-                reason: format!("{digest} is a component, not a kernel pack"),
-            }),
+            other => Err(wrong_kind(digest, &other, ArtifactKind::KernelPack)),
         }
+    }
+
+    /// The weights `digest`, mapped.
+    pub(crate) fn weights(&self, digest: &Digest) -> Result<Arc<Weights>, Failure> {
+        match self.loaded(digest)? {
+            Loaded::Weights(weights) => Ok(weights),
+            other => Err(wrong_kind(digest, &other, ArtifactKind::Weights)),
+        }
+    }
+}
+
+fn wrong_kind(digest: &Digest, loaded: &Loaded, wanted: ArtifactKind) -> Failure {
+    Failure::InvalidArtifact {
+        reason: format!(
+            "{digest} is a {}, not a {}",
+            loaded.kind().name(),
+            wanted.name()
+        ),
+    }
+}
+
+fn invalid_weights(e: crate::weights::WeightsError) -> Failure {
+    Failure::InvalidArtifact {
+        reason: e.to_string(),
     }
 }
 

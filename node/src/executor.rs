@@ -17,7 +17,7 @@ use crate::incoming::{Incoming, Received};
 use crate::journal::ExecutionJournal;
 use crate::limits::{GuestLimits, LimitExceeded};
 use crate::sandbox::{Sandbox, WaitInterrupted};
-use crate::state::{GuestState, Interrupted, JobControl, JobPack};
+use crate::state::{GuestState, Interrupted, JobControl, JobPack, JobWeights};
 use crate::tenant_gpu::{TenantGpuAccount, TenantGpuLedger};
 use crate::warm::WarmPool;
 use crate::watchdog::{GpuWatchdog, Overrun, WatchFlags};
@@ -338,6 +338,16 @@ impl Executor {
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
+        let weights = spec
+            .weights
+            .iter()
+            .map(|w| {
+                Ok(JobWeights {
+                    name: w.name.clone(),
+                    weights: self.cache.weights(&w.digest)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Failure>>()?;
         if let Some(journal) = &self.journal {
             journal
                 .record(job, spec, &input)
@@ -392,6 +402,7 @@ impl Executor {
             gpu_pool,
             cuda,
             packs,
+            weights,
             device_fault: None,
             gpu_watch,
             cpu_speed: self.cpu_speed,

@@ -9,6 +9,12 @@
 //! runs, and buffer bytes count against the job's allowance, so a guest cannot
 //! allocate around its memory limit through `gpu`.
 //!
+//! A tensor of the job's weights (`gpu.weights`) is a buffer too, but a
+//! resident, read-only one: on the CPU backend its elements are read where
+//! the weights file is mapped, shared by every job that opens it and
+//! charged to none; writing it, or passing it where a kernel writes, is
+//! refused before anything runs.
+//!
 //! A device error that poisons the CUDA context is recorded in the job's
 //! state; the executor ends the job with `device_fault` and the node exits so
 //! its sidecar restarts it.
@@ -17,9 +23,11 @@ use crate::bindings::gpu::{self, Device, ErrorCode, GpuError, KernelArg};
 use crate::cpu_speed;
 use crate::cuda::{DeviceError, LaunchArg, StreamLease};
 use crate::state::{GuestState, Interrupted};
+use crate::weights::Weights;
 use cudarc::driver::CudaSlice;
 use spillway_kernels::{DType, Kernel, KernelError, Meter, Param};
 use spillway_proto::Backend;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use wasmtime::component::Resource;
@@ -41,6 +49,42 @@ enum Data {
     HostBits(Vec<u16>),
     Device(CudaSlice<f32>),
     DeviceBits(CudaSlice<u16>),
+    /// A tensor of the job's weights, read in place (CPU backend).
+    Resident(Resident),
+}
+
+/// A tensor of weights, as a read-only buffer: its little-endian elements
+/// where the weights file is mapped.
+#[derive(Debug)]
+struct Resident {
+    weights: Arc<Weights>,
+    tensor: String,
+    shape: Vec<u32>,
+}
+
+impl Resident {
+    /// The tensor's bytes.
+    fn bytes(&self) -> &[u8] {
+        self.weights
+            .tensor(&self.tensor)
+            .map_or(&[][..], |(_, bytes)| bytes)
+    }
+
+    /// Elements `r` as `f32` (an `f32` tensor).
+    fn f32s(&self, r: std::ops::Range<usize>) -> Vec<f32> {
+        self.bytes()[r.start * 4..r.end * 4]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("four bytes")))
+            .collect()
+    }
+
+    /// Elements `r` as 16-bit patterns (a `bf16` or `f16` tensor).
+    fn bits(&self, r: std::ops::Range<usize>) -> Vec<u16> {
+        self.bytes()[r.start * 2..r.end * 2]
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes(b.try_into().expect("two bytes")))
+            .collect()
+    }
 }
 
 impl Buffer {
@@ -50,12 +94,37 @@ impl Buffer {
             Data::HostBits(v) => v.len(),
             Data::Device(s) => s.len(),
             Data::DeviceBits(s) => s.len(),
+            Data::Resident(r) => r.shape.iter().map(|d| *d as usize).product(),
         }
     }
 
+    /// Bytes charged to the job and its tenant (none for a resident
+    /// tensor: it is shared, and loaded whether or not this job runs).
     fn bytes(&self) -> u64 {
-        self.len() as u64 * self.dtype.size()
+        match &self.data {
+            Data::Resident(_) => 0,
+            _ => self.len() as u64 * self.dtype.size(),
+        }
     }
+
+    fn shape(&self) -> Vec<u32> {
+        match &self.data {
+            Data::Resident(r) => r.shape.clone(),
+            _ => vec![self.len() as u32],
+        }
+    }
+
+    fn writable(&self) -> bool {
+        !matches!(self.data, Data::Resident(_))
+    }
+}
+
+/// The answer to a write into a read-only buffer.
+fn read_only(what: &str) -> GpuError {
+    error(
+        ErrorCode::InvalidArgument,
+        format!("{what}: the buffer is a tensor of weights, which is read-only"),
+    )
 }
 
 fn dtype_of(t: gpu::Dtype) -> DType {
@@ -211,6 +280,7 @@ impl GuestState {
                     Ok(())
                 }
                 (Data::DeviceBits(s), Some(lease)) => lease.write(s, r.start, bits),
+                (Data::Resident(_), _) => return Err(read_only("write-bits")),
                 (Data::Host(_) | Data::Device(_), _) => return Err(not_16_bit("write-bits")),
                 (Data::DeviceBits(_), None) => {
                     unreachable!("device buffers exist only with a lease")
@@ -232,7 +302,10 @@ impl GuestState {
         let outcome = match (&buffer.data, &self.cuda) {
             (Data::HostBits(v), _) => Ok(v[r].to_vec()),
             (Data::DeviceBits(s), Some(lease)) => lease.read(s, r),
-            (Data::Host(_) | Data::Device(_), _) => return Err(not_16_bit("read-bits")),
+            (Data::Resident(t), _) if buffer.dtype.is_16_bit() => Ok(t.bits(r)),
+            (Data::Host(_) | Data::Device(_) | Data::Resident(_), _) => {
+                return Err(not_16_bit("read-bits"));
+            }
             (Data::DeviceBits(_), None) => unreachable!("device buffers exist only with a lease"),
         };
         outcome.map_err(|e| self.device_error(e))
@@ -254,7 +327,11 @@ impl gpu::HostBuffer for GuestState {
         offset: u32,
         data: Vec<f32>,
     ) -> Result<(), GpuError> {
-        let dtype = self.buffer(&this)?.dtype;
+        let buffer = self.buffer(&this)?;
+        if !buffer.writable() {
+            return Err(read_only("write"));
+        }
+        let dtype = buffer.dtype;
         if dtype.is_16_bit() {
             return self.write_bits_at(&this, offset, &dtype.narrow(&data));
         }
@@ -289,6 +366,7 @@ impl gpu::HostBuffer for GuestState {
         let outcome = match (&buffer.data, &self.cuda) {
             (Data::Host(v), _) => Ok(v[r].to_vec()),
             (Data::Device(s), Some(lease)) => lease.read(s, r),
+            (Data::Resident(t), _) => Ok(t.f32s(r)),
             _ => unreachable!("an f32 buffer on its job's backend"),
         };
         outcome.map_err(|e| self.device_error(e))
@@ -322,6 +400,14 @@ impl gpu::HostBuffer for GuestState {
             Ok(DType::F16) => gpu::Dtype::F16,
             _ => gpu::Dtype::F32,
         }
+    }
+
+    fn shape(&mut self, this: Resource<Buffer>) -> Vec<u32> {
+        self.buffer(&this).map(Buffer::shape).unwrap_or_default()
+    }
+
+    fn writable(&mut self, this: Resource<Buffer>) -> bool {
+        self.buffer(&this).is_ok_and(Buffer::writable)
     }
 
     fn drop(&mut self, this: Resource<Buffer>) -> wasmtime::Result<()> {
@@ -385,6 +471,13 @@ impl<'a> Launch<'a> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         kernel.check_types(&types)?;
+        for &out in kernel.writes() {
+            if let KernelArg::Buf(h) = &args[out]
+                && !state.buffer(h)?.writable()
+            {
+                return Err(read_only(&format!("{name}: argument {out} is written")));
+            }
+        }
         let launch = Self { kernel, args };
         for need in kernel.requirements(&launch.shape())? {
             let got = state.buffer(launch.buf(need.arg))?.len();
@@ -451,6 +544,8 @@ impl GuestState {
         match &buffer.data {
             Data::Host(v) => Ok(v[..n].to_vec()),
             Data::HostBits(v) => Ok(buffer.dtype.widen(&v[..n])),
+            Data::Resident(t) if buffer.dtype.is_16_bit() => Ok(buffer.dtype.widen(&t.bits(0..n))),
+            Data::Resident(t) => Ok(t.f32s(0..n)),
             _ => unreachable!("a job's buffers all live on its backend"),
         }
     }
@@ -688,6 +783,11 @@ impl gpu::Host for GuestState {
         trap_or_result(self.run_launch(Kernel::Gemm, &args))
     }
 
+    fn weights(&mut self, weights: String, tensor: String) -> Result<Resource<Buffer>, GpuError> {
+        self.settle_backend();
+        self.open_tensor(&weights, &tensor)
+    }
+
     fn device_info(&mut self) -> Device {
         self.settle_backend();
         match &self.cuda {
@@ -711,6 +811,42 @@ impl gpu::Host for GuestState {
 }
 
 impl GuestState {
+    /// The tensor `tensor` of the job's weights `name`, as a read-only
+    /// buffer.
+    fn open_tensor(&mut self, name: &str, tensor: &str) -> Result<Resource<Buffer>, GpuError> {
+        let Some(job_weights) = self.weights.iter().find(|w| w.name == name) else {
+            let named: Vec<&str> = self.weights.iter().map(|w| w.name.as_str()).collect();
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                format!("the function names no weights {name:?} (it names {named:?})"),
+            ));
+        };
+        let weights = job_weights.weights.clone();
+        let Some((info, _)) = weights.tensor(tensor) else {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                format!("weights {name:?} have no tensor {tensor:?}"),
+            ));
+        };
+        if self.cuda.is_some() {
+            return Err(error(
+                ErrorCode::Device,
+                "tensors of weights are served on the CPU backend only in this version: run the function with \"accelerator\": \"none\"",
+            ));
+        }
+        let buffer = Buffer {
+            dtype: info.dtype,
+            data: Data::Resident(Resident {
+                shape: info.shape.iter().map(|d| *d as u32).collect(),
+                tensor: tensor.to_owned(),
+                weights,
+            }),
+        };
+        self.table
+            .push(buffer)
+            .map_err(|e| error(ErrorCode::OutOfMemory, e.to_string()))
+    }
+
     /// `test_oob_write(buf, n)`: the fault test (only with test kernels).
     fn launch_oob_write(&mut self, args: &[KernelArg]) -> Result<(), GpuError> {
         let (Some(KernelArg::Buf(b)), Some(KernelArg::U32(n))) = (args.first(), args.get(1)) else {
@@ -773,6 +909,96 @@ mod tests {
     fn read_all(s: &mut GuestState, b: &Resource<Buffer>) -> Vec<f32> {
         let len = s.len(borrow(b));
         s.read(borrow(b), 0, len).unwrap()
+    }
+
+    /// A job state whose function names weights `lm` holding an `f32`
+    /// tensor `w` (2×2) and a `bf16` tensor `n` (3).
+    fn with_weights(gpu_limit: u64) -> GuestState {
+        let f32s: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let bf16s: Vec<u8> = DType::Bf16
+            .narrow(&[1.0, -2.0, 0.5])
+            .iter()
+            .flat_map(|b| b.to_le_bytes())
+            .collect();
+        let file = crate::weights::tests::safetensors_file(&[
+            ("w", "F32", &[2, 2], f32s),
+            ("n", "BF16", &[3], bf16s),
+        ]);
+        let mut s = state(gpu_limit);
+        s.weights = vec![crate::state::JobWeights {
+            name: "lm".into(),
+            weights: Arc::new(Weights::from_bytes(file).unwrap()),
+        }];
+        s
+    }
+
+    #[test]
+    fn a_tensor_of_weights_is_a_read_only_buffer_kernels_read() {
+        let mut s = with_weights(64);
+        let w = s.weights("lm".into(), "w".into()).unwrap();
+        assert_eq!(s.shape(borrow(&w)), [2, 2]);
+        assert_eq!(s.len(borrow(&w)), 4);
+        assert!(!s.writable(borrow(&w)));
+        assert_eq!(read_all(&mut s, &w), [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(s.read(borrow(&w), 1, 2).unwrap(), [2.0, 3.0]);
+        let n = s.weights("lm".into(), "n".into()).unwrap();
+        assert_eq!(s.dtype(borrow(&n)), gpu::Dtype::Bf16);
+        assert_eq!(read_all(&mut s, &n), [1.0, -2.0, 0.5]);
+        assert_eq!(
+            s.read_bits(borrow(&n), 0, 3).unwrap(),
+            DType::Bf16.narrow(&[1.0, -2.0, 0.5])
+        );
+        // Not charged to the job: its 64 bytes of buffers are all free.
+        assert_eq!(s.limits.gpu_bytes, 0);
+        let out = s.create(4).unwrap();
+        // An input of a kernel, and of gemm.
+        let args = vec![
+            KernelArg::Buf(borrow(&w)),
+            KernelArg::Buf(borrow(&w)),
+            KernelArg::Buf(borrow(&out)),
+            KernelArg::U32(4),
+        ];
+        s.launch("vector_add".into(), args).unwrap().unwrap();
+        assert_eq!(read_all(&mut s, &out), [2.0, 4.0, 6.0, 8.0]);
+        s.gemm(2, 2, 2, 1.0, borrow(&w), borrow(&w), 0.0, borrow(&out))
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_all(&mut s, &out), [7.0, 10.0, 15.0, 22.0]);
+        // Never written: not by write, not as an output.
+        let refused = |e: GpuError| {
+            assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
+            assert!(e.message.contains("read-only"), "{}", e.message);
+        };
+        refused(s.write(borrow(&w), 0, vec![9.0]).unwrap_err());
+        refused(s.write_bits(borrow(&n), 0, vec![0]).unwrap_err());
+        let args = vec![
+            KernelArg::Buf(borrow(&out)),
+            KernelArg::Buf(borrow(&out)),
+            KernelArg::Buf(borrow(&w)),
+            KernelArg::U32(4),
+        ];
+        refused(s.launch("vector_add".into(), args).unwrap().unwrap_err());
+        refused(
+            s.gemm(2, 2, 2, 1.0, borrow(&out), borrow(&out), 0.0, borrow(&w))
+                .unwrap()
+                .unwrap_err(),
+        );
+        assert_eq!(read_all(&mut s, &w), [1.0, 2.0, 3.0, 4.0], "unchanged");
+        // Only what the function names.
+        for (weights, tensor, says) in [
+            ("other", "w", "names no weights \"other\""),
+            ("lm", "missing", "no tensor \"missing\""),
+        ] {
+            let e = s.weights(weights.into(), tensor.into()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument);
+            assert!(e.message.contains(says), "{}", e.message);
+        }
+        s.drop(w).unwrap();
+        s.drop(n).unwrap();
+        assert_eq!(s.limits.gpu_bytes, 16, "only `out` is charged");
     }
 
     #[test]

@@ -12,9 +12,13 @@
 //! What it is not: validation. A received artifact is bytes that hash to
 //! what the sidecar said; whether they are a component is decided after.
 
-use spillway_proto::{Digest, Failure};
+use spillway_proto::{ArtifactKind, Digest, Failure};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// How much of an artifact's start is read to tell its kind: the first
+/// nine bytes, and past any whitespace a kernel pack's JSON begins with.
+const KIND_READ: usize = 64 << 10;
 
 /// The folder half-received artifacts live in.
 pub(crate) fn dir(state_dir: &Path) -> PathBuf {
@@ -145,6 +149,22 @@ impl Received {
     /// Its bytes (to validate and compile).
     pub(crate) fn read(&self) -> std::io::Result<Vec<u8>> {
         std::fs::read(&self.path)
+    }
+
+    /// Where it waits (to check it in place).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kind its first bytes tell (see [`ArtifactKind::of`]): at most
+    /// [`KIND_READ`] bytes are read.
+    pub(crate) fn kind(&self) -> std::io::Result<ArtifactKind> {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(KIND_READ);
+        std::fs::File::open(&self.path)?
+            .take(KIND_READ as u64)
+            .read_to_end(&mut head)?;
+        Ok(ArtifactKind::of(&head))
     }
 
     /// Moves it to `path` (the artifact store, on the same file system).

@@ -44,6 +44,7 @@ mod synthetic;
 mod tenant_gpu;
 mod warm;
 mod watchdog;
+mod weights;
 
 pub use config::{ConfigError, NodeConfig};
 pub use error::NodeError;

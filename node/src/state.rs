@@ -56,6 +56,14 @@ pub(crate) struct JobPack {
     pub(crate) pack: std::sync::Arc<spillway_kernels::KernelPack>,
 }
 
+/// Weights as one job sees them.
+#[derive(Debug, Clone)]
+pub(crate) struct JobWeights {
+    /// The name the function gave them; the guest opens `(name, tensor)`.
+    pub(crate) name: String,
+    pub(crate) weights: std::sync::Arc<crate::weights::Weights>,
+}
+
 /// The data of one job's store.
 pub(crate) struct GuestState {
     pub(crate) job: JobId,
@@ -85,6 +93,8 @@ pub(crate) struct GuestState {
     pub(crate) cuda: Option<StreamLease>,
     /// The kernel packs the job may launch from (`<name>/<kernel>`).
     pub(crate) packs: Vec<JobPack>,
+    /// The weights the job may open (`gpu.weights`).
+    pub(crate) weights: Vec<JobWeights>,
     /// Set when a device call poisoned the CUDA context.
     pub(crate) device_fault: Option<String>,
     /// Where the job tells the GPU watchdog it took a stream (a job that
@@ -131,6 +141,7 @@ impl GuestState {
             gpu_pool: None,
             cuda: None,
             packs: Vec::new(),
+            weights: Vec::new(),
             device_fault: None,
             gpu_watch: None,
             cpu_speed: crate::cpu_speed::CpuSpeed::fixed(u64::MAX),

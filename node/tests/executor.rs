@@ -538,6 +538,7 @@ fn a_tenants_gpu_memory_cap_holds_across_its_jobs_and_comes_back() {
         let spec = JobSpec {
             tenant_gpu_bytes: cap,
             kernel_packs: Vec::new(),
+            weights: Vec::new(),
             ..spec(digest, 5_000)
         };
         exec.run(
@@ -589,7 +590,7 @@ fn kernel_packs_are_stored_checked_and_run_only_on_cuda() {
     }
     let wasm = exec.put_artifact(&guest("pack_scale")).unwrap();
     let mut s = spec(wasm, 5_000);
-    s.kernel_packs = vec![spillway_proto::PackRef {
+    s.kernel_packs = vec![spillway_proto::NamedArtifact {
         name: "ops".into(),
         digest: pack,
     }];

@@ -64,6 +64,7 @@ fn run(
         placement: Default::default(),
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
+        weights: Vec::new(),
     };
     let done = exec.run(JobId(1), &spec, input, 30_000, JobControl::detached())?;
     let out = done
@@ -111,6 +112,7 @@ fn jobs_run_on_the_backend_their_accelerator_asks_for() {
         placement: Default::default(),
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
+        weights: Vec::new(),
     };
     let done = exec
         .run(
@@ -211,6 +213,7 @@ fn a_node_with_several_gpus_uses_all_of_them() {
         placement: Default::default(),
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
+        weights: Vec::new(),
     };
     // Jobs that hold their GPU stream for a while, started together.
     let workers: Vec<_> = (0..2 * gpus as u64)

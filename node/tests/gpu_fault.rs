@@ -19,6 +19,7 @@ fn spec(exec: &Executor, accelerator: Accelerator) -> JobSpec {
         placement: Default::default(),
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
+        weights: Vec::new(),
     }
 }
 

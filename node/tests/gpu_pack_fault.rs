@@ -7,7 +7,7 @@
 use spillway_node::{Executor, JobControl, NodeConfig};
 
 mod common;
-use spillway_proto::{Accelerator, Failure, JobId, JobSpec, PackRef, TenantId};
+use spillway_proto::{Accelerator, Failure, JobId, JobSpec, NamedArtifact, TenantId};
 
 /// `ops.json`'s `scale`, declared the same, but writing 2^36 elements
 /// (256 GiB) past `out`, beyond any GPU's memory.
@@ -45,7 +45,8 @@ fn a_pack_kernel_writing_out_of_bounds_ends_the_job_with_device_fault() {
         idempotent: false,
         placement: Default::default(),
         tenant_gpu_bytes: None,
-        kernel_packs: vec![PackRef {
+        weights: Vec::new(),
+        kernel_packs: vec![NamedArtifact {
             name: "ops".into(),
             digest: pack,
         }],

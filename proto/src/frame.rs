@@ -156,6 +156,7 @@ mod tests {
                 placement: Default::default(),
                 tenant_gpu_bytes: None,
                 kernel_packs: Vec::new(),
+                weights: Vec::new(),
             },
             input: vec![1, 2, 3],
             remaining_ms: 999,

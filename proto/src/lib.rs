@@ -22,7 +22,7 @@ pub mod ids;
 pub mod message;
 pub mod signing;
 
-pub use artifact::{ArtifactKind, PackRef};
+pub use artifact::{ArtifactKind, KIND_PREFIX, KindProbe, MAX_WEIGHTS_HEADER, NamedArtifact};
 pub use failure::{Failure, Refusal};
 
 /// The node's exit code after a GPU fault poisoned its CUDA context: the

@@ -106,7 +106,20 @@ pub struct JobSpec {
     pub tenant_gpu_bytes: Option<u64>,
     /// The kernel packs the guest may launch from; the host that runs the
     /// job holds them all (fetched and verified like the component).
-    pub kernel_packs: Vec<crate::PackRef>,
+    pub kernel_packs: Vec<crate::NamedArtifact>,
+    /// The weights the guest may open; the host that runs the job holds
+    /// them all (fetched and verified like the component).
+    pub weights: Vec<crate::NamedArtifact>,
+}
+
+impl JobSpec {
+    /// Every artifact the job needs on the host that runs it: its
+    /// component, then its kernel packs, then its weights.
+    pub fn artifacts(&self) -> impl Iterator<Item = crate::Digest> + '_ {
+        std::iter::once(self.digest)
+            .chain(self.kernel_packs.iter().map(|p| p.digest))
+            .chain(self.weights.iter().map(|w| w.digest))
+    }
 }
 
 /// Run `spec` on `input`.

@@ -356,6 +356,7 @@ mod tests {
             placement: labels(placement),
             tenant_gpu_bytes: None,
             kernel_packs: Vec::new(),
+            weights: Vec::new(),
         }
     }
 

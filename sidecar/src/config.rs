@@ -41,6 +41,10 @@ pub enum NodeLaunch {
 /// chunks, so this bounds disk, not memory.
 pub(crate) const MAX_ARTIFACT_LIMIT: usize = 16 << 30;
 
+/// The most `max_weights_bytes` may be (a weights file is spooled, sent
+/// and served in chunks or mapped, so this bounds disk, not memory).
+pub(crate) const MAX_WEIGHTS_LIMIT: u64 = 1 << 40;
+
 /// What the HTTP ingress allows: connections, how slow a client may be,
 /// and request bodies held in memory at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +103,11 @@ pub struct SidecarConfig {
     /// Uploads a tenant may make a second on this host (a burst of as
     /// many).
     pub publish_rate_per_s: f64,
-    /// Largest artifact upload (and fetch from a peer); larger is 413.
+    /// Largest component or kernel pack upload (and fetch from a peer);
+    /// larger is 413.
     pub max_artifact_bytes: usize,
+    /// Largest weights (safetensors) upload and fetch; larger is 413.
+    pub max_weights_bytes: u64,
     /// Deadline of functions that do not set one, and the most any may set.
     pub default_deadline: Duration,
     pub max_deadline: Duration,
@@ -145,6 +152,7 @@ impl Default for SidecarConfig {
             queue_capacity: 64,
             max_input_bytes: 8 << 20,
             max_artifact_bytes: 256 << 20,
+            max_weights_bytes: 8 << 30,
             ingress: IngressLimits::default(),
             public_tenant_metrics: false,
             publish_rate_per_s: 10.0,
@@ -175,6 +183,8 @@ pub enum ConfigError {
     Queue(u32),
     #[error("{what} must be between 1 byte and 60 MiB (the frame limit), got {got}")]
     Size { what: &'static str, got: usize },
+    #[error("max_weights_bytes must be between 1 byte and 1 TiB, got {0}")]
+    WeightsSize(u64),
     #[error("max_artifact_bytes must be between 1 byte and 16 GiB, got {0}")]
     ArtifactSize(usize),
     #[error("the publish rate must be a positive number of uploads a second, got {0}")]
@@ -218,6 +228,9 @@ impl SidecarConfig {
         }
         if !(1..=MAX_ARTIFACT_LIMIT).contains(&self.max_artifact_bytes) {
             return Err(ConfigError::ArtifactSize(self.max_artifact_bytes));
+        }
+        if !(1..=MAX_WEIGHTS_LIMIT).contains(&self.max_weights_bytes) {
+            return Err(ConfigError::WeightsSize(self.max_weights_bytes));
         }
         let ingress = &self.ingress;
         if !(1..=1_000_000).contains(&ingress.max_connections) {

@@ -121,7 +121,10 @@ pub async fn run(
         link.clone(),
         client.clone(),
         spool,
-        config.max_artifact_bytes as u64,
+        spool::SizeLimits {
+            code: config.max_artifact_bytes as u64,
+            weights: config.max_weights_bytes,
+        },
     ));
     let jobs = Arc::new(job::JobHost {
         control: control.clone(),

@@ -335,11 +335,7 @@ impl NodeLink {
     /// Whether the node holds the component and every kernel pack of `spec`.
     pub(crate) fn holds_all(&self, spec: &spillway_proto::JobSpec) -> bool {
         let status = self.status();
-        status.held.contains(&spec.digest)
-            && spec
-                .kernel_packs
-                .iter()
-                .all(|p| status.held.contains(&p.digest))
+        spec.artifacts().all(|d| status.held.contains(&d))
     }
 
     /// The node discarded its damaged copy of `digest`: it no longer holds

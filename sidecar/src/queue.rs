@@ -169,6 +169,7 @@ mod tests {
             placement: Default::default(),
             tenant_gpu_bytes: None,
             kernel_packs: Vec::new(),
+            weights: Vec::new(),
         }
     }
 

@@ -31,6 +31,9 @@ pub struct FunctionRecord {
     /// The kernel packs its guest may launch from, by name.
     #[serde(default)]
     pub kernel_packs: Vec<String>,
+    /// The weights its guest may open, by name.
+    #[serde(default)]
+    pub weights: Vec<String>,
 }
 
 /// `accelerator` as it appears in JSON.
@@ -95,6 +98,7 @@ impl From<&FunctionEntry> for FunctionRecord {
             memory_limit_bytes: f.memory_limit_bytes,
             idempotent: f.idempotent,
             kernel_packs: f.kernel_packs.iter().map(|p| p.name.clone()).collect(),
+            weights: f.weights.iter().map(|w| w.name.clone()).collect(),
         }
     }
 }

@@ -9,16 +9,47 @@
 //! What it is not: the artifact store. The node keeps artifacts; a spooled
 //! file lives only until the node has taken it (`NodeLink::put_artifact`).
 
-use spillway_proto::{ArtifactKind, Digest};
+use spillway_proto::{ArtifactKind, Digest, KindProbe};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The most bytes an artifact may have, by its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SizeLimits {
+    /// Components and kernel packs (code).
+    pub(crate) code: u64,
+    /// Weights (safetensors files).
+    pub(crate) weights: u64,
+}
+
+impl SizeLimits {
+    /// The limit for an artifact of `kind` (`None`: not told yet, so the
+    /// larger one).
+    pub(crate) fn of(self, kind: Option<ArtifactKind>) -> u64 {
+        match kind {
+            Some(ArtifactKind::Weights) => self.weights,
+            Some(ArtifactKind::Component | ArtifactKind::KernelPack) => self.code,
+            None => self.largest(),
+        }
+    }
+
+    /// The larger limit: what any artifact may have before its kind is
+    /// known.
+    pub(crate) fn largest(self) -> u64 {
+        self.code.max(self.weights)
+    }
+}
 
 /// Why bytes could not be spooled.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SpoolError {
-    /// More than the limit arrived: refuse the artifact as too large.
-    #[error("the artifact is over the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
+    /// More than the limit of its kind arrived: refuse the artifact as too
+    /// large.
+    #[error("{} is over the limit of {limit} bytes", kind.map_or("the artifact", |k| k.name()))]
+    TooLarge {
+        limit: u64,
+        kind: Option<ArtifactKind>,
+    },
     /// The local disk failed: an operator must look (space, permissions).
     #[error("cannot write to the spool: {0}")]
     Io(#[from] std::io::Error),
@@ -43,8 +74,9 @@ impl Spool {
         Ok(Self { dir })
     }
 
-    /// A new spool file that takes at most `limit` bytes.
-    pub(crate) fn create(&self, limit: u64) -> Result<SpoolWriter, SpoolError> {
+    /// A new spool file that takes at most `limits`' bytes for the kind
+    /// its first bytes tell.
+    pub(crate) fn create(&self, limits: SizeLimits) -> Result<SpoolWriter, SpoolError> {
         let file = tempfile::Builder::new()
             .suffix(".part")
             .tempfile_in(&self.dir)?;
@@ -54,8 +86,8 @@ impl Spool {
             path,
             hasher: blake3::Hasher::new(),
             size: 0,
-            limit,
-            first_visible: None,
+            limits,
+            probe: KindProbe::default(),
         })
     }
 }
@@ -67,21 +99,21 @@ pub(crate) struct SpoolWriter {
     path: tempfile::TempPath,
     hasher: blake3::Hasher,
     size: u64,
-    limit: u64,
-    /// The first byte that is not ASCII whitespace, which tells the kind
-    /// ([`ArtifactKind::of`]).
-    first_visible: Option<u8>,
+    limits: SizeLimits,
+    /// Tells the kind from the first bytes ([`ArtifactKind::of`]).
+    probe: KindProbe,
 }
 
 impl SpoolWriter {
-    /// Appends `bytes`; refused once the total passes the limit.
+    /// Appends `bytes`; refused once the total passes the limit of the
+    /// artifact's kind (the larger limit while the kind is not told yet).
     pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         let size = self.size + bytes.len() as u64;
-        if size > self.limit {
-            return Err(SpoolError::TooLarge { limit: self.limit });
-        }
-        if self.first_visible.is_none() {
-            self.first_visible = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
+        self.probe.feed(bytes);
+        let kind = self.probe.decided();
+        let limit = self.limits.of(kind);
+        if size > limit {
+            return Err(SpoolError::TooLarge { limit, kind });
         }
         self.file.write_all(bytes).await?;
         self.hasher.update(bytes);
@@ -102,7 +134,15 @@ impl SpoolWriter {
     /// The whole artifact, flushed to its file.
     pub(crate) async fn finish(mut self) -> Result<Spooled, SpoolError> {
         self.file.flush().await?;
-        let kind = ArtifactKind::of(self.first_visible.as_slice());
+        let kind = self.probe.kind();
+        let limit = self.limits.of(Some(kind));
+        if self.size > limit {
+            // Too short to tell its kind before it ended.
+            return Err(SpoolError::TooLarge {
+                limit,
+                kind: Some(kind),
+            });
+        }
         Ok(Spooled {
             digest: self.digest(),
             size: self.size,
@@ -159,6 +199,54 @@ impl SpoolReader {
 mod tests {
     use super::*;
 
+    fn flat(limit: u64) -> SizeLimits {
+        SizeLimits {
+            code: limit,
+            weights: limit,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_kind_has_its_own_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let limits = SizeLimits {
+            code: 16,
+            weights: 64,
+        };
+        let mut weights = 40u64.to_le_bytes().to_vec();
+        weights.push(b'{');
+        weights.resize(60, b' ');
+        let mut w = spool.create(limits).unwrap();
+        for part in weights.chunks(7) {
+            w.write(part).await.unwrap();
+        }
+        assert_eq!(w.finish().await.unwrap().kind, ArtifactKind::Weights);
+        // A component is refused as soon as it passes the code limit.
+        let mut w = spool.create(limits).unwrap();
+        w.write(b"\0asm\x0d\0\x01\0\0\0").await.unwrap();
+        let refused = w.write(&[0; 8]).await;
+        assert!(
+            matches!(
+                refused,
+                Err(SpoolError::TooLarge {
+                    limit: 16,
+                    kind: Some(ArtifactKind::Component)
+                })
+            ),
+            "{refused:?}"
+        );
+        // One that passes it before its kind is told, at its end.
+        let mut w = spool.create(limits).unwrap();
+        w.write(&[b' '; 20]).await.unwrap();
+        w.write(b"{}").await.unwrap();
+        let refused = w.finish().await;
+        assert!(
+            matches!(refused, Err(SpoolError::TooLarge { limit: 16, .. })),
+            "{refused:?}"
+        );
+    }
+
     fn files(dir: &Path) -> usize {
         std::fs::read_dir(dir.join("spool")).unwrap().count()
     }
@@ -168,7 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
-        let mut w = spool.create(10_000).unwrap();
+        let mut w = spool.create(flat(10_000)).unwrap();
         for part in bytes.chunks(3000) {
             w.write(part).await.unwrap();
         }
@@ -195,11 +283,11 @@ mod tests {
     async fn the_kind_is_read_past_leading_whitespace_even_across_writes() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let mut w = spool.create(100).unwrap();
+        let mut w = spool.create(flat(100)).unwrap();
         w.write(b"  \n").await.unwrap();
         w.write(b" {\"kernels\": []}").await.unwrap();
         assert_eq!(w.finish().await.unwrap().kind, ArtifactKind::KernelPack);
-        let mut w = spool.create(100).unwrap();
+        let mut w = spool.create(flat(100)).unwrap();
         w.write(b"\0asm").await.unwrap();
         assert_eq!(w.finish().await.unwrap().kind, ArtifactKind::Component);
     }
@@ -208,11 +296,11 @@ mod tests {
     async fn past_the_limit_is_too_large_and_leftovers_are_cleared() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let mut w = spool.create(10).unwrap();
+        let mut w = spool.create(flat(10)).unwrap();
         w.write(&[1; 10]).await.unwrap();
         assert!(matches!(
             w.write(&[1]).await,
-            Err(SpoolError::TooLarge { limit: 10 })
+            Err(SpoolError::TooLarge { limit: 10, .. })
         ));
         drop(w);
         assert_eq!(files(dir.path()), 0);

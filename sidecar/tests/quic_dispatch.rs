@@ -65,6 +65,7 @@ fn job(input: Vec<u8>) -> Dispatch {
                 placement: Default::default(),
                 tenant_gpu_bytes: None,
                 kernel_packs: Vec::new(),
+                weights: Vec::new(),
             },
             input,
             remaining_ms: 5_000,

@@ -83,6 +83,7 @@ fn dispatch(i: u64, payload: usize) -> Dispatch {
                 placement: Default::default(),
                 tenant_gpu_bytes: None,
                 kernel_packs: Vec::new(),
+                weights: Vec::new(),
             },
             input: vec![7u8; payload],
             remaining_ms: 10_000,

@@ -62,6 +62,14 @@ impl GuestState {
                 continue;
             };
             let buffer = self.buffer(handle)?;
+            // A pack's kernel is native code that may write any buffer it
+            // is given; its manifest does not say which it only reads.
+            if !buffer.writable() {
+                return Err(super::read_only(&format!(
+                    "{pack_name}/{kernel} argument `{}`: kernel packs do not take tensors of weights",
+                    param.name
+                )));
+            }
             if buffer.dtype != param.dtype {
                 return Err(error(
                     ErrorCode::InvalidArgument,

@@ -41,6 +41,7 @@ pub(crate) fn spec(digest: Digest, deadline_ms: u64) -> JobSpec {
         placement: Default::default(),
         tenant_gpu_bytes: None,
         kernel_packs: Vec::new(),
+        weights: Vec::new(),
     }
 }
 

@@ -98,10 +98,10 @@ impl Artifacts {
             .open(holder, &request, OPEN_TIMEOUT)
             .await
             .map_err(|e| FetchError::Io(e.to_string()))?;
-        let max = self.max_bytes;
+        let max = self.limits.largest();
         let into = self
             .spool
-            .create(max)
+            .create(self.limits)
             .map_err(|e| FetchError::Io(format!("spooling: {e}")))?;
         let receive = artifact::receive(&mut recv, into, digest, expected, max);
         tokio::time::timeout(FETCH_TIMEOUT, receive)

@@ -22,7 +22,7 @@ pub(crate) use holder::HeldArtifact;
 use crate::control::Control;
 use crate::link::NodeLink;
 use crate::peer::PeerClient;
-use crate::spool::Spool;
+use crate::spool::{SizeLimits, Spool};
 use spillway_proto::{Digest, Failure, JobSpec};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +41,8 @@ pub(crate) struct Artifacts {
     client: PeerClient,
     /// Where uploads and fetched artifacts wait for the node.
     spool: Spool,
-    /// The largest artifact this host takes (upload or fetch).
-    max_bytes: u64,
+    /// The largest artifact of each kind this host takes (upload or fetch).
+    limits: SizeLimits,
     /// Fetches in flight, one per digest (concurrent callers share it).
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     /// Measured transfer rate, bytes per second (0: none yet).
@@ -55,14 +55,14 @@ impl Artifacts {
         link: Arc<NodeLink>,
         client: PeerClient,
         spool: Spool,
-        max_bytes: u64,
+        limits: SizeLimits,
     ) -> Self {
         Self {
             control,
             link,
             client,
             spool,
-            max_bytes,
+            limits,
             fetches: Mutex::default(),
             rate: AtomicU64::new(0),
         }
@@ -72,9 +72,10 @@ impl Artifacts {
         &self.spool
     }
 
-    /// The largest artifact this host takes (upload or fetch).
-    pub(crate) fn max_bytes(&self) -> u64 {
-        self.max_bytes
+    /// The largest artifact of each kind this host takes (upload or
+    /// fetch).
+    pub(crate) fn limits(&self) -> SizeLimits {
+        self.limits
     }
 
     /// The measured transfer rate between hosts, bytes per second (0 until
@@ -120,12 +121,11 @@ impl Artifacts {
     }
 
     /// Makes sure this host's node holds everything `spec` runs: its
-    /// component and each of its kernel packs, fetched as needed, each
+    /// component, kernel packs and weights, fetched as needed, each
     /// checked the same way.
     pub(crate) async fn ensure_job_artifacts(&self, spec: &JobSpec) -> Result<(), Failure> {
-        self.ensure(spec.digest).await?;
-        for pack in &spec.kernel_packs {
-            self.ensure(pack.digest).await?;
+        for digest in spec.artifacts() {
+            self.ensure(digest).await?;
         }
         Ok(())
     }

@@ -62,10 +62,7 @@ pub(super) async fn put(
             )
         });
     }
-    let rules = super::body::BodyRules {
-        limit: app.artifacts.max_bytes(),
-        idle: app.config.ingress.body_timeout,
-    };
+    let rules = (app.artifacts.limits(), app.config.ingress.body_timeout);
     let spooled = super::body::spool_body(&headers, body, rules, app.artifacts.spool()).await?;
     if spooled.size == 0 {
         return Err(ApiError::from(Failure::InvalidArtifact {
@@ -100,7 +97,9 @@ pub(super) async fn put(
         let tenant = state.tenant(&principal.tenant);
         let digest = &spooled.digest;
         match kind {
-            ArtifactKind::Component => signing::check_upload(tenant, presented, digest, &name),
+            ArtifactKind::Component | ArtifactKind::Weights => {
+                signing::check_upload(tenant, presented, digest, &name)
+            }
             ArtifactKind::KernelPack => {
                 signing::check_pack_upload(tenant, presented, digest, &name).map(Some)
             }

@@ -13,7 +13,7 @@
 //! What it is not: header parsing (`request`).
 
 use super::ApiError;
-use crate::spool::{Spool, SpoolError, Spooled};
+use crate::spool::{SizeLimits, Spool, SpoolError, Spooled};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -125,24 +125,26 @@ pub(super) async fn read_body(
 
 /// Writes a request's body to a spool file as it arrives (never holding
 /// it whole), with the same answers as [`read_body`] but for the budget
-/// (it is on disk); a local disk failure is a 500.
+/// (it is on disk); a local disk failure is a 500. The limit is the one of
+/// the artifact's kind (`limits`; the larger one for a `Content-Length`
+/// checked before the first byte); `idle` the longest pause between bytes.
 pub(super) async fn spool_body(
     headers: &HeaderMap,
     mut body: Body,
-    rules: BodyRules,
+    (limits, idle): (SizeLimits, Duration),
     spool: &Spool,
 ) -> Result<Spooled, ApiError> {
-    if declared_length(headers).is_some_and(|n| n > rules.limit) {
-        return Err(ApiError::too_large(rules.limit));
+    if declared_length(headers).is_some_and(|n| n > limits.largest()) {
+        return Err(ApiError::too_large(limits.largest()));
     }
     let spooling = |e: SpoolError| match e {
-        SpoolError::TooLarge { limit } => ApiError::too_large(limit),
+        SpoolError::TooLarge { limit, .. } => ApiError::too_large(limit),
         SpoolError::Io(e) => ApiError::from(spillway_proto::Failure::Internal {
             message: format!("cannot spool the upload: {e}"),
         }),
     };
-    let mut into = spool.create(rules.limit).map_err(spooling)?;
-    while let Some(data) = next_data(&mut body, rules.idle).await? {
+    let mut into = spool.create(limits).map_err(spooling)?;
+    while let Some(data) = next_data(&mut body, idle).await? {
         into.write(&data).await.map_err(spooling)?;
     }
     into.finish().await.map_err(spooling)

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use spillway_consensus::Scope;
 use spillway_consensus::{ControlCommand, FunctionEntry};
-use spillway_proto::{Accelerator, ArtifactKind, Digest, PackRef, TenantId};
+use spillway_proto::{Accelerator, ArtifactKind, Digest, NamedArtifact, TenantId};
 use std::sync::Arc;
 
 /// The request body. Absent fields take the host's defaults.
@@ -29,6 +29,9 @@ pub(super) struct CreateFunction {
     /// function must then require an accelerator.
     #[serde(default)]
     kernel_packs: Vec<String>,
+    /// Weights (names or digests) the guest may open (`gpu.weights`).
+    #[serde(default)]
+    weights: Vec<String>,
 }
 
 pub(super) async fn create(
@@ -44,7 +47,11 @@ pub(super) async fn create(
             "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
         ));
     }
-    let (digest, kernel_packs) = resolve(&app, &principal.tenant, &req)?;
+    let Resolved {
+        digest,
+        kernel_packs,
+        weights,
+    } = resolve(&app, &principal.tenant, &req)?;
     let max_deadline = app.config.max_deadline.as_millis() as u64;
     let deadline_ms = req
         .deadline_ms
@@ -98,6 +105,7 @@ pub(super) async fn create(
         idempotent: req.idempotent,
         tenant: principal.tenant.clone(),
         kernel_packs,
+        weights,
     };
     let record = FunctionRecord::from(&entry);
     app.commit(&headers, ControlCommand::PutFunction(entry))
@@ -105,14 +113,17 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
-/// The function's component and kernel packs, each of the right kind and
-/// the tenant's own (another tenant's are answered as if they did not
-/// exist).
-fn resolve(
-    app: &App,
-    tenant: &TenantId,
-    req: &CreateFunction,
-) -> Result<(Digest, Vec<PackRef>), ApiError> {
+/// What a function names, resolved to digests.
+struct Resolved {
+    digest: Digest,
+    kernel_packs: Vec<NamedArtifact>,
+    weights: Vec<NamedArtifact>,
+}
+
+/// The function's component, kernel packs and weights, each of the right
+/// kind and the tenant's own (another tenant's are answered as if they did
+/// not exist).
+fn resolve(app: &App, tenant: &TenantId, req: &CreateFunction) -> Result<Resolved, ApiError> {
     let state = app.control.state();
     let find = |reference: &str| {
         state.find_artifact(tenant, reference).ok_or_else(|| {
@@ -133,19 +144,25 @@ fn resolve(
     if component.kind != ArtifactKind::Component {
         return Err(wrong_kind(&req.artifact, component.kind, "component"));
     }
-    let mut packs = Vec::new();
-    for reference in &req.kernel_packs {
-        let pack = find(reference)?;
-        if pack.kind != ArtifactKind::KernelPack {
-            return Err(wrong_kind(reference, pack.kind, "kernel_pack"));
+    // Each named once, by its registered name (the one the guest uses).
+    let named = |references: &[String], kind: ArtifactKind| {
+        let mut named: Vec<NamedArtifact> = Vec::new();
+        for reference in references {
+            let artifact = find(reference)?;
+            if artifact.kind != kind {
+                return Err(wrong_kind(reference, artifact.kind, kind.name()));
+            }
+            if !named.iter().any(|n| n.name == artifact.name) {
+                named.push(NamedArtifact {
+                    name: artifact.name.clone(),
+                    digest: artifact.digest,
+                });
+            }
         }
-        if !packs.iter().any(|p: &PackRef| p.name == pack.name) {
-            packs.push(PackRef {
-                name: pack.name.clone(),
-                digest: pack.digest,
-            });
-        }
-    }
+        Ok(named)
+    };
+    let packs = named(&req.kernel_packs, ArtifactKind::KernelPack)?;
+    let weights = named(&req.weights, ArtifactKind::Weights)?;
     if !packs.is_empty() && Accelerator::from(req.accelerator) != Accelerator::Required {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -153,7 +170,11 @@ fn resolve(
             "a function with kernel packs must set \"accelerator\": \"required\" (packs run only on CUDA)",
         ));
     }
-    Ok((component.digest, packs))
+    Ok(Resolved {
+        digest: component.digest,
+        kernel_packs: packs,
+        weights,
+    })
 }
 
 pub(super) async fn list(

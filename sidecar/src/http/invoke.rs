@@ -123,6 +123,7 @@ pub(super) async fn invoke(
         placement,
         tenant_gpu_bytes,
         kernel_packs: function.kernel_packs.clone(),
+        weights: function.weights.clone(),
     };
     let context = Context {
         trace,

@@ -213,7 +213,11 @@ mod tests {
     ) -> Result<Vec<u8>, FetchError> {
         let dir = tempfile::tempdir().unwrap();
         let spool = crate::spool::Spool::open(dir.path()).unwrap();
-        let into = spool.create(max).unwrap();
+        let limits = crate::spool::SizeLimits {
+            code: max,
+            weights: max,
+        };
+        let into = spool.create(limits).unwrap();
         let spooled = receive(&mut &wire[..], into, digest, expected, max).await?;
         let mut r = spooled.reader(1 << 20).await.unwrap();
         let mut bytes = Vec::new();

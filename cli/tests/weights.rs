@@ -1,0 +1,254 @@
+//! Weights artifacts through the whole path (issue 17, first step): a
+//! safetensors file uploaded streamed and checked, a function that names
+//! it, a Python guest that opens a tensor as a read-only resident buffer
+//! and multiplies by it, here and on a peer that fetched the weights; what
+//! is malformed, another tenant's, or a write is refused.
+
+mod common;
+
+use common::hosts::{self, Api, Host};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A component `examples/guests/build.sh` built into `target/guests`.
+fn built(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../target/guests/{name}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{path}: {e}: build the example guests first (examples/guests/build.sh; ./scripts/test runs it)")
+    })
+}
+
+/// A safetensors file of `tensors` (name, dtype, shape, little-endian
+/// bytes), laid out as the format says: a `u64` header length, the JSON
+/// header padded with spaces to 8 bytes, then the data in order.
+fn safetensors(tensors: &[(&str, &str, &[u64], Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0;
+    for (name, dtype, shape, bytes) in tensors {
+        header.insert(
+            (*name).to_owned(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}),
+        );
+        offset += bytes.len();
+    }
+    let mut header = serde_json::to_string(&header).unwrap();
+    while !header.len().is_multiple_of(8) {
+        header.push(' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    for (_, _, _, bytes) in tensors {
+        file.extend_from_slice(bytes);
+    }
+    file
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// `x · W` for a row vector `x` and a row-major `W` of `k` rows.
+fn row_times(x: &[f32], w: &[f32], k: usize) -> Vec<f32> {
+    let n = w.len() / k;
+    (0..n)
+        .map(|j| (0..k).map(|i| x[i] * w[i * n + j]).sum())
+        .collect()
+}
+
+async fn invoke(
+    api: &Api,
+    host: &Host,
+    token: &str,
+    name: &str,
+    input: Value,
+) -> (u16, String, Value) {
+    let r = api
+        .http
+        .post(format!("{}/v1/functions/{name}/invoke", host.endpoint))
+        .bearer_auth(token)
+        .header("spillway-placement", "local")
+        .body(input.to_string())
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let node = r
+        .headers()
+        .get("spillway-node")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        node,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_are_checked_named_by_functions_read_in_place_and_fetched_by_a_peer() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = hosts::form(root.path(), &[&["--slots", "1"], &["--slots", "1"]]).await;
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+
+    // A tiny model's weights: a 3×2 f32 projection and a bf16 norm.
+    let w: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let norm_bits: Vec<u8> = [0x3f80u16, 0x4000, 0xc040]
+        .iter()
+        .flat_map(|b| b.to_le_bytes())
+        .collect();
+    let file = safetensors(&[
+        ("proj", "F32", &[3, 2], f32_bytes(&w)),
+        ("norm", "BF16", &[3], norm_bits),
+    ]);
+    let r = api.upload(h1, "tiny", file.clone()).await;
+    let text = r.text().await.unwrap();
+    let stored: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+    assert_eq!(stored["kind"], "weights", "{stored}");
+    assert_eq!(stored["size"], file.len(), "{stored}");
+
+    // Malformed weights are refused with what is wrong, and never stored.
+    for (bad, says) in [
+        (file[..file.len() - 3].to_vec(), "not fully covered"),
+        (
+            safetensors(&[("ids", "I64", &[1], vec![0; 8])]),
+            "tensor `ids` is I64",
+        ),
+        (
+            safetensors(&[("proj", "F32", &[4, 2], f32_bytes(&w))]),
+            "not a valid safetensors file",
+        ),
+    ] {
+        let r = api.upload(h1, "bad", bad).await;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(v["error"]["code"], "invalid_artifact", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{says}: {message}");
+    }
+
+    // A function names its weights; only weights may be named so.
+    let r = api.upload(h1, "tensor-py", built("tensor-py")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = api
+        .http
+        .post(format!("{}/v1/functions", h1.endpoint))
+        .bearer_auth(&api.token)
+        .json(&json!({"name": "f", "artifact": "tensor-py", "weights": ["tensor-py"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "wrong_artifact_kind", "{v}");
+    api.create_function(
+        h1,
+        &api.token,
+        &json!({"name": "tensor", "artifact": "tensor-py", "weights": ["tiny"], "deadline_ms": 60_000}),
+    )
+    .await;
+
+    // Here (h1 received the upload), then on h2, which fetches the weights
+    // from h1 before its first job: the same answers, computed from the
+    // tensor where it lies.
+    let x = [0.5f32, -1.0, 2.0];
+    let expected = row_times(&x, &w, 3);
+    for (host, node) in [(h1, "n1"), (h2, "n2"), (h2, "n2")] {
+        let input = json!({"weights": "tiny", "tensor": "proj", "x": x, "write": true});
+        let (status, ran_on, v) = invoke(&api, host, &api.token, "tensor", input).await;
+        assert_eq!((status, ran_on.as_str()), (200, node), "{v}");
+        assert_eq!(v["shape"], json!([3, 2]), "{v}");
+        assert_eq!(v["dtype"], "f32");
+        assert_eq!(v["writable"], false);
+        assert_eq!(v["values"], json!(w), "{v}");
+        assert_eq!(v["xw"], json!(expected), "{v}");
+        // A write into the tensor is refused, and changes nothing.
+        assert_eq!(v["write"]["refused"], true, "{v}");
+        assert_eq!(v["write"]["code"], "invalid_argument", "{v}");
+        assert!(
+            v["write"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("read-only"),
+            "{v}"
+        );
+        let input = json!({"weights": "tiny", "tensor": "norm"});
+        let (status, _, v) = invoke(&api, host, &api.token, "tensor", input).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            (&v["dtype"], &v["values"]),
+            (&json!("bf16"), &json!([1.0, 2.0, -3.0]))
+        );
+    }
+    let fetched = api
+        .wait(h1, "h2 recorded as a holder of the weights", |v| {
+            v["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["id"] == "n2" && m["resident_artifacts"].as_u64() >= Some(2))
+        })
+        .await;
+    assert!(fetched["members"].is_array());
+
+    // Names the function does not give are refused inside the guest.
+    let input = json!({"weights": "other", "tensor": "proj"});
+    let (status, _, v) = invoke(&api, h1, &api.token, "tensor", input).await;
+    assert_eq!(status, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names no weights"),
+        "{v}"
+    );
+
+    // Another tenant cannot name them: to it they do not exist.
+    let r = api
+        .http
+        .post(format!("{}/v1/tenants", h1.endpoint))
+        .bearer_auth(&api.token)
+        .json(&json!({"name": "globex"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = api
+        .http
+        .post(format!("{}/v1/tokens", h1.endpoint))
+        .bearer_auth(&api.token)
+        .json(&json!({"scopes": ["invoke", "publish", "read"], "tenant": "globex"}))
+        .send()
+        .await
+        .unwrap();
+    let globex = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api
+        .http
+        .put(format!("{}/v1/artifacts/tensor-py", h1.endpoint))
+        .bearer_auth(&globex)
+        .body(built("tensor-py"))
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    for weights in ["tiny", stored["digest"].as_str().unwrap()] {
+        let r = api
+            .http
+            .post(format!("{}/v1/functions", h1.endpoint))
+            .bearer_auth(&globex)
+            .json(&json!({"name": "steal", "artifact": "tensor-py", "weights": [weights]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{weights}");
+    }
+}

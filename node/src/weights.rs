@@ -1,0 +1,298 @@
+//! A weights artifact: a safetensors file, checked in full when it is
+//! stored and then mapped read-only, so a job reads its tensors where they
+//! lie on disk (through the page cache) and a file of many GiB is never
+//! read into memory.
+//!
+//! What is checked (`safetensors`, the format's reference parser, then
+//! here): the header's length, UTF-8 and JSON; every tensor's dtype, shape
+//! and byte range, the ranges in order, without gaps or overlap, covering
+//! the file exactly; each tensor's dtype one a `gpu` buffer holds (`f32`,
+//! `bf16`, `f16`); each tensor at most `u32::MAX` elements (a buffer's
+//! length is a `u32`); at least one tensor. A file that fails is refused
+//! with the reason, naming the tensor where there is one.
+//!
+//! What it is not: where tensors are loaded onto a GPU (that is per
+//! device, with its own budget) or who may open them (a job opens only the
+//! weights its function names, resolved within its tenant when the
+//! function was registered).
+
+use spillway_kernels::DType;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+
+/// Why bytes are not weights this node takes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WeightsError {
+    /// Not a safetensors file, or a damaged one: the reason says where.
+    #[error("not a valid safetensors file: {0}")]
+    Format(#[from] safetensors::SafeTensorError),
+    /// A tensor of a type no `gpu` buffer holds.
+    #[error("tensor `{tensor}` is {dtype:?}; weights hold f32, bf16 or f16 tensors")]
+    Dtype {
+        tensor: String,
+        dtype: safetensors::Dtype,
+    },
+    /// A tensor longer than one buffer may be.
+    #[error(
+        "tensor `{tensor}` has {elements} elements; a buffer holds at most {}",
+        u32::MAX
+    )]
+    TooLong { tensor: String, elements: u64 },
+    /// A header that names no tensor.
+    #[error("the file holds no tensors")]
+    Empty,
+    /// The stored file could not be opened or mapped.
+    #[error("cannot read the weights file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One tensor of a weights file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TensorInfo {
+    pub(crate) dtype: DType,
+    pub(crate) shape: Vec<u64>,
+    /// Its bytes, as a range of the whole file.
+    pub(crate) bytes: Range<usize>,
+}
+
+/// Where a weights file's bytes are.
+#[derive(Debug)]
+enum Backing {
+    /// The stored file, mapped read-only.
+    Mapped(memmap2::Mmap),
+    /// Bytes given in memory (an in-process caller's).
+    Memory(Vec<u8>),
+}
+
+/// A checked weights file and the index of its tensors.
+#[derive(Debug)]
+pub(crate) struct Weights {
+    backing: Backing,
+    tensors: BTreeMap<String, TensorInfo>,
+}
+
+impl Weights {
+    /// Checks `bytes` as a whole safetensors file and indexes its tensors.
+    pub(crate) fn index(bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo>, WeightsError> {
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(bytes)?;
+        let data_start = 8 + header_len;
+        let mut tensors = BTreeMap::new();
+        for (name, info) in metadata.tensors() {
+            let dtype = match info.dtype {
+                safetensors::Dtype::F32 => DType::F32,
+                safetensors::Dtype::BF16 => DType::Bf16,
+                safetensors::Dtype::F16 => DType::F16,
+                other => {
+                    return Err(WeightsError::Dtype {
+                        tensor: name,
+                        dtype: other,
+                    });
+                }
+            };
+            let shape: Vec<u64> = info.shape.iter().map(|d| *d as u64).collect();
+            let elements: u64 = shape.iter().product();
+            if elements > u64::from(u32::MAX) {
+                return Err(WeightsError::TooLong {
+                    tensor: name,
+                    elements,
+                });
+            }
+            let (start, end) = info.data_offsets;
+            let bytes = data_start + start..data_start + end;
+            tensors.insert(
+                name,
+                TensorInfo {
+                    dtype,
+                    shape,
+                    bytes,
+                },
+            );
+        }
+        if tensors.is_empty() {
+            return Err(WeightsError::Empty);
+        }
+        Ok(tensors)
+    }
+
+    /// Maps the stored file at `path` and checks it.
+    pub(crate) fn open(path: &Path) -> Result<Self, WeightsError> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: the file is this node's own stored copy: written once,
+        // atomically renamed into the owner-only artifact folder under its
+        // digest, and never written again (a damaged copy is unlinked,
+        // which leaves an existing mapping intact). Only a process of the
+        // node's own user could truncate it under the mapping.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let tensors = Self::index(&map)?;
+        Ok(Self {
+            backing: Backing::Mapped(map),
+            tensors,
+        })
+    }
+
+    /// Checks weights given in memory.
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Result<Self, WeightsError> {
+        let tensors = Self::index(&bytes)?;
+        Ok(Self {
+            backing: Backing::Memory(bytes),
+            tensors,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Mapped(map) => map,
+            Backing::Memory(bytes) => bytes,
+        }
+    }
+
+    /// The BLAKE3 digest of the whole file (read through the mapping).
+    pub(crate) fn digest(&self) -> spillway_proto::Digest {
+        spillway_proto::Digest::of(self.bytes())
+    }
+
+    /// The tensor `name` and its little-endian bytes.
+    pub(crate) fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
+        let info = self.tensors.get(name)?;
+        Some((info, &self.bytes()[info.bytes.clone()]))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A safetensors file of `tensors` (name, dtype name, shape, bytes),
+    /// written as the format says (header padded to 8 bytes).
+    pub(crate) fn safetensors_file(tensors: &[(&str, &str, &[u64], Vec<u8>)]) -> Vec<u8> {
+        let mut header = String::from("{");
+        let mut offset = 0;
+        for (i, (name, dtype, shape, bytes)) in tensors.iter().enumerate() {
+            let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+            header.push_str(&format!(
+                "{}\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
+                if i == 0 { "" } else { "," },
+                shape.join(","),
+                offset + bytes.len()
+            ));
+            offset += bytes.len();
+        }
+        header.push('}');
+        while !header.len().is_multiple_of(8) {
+            header.push(' ');
+        }
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header.as_bytes());
+        for (_, _, _, bytes) in tensors {
+            file.extend_from_slice(bytes);
+        }
+        file
+    }
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn tensors_are_indexed_with_their_type_shape_and_bytes() {
+        let file = safetensors_file(&[
+            ("embed", "F32", &[2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])),
+            ("norm", "BF16", &[3], vec![0x80, 0x3f, 0, 0x40, 0x40, 0x40]),
+            ("scalar", "F16", &[], vec![0, 0x3c]),
+        ]);
+        assert_eq!(
+            spillway_proto::ArtifactKind::of(&file),
+            spillway_proto::ArtifactKind::Weights
+        );
+        let w = Weights::from_bytes(file).unwrap();
+        let (info, bytes) = w.tensor("embed").unwrap();
+        assert_eq!(
+            (info.dtype, info.shape.as_slice()),
+            (DType::F32, &[2, 2][..])
+        );
+        assert_eq!(bytes, f32_bytes(&[1.0, 2.0, 3.0, 4.0]));
+        let (info, bytes) = w.tensor("norm").unwrap();
+        assert_eq!((info.dtype, info.shape.as_slice()), (DType::Bf16, &[3][..]));
+        assert_eq!(
+            DType::Bf16.widen(&[0x3f80, 0x4000, 0x4040]),
+            [1.0, 2.0, 3.0]
+        );
+        assert_eq!(bytes.len(), 6);
+        assert!(w.tensor("scalar").unwrap().0.shape.is_empty());
+        assert!(w.tensor("missing").is_none());
+        assert_eq!(w.tensors.len(), 3);
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_with_what_is_wrong() {
+        let good = safetensors_file(&[("w", "F32", &[2], f32_bytes(&[1.0, 2.0]))]);
+        let reason = |bytes: &[u8]| Weights::index(bytes).unwrap_err().to_string();
+        // Truncated: the header promises more bytes than there are.
+        assert!(
+            reason(&good[..good.len() - 1]).contains("not fully covered"),
+            "{}",
+            reason(&good[..good.len() - 1])
+        );
+        // One byte too many.
+        let mut long = good.clone();
+        long.push(0);
+        assert!(
+            reason(&long).contains("not fully covered"),
+            "{}",
+            reason(&long)
+        );
+        // A header that is not JSON.
+        let mut broken = good.clone();
+        broken[9] = b'!';
+        assert!(
+            reason(&broken).contains("invalid JSON"),
+            "{}",
+            reason(&broken)
+        );
+        // A shape that does not match the bytes.
+        let wrong_shape = safetensors_file(&[("w", "F32", &[3], f32_bytes(&[1.0, 2.0]))]);
+        assert!(
+            reason(&wrong_shape).starts_with("not a valid safetensors file"),
+            "{}",
+            reason(&wrong_shape)
+        );
+        // A type no buffer holds, named with its tensor.
+        let ints = safetensors_file(&[("ids", "I64", &[1], vec![0; 8])]);
+        assert_eq!(
+            reason(&ints),
+            "tensor `ids` is I64; weights hold f32, bf16 or f16 tensors"
+        );
+        // No tensors at all.
+        let empty = safetensors_file(&[]);
+        assert_eq!(reason(&empty), "the file holds no tensors");
+        // Too short to have a header.
+        assert!(
+            reason(b"\x02\0\0").contains("header too small"),
+            "{}",
+            reason(b"\x02\0\0")
+        );
+    }
+
+    #[test]
+    fn a_stored_file_is_mapped_and_read_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let values: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        std::fs::write(
+            &path,
+            safetensors_file(&[("v", "F32", &[10, 100], f32_bytes(&values))]),
+        )
+        .unwrap();
+        let w = Weights::open(&path).unwrap();
+        let (info, bytes) = w.tensor("v").unwrap();
+        assert_eq!(info.shape, [10, 100]);
+        assert_eq!(bytes, f32_bytes(&values));
+        assert!(matches!(w.backing, Backing::Mapped(_)));
+        assert!(matches!(
+            Weights::open(&dir.path().join("none")),
+            Err(WeightsError::Io(_))
+        ));
+    }
+}
