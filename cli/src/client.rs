@@ -2,6 +2,7 @@
 //! and the benchmark.
 
 use anyhow::{Context, bail};
+use futures::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -122,17 +123,26 @@ impl Client {
         }
     }
 
-    /// Sends `r` and reads its JSON answer. A request the host rate-limits
-    /// (429) is sent again after the wait the host names, for up to
-    /// [`RATE_LIMIT_PATIENCE`] in all: every request sent this way is safe
-    /// to repeat (uploads name their artifact; changes go through the log).
+    /// Sends `r` and reads its JSON answer (see [`Self::json_from`]).
     async fn json<T: serde::de::DeserializeOwned>(r: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        Self::json_from(|| {
+            r.try_clone()
+                .context("a request body that cannot be resent")
+        })
+        .await
+    }
+
+    /// Sends the request `make` builds and reads its JSON answer. A request
+    /// the host rate-limits (429) is made and sent again after the wait the
+    /// host names, for up to [`RATE_LIMIT_PATIENCE`] in all: every request
+    /// sent this way is safe to repeat (uploads name their artifact;
+    /// changes go through the log).
+    async fn json_from<T: serde::de::DeserializeOwned>(
+        make: impl Fn() -> anyhow::Result<reqwest::RequestBuilder>,
+    ) -> anyhow::Result<T> {
         let mut waited = std::time::Duration::ZERO;
         let (status, bytes) = loop {
-            let attempt = r
-                .try_clone()
-                .context("a request body that cannot be resent")?;
-            let response = attempt
+            let response = make()?
                 .send()
                 .await
                 .context("cannot reach the host (is SPILLWAY_ENDPOINT right?)")?;
@@ -177,6 +187,44 @@ impl Client {
             r = r.header(api::header::SIGNATURE, s);
         }
         Self::json(r).await
+    }
+
+    /// Uploads the file at `path` as artifact `name`, streamed from disk a
+    /// MiB at a time (never read whole), telling `sent` of each chunk as it
+    /// goes; `signature` as for [`Self::put_artifact`].
+    pub(crate) async fn put_artifact_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        signature: Option<&str>,
+        sent: impl Fn(u64) + Clone + Send + Sync + 'static,
+    ) -> anyhow::Result<ArtifactRecord> {
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        let make = || {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            let sent = sent.clone();
+            let chunks = tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file),
+                1 << 20,
+            )
+            .inspect(move |chunk| {
+                if let Ok(chunk) = chunk {
+                    sent(chunk.len() as u64);
+                }
+            });
+            let mut r = self
+                .request(reqwest::Method::PUT, &format!("/v1/artifacts/{name}"))
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .body(reqwest::Body::wrap_stream(chunks));
+            if let Some(s) = signature {
+                r = r.header(api::header::SIGNATURE, s);
+            }
+            Ok(r)
+        };
+        Self::json_from(make).await
     }
 
     pub(crate) async fn artifacts(&self) -> anyhow::Result<Vec<ArtifactRecord>> {

@@ -41,8 +41,13 @@ pub(crate) fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `spillway-signature` header value for publishing `bytes` as `name`.
-pub(crate) fn sign_artifact(key_file: &Path, bytes: &[u8], name: &str) -> anyhow::Result<String> {
+/// The `spillway-signature` header value for publishing the artifact whose
+/// digest is `digest` as `name`.
+pub(crate) fn sign_artifact(
+    key_file: &Path,
+    digest: &Digest,
+    name: &str,
+) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(key_file)
         .with_context(|| format!("reading {}", key_file.display()))?;
     let Ok(pkcs8) = hex::decode(text.trim()) else {
@@ -50,7 +55,7 @@ pub(crate) fn sign_artifact(key_file: &Path, bytes: &[u8], name: &str) -> anyhow
     };
     let key = Ed25519KeyPair::from_pkcs8(&pkcs8)
         .map_err(|_| anyhow::anyhow!("{} is not an ed25519 key", key_file.display()))?;
-    let signature = key.sign(&artifact_message(&Digest::of(bytes), name));
+    let signature = key.sign(&artifact_message(digest, name));
     Ok(format!(
         "{}:{}",
         hex::encode(key.public_key().as_ref()),

@@ -196,6 +196,57 @@ async fn weights_are_checked_named_by_functions_read_in_place_and_fetched_by_a_p
         .await;
     assert!(fetched["members"].is_array());
 
+    // The same through the CLI: `artifact push` streams the file (a
+    // progress bar only on a terminal), `fn create --weights` names it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny2.safetensors");
+    let w2: Vec<f32> = (0..64).map(|i| i as f32 / 8.0).collect();
+    std::fs::write(
+        &path,
+        safetensors(&[("proj", "F32", &[8, 8], f32_bytes(&w2))]),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args(args)
+            .env("SPILLWAY_ENDPOINT", &h1.endpoint)
+            .env("SPILLWAY_TOKEN", &api.token)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let pushed: Value =
+        serde_json::from_str(&cli(&["artifact", "push", "tiny2", path.to_str().unwrap()])).unwrap();
+    assert_eq!(
+        (&pushed["kind"], &pushed["size"]),
+        (
+            &json!("weights"),
+            &json!(std::fs::metadata(&path).unwrap().len())
+        )
+    );
+    cli(&[
+        "fn",
+        "create",
+        "tensor2",
+        "--artifact",
+        "tensor-py",
+        "--weights",
+        "tiny2",
+        "--deadline-ms",
+        "60000",
+    ]);
+    let input = json!({"weights": "tiny2", "tensor": "proj", "x": [1, 0, 0, 0, 0, 0, 0, 1]});
+    let (status, _, v) = invoke(&api, h1, &api.token, "tensor2", input).await;
+    assert_eq!(status, 200, "{v}");
+    let expected: Vec<f32> = (0..8).map(|j| w2[j] + w2[56 + j]).collect();
+    assert_eq!(v["xw"], json!(expected), "{v}");
+
     // Names the function does not give are refused inside the guest.
     let input = json!({"weights": "other", "tensor": "proj"});
     let (status, _, v) = invoke(&api, h1, &api.token, "tensor", input).await;

@@ -27,6 +27,10 @@ pub(crate) enum FunctionCommand {
         /// required`.
         #[arg(long = "kernel-pack")]
         kernel_packs: Vec<String>,
+        /// Weights (name or digest) the guest may open with `gpu.weights`;
+        /// repeat for several.
+        #[arg(long)]
+        weights: Vec<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -47,12 +51,13 @@ pub(crate) async fn function(cmd: FunctionCommand) -> anyhow::Result<ExitCode> {
             memory_limit_bytes,
             idempotent,
             kernel_packs,
+            weights,
             target,
         } => {
             let spec = json!({
                 "name": name, "artifact": artifact, "accelerator": accelerator,
                 "deadline_ms": deadline_ms, "memory_limit_bytes": memory_limit_bytes,
-                "idempotent": idempotent, "kernel_packs": kernel_packs,
+                "idempotent": idempotent, "kernel_packs": kernel_packs, "weights": weights,
             });
             print_json(&client(&target).create_function(&spec).await?)
         }
