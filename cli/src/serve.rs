@@ -25,6 +25,11 @@ pub(crate) struct NodeLimits {
     /// GPUs to use: `all`, `none`, or ordinals such as `0,1`.
     #[arg(long, default_value = "all", value_parser = parse_gpus)]
     gpus: GpuChoice,
+    /// MiB of tensors of weights each GPU keeps resident for the jobs that
+    /// open them (default: half the GPU's memory); past it the least
+    /// recently used ones no job is using are evicted.
+    #[arg(long)]
+    weights_budget_mib: Option<u64>,
     /// Load the fault-test GPU kernels (tests only: lets a guest fault the GPU).
     #[arg(long, hide = true)]
     test_kernels: bool,
@@ -342,6 +347,7 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         guest_log_bytes: limits.guest_log_bytes,
         compiled_cache: !limits.no_compiled_cache,
         kernel_compiler: kernel_compiler(),
+        weights_budget_bytes: limits.weights_budget_mib.map(|mib| mib << 20),
         ..NodeConfig::default()
     }
 }

@@ -69,6 +69,10 @@ pub struct NodeConfig {
     /// are refused on GPU hosts (PTX packs still load). A tenant's source
     /// is never compiled in the node's own process.
     pub kernel_compiler: Option<spillway_kernels::nvrtc::Compiler>,
+    /// Bytes of tensors of weights each GPU keeps resident for the jobs
+    /// that open them; past it the least recently used idle ones are
+    /// evicted. `None`: half the GPU's memory.
+    pub weights_budget_bytes: Option<u64>,
 }
 
 impl Default for NodeConfig {
@@ -95,6 +99,7 @@ impl Default for NodeConfig {
             compiled_cache: true,
             cpu_macs_per_ms: None,
             kernel_compiler: None,
+            weights_budget_bytes: None,
         }
     }
 }

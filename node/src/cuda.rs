@@ -6,6 +6,13 @@
 //!  a job ── StreamLease (one slot stream on the least busy GPU) ── its buffers, launches, gemm
 //! ```
 //!
+//! Tensors of weights a job opens are the one thing jobs share on a GPU:
+//! each GPU keeps a [`ResidentSet`] of them (loaded once, evicted LRU under
+//! its weights budget). A resident tensor is loaded on the opening job's
+//! stream, which is synchronized before any other job can see it, and
+//! freed only after the whole device is synchronized, so no stream still
+//! reads it.
+//!
 //! Discovery loads the driver dynamically: a host without one (or without
 //! GPUs) is a CPU-only host, never a panic. A job leases one stream for its
 //! whole run and returns it when its store is dropped; its buffers are
@@ -17,6 +24,8 @@
 
 #![allow(unsafe_code)] // kernel launches and cuBLAS calls are unsafe in cudarc
 
+use crate::resident::{OpenError, Opened, ResidentKey, ResidentSet};
+use crate::tenant_gpu::TenantGpuAccount;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::{
@@ -120,6 +129,38 @@ pub(crate) struct CudaGpu {
     /// kernels.
     tests: Option<TestKernels>,
     free: Mutex<Vec<SlotStream>>,
+    /// Tensors of weights resident here.
+    resident: ResidentSet<DeviceTensor>,
+}
+
+/// A tensor of weights in device memory (16-bit types as their bits).
+#[derive(Debug)]
+pub(crate) enum DeviceTensor {
+    F32(CudaSlice<f32>),
+    Bits(CudaSlice<u16>),
+}
+
+impl DeviceTensor {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            DeviceTensor::F32(s) => s.len(),
+            DeviceTensor::Bits(s) => s.len(),
+        }
+    }
+}
+
+/// How the GPUs of a node are opened.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GpuOptions {
+    /// Slot streams per GPU.
+    pub(crate) slots: u32,
+    /// Only these ordinals (`None`: every GPU).
+    pub(crate) only: Option<Vec<usize>>,
+    /// Load the fault-test kernels.
+    pub(crate) test_kernels: bool,
+    pub(crate) compiler: Option<nvrtc::Compiler>,
+    /// Bytes of resident weights per GPU (`None`: half its memory).
+    pub(crate) weights_budget: Option<u64>,
 }
 
 /// The fault-test kernels (`kernels/cuda/testing.cu`).
@@ -148,16 +189,10 @@ pub(crate) fn driver_present() -> bool {
 }
 
 impl CudaBackend {
-    /// Opens every GPU (or those in `only`), compiles or loads the
-    /// built-in kernels for each and creates `slots` streams per GPU.
-    /// `Ok(None)` when the host has no driver or no GPU.
-    pub(crate) fn open(
-        ptx_dir: &Path,
-        slots: u32,
-        only: Option<&[usize]>,
-        test_kernels: bool,
-        compiler: Option<nvrtc::Compiler>,
-    ) -> Result<Option<Self>, DeviceError> {
+    /// Opens every GPU (or those `options` name), compiles or loads the
+    /// built-in kernels for each and creates its slot streams. `Ok(None)`
+    /// when the host has no driver or no GPU.
+    pub(crate) fn open(ptx_dir: &Path, options: &GpuOptions) -> Result<Option<Self>, DeviceError> {
         if !driver_present() {
             tracing::info!("no CUDA driver found: CPU backend only");
             return Ok(None);
@@ -171,10 +206,10 @@ impl CudaBackend {
         };
         let mut gpus = Vec::new();
         for ordinal in 0..count {
-            if only.is_some_and(|o| !o.contains(&ordinal)) {
+            if options.only.as_ref().is_some_and(|o| !o.contains(&ordinal)) {
                 continue;
             }
-            let gpu = open_gpu(ordinal, ptx_dir, slots, test_kernels, compiler.clone())?;
+            let gpu = open_gpu(ordinal, ptx_dir, options)?;
             gpus.push(Arc::new(gpu));
         }
         if gpus.is_empty() {
@@ -200,6 +235,16 @@ impl CudaBackend {
             gpu.pack(digest, pack)?;
         }
         Ok(())
+    }
+
+    /// Tensors of weights loaded so far, on every GPU.
+    pub(crate) fn resident_loads(&self) -> u64 {
+        self.gpus.iter().map(|g| g.resident.loads()).sum()
+    }
+
+    /// Bytes of weights resident now, on every GPU.
+    pub(crate) fn resident_bytes(&self) -> u64 {
+        self.gpus.iter().map(|g| g.resident.used()).sum()
     }
 
     /// A slot stream on the GPU with the most free streams.
@@ -276,13 +321,14 @@ fn compile_error(e: nvrtc::CompileError) -> DeviceError {
     }
 }
 
-fn open_gpu(
-    ordinal: usize,
-    ptx_dir: &Path,
-    slots: u32,
-    test_kernels: bool,
-    compiler: Option<nvrtc::Compiler>,
-) -> Result<CudaGpu, DeviceError> {
+fn open_gpu(ordinal: usize, ptx_dir: &Path, options: &GpuOptions) -> Result<CudaGpu, DeviceError> {
+    let GpuOptions {
+        slots,
+        test_kernels,
+        compiler,
+        weights_budget,
+        ..
+    } = options.clone();
     let ctx = CudaContext::new(ordinal)?;
     let (major, minor) = ctx.compute_capability()?;
     let info = GpuDevice {
@@ -294,7 +340,9 @@ fn open_gpu(
     keep_freed_memory(&ctx, info.memory_bytes / 4)?;
     // SAFETY: every buffer is allocated, used and freed on the one stream of
     // the job that owns it, and a stream is synchronized before it goes back
-    // to the pool; nothing crosses streams, so cudarc's cross-stream event
+    // to the pool; the one thing that crosses streams, a resident tensor, is
+    // synchronized by hand (its loading stream before anyone else sees it,
+    // the whole device before it is freed), so cudarc's cross-stream event
     // tracking (an event record per buffer use) buys nothing.
     unsafe { ctx.disable_event_tracking() };
     let arch = nvrtc::arch_for(info.compute_capability);
@@ -345,7 +393,6 @@ fn open_gpu(
         });
     }
     Ok(CudaGpu {
-        info,
         ctx,
         functions,
         ptx_dir: ptx_dir.to_owned(),
@@ -353,6 +400,8 @@ fn open_gpu(
         packs: Mutex::new(HashMap::new()),
         tests,
         free: Mutex::new(free),
+        resident: ResidentSet::new(weights_budget.unwrap_or(info.memory_bytes / 2)),
+        info,
     })
 }
 
@@ -649,6 +698,46 @@ impl StreamLease {
         // SAFETY: one scalar parameter, as the kernel declares; it touches
         // no memory.
         unsafe { self.launch_1d(func, &[LaunchArg::U32(ms)], 1, 1) }
+    }
+
+    /// The tensor `key` resident on this lease's GPU: resident already, or
+    /// loaded now from `bytes` (its little-endian elements of `dtype`) on
+    /// this stream, charged to the tenant through `charge`.
+    pub(crate) fn open_resident(
+        &self,
+        key: &ResidentKey,
+        (dtype, bytes): (DType, &[u8]),
+        charge: TenantGpuAccount,
+    ) -> Result<Opened<DeviceTensor>, OpenError<DeviceError>> {
+        let gpu = &self.gpu;
+        let evict = || {
+            // Nothing may still read what is about to be freed.
+            if let Err(e) = gpu.ctx.synchronize() {
+                tracing::error!("synchronizing before an eviction: {e}");
+            }
+        };
+        let load = || {
+            let stream = self.stream();
+            let tensor = if dtype.is_16_bit() {
+                let bits: Vec<u16> = bytes
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                DeviceTensor::Bits(stream.clone_htod(&bits)?)
+            } else {
+                let values: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                DeviceTensor::F32(stream.clone_htod(&values)?)
+            };
+            // Other jobs' streams read it without waiting on this one.
+            stream.synchronize()?;
+            self.settled.store(true, Ordering::Relaxed);
+            Ok(tensor)
+        };
+        gpu.resident
+            .open(key, bytes.len() as u64, charge, evict, load)
     }
 
     /// Waits for everything the job enqueued. Nothing to wait for when nothing was enqueued since the stream was

@@ -23,8 +23,12 @@ fn backend() -> Option<&'static CudaBackend> {
         .get_or_init(|| {
             let dir =
                 std::env::temp_dir().join(format!("spillway-ptx-test-{}", std::process::id()));
-            CudaBackend::open(&dir, 8, None, false, spillway_compiler())
-                .expect("a present GPU must open")
+            let options = crate::cuda::GpuOptions {
+                slots: 8,
+                compiler: spillway_compiler(),
+                ..Default::default()
+            };
+            CudaBackend::open(&dir, &options).expect("a present GPU must open")
         })
         .as_ref()
 }

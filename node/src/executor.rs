@@ -171,6 +171,15 @@ impl Executor {
         }
     }
 
+    /// Tensors of weights loaded onto this node's GPUs so far, and the
+    /// bytes resident now (both 0 on a CPU-only node, whose jobs read
+    /// weights where their files are mapped).
+    pub fn resident_weights(&self) -> (u64, u64) {
+        self.cuda
+            .as_ref()
+            .map_or((0, 0), |c| (c.resident_loads(), c.resident_bytes()))
+    }
+
     /// What this node offers, for its `Hello`.
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -344,6 +353,7 @@ impl Executor {
             .map(|w| {
                 Ok(JobWeights {
                     name: w.name.clone(),
+                    digest: w.digest,
                     weights: self.cache.weights(&w.digest)?,
                 })
             })
@@ -572,9 +582,14 @@ fn open_cuda(config: &NodeConfig) -> Option<CudaBackend> {
         return None;
     }
     let ptx_dir = config.dir.join("ptx");
-    let only = config.gpus.as_deref();
-    let compiler = config.kernel_compiler.clone();
-    match CudaBackend::open(&ptx_dir, config.slots, only, config.test_kernels, compiler) {
+    let options = crate::cuda::GpuOptions {
+        slots: config.slots,
+        only: config.gpus.clone(),
+        test_kernels: config.test_kernels,
+        compiler: config.kernel_compiler.clone(),
+        weights_budget: config.weights_budget_bytes,
+    };
+    match CudaBackend::open(&ptx_dir, &options) {
         Ok(backend) => backend,
         Err(e) => {
             tracing::error!("GPUs present but unusable, running CPU-only: {e}");

@@ -21,7 +21,8 @@
 
 use crate::bindings::gpu::{self, Device, ErrorCode, GpuError, KernelArg};
 use crate::cpu_speed;
-use crate::cuda::{DeviceError, LaunchArg, StreamLease};
+use crate::cuda::{DeviceError, DeviceTensor, LaunchArg, StreamLease};
+use crate::resident::{OpenError, ResidentKey};
 use crate::state::{GuestState, Interrupted};
 use crate::weights::Weights;
 use cudarc::driver::CudaSlice;
@@ -51,6 +52,11 @@ enum Data {
     DeviceBits(CudaSlice<u16>),
     /// A tensor of the job's weights, read in place (CPU backend).
     Resident(Resident),
+    /// A tensor of the job's weights resident on its GPU (shared).
+    ResidentDevice {
+        tensor: Arc<DeviceTensor>,
+        shape: Vec<u32>,
+    },
 }
 
 /// A tensor of weights, as a read-only buffer: its little-endian elements
@@ -95,6 +101,7 @@ impl Buffer {
             Data::Device(s) => s.len(),
             Data::DeviceBits(s) => s.len(),
             Data::Resident(r) => r.shape.iter().map(|d| *d as usize).product(),
+            Data::ResidentDevice { tensor, .. } => tensor.len(),
         }
     }
 
@@ -102,7 +109,7 @@ impl Buffer {
     /// tensor: it is shared, and loaded whether or not this job runs).
     fn bytes(&self) -> u64 {
         match &self.data {
-            Data::Resident(_) => 0,
+            Data::Resident(_) | Data::ResidentDevice { .. } => 0,
             _ => self.len() as u64 * self.dtype.size(),
         }
     }
@@ -110,12 +117,13 @@ impl Buffer {
     fn shape(&self) -> Vec<u32> {
         match &self.data {
             Data::Resident(r) => r.shape.clone(),
+            Data::ResidentDevice { shape, .. } => shape.clone(),
             _ => vec![self.len() as u32],
         }
     }
 
     fn writable(&self) -> bool {
-        !matches!(self.data, Data::Resident(_))
+        !matches!(self.data, Data::Resident(_) | Data::ResidentDevice { .. })
     }
 }
 
@@ -280,7 +288,9 @@ impl GuestState {
                     Ok(())
                 }
                 (Data::DeviceBits(s), Some(lease)) => lease.write(s, r.start, bits),
-                (Data::Resident(_), _) => return Err(read_only("write-bits")),
+                (Data::Resident(_) | Data::ResidentDevice { .. }, _) => {
+                    return Err(read_only("write-bits"));
+                }
                 (Data::Host(_) | Data::Device(_), _) => return Err(not_16_bit("write-bits")),
                 (Data::DeviceBits(_), None) => {
                     unreachable!("device buffers exist only with a lease")
@@ -303,8 +313,15 @@ impl GuestState {
             (Data::HostBits(v), _) => Ok(v[r].to_vec()),
             (Data::DeviceBits(s), Some(lease)) => lease.read(s, r),
             (Data::Resident(t), _) if buffer.dtype.is_16_bit() => Ok(t.bits(r)),
+            (Data::ResidentDevice { tensor, .. }, Some(lease)) => match &**tensor {
+                DeviceTensor::Bits(s) => lease.read(s, r),
+                DeviceTensor::F32(_) => return Err(not_16_bit("read-bits")),
+            },
             (Data::Host(_) | Data::Device(_) | Data::Resident(_), _) => {
                 return Err(not_16_bit("read-bits"));
+            }
+            (Data::ResidentDevice { .. }, None) => {
+                unreachable!("device buffers exist only with a lease")
             }
             (Data::DeviceBits(_), None) => unreachable!("device buffers exist only with a lease"),
         };
@@ -367,6 +384,10 @@ impl gpu::HostBuffer for GuestState {
             (Data::Host(v), _) => Ok(v[r].to_vec()),
             (Data::Device(s), Some(lease)) => lease.read(s, r),
             (Data::Resident(t), _) => Ok(t.f32s(r)),
+            (Data::ResidentDevice { tensor, .. }, Some(lease)) => match &**tensor {
+                DeviceTensor::F32(s) => lease.read(s, r),
+                DeviceTensor::Bits(_) => unreachable!("an f32 buffer holds f32 elements"),
+            },
             _ => unreachable!("an f32 buffer on its job's backend"),
         };
         outcome.map_err(|e| self.device_error(e))
@@ -682,6 +703,10 @@ impl GuestState {
         match self.table.get(handle).map(|b| &b.data) {
             Ok(Data::Device(s)) => lease.ptr(s),
             Ok(Data::DeviceBits(s)) => lease.ptr(s),
+            Ok(Data::ResidentDevice { tensor, .. }) => match &**tensor {
+                DeviceTensor::F32(s) => lease.ptr(s),
+                DeviceTensor::Bits(s) => lease.ptr(s),
+            },
             _ => unreachable!("validated: a live device buffer"),
         }
     }
@@ -828,19 +853,40 @@ impl GuestState {
                 format!("weights {name:?} have no tensor {tensor:?}"),
             ));
         };
-        if self.cuda.is_some() {
-            return Err(error(
-                ErrorCode::Device,
-                "tensors of weights are served on the CPU backend only in this version: run the function with \"accelerator\": \"none\"",
-            ));
-        }
+        let shape: Vec<u32> = info.shape.iter().map(|d| *d as u32).collect();
+        let data = match &self.cuda {
+            None => Data::Resident(Resident {
+                shape,
+                tensor: tensor.to_owned(),
+                weights: weights.clone(),
+            }),
+            Some(lease) => {
+                let key = ResidentKey {
+                    tenant: self.tenant_gpu.tenant().clone(),
+                    digest: job_weights.digest,
+                    tensor: tensor.to_owned(),
+                };
+                let (_, bytes) = weights.tensor(tensor).expect("found above");
+                let opened =
+                    lease.open_resident(&key, (info.dtype, bytes), self.tenant_gpu.sibling());
+                match opened {
+                    Ok(opened) => {
+                        if opened.loaded {
+                            tracing::info!(job = %self.job, weights = name, tensor, bytes = bytes.len(), "tensor loaded onto the GPU");
+                        }
+                        Data::ResidentDevice {
+                            tensor: opened.tensor,
+                            shape,
+                        }
+                    }
+                    Err(OpenError::Load(e)) => return Err(self.device_error(e)),
+                    Err(e) => return Err(error(ErrorCode::OutOfMemory, e.to_string())),
+                }
+            }
+        };
         let buffer = Buffer {
             dtype: info.dtype,
-            data: Data::Resident(Resident {
-                shape: info.shape.iter().map(|d| *d as u32).collect(),
-                tensor: tensor.to_owned(),
-                weights,
-            }),
+            data,
         };
         self.table
             .push(buffer)
@@ -930,6 +976,7 @@ mod tests {
         let mut s = state(gpu_limit);
         s.weights = vec![crate::state::JobWeights {
             name: "lm".into(),
+            digest: spillway_proto::Digest::of(b"lm"),
             weights: Arc::new(Weights::from_bytes(file).unwrap()),
         }];
         s

@@ -36,6 +36,7 @@ mod imports;
 mod incoming;
 mod journal;
 mod limits;
+mod resident;
 mod sandbox;
 pub mod server;
 mod start_code;

@@ -61,6 +61,7 @@ pub(crate) struct JobPack {
 pub(crate) struct JobWeights {
     /// The name the function gave them; the guest opens `(name, tensor)`.
     pub(crate) name: String,
+    pub(crate) digest: spillway_proto::Digest,
     pub(crate) weights: std::sync::Arc<crate::weights::Weights>,
 }
 

@@ -104,6 +104,12 @@ impl TenantGpuAccount {
         }
     }
 
+    /// A new, empty account of the same tenant, ledger and cap: for what
+    /// outlives the job but is the tenant's (a resident tensor).
+    pub(crate) fn sibling(&self) -> Self {
+        Self::open(self.ledger.clone(), self.tenant.clone(), self.cap)
+    }
+
     pub(crate) fn tenant(&self) -> &TenantId {
         &self.tenant
     }
