@@ -18,6 +18,13 @@ pub(crate) struct LocalHost {
     pub(crate) endpoint: String,
 }
 
+impl LocalHost {
+    /// The process id of its `spillway host`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
 /// A running local cluster.
 #[derive(Debug)]
 pub(crate) struct LocalCluster {

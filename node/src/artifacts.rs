@@ -422,12 +422,13 @@ impl ArtifactCache {
 }
 
 fn wrong_kind(digest: &Digest, loaded: &Loaded, wanted: ArtifactKind) -> Failure {
+    let noun = |kind| match kind {
+        ArtifactKind::Component => "a component",
+        ArtifactKind::KernelPack => "a kernel pack",
+        ArtifactKind::Weights => "weights",
+    };
     Failure::InvalidArtifact {
-        reason: format!(
-            "{digest} is a {}, not a {}",
-            loaded.kind().name(),
-            wanted.name()
-        ),
+        reason: format!("{digest} is {}, not {}", noun(loaded.kind()), noun(wanted)),
     }
 }
 

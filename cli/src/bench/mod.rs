@@ -10,6 +10,9 @@
 //! - `dispatch`: the burst dispatch round trip against a raw quinn echo.
 //! - `burst`: burst efficiency at 3x overload of one host of three, with
 //!   a synthetic service time in the nodes.
+//! - `cold-start`: a component's first jobs here and on a peer.
+//! - `weights-transfer`: a weights file uploaded and fetched by a peer,
+//!   with each sidecar's memory.
 
 mod burst;
 mod cold_start;
@@ -18,6 +21,7 @@ pub(crate) mod dispatch;
 mod failover;
 mod http;
 mod tonic_echo;
+mod weights;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +106,14 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         warm: usize,
     },
+    /// A weights file uploaded to host 1 of two loopback hosts (streamed)
+    /// and fetched by host 2 for its first job that names it, with each
+    /// `spillway host` process's memory before and its peak after.
+    WeightsTransfer {
+        /// The file's size in MiB.
+        #[arg(long, default_value_t = 2048)]
+        size_mib: u64,
+    },
 }
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -126,6 +138,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             seconds,
         } => burst::run(slots, service_ms, seconds).await,
         BenchCommand::ColdStart { guests, warm } => cold_start::run(guests, warm).await,
+        BenchCommand::WeightsTransfer { size_mib } => weights::run(size_mib).await,
     }
 }
 
