@@ -251,6 +251,23 @@ impl CudaBackend {
         self.gpus.iter().map(|g| g.resident.loads()).sum()
     }
 
+    /// The weights resident on each GPU, most recently used first there.
+    pub(crate) fn resident_weights(&self) -> Vec<spillway_proto::GpuWeights> {
+        self.gpus
+            .iter()
+            .flat_map(|g| {
+                g.resident
+                    .weights()
+                    .into_iter()
+                    .map(|(digest, bytes)| spillway_proto::GpuWeights {
+                        gpu: g.info.index,
+                        digest,
+                        bytes,
+                    })
+            })
+            .collect()
+    }
+
     /// Bytes of weights resident now, on every GPU.
     pub(crate) fn resident_bytes(&self) -> u64 {
         self.gpus.iter().map(|g| g.resident.used()).sum()

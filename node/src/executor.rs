@@ -180,6 +180,14 @@ impl Executor {
             .map_or((0, 0), |c| (c.resident_loads(), c.resident_bytes()))
     }
 
+    /// The weights resident on each of this node's GPUs (none on a
+    /// CPU-only node), for its load reports.
+    pub fn gpu_weights(&self) -> Vec<spillway_proto::GpuWeights> {
+        self.cuda
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.resident_weights())
+    }
+
     /// What this node offers, for its `Hello`.
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {

@@ -152,6 +152,24 @@ impl<T> ResidentSet<T> {
         self.inner.lock().expect("resident lock").loads
     }
 
+    /// The weights resident now and the bytes of each (all its tensors
+    /// here together), most recently used first.
+    pub(crate) fn weights(&self) -> Vec<(Digest, u64)> {
+        let inner = self.inner.lock().expect("resident lock");
+        let mut by_digest: HashMap<Digest, (u64, u64)> = HashMap::new();
+        for (key, e) in &inner.entries {
+            let (bytes, last) = by_digest.entry(key.digest).or_default();
+            *bytes += e.bytes;
+            *last = (*last).max(e.last_used);
+        }
+        let mut all: Vec<(Digest, u64, u64)> = by_digest
+            .into_iter()
+            .map(|(d, (bytes, last))| (d, bytes, last))
+            .collect();
+        all.sort_by_key(|(_, _, last)| std::cmp::Reverse(*last));
+        all.into_iter().map(|(d, bytes, _)| (d, bytes)).collect()
+    }
+
     /// Bytes resident now.
     pub(crate) fn used(&self) -> u64 {
         let inner = self.inner.lock().expect("resident lock");
@@ -341,6 +359,8 @@ mod tests {
             .unwrap();
         assert!(evicted && c.loaded);
         assert_eq!((set.used(), ledger.held(&acme)), (80, 80));
+        // One digest in this test: its tensors together, `c` the newest.
+        assert_eq!(set.weights(), [(Digest::of(b"weights"), 80)]);
         // In use, `c` cannot make room; `b` alone is not enough.
         let refused = set.open::<()>(&key("d"), 80, account(), || {}, || Ok("d"));
         assert!(

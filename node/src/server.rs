@@ -80,6 +80,7 @@ impl Node {
             running: slots - self.slots.available_permits() as u32,
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            weights: self.executor.gpu_weights(),
         }
     }
 }

@@ -35,5 +35,5 @@ pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use ids::{Digest, DigestParseError, JobId, NodeId, TenantId};
 pub use message::{
     ARTIFACT_CHUNK, Accelerator, Backend, Capabilities, Completion, Execute, FromNode, GpuDevice,
-    Hello, JobSpec, LoadReport, ToNode,
+    GpuWeights, Hello, JobSpec, LoadReport, ToNode,
 };

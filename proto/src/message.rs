@@ -74,8 +74,17 @@ pub struct Hello {
     pub resident: Vec<Digest>,
 }
 
+/// Weights resident on one of a node's GPUs (all its tensors there
+/// together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuWeights {
+    pub gpu: u32,
+    pub digest: Digest,
+    pub bytes: u64,
+}
+
 /// The node's load, sent whenever it changes and at least every second.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LoadReport {
     pub slots: u32,
     pub running: u32,
@@ -87,6 +96,8 @@ pub struct LoadReport {
     pub cold_starts: u64,
     /// Instances made ahead of their jobs, ready now.
     pub warm_ready: u32,
+    /// Weights resident on its GPUs, most recently used first.
+    pub weights: Vec<GpuWeights>,
 }
 
 /// What a job asks of the cluster; the scheduler's input.

@@ -13,4 +13,6 @@ mod admission;
 mod placement;
 
 pub use admission::{Admission, AdmissionPolicy, LocalLoad, admit};
-pub use placement::{ArtifactFacts, Decision, Fallback, PlacementPolicy, TenantRoom, place};
+pub use placement::{
+    ArtifactFacts, Decision, Fallback, PlacementPolicy, TenantRoom, WeightsFacts, place,
+};

@@ -4,9 +4,13 @@
 //! expected wait is within [`PlacementPolicy::local_wait_bound_ms`].
 //! Otherwise the peers that fit (active, a fresh load report with a free
 //! slot, the accelerator and labels the job needs) are ranked by cost:
-//! expected wait + cold start (the artifact not resident there: transfer at
-//! the measured rate, plus compile) + round trip, plus a penalty on a host
-//! without a GPU for a job that prefers one. The first candidate is the
+//! expected wait + cold start + round trip, plus a penalty on a host
+//! without a GPU for a job that prefers one. Cold start follows residency:
+//! the component not on the host's disk costs its transfer at the measured
+//! rate plus compile; each of the job's weights not on its disk costs its
+//! transfer, and, for a job that will use the host's GPU, each not loaded
+//! on a GPU there (its load report says which are) costs its load. So a
+//! burst goes preferably to a peer whose GPU already holds the weights. The first candidate is the
 //! cheaper of two picked at random among those that fit (so many origins
 //! acting on the same stale reports do not all pick the same peer); the
 //! rest follow by cost, for the origin to try in turn when a peer refuses.
@@ -20,14 +24,15 @@
 //! fallback.
 
 use crate::{Admission, AdmissionPolicy, LocalLoad, admit};
-use spillway_proto::{Accelerator, JobSpec, NodeId, Refusal};
+use spillway_proto::{Accelerator, Digest, JobSpec, NodeId, Refusal};
 use spillway_topology::{ClusterView, HostView};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// Placement settings. `Default`: no local wait tolerated while a peer has
 /// room, reports stale after 1 s, 100 ms assumed per job until measured,
-/// 100 MB/s assumed for fetches until measured, up to 3 peers tried.
+/// 100 MB/s assumed for fetches until measured, 4 GB/s for loading weights
+/// onto a GPU, up to 3 peers tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlacementPolicy {
     pub admission: AdmissionPolicy,
@@ -42,6 +47,9 @@ pub struct PlacementPolicy {
     /// Compiling an artifact: a fixed part and a part per MiB.
     pub compile_base_ms: u64,
     pub compile_ms_per_mib: u64,
+    /// Loading weights from a host's disk onto its GPU (an H100 loaded
+    /// 4 GiB at about 5.2 GB/s: docs/benchmarks.md).
+    pub load_bytes_per_s: u64,
     /// Added to a GPU-less host's cost for a job that prefers a GPU.
     pub no_gpu_penalty_ms: u64,
     /// Peers tried, in order, before falling back.
@@ -58,17 +66,31 @@ impl Default for PlacementPolicy {
             default_fetch_bytes_per_s: 100_000_000,
             compile_base_ms: 5,
             compile_ms_per_mib: 50,
+            load_bytes_per_s: 4_000_000_000,
             no_gpu_penalty_ms: 1_000,
             max_attempts: 3,
         }
     }
 }
 
-/// What the scheduler needs to know of the job's artifact.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the scheduler needs to know of the job's artifacts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ArtifactFacts {
+    /// The component's size.
     pub size: u64,
-    /// The hosts where it is resident.
+    /// The hosts where the component is resident.
+    pub holders: BTreeSet<NodeId>,
+    /// The job's weights (whether a host has them loaded on a GPU is in
+    /// its load report).
+    pub weights: Vec<WeightsFacts>,
+}
+
+/// One of the job's weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightsFacts {
+    pub digest: Digest,
+    pub size: u64,
+    /// The hosts that hold them on disk.
     pub holders: BTreeSet<NodeId>,
 }
 
@@ -253,18 +275,39 @@ fn cost_ms(
     policy: &PlacementPolicy,
 ) -> u64 {
     // A fitting peer has a free slot: its expected wait is zero.
-    let cold = if artifact.holders.contains(&h.id) {
+    let rate = if view.fetch_bytes_per_s == 0 {
+        policy.default_fetch_bytes_per_s
+    } else {
+        view.fetch_bytes_per_s
+    };
+    let transfer = |size: u64| size.saturating_mul(1000) / rate.max(1);
+    let component = if artifact.holders.contains(&h.id) {
         0
     } else {
-        let rate = if view.fetch_bytes_per_s == 0 {
-            policy.default_fetch_bytes_per_s
-        } else {
-            view.fetch_bytes_per_s
-        };
-        let transfer = artifact.size.saturating_mul(1000) / rate.max(1);
         let compile = policy.compile_base_ms + (artifact.size >> 20) * policy.compile_ms_per_mib;
-        transfer + compile
+        transfer(artifact.size) + compile
     };
+    // Weights are loaded onto a GPU only for a job that will use one there.
+    let on_gpu = job.accelerator != Accelerator::None && h.gpus > 0;
+    let loaded = h.load.map(|l| l.report.weights).unwrap_or_default();
+    let weights: u64 = artifact
+        .weights
+        .iter()
+        .map(|w| {
+            let fetch = if w.holders.contains(&h.id) {
+                0
+            } else {
+                transfer(w.size)
+            };
+            let load = if on_gpu && !loaded.contains(&w.digest) {
+                w.size.saturating_mul(1000) / policy.load_bytes_per_s.max(1)
+            } else {
+                0
+            };
+            fetch + load
+        })
+        .sum();
+    let cold = component + weights;
     let rtt = h.rtt.map_or(0, |d| d.as_millis() as u64);
     cold + rtt + gpu_penalty(job, h.gpus > 0, policy)
 }
@@ -370,6 +413,8 @@ mod tests {
         accepting: bool,
         labels: &'static [(&'static str, &'static str)],
         rtt_ms: u64,
+        /// Weights (see [`weights`]) loaded on its GPU, by number.
+        loaded: &'static [u8],
     }
 
     fn peer(id: u64, free: u32) -> Peer {
@@ -381,7 +426,13 @@ mod tests {
             accepting: true,
             labels: &[],
             rtt_ms: 1,
+            loaded: &[],
         }
+    }
+
+    /// Weights number `n`'s digest.
+    fn weights(n: u8) -> Digest {
+        Digest::of(&[n])
     }
 
     impl Peer {
@@ -400,6 +451,13 @@ mod tests {
                         queued: 0,
                         mean_exec_ms: 50,
                         node_up: true,
+                        weights: spillway_topology::LoadedWeights::of(
+                            self.loaded
+                                .iter()
+                                .map(|n| weights(*n))
+                                .collect::<Vec<_>>()
+                                .iter(),
+                        ),
                     },
                     received: t0() - Duration::from_millis(age),
                 }),
@@ -428,6 +486,8 @@ mod tests {
         peers: Vec<Peer>,
         /// Artifact size and the peers that hold it.
         artifact: (u64, &'static [u64]),
+        /// The job's weights: number, size, the peers holding them on disk.
+        weights: Vec<(u8, u64, &'static [u64])>,
         policy: PlacementPolicy,
         room: TenantRoom,
         want: Decision,
@@ -442,6 +502,7 @@ mod tests {
             peers,
             // Warm on every peer unless a case says otherwise.
             artifact: (1 << 20, &[2, 3, 4, 5, 6, 7]),
+            weights: Vec::new(),
             policy: PlacementPolicy {
                 admission: AdmissionPolicy {
                     queue_capacity: 4,
@@ -479,6 +540,15 @@ mod tests {
         let artifact = ArtifactFacts {
             size: c.artifact.0,
             holders: c.artifact.1.iter().map(|&i| NodeId(i)).collect(),
+            weights: c
+                .weights
+                .iter()
+                .map(|(n, size, holders)| WeightsFacts {
+                    digest: weights(*n),
+                    size: *size,
+                    holders: holders.iter().map(|&i| NodeId(i)).collect(),
+                })
+                .collect(),
         };
         place(
             &c.job,
@@ -755,6 +825,80 @@ mod tests {
                     local(2, 0),
                     vec![peer(2, 4)],
                     Decision::Queue { position: 0 },
+                )
+            },
+            // Weights of 2 GB: 20 s to fetch at the default 100 MB/s, 0.5 s
+            // to load onto a GPU at 4 GB/s.
+            Case {
+                job: job(Accelerator::Required, &[]),
+                weights: vec![(1, 2_000_000_000, &[3, 4])],
+                ..case(
+                    "weights: the GPU that holds them first, then one that has them on disk, then one that must fetch them",
+                    local(2, 0),
+                    vec![
+                        Peer {
+                            gpus: 1,
+                            ..peer(2, 4)
+                        },
+                        Peer {
+                            gpus: 1,
+                            ..peer(3, 4)
+                        },
+                        Peer {
+                            gpus: 1,
+                            loaded: &[1],
+                            ..peer(4, 4)
+                        },
+                    ],
+                    to(
+                        &[4, 3, 2],
+                        Fallback::Refuse(Refusal::NoHostFree {
+                            retry_after_ms: 100,
+                        }),
+                    ),
+                )
+            },
+            Case {
+                job: job(Accelerator::None, &[]),
+                weights: vec![(1, 2_000_000_000, &[3])],
+                ..case(
+                    "weights, CPU job: what a GPU holds does not matter, the disk does",
+                    local(2, 0),
+                    vec![
+                        Peer {
+                            gpus: 1,
+                            loaded: &[1],
+                            ..peer(2, 4)
+                        },
+                        peer(3, 4),
+                    ],
+                    to(&[3], Fallback::Queue),
+                )
+            },
+            Case {
+                job: job(Accelerator::Required, &[]),
+                weights: vec![(1, 2_000_000_000, &[2, 3]), (2, 400_000_000, &[2, 3])],
+                ..case(
+                    "two weights: the peer holding the larger one loaded before the one holding the smaller",
+                    local(2, 0),
+                    vec![
+                        Peer {
+                            gpus: 1,
+                            loaded: &[2],
+                            ..peer(2, 4)
+                        },
+                        Peer {
+                            gpus: 1,
+                            loaded: &[1],
+                            ..peer(3, 4)
+                        },
+                    ],
+                    to(
+                        &[3, 2],
+                        Fallback::Refuse(Refusal::NoHostFree {
+                            retry_after_ms: 100,
+                        }),
+                    ),
                 )
             },
             case(

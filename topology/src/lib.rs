@@ -14,5 +14,5 @@ mod load;
 mod view;
 
 pub use host::HostView;
-pub use load::{LoadGossip, LoadSample};
+pub use load::{LOADED_WEIGHTS, LoadGossip, LoadSample, LoadedWeights};
 pub use view::ClusterView;

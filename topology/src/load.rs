@@ -2,7 +2,61 @@
 //! receiver keeps with the instant it arrived.
 
 use serde::{Deserialize, Serialize};
+use spillway_proto::Digest;
 use std::time::{Duration, Instant};
+
+/// The most weights one load report names.
+pub const LOADED_WEIGHTS: usize = 16;
+
+/// The weights resident on a host's GPUs, as its load reports carry them:
+/// at most [`LOADED_WEIGHTS`] (the most recently used), each by the first 8
+/// bytes of its digest. Fixed in size, so a report stays one small
+/// datagram; a false match needs two weights of one cluster to share 64
+/// bits of their BLAKE3 digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LoadedWeights {
+    len: u8,
+    ids: [u64; LOADED_WEIGHTS],
+}
+
+impl LoadedWeights {
+    /// The first [`LOADED_WEIGHTS`] distinct digests of `digests`.
+    pub fn of<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> Self {
+        let mut loaded = Self::default();
+        for digest in digests {
+            let id = Self::id(digest);
+            if usize::from(loaded.len) == LOADED_WEIGHTS {
+                break;
+            }
+            if !loaded.ids().contains(&id) {
+                loaded.ids[usize::from(loaded.len)] = id;
+                loaded.len += 1;
+            }
+        }
+        loaded
+    }
+
+    fn id(digest: &Digest) -> u64 {
+        u64::from_le_bytes(digest.0[..8].try_into().expect("eight bytes"))
+    }
+
+    fn ids(&self) -> &[u64] {
+        &self.ids[..usize::from(self.len).min(LOADED_WEIGHTS)]
+    }
+
+    /// Whether `digest` is among them.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.ids().contains(&Self::id(digest))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// What a sidecar tells its peers about its load, a few times a second,
 /// in one QUIC datagram. `seq` grows with every report of one run of the
@@ -22,6 +76,8 @@ pub struct LoadGossip {
     /// Its recent mean execution time (0 when unknown).
     pub mean_exec_ms: u64,
     pub node_up: bool,
+    /// Weights resident on its GPUs.
+    pub weights: LoadedWeights,
 }
 
 impl LoadGossip {
@@ -64,6 +120,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loaded_weights_keep_the_first_sixteen_distinct_digests() {
+        let d = |i: u32| Digest::of(&i.to_le_bytes());
+        let all: Vec<Digest> = (0..20).map(d).collect();
+        let loaded = LoadedWeights::of(all.iter().chain(&all[..3]));
+        assert_eq!(loaded.len(), LOADED_WEIGHTS);
+        assert!((0..16).all(|i| loaded.contains(&d(i))));
+        assert!(!loaded.contains(&d(16)), "past the cap");
+        let twice = LoadedWeights::of([&d(1), &d(1), &d(2)]);
+        assert_eq!(twice.len(), 2);
+        assert!(LoadedWeights::default().is_empty());
+        // One datagram: the report stays well under the 1 KiB the
+        // receiver takes.
+        let report = LoadGossip {
+            weights: loaded,
+            ..LoadGossip::default()
+        };
+        assert!(spillway_proto::frame::encode(&report).len() < 300);
+    }
+
+    #[test]
     fn a_restarted_host_is_heard_at_once_and_late_reports_are_dropped() {
         let report = |incarnation, seq| LoadGossip {
             incarnation,
@@ -97,6 +173,7 @@ mod tests {
                 queued,
                 mean_exec_ms: 10,
                 node_up,
+                weights: LoadedWeights::default(),
             },
             received: t0,
         };

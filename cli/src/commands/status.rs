@@ -13,10 +13,19 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let cluster = client(&args.target).cluster().await?;
+    let client = client(&args.target);
+    let cluster = client.cluster().await?;
     if args.json {
         return print_json(&cluster);
     }
+    // Digest to the names this token sees it under (others stay digests).
+    let names: std::collections::HashMap<String, String> = client
+        .artifacts()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.digest, a.name))
+        .collect();
     println!(
         "cluster {}  leader {}  term {}  commit {}  applied {} (on host {})",
         cluster["cluster_id"].as_str().unwrap_or("?"),
@@ -65,6 +74,20 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             m["resident_artifacts"].to_string(),
             backends.join(","),
         );
+        // Weights resident on its GPUs, named as the cluster knows them.
+        for w in m["node"]["weights_on_gpus"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let digest = w["digest"].as_str().unwrap_or("?");
+            println!(
+                "     gpu {}: weights {} ({:.1} MiB)",
+                w["gpu"],
+                names.get(digest).map_or(digest, String::as_str),
+                w["bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -95,6 +95,11 @@ pub(super) async fn get_cluster(
                     "pid": r.node_pid,
                     "restarts": r.node_restarts,
                     "resident_artifacts": r.resident_artifacts,
+                    "weights_on_gpus": r.weights.iter().map(|w| json!({
+                        "gpu": w.gpu,
+                        "digest": w.digest.to_string(),
+                        "bytes": w.bytes,
+                    })).collect::<Vec<Value>>(),
                 })),
             })
         })

@@ -58,8 +58,12 @@ impl JobHost {
                 .map(|b| b.as_str().to_owned())
                 .collect(),
             applied_index: self.control.applied_index(),
-            completed: node.load.map_or(0, |(l, _)| l.completed),
-            failed: node.load.map_or(0, |(l, _)| l.failed),
+            completed: node.load.as_ref().map_or(0, |(l, _)| l.completed),
+            failed: node.load.as_ref().map_or(0, |(l, _)| l.failed),
+            weights: node
+                .load
+                .as_ref()
+                .map_or_else(Vec::new, |(l, _)| l.weights.clone()),
             burst_out: self.burst.sent.load(Ordering::Relaxed),
             burst_in: self.burst.received.load(Ordering::Relaxed),
             quota_usage: self.quotas.usage_of(&self.control.state()),

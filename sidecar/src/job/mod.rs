@@ -31,7 +31,7 @@ use burst::origin::{self, Accepted, Attempt as PeerAttempt, Offer};
 use bytes::Bytes;
 use rules::{Attempt, Event, Step};
 use spillway_proto::{Completion, Execute, Failure, JobId, JobSpec, NodeId};
-use spillway_scheduler::{ArtifactFacts, Decision, Fallback, TenantRoom, place};
+use spillway_scheduler::{ArtifactFacts, Decision, Fallback, TenantRoom, WeightsFacts, place};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -191,6 +191,13 @@ impl Job<'_> {
         let artifact = ArtifactFacts {
             size: state.artifact_size(&self.spec.digest).unwrap_or(0),
             holders: state.holders(&self.spec.digest).into_iter().collect(),
+            weights: (self.spec.weights.iter())
+                .map(|w| WeightsFacts {
+                    digest: w.digest,
+                    size: state.artifact_size(&w.digest).unwrap_or(0),
+                    holders: state.holders(&w.digest).into_iter().collect(),
+                })
+                .collect(),
         };
         let mut view = host
             .burst

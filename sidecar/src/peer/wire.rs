@@ -215,6 +215,8 @@ pub struct HostStatus {
     /// Each tenant with a concurrency quota: its use of this host's lease
     /// (what the leader rebalances by).
     pub quota_usage: std::collections::BTreeMap<spillway_proto::TenantId, QuotaUsage>,
+    /// Weights resident on its GPUs.
+    pub weights: Vec<spillway_proto::GpuWeights>,
 }
 
 /// The openraft message types a [`RaftRequest`] carries (re-exported by

@@ -28,7 +28,7 @@ use crate::queue::LocalQueue;
 use spillway_consensus::{ControlState, MemberState};
 use spillway_proto::NodeId;
 use spillway_scheduler::PlacementPolicy;
-use spillway_topology::{ClusterView, HostView, LoadGossip, LoadSample};
+use spillway_topology::{ClusterView, HostView, LoadGossip, LoadSample, LoadedWeights};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,6 +134,12 @@ impl Burst {
             queued: load.queued,
             mean_exec_ms: load.mean_exec_ms,
             node_up: node.up,
+            weights: LoadedWeights::of(
+                node.load
+                    .iter()
+                    .flat_map(|(report, _)| &report.weights)
+                    .map(|w| &w.digest),
+            ),
         }
     }
 
