@@ -11,19 +11,15 @@ use common::hosts::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// A safetensors file of one f32 tensor `proj` of `k`×`n`.
-fn safetensors(k: usize, n: usize) -> (Vec<u8>, Vec<f32>) {
+/// A safetensors file of one f32 tensor `proj` of `k`×`n`, and its values.
+fn weights(k: usize, n: usize) -> (Vec<u8>, Vec<f32>) {
     let values: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32 - 6.0) / 64.0).collect();
-    let mut header = format!(
-        "{{\"proj\":{{\"dtype\":\"F32\",\"shape\":[{k},{n}],\"data_offsets\":[0,{}]}}}}",
-        k * n * 4
-    );
-    while !header.len().is_multiple_of(8) {
-        header.push(' ');
-    }
-    let mut file = (header.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(header.as_bytes());
-    file.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    let file = common::safetensors(&[(
+        "proj",
+        safetensors::Dtype::F32,
+        &[k, n],
+        common::f32_bytes(&values),
+    )]);
     (file, values)
 }
 
@@ -126,7 +122,7 @@ async fn a_burst_goes_to_the_peer_whose_gpu_holds_the_weights() {
 
     // 64 MiB of weights: 16 ms to load at the scheduler's assumed rate.
     let (k, n) = (4096, 4096);
-    let (file, w) = safetensors(k, n);
+    let (file, w) = weights(k, n);
     let r = api.upload(h1, "lm", file).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     api.put_artifact(h1, &api.token, "weights_gemm").await;

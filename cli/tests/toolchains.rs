@@ -6,20 +6,10 @@
 
 mod common;
 
+use common::built;
 use common::hosts::{self, Api, Host};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-/// A component `examples/guests/build.sh` built into `target/guests`.
-fn built(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../target/guests/{name}.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{path}: {e}: build the example guests first (examples/guests/build.sh; ./scripts/test runs it)")
-    })
-}
 
 /// Status, receipt headers and body of one invocation.
 #[derive(Debug)]

@@ -10,19 +10,14 @@ mod common;
 use spillway_node::{Executor, JobControl, NodeConfig};
 use spillway_proto::{Accelerator, Backend, Digest, JobId, JobSpec, NamedArtifact};
 
-/// A safetensors file holding one f32 tensor `name` of `rows`×`cols`.
+/// A safetensors file holding one f32 tensor `name` of `rows`×`cols`,
+/// written by the format's own crate.
 fn safetensors(name: &str, rows: usize, cols: usize, values: &[f32]) -> Vec<u8> {
-    let mut header = format!(
-        "{{\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{rows},{cols}],\"data_offsets\":[0,{}]}}}}",
-        values.len() * 4
-    );
-    while !header.len().is_multiple_of(8) {
-        header.push(' ');
-    }
-    let mut file = (header.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(header.as_bytes());
-    file.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    file
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &bytes)
+            .unwrap();
+    safetensors::serialize([(name, view)], None).unwrap()
 }
 
 /// `weights_gemm`'s input: the names, n and k, then x.

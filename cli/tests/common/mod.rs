@@ -28,6 +28,32 @@ impl Drop for Cluster {
     }
 }
 
+/// A component `examples/guests/build.sh` built into `target/guests`.
+pub fn built(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../target/guests/{name}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{path}: {e}: build the example guests first (examples/guests/build.sh; ./scripts/test runs it)")
+    })
+}
+
+/// A safetensors file of `tensors` (name, dtype, shape, little-endian
+/// bytes), written by the format's own crate.
+pub fn safetensors(tensors: &[(&str, safetensors::Dtype, &[usize], Vec<u8>)]) -> Vec<u8> {
+    let views = tensors.iter().map(|(name, dtype, shape, bytes)| {
+        let view = safetensors::tensor::TensorView::new(*dtype, shape.to_vec(), bytes).unwrap();
+        (*name, view)
+    });
+    safetensors::serialize(views, None).unwrap()
+}
+
+/// Little-endian bytes of `values`.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 pub fn guest(name: &str) -> Vec<u8> {
     std::fs::read(format!(
         "{}/../examples/guests/{name}.wat",
