@@ -129,9 +129,17 @@ async fn stalled_bodies_time_out_and_share_one_budget() {
     let mut second = stalled_invoke(&host, &api.token, 8 << 20, 0).await;
     // Once the host reads those two, a third body is refused at once,
     // before a byte of it is read. (A third that came first is dropped,
-    // which gives its share back, and tried again.)
-    let until = Instant::now() + Duration::from_secs(5);
+    // which gives its share back, and tried again; one of the two that
+    // lost the race to a third was refused 503 and is sent again.)
+    let until = Instant::now() + Duration::from_secs(10);
     let said = loop {
+        for (held, sent) in [(&mut first, 10), (&mut second, 0)] {
+            let (early, closed) = until_closed(held, Duration::from_millis(50)).await;
+            if closed {
+                assert!(early.starts_with("HTTP/1.1 503"), "{early}");
+                *held = stalled_invoke(&host, &api.token, 8 << 20, sent).await;
+            }
+        }
         let mut third = stalled_invoke(&host, &api.token, 1 << 20, 0).await;
         let (said, _) = until_closed(&mut third, Duration::from_millis(300)).await;
         if !said.is_empty() || Instant::now() > until {
