@@ -216,7 +216,9 @@ async fn unsupported_imports_are_refused_by_name_and_a_flooding_guest_is_held_to
 
     // The token is checked from the headers before any body byte is read:
     // an upload that announces 30 MiB and sends none is answered 401 at
-    // once, as is one with a token and a Content-Length over the limit (413).
+    // once, as is one with a token and a Content-Length over every kind's
+    // limit (413); one over the components' limit, as soon as its first
+    // bytes say it is a component.
     let stalled = |auth: String, length: u64| async move {
         common::head_only(&h1.endpoint, "PUT", "/v1/artifacts/big", &auth, length).await
     };
@@ -225,7 +227,10 @@ async fn unsupported_imports_are_refused_by_name_and_a_flooding_guest_is_held_to
         assert_eq!(status, 401, "{body}");
     }
     let auth = format!("authorization: Bearer {}\r\n", api.token);
-    let (status, body) = stalled(auth, 300 << 20).await;
+    let (status, body) = stalled(auth.clone(), 9 << 30).await;
+    assert_eq!(status, 413, "{body}");
+    let put = ("PUT", "/v1/artifacts/big", auth.as_str(), 300 << 20);
+    let (status, body) = common::head_then(&h1.endpoint, put, b"\0asm\x0d\0\x01\0\x01").await;
     assert_eq!(status, 413, "{body}");
 
     let r = api.upload(h1, "flood", common::guest("log_flood")).await;

@@ -121,6 +121,11 @@ impl SpoolWriter {
         Ok(())
     }
 
+    /// The kind, once its first bytes told it.
+    pub(crate) fn kind(&self) -> Option<ArtifactKind> {
+        self.probe.decided()
+    }
+
     /// Bytes written so far.
     pub(crate) fn size(&self) -> u64 {
         self.size
@@ -236,10 +241,24 @@ mod tests {
             ),
             "{refused:?}"
         );
-        // One that passes it before its kind is told, at its end.
+        // One that passes it before its kind is told: as soon as it is.
         let mut w = spool.create(limits).unwrap();
         w.write(&[b' '; 20]).await.unwrap();
-        w.write(b"{}").await.unwrap();
+        assert_eq!(w.kind(), None);
+        let refused = w.write(b"{}").await;
+        assert!(
+            matches!(
+                refused,
+                Err(SpoolError::TooLarge {
+                    limit: 16,
+                    kind: Some(ArtifactKind::KernelPack)
+                })
+            ),
+            "{refused:?}"
+        );
+        // Or at its end, when it ends before its kind is told.
+        let mut w = spool.create(limits).unwrap();
+        w.write(&[b' '; 20]).await.unwrap();
         let refused = w.finish().await;
         assert!(
             matches!(refused, Err(SpoolError::TooLarge { limit: 16, .. })),

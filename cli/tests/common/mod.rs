@@ -265,6 +265,16 @@ pub async fn head_only(
     headers: &str,
     length: u64,
 ) -> (u16, String) {
+    head_then(endpoint, (method, path, headers, length), &[]).await
+}
+
+/// [`head_only`], then the body's `first` bytes (and no more): the answer
+/// the server gives from those.
+pub async fn head_then(
+    endpoint: &str,
+    (method, path, headers, length): (&str, &str, &str, u64),
+    first: &[u8],
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = endpoint.trim_start_matches("http://");
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -272,6 +282,7 @@ pub async fn head_only(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}content-length: {length}\r\n\r\n"
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(first).await.unwrap();
     let mut answer = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {

@@ -134,7 +134,10 @@ pub(super) async fn spool_body(
     (limits, idle): (SizeLimits, Duration),
     spool: &Spool,
 ) -> Result<Spooled, ApiError> {
-    if declared_length(headers).is_some_and(|n| n > limits.largest()) {
+    // Past every kind's limit: refused from the head. Past the limit of
+    // the kind its first bytes tell: refused as soon as they arrive.
+    let declared = declared_length(headers);
+    if declared.is_some_and(|n| n > limits.largest()) {
         return Err(ApiError::too_large(limits.largest()));
     }
     let spooling = |e: SpoolError| match e {
@@ -146,6 +149,12 @@ pub(super) async fn spool_body(
     let mut into = spool.create(limits).map_err(spooling)?;
     while let Some(data) = next_data(&mut body, idle).await? {
         into.write(&data).await.map_err(spooling)?;
+        if let (Some(n), Some(kind)) = (declared, into.kind()) {
+            let limit = limits.of(Some(kind));
+            if n > limit {
+                return Err(ApiError::too_large(limit));
+            }
+        }
     }
     into.finish().await.map_err(spooling)
 }
