@@ -36,13 +36,14 @@ fn input(n: usize, x: &[f32]) -> Vec<u8> {
     b
 }
 
+/// Status, the host that ran it, the receipt's weights loaded, the body.
 async fn invoke(
     api: &Api,
     host: &Host,
     name: &str,
     body: Vec<u8>,
     local: bool,
-) -> (u16, String, Vec<u8>) {
+) -> (u16, String, u64, Vec<u8>) {
     let mut r = api
         .http
         .post(format!("{}/v1/functions/{name}/invoke", host.endpoint))
@@ -53,12 +54,23 @@ async fn invoke(
         r = r.header("spillway-placement", "local");
     }
     let r = r.send().await.unwrap();
-    let node = r
-        .headers()
-        .get("spillway-node")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (r.status().as_u16(), node, r.bytes().await.unwrap().to_vec())
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (node, loaded) = (
+        header("spillway-node"),
+        header("spillway-weights-loaded-bytes"),
+    );
+    let loaded = loaded.parse().unwrap_or(u64::MAX);
+    (
+        r.status().as_u16(),
+        node,
+        loaded,
+        r.bytes().await.unwrap().to_vec(),
+    )
 }
 
 fn gpu_weights(v: &Value, id: &str) -> usize {
@@ -152,11 +164,12 @@ async fn a_burst_goes_to_the_peer_whose_gpu_holds_the_weights() {
     };
     // Host 3 loads the weights onto its GPU; host 2 only fetches them to
     // its disk (a CPU job reads them where they lie).
-    let (status, node, body) = invoke(&api, h3, "g", input(n, &x), true).await;
+    let (status, node, loaded, body) = invoke(&api, h3, "g", input(n, &x), true).await;
     assert_eq!((status, node.as_str()), (200, "n3"));
+    assert_eq!(loaded, (k * n * 4) as u64, "the first job there loads them");
     check(&body);
-    let (status, node, body) = invoke(&api, h2, "g-cpu", input(n, &x), true).await;
-    assert_eq!((status, node.as_str()), (200, "n2"));
+    let (status, node, loaded, body) = invoke(&api, h2, "g-cpu", input(n, &x), true).await;
+    assert_eq!((status, node.as_str(), loaded), (200, "n2", 0));
     check(&body);
     api.wait(h1, "the weights on host 3's GPU, not host 2's", |v| {
         gpu_weights(v, "n3") == 1 && gpu_weights(v, "n2") == 0
@@ -186,12 +199,13 @@ async fn a_burst_goes_to_the_peer_whose_gpu_holds_the_weights() {
     // Every job sent to host 1 bursts to host 3, where the GPU holds the
     // weights, rather than to host 2, which would have to load them.
     for _ in 0..8 {
-        let (status, node, body) = invoke(&api, h1, "g", input(n, &x), false).await;
+        let (status, node, loaded, body) = invoke(&api, h1, "g", input(n, &x), false).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         assert_eq!(
             node, "n3",
             "the burst went to the peer without the weights loaded"
         );
+        assert_eq!(loaded, 0, "resident there: nothing loaded");
         check(&body);
     }
     let v = api.cluster(h1).await;

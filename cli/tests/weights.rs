@@ -49,11 +49,16 @@ async fn invoke(
         .await
         .unwrap();
     let status = r.status().as_u16();
-    let node = r
-        .headers()
-        .get("spillway-node")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let node = header("spillway-node");
+    if status == 200 {
+        assert_eq!(header("spillway-weights-loaded-bytes"), "0");
+    }
     let text = r.text().await.unwrap();
     (
         status,

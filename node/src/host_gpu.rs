@@ -873,6 +873,7 @@ impl GuestState {
                     Ok(opened) => {
                         if opened.loaded {
                             tracing::info!(job = %self.job, weights = name, tensor, bytes = bytes.len(), "tensor loaded onto the GPU");
+                            self.weights_loaded += bytes.len() as u64;
                         }
                         Data::ResidentDevice {
                             tensor: opened.tensor,

@@ -96,6 +96,8 @@ pub(crate) struct GuestState {
     pub(crate) packs: Vec<JobPack>,
     /// The weights the job may open (`gpu.weights`).
     pub(crate) weights: Vec<JobWeights>,
+    /// Bytes of weights this job loaded onto its GPU.
+    pub(crate) weights_loaded: u64,
     /// Set when a device call poisoned the CUDA context.
     pub(crate) device_fault: Option<String>,
     /// Where the job tells the GPU watchdog it took a stream (a job that
@@ -143,6 +145,7 @@ impl GuestState {
             cuda: None,
             packs: Vec::new(),
             weights: Vec::new(),
+            weights_loaded: 0,
             device_fault: None,
             gpu_watch: None,
             cpu_speed: crate::cpu_speed::CpuSpeed::fixed(u64::MAX),

@@ -49,6 +49,7 @@ pub(crate) fn serve(
         exec_us: started.elapsed().as_micros() as u64,
         backend: Backend::Cpu,
         gpu: None,
+        weights_loaded_bytes: 0,
     })
 }
 

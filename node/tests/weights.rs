@@ -80,7 +80,7 @@ impl Setup {
         accelerator: Accelerator,
         weights: Digest,
         (n, x): (usize, &[f32]),
-    ) -> Result<(Vec<f32>, Backend), String> {
+    ) -> Result<(Vec<f32>, Backend, u64), String> {
         let spec = JobSpec {
             accelerator,
             weights: vec![NamedArtifact {
@@ -104,7 +104,7 @@ impl Setup {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        Ok((out, done.backend))
+        Ok((out, done.backend, done.weights_loaded_bytes))
     }
 }
 
@@ -126,8 +126,8 @@ fn a_guest_multiplies_by_a_tensor_of_its_weights_on_the_cpu() {
     let w = tensor(k, n, 1);
     let weights = s.exec.put_artifact(&safetensors("proj", k, n, &w)).unwrap();
     let x: Vec<f32> = (0..k).map(|i| i as f32 / 4.0).collect();
-    let (got, backend) = s.run(1, Accelerator::None, weights, (n, &x)).unwrap();
-    assert_eq!(backend, Backend::Cpu);
+    let (got, backend, loaded) = s.run(1, Accelerator::None, weights, (n, &x)).unwrap();
+    assert_eq!((backend, loaded), (Backend::Cpu, 0));
     assert_close(&got, &reference(&x, &w, n), "cpu");
     // Read in place: nothing is loaded onto a device.
     assert_eq!(s.exec.resident_weights(), (0, 0));
@@ -163,10 +163,11 @@ fn a_tensor_is_loaded_once_per_gpu_and_the_lru_one_evicted_past_the_budget() {
     let x: Vec<f32> = (0..k).map(|i| (i % 7) as f32 - 3.0).collect();
     let (ra, rb) = (reference(&x, &wa, n), reference(&x, &wb, n));
 
-    // 100 jobs: one load.
+    // 100 jobs: one load, by the first (its receipt says so).
     for job in 0..100 {
-        let (got, backend) = s.run(job, Accelerator::Required, a, (n, &x)).unwrap();
+        let (got, backend, loaded) = s.run(job, Accelerator::Required, a, (n, &x)).unwrap();
         assert_eq!(backend, Backend::Cuda);
+        assert_eq!(loaded, if job == 0 { bytes } else { 0 }, "job {job}");
         assert_close(&got, &ra, "a");
     }
     assert_eq!(
@@ -183,8 +184,9 @@ fn a_tensor_is_loaded_once_per_gpu_and_the_lru_one_evicted_past_the_budget() {
         (102, a, &ra, 3),
         (103, b, &rb, 4),
     ] {
-        let (got, _) = s.run(job, Accelerator::Required, weights, (n, &x)).unwrap();
+        let (got, _, loaded) = s.run(job, Accelerator::Required, weights, (n, &x)).unwrap();
         assert_close(&got, want, "after an eviction");
+        assert_eq!(loaded, if job == 102 { 0 } else { bytes }, "job {job}");
         assert_eq!(s.exec.resident_weights(), (loads, bytes), "job {job}");
     }
 

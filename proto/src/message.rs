@@ -155,6 +155,10 @@ pub struct Completion {
     pub backend: Backend,
     /// The GPU (its index on the host) when the backend is `Cuda`.
     pub gpu: Option<u32>,
+    /// Bytes of weights this job loaded onto the GPU (0 when every tensor
+    /// it opened was resident already, or it ran on the CPU, where weights
+    /// are read where they lie).
+    pub weights_loaded_bytes: u64,
 }
 
 /// Sidecar to node.

@@ -25,6 +25,8 @@ pub mod header {
     pub const QUEUE_MS: &str = "spillway-queue-ms";
     /// Milliseconds the job ran on its node.
     pub const EXEC_MS: &str = "spillway-exec-ms";
+    /// Bytes of weights the job loaded onto its GPU (0: all resident).
+    pub const WEIGHTS_LOADED: &str = "spillway-weights-loaded-bytes";
     /// This answer is the first outcome of an earlier request with the
     /// same idempotency key.
     pub const IDEMPOTENT_REPLAY: &str = "spillway-idempotent-replay";
@@ -51,6 +53,9 @@ pub struct Receipt {
     pub gpu: Option<u32>,
     pub queue_ms: f64,
     pub exec_ms: f64,
+    /// Bytes of weights the job loaded onto its GPU (0 when its tensors
+    /// were resident already, or it ran on the CPU).
+    pub weights_loaded_bytes: u64,
     /// A remembered first outcome, answered again for its idempotency key.
     pub idempotent_replay: bool,
 }
@@ -81,6 +86,10 @@ impl Receipt {
         }
         set(header::QUEUE_MS, format!("{:.3}", self.queue_ms));
         set(header::EXEC_MS, format!("{:.3}", self.exec_ms));
+        set(
+            header::WEIGHTS_LOADED,
+            self.weights_loaded_bytes.to_string(),
+        );
         if self.idempotent_replay {
             set(header::IDEMPOTENT_REPLAY, "true".into());
         }
@@ -117,6 +126,8 @@ impl Receipt {
                 .transpose()?,
             queue_ms: parse(header::QUEUE_MS, required(header::QUEUE_MS)?)?,
             exec_ms: parse(header::EXEC_MS, required(header::EXEC_MS)?)?,
+            weights_loaded_bytes: text(header::WEIGHTS_LOADED)?
+                .map_or(Ok(0), |v| parse(header::WEIGHTS_LOADED, v))?,
             idempotent_replay: flag(header::IDEMPOTENT_REPLAY)?,
         })
     }
@@ -136,6 +147,7 @@ mod tests {
             gpu: Some(1),
             queue_ms: 0.125,
             exec_ms: 12.5,
+            weights_loaded_bytes: 1 << 20,
             idempotent_replay: false,
         };
         let mut headers = HeaderMap::new();

@@ -32,6 +32,7 @@ impl PeerHandler for Reverse {
             exec_us: 1,
             backend: Backend::Cpu,
             gpu: None,
+            weights_loaded_bytes: 0,
         };
         assert!(write_dispatch_reply(&mut send, &DispatchReply::completed(body, completion)).await);
         let _ = send.finish();

@@ -53,6 +53,7 @@ impl PeerHandler for NullPeer {
             exec_us: 0,
             backend: Backend::Cpu,
             gpu: None,
+            weights_loaded_bytes: 0,
         };
         let done = DispatchReply::completed(job.execute.input, completion);
         if write_dispatch_reply(&mut send, &done).await {

@@ -285,6 +285,7 @@ fn receipt(job: JobId, ran: &Ran, replay: bool) -> Response {
         gpu: completion.gpu,
         queue_ms: queue.as_secs_f64() * 1000.0,
         exec_ms: completion.exec_us as f64 / 1000.0,
+        weights_loaded_bytes: completion.weights_loaded_bytes,
         idempotent_replay: replay,
     }
     .write_to(h);
