@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub(crate) struct LocalHost {
     process: HostProcess,
-    pub(crate) endpoint: String,
 }
 
 impl LocalHost {
+    /// Its HTTP endpoint.
+    pub(crate) fn endpoint(&self) -> &str {
+        self.process.endpoint()
+    }
+
     /// The process id of its `spillway host`.
     pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
@@ -87,10 +91,7 @@ impl LocalCluster {
             let role = if host_dir.join("sidecar/membership.json").exists() {
                 Role::Rejoin
             } else {
-                let client = crate::client::Client::new(
-                    &cluster.hosts[0].endpoint,
-                    Some(cluster.token.clone()),
-                );
+                let client = cluster.client(0);
                 let answer = client.create_ticket(600).await?;
                 let ticket = answer["ticket"].as_str().unwrap_or_default().to_owned();
                 Role::Join(ticket)
@@ -106,7 +107,7 @@ impl LocalCluster {
     /// Waits until the cluster lists `n` active members, up to 3 of them
     /// voters, and has a leader.
     async fn wait_members(&self, n: usize) -> anyhow::Result<()> {
-        let client = crate::client::Client::new(&self.hosts[0].endpoint, Some(self.token.clone()));
+        let client = self.client(0);
         let until = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(v) = client.cluster().await {
@@ -131,7 +132,10 @@ impl LocalCluster {
         let http = reqwest::Client::new();
         let until = Instant::now() + START_TIMEOUT;
         loop {
-            let health = http.get(format!("{}/healthz", host.endpoint)).send().await;
+            let health = http
+                .get(format!("{}/healthz", host.endpoint()))
+                .send()
+                .await;
             if let Ok(r) = health
                 && let Ok(v) = r.json::<serde_json::Value>().await
                 && v["node_up"] == true
@@ -141,7 +145,7 @@ impl LocalCluster {
             if Instant::now() > until {
                 bail!(
                     "{} did not become ready; see {}",
-                    host.endpoint,
+                    host.endpoint(),
                     host.process.log().display()
                 );
             }
@@ -149,14 +153,20 @@ impl LocalCluster {
         }
     }
 
+    /// An API client of host `index` with the admin token.
+    pub(crate) fn client(&self, index: usize) -> crate::client::Client {
+        crate::client::Client::new(self.hosts[index].endpoint(), Some(self.token.clone()))
+    }
+
     /// The lines a shell can `eval`, then one endpoint per host.
     pub(crate) fn env_lines(&self) -> String {
         let mut s = format!(
             "export SPILLWAY_ENDPOINT={}\nexport SPILLWAY_TOKEN={}\n",
-            self.hosts[0].endpoint, self.token
+            self.hosts[0].endpoint(),
+            self.token
         );
         for h in &self.hosts {
-            s.push_str(&h.endpoint);
+            s.push_str(h.endpoint());
             s.push('\n');
         }
         s
@@ -181,8 +191,9 @@ impl LocalCluster {
     }
 }
 
-/// How each host of a local cluster runs.
-#[derive(Debug, Clone, Copy)]
+/// How each host of a local cluster runs (`Default`: what `spillway
+/// host` defaults to, with the launcher's own slots and queue given).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct HostOptions {
     pub(crate) slots: u32,
     pub(crate) queue: u32,
@@ -226,8 +237,5 @@ async fn start_host(
     let process = tokio::task::spawn_blocking(move || launch.start(START_TIMEOUT))
         .await
         .context("starting spillway host")??;
-    Ok(LocalHost {
-        endpoint: process.endpoint().to_owned(),
-        process,
-    })
+    Ok(LocalHost { process })
 }

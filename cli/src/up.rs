@@ -50,9 +50,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         slots,
         queue: args.queue,
         test_kernels: args.test_kernels,
-        synthetic_service_ms: None,
         pin_gpus: args.pin_gpus,
-        warm_instances: None,
+        ..HostOptions::default()
     };
     let cluster = LocalCluster::start(args.dir, args.hosts, options).await?;
     let env = cluster.env_lines();

@@ -175,8 +175,11 @@ async fn a_burst_goes_to_the_peer_whose_gpu_holds_the_weights() {
         gpu_weights(v, "n3") == 1 && gpu_weights(v, "n2") == 0
     })
     .await;
-    // Two gossip rounds, so host 1 has heard it too.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Host 1 has heard it too, in host 3's load gossip.
+    api.wait(h1, "host 1 hearing host 3's weights", |v| {
+        member(v, "n3")["heard"]["weights_loaded"] == 1
+    })
+    .await;
 
     // Host 1's one slot busy for the rest of the test.
     let hog = {

@@ -114,16 +114,9 @@ async fn weights_are_checked_named_by_functions_read_in_place_and_fetched_by_a_p
     // A function names its weights; only weights may be named so.
     let r = api.upload(h1, "tensor-py", built("tensor-py")).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let r = api
-        .http
-        .post(format!("{}/v1/functions", h1.endpoint))
-        .bearer_auth(&api.token)
-        .json(&json!({"name": "f", "artifact": "tensor-py", "weights": ["tensor-py"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let v: Value = r.json().await.unwrap();
+    let wrong = json!({"name": "f", "artifact": "tensor-py", "weights": ["tensor-py"]});
+    let (status, v) = api.post(h1, &api.token, "/v1/functions", &wrong).await;
+    assert_eq!(status, 422);
     assert_eq!(v["error"]["code"], "wrong_artifact_kind", "{v}");
     api.create_function(
         h1,
@@ -239,46 +232,20 @@ async fn weights_are_checked_named_by_functions_read_in_place_and_fetched_by_a_p
     );
 
     // Another tenant cannot name them: to it they do not exist.
+    let (status, _) = api
+        .post(h1, &api.token, "/v1/tenants", &json!({"name": "globex"}))
+        .await;
+    assert_eq!(status, 201);
+    let scopes = json!({"scopes": ["invoke", "publish", "read"], "tenant": "globex"});
+    let (_, token) = api.post(h1, &api.token, "/v1/tokens", &scopes).await;
+    let globex = token["token"].as_str().unwrap().to_owned();
     let r = api
-        .http
-        .post(format!("{}/v1/tenants", h1.endpoint))
-        .bearer_auth(&api.token)
-        .json(&json!({"name": "globex"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = api
-        .http
-        .post(format!("{}/v1/tokens", h1.endpoint))
-        .bearer_auth(&api.token)
-        .json(&json!({"scopes": ["invoke", "publish", "read"], "tenant": "globex"}))
-        .send()
-        .await
-        .unwrap();
-    let globex = r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = api
-        .http
-        .put(format!("{}/v1/artifacts/tensor-py", h1.endpoint))
-        .bearer_auth(&globex)
-        .body(built("tensor-py"))
-        .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .unwrap();
+        .upload_as(h1, &globex, "tensor-py", built("tensor-py"))
+        .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     for weights in ["tiny", stored["digest"].as_str().unwrap()] {
-        let r = api
-            .http
-            .post(format!("{}/v1/functions", h1.endpoint))
-            .bearer_auth(&globex)
-            .json(&json!({"name": "steal", "artifact": "tensor-py", "weights": [weights]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 404, "{weights}");
+        let steal = json!({"name": "steal", "artifact": "tensor-py", "weights": [weights]});
+        let (status, _) = api.post(h1, &globex, "/v1/functions", &steal).await;
+        assert_eq!(status, 404, "{weights}");
     }
 }

@@ -150,10 +150,6 @@ impl HostLaunch {
         self
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The command line, wrapper first (the ticket is not on it).
     fn command(&self) -> Command {
         let mut command = match self.wrapper.split_first() {
@@ -219,7 +215,6 @@ impl HostLaunch {
             stdin,
             endpoint: String::new(),
             admin_token: None,
-            dir: self.dir,
             log,
         };
         let (lines, heard) = mpsc::channel();
@@ -270,7 +265,6 @@ pub struct HostProcess {
     stdin: Option<ChildStdin>,
     endpoint: String,
     admin_token: Option<String>,
-    dir: PathBuf,
     log: PathBuf,
 }
 
@@ -283,10 +277,6 @@ impl HostProcess {
     /// The admin token, when this start founded the cluster and printed it.
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Where its stderr goes.

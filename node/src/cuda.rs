@@ -26,6 +26,7 @@
 
 use crate::resident::{OpenError, Opened, ResidentKey, ResidentSet};
 use crate::tenant_gpu::TenantGpuAccount;
+use crate::weights::elements;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::{
@@ -147,15 +148,6 @@ impl DeviceTensor {
             DeviceTensor::Bits(s) => s.len(),
         }
     }
-}
-
-/// `bytes` (little-endian elements) read as `T` where they lie: on a
-/// little-endian host, when they are aligned for `T`.
-fn in_place<T: bytemuck::Pod>(bytes: &[u8]) -> Option<&[T]> {
-    if cfg!(target_endian = "big") {
-        return None;
-    }
-    bytemuck::try_cast_slice(bytes).ok()
 }
 
 /// How the GPUs of a node are opened.
@@ -745,30 +737,11 @@ impl StreamLease {
         let load = || {
             let stream = self.stream();
             // Copied straight from the mapped file when it aligns the
-            // elements (safetensors writers pad the header to 8 bytes), else
-            // decoded into a host copy first.
+            // elements, else through a host copy.
             let tensor = if dtype.is_16_bit() {
-                match in_place::<u16>(bytes) {
-                    Some(bits) => DeviceTensor::Bits(stream.clone_htod(bits)?),
-                    None => {
-                        let bits: Vec<u16> = bytes
-                            .chunks_exact(2)
-                            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                            .collect();
-                        DeviceTensor::Bits(stream.clone_htod(&bits)?)
-                    }
-                }
+                DeviceTensor::Bits(stream.clone_htod(elements::<u16>(bytes).as_ref())?)
             } else {
-                match in_place::<f32>(bytes) {
-                    Some(values) => DeviceTensor::F32(stream.clone_htod(values)?),
-                    None => {
-                        let values: Vec<f32> = bytes
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect();
-                        DeviceTensor::F32(stream.clone_htod(&values)?)
-                    }
-                }
+                DeviceTensor::F32(stream.clone_htod(elements::<f32>(bytes).as_ref())?)
             };
             // Other jobs' streams read it without waiting on this one.
             stream.synchronize()?;

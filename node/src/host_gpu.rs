@@ -24,7 +24,7 @@ use crate::cpu_speed;
 use crate::cuda::{DeviceError, DeviceTensor, LaunchArg, StreamLease};
 use crate::resident::{OpenError, ResidentKey};
 use crate::state::{GuestState, Interrupted};
-use crate::weights::Weights;
+use crate::weights::{Weights, elements};
 use cudarc::driver::CudaSlice;
 use spillway_kernels::{DType, Kernel, KernelError, Meter, Param};
 use spillway_proto::Backend;
@@ -64,32 +64,18 @@ enum Data {
 #[derive(Debug)]
 struct Resident {
     weights: Arc<Weights>,
-    tensor: String,
+    /// The tensor's bytes, as a range of the weights file.
+    bytes: std::ops::Range<usize>,
     shape: Vec<u32>,
 }
 
 impl Resident {
-    /// The tensor's bytes.
-    fn bytes(&self) -> &[u8] {
-        self.weights
-            .tensor(&self.tensor)
-            .map_or(&[][..], |(_, bytes)| bytes)
-    }
-
-    /// Elements `r` as `f32` (an `f32` tensor).
-    fn f32s(&self, r: std::ops::Range<usize>) -> Vec<f32> {
-        self.bytes()[r.start * 4..r.end * 4]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("four bytes")))
-            .collect()
-    }
-
-    /// Elements `r` as 16-bit patterns (a `bf16` or `f16` tensor).
-    fn bits(&self, r: std::ops::Range<usize>) -> Vec<u16> {
-        self.bytes()[r.start * 2..r.end * 2]
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes(b.try_into().expect("two bytes")))
-            .collect()
+    /// Elements `r` as `T` (`f32` for an `f32` tensor, `u16` for the
+    /// 16-bit types' patterns).
+    fn elements<T: bytemuck::Pod>(&self, r: std::ops::Range<usize>) -> Vec<T> {
+        let size = std::mem::size_of::<T>();
+        let tensor = &self.weights.bytes()[self.bytes.clone()];
+        elements(&tensor[r.start * size..r.end * size]).into_owned()
     }
 }
 
@@ -312,7 +298,7 @@ impl GuestState {
         let outcome = match (&buffer.data, &self.cuda) {
             (Data::HostBits(v), _) => Ok(v[r].to_vec()),
             (Data::DeviceBits(s), Some(lease)) => lease.read(s, r),
-            (Data::Resident(t), _) if buffer.dtype.is_16_bit() => Ok(t.bits(r)),
+            (Data::Resident(t), _) if buffer.dtype.is_16_bit() => Ok(t.elements(r)),
             (Data::ResidentDevice { tensor, .. }, Some(lease)) => match &**tensor {
                 DeviceTensor::Bits(s) => lease.read(s, r),
                 DeviceTensor::F32(_) => return Err(not_16_bit("read-bits")),
@@ -383,7 +369,7 @@ impl gpu::HostBuffer for GuestState {
         let outcome = match (&buffer.data, &self.cuda) {
             (Data::Host(v), _) => Ok(v[r].to_vec()),
             (Data::Device(s), Some(lease)) => lease.read(s, r),
-            (Data::Resident(t), _) => Ok(t.f32s(r)),
+            (Data::Resident(t), _) => Ok(t.elements(r)),
             (Data::ResidentDevice { tensor, .. }, Some(lease)) => match &**tensor {
                 DeviceTensor::F32(s) => lease.read(s, r),
                 DeviceTensor::Bits(_) => unreachable!("an f32 buffer holds f32 elements"),
@@ -565,8 +551,10 @@ impl GuestState {
         match &buffer.data {
             Data::Host(v) => Ok(v[..n].to_vec()),
             Data::HostBits(v) => Ok(buffer.dtype.widen(&v[..n])),
-            Data::Resident(t) if buffer.dtype.is_16_bit() => Ok(buffer.dtype.widen(&t.bits(0..n))),
-            Data::Resident(t) => Ok(t.f32s(0..n)),
+            Data::Resident(t) if buffer.dtype.is_16_bit() => {
+                Ok(buffer.dtype.widen(&t.elements(0..n)))
+            }
+            Data::Resident(t) => Ok(t.elements(0..n)),
             _ => unreachable!("a job's buffers all live on its backend"),
         }
     }
@@ -847,7 +835,7 @@ impl GuestState {
             ));
         };
         let weights = job_weights.weights.clone();
-        let Some((info, _)) = weights.tensor(tensor) else {
+        let Some((info, bytes)) = weights.tensor(tensor) else {
             return Err(error(
                 ErrorCode::InvalidArgument,
                 format!("weights {name:?} have no tensor {tensor:?}"),
@@ -857,7 +845,7 @@ impl GuestState {
         let data = match &self.cuda {
             None => Data::Resident(Resident {
                 shape,
-                tensor: tensor.to_owned(),
+                bytes: info.bytes.clone(),
                 weights: weights.clone(),
             }),
             Some(lease) => {
@@ -866,7 +854,6 @@ impl GuestState {
                     digest: job_weights.digest,
                     tensor: tensor.to_owned(),
                 };
-                let (_, bytes) = weights.tensor(tensor).expect("found above");
                 let opened =
                     lease.open_resident(&key, (info.dtype, bytes), self.tenant_gpu.sibling());
                 match opened {

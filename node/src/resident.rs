@@ -209,28 +209,23 @@ impl<T> ResidentSet<T> {
                 cap: over.cap,
             });
         }
-        let candidates: Vec<Candidate<usize>> = inner
+        let candidates: Vec<Candidate<&ResidentKey>> = inner
             .entries
-            .values()
-            .enumerate()
-            .map(|(i, e)| Candidate {
-                key: i,
+            .iter()
+            .map(|(key, e)| Candidate {
+                key,
                 bytes: e.bytes,
                 last_used: e.last_used,
                 in_use: Arc::strong_count(&e.tensor) > 1,
             })
             .collect();
-        let out = evictions(&candidates, self.budget, bytes)?;
+        let out: Vec<ResidentKey> = evictions(&candidates, self.budget, bytes)?
+            .into_iter()
+            .cloned()
+            .collect();
         if !out.is_empty() {
             evict();
-            let keys: Vec<ResidentKey> = inner
-                .entries
-                .keys()
-                .enumerate()
-                .filter(|(i, _)| out.contains(i))
-                .map(|(_, k)| k.clone())
-                .collect();
-            for k in keys {
+            for k in out {
                 inner.entries.remove(&k);
                 tracing::info!(tenant = %k.tenant, digest = %k.digest, tensor = %k.tensor, "resident tensor evicted");
             }

@@ -17,9 +17,24 @@
 //! function was registered).
 
 use spillway_kernels::DType;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
+
+// Tensors are little-endian in the file and read as they lie.
+#[cfg(target_endian = "big")]
+compile_error!("weights are read in place as little-endian: build for a little-endian host");
+
+/// A tensor's little-endian bytes as elements of `T` (`f32`, or `u16` for
+/// the 16-bit types): in place when the file aligns them (safetensors
+/// writers pad the header to 8 bytes), else copied.
+pub(crate) fn elements<T: bytemuck::Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(in_place) => Cow::Borrowed(in_place),
+        Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(bytes)),
+    }
+}
 
 /// Why bytes are not weights this node takes.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +156,8 @@ impl Weights {
         })
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// The whole file.
+    pub(crate) fn bytes(&self) -> &[u8] {
         match &self.backing {
             Backing::Mapped(map) => map,
             Backing::Memory(bytes) => bytes,
@@ -274,6 +290,21 @@ pub(crate) mod tests {
             "{}",
             reason(b"\x02\0\0")
         );
+    }
+
+    #[test]
+    fn elements_are_read_in_place_when_aligned_and_copied_when_not() {
+        let values = [1.5f32, -2.0];
+        let aligned: &[u8] = bytemuck::cast_slice(&values);
+        assert!(matches!(elements::<f32>(aligned), Cow::Borrowed(_)));
+        assert_eq!(elements::<f32>(aligned).as_ref(), values);
+        // The same bytes one byte into a 4-aligned buffer.
+        let mut words = [0u32; 3];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[1..9].copy_from_slice(aligned);
+        let misaligned = &bytemuck::cast_slice::<u32, u8>(&words)[1..9];
+        assert!(matches!(elements::<f32>(misaligned), Cow::Owned(_)));
+        assert_eq!(elements::<f32>(misaligned).as_ref(), values);
+        assert_eq!(elements::<u16>(&[0x80, 0x3f]).as_ref(), [0x3f80]);
     }
 
     #[test]

@@ -137,14 +137,13 @@ pub async fn run(
             config.gossip_every,
         )),
         client: client.clone(),
-        artifacts: artifacts.clone(),
+        artifacts,
         max_deadline: config.max_deadline,
     });
     let (endpoint, pinned) = control.endpoint();
     let routes = peer_routes::PeerRoutes {
         control: control.clone(),
         jobs: jobs.clone(),
-        artifacts: artifacts.clone(),
     };
     tokio::spawn(peer::serve(endpoint, pinned, Arc::new(routes)));
     tokio::spawn(job::burst::gossip_loop(jobs.clone()));
@@ -164,7 +163,6 @@ pub async fn run(
         metrics,
         control: control.clone(),
         jobs,
-        artifacts,
     });
     tracing::info!(http = %local_addr, dir = %config.dir.display(), "sidecar serving");
     if let Some(warning) = http::listener::plain_http_warning(local_addr) {

@@ -12,7 +12,7 @@
 //! What it is not: the transport (`peer`: handshakes, pinning, framing,
 //! admission under load) or any of the answers themselves.
 
-use crate::artifacts::{Artifacts, HeldArtifact};
+use crate::artifacts::HeldArtifact;
 use crate::control::Control;
 use crate::job::JobHost;
 use crate::peer::{ArtifactRefusal, Dispatch, PeerHandler, PeerKind, PeerReply, PeerRequest};
@@ -25,7 +25,6 @@ use std::sync::Arc;
 pub(crate) struct PeerRoutes {
     pub(crate) control: Arc<Control>,
     pub(crate) jobs: Arc<JobHost>,
-    pub(crate) artifacts: Arc<Artifacts>,
 }
 
 impl PeerHandler for PeerRoutes {
@@ -59,6 +58,6 @@ impl PeerHandler for PeerRoutes {
 
     type Artifact = HeldArtifact;
     async fn artifact(&self, digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
-        self.artifacts.open_held(digest).await
+        self.jobs.artifacts.open_held(digest).await
     }
 }

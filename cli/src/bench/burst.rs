@@ -23,10 +23,8 @@ pub(crate) async fn run(slots: u32, service_ms: u64, seconds: u64) -> anyhow::Re
     let options = HostOptions {
         slots,
         queue: 100_000,
-        test_kernels: false,
         synthetic_service_ms: Some(service_ms),
-        pin_gpus: false,
-        warm_instances: None,
+        ..HostOptions::default()
     };
     let cluster = LocalCluster::start(None, 3, options).await?;
     let result = measure(&cluster, slots, service_ms, seconds).await;
@@ -40,7 +38,7 @@ async fn measure(
     service_ms: u64,
     seconds: u64,
 ) -> anyhow::Result<ExitCode> {
-    let endpoint = &cluster.hosts[0].endpoint;
+    let endpoint = cluster.hosts[0].endpoint();
     let client = Client::new(endpoint, Some(cluster.token.clone()));
     let noop = include_str!("../../../examples/guests/noop.wat");
     let stored = client
@@ -56,7 +54,7 @@ async fn measure(
     let summed = 3.0 * per_host;
     let rate = 3.0 * per_host;
     let load = Load {
-        endpoint: endpoint.clone(),
+        endpoint: endpoint.to_owned(),
         token: cluster.token.clone(),
         function: "synthetic".into(),
         input: Vec::new(),

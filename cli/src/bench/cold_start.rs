@@ -35,10 +35,7 @@ pub(crate) async fn run(guests: Vec<PathBuf>, warm: usize) -> anyhow::Result<Exi
     let options = HostOptions {
         slots: 2,
         queue: 64,
-        test_kernels: false,
-        synthetic_service_ms: None,
-        pin_gpus: false,
-        warm_instances: None,
+        ..HostOptions::default()
     };
     let cluster = LocalCluster::start(None, 2, options).await?;
     let result = measure(&cluster, &named, warm.max(1)).await;
@@ -61,8 +58,8 @@ async fn measure(
     guests: &[(String, Vec<u8>)],
     warm: usize,
 ) -> anyhow::Result<ExitCode> {
-    let h1 = Client::new(&cluster.hosts[0].endpoint, Some(cluster.token.clone()));
-    let h2 = Client::new(&cluster.hosts[1].endpoint, Some(cluster.token.clone()));
+    let h1 = cluster.client(0);
+    let h2 = cluster.client(1);
     let mut rows = Vec::new();
     for (i, (name, bytes)) in guests.iter().enumerate() {
         let artifact = format!("cold-{i}");

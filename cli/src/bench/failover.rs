@@ -35,10 +35,7 @@ pub(crate) async fn run(runs: usize) -> anyhow::Result<ExitCode> {
     let options = HostOptions {
         slots: 1,
         queue: 8,
-        test_kernels: false,
-        synthetic_service_ms: None,
-        pin_gpus: false,
-        warm_instances: None,
+        ..HostOptions::default()
     };
     let mut times = Vec::with_capacity(runs);
     for run in 1..=runs {
@@ -70,7 +67,7 @@ async fn one_run(cluster: &mut LocalCluster) -> anyhow::Result<(String, Duration
     let clients: Vec<Client> = cluster
         .hosts
         .iter()
-        .map(|h| Client::new(&h.endpoint, Some(cluster.token.clone())))
+        .map(|h| Client::new(h.endpoint(), Some(cluster.token.clone())))
         .collect();
     // Warm every host's path to the leader, as a running cluster has it.
     for c in &clients {
@@ -92,7 +89,7 @@ async fn one_run(cluster: &mut LocalCluster) -> anyhow::Result<(String, Duration
     let index = cluster
         .hosts
         .iter()
-        .position(|h| h.endpoint.ends_with(&leader_http))
+        .position(|h| h.endpoint().ends_with(&leader_http))
         .context("the leader is none of this cluster's hosts")?;
     let survivors: Vec<Client> = clients
         .into_iter()

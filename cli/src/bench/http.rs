@@ -48,10 +48,8 @@ pub(crate) async fn run(
     let options = HostOptions {
         slots,
         queue: 1024,
-        test_kernels: false,
-        synthetic_service_ms: None,
-        pin_gpus: false,
         warm_instances,
+        ..HostOptions::default()
     };
     let cluster = LocalCluster::start(None, 1, options).await?;
     let result = measure(&cluster, guest, &concurrency, requests).await;
@@ -65,7 +63,7 @@ async fn measure(
     levels: &[usize],
     requests: usize,
 ) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&cluster.hosts[0].endpoint, Some(cluster.token.clone()));
+    let client = cluster.client(0);
     let stored = client
         .put_artifact("noop", guest.wat().as_bytes().to_vec(), None)
         .await?;

@@ -9,7 +9,7 @@
 //! afterwards.
 
 use super::cores;
-use crate::client::{Client, InvokeOptions};
+use crate::client::InvokeOptions;
 use crate::local_cluster::{HostOptions, LocalCluster};
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -72,10 +72,7 @@ pub(crate) async fn run(size_mib: u64) -> anyhow::Result<ExitCode> {
     let options = HostOptions {
         slots: 1,
         queue: 8,
-        test_kernels: false,
-        synthetic_service_ms: None,
-        pin_gpus: false,
-        warm_instances: None,
+        ..HostOptions::default()
     };
     let cluster = LocalCluster::start(None, 2, options).await?;
     let result = measure(&cluster, &path, size, (rows, cols)).await;
@@ -91,8 +88,8 @@ async fn measure(
     (rows, cols): (u64, u64),
 ) -> anyhow::Result<ExitCode> {
     let (p1, p2) = (cluster.hosts[0].pid(), cluster.hosts[1].pid());
-    let h1 = Client::new(&cluster.hosts[0].endpoint, Some(cluster.token.clone()));
-    let h2 = Client::new(&cluster.hosts[1].endpoint, Some(cluster.token.clone()));
+    let h1 = cluster.client(0);
+    let h2 = cluster.client(1);
     let guest = include_str!("../../../examples/guests/weights_gemm.wat");
     h1.put_artifact("g", guest.as_bytes().to_vec(), None)
         .await?;

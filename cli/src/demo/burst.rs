@@ -44,7 +44,7 @@ async fn calibrate(client: &Client, target_ms: f64) -> anyhow::Result<u32> {
 /// Runs the burst demo; `Ok(false)` if burst did not help (nothing ran on
 /// a peer, or no more jobs completed than on host 1 alone).
 pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<bool> {
-    let endpoint = &cluster.hosts[0].endpoint;
+    let endpoint = cluster.hosts[0].endpoint();
     let client = Client::new(endpoint, Some(cluster.token.clone()));
     client
         .create_function(&json!({
@@ -60,7 +60,7 @@ pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<bo
     // on too.
     let times = cluster.hosts.len();
     let load = Load {
-        endpoint: endpoint.clone(),
+        endpoint: endpoint.to_owned(),
         token: cluster.token.clone(),
         function: "burst-spin".into(),
         input: rounds.to_le_bytes().to_vec(),

@@ -7,7 +7,6 @@
 
 mod burst;
 
-use crate::client::Client;
 use crate::local_cluster::LocalCluster;
 use serde_json::json;
 use spillway_sidecar::api;
@@ -153,7 +152,7 @@ fn guests() -> Vec<Guest> {
 }
 
 pub(crate) async fn run(cluster: &LocalCluster, slots: u32) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&cluster.hosts[0].endpoint, Some(cluster.token.clone()));
+    let client = cluster.client(0);
     let guests = guests();
     for g in &guests {
         let stored = client

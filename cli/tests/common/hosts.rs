@@ -154,14 +154,39 @@ impl Api {
     /// allowing minutes (an interpreter component compiles for seconds);
     /// the answer, whatever it is.
     pub async fn upload(&self, host: &Host, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        self.upload_as(host, &self.token, name, bytes).await
+    }
+
+    /// [`Api::upload`], acting with `token`.
+    pub async fn upload_as(
+        &self,
+        host: &Host,
+        token: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Response {
         self.http
             .put(format!("{}/v1/artifacts/{name}", host.endpoint))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .body(bytes)
             .timeout(Duration::from_secs(300))
             .send()
             .await
             .unwrap()
+    }
+
+    /// POSTs `body` to `path` on `host`, acting with `token`: the status
+    /// and the JSON answer.
+    pub async fn post(&self, host: &Host, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", host.endpoint))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     /// Registers the function `spec` on `host`, acting with `token`.

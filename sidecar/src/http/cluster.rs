@@ -50,6 +50,26 @@ pub(super) async fn get_cluster(
             reports.insert(id, r);
         }
     }
+    // What this host last heard from each peer's load gossip: what its
+    // scheduler acts on.
+    let view = app
+        .jobs
+        .burst
+        .view(&state, control.id, app.jobs.artifacts.bytes_per_s());
+    let now = std::time::Instant::now();
+    let heard: HashMap<u64, Value> = view
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            let sample = h.load?;
+            let heard = json!({
+                "age_ms": now.saturating_duration_since(sample.received).as_millis() as u64,
+                "free_slots": sample.free(),
+                "weights_loaded": sample.report.weights.len(),
+            });
+            Some((h.id.0, heard))
+        })
+        .collect();
     let members: Vec<Value> = state
         .members()
         .map(|m| {
@@ -90,6 +110,7 @@ pub(super) async fn get_cluster(
                 "failed": report.map(|r| r.failed),
                 "burst_out": report.map(|r| r.burst_out),
                 "burst_in": report.map(|r| r.burst_in),
+                "heard": heard.get(&m.id),
                 "node": report.map(|r| json!({
                     "up": r.node_up,
                     "pid": r.node_pid,

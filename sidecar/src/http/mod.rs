@@ -38,7 +38,6 @@ pub use error::ApiError;
 pub use request::InvokeHeaders;
 
 use crate::SidecarConfig;
-use crate::artifacts::Artifacts;
 use crate::auth::ScopedToken;
 use crate::control::{Control, ProposeFailure};
 use crate::idempotency::Outcomes;
@@ -66,8 +65,6 @@ pub struct App {
     /// Every job's side of this host: the node link, the queue, quotas,
     /// burst.
     pub(crate) jobs: Arc<JobHost>,
-    /// Uploads spool through it.
-    pub(crate) artifacts: Arc<Artifacts>,
     /// Outcomes remembered under idempotency keys.
     pub(crate) outcomes: Arc<Outcomes<invoke::Finished>>,
     /// Per-token request rates on this host.
