@@ -178,6 +178,18 @@ impl ControlPlane {
             .map_err(write_error)
     }
 
+    /// The index a linearizable read waits for: every entry committed
+    /// before this call is at or below it. Confirms this host still leads
+    /// (a round of heartbeats to a quorum) and returns once it has
+    /// applied that far. Leader only: elsewhere `NotLeader`.
+    pub async fn read_index(&self) -> Result<u64, ControlError> {
+        self.raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map(|read| read.log_id().index)
+            .map_err(write_error)
+    }
+
     /// Whether this host's log already belongs to a cluster (it was
     /// initialized, or has received entries from a leader).
     pub async fn is_initialized(&self) -> Result<bool, ControlError> {
@@ -318,12 +330,11 @@ impl ControlPlane {
     }
 }
 
-fn write_error(
-    e: openraft::error::RaftError<
-        crate::TypeConfig,
-        openraft::error::ClientWriteError<crate::TypeConfig>,
-    >,
-) -> ControlError {
+/// A leader-only call's error: `NotLeader` where Raft names where to go.
+fn write_error<E>(e: openraft::error::RaftError<crate::TypeConfig, E>) -> ControlError
+where
+    E: std::error::Error + openraft::TryAsRef<openraft::error::ForwardToLeader<crate::TypeConfig>>,
+{
     match e.forward_to_leader() {
         Some(f) => ControlError::NotLeader {
             leader: f.leader_id,

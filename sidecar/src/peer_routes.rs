@@ -3,7 +3,8 @@
 //!
 //! | request                                  | answered by                      |
 //! |------------------------------------------|----------------------------------|
-//! | Raft RPCs, forwarded proposals, joins    | `control` (this host's member)   |
+//! | Raft RPCs, forwarded proposals, joins,   | `control` (this host's member)   |
+//! | read indexes                             |                                  |
 //! | status                                   | `job::JobHost::status`           |
 //! | a burst job (its own stream)             | `job::for_peer`                  |
 //! | load gossip (datagrams)                  | `job::burst` (`Burst::receive`)  |
@@ -40,6 +41,7 @@ impl PeerHandler for PeerRoutes {
             }
             PeerRequest::Join(join) => PeerReply::Joined(control.answer_join(from, join).await),
             PeerRequest::Status => PeerReply::Status(self.jobs.status()),
+            PeerRequest::ReadIndex => PeerReply::ReadIndex(control.answer_read_index().await),
             // The service hands these to `dispatch` and `artifact` below.
             PeerRequest::Dispatch(_) | PeerRequest::FetchArtifact { .. } => {
                 PeerReply::Error("this request needs a stream of its own".into())

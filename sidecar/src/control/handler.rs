@@ -1,6 +1,6 @@
 //! Answers the control plane's peer requests (as `peer_routes` hands
-//! them over): Raft RPCs, proposals forwarded to this host as leader, and
-//! joins.
+//! them over): Raft RPCs, proposals forwarded to this host as leader,
+//! read indexes, and joins.
 
 use super::{Control, member_list};
 use crate::peer::raft_serve::answer_raft;
@@ -56,6 +56,15 @@ impl Control {
             Err(other) => return Err(ProposeError::Refused(other.to_string())),
         };
         self.plane.propose(audited).await.map_err(forwarded)
+    }
+
+    /// A member's question before it answers "not found": this host's
+    /// read index, as leader.
+    pub(crate) async fn answer_read_index(&self) -> Result<u64, ProposeError> {
+        tokio::time::timeout(super::FORWARD_TIMEOUT, self.plane.read_index())
+            .await
+            .map_err(|_| ProposeError::Failed("no quorum answered in time".into()))?
+            .map_err(forwarded)
     }
 
     /// A join: only from a connection that proved a ticket's one-time key.

@@ -266,7 +266,11 @@ impl Control {
     /// Waits (briefly) until this host has applied the entry at `target`
     /// (after a forwarded write, so the caller reads its own write).
     async fn wait_applied(&self, target: Option<u64>) {
-        let until = Instant::now() + FORWARD_TIMEOUT;
+        self.wait_applied_until(target, Instant::now() + FORWARD_TIMEOUT)
+            .await;
+    }
+
+    async fn wait_applied_until(&self, target: Option<u64>, until: Instant) {
         let mut changes = self.plane.changes();
         while self.plane.applied_index() < target && Instant::now() < until {
             let _ = tokio::time::timeout(Duration::from_millis(100), changes.next()).await;
@@ -274,25 +278,50 @@ impl Control {
         self.reload_state().await;
     }
 
-    /// Waits (briefly) until this host has applied what the leader has:
-    /// called before answering "not found", so a name registered through
-    /// another host a moment ago is found here too.
+    /// Waits (briefly) until this host has applied everything the cluster
+    /// had committed when it was called: called before answering "not
+    /// found" or "unknown token", so what was made through another host a
+    /// moment ago is found here too.
+    ///
+    /// The leader names its read index (it confirms that it still leads
+    /// first, so a deposed leader cannot name a stale one). While no leader
+    /// is known, or the one asked no longer leads or cannot be reached, it
+    /// waits for Raft to move and asks again, for at most
+    /// `FORWARD_TIMEOUT`; then it answers from what this host has.
     pub(crate) async fn catch_up(&self) {
-        match self.plane.status().leader {
-            Some(leader) if leader != self.id => {
-                if let Ok(PeerReply::Status(status)) = self
+        let until = Instant::now() + FORWARD_TIMEOUT;
+        let mut changes = self.plane.changes();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let read_index = match self.plane.status().leader {
+                Some(leader) if leader == self.id => {
+                    tokio::time::timeout(left, self.plane.read_index())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+                Some(leader) => match self
                     .client
-                    .call(leader, &PeerRequest::Status, FORWARD_TIMEOUT)
+                    .call(leader, &PeerRequest::ReadIndex, left)
                     .await
                 {
-                    self.wait_applied(status.applied_index).await;
-                    return;
-                }
+                    Ok(PeerReply::ReadIndex(Ok(index))) => Some(index),
+                    _ => None,
+                },
+                None => None,
+            };
+            if let Some(index) = read_index {
+                self.wait_applied_until(Some(index), until).await;
+                return;
             }
-            _ => {}
+            if Instant::now() >= until {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.next()).await;
         }
-        // The leader (or a host that cannot reach it) has applied what it
-        // can; the cached state, refreshed by the `sync` task, may lag it.
+        tracing::debug!(
+            "could not learn the cluster's read index; answering from this host's state"
+        );
         self.reload_state().await;
     }
 

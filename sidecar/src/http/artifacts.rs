@@ -63,7 +63,8 @@ pub(super) async fn put(
         });
     }
     let rules = (app.jobs.artifacts.limits(), app.config.ingress.body_timeout);
-    let spooled = super::body::spool_body(&headers, body, rules, app.jobs.artifacts.spool()).await?;
+    let spooled =
+        super::body::spool_body(&headers, body, rules, app.jobs.artifacts.spool()).await?;
     if spooled.size == 0 {
         return Err(ApiError::from(Failure::InvalidArtifact {
             reason: "the body is empty".into(),

@@ -31,6 +31,9 @@ pub enum PeerRequest {
     },
     /// How is your host doing?
     Status,
+    /// As leader, how far must a reader apply to see every change
+    /// committed so far? (`Control::catch_up`.)
+    ReadIndex,
     /// Run this job (a burst from the sender, which never sends it on).
     Dispatch(Dispatch),
 }
@@ -153,6 +156,8 @@ pub enum PeerReply {
     Proposed(Result<(ControlResponse, u64), ProposeError>),
     Joined(Result<JoinAccepted, JoinRefusal>),
     Status(HostStatus),
+    /// The leader's read index, or `NotLeader` / `Failed`.
+    ReadIndex(Result<u64, ProposeError>),
     /// The request was not understood or not allowed; the text says why.
     Error(String),
 }
