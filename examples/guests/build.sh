@@ -40,6 +40,14 @@ for guest in matmul probe tensor; do
   fi
 done
 
+# The example language model's guest (examples/models/tiny_lm).
+cd "$root/examples/models/tiny_lm/guest"
+if stale "$out/tiny-lm-py.wasm" lm.py; then
+  echo "building tiny-lm-py.wasm (componentize-py)"
+  componentize_py -d "$root/wit" -w job-guest componentize lm -o "$out/tiny-lm-py.wasm.tmp" >/dev/null
+  mv "$out/tiny-lm-py.wasm.tmp" "$out/tiny-lm-py.wasm"
+fi
+
 cd "$root/examples/guests/javascript"
 [ -x node_modules/.bin/componentize-js ] || {
   echo "componentize-js is not installed: npm ci in examples/guests/javascript (scripts/test does)" >&2

@@ -15,9 +15,7 @@ pub enum KernelError {
     #[error("bad shape: {0}")]
     Shape(String),
     /// The kernel name is not in the library.
-    #[error(
-        "unknown kernel `{0}`; known kernels: vector_add, saxpy, gemm, softmax, rmsnorm, reduce_sum"
-    )]
+    #[error("unknown kernel `{0}`; known kernels: {known}", known = crate::Kernel::known_names())]
     UnknownKernel(String),
     /// A buffer's element type is not one the kernel takes there.
     #[error("kernel `{kernel}` argument `{arg}` is a {got} buffer; {expected}")]

@@ -1,5 +1,6 @@
 //! The kernels a guest may launch by name, and the parameters each takes.
 
+use crate::transformer::{AttentionShape, MAX_HEAD_DIM};
 use crate::{DType, KernelError};
 
 /// A launchable kernel.
@@ -19,6 +20,22 @@ pub enum Kernel {
     Rmsnorm,
     /// `(x, out: buffer, n: u32)`: `out[0] = Σ x[i]`.
     ReduceSum,
+    /// `(table, ids, out: buffer, rows, vocab, dim: u32)`: row `ids[r]` of
+    /// the `vocab × dim` table for each of `rows` token ids (whole numbers
+    /// held as `f32`; any other id gives a row of NaN).
+    Embedding,
+    /// `(x: buffer, rows, heads, head_dim, pos0: u32, theta: f32)`: rotary
+    /// positions, in place; row `r` is at position `pos0 + r`.
+    Rope,
+    /// `(gate, up, out: buffer, n: u32)`: `out[i] = silu(gate[i]) · up[i]`.
+    Swiglu,
+    /// `(q, k, v, out: buffer, rows, kv_len, heads, kv_heads, head_dim,
+    /// pos0: u32, scale: f32)`: causal attention of `rows` queries (the
+    /// first at position `pos0`) over a key/value cache of `kv_len` rows.
+    Attention,
+    /// `(src, dst: buffer, n, src_offset, dst_offset: u32)`: copies `n`
+    /// elements (to append to a key/value cache).
+    Copy,
 }
 
 /// The kind of one launch parameter.
@@ -31,13 +48,18 @@ pub enum Param {
 
 impl Kernel {
     /// Every kernel, in a stable order.
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::VectorAdd,
         Kernel::Saxpy,
         Kernel::Gemm,
         Kernel::Softmax,
         Kernel::Rmsnorm,
         Kernel::ReduceSum,
+        Kernel::Embedding,
+        Kernel::Rope,
+        Kernel::Swiglu,
+        Kernel::Attention,
+        Kernel::Copy,
     ];
 
     /// The name guests launch it by.
@@ -49,7 +71,17 @@ impl Kernel {
             Kernel::Softmax => "softmax",
             Kernel::Rmsnorm => "rmsnorm",
             Kernel::ReduceSum => "reduce_sum",
+            Kernel::Embedding => "embedding",
+            Kernel::Rope => "rope",
+            Kernel::Swiglu => "swiglu",
+            Kernel::Attention => "attention",
+            Kernel::Copy => "copy",
         }
+    }
+
+    /// Every kernel's name, comma-separated (for messages).
+    pub fn known_names() -> String {
+        Kernel::ALL.map(Kernel::name).join(", ")
     }
 
     /// Looks a kernel up by name.
@@ -70,6 +102,13 @@ impl Kernel {
             Kernel::Softmax => &[Buffer, Buffer, U32, U32],
             Kernel::Rmsnorm => &[Buffer, Buffer, Buffer, U32, U32, F32],
             Kernel::ReduceSum => &[Buffer, Buffer, U32],
+            Kernel::Embedding => &[Buffer, Buffer, Buffer, U32, U32, U32],
+            Kernel::Rope => &[Buffer, U32, U32, U32, U32, F32],
+            Kernel::Swiglu => &[Buffer, Buffer, Buffer, U32],
+            Kernel::Attention => &[
+                Buffer, Buffer, Buffer, Buffer, U32, U32, U32, U32, U32, U32, F32,
+            ],
+            Kernel::Copy => &[Buffer, Buffer, U32, U32, U32],
         }
     }
 }
@@ -99,6 +138,11 @@ pub struct Needs {
     pub name: &'static str,
     /// Elements it must hold at least.
     pub elements: usize,
+}
+
+fn checked(a: usize, b: usize, what: &str) -> Result<usize, KernelError> {
+    a.checked_mul(b)
+        .ok_or_else(|| KernelError::Shape(format!("{what} of {a}×{b} overflows")))
 }
 
 fn product(a: u32, b: u32, what: &str) -> Result<usize, KernelError> {
@@ -153,6 +197,51 @@ impl Kernel {
                 ]
             }
             Kernel::ReduceSum => vec![need(0, "x", s(0) as usize), need(1, "out", 1)],
+            Kernel::Embedding => {
+                let (rows, vocab, dim) = (s(0), s(1), s(2));
+                vec![
+                    need(0, "table", product(vocab, dim, "table")?),
+                    need(1, "ids", rows as usize),
+                    need(2, "out", product(rows, dim, "out")?),
+                ]
+            }
+            Kernel::Rope => {
+                let (rows, heads, head_dim) = (s(0), s(1), s(2));
+                if head_dim % 2 != 0 || head_dim > MAX_HEAD_DIM {
+                    return Err(KernelError::Shape(format!(
+                        "rope needs an even head_dim of at most {MAX_HEAD_DIM}, got {head_dim}"
+                    )));
+                }
+                let width = product(heads, head_dim, "a row")?;
+                vec![need(0, "x", checked(rows as usize, width, "x")?)]
+            }
+            Kernel::Swiglu => {
+                let n = s(0) as usize;
+                vec![need(0, "gate", n), need(1, "up", n), need(2, "out", n)]
+            }
+            Kernel::Attention => {
+                let shape = AttentionShape {
+                    rows: s(0) as usize,
+                    kv_len: s(1) as usize,
+                    heads: s(2) as usize,
+                    kv_heads: s(3) as usize,
+                    head_dim: s(4) as usize,
+                    pos0: s(5) as usize,
+                };
+                shape.check()?;
+                let q = checked(shape.rows, shape.heads * shape.head_dim, "q")?;
+                let kv = checked(shape.kv_len, shape.kv_heads * shape.head_dim, "k")?;
+                vec![
+                    need(0, "q", q),
+                    need(1, "k", kv),
+                    need(2, "v", kv),
+                    need(3, "out", q),
+                ]
+            }
+            Kernel::Copy => {
+                let (n, from, to) = (s(0) as usize, s(1) as usize, s(2) as usize);
+                vec![need(0, "src", from + n), need(1, "dst", to + n)]
+            }
         })
     }
 
@@ -211,6 +300,14 @@ impl Kernel {
             Kernel::Softmax => &["x", "out", "rows", "cols"],
             Kernel::Rmsnorm => &["x", "weight", "out", "rows", "cols", "eps"],
             Kernel::ReduceSum => &["x", "out", "n"],
+            Kernel::Embedding => &["table", "ids", "out", "rows", "vocab", "dim"],
+            Kernel::Rope => &["x", "rows", "heads", "head_dim", "pos0", "theta"],
+            Kernel::Swiglu => &["gate", "up", "out", "n"],
+            Kernel::Attention => &[
+                "q", "k", "v", "out", "rows", "kv_len", "heads", "kv_heads", "head_dim", "pos0",
+                "scale",
+            ],
+            Kernel::Copy => &["src", "dst", "n", "src_offset", "dst_offset"],
         }
     }
 
@@ -219,8 +316,15 @@ impl Kernel {
     /// any other argument, never one of these.
     pub fn writes(self) -> &'static [usize] {
         match self {
-            Kernel::VectorAdd | Kernel::Saxpy | Kernel::Gemm | Kernel::Rmsnorm => &[2],
-            Kernel::Softmax | Kernel::ReduceSum => &[1],
+            Kernel::VectorAdd
+            | Kernel::Saxpy
+            | Kernel::Gemm
+            | Kernel::Rmsnorm
+            | Kernel::Embedding
+            | Kernel::Swiglu => &[2],
+            Kernel::Softmax | Kernel::ReduceSum | Kernel::Copy => &[1],
+            Kernel::Rope => &[0],
+            Kernel::Attention => &[3],
         }
     }
 
@@ -229,7 +333,9 @@ impl Kernel {
     pub fn must_not_alias(self) -> &'static [(usize, usize)] {
         match self {
             Kernel::Gemm => &[(2, 0), (2, 1)],
-            Kernel::ReduceSum => &[(1, 0)],
+            Kernel::ReduceSum | Kernel::Copy => &[(1, 0)],
+            Kernel::Embedding => &[(2, 0), (2, 1)],
+            Kernel::Attention => &[(3, 0), (3, 1), (3, 2)],
             _ => &[],
         }
     }

@@ -580,3 +580,120 @@ fn kernel_packs_compile_launch_and_match_the_reference() {
         e.message
     );
 }
+
+/// Runs the built-in `kernel` on the GPU (`s`) and on the CPU backend with
+/// the same buffers (uploaded in order, buffer arguments first) and
+/// `scalars` after them, and returns buffer `out` as each left it.
+fn on_both(
+    s: &mut GuestState,
+    kernel: &str,
+    buffers: &[&[f32]],
+    scalars: &[KernelArg],
+    out: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut cpu = GuestState::for_test(1 << 30, None);
+    let run = |state: &mut GuestState| {
+        let handles: Vec<_> = buffers.iter().map(|b| upload(state, b)).collect();
+        let mut args: Vec<KernelArg> = handles.iter().map(arg).collect();
+        args.extend(scalars.iter().map(|a| match a {
+            KernelArg::F32(v) => KernelArg::F32(*v),
+            KernelArg::U32(v) => KernelArg::U32(*v),
+            KernelArg::Buf(_) => unreachable!("scalars only"),
+        }));
+        state.launch(kernel.into(), args).unwrap().unwrap();
+        let got = download(state, &handles[out], buffers[out].len());
+        for h in handles {
+            state.drop(h).unwrap();
+        }
+        got
+    };
+    (run(s), run(&mut cpu))
+}
+
+/// The kernels the example language model needs, on shapes like its own
+/// and larger ones: every output element written and within the tolerance
+/// of the CPU reference.
+#[test]
+fn transformer_kernels_match_the_reference() {
+    let Some(mut s) = gpu_state("transformer_kernels_match_the_reference") else {
+        return;
+    };
+    let mut rng = Rng::new();
+    let u = KernelArg::U32;
+    for (rows, vocab, dim) in [(1u32, 256u32, 64u32), (37, 1000, 300)] {
+        let table = rng.f32s((vocab * dim) as usize);
+        let mut ids: Vec<f32> = (0..rows).map(|r| ((r * 7919) % vocab) as f32).collect();
+        ids[0] = (vocab - 1) as f32;
+        let poison = vec![f32::NAN; (rows * dim) as usize];
+        let scalars = [u(rows), u(vocab), u(dim)];
+        let (gpu, cpu) = on_both(&mut s, "embedding", &[&table, &ids, &poison], &scalars, 2);
+        assert_eq!(
+            gpu, cpu,
+            "embedding {rows}x{dim} of {vocab}: a copy is exact"
+        );
+        assert!(gpu.iter().all(|v| v.is_finite()));
+    }
+    for (rows, heads, head_dim, pos0) in
+        [(1u32, 4u32, 16u32, 0u32), (5, 8, 64, 100), (3, 2, 256, 7)]
+    {
+        let x = rng.f32s((rows * heads * head_dim) as usize);
+        let scalars = [
+            u(rows),
+            u(heads),
+            u(head_dim),
+            u(pos0),
+            KernelArg::F32(10_000.0),
+        ];
+        let (gpu, cpu) = on_both(&mut s, "rope", &[&x], &scalars, 0);
+        assert_close(
+            &format!("rope {rows}x{heads}x{head_dim} at {pos0}"),
+            &gpu,
+            &cpu,
+        );
+    }
+    for n in [1usize, 1000, (1 << 20) + 3] {
+        let (gate, up) = (rng.f32s(n), rng.f32s(n));
+        let poison = vec![f32::NAN; n];
+        let (gpu, cpu) = on_both(&mut s, "swiglu", &[&gate, &up, &poison], &[u(n as u32)], 2);
+        assert_close(&format!("swiglu n={n}"), &gpu, &cpu);
+    }
+    // (rows, kv_len, heads, kv_heads, head_dim, pos0): a prompt, one
+    // decoded token late in a cache, grouped heads, the longest head, and
+    // the most keys a row may see.
+    for (rows, kv_len, heads, kv_heads, head_dim, pos0) in [
+        (7u32, 16u32, 4u32, 2u32, 16u32, 0u32),
+        (1, 128, 4, 2, 16, 100),
+        (4, 300, 8, 8, 64, 290),
+        (2, 40, 2, 1, 256, 10),
+        (1, 8192, 2, 1, 32, 8191),
+    ] {
+        let q = rng.f32s((rows * heads * head_dim) as usize);
+        let (k, v) = (
+            rng.f32s((kv_len * kv_heads * head_dim) as usize),
+            rng.f32s((kv_len * kv_heads * head_dim) as usize),
+        );
+        let poison = vec![f32::NAN; q.len()];
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let scalars = [
+            u(rows),
+            u(kv_len),
+            u(heads),
+            u(kv_heads),
+            u(head_dim),
+            u(pos0),
+            KernelArg::F32(scale),
+        ];
+        let (gpu, cpu) = on_both(&mut s, "attention", &[&q, &k, &v, &poison], &scalars, 3);
+        assert_close(
+            &format!(
+                "attention {rows} rows over {kv_len} keys, {heads}/{kv_heads} heads of {head_dim} at {pos0}"
+            ),
+            &gpu,
+            &cpu,
+        );
+    }
+    let (src, dst) = (rng.f32s(1000), rng.f32s(5000));
+    let (gpu, cpu) = on_both(&mut s, "copy", &[&src, &dst], &[u(700), u(300), u(4100)], 1);
+    assert_eq!(gpu, cpu, "copy: exact");
+    assert_eq!(&gpu[4100..4800], &src[300..1000]);
+}

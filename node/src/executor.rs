@@ -516,6 +516,7 @@ impl Executor {
                     backend: state.gpu_backend(),
                     gpu: state.cuda.as_ref().map(|lease| lease.device().index),
                     weights_loaded_bytes: state.weights_loaded,
+                    fetched_bytes: 0,
                 }),
                 Ok(Err(message)) => Err(Failure::GuestError { message }),
                 Err(e) => Err(classify(&e, spec, memory_limit)),

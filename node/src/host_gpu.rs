@@ -23,7 +23,7 @@ use crate::bindings::gpu::{self, Device, ErrorCode, GpuError, KernelArg};
 use crate::cpu_speed;
 use crate::cuda::{DeviceError, DeviceTensor, LaunchArg, StreamLease};
 use crate::resident::{OpenError, ResidentKey};
-use crate::state::{GuestState, Interrupted};
+use crate::state::{GuestState, Interrupted, JobWeights};
 use crate::weights::{Weights, elements};
 use cudarc::driver::CudaSlice;
 use spillway_kernels::{DType, Kernel, KernelError, Meter, Param};
@@ -536,8 +536,12 @@ impl<'a> Launch<'a> {
     }
 
     fn usize(&self, i: usize) -> usize {
+        self.u32(i) as usize
+    }
+
+    fn u32(&self, i: usize) -> u32 {
         match self.args[i] {
-            KernelArg::U32(v) => v as usize,
+            KernelArg::U32(v) => v,
             _ => unreachable!("checked by Launch::validate"),
         }
     }
@@ -643,6 +647,45 @@ impl GuestState {
                     .map_err(|e| self.kernel_stop(e))?;
                 self.host_mut(l.buf(1), 1)?[0] = sum;
                 Ok(())
+            }
+            Kernel::Embedding => {
+                let (rows, vocab, dim) = (l.usize(3), l.usize(4), l.usize(5));
+                let table = self.host(l.buf(0), vocab * dim)?;
+                let ids = self.host(l.buf(1), rows)?;
+                let out = self.host_mut(l.buf(2), rows * dim)?;
+                spillway_kernels::embedding(&table, &ids, vocab, dim, out, meter)
+            }
+            Kernel::Rope => {
+                let (rows, heads, head_dim) = (l.usize(1), l.usize(2), l.usize(3));
+                let x = self.host_mut(l.buf(0), rows * heads * head_dim)?;
+                spillway_kernels::rope(x, rows, heads, head_dim, l.u32(4), l.f32(5), meter)
+            }
+            Kernel::Swiglu => {
+                let n = l.usize(3);
+                let (gate, up) = (self.host(l.buf(0), n)?, self.host(l.buf(1), n)?);
+                spillway_kernels::swiglu(&gate, &up, self.host_mut(l.buf(2), n)?, meter)
+            }
+            Kernel::Attention => {
+                let shape = spillway_kernels::AttentionShape {
+                    rows: l.usize(4),
+                    kv_len: l.usize(5),
+                    heads: l.usize(6),
+                    kv_heads: l.usize(7),
+                    head_dim: l.usize(8),
+                    pos0: l.usize(9),
+                };
+                let q_len = shape.rows * shape.heads * shape.head_dim;
+                let kv_len = shape.kv_len * shape.kv_heads * shape.head_dim;
+                let q = self.host(l.buf(0), q_len)?;
+                let (k, v) = (self.host(l.buf(1), kv_len)?, self.host(l.buf(2), kv_len)?);
+                let out = self.host_mut(l.buf(3), q_len)?;
+                spillway_kernels::attention(&q, &k, &v, shape, l.f32(10), out, meter)
+            }
+            Kernel::Copy => {
+                let (n, from, to) = (l.usize(2), l.usize(3), l.usize(4));
+                let src = self.host(l.buf(0), from + n)?;
+                let dst = self.host_mut(l.buf(1), to + n)?;
+                spillway_kernels::copy(&src, from, dst, to, n, meter)
             }
         }
         .map_err(|e| self.kernel_stop(e))
@@ -801,6 +844,16 @@ impl gpu::Host for GuestState {
         self.open_tensor(&weights, &tensor)
     }
 
+    fn weights_metadata(&mut self, weights: String) -> Result<Vec<(String, String)>, GpuError> {
+        let job_weights = self.job_weights(&weights)?;
+        Ok(job_weights
+            .weights
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn device_info(&mut self) -> Device {
         self.settle_backend();
         match &self.cuda {
@@ -824,16 +877,21 @@ impl gpu::Host for GuestState {
 }
 
 impl GuestState {
+    /// The weights the job's function names `name`.
+    fn job_weights(&self, name: &str) -> Result<&JobWeights, GpuError> {
+        self.weights.iter().find(|w| w.name == name).ok_or_else(|| {
+            let named: Vec<&str> = self.weights.iter().map(|w| w.name.as_str()).collect();
+            error(
+                ErrorCode::InvalidArgument,
+                format!("the function names no weights {name:?} (it names {named:?})"),
+            )
+        })
+    }
+
     /// The tensor `tensor` of the job's weights `name`, as a read-only
     /// buffer.
     fn open_tensor(&mut self, name: &str, tensor: &str) -> Result<Resource<Buffer>, GpuError> {
-        let Some(job_weights) = self.weights.iter().find(|w| w.name == name) else {
-            let named: Vec<&str> = self.weights.iter().map(|w| w.name.as_str()).collect();
-            return Err(error(
-                ErrorCode::InvalidArgument,
-                format!("the function names no weights {name:?} (it names {named:?})"),
-            ));
-        };
+        let job_weights = self.job_weights(name)?;
         let weights = job_weights.weights.clone();
         let Some((info, bytes)) = weights.tensor(tensor) else {
             return Err(error(

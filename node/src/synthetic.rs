@@ -50,6 +50,7 @@ pub(crate) fn serve(
         backend: Backend::Cpu,
         gpu: None,
         weights_loaded_bytes: 0,
+        fetched_bytes: 0,
     })
 }
 

@@ -85,12 +85,23 @@ enum Backing {
 pub(crate) struct Weights {
     backing: Backing,
     tensors: BTreeMap<String, TensorInfo>,
+    /// The header's `__metadata__` text pairs.
+    metadata: BTreeMap<String, String>,
 }
+
+/// What a weights file's header says: its tensors and its metadata.
+type Index = (BTreeMap<String, TensorInfo>, BTreeMap<String, String>);
 
 impl Weights {
     /// Checks `bytes` as a whole safetensors file and indexes its tensors.
-    pub(crate) fn index(bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo>, WeightsError> {
+    pub(crate) fn index(bytes: &[u8]) -> Result<Index, WeightsError> {
         let (header_len, metadata) = safetensors::SafeTensors::read_metadata(bytes)?;
+        let pairs = metadata
+            .metadata()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let data_start = 8 + header_len;
         let mut tensors = BTreeMap::new();
         for (name, info) in metadata.tensors() {
@@ -127,7 +138,7 @@ impl Weights {
         if tensors.is_empty() {
             return Err(WeightsError::Empty);
         }
-        Ok(tensors)
+        Ok((tensors, pairs))
     }
 
     /// Maps the stored file at `path` and checks it.
@@ -140,19 +151,21 @@ impl Weights {
         // node's own user could truncate it under the mapping.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file)? };
-        let tensors = Self::index(&map)?;
+        let (tensors, metadata) = Self::index(&map)?;
         Ok(Self {
             backing: Backing::Mapped(map),
             tensors,
+            metadata,
         })
     }
 
     /// Checks weights given in memory.
     pub(crate) fn from_bytes(bytes: Vec<u8>) -> Result<Self, WeightsError> {
-        let tensors = Self::index(&bytes)?;
+        let (tensors, metadata) = Self::index(&bytes)?;
         Ok(Self {
             backing: Backing::Memory(bytes),
             tensors,
+            metadata,
         })
     }
 
@@ -167,6 +180,11 @@ impl Weights {
     /// The BLAKE3 digest of the whole file (read through the mapping).
     pub(crate) fn digest(&self) -> spillway_proto::Digest {
         spillway_proto::Digest::of(self.bytes())
+    }
+
+    /// The header's `__metadata__`, sorted by key.
+    pub(crate) fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// The tensor `name` and its little-endian bytes.

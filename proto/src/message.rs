@@ -159,6 +159,10 @@ pub struct Completion {
     /// it opened was resident already, or it ran on the CPU, where weights
     /// are read where they lie).
     pub weights_loaded_bytes: u64,
+    /// Bytes of artifacts (component, kernel packs, weights) the host that
+    /// ran the job fetched from peers before it could start: 0 when it
+    /// held them all. Set by that host's sidecar (the node leaves it 0).
+    pub fetched_bytes: u64,
 }
 
 /// Sidecar to node.

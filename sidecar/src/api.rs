@@ -27,6 +27,9 @@ pub mod header {
     pub const EXEC_MS: &str = "spillway-exec-ms";
     /// Bytes of weights the job loaded onto its GPU (0: all resident).
     pub const WEIGHTS_LOADED: &str = "spillway-weights-loaded-bytes";
+    /// Bytes of artifacts the host that ran the job fetched from peers
+    /// before it could start (0 when it held them all).
+    pub const FETCHED: &str = "spillway-fetched-bytes";
     /// This answer is the first outcome of an earlier request with the
     /// same idempotency key.
     pub const IDEMPOTENT_REPLAY: &str = "spillway-idempotent-replay";
@@ -56,6 +59,8 @@ pub struct Receipt {
     /// Bytes of weights the job loaded onto its GPU (0 when its tensors
     /// were resident already, or it ran on the CPU).
     pub weights_loaded_bytes: u64,
+    /// Bytes of artifacts the host that ran it fetched from peers first.
+    pub fetched_bytes: u64,
     /// A remembered first outcome, answered again for its idempotency key.
     pub idempotent_replay: bool,
 }
@@ -90,6 +95,7 @@ impl Receipt {
             header::WEIGHTS_LOADED,
             self.weights_loaded_bytes.to_string(),
         );
+        set(header::FETCHED, self.fetched_bytes.to_string());
         if self.idempotent_replay {
             set(header::IDEMPOTENT_REPLAY, "true".into());
         }
@@ -128,6 +134,7 @@ impl Receipt {
             exec_ms: parse(header::EXEC_MS, required(header::EXEC_MS)?)?,
             weights_loaded_bytes: text(header::WEIGHTS_LOADED)?
                 .map_or(Ok(0), |v| parse(header::WEIGHTS_LOADED, v))?,
+            fetched_bytes: text(header::FETCHED)?.map_or(Ok(0), |v| parse(header::FETCHED, v))?,
             idempotent_replay: flag(header::IDEMPOTENT_REPLAY)?,
         })
     }
@@ -148,6 +155,7 @@ mod tests {
             queue_ms: 0.125,
             exec_ms: 12.5,
             weights_loaded_bytes: 1 << 20,
+            fetched_bytes: 3 << 20,
             idempotent_replay: false,
         };
         let mut headers = HeaderMap::new();

@@ -33,6 +33,7 @@ impl PeerHandler for Reverse {
             backend: Backend::Cpu,
             gpu: None,
             weights_loaded_bytes: 0,
+            fetched_bytes: 0,
         };
         assert!(write_dispatch_reply(&mut send, &DispatchReply::completed(body, completion)).await);
         let _ = send.finish();

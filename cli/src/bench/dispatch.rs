@@ -54,6 +54,7 @@ impl PeerHandler for NullPeer {
             backend: Backend::Cpu,
             gpu: None,
             weights_loaded_bytes: 0,
+            fetched_bytes: 0,
         };
         let done = DispatchReply::completed(job.execute.input, completion);
         if write_dispatch_reply(&mut send, &done).await {

@@ -22,7 +22,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Artifacts {
-    pub(super) async fn fetch(&self, digest: Digest) -> Result<(), Failure> {
+    /// Fetches `digest` from a holder into the node: its size.
+    pub(super) async fn fetch(&self, digest: Digest) -> Result<u64, Failure> {
         if self.control.state().holders(&digest).is_empty() {
             self.control.catch_up().await;
         }
@@ -69,7 +70,7 @@ impl Artifacts {
             return match self.link.put_artifact(&spooled).await {
                 Ok((stored, _)) if stored == digest => {
                     tracing::info!(host = holder, %digest, size, "fetched artifact");
-                    Ok(())
+                    Ok(size)
                 }
                 Ok((stored, _)) => Err(Failure::Internal {
                     message: format!("the node stored {stored}, not {digest}"),

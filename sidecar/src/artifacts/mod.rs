@@ -30,8 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// One fetch of an artifact: set once, by the first caller, for all.
-type Fetch = OnceCell<Result<(), Failure>>;
+/// One fetch of an artifact (its size once fetched): set once, by the
+/// first caller, for all.
+type Fetch = OnceCell<Result<u64, Failure>>;
 
 /// This host's artifact traffic: fetches in flight and what they measured.
 #[derive(Debug)]
@@ -100,10 +101,11 @@ impl Artifacts {
     }
 
     /// Makes sure this host's node holds `digest`, fetching it from a
-    /// holder if needed.
-    pub(crate) async fn ensure(&self, digest: Digest) -> Result<(), Failure> {
+    /// holder if needed: the bytes the caller waited to have fetched (0
+    /// when the node held it).
+    pub(crate) async fn ensure(&self, digest: Digest) -> Result<u64, Failure> {
         if self.link.status().held.contains(&digest) {
-            return Ok(());
+            return Ok(0);
         }
         let cell = {
             let mut fetches = self.fetches.lock().expect("fetches lock");
@@ -122,12 +124,13 @@ impl Artifacts {
 
     /// Makes sure this host's node holds everything `spec` runs: its
     /// component, kernel packs and weights, fetched as needed, each
-    /// checked the same way.
-    pub(crate) async fn ensure_job_artifacts(&self, spec: &JobSpec) -> Result<(), Failure> {
+    /// checked the same way. Returns the bytes fetched for it.
+    pub(crate) async fn ensure_job_artifacts(&self, spec: &JobSpec) -> Result<u64, Failure> {
+        let mut fetched = 0;
         for digest in spec.artifacts() {
-            self.ensure(digest).await?;
+            fetched += self.ensure(digest).await?;
         }
-        Ok(())
+        Ok(fetched)
     }
 }
 

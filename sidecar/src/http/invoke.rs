@@ -286,6 +286,7 @@ fn receipt(job: JobId, ran: &Ran, replay: bool) -> Response {
         queue_ms: queue.as_secs_f64() * 1000.0,
         exec_ms: completion.exec_us as f64 / 1000.0,
         weights_loaded_bytes: completion.weights_loaded_bytes,
+        fetched_bytes: completion.fetched_bytes,
         idempotent_replay: replay,
     }
     .write_to(h);

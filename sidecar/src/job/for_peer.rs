@@ -90,18 +90,20 @@ pub(crate) async fn run_for_peer(
     // Chunks the guest emits go to the origin as they come.
     let (chunk_tx, mut chunks) = tokio::sync::mpsc::unbounded_channel();
     let work = async {
+        let mut fetched = 0;
         if !link.holds_all(&spec) {
             let fetch = host.artifacts.ensure_job_artifacts(&spec);
             match tokio::time::timeout_at(deadline.into(), fetch).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(bytes)) => fetched = bytes,
                 Ok(Err(failure)) => return Err(JobFailed::from(failure)),
                 Err(_) => return Err(Failure::DeadlineExceeded { deadline_ms }.into()),
             }
         }
         let started = Instant::now();
-        let outcome = link.execute_streaming(execute, chunk_tx).await;
-        if outcome.is_ok() {
+        let mut outcome = link.execute_streaming(execute, chunk_tx).await;
+        if let Ok(output) = &mut outcome {
             queue.record_exec(started.elapsed().as_secs_f64() * 1000.0);
+            output.completion.fetched_bytes = fetched;
         }
         outcome
     }

@@ -331,12 +331,13 @@ impl Job<'_> {
             ..
         } = self.host;
         // An artifact this host's node lacks comes from a holder first.
+        let mut fetched = 0;
         if !link.holds_all(&self.spec) {
             let fetch = artifacts
                 .ensure_job_artifacts(&self.spec)
                 .instrument(tracing::info_span!("fetch", job = %self.id));
             match tokio::time::timeout_at(self.deadline.into(), fetch).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(bytes)) => fetched = bytes,
                 Ok(Err(failure)) => {
                     return Placed::Ended(Err(Ended {
                         never_ran: true,
@@ -408,7 +409,10 @@ impl Job<'_> {
         }
         drop(permit);
         Placed::Ended(match result {
-            Ok(output) => Ok(Ran::new(output, queued, NodeId(self.host.id()), false)),
+            Ok(mut output) => {
+                output.completion.fetched_bytes = fetched;
+                Ok(Ran::new(output, queued, NodeId(self.host.id()), false))
+            }
             Err(failed) => Err(failed.into()),
         })
     }

@@ -1,0 +1,232 @@
+//! The example language model (`examples/models/tiny_lm`) on a pool of two
+//! hosts, CPU backend, as a user would run it: weights made by its seeded
+//! script and pushed once with the CLI, the Python guest built from source.
+//! The same prompts through the guest and through the numpy reference give
+//! the same tokens, on the host that took the upload and on a peer that
+//! fetched the weights; the peer's second job fetches nothing; a job cannot
+//! write into a tensor of the weights; another tenant cannot name them.
+
+mod common;
+
+use common::built;
+use common::hosts::{self, Api, Host};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The example model's folder.
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/tiny_lm")
+}
+
+/// Runs one of the example's Python scripts; its standard output.
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(example().join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 {script}: {e} (scripts/test installs numpy)"));
+    assert!(
+        out.status.success(),
+        "python3 {script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The CLI against `host` with the admin token; its standard output.
+fn cli(api: &Api, host: &Host, args: &[&str]) -> String {
+    let out = Command::new(common::BIN)
+        .args(args)
+        .env("SPILLWAY_ENDPOINT", &host.endpoint)
+        .env("SPILLWAY_TOKEN", &api.token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// What one job answered, with the receipt's numbers.
+struct Answer {
+    status: u16,
+    node: String,
+    backend: String,
+    fetched: u64,
+    loaded: u64,
+    body: Value,
+}
+
+async fn invoke(api: &Api, host: &Host, token: &str, function: &str, input: Value) -> Answer {
+    let r = api
+        .http
+        .post(format!("{}/v1/functions/{function}/invoke", host.endpoint))
+        .bearer_auth(token)
+        .header("spillway-placement", "local")
+        .body(input.to_string())
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let number = |name: &str| header(name).parse().unwrap_or(u64::MAX);
+    let (status, node, backend) = (
+        r.status().as_u16(),
+        header("spillway-node"),
+        header("spillway-backend"),
+    );
+    let (fetched, loaded) = (
+        number("spillway-fetched-bytes"),
+        number("spillway-weights-loaded-bytes"),
+    );
+    let text = r.text().await.unwrap();
+    Answer {
+        status,
+        node,
+        backend,
+        fetched,
+        loaded,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_model_answers_as_its_reference_here_and_on_a_peer() {
+    let root = tempfile::tempdir().unwrap();
+    let weights = root.path().join("tiny-lm.safetensors");
+    python("make_weights.py", &[weights.to_str().unwrap()]);
+    let weights_size = std::fs::metadata(&weights).unwrap().len();
+
+    let (api, hosts) = hosts::form(root.path(), &[&["--slots", "1"], &["--slots", "1"]]).await;
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    let pushed: Value = serde_json::from_str(&cli(
+        &api,
+        h1,
+        &["artifact", "push", "tiny-lm", weights.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(pushed["kind"], "weights", "{pushed}");
+    let r = api.upload(h1, "tiny-lm-py", built("tiny-lm-py")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    cli(
+        &api,
+        h1,
+        &[
+            "fn",
+            "create",
+            "tiny-lm",
+            "--artifact",
+            "tiny-lm-py",
+            "--weights",
+            "tiny-lm",
+            "--deadline-ms",
+            "120000",
+        ],
+    );
+
+    // Greedy decoding agrees with the reference only where no step is
+    // close to a tie; the reference says how close each came.
+    let prompts = ["Spillway ", "Hello, pool"];
+    let max_tokens = 24;
+    let mut expected = Vec::new();
+    for prompt in prompts {
+        let reference: Value = serde_json::from_str(&python(
+            "reference.py",
+            &[
+                weights.to_str().unwrap(),
+                "--prompt",
+                prompt,
+                "--max-tokens",
+                &max_tokens.to_string(),
+            ],
+        ))
+        .unwrap();
+        let margin = reference["min_margin"].as_f64().unwrap();
+        assert!(
+            margin > 1e-3,
+            "{prompt:?}: a step of the reference is {margin} from a tie; pick another prompt"
+        );
+        assert_eq!(reference["tokens"].as_array().unwrap().len(), max_tokens);
+        expected.push(reference);
+    }
+
+    // h1 took the upload; h2 fetches the weights and the guest before its
+    // first job, and nothing before its second. On the CPU nothing is
+    // copied onto a device: the tensors are read where they are mapped.
+    let mut fetched_by_h2 = Vec::new();
+    for (host, node) in [(h1, "n1"), (h1, "n1"), (h2, "n2"), (h2, "n2")] {
+        for (prompt, reference) in prompts.iter().zip(&expected) {
+            let input = json!({"prompt": prompt, "max_tokens": max_tokens});
+            let a = invoke(&api, host, &api.token, "tiny-lm", input).await;
+            assert_eq!((a.status, a.node.as_str()), (200, node), "{}", a.body);
+            assert_eq!(a.backend, "cpu");
+            assert_eq!(
+                a.body["tokens"], reference["tokens"],
+                "{prompt:?} on {node}: the guest's tokens differ from the reference's"
+            );
+            assert_eq!(a.body["prompt_tokens"], prompt.len());
+            assert_eq!(a.loaded, 0, "nothing is copied onto a device on the CPU");
+            match node {
+                "n1" => assert_eq!(a.fetched, 0, "h1 holds what it was sent"),
+                _ => fetched_by_h2.push(a.fetched),
+            }
+        }
+    }
+    let guest_size = built("tiny-lm-py").len() as u64;
+    assert_eq!(
+        fetched_by_h2,
+        [weights_size + guest_size, 0, 0, 0],
+        "h2 fetched the weights ({weights_size} bytes) and the guest ({guest_size}) once"
+    );
+
+    // A job cannot write into a tensor of the weights, and the tensor
+    // stays as it was.
+    let r = api.upload(h1, "tensor-py", built("tensor-py")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let spec = json!({"name": "tensor", "artifact": "tensor-py", "weights": ["tiny-lm"], "deadline_ms": 60_000});
+    api.create_function(h1, &api.token, &spec).await;
+    let input = json!({"weights": "tiny-lm", "tensor": "norm", "write": true});
+    let a = invoke(&api, h2, &api.token, "tensor", input).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["writable"], false, "{}", a.body);
+    assert_eq!(a.body["write"]["refused"], true, "{}", a.body);
+    assert_eq!(a.body["write"]["code"], "invalid_argument", "{}", a.body);
+    let again = invoke(
+        &api,
+        h2,
+        &api.token,
+        "tiny-lm",
+        json!({"prompt": prompts[0], "max_tokens": max_tokens}),
+    )
+    .await;
+    assert_eq!(again.body["tokens"], expected[0]["tokens"]);
+
+    // Another tenant cannot name the weights, by name or by digest: to it
+    // they do not exist.
+    let (status, _) = api
+        .post(h1, &api.token, "/v1/tenants", &json!({"name": "globex"}))
+        .await;
+    assert_eq!(status, 201);
+    let scopes = json!({"scopes": ["invoke", "publish", "read"], "tenant": "globex"});
+    let (_, token) = api.post(h1, &api.token, "/v1/tokens", &scopes).await;
+    let globex = token["token"].as_str().unwrap().to_owned();
+    let r = api
+        .upload_as(h1, &globex, "tiny-lm-py", built("tiny-lm-py"))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    for name in ["tiny-lm", pushed["digest"].as_str().unwrap()] {
+        let steal = json!({"name": "steal", "artifact": "tiny-lm-py", "weights": [name]});
+        let (status, v) = api.post(h1, &globex, "/v1/functions", &steal).await;
+        assert_eq!(status, 404, "{name}: {v}");
+    }
+}
