@@ -1,5 +1,6 @@
 //! The example language model (`examples/models/tiny_lm`) on a pool of two
-//! hosts, CPU backend, as a user would run it: weights made by its seeded
+//! hosts, CPU backend (and, where a GPU is, on it: the second test, which
+//! skips saying so elsewhere), as a user would run it: weights made by its seeded
 //! script and pushed once with the CLI, the Python guest built from source.
 //! The same prompts through the guest and through the numpy reference give
 //! the same tokens, on the host that took the upload and on a peer that
@@ -14,6 +15,29 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+/// The reference's answer for `prompt` on `weights`, checked to be clear
+/// of ties at every step by far more than f32 rounding.
+fn reference(weights: &Path, prompt: &str, max_tokens: usize) -> Value {
+    let reference: Value = serde_json::from_str(&python(
+        "reference.py",
+        &[
+            weights.to_str().unwrap(),
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            &max_tokens.to_string(),
+        ],
+    ))
+    .unwrap();
+    let margin = reference["min_margin"].as_f64().unwrap();
+    assert!(
+        margin > 1e-3,
+        "{prompt:?}: a step of the reference is {margin} from a tie; pick another prompt"
+    );
+    assert_eq!(reference["tokens"].as_array().unwrap().len(), max_tokens);
+    reference
+}
 
 /// The example model's folder.
 fn example() -> PathBuf {
@@ -129,6 +153,8 @@ async fn the_example_model_answers_as_its_reference_here_and_on_a_peer() {
             "tiny-lm-py",
             "--weights",
             "tiny-lm",
+            "--accelerator",
+            "none",
             "--deadline-ms",
             "120000",
         ],
@@ -138,27 +164,10 @@ async fn the_example_model_answers_as_its_reference_here_and_on_a_peer() {
     // close to a tie; the reference says how close each came.
     let prompts = ["Spillway ", "Hello, pool"];
     let max_tokens = 24;
-    let mut expected = Vec::new();
-    for prompt in prompts {
-        let reference: Value = serde_json::from_str(&python(
-            "reference.py",
-            &[
-                weights.to_str().unwrap(),
-                "--prompt",
-                prompt,
-                "--max-tokens",
-                &max_tokens.to_string(),
-            ],
-        ))
-        .unwrap();
-        let margin = reference["min_margin"].as_f64().unwrap();
-        assert!(
-            margin > 1e-3,
-            "{prompt:?}: a step of the reference is {margin} from a tie; pick another prompt"
-        );
-        assert_eq!(reference["tokens"].as_array().unwrap().len(), max_tokens);
-        expected.push(reference);
-    }
+    let expected: Vec<Value> = prompts
+        .iter()
+        .map(|p| reference(&weights, p, max_tokens))
+        .collect();
 
     // h1 took the upload; h2 fetches the weights and the guest before its
     // first job, and nothing before its second. On the CPU nothing is
@@ -228,5 +237,89 @@ async fn the_example_model_answers_as_its_reference_here_and_on_a_peer() {
         let steal = json!({"name": "steal", "artifact": "tiny-lm-py", "weights": [name]});
         let (status, v) = api.post(h1, &globex, "/v1/functions", &steal).await;
         assert_eq!(status, 404, "{name}: {v}");
+    }
+}
+
+/// The same model on a GPU: the tiny weights and the benchmark's (95 M
+/// parameters, 380 MB), each through the guest with its tensors loaded
+/// onto the GPU by the first job and resident for the next, the tokens the
+/// reference's. Skips, saying so, without a GPU (CI); runs on the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_model_on_a_gpu_answers_as_its_reference() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = hosts::form(root.path(), &[&["--slots", "1"]]).await;
+    let h1 = &hosts[0];
+    let v = api
+        .wait(h1, "the node's backends", |v| {
+            hosts::member(v, "n1")["backends"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty())
+        })
+        .await;
+    if !hosts::member(&v, "n1")["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b == "cuda")
+    {
+        eprintln!("skipped: no CUDA driver or GPU on this host");
+        return;
+    }
+    let r = api.upload(h1, "tiny-lm-py", built("tiny-lm-py")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    for preset in ["tiny", "bench"] {
+        let weights = root.path().join(format!("{preset}.safetensors"));
+        python(
+            "make_weights.py",
+            &["--preset", preset, weights.to_str().unwrap()],
+        );
+        cli(
+            &api,
+            h1,
+            &["artifact", "push", preset, weights.to_str().unwrap()],
+        );
+        cli(
+            &api,
+            h1,
+            &[
+                "fn",
+                "create",
+                preset,
+                "--artifact",
+                "tiny-lm-py",
+                "--weights",
+                preset,
+                "--accelerator",
+                "required",
+                "--memory-limit-bytes",
+                "268435456",
+                "--deadline-ms",
+                "120000",
+            ],
+        );
+        // Every tensor's bytes: the file less its header.
+        let file = std::fs::read(&weights).unwrap();
+        let header = u64::from_le_bytes(file[..8].try_into().unwrap());
+        let tensor_bytes = file.len() as u64 - 8 - header;
+        for (i, prompt) in ["Spillway ", "Hello, pool"].into_iter().enumerate() {
+            let expected = reference(&weights, prompt, 24);
+            let input = json!({"prompt": prompt, "max_tokens": 24, "weights": preset});
+            let a = invoke(&api, h1, &api.token, preset, input).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            assert_eq!(a.backend, "cuda");
+            assert_eq!(
+                a.body["tokens"], expected["tokens"],
+                "{preset}, {prompt:?}: the guest's tokens on the GPU differ from the reference's"
+            );
+            let loaded = if i == 0 { tensor_bytes } else { 0 };
+            assert_eq!(
+                a.loaded, loaded,
+                "{preset}, job {i}: bytes loaded onto the GPU"
+            );
+            eprintln!(
+                "{preset}, {prompt:?}: the reference's tokens on the GPU, {} bytes loaded",
+                a.loaded
+            );
+        }
     }
 }

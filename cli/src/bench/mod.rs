@@ -20,6 +20,7 @@ mod control_log;
 pub(crate) mod dispatch;
 mod failover;
 mod http;
+mod model;
 mod tonic_echo;
 mod weights;
 
@@ -114,6 +115,26 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 2048)]
         size_mib: u64,
     },
+    /// The example language model on two loopback hosts, its weights and
+    /// guest pushed to host 1: each host's first job (host 2 fetches,
+    /// compiles and loads), then first-token latency and decode rate with
+    /// the weights resident.
+    Model {
+        /// The weights (examples/models/tiny_lm/make_weights.py makes them).
+        #[arg(long)]
+        weights: PathBuf,
+        /// The guest (examples/guests/build.sh builds it).
+        #[arg(long, default_value = "target/guests/tiny-lm-py.wasm")]
+        guest: PathBuf,
+        #[arg(long, default_value = "Spillway ")]
+        prompt: String,
+        /// Tokens of the long job (the decode rate's).
+        #[arg(long, default_value_t = 64)]
+        tokens: u32,
+        /// Jobs of each length per host (medians are shown).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -139,6 +160,22 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         } => burst::run(slots, service_ms, seconds).await,
         BenchCommand::ColdStart { guests, warm } => cold_start::run(guests, warm).await,
         BenchCommand::WeightsTransfer { size_mib } => weights::run(size_mib).await,
+        BenchCommand::Model {
+            weights,
+            guest,
+            prompt,
+            tokens,
+            runs,
+        } => {
+            let bench = model::ModelBench {
+                weights: &weights,
+                guest: &guest,
+                prompt: &prompt,
+                tokens,
+                runs,
+            };
+            model::run(bench).await
+        }
     }
 }
 
