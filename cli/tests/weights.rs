@@ -249,3 +249,172 @@ async fn weights_are_checked_named_by_functions_read_in_place_and_fetched_by_a_p
         assert_eq!(status, 404, "{weights}");
     }
 }
+
+/// A safetensors file of one f32 tensor `w` of `rows`×1024 at `path`,
+/// written a row at a time; its size.
+fn write_weights(path: &std::path::Path, rows: usize) -> u64 {
+    use std::io::Write;
+    let bytes = rows * 1024 * 4;
+    let mut header = format!(
+        "{{\"w\":{{\"dtype\":\"F32\",\"shape\":[{rows},1024],\"data_offsets\":[0,{bytes}]}}}}"
+    );
+    while !header.len().is_multiple_of(8) {
+        header.push(' ');
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    file.write_all(&(header.len() as u64).to_le_bytes())
+        .unwrap();
+    file.write_all(header.as_bytes()).unwrap();
+    let row: Vec<u8> = (0..1024).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    for _ in 0..rows {
+        file.write_all(&row).unwrap();
+    }
+    file.flush().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// The bytes of the largest file in `dir` (a spool's `.part` file).
+fn largest_file(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A counter from a `/metrics` page.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name} not in {metrics}")) as u64
+}
+
+/// A weights transfer cut in the middle resumes from the byte it reached:
+/// host 2 fetches 128 MiB of weights from host 1, which is killed part-way;
+/// host 2 takes the rest from host 3 and runs its job, having received
+/// every byte once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weights_transfer_cut_in_the_middle_resumes_from_another_holder() {
+    let root = tempfile::tempdir().unwrap();
+    let flags: &[&str] = &["--slots", "1"];
+    let (api, mut hosts) = hosts::form(root.path(), &[flags, flags, flags]).await;
+    let file = root.path().join("w.safetensors");
+    let rows = 32 * 1024;
+    let size = write_weights(&file, rows);
+    let out = std::process::Command::new(common::BIN)
+        .args(["artifact", "push", "w", file.to_str().unwrap()])
+        .env("SPILLWAY_ENDPOINT", &hosts[0].endpoint)
+        .env("SPILLWAY_TOKEN", &api.token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guest = common::guest("weights_gemm");
+    let guest_size = guest.len() as u64;
+    let r = api.upload(&hosts[0], "g", guest).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let spec = json!({"name": "g", "artifact": "g", "weights": ["w"], "accelerator": "none", "deadline_ms": 120_000});
+    api.create_function(&hosts[0], &api.token, &spec).await;
+    // x (64 values) times the first 64 rows.
+    let mut input = Vec::new();
+    for s in ["w", "w"] {
+        input.extend((s.len() as u32).to_le_bytes());
+        input.extend(s.as_bytes());
+    }
+    input.extend(1024u32.to_le_bytes());
+    input.extend(64u32.to_le_bytes());
+    input.extend((0..64).flat_map(|_| 1f32.to_le_bytes()));
+    let invoke = |host: &Host| {
+        api.http
+            .post(format!("{}/v1/functions/g/invoke", host.endpoint))
+            .bearer_auth(&api.token)
+            .header("spillway-placement", "local")
+            .body(input.clone())
+            .timeout(Duration::from_secs(120))
+            .send()
+    };
+    // Host 3 fetches a copy first, so there are two holders.
+    let r = invoke(&hosts[2]).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // Host 2 must know of both holders before it starts.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = api.get(&hosts[1], "/v1/artifacts").await.unwrap();
+        let w = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "w")
+            .cloned();
+        if w.as_ref()
+            .is_some_and(|w| w["holders"] == json!(["n1", "n3"]))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "host 3 not recorded as a holder: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Host 2 fetches from host 1 (holders are asked in order); host 1 dies
+    // when a quarter has come.
+    let job = tokio::spawn(invoke(&hosts[1]));
+    let spool = hosts[1].dir.join("sidecar/spool");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen < size / 4 {
+        assert!(
+            std::time::Instant::now() < until && !job.is_finished(),
+            "the transfer to host 2 did not pass a quarter ({seen} of {size} bytes seen)"
+        );
+        seen = largest_file(&spool);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    hosts.remove(0).kill9();
+    assert!(
+        largest_file(&spool) < size,
+        "host 1 was killed only after the transfer ended"
+    );
+    eprintln!("killed host 1 with {seen} of {size} bytes at host 2");
+
+    let r = job.await.unwrap().unwrap();
+    let status = r.status();
+    let fetched = r.headers().get("spillway-fetched-bytes").cloned();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let fetched: u64 = fetched.unwrap().to_str().unwrap().parse().unwrap();
+    // Each of the 1024 outputs sums 64 rows of the same value.
+    let got: Vec<f32> = body
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(got.len(), 1024);
+    assert!(got.iter().enumerate().all(|(i, v)| *v == 64.0 * i as f32));
+    assert_eq!(fetched, size + guest_size, "the job's receipt");
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", hosts[0].endpoint))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        counter(&metrics, "spillway_artifact_fetch_resumes_total") >= 1,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, "spillway_artifact_fetch_received_bytes_total"),
+        size + guest_size,
+        "every byte received once: the transfer resumed, not restarted"
+    );
+}

@@ -125,6 +125,7 @@ pub async fn run(
             code: config.max_artifact_bytes as u64,
             weights: config.max_weights_bytes,
         },
+        metrics.fetch.clone(),
     ));
     let jobs = Arc::new(job::JobHost {
         control: control.clone(),

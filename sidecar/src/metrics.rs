@@ -43,6 +43,8 @@ pub(crate) struct Metrics {
     /// The node's counts at the last scrape, to add only what is new.
     starts_seen: std::sync::Mutex<(u64, u64)>,
     warm_ready: Gauge,
+    /// What this host's artifact fetches did.
+    pub(crate) fetch: crate::artifacts::FetchCounters,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,7 +110,19 @@ impl Metrics {
             "Instances made ahead of their jobs, ready on this host's node",
             warm_ready.clone(),
         );
+        let fetch = crate::artifacts::FetchCounters::default();
+        registry.register(
+            "artifact_fetch_received_bytes",
+            "Bytes of artifacts received from holders (a resumed transfer counts only what it received again)",
+            fetch.received_bytes.clone(),
+        );
+        registry.register(
+            "artifact_fetch_resumes",
+            "Artifact transfers that broke and were taken up again from the byte reached",
+            fetch.resumed.clone(),
+        );
         Self {
+            fetch,
             tenant_gpu_bytes,
             tenants_seen: std::sync::Mutex::default(),
             instance_starts,

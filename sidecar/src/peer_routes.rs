@@ -59,7 +59,7 @@ impl PeerHandler for PeerRoutes {
     }
 
     type Artifact = HeldArtifact;
-    async fn artifact(&self, digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
-        self.jobs.artifacts.open_held(digest).await
+    async fn artifact(&self, digest: Digest, from: u64) -> Result<Self::Artifact, ArtifactRefusal> {
+        self.jobs.artifacts.open_held(digest, from).await
     }
 }

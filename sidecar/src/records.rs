@@ -12,9 +12,14 @@ pub struct ArtifactRecord {
     pub name: String,
     pub digest: String,
     pub size: u64,
-    /// `component` or `kernel_pack`.
+    /// `component`, `kernel_pack` or `weights`.
     #[serde(default)]
     pub kind: ArtifactKind,
+    /// The hosts whose nodes hold a checked copy, as the control log
+    /// records them (`n1`, …): in a listing; an upload's answer leaves it
+    /// out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
 }
 
 /// A registered function: what to run and under which limits.
@@ -83,6 +88,7 @@ impl From<&ArtifactEntry> for ArtifactRecord {
             digest: a.digest.to_string(),
             size: a.size,
             kind: a.kind,
+            holders: Vec::new(),
         }
     }
 }

@@ -65,7 +65,11 @@ impl PeerHandler for NullPeer {
     fn datagram(&self, _from: PublicKey, _bytes: &[u8]) {}
 
     type Artifact = std::convert::Infallible;
-    async fn artifact(&self, _digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
+    async fn artifact(
+        &self,
+        _digest: Digest,
+        _from: u64,
+    ) -> Result<Self::Artifact, ArtifactRefusal> {
         Err(ArtifactRefusal::NotHeld)
     }
 }

@@ -1,8 +1,9 @@
 //! The holder's side of an artifact fetch: this host's node's stored copy,
 //! read a chunk at a time as the peer service streams it to the member
-//! that asked (`peer::artifact`). The first read has the node check its
-//! whole copy; a damaged copy is refused (and forgotten, so residency stops
-//! naming this host), never sent.
+//! that asked (`peer::artifact`), from the byte it asks for (0, or where a
+//! broken transfer stopped). Opening has the node check its whole copy; a
+//! damaged copy is refused (and forgotten, so residency stops naming this
+//! host), never sent.
 //!
 //! What it is not: the fetching side (`fetch`).
 
@@ -23,18 +24,26 @@ pub(crate) struct HeldArtifact {
 }
 
 impl HeldArtifact {
-    /// Opens the node's copy of `digest`, checked whole against it.
-    pub(crate) async fn open(link: Arc<NodeLink>, digest: Digest) -> Result<Self, ArtifactRefusal> {
+    /// Opens the node's copy of `digest` (checked whole against it by the
+    /// node's read at offset 0), to be sent from byte `from` on.
+    pub(crate) async fn open(
+        link: Arc<NodeLink>,
+        digest: Digest,
+        from: u64,
+    ) -> Result<Self, ArtifactRefusal> {
         let (size, first) = link
             .read_artifact(digest, 0)
             .await
             .map_err(|f| refusal(&link, digest, f))?;
+        if from > size {
+            return Err(ArtifactRefusal::PastTheEnd { from, size });
+        }
         Ok(Self {
             link,
             digest,
             size,
-            offset: 0,
-            first: Some(first),
+            offset: from,
+            first: (from == 0).then_some(first),
         })
     }
 }
@@ -54,6 +63,10 @@ fn refusal(link: &NodeLink, digest: Digest, failure: Failure) -> ArtifactRefusal
 impl ArtifactChunks for HeldArtifact {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn from(&self) -> u64 {
+        self.offset
     }
 
     async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {

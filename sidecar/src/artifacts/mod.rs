@@ -48,6 +48,17 @@ pub(crate) struct Artifacts {
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     /// Measured transfer rate, bytes per second (0: none yet).
     rate: AtomicU64,
+    counters: FetchCounters,
+}
+
+/// What this host's fetches did, for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FetchCounters {
+    /// Bytes received from holders (a resumed transfer counts only what
+    /// it received again).
+    pub(crate) received_bytes: prometheus_client::metrics::counter::Counter,
+    /// Transfers that broke and were taken up again from the byte reached.
+    pub(crate) resumed: prometheus_client::metrics::counter::Counter,
 }
 
 impl Artifacts {
@@ -57,6 +68,7 @@ impl Artifacts {
         client: PeerClient,
         spool: Spool,
         limits: SizeLimits,
+        counters: FetchCounters,
     ) -> Self {
         Self {
             control,
@@ -66,6 +78,7 @@ impl Artifacts {
             limits,
             fetches: Mutex::default(),
             rate: AtomicU64::new(0),
+            counters,
         }
     }
 
@@ -92,12 +105,14 @@ impl Artifacts {
         }
     }
 
-    /// Opens this node's copy of `digest` for a member that asked.
+    /// Opens this node's copy of `digest` for a member that asked, to be
+    /// sent from byte `from` on.
     pub(crate) async fn open_held(
         &self,
         digest: Digest,
+        from: u64,
     ) -> Result<HeldArtifact, crate::peer::artifact::ArtifactRefusal> {
-        HeldArtifact::open(self.link.clone(), digest).await
+        HeldArtifact::open(self.link.clone(), digest, from).await
     }
 
     /// Makes sure this host's node holds `digest`, fetching it from a

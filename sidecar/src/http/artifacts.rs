@@ -115,6 +115,7 @@ pub(super) async fn put(
         digest: digest.to_string(),
         size,
         kind,
+        holders: Vec::new(),
     };
     let command = ControlCommand::PutArtifact {
         name,
@@ -143,6 +144,15 @@ pub(super) async fn list(
 ) -> Result<Json<Vec<ArtifactRecord>>, ApiError> {
     let principal = app.authorize(&headers, Scope::Read).await?;
     let state = app.control.state();
-    let mine = state.artifacts_of(&principal.tenant);
-    Ok(Json(mine.map(ArtifactRecord::from).collect()))
+    let mine = state
+        .artifacts_of(&principal.tenant)
+        .map(|a| ArtifactRecord {
+            holders: state
+                .holders(&a.digest)
+                .into_iter()
+                .map(|h| h.to_string())
+                .collect(),
+            ..ArtifactRecord::from(a)
+        });
+    Ok(Json(mine.collect()))
 }

@@ -35,7 +35,11 @@ impl PeerHandler for RaftOnly {
     fn datagram(&self, _from: PublicKey, _bytes: &[u8]) {}
 
     type Artifact = std::convert::Infallible;
-    async fn artifact(&self, _digest: Digest) -> Result<Self::Artifact, ArtifactRefusal> {
+    async fn artifact(
+        &self,
+        _digest: Digest,
+        _from: u64,
+    ) -> Result<Self::Artifact, ArtifactRefusal> {
         Err(ArtifactRefusal::Unavailable(
             "a bare Raft member has no node".into(),
         ))

@@ -51,9 +51,11 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// The artifact a member asks for, read a chunk at a time as the
     /// service streams it (see [`artifact`]).
     type Artifact: ArtifactChunks;
+    /// The artifact `digest`, to be sent from byte `from` on.
     fn artifact(
         &self,
         digest: Digest,
+        from: u64,
     ) -> impl Future<Output = Result<Self::Artifact, ArtifactRefusal>> + Send;
 }
 
@@ -330,8 +332,8 @@ async fn answer<H: PeerHandler>(
             (PeerKind::Member(key), PeerRequest::Dispatch(job)) => {
                 return handler.dispatch(key, job, send).await;
             }
-            (PeerKind::Member(_), PeerRequest::FetchArtifact { digest }) => {
-                let artifact = handler.artifact(digest).await;
+            (PeerKind::Member(_), PeerRequest::FetchArtifact { digest, from }) => {
+                let artifact = handler.artifact(digest, from).await;
                 match artifact::send(&mut send, artifact).await {
                     Ok(()) => {
                         let _ = send.finish();

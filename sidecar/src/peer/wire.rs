@@ -24,10 +24,12 @@ pub enum PeerRequest {
     },
     /// Admit the sender (the only request a ticket holder may make).
     Join(JoinRequest),
-    /// Send the artifact with this digest (answered by an
-    /// [`crate::peer::artifact::ArtifactHeader`] frame, then its bytes).
+    /// Send the artifact with this digest from byte `from` on (answered
+    /// by an [`crate::peer::artifact::ArtifactHeader`] frame, then those
+    /// bytes); `from` > 0 resumes a transfer that broke.
     FetchArtifact {
         digest: Digest,
+        from: u64,
     },
     /// How is your host doing?
     Status,
