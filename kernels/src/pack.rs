@@ -13,7 +13,7 @@
 //!   "kernels": [{
 //!     "name": "scale",
 //!     "params": [
-//!       {"name": "x", "type": "buffer", "elements": "n"},
+//!       {"name": "x", "type": "buffer", "elements": "n", "access": "read"},
 //!       {"name": "out", "type": "buffer", "elements": "n"},
 //!       {"name": "n", "type": "u32"},
 //!       {"name": "a", "type": "f32"}
@@ -26,7 +26,9 @@
 //!
 //! Before a launch the node checks the arguments against the declared
 //! parameters (kind, and a buffer's element type, `f32` unless `"dtype"`
-//! says `bf16` or `f16`) and every buffer against its `elements`; the grid is
+//! says `bf16` or `f16`) and every buffer against its `elements`; a tensor
+//! of weights (read-only) only where `"access": "read"` says the kernel
+//! only reads (`read_write` is the default); the grid is
 //! `ceil(threads / block)` blocks of `block` threads, so a kernel guards its
 //! own index (`if (i < n)`). This module is pure: parsing and those checks.
 //! What it is not: a sandbox. A pack's code runs natively on the GPU, in the
@@ -90,6 +92,11 @@ pub struct PackParam {
     pub dtype: DType,
     /// A buffer's required elements.
     pub elements: Option<Extent>,
+    /// A buffer the kernel only reads (`"access": "read"`), so a tensor of
+    /// weights may be passed there. The manifest says so; the code is the
+    /// pack's, vouched for by its signer (a kernel that wrote one anyway
+    /// would change only its own tenant's resident copy).
+    pub read_only: bool,
 }
 
 /// A count: the product of integer constants and `u32` parameters (by
@@ -174,6 +181,7 @@ struct RawParam {
     ty: String,
     dtype: Option<String>,
     elements: Option<String>,
+    access: Option<String>,
 }
 
 /// A C identifier of at most 64 characters.
@@ -312,11 +320,26 @@ impl PackKernel {
                 }
                 (_, None) => None,
             };
+            let read_only = match (kind, p.access.as_deref()) {
+                (Param::Buffer, Some("read")) => true,
+                (Param::Buffer, None | Some("read_write")) => false,
+                (Param::Buffer, Some(other)) => {
+                    return Err(at(format!(
+                        "buffer `{}` has access `{other}`; use read or read_write",
+                        p.name
+                    )));
+                }
+                (_, None) => false,
+                (_, Some(_)) => {
+                    return Err(at(format!("scalar `{}` takes no `access`", p.name)));
+                }
+            };
             params.push(PackParam {
                 name: p.name.clone(),
                 kind,
                 dtype,
                 elements,
+                read_only,
             });
         }
         let threads =
@@ -368,8 +391,8 @@ mod tests {
       "kernels": [{
         "name": "scale",
         "params": [
-          {"name": "x", "type": "buffer", "elements": "n"},
-          {"name": "out", "type": "buffer", "elements": "rows*n*2"},
+          {"name": "x", "type": "buffer", "elements": "n", "access": "read"},
+          {"name": "out", "type": "buffer", "elements": "rows*n*2", "access": "read_write"},
           {"name": "n", "type": "u32"},
           {"name": "rows", "type": "u32"},
           {"name": "a", "type": "f32"},
@@ -389,6 +412,8 @@ mod tests {
         let k = pack.kernel("scale").unwrap();
         assert_eq!(k.block, 128);
         assert_eq!(k.params[5].dtype, DType::Bf16);
+        let read_only: Vec<bool> = k.params.iter().map(|p| p.read_only).collect();
+        assert_eq!(read_only, [true, false, false, false, false, false]);
         let args = [None, None, Some(1000), Some(3), None, None];
         assert_eq!(k.params[0].elements.as_ref().unwrap().eval(&args), Ok(1000));
         assert_eq!(k.params[1].elements.as_ref().unwrap().eval(&args), Ok(6000));
@@ -432,6 +457,17 @@ mod tests {
                 "use buffer, f32 or u32",
             ),
             (SCALE.replace("\"bf16\"", "\"f8\""), "use f32, bf16 or f16"),
+            (
+                SCALE.replace("\"access\": \"read\"", "\"access\": \"write\""),
+                "use read or read_write",
+            ),
+            (
+                SCALE.replace(
+                    "\"type\": \"f32\"}",
+                    "\"type\": \"f32\", \"access\": \"read\"}",
+                ),
+                "scalar `a` takes no `access`",
+            ),
             (
                 SCALE.replace("\"extern", "\"#include \\\"/etc/hostname\\\"\\nextern"),
                 "may not make the compiler read files: `#include` on line 1",

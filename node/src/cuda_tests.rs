@@ -697,3 +697,33 @@ fn transformer_kernels_match_the_reference() {
     assert_eq!(gpu, cpu, "copy: exact");
     assert_eq!(&gpu[4100..4800], &src[300..1000]);
 }
+
+/// A kernel pack reads a tensor of weights where it lies on the GPU, at a
+/// parameter its manifest declares `"access": "read"` (`ops/scale`'s `x`).
+#[test]
+fn a_pack_reads_a_resident_tensor_in_place() {
+    let Some(mut s) = gpu_state("a_pack_reads_a_resident_tensor_in_place") else {
+        return;
+    };
+    s.packs = vec![crate::host_gpu::pack::tests::ops()];
+    let values = Rng::new().f32s(1000);
+    s.weights = vec![crate::weights::tests::job_weights("lm", &values)];
+    let w = s.weights("lm".into(), "w".into()).unwrap();
+    assert!(!s.writable(Resource::new_borrow(w.rep())));
+    let out = poisoned(&mut s, 1000);
+    let args = vec![
+        arg(&w),
+        arg(&out),
+        KernelArg::U32(1000),
+        KernelArg::F32(3.0),
+    ];
+    s.launch("ops/scale".into(), args).unwrap().unwrap();
+    let want: Vec<f32> = values.iter().map(|v| 3.0 * v).collect();
+    assert_close(
+        "ops/scale of a resident tensor",
+        &download(&mut s, &out, 1000),
+        &want,
+    );
+    assert!(s.weights_loaded > 0, "the tensor was loaded onto the GPU");
+    assert!(s.device_fault.is_none());
+}

@@ -62,11 +62,11 @@ impl GuestState {
                 continue;
             };
             let buffer = self.buffer(handle)?;
-            // A pack's kernel is native code that may write any buffer it
-            // is given; its manifest does not say which it only reads.
-            if !buffer.writable() {
+            // A tensor of weights only where the manifest says the kernel
+            // only reads.
+            if !buffer.writable() && !param.read_only {
                 return Err(super::read_only(&format!(
-                    "{pack_name}/{kernel} argument `{}`: kernel packs do not take tensors of weights",
+                    "{pack_name}/{kernel} argument `{}`: the kernel may write it (its manifest declares `\"access\": \"read\"` for a buffer it only reads)",
                     param.name
                 )));
             }
@@ -112,7 +112,7 @@ impl GuestState {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bindings::gpu::{Dtype, HostBuffer as _};
+    use crate::bindings::gpu::{Dtype, Host as _, HostBuffer as _};
     use crate::state::JobPack;
     use spillway_kernels::KernelPack;
     use spillway_proto::Digest;
@@ -200,5 +200,39 @@ pub(crate) mod tests {
             assert_eq!(e.code, code, "{name}: {}", e.message);
             assert!(e.message.contains(want), "{name}: {}", e.message);
         }
+    }
+
+    /// `ops/scale` declares `x` `"access": "read"` and `out` read-write.
+    #[test]
+    fn a_tensor_of_weights_goes_only_where_the_manifest_says_read() {
+        let mut s = GuestState::for_test(1 << 20, None);
+        s.packs = vec![ops()];
+        s.weights = vec![crate::weights::tests::job_weights(
+            "lm",
+            &[1.0, 2.0, 3.0, 4.0],
+        )];
+        let w = s.weights("lm".into(), "w".into()).unwrap();
+        let other = s.create(4).unwrap();
+        let args = |x: &Resource<_>, out: &Resource<_>| {
+            vec![buf(x), buf(out), KernelArg::U32(4), KernelArg::F32(2.0)]
+        };
+        // As `x` it passes every check (here the CPU backend then says
+        // packs need CUDA; on a GPU it runs: cuda_tests).
+        let e = s
+            .launch_from_pack("ops", "scale", &args(&w, &other))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Device, "{}", e.message);
+        // As `out` it is refused before anything runs.
+        let e = s
+            .launch_from_pack("ops", "scale", &args(&other, &w))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(
+            e.message
+                .contains("argument `out`: the kernel may write it"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("read-only"), "{}", e.message);
     }
 }
