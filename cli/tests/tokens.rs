@@ -506,6 +506,27 @@ async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed()
     let (ok, _, err) = push(&["--sign", trusted.to_str().unwrap()]);
     assert!(ok, "{err}");
 
+    // Weights need a trusted signature alike (streamed from the file).
+    let weights = root.path().join("w.safetensors");
+    let file = common::safetensors(&[(
+        "w",
+        safetensors::Dtype::F32,
+        &[2],
+        common::f32_bytes(&[1.0, 2.0]),
+    )]);
+    std::fs::write(&weights, file).unwrap();
+    let push_weights = |extra: &[&str]| {
+        let mut args = vec!["artifact", "push", "w", weights.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        cli(h1, &token, &args)
+    };
+    let (ok, _, err) = push_weights(&[]);
+    assert!(!ok && err.contains("unsigned_artifact"), "{err}");
+    let (ok, _, err) = push_weights(&["--sign", stranger.to_str().unwrap()]);
+    assert!(!ok && err.contains("untrusted_key"), "{err}");
+    let (ok, out, err) = push_weights(&["--sign", trusted.to_str().unwrap()]);
+    assert!(ok && out.contains("\"weights\""), "{out}{err}");
+
     // Registered and run through host 2, which fetches it (and checks the
     // signature's record again before using it).
     let r = api
@@ -536,7 +557,13 @@ async fn a_tenant_that_requires_signatures_runs_only_what_a_trusted_key_signed()
         None,
     )
     .await;
-    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "w"], "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
