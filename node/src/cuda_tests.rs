@@ -707,7 +707,7 @@ fn a_pack_reads_a_resident_tensor_in_place() {
     };
     s.packs = vec![crate::host_gpu::pack::tests::ops()];
     let values = Rng::new().f32s(1000);
-    s.weights = vec![crate::weights::tests::job_weights("lm", &values)];
+    s.weights = vec![crate::state::JobWeights::for_test("lm", &values)];
     let w = s.weights("lm".into(), "w".into()).unwrap();
     assert!(!s.writable(Resource::new_borrow(w.rep())));
     let out = poisoned(&mut s, 1000);

@@ -65,6 +65,22 @@ pub(crate) struct JobWeights {
     pub(crate) weights: std::sync::Arc<crate::weights::Weights>,
 }
 
+#[cfg(test)]
+impl JobWeights {
+    /// Weights `name` holding one f32 tensor `w` of `values`, as a job
+    /// whose function names them sees them.
+    pub(crate) fn for_test(name: &str, values: &[f32]) -> Self {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let file =
+            crate::weights::tests::safetensors_file(&[("w", "F32", &[values.len() as u64], bytes)]);
+        Self {
+            name: name.into(),
+            digest: spillway_proto::Digest::of(&file),
+            weights: std::sync::Arc::new(crate::weights::Weights::from_bytes(file).unwrap()),
+        }
+    }
+}
+
 /// The data of one job's store.
 pub(crate) struct GuestState {
     pub(crate) job: JobId,

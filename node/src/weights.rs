@@ -214,18 +214,6 @@ pub(crate) mod tests {
         safetensors::serialize(views, None).unwrap()
     }
 
-    /// Weights `name` holding one f32 tensor `w` of `values`, as a job
-    /// whose function names them sees them.
-    pub(crate) fn job_weights(name: &str, values: &[f32]) -> crate::state::JobWeights {
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let file = safetensors_file(&[("w", "F32", &[values.len() as u64], bytes)]);
-        crate::state::JobWeights {
-            name: name.into(),
-            digest: spillway_proto::Digest::of(&file),
-            weights: std::sync::Arc::new(Weights::from_bytes(file).unwrap()),
-        }
-    }
-
     /// `file` with `from` replaced by `to` (as long) in its header: a
     /// damaged file the writer would not make.
     pub(crate) fn patched(mut file: Vec<u8>, from: &str, to: &str) -> Vec<u8> {

@@ -207,7 +207,7 @@ pub(crate) mod tests {
     fn a_tensor_of_weights_goes_only_where_the_manifest_says_read() {
         let mut s = GuestState::for_test(1 << 20, None);
         s.packs = vec![ops()];
-        s.weights = vec![crate::weights::tests::job_weights(
+        s.weights = vec![crate::state::JobWeights::for_test(
             "lm",
             &[1.0, 2.0, 3.0, 4.0],
         )];
