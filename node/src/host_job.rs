@@ -19,6 +19,13 @@ impl job::Host for GuestState {
                 self.max_output, self.emitted
             ));
         }
+        // A full output window (the consumer is not reading) holds the
+        // guest here, until the deadline or a cancel.
+        let (cancel, deadline) = (&self.control.cancel, self.deadline);
+        let give_up = || cancel.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline;
+        if !self.control.output.reserve(chunk.len() as u64, give_up) {
+            return Err("the job was cancelled or reached its deadline while its output waited for the client".into());
+        }
         self.emitted = total;
         let seq = self.chunks;
         self.chunks += 1;

@@ -137,7 +137,9 @@ fn restrict_to_owner(path: &std::path::Path) {
     }
 }
 
-type Jobs = Arc<Mutex<HashMap<JobId, Arc<AtomicBool>>>>;
+/// How the connection reaches each job it sent: its cancel flag and its
+/// output window.
+type Jobs = Arc<Mutex<HashMap<JobId, (Arc<AtomicBool>, Arc<crate::OutputWindow>)>>>;
 /// Artifacts arriving on one connection, by request number; dropped (their
 /// part files removed) when the connection closes.
 type Uploads = Arc<Mutex<HashMap<u64, Incoming>>>;
@@ -214,7 +216,7 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
             }
         }
     }
-    for cancel in jobs.lock().expect("jobs lock").values() {
+    for (cancel, _) in jobs.lock().expect("jobs lock").values() {
         cancel.store(true, Ordering::Relaxed);
     }
     reporter.abort();
@@ -230,11 +232,16 @@ fn handle(
     msg: ToNode,
 ) {
     match msg {
-        ToNode::Execute(exec) => execute(node, jobs, tx, exec),
+        ToNode::Execute(exec) => execute(node, jobs, tx, *exec),
         ToNode::Cancel { job } => {
-            if let Some(cancel) = jobs.lock().expect("jobs lock").get(&job) {
+            if let Some((cancel, _)) = jobs.lock().expect("jobs lock").get(&job) {
                 tracing::info!(job = %job, "cancel requested");
                 cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        ToNode::OutputCredit { job, bytes } => {
+            if let Some((_, output)) = jobs.lock().expect("jobs lock").get(&job) {
+                output.grant(bytes);
             }
         }
         ToNode::PutArtifact {
@@ -334,7 +341,10 @@ fn answer(
 fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Execute) {
     let job = exec.job;
     let cancel = Arc::new(AtomicBool::new(false));
-    jobs.lock().expect("jobs lock").insert(job, cancel.clone());
+    let output = Arc::new(crate::OutputWindow::new(exec.output_window));
+    jobs.lock()
+        .expect("jobs lock")
+        .insert(job, (cancel.clone(), output.clone()));
     let (node, jobs, tx) = (node.clone(), jobs.clone(), tx.clone());
     let span = tracing::info_span!("node.execute", job = %job, function = %exec.spec.function);
     tokio::spawn(
@@ -362,6 +372,7 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
             let chunks = tx.clone();
             let control = JobControl {
                 cancel,
+                output,
                 emit: Box::new(move |seq, chunk| {
                     let _ = chunks.blocking_send(FromNode::Output { job, seq, chunk });
                 }),
@@ -381,6 +392,7 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
                     spec,
                     input,
                     remaining_ms,
+                    ..
                 } = exec;
                 let started = std::time::Instant::now();
                 let mut answered = None;

@@ -17,6 +17,9 @@ pub struct JobControl {
     pub cancel: Arc<AtomicBool>,
     /// Receives each chunk the guest emits, with its sequence number.
     pub emit: Box<dyn FnMut(u32, Vec<u8>) + Send>,
+    /// How many emitted bytes may wait for the consumer: `emit` waits
+    /// while the window is full.
+    pub output: Arc<crate::OutputWindow>,
 }
 
 impl std::fmt::Debug for JobControl {
@@ -33,6 +36,7 @@ impl JobControl {
         Self {
             cancel: Arc::new(AtomicBool::new(false)),
             emit: Box::new(|_, _| {}),
+            output: Arc::default(),
         }
     }
 }

@@ -135,6 +135,7 @@ fn cancel_interrupts_a_running_guest() {
     let control = JobControl {
         cancel: cancel.clone(),
         emit: Box::new(|_, _| {}),
+        output: Default::default(),
     };
     let runner = {
         let exec = exec.clone();
@@ -251,6 +252,7 @@ fn emitted_chunks_arrive_in_order_before_the_result() {
     let control = JobControl {
         cancel: Arc::new(AtomicBool::new(false)),
         emit: Box::new(move |seq, chunk| sink.lock().unwrap().push((seq, chunk))),
+        output: Default::default(),
     };
     let done = exec
         .run(JobId(6), &spec(digest, 5000), vec![3], 5000, control)

@@ -77,6 +77,7 @@ fn deadline_and_cancel_reach_a_job_in_a_warm_instance() {
     let control = JobControl {
         cancel: cancel.clone(),
         emit: Box::new(|_, _| {}),
+        output: Default::default(),
     };
     let long = spec(forever.digest, 60_000);
     let runner = {

@@ -143,7 +143,7 @@ mod tests {
             assert_eq!(back, msg);
             assert_eq!(used, bytes.len());
         }
-        let exec = ToNode::Execute(Execute {
+        let exec = ToNode::Execute(Box::new(Execute {
             job: JobId(1),
             spec: JobSpec {
                 tenant: TenantId::admin(),
@@ -160,7 +160,8 @@ mod tests {
             },
             input: vec![1, 2, 3],
             remaining_ms: 999,
-        });
+            output_window: 0,
+        }));
         let bytes = encode(&exec);
         assert_eq!(decode::<ToNode>(&bytes, MAX_FRAME_LEN).unwrap().0, exec);
     }

@@ -142,6 +142,10 @@ pub struct Execute {
     pub input: Vec<u8>,
     /// What is left of the deadline when the node receives the job.
     pub remaining_ms: u64,
+    /// Bytes of emitted output the guest may have outstanding (not yet
+    /// taken by the job's consumer) before its `emit` waits for an
+    /// [`ToNode::OutputCredit`]; 0: no window, chunks go as emitted.
+    pub output_window: u64,
 }
 
 /// A finished job's result.
@@ -168,10 +172,16 @@ pub struct Completion {
 /// Sidecar to node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToNode {
-    Execute(Execute),
+    Execute(Box<Execute>),
     /// Interrupt the job; it ends with [`Failure::Cancelled`].
     Cancel {
         job: JobId,
+    },
+    /// The job's consumer took `bytes` of its output: its output window
+    /// opens by as much.
+    OutputCredit {
+        job: JobId,
+        bytes: u64,
     },
     /// Begins handing over an artifact of `size` bytes that hash to
     /// `digest`; its bytes follow in [`ToNode::ArtifactChunk`]s of at most

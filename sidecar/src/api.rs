@@ -30,6 +30,13 @@ pub mod header {
     /// Bytes of artifacts the host that ran the job fetched from peers
     /// before it could start (0 when it held them all).
     pub const FETCHED: &str = "spillway-fetched-bytes";
+    /// A streamed answer's trailer: `ok`, or the error code it ended with.
+    pub const OUTCOME: &str = "spillway-outcome";
+    /// A streamed answer's trailer on a failure: the error's message.
+    pub const ERROR_MESSAGE: &str = "spillway-error-message";
+    /// A streamed answer's trailer on a failure: whether the job may have
+    /// run (`true`/`false`), where known.
+    pub const MAY_HAVE_RUN: &str = "spillway-may-have-run";
     /// This answer is the first outcome of an earlier request with the
     /// same idempotency key.
     pub const IDEMPOTENT_REPLAY: &str = "spillway-idempotent-replay";

@@ -122,6 +122,10 @@ struct PendingJob {
     done: oneshot::Sender<Result<JobOutput, JobFailed>>,
 }
 
+/// Bytes a streamed job's guest may have emitted that its consumer has not
+/// taken yet ([`NodeLink::execute_into`]).
+pub(crate) const OUTPUT_WINDOW: u64 = 256 << 10;
+
 /// Where a job's emitted chunks go while it runs.
 enum Chunks {
     /// Kept, to come before the returned bytes in the output.
@@ -215,15 +219,60 @@ impl NodeLink {
         self.run(exec, Chunks::Collect(Vec::new())).await
     }
 
-    /// Like [`NodeLink::execute`], but each chunk the guest emits goes to
-    /// `chunks` as it arrives (all of them before the end), and the
+    /// Like [`NodeLink::execute`], but each chunk the guest emits is sent
+    /// into `sink` as it comes (all of them before the end), and the
     /// output's body is only the returned bytes.
-    pub(crate) async fn execute_streaming(
+    ///
+    /// Back-pressure: the guest may run ahead of `sink` by at most
+    /// [`OUTPUT_WINDOW`] bytes (its `emit` waits on the node); each chunk
+    /// `sink` takes reopens the window by its size. So a consumer that
+    /// stops taking stops the guest, and nothing between them grows. A
+    /// `sink` that closes (its consumer went away) or takes nothing until
+    /// the job's deadline ends the call, which cancels the job on the node.
+    pub(crate) async fn execute_into(
         &self,
-        exec: Execute,
-        chunks: mpsc::UnboundedSender<Vec<u8>>,
+        mut exec: Execute,
+        sink: &mpsc::Sender<Vec<u8>>,
     ) -> Result<JobOutput, JobFailed> {
-        self.run(exec, Chunks::Forward(chunks)).await
+        exec.output_window = OUTPUT_WINDOW;
+        let job = exec.job;
+        let deadline_ms = exec.spec.deadline_ms;
+        let give_up_at =
+            tokio::time::Instant::now() + Duration::from_millis(exec.remaining_ms) + DEADLINE_GRACE;
+        let (tx, mut chunks) = mpsc::unbounded_channel();
+        let run = self.run(exec, Chunks::Forward(tx));
+        let mut run = std::pin::pin!(run);
+        // Each chunk into the sink, then its bytes back to the node's window.
+        let pass_on = async |chunk: Vec<u8>| -> Result<(), JobFailed> {
+            let len = chunk.len() as u64;
+            match tokio::time::timeout_at(give_up_at, sink.send(chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Failure::Cancelled.into()),
+                Err(_) => return Err(Failure::DeadlineExceeded { deadline_ms }.into()),
+            }
+            self.credit(job, len).await;
+            Ok(())
+        };
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                Some(chunk) = chunks.recv() => pass_on(chunk).await?,
+                outcome = &mut run => break outcome,
+            }
+        };
+        // Chunks still queued were emitted before the end: they go first.
+        while let Ok(chunk) = chunks.try_recv() {
+            pass_on(chunk).await?;
+        }
+        outcome
+    }
+
+    /// Reopens a streamed job's output window by `bytes`.
+    async fn credit(&self, job: JobId, bytes: u64) {
+        let tx = self.conn.lock().expect("link lock").tx.clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(ToNode::OutputCredit { job, bytes }).await;
+        }
     }
 
     async fn run(&self, exec: Execute, chunks: Chunks) -> Result<JobOutput, JobFailed> {
@@ -239,7 +288,7 @@ impl NodeLink {
             conn.jobs.insert(job, PendingJob { chunks, done });
             tx
         };
-        if tx.send(ToNode::Execute(exec)).await.is_err() {
+        if tx.send(ToNode::Execute(Box::new(exec))).await.is_err() {
             // The connection closed before the job left: it never ran.
             self.conn.lock().expect("link lock").jobs.remove(&job);
             return Err(unavailable().into());

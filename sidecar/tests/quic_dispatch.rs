@@ -75,6 +75,7 @@ fn job(input: Vec<u8>) -> Dispatch {
             },
             input,
             remaining_ms: 5_000,
+            output_window: 0,
         },
         input_len: 0,
         trace: None,

@@ -93,6 +93,7 @@ fn dispatch(i: u64, payload: usize) -> Dispatch {
             },
             input: vec![7u8; payload],
             remaining_ms: 10_000,
+            output_window: 0,
         },
         input_len: 0,
         trace: None,

@@ -168,8 +168,10 @@ impl From<crate::job::Ended> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The error as its JSON object: `{"error": {"code", "message", …}}`
+    /// (the body of an error response, and a stream's final `error` event).
+    pub fn to_json(&self) -> Value {
         let mut body = Map::new();
         body.insert("code".into(), json!(self.code));
         body.insert("message".into(), json!(self.message));
@@ -185,12 +187,17 @@ impl IntoResponse for ApiError {
         if let Some(job) = self.job_id {
             body.insert("job_id".into(), json!(job.to_string()));
         }
-        if let Some(detail) = self.detail {
-            let (key, value) = *detail;
-            body.insert(key.into(), value);
+        if let Some(detail) = &self.detail {
+            let (key, value) = &**detail;
+            body.insert((*key).into(), value.clone());
         }
-        let mut response =
-            (self.status, Json(json!({ "error": Value::Object(body) }))).into_response();
+        json!({ "error": Value::Object(body) })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.to_json())).into_response();
         if let Some(ms) = self.retry_after_ms {
             let secs = ms.div_ceil(1000).max(1);
             response

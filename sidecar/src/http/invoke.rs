@@ -12,7 +12,7 @@
 //! `spillway-idempotent-replay: true`, and never runs the job again.
 
 use super::request::InvokeHeaders;
-use super::{ApiError, App};
+use super::{ApiError, App, stream};
 use crate::api;
 use crate::idempotency::{self, Claim, Key, Running};
 use crate::job::{self, Context, Ran};
@@ -125,15 +125,52 @@ pub(super) async fn invoke(
         kernel_packs: function.kernel_packs.clone(),
         weights: function.weights.clone(),
     };
-    let context = Context {
+    // A request with an idempotency key is answered whole: its outcome is
+    // remembered whole, for a repeat.
+    let mode = stream::Mode::of(&headers).filter(|_| running.is_none());
+    let mut context = Context {
         trace,
         idempotency_key,
         here_only,
+        stream: None,
     };
-    let outcome = job::run(&app.jobs, job, spec, input.to_vec(), accepted, context)
+    let input = input.to_vec();
+    let Some(mode) = mode else {
+        let outcome = job::run(&app.jobs, job, spec, input, accepted, context)
+            .instrument(span)
+            .await;
+        let finished = ended(&app, job, accepted, outcome);
+        if let Some(running) = running
+            && finished.worth_remembering()
+        {
+            running.finish(finished.clone(), finished.weight(), Instant::now());
+        }
+        return Ok(respond(finished, false));
+    };
+    let (to, from) = job::stream::channel();
+    context.stream = Some(to);
+    let task = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let outcome = job::run(&app.jobs, job, spec, input, accepted, context).await;
+            let finished = ended(&app, job, accepted, outcome);
+            finished
+                .outcome
+                .map(|ran| (ran.clone(), receipt_of(job, &ran, false)))
+        }
         .instrument(span)
-        .await
-        .map_err(ApiError::from);
+    });
+    let buffered = move |outcome: stream::Outcome| {
+        let outcome = outcome.map(|(ran, _)| ran);
+        respond(Finished { job, outcome }, false)
+    };
+    Ok(stream::respond(job, mode, from, task, buffered).await)
+}
+
+/// A job's end, counted in the metrics (and its time in the queue's
+/// estimate when it ran here).
+fn ended(app: &App, job: JobId, accepted: Instant, outcome: Result<Ran, job::Ended>) -> Finished {
+    let outcome = outcome.map_err(ApiError::from);
     let seconds = accepted.elapsed().as_secs_f64();
     match &outcome {
         Ok(ran) => {
@@ -145,16 +182,10 @@ pub(super) async fn invoke(
         }
         Err(e) => app.metrics.job_ended(e.code, seconds),
     }
-    let finished = Finished {
+    Finished {
         job,
         outcome: outcome.map(Arc::new).map_err(|e| e.with_job(job)),
-    };
-    if let Some(running) = running
-        && finished.worth_remembering()
-    {
-        running.finish(finished.clone(), finished.weight(), Instant::now());
     }
-    Ok(respond(finished, false))
 }
 
 /// The tenant's cluster-wide request rate, this host's share of it.
@@ -264,19 +295,25 @@ fn respond(finished: Finished, replay: bool) -> Response {
 }
 
 fn receipt(job: JobId, ran: &Ran, replay: bool) -> Response {
-    let Ran {
-        body,
-        completion,
-        queue,
-        host,
-        burst,
-    } = ran;
-    let mut response = (StatusCode::OK, body.clone()).into_response();
+    let mut response = (StatusCode::OK, ran.body.clone()).into_response();
     let h = response.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    receipt_of(job, ran, replay).write_to(h);
+    response
+}
+
+/// What the answer says about a job that ran.
+fn receipt_of(job: JobId, ran: &Ran, replay: bool) -> api::Receipt {
+    let Ran {
+        completion,
+        queue,
+        host,
+        burst,
+        ..
+    } = ran;
     api::Receipt {
         job_id: job.to_string(),
         node: host.to_string(),
@@ -289,6 +326,4 @@ fn receipt(job: JobId, ran: &Ran, replay: bool) -> Response {
         fetched_bytes: completion.fetched_bytes,
         idempotent_replay: replay,
     }
-    .write_to(h);
-    response
 }

@@ -31,6 +31,7 @@ mod invoke;
 pub(crate) mod listener;
 mod members;
 pub mod request;
+mod stream;
 mod tenants;
 mod tokens;
 

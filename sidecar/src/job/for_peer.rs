@@ -87,8 +87,10 @@ pub(crate) async fn run_for_peer(
     host.burst.received.fetch_add(1, Ordering::Relaxed);
     let spec = execute.spec.clone();
     let deadline_ms = execute.spec.deadline_ms;
-    // Chunks the guest emits go to the origin as they come.
-    let (chunk_tx, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+    // Chunks the guest emits go to the origin as they come, as fast as
+    // the origin reads them (QUIC's flow control holds the writes below,
+    // this channel holds the node's window shut).
+    let (chunk_tx, mut chunks) = tokio::sync::mpsc::channel(4);
     let work = async {
         let mut fetched = 0;
         if !link.holds_all(&spec) {
@@ -100,7 +102,7 @@ pub(crate) async fn run_for_peer(
             }
         }
         let started = Instant::now();
-        let mut outcome = link.execute_streaming(execute, chunk_tx).await;
+        let mut outcome = link.execute_into(execute, &chunk_tx).await;
         if let Ok(output) = &mut outcome {
             queue.record_exec(started.elapsed().as_secs_f64() * 1000.0);
             output.completion.fetched_bytes = fetched;

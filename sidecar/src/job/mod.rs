@@ -21,6 +21,7 @@ pub(crate) mod burst;
 pub(crate) mod for_peer;
 mod host;
 pub(crate) mod rules;
+pub(crate) mod stream;
 
 pub(crate) use host::JobHost;
 
@@ -43,6 +44,9 @@ pub(crate) struct Context {
     pub(crate) idempotency_key: Option<String>,
     /// `spillway-placement: local`: run here or queue here, never burst.
     pub(crate) here_only: bool,
+    /// Where the guest's chunks go as it emits them, for a streamed
+    /// response (`None`: they come back with the output, at the end).
+    pub(crate) stream: Option<stream::StreamTo>,
 }
 
 /// A job that ran: its output, where, and how long it waited before
@@ -147,7 +151,17 @@ pub(crate) async fn run(
         };
         let peer = NodeId(taken.peer());
         let span = tracing::info_span!("burst", job = %id, peer = %peer);
-        let why = match taken.outcome(deadline).instrument(span).await {
+        let stream = job.context.stream.as_ref();
+        if let Some(s) = stream {
+            s.running_on.send_replace(Some(stream::RunningOn {
+                host: peer,
+                burst: true,
+            }));
+        }
+        let sink = stream.map(|s| &s.chunks);
+        let deadline_ms = job.spec.deadline_ms;
+        let outcome = taken.outcome((deadline, deadline_ms), sink);
+        let (why, streamed) = match outcome.instrument(span).await {
             PeerAttempt::Done(Ok(output)) => {
                 host.burst.sent.fetch_add(1, Ordering::Relaxed);
                 let exec = Duration::from_micros(output.completion.exec_us);
@@ -155,9 +169,13 @@ pub(crate) async fn run(
                 return Ok(Ran::new(output, queue, peer, true));
             }
             PeerAttempt::Done(Err(failed)) => return Err(failed.into()),
-            PeerAttempt::Lost(why) => why,
+            PeerAttempt::Lost { why, streamed } => (why, streamed),
         };
-        match rules::next(&job.attempt(lost), Event::LostMidJob) {
+        let attempt = rules::Attempt {
+            streamed,
+            ..job.attempt(lost)
+        };
+        match rules::next(&attempt, Event::LostMidJob) {
             Step::PlaceAgain => {
                 tracing::warn!(job = %id, %peer, "peer lost mid-job ({why}); idempotent, placing it again");
                 lost += 1;
@@ -177,6 +195,7 @@ impl Job<'_> {
             idempotent: self.spec.idempotent,
             lost,
             deadline_passed: Instant::now() >= self.deadline,
+            streamed: false,
         }
     }
 
@@ -268,6 +287,7 @@ impl Job<'_> {
                     spec: self.spec.clone(),
                     input: self.input.clone(),
                     remaining_ms,
+                    output_window: 0, // the peer sets its own
                 },
                 input_len: 0, // set when it is sent
                 trace: self.context.trace.clone(),
@@ -390,11 +410,24 @@ impl Job<'_> {
             spec: self.spec.clone(),
             input: self.input.clone(),
             remaining_ms,
+            output_window: 0,
         };
-        let result = link
-            .execute(exec)
-            .instrument(tracing::info_span!("node", job = %self.id))
-            .await;
+        let result = match &self.context.stream {
+            Some(s) => {
+                s.running_on.send_replace(Some(stream::RunningOn {
+                    host: NodeId(self.host.id()),
+                    burst: false,
+                }));
+                link.execute_into(exec, &s.chunks)
+                    .instrument(tracing::info_span!("node", job = %self.id))
+                    .await
+            }
+            None => {
+                link.execute(exec)
+                    .instrument(tracing::info_span!("node", job = %self.id))
+                    .await
+            }
+        };
         // The node lost or discarded its copy: the next job fetches one.
         match &result {
             Err(JobFailed {

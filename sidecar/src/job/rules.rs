@@ -22,6 +22,9 @@ pub(crate) struct Attempt {
     pub(crate) lost: u32,
     /// Its deadline has passed.
     pub(crate) deadline_passed: bool,
+    /// Some of its output already went to the client (a streamed job): a
+    /// second run would send it again.
+    pub(crate) streamed: bool,
 }
 
 /// What just happened to the job.
@@ -60,7 +63,10 @@ pub(crate) fn next(attempt: &Attempt, event: Event) -> Step {
         Event::NoClearAnswer if attempt.idempotent => Step::TryNext,
         Event::NoClearAnswer => Step::Fail(executor_lost()),
         Event::LostMidJob
-            if attempt.idempotent && attempt.lost < MAX_LOST_PEERS && !attempt.deadline_passed =>
+            if attempt.idempotent
+                && attempt.lost < MAX_LOST_PEERS
+                && !attempt.deadline_passed
+                && !attempt.streamed =>
         {
             Step::PlaceAgain
         }
@@ -81,6 +87,7 @@ mod tests {
             idempotent: false,
             lost: 0,
             deadline_passed: false,
+            streamed: false,
         };
         let retryable = Attempt {
             idempotent: true,
@@ -127,6 +134,15 @@ mod tests {
                 "lost mid-job past the deadline: given up",
                 Attempt {
                     deadline_passed: true,
+                    ..retryable
+                },
+                Event::LostMidJob,
+                lost.clone(),
+            ),
+            (
+                "lost mid-job after output reached the client: not run again",
+                Attempt {
+                    streamed: true,
                     ..retryable
                 },
                 Event::LostMidJob,

@@ -12,6 +12,7 @@
 use super::Burst;
 use crate::link::{JobFailed, JobOutput};
 use crate::peer::{Dispatch, DispatchReply, PeerClient, read_dispatch_reply};
+use spillway_proto::Failure;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,9 @@ const MAX_OUTPUT: usize = spillway_proto::MAX_FRAME_LEN;
 pub(crate) enum Attempt {
     /// It ran there: its result or its typed failure.
     Done(Result<JobOutput, JobFailed>),
-    /// The peer was lost after accepting it: it may have run.
-    Lost(String),
+    /// The peer was lost after accepting it: it may have run; `streamed`
+    /// when some of its output already went on to the client.
+    Lost { why: String, streamed: bool },
 }
 
 /// The first answer to an offer.
@@ -92,24 +94,47 @@ impl Accepted {
     }
 
     /// Waits for the job's end, at most a little after `deadline` (the
-    /// peer enforces the deadline itself), gathering the chunks the guest
-    /// emitted there before its returned bytes.
-    pub(crate) async fn outcome(mut self, deadline: Instant) -> Attempt {
+    /// peer enforces the deadline itself). The chunks the guest emitted
+    /// there go into `sink` as they come (a streamed job: the next frame is
+    /// read only once `sink` took the last, so a client that stops reading
+    /// holds the peer back through QUIC's flow control), or else come
+    /// before the returned bytes in the output.
+    pub(crate) async fn outcome(
+        mut self,
+        (deadline, deadline_ms): (Instant, u64),
+        sink: Option<&tokio::sync::mpsc::Sender<Vec<u8>>>,
+    ) -> Attempt {
+        let give_up_at = deadline + ANSWER_GRACE;
         let mut chunks = Vec::new();
         let mut expected_seq = 0u32;
+        let lost = |why: String, seq: u32| Attempt::Lost {
+            why,
+            streamed: sink.is_some() && seq > 0,
+        };
         loop {
-            let next = tokio::time::timeout_at(
-                (deadline + ANSWER_GRACE).into(),
-                read_dispatch_reply(&mut self.recv),
-            )
-            .await;
+            let next =
+                tokio::time::timeout_at(give_up_at.into(), read_dispatch_reply(&mut self.recv))
+                    .await;
             return match next {
                 Ok(Ok(Some(DispatchReply::Output { seq, chunk }))) if seq == expected_seq => {
-                    if chunks.len() + chunk.len() > MAX_OUTPUT {
-                        Attempt::Lost(format!("the peer sent over {MAX_OUTPUT} bytes of output"))
+                    expected_seq += 1;
+                    if let Some(sink) = sink {
+                        match tokio::time::timeout_at(give_up_at.into(), sink.send(chunk)).await {
+                            Ok(Ok(())) => continue,
+                            // The client went away: dropping the stream
+                            // cancels the job on the peer.
+                            Ok(Err(_)) => Attempt::Done(Err(Failure::Cancelled.into())),
+                            Err(_) => {
+                                Attempt::Done(Err(Failure::DeadlineExceeded { deadline_ms }.into()))
+                            }
+                        }
+                    } else if chunks.len() + chunk.len() > MAX_OUTPUT {
+                        lost(
+                            format!("the peer sent over {MAX_OUTPUT} bytes of output"),
+                            expected_seq,
+                        )
                     } else {
                         chunks.extend_from_slice(&chunk);
-                        expected_seq += 1;
                         continue;
                     }
                 }
@@ -127,10 +152,10 @@ impl Accepted {
                     self.burst.peer_freed(self.peer);
                     Attempt::Done(Err(JobFailed { failure, exec_us }))
                 }
-                Ok(Ok(Some(other))) => Attempt::Lost(format!("out-of-order answer {other:?}")),
-                Ok(Ok(None)) => Attempt::Lost("the peer closed the stream".into()),
-                Ok(Err(e)) => Attempt::Lost(e),
-                Err(_) => Attempt::Lost("the peer stopped answering".into()),
+                Ok(Ok(Some(other))) => lost(format!("out-of-order answer {other:?}"), expected_seq),
+                Ok(Ok(None)) => lost("the peer closed the stream".into(), expected_seq),
+                Ok(Err(e)) => lost(e, expected_seq),
+                Err(_) => lost("the peer stopped answering".into(), expected_seq),
             };
         }
     }
