@@ -27,6 +27,32 @@ pub(crate) struct InvokeOptions {
     pub(crate) here_only: bool,
 }
 
+/// A streamed invocation's answer, its chunks already handed on.
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    pub(crate) status: StatusCode,
+    /// A failure's body (a success's chunks went to the caller).
+    pub(crate) body: Vec<u8>,
+    /// How a streamed job ended (`None`: it was answered whole).
+    pub(crate) trailers: Option<HeaderMap>,
+}
+
+impl Streamed {
+    /// The failure a streamed job ended with, after its first chunk:
+    /// `(code, message)`.
+    pub(crate) fn failure(&self) -> Option<(String, String)> {
+        let t = self.trailers.as_ref()?;
+        let text = |name| t.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let outcome = text(api::header::OUTCOME);
+        (outcome != "ok").then(|| {
+            (
+                outcome.to_owned(),
+                text(api::header::ERROR_MESSAGE).to_owned(),
+            )
+        })
+    }
+}
+
 /// The answer to an invocation, successful or not.
 #[derive(Debug)]
 pub(crate) struct Invocation {
@@ -286,12 +312,67 @@ impl Client {
         input: Vec<u8>,
         options: &InvokeOptions,
     ) -> anyhow::Result<Invocation> {
+        let response = self.send_invoke(name, input, options, false).await?;
+        Ok(Invocation {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes().await?.to_vec(),
+        })
+    }
+
+    /// Runs a function with its output streamed: each chunk goes to
+    /// `chunk` as it arrives (only for a successful answer; a failure's
+    /// body is kept), and the answer ends with the trailers that say how
+    /// the job ended, when it streamed (a job that ended before its first
+    /// chunk is answered whole: its receipt is in the headers).
+    pub(crate) async fn invoke_streaming(
+        &self,
+        name: &str,
+        input: Vec<u8>,
+        options: &InvokeOptions,
+        mut chunk: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Streamed> {
+        use http_body_util::BodyExt as _;
+        let response = self.send_invoke(name, input, options, true).await?;
+        let status = response.status();
+        let response: http::Response<reqwest::Body> = response.into();
+        let (parts, mut body) = response.into_parts();
+        let streaming = parts.headers.contains_key(http::header::TRAILER);
+        let (mut kept, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("the answer's body broke off")?;
+            match frame.into_data() {
+                Ok(data) if status.is_success() => chunk(&data)?,
+                Ok(data) => kept.extend_from_slice(&data),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        if streaming && trailers.is_none() {
+            anyhow::bail!("the stream was cut before its end (no trailers)");
+        }
+        Ok(Streamed {
+            status,
+            body: kept,
+            trailers,
+        })
+    }
+
+    async fn send_invoke(
+        &self,
+        name: &str,
+        input: Vec<u8>,
+        options: &InvokeOptions,
+        stream: bool,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut r = self
             .request(
                 reqwest::Method::POST,
                 &format!("/v1/functions/{name}/invoke"),
             )
             .body(input);
+        if stream {
+            r = r.header(http::header::TE, "trailers");
+        }
         if let Some(ms) = options.deadline_ms {
             r = r.header(api::header::DEADLINE_MS, ms);
         }
@@ -301,15 +382,9 @@ impl Client {
         if options.here_only {
             r = r.header(api::header::PLACEMENT, "local");
         }
-        let response = r
-            .send()
+        r.send()
             .await
-            .context("cannot reach the host (is SPILLWAY_ENDPOINT right?)")?;
-        Ok(Invocation {
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: response.bytes().await?.to_vec(),
-        })
+            .context("cannot reach the host (is SPILLWAY_ENDPOINT right?)")
     }
 }
 

@@ -19,6 +19,10 @@ pub(crate) struct NodeLimits {
     /// The most memory (MiB) any one job may use.
     #[arg(long, default_value_t = 256)]
     max_memory_mib: u64,
+    /// The most output (MiB) one job may emit and return. A buffered
+    /// answer holds it all in memory; a streamed one holds a window of it.
+    #[arg(long, default_value_t = 16)]
+    max_output_mib: u64,
     /// How often deadlines and cancellation are checked (ms).
     #[arg(long, default_value_t = 10)]
     epoch_tick_ms: u64,
@@ -334,6 +338,7 @@ fn node_config(socket: PathBuf, dir: PathBuf, limits: &NodeLimits) -> NodeConfig
         dir,
         slots: limits.slots,
         max_memory_bytes: limits.max_memory_mib << 20,
+        max_output_bytes: limits.max_output_mib << 20,
         epoch_tick: Duration::from_millis(limits.epoch_tick_ms),
         gpus: limits.gpus.0.clone(),
         test_kernels: limits.test_kernels,
@@ -394,26 +399,22 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
-    let dir = std::path::absolute(&args.ingress.dir).context("resolving --dir")?;
-    spillway_sidecar::owner_only::create_dir(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let node_dir = dir.join("node");
-    let socket = dir.join("node.sock");
-    spillway_sidecar::owner_only::create_dir(&node_dir)
-        .with_context(|| format!("creating {}", node_dir.display()))?;
-    let program = std::env::current_exe().context("locating the spillway binary")?;
-    let l = &args.limits;
+/// The `spillway node` command line that gives a spawned node `l`: every
+/// field of [`NodeLimits`] as its flag (`node_args_carry_every_limit`
+/// checks that none is left out).
+fn node_args(socket: &std::path::Path, node_dir: PathBuf, l: &NodeLimits) -> Vec<OsString> {
     let mut node_args: Vec<OsString> = vec![
         "node".into(),
         "--socket".into(),
-        socket.clone().into(),
+        socket.into(),
         "--dir".into(),
         node_dir.into(),
         "--slots".into(),
         l.slots.to_string().into(),
         "--max-memory-mib".into(),
         l.max_memory_mib.to_string().into(),
+        "--max-output-mib".into(),
+        l.max_output_mib.to_string().into(),
         "--epoch-tick-ms".into(),
         l.epoch_tick_ms.to_string().into(),
         "--gpus".into(),
@@ -432,23 +433,44 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         l.guest_log_bytes.to_string().into(),
         "--stop-on-stdin-close".into(),
     ];
-    if l.no_compiled_cache {
-        node_args.push("--no-compiled-cache".into());
+    for (set, flag) in [
+        (l.no_compiled_cache, "--no-compiled-cache"),
+        (l.test_kernels, "--test-kernels"),
+        (l.execution_journal, "--execution-journal"),
+    ] {
+        if set {
+            node_args.push(flag.into());
+        }
     }
-    if l.test_kernels {
-        node_args.push("--test-kernels".into());
+    for (value, flag) in [
+        (l.synthetic_service_ms, "--synthetic-service-ms"),
+        (l.weights_budget_mib, "--weights-budget-mib"),
+    ] {
+        if let Some(v) = value {
+            node_args.push(flag.into());
+            node_args.push(v.to_string().into());
+        }
     }
-    if l.execution_journal {
-        node_args.push("--execution-journal".into());
-    }
+    node_args
+}
+
+pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
+    let dir = std::path::absolute(&args.ingress.dir).context("resolving --dir")?;
+    spillway_sidecar::owner_only::create_dir(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let node_dir = dir.join("node");
+    let socket = dir.join("node.sock");
+    spillway_sidecar::owner_only::create_dir(&node_dir)
+        .with_context(|| format!("creating {}", node_dir.display()))?;
+    let program = std::env::current_exe().context("locating the spillway binary")?;
+    let l = &args.limits;
     if let Some(ms) = l.synthetic_service_ms {
         tracing::warn!(
             ms,
             "benchmark mode: the node serves every job synthetically"
         );
-        node_args.push("--synthetic-service-ms".into());
-        node_args.push(ms.to_string().into());
     }
+    let node_args = node_args(&socket, node_dir, l);
     // Validate the node's half here too, so a bad flag fails before spawning.
     node_config(socket.clone(), dir.clone(), l).validate()?;
     let config = SidecarConfig {
@@ -471,4 +493,60 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     let config = args.membership.apply(config);
     spillway_sidecar::run(config, shutdown_signal(args.stop_on_stdin_close)).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args as _, Parser};
+
+    #[derive(Parser)]
+    struct Limits {
+        #[command(flatten)]
+        limits: NodeLimits,
+    }
+
+    /// Every limit `spillway host` takes reaches the node it spawns: each
+    /// flag set to a value not its default comes back whole.
+    #[test]
+    fn node_args_carry_every_limit() {
+        let set = [
+            "x",
+            "--slots=3",
+            "--max-memory-mib=100",
+            "--max-output-mib=64",
+            "--epoch-tick-ms=7",
+            "--gpus=0,1",
+            "--weights-budget-mib=512",
+            "--test-kernels",
+            "--synthetic-service-ms=5",
+            "--execution-journal",
+            "--warm-instances=2",
+            "--max-core-instances-per-component=9",
+            "--max-memories-per-component=3",
+            "--max-tables-per-component=4",
+            "--guest-log-lines=10",
+            "--guest-log-bytes=1000",
+            "--no-compiled-cache",
+        ];
+        let limits = Limits::parse_from(set).limits;
+        let args = node_args(std::path::Path::new("/s"), "/d".into(), &limits);
+        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
+        for arg in NodeLimits::augment_args(clap::Command::new("x")).get_arguments() {
+            let long = format!("--{}", arg.get_long().unwrap());
+            assert!(
+                args.contains(&long),
+                "{long} is not passed to the node: {args:?}"
+            );
+        }
+        let mut again = vec!["x".to_owned()];
+        again.extend(
+            args.iter()
+                .skip(5) // node --socket /s --dir /d
+                .filter(|a| *a != "--stop-on-stdin-close")
+                .cloned(),
+        );
+        let back = Limits::parse_from(again).limits;
+        assert_eq!(format!("{back:?}"), format!("{limits:?}"));
+    }
 }

@@ -13,7 +13,9 @@ pub(crate) struct InvokeArgs {
     /// Read the input from this file ("-": standard input, the default).
     #[arg(long, default_value = "-")]
     input: String,
-    /// Print the receipt (and output) as JSON instead of the raw output.
+    /// Print the receipt (and output) as JSON instead of the raw output
+    /// (the output then comes whole, at the end; without it the output is
+    /// printed as the guest emits it).
     #[arg(long)]
     json: bool,
     /// Shorten the function's deadline (ms).
@@ -40,32 +42,50 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input))?
     };
-    let answer = client(&args.target)
-        .invoke(
-            &args.name,
-            input,
-            &InvokeOptions {
-                deadline_ms: args.deadline_ms,
-                idempotency_key: args.idempotency_key.clone(),
-                here_only: args.local,
-            },
-        )
-        .await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer.receipt())?);
-    } else if answer.status.is_success() {
-        std::io::stdout().write_all(&answer.body)?;
-        std::io::stdout().flush()?;
-    } else {
-        eprintln!(
-            "{} {}",
-            answer.status.as_u16(),
-            String::from_utf8_lossy(&answer.body)
-        );
+    let options = InvokeOptions {
+        deadline_ms: args.deadline_ms,
+        idempotency_key: args.idempotency_key.clone(),
+        here_only: args.local,
+    };
+    if !args.json {
+        return streamed(&args, input, &options).await;
     }
+    let answer = client(&args.target)
+        .invoke(&args.name, input, &options)
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&answer.receipt())?);
     Ok(if answer.status.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The output printed as the guest emits it; a failure after the first
+/// chunk (from the answer's trailers) printed to standard error.
+async fn streamed(
+    args: &InvokeArgs,
+    input: Vec<u8>,
+    options: &InvokeOptions,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let answer = client(&args.target)
+        .invoke_streaming(&args.name, input, options, |chunk| {
+            out.write_all(chunk)?;
+            Ok(out.flush()?)
+        })
+        .await?;
+    if !answer.status.is_success() {
+        eprintln!(
+            "{} {}",
+            answer.status.as_u16(),
+            String::from_utf8_lossy(&answer.body)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some((code, message)) = answer.failure() {
+        eprintln!("the job failed after its first output: {code}: {message}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

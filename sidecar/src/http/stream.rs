@@ -242,10 +242,14 @@ impl Streaming {
                     Mode::Events => event("end", None, &json!({ "receipt": receipt })),
                 });
             }
-            Err(e) => self.queued.push_back(match self.mode {
-                Mode::Chunked => Frame::trailers(error_trailers(&e)),
-                Mode::Events => event("error", None, &e.to_json()),
-            }),
+            Err(mut e) => {
+                // It emitted output: it ran, whatever the failure says.
+                e.may_have_run = Some(true);
+                self.queued.push_back(match self.mode {
+                    Mode::Chunked => Frame::trailers(error_trailers(&e)),
+                    Mode::Events => event("error", None, &e.to_json()),
+                });
+            }
         }
     }
 }
