@@ -21,6 +21,7 @@ pub(crate) mod dispatch;
 mod failover;
 mod http;
 mod model;
+mod stream;
 mod tonic_echo;
 mod weights;
 
@@ -115,6 +116,20 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 2048)]
         size_mib: u64,
     },
+    /// Streamed vs buffered answers on two loopback hosts: a streamed
+    /// job's time to its first chunk and to its end, a buffered job's to
+    /// its whole answer, on the host asked and across a burst hop.
+    Stream {
+        /// Chunks the guest emits (1 to 9).
+        #[arg(long, default_value_t = 5)]
+        chunks: u8,
+        /// Time between them (ms, a multiple of 10).
+        #[arg(long, default_value_t = 100)]
+        gap_ms: u16,
+        /// Jobs of each kind per path (medians are shown).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// The example language model on two loopback hosts, its weights and
     /// guest pushed to host 1: each host's first job (host 2 fetches,
     /// compiles and loads), then first-token latency and decode rate with
@@ -160,6 +175,11 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         } => burst::run(slots, service_ms, seconds).await,
         BenchCommand::ColdStart { guests, warm } => cold_start::run(guests, warm).await,
         BenchCommand::WeightsTransfer { size_mib } => weights::run(size_mib).await,
+        BenchCommand::Stream {
+            chunks,
+            gap_ms,
+            runs,
+        } => stream::run(chunks, gap_ms, runs).await,
         BenchCommand::Model {
             weights,
             guest,
