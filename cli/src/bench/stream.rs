@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 pub(crate) async fn run(chunks: u8, gap_ms: u16, runs: usize) -> anyhow::Result<ExitCode> {
-    if !(1..=9).contains(&chunks) || gap_ms % 10 != 0 || gap_ms > 2550 || runs == 0 {
+    if !(1..=9).contains(&chunks) || !gap_ms.is_multiple_of(10) || gap_ms > 2550 || runs == 0 {
         bail!("--chunks is 1 to 9, --gap-ms a multiple of 10 up to 2550, --runs at least 1");
     }
     let options = HostOptions {
