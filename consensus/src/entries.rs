@@ -162,6 +162,9 @@ pub struct FunctionEntry {
     pub kernel_packs: Vec<NamedArtifact>,
     /// Weights of the same tenant its guest may open.
     pub weights: Vec<NamedArtifact>,
+    /// The model name it serves under the OpenAI-compatible API (one
+    /// function per name within a tenant).
+    pub openai_model: Option<String>,
 }
 
 /// What a host holds of an artifact.

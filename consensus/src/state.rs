@@ -174,6 +174,15 @@ impl ControlState {
                         f.name, w.name, w.digest
                     )));
                 }
+                if let Some(model) = &f.openai_model
+                    && let Some(other) = self.openai_model(&f.tenant, model)
+                    && other.name != f.name
+                {
+                    return ControlResponse::Rejected(Rejection::Conflict(format!(
+                        "function {} serves model {model:?} already; one function serves a model",
+                        other.name
+                    )));
+                }
                 self.functions
                     .insert((f.tenant.clone(), f.name.clone()), f.clone());
             }
@@ -514,6 +523,14 @@ impl ControlState {
         self.artifacts.values().filter(move |a| a.tenant == *tenant)
     }
 
+    /// The function of `tenant` that serves `model` under the
+    /// OpenAI-compatible API.
+    pub fn openai_model(&self, tenant: &TenantId, model: &str) -> Option<&FunctionEntry> {
+        self.functions
+            .values()
+            .find(|f| f.tenant == *tenant && f.openai_model.as_deref() == Some(model))
+    }
+
     /// `tenant`'s functions.
     pub fn functions_of<'a>(
         &'a self,
@@ -636,6 +653,7 @@ mod tests {
             tenant: TenantId::admin(),
             kernel_packs: Vec::new(),
             weights: Vec::new(),
+            openai_model: None,
         }
     }
 
@@ -825,6 +843,35 @@ mod tests {
         );
         assert_eq!(s.function(&admin, "echo").unwrap().digest, d);
         assert_eq!(s.artifact(&admin, "echo").unwrap().size, 10);
+    }
+
+    #[test]
+    fn one_function_serves_a_model_name_within_a_tenant() {
+        let mut s = ControlState::default();
+        let (admin, d) = (TenantId::admin(), Digest::of(b"lm"));
+        assert_eq!(s.apply(&put(&admin, "lm", d)), ControlResponse::Done);
+        let serving = |name: &str| FunctionEntry {
+            openai_model: Some("tiny".into()),
+            ..function(name, d)
+        };
+        let put_fn = |s: &mut ControlState, f| s.apply(&ControlCommand::PutFunction(f));
+        assert_eq!(put_fn(&mut s, serving("a")), ControlResponse::Done);
+        // Replacing the function that serves it is fine; another is not.
+        assert_eq!(put_fn(&mut s, serving("a")), ControlResponse::Done);
+        assert!(matches!(
+            put_fn(&mut s, serving("b")),
+            ControlResponse::Rejected(Rejection::Conflict(_))
+        ));
+        assert_eq!(s.openai_model(&admin, "tiny").unwrap().name, "a");
+        assert!(s.openai_model(&TenantId::admin(), "other").is_none());
+        // Once "a" serves another name, "b" may take it.
+        let moved = FunctionEntry {
+            openai_model: Some("tiny-2".into()),
+            ..function("a", d)
+        };
+        assert_eq!(put_fn(&mut s, moved), ControlResponse::Done);
+        assert_eq!(put_fn(&mut s, serving("b")), ControlResponse::Done);
+        assert_eq!(s.openai_model(&admin, "tiny").unwrap().name, "b");
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod idempotency;
 mod job;
 mod link;
 mod metrics;
+mod openai;
 pub mod owner_only;
 pub mod peer;
 mod peer_routes;

@@ -39,6 +39,9 @@ pub struct FunctionRecord {
     /// The weights its guest may open, by name.
     #[serde(default)]
     pub weights: Vec<String>,
+    /// The model name it serves under the OpenAI-compatible API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai_model: Option<String>,
 }
 
 /// `accelerator` as it appears in JSON.
@@ -105,6 +108,7 @@ impl From<&FunctionEntry> for FunctionRecord {
             idempotent: f.idempotent,
             kernel_packs: f.kernel_packs.iter().map(|p| p.name.clone()).collect(),
             weights: f.weights.iter().map(|w| w.name.clone()).collect(),
+            openai_model: f.openai_model.clone(),
         }
     }
 }

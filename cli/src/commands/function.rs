@@ -31,6 +31,10 @@ pub(crate) enum FunctionCommand {
         /// repeat for several.
         #[arg(long)]
         weights: Vec<String>,
+        /// Serve it under this model name on the OpenAI-compatible API
+        /// (`/v1/chat/completions`, `/v1/completions`).
+        #[arg(long)]
+        openai_model: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -52,12 +56,14 @@ pub(crate) async fn function(cmd: FunctionCommand) -> anyhow::Result<ExitCode> {
             idempotent,
             kernel_packs,
             weights,
+            openai_model,
             target,
         } => {
             let spec = json!({
                 "name": name, "artifact": artifact, "accelerator": accelerator,
                 "deadline_ms": deadline_ms, "memory_limit_bytes": memory_limit_bytes,
                 "idempotent": idempotent, "kernel_packs": kernel_packs, "weights": weights,
+                "openai_model": openai_model,
             });
             print_json(&client(&target).create_function(&spec).await?)
         }

@@ -15,7 +15,8 @@ and an output projection. Its hyperparameters travel in the file's
 little-endian; the weights are uniform in +-1/sqrt(fan_in) (PyTorch's
 default for a linear layer) from numpy's PCG64 generator with the seed, the
 output projection four times wider so that greedy decoding has clear
-winners.
+winners, and a tenth as wide for bytes outside printable ASCII, so that it
+mostly writes text.
 """
 
 import argparse
@@ -53,7 +54,13 @@ def tensors(config: dict, seed: int) -> dict:
         out[p + "w_up"] = uniform((dim, ffn), dim**-0.5)
         out[p + "w_down"] = uniform((ffn, dim), ffn**-0.5)
     out["norm"] = (1.0 + uniform((dim,), 0.1)).astype("<f4")
-    out["lm_head"] = uniform((dim, config["vocab"]), 4 * dim**-0.5)
+    lm_head = uniform((dim, config["vocab"]), 4 * dim**-0.5)
+    # Tokens outside printable ASCII get a tenth of the weight, so the
+    # model mostly writes text (a byte-level model may write any byte).
+    printable = np.zeros(config["vocab"], dtype=bool)
+    printable[32:127] = True
+    lm_head[:, ~printable] *= 0.1
+    out["lm_head"] = lm_head.astype("<f4")
     return out
 
 

@@ -100,6 +100,12 @@ class Model:
         return self.rmsnorm(x[-1], t["norm"]) @ t["lm_head"]
 
 
+def chat_prompt(messages: list) -> str:
+    """A conversation as the model reads it (as guest/lm.py makes it):
+    "ROLE: CONTENT\\n" per message, then "assistant: "."""
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+
+
 def generate(path: str, prompt: bytes, max_tokens: int) -> dict:
     model = Model(*load(path))
     ids = list(prompt)

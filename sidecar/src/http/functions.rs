@@ -32,6 +32,8 @@ pub(super) struct CreateFunction {
     /// Weights (names or digests) the guest may open (`gpu.weights`).
     #[serde(default)]
     weights: Vec<String>,
+    /// The model name it serves under the OpenAI-compatible API.
+    openai_model: Option<String>,
 }
 
 pub(super) async fn create(
@@ -45,6 +47,14 @@ pub(super) async fn create(
         return Err(ApiError::bad_request(
             "invalid_name",
             "names are 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
+        ));
+    }
+    if let Some(model) = &req.openai_model
+        && !valid_model_name(model)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "an openai_model is 1-128 of A-Z, a-z, 0-9, '-', '_', '.', ':', '/'",
         ));
     }
     let Resolved {
@@ -106,11 +116,21 @@ pub(super) async fn create(
         tenant: principal.tenant.clone(),
         kernel_packs,
         weights,
+        openai_model: req.openai_model,
     };
     let record = FunctionRecord::from(&entry);
     app.commit(&headers, ControlCommand::PutFunction(entry))
         .await?;
     Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// Whether `name` may be an OpenAI model name: 1-128 of letters, digits
+/// and `-_.:/` (`org/model:tag` style).
+fn valid_model_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
 }
 
 /// What a function names, resolved to digests.

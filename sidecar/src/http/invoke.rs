@@ -20,6 +20,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use spillway_consensus::FunctionEntry;
 use spillway_consensus::Scope;
 use spillway_proto::{JobId, JobSpec, TenantId};
 use std::collections::BTreeMap;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-fn new_job_id() -> JobId {
+pub(super) fn new_job_id() -> JobId {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS provides randomness");
     JobId(u128::from_le_bytes(bytes))
@@ -90,45 +91,13 @@ pub(super) async fn invoke(
         }
         _ => None,
     };
-    let digest = function.digest;
     let job = new_job_id();
     let span = tracing::info_span!("ingress", job = %job, function = %name, token = principal.token.as_deref());
-    // The tenant's rules: only hosts with its placement labels; its memory
-    // limit caps the function's (0: the host's); its GPU memory cap goes
-    // with the job to whichever node runs it.
-    let (placement, tenant_memory, tenant_gpu_bytes) =
-        app.control
-            .state()
-            .tenant(&tenant)
-            .map_or((BTreeMap::new(), None, None), |t| {
-                (
-                    t.placement.clone(),
-                    t.max_job_memory_bytes,
-                    t.max_gpu_memory_bytes,
-                )
-            });
-    let memory_limit_bytes = match (function.memory_limit_bytes, tenant_memory) {
-        (0, Some(limit)) => limit,
-        (mine, Some(limit)) => mine.min(limit),
-        (mine, None) => mine,
-    };
-    let spec = JobSpec {
-        tenant,
-        function: name,
-        digest,
-        accelerator: function.accelerator,
-        deadline_ms,
-        memory_limit_bytes,
-        idempotent: function.idempotent,
-        placement,
-        tenant_gpu_bytes,
-        kernel_packs: function.kernel_packs.clone(),
-        weights: function.weights.clone(),
-    };
+    let spec = job_spec(&app, tenant, &function, deadline_ms);
     // A request with an idempotency key is answered whole: its outcome is
     // remembered whole, for a repeat.
     let mode = stream::Mode::of(&headers).filter(|_| running.is_none());
-    let mut context = Context {
+    let context = Context {
         trace,
         idempotency_key,
         here_only,
@@ -147,10 +116,48 @@ pub(super) async fn invoke(
         }
         return Ok(respond(finished, false));
     };
+    let started = Started {
+        job,
+        accepted,
+        span,
+    };
+    let (task, from) = spawn_streamed(&app, started, spec, input, context);
+    let buffered = move |outcome: stream::Outcome| {
+        let outcome = outcome.map(|(ran, _)| ran);
+        respond(Finished { job, outcome }, false)
+    };
+    Ok(stream::respond(job, mode, from, task, buffered).await)
+}
+
+/// A job as the ingress started it.
+pub(super) struct Started {
+    pub(super) job: JobId,
+    pub(super) accepted: Instant,
+    pub(super) span: tracing::Span,
+}
+
+/// Runs a job in a task of its own with its chunks streamed: the task
+/// (its outcome, with the receipt) and the stream's receiving end. The
+/// caller aborts the task when its client goes away.
+pub(super) fn spawn_streamed(
+    app: &Arc<App>,
+    started: Started,
+    spec: JobSpec,
+    input: Vec<u8>,
+    mut context: Context,
+) -> (
+    tokio::task::JoinHandle<stream::Outcome>,
+    job::stream::StreamFrom,
+) {
+    let Started {
+        job,
+        accepted,
+        span,
+    } = started;
     let (to, from) = job::stream::channel();
     context.stream = Some(to);
-    let task = tokio::spawn({
-        let app = app.clone();
+    let app = app.clone();
+    let task = tokio::spawn(
         async move {
             let outcome = job::run(&app.jobs, job, spec, input, accepted, context).await;
             let finished = ended(&app, job, accepted, outcome);
@@ -158,13 +165,50 @@ pub(super) async fn invoke(
                 .outcome
                 .map(|ran| (ran.clone(), receipt_of(job, &ran, false)))
         }
-        .instrument(span)
-    });
-    let buffered = move |outcome: stream::Outcome| {
-        let outcome = outcome.map(|(ran, _)| ran);
-        respond(Finished { job, outcome }, false)
+        .instrument(span),
+    );
+    (task, from)
+}
+
+/// The job `function` makes for `tenant`, under the tenant's rules: only
+/// hosts with its placement labels; its memory limit caps the function's
+/// (0: the host's); its GPU memory cap goes with the job to whichever node
+/// runs it.
+pub(super) fn job_spec(
+    app: &App,
+    tenant: TenantId,
+    function: &FunctionEntry,
+    deadline_ms: u64,
+) -> JobSpec {
+    let (placement, tenant_memory, tenant_gpu_bytes) =
+        app.control
+            .state()
+            .tenant(&tenant)
+            .map_or((BTreeMap::new(), None, None), |t| {
+                (
+                    t.placement.clone(),
+                    t.max_job_memory_bytes,
+                    t.max_gpu_memory_bytes,
+                )
+            });
+    let memory_limit_bytes = match (function.memory_limit_bytes, tenant_memory) {
+        (0, Some(limit)) => limit,
+        (mine, Some(limit)) => mine.min(limit),
+        (mine, None) => mine,
     };
-    Ok(stream::respond(job, mode, from, task, buffered).await)
+    JobSpec {
+        tenant,
+        function: function.name.clone(),
+        digest: function.digest,
+        accelerator: function.accelerator,
+        deadline_ms,
+        memory_limit_bytes,
+        idempotent: function.idempotent,
+        placement,
+        tenant_gpu_bytes,
+        kernel_packs: function.kernel_packs.clone(),
+        weights: function.weights.clone(),
+    }
 }
 
 /// A job's end, counted in the metrics (and its time in the queue's
@@ -189,7 +233,7 @@ fn ended(app: &App, job: JobId, accepted: Instant, outcome: Result<Ran, job::End
 }
 
 /// The tenant's cluster-wide request rate, this host's share of it.
-fn tenant_rate(app: &App, tenant: &TenantId) -> Result<(), ApiError> {
+pub(super) fn tenant_rate(app: &App, tenant: &TenantId) -> Result<(), ApiError> {
     let state = app.control.state();
     let Some(rate) = state.tenant(tenant).and_then(|t| t.rate_per_s) else {
         return Ok(());

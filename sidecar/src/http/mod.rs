@@ -30,6 +30,7 @@ mod functions;
 mod invoke;
 pub(crate) mod listener;
 mod members;
+mod openai;
 pub mod request;
 mod stream;
 mod tenants;
@@ -215,6 +216,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/functions/{name}/invoke",
             post(invoke::invoke).layer(DefaultBodyLimit::max(max_input)),
+        )
+        .route("/v1/models", get(openai::models))
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat).layer(DefaultBodyLimit::max(max_input)),
+        )
+        .route(
+            "/v1/completions",
+            post(openai::completions).layer(DefaultBodyLimit::max(max_input)),
         )
         .fallback(|| async { ApiError::not_found("route", "no such route") })
         .method_not_allowed_fallback(|| async {

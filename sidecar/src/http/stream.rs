@@ -94,7 +94,7 @@ const TRAILERS: [&str; 11] = [
 ];
 
 /// Aborts the job's task when the response is dropped before the end.
-struct AbortOnDrop(tokio::task::AbortHandle);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -181,7 +181,7 @@ pub(crate) async fn respond(
 }
 
 /// A finished task's outcome (a panic or an abort as an internal error).
-fn joined(outcome: Result<Outcome, tokio::task::JoinError>) -> Outcome {
+pub(super) fn joined(outcome: Result<Outcome, tokio::task::JoinError>) -> Outcome {
     outcome.unwrap_or_else(|e| {
         Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

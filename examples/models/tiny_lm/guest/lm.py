@@ -8,6 +8,15 @@ Input: JSON {"prompt": TEXT, "max_tokens": N (default 16), "weights": NAME
 Output: JSON {"tokens": [...], "text", "prompt_tokens", "backend"}; tokens
 are bytes of UTF-8 (the model's vocabulary is the 256 byte values).
 
+Served through the OpenAI-compatible API (a request with a "model"): the
+request's JSON is the input. The prompt is "prompt", or the chat
+"messages" as "ROLE: CONTENT\n" each, then "assistant: "; the weights are
+"weights" if given, else the model's name; "max_completion_tokens" or
+"max_tokens" (default 16) bound the answer. Each token is emitted as it is
+chosen (one byte: the sidecar joins UTF-8), and the returned JSON is
+{"finish_reason": "length", "usage": {"prompt_tokens",
+"completion_tokens"}} (a byte model has no stop token).
+
 One forward pass runs the prompt's tokens together (the prefill), then one
 pass per new token reuses the keys and values cached per layer. Each layer
 is RMSNorm, q/k/v projections (`gemm`), rotary positions (`rope`), the
@@ -23,7 +32,7 @@ import json
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import gpu
+from wit_world.imports import gpu, job
 
 Buf, F32, U32 = gpu.KernelArg_Buf, gpu.KernelArg_F32, gpu.KernelArg_U32
 
@@ -96,26 +105,70 @@ def argmax(values: list) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
 
+def generate(model: Model, prompt: list, max_tokens: int, on_token=None) -> list:
+    """Greedy decoding: the prefill, then one pass per token, until
+    max_tokens or the model's context is full."""
+    if not 1 <= len(prompt) < model.max_seq:
+        raise Err(f"the prompt must be 1 to {model.max_seq - 1} bytes; it is {len(prompt)}")
+    logits, out = model.forward(prompt, 0), []
+    while len(out) < max_tokens:
+        out.append(argmax(logits))
+        if on_token:
+            on_token(out[-1])
+        pos = len(prompt) + len(out) - 1
+        if pos + 1 >= model.max_seq or len(out) == max_tokens:
+            break
+        logits = model.forward([out[-1]], pos)
+    return out
+
+
+def chat_prompt(messages: list) -> str:
+    """The conversation as the model reads it: "ROLE: CONTENT\n" per
+    message, then "assistant: " (a content given as parts keeps their text)."""
+    lines = []
+    for m in messages:
+        content = m.get("content") or ""
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        lines.append(f"{m.get('role', 'user')}: {content}\n")
+    return "".join(lines) + "assistant: "
+
+
+def openai(spec: dict) -> bytes:
+    """A completion for the OpenAI-compatible front end."""
+    if "messages" in spec:
+        prompt = chat_prompt(spec["messages"])
+    else:
+        prompt = spec.get("prompt", "")
+        if isinstance(prompt, list):
+            prompt = prompt[0] if prompt else ""
+    max_tokens = int(spec.get("max_completion_tokens") or spec.get("max_tokens") or 16)
+    model = Model(spec.get("weights", spec["model"]))
+    tokens = list(str(prompt).encode())
+    emit = lambda token: job.emit(bytes([token]))
+    out = generate(model, tokens, max_tokens, emit)
+    usage = {"prompt_tokens": len(tokens), "completion_tokens": len(out)}
+    return json.dumps({"finish_reason": "length", "usage": usage}).encode()
+
+
 class WitWorld(wit_world.WitWorld):
     def run(self, input: bytes) -> bytes:
         try:
             spec = json.loads(input)
+            if "model" in spec:
+                try:
+                    return openai(spec)
+                except Err as e:
+                    if isinstance(e.value, str):
+                        raise
+                    raise Err(f"gpu: {e.value.code.name.lower()}: {e.value.message}")
             prompt = list(spec["prompt"].encode())
             max_tokens = int(spec.get("max_tokens", 16))
             name = spec.get("weights", "tiny-lm")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise Err(f"input must be JSON with a prompt (and max_tokens, weights): {e}")
         try:
-            model = Model(name)
-            if not 1 <= len(prompt) < model.max_seq:
-                raise Err(f"the prompt must be 1 to {model.max_seq - 1} bytes; it is {len(prompt)}")
-            logits, out = model.forward(prompt, 0), []
-            while len(out) < max_tokens:
-                out.append(argmax(logits))
-                pos = len(prompt) + len(out) - 1
-                if pos + 1 >= model.max_seq or len(out) == max_tokens:
-                    break
-                logits = model.forward([out[-1]], pos)
+            out = generate(Model(name), prompt, max_tokens)
         except Err as e:
             if isinstance(e.value, str):
                 raise

@@ -1,0 +1,371 @@
+//! The OpenAI-compatible front end: `GET /v1/models`, `POST
+//! /v1/chat/completions` and `POST /v1/completions`, so OpenAI's clients
+//! talk to the pool unmodified.
+//!
+//! A model name maps to the function of the caller's tenant that serves
+//! it (`openai_model`). The request's JSON goes to that function's guest
+//! as its input, unchanged; the guest emits the completion's text as it
+//! makes it (UTF-8, split anywhere: `openai::text` joins it) and returns
+//! `{"finish_reason", "usage": {"prompt_tokens", "completion_tokens"}}`.
+//! This module frames that as OpenAI does (`openai::wire`): one
+//! `chat.completion` / `text_completion`, or with `"stream": true`
+//! server-sent events of `chat.completion.chunk` / `text_completion`
+//! objects ending in `data: [DONE]` (a failure after the first piece is a
+//! last `data: {"error": …}`). Errors take OpenAI's shape and statuses.
+//!
+//! The job is an invoke like any other: the same tokens (scope `invoke`),
+//! tenants, rates, deadline (the function's, or `spillway-deadline-ms`),
+//! placement and burst, receipt headers, and cancellation when the client
+//! goes away. The guest honours `max_tokens`; the sidecar does not count
+//! tokens.
+//!
+//! What it is not: a guest (`examples/models/tiny_lm/guest/lm.py` is one)
+//! or the job's path (`job`, `http::invoke`).
+
+use super::invoke::{self, Started};
+use super::request::InvokeHeaders;
+use super::stream::{AbortOnDrop, joined};
+use super::{ApiError, App};
+use crate::job::Context;
+use crate::job::stream::StreamFrom;
+use crate::openai::text::Utf8Pieces;
+use crate::openai::wire::{self, Endpoint, Framing, GuestEnd};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use spillway_consensus::Scope;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinHandle;
+
+/// A failure, as OpenAI's clients read it.
+#[derive(Debug)]
+pub(super) struct OpenAiError {
+    api: ApiError,
+    param: Option<&'static str>,
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(api: ApiError) -> Self {
+        Self { api, param: None }
+    }
+}
+
+impl OpenAiError {
+    fn new(status: StatusCode, code: &'static str, message: String, param: &'static str) -> Self {
+        Self {
+            api: ApiError::new(status, code, message),
+            param: Some(param),
+        }
+    }
+
+    fn json(&self) -> Value {
+        wire::error(
+            self.api.status,
+            self.api.code,
+            &self.api.message,
+            self.param,
+        )
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.api.status, axum::Json(self.json())).into_response();
+        let h = response.headers_mut();
+        if let Some(ms) = self.api.retry_after_ms {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000).max(1)),
+            );
+        }
+        if let Some(job) = self.api.job_id
+            && let Ok(v) = HeaderValue::from_str(&job.to_string())
+        {
+            h.insert(crate::api::header::JOB_ID, v);
+        }
+        response
+    }
+}
+
+/// `GET /v1/models`: the models the caller's tenant serves.
+pub(super) async fn models(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, OpenAiError> {
+    let principal = app.authorize(&headers, Scope::Invoke).await?;
+    let state = app.control.state();
+    let data: Vec<Value> = state
+        .functions_of(&principal.tenant)
+        .filter_map(|f| {
+            let model = f.openai_model.as_ref()?;
+            Some(json!({"id": model, "object": "model", "created": 0, "owned_by": principal.tenant.to_string()}))
+        })
+        .collect();
+    Ok(axum::Json(json!({"object": "list", "data": data})))
+}
+
+/// `POST /v1/chat/completions`.
+pub(super) async fn chat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OpenAiError> {
+    complete(app, headers, body, Endpoint::Chat).await
+}
+
+/// `POST /v1/completions`.
+pub(super) async fn completions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OpenAiError> {
+    complete(app, headers, body, Endpoint::Completion).await
+}
+
+async fn complete(
+    app: Arc<App>,
+    headers: HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+) -> Result<Response, OpenAiError> {
+    let principal = app.authorize(&headers, Scope::Invoke).await?;
+    invoke::tenant_rate(&app, &principal.tenant)?;
+    let rules = super::body::BodyRules {
+        limit: app.config.max_input_bytes as u64,
+        idle: app.config.ingress.body_timeout,
+    };
+    let input = super::body::read_body(&headers, body, rules, &app.bodies).await?;
+    let request: wire::Request = serde_json::from_slice(&input).map_err(|e| {
+        let message = format!("the body is not a valid request: {e}");
+        OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request", message, "body")
+    })?;
+    if let Err((message, param)) = request.check(endpoint) {
+        return Err(OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            message,
+            param,
+        ));
+    }
+    let tenant = principal.tenant.clone();
+    let lookup = |app: &App| {
+        app.control
+            .state()
+            .openai_model(&tenant, &request.model)
+            .cloned()
+    };
+    let function = match lookup(&app) {
+        Some(f) => Some(f),
+        None => {
+            app.control.catch_up().await;
+            lookup(&app)
+        }
+    };
+    let Some(function) = function else {
+        let message = format!("the model {:?} does not exist", request.model);
+        return Err(OpenAiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            message,
+            "model",
+        ));
+    };
+    let InvokeHeaders {
+        deadline_ms,
+        here_only,
+        trace,
+        ..
+    } = InvokeHeaders::parse(&headers, function.deadline_ms)?;
+    let job = invoke::new_job_id();
+    let span = tracing::info_span!("openai", job = %job, model = %request.model, function = %function.name, token = principal.token.as_deref());
+    let spec = invoke::job_spec(&app, tenant, &function, deadline_ms);
+    let context = Context {
+        trace,
+        here_only,
+        ..Context::default()
+    };
+    let started = Started {
+        job,
+        accepted: Instant::now(),
+        span,
+    };
+    let (task, from) = invoke::spawn_streamed(&app, started, spec, input.to_vec(), context);
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let framing = Framing::new(endpoint, &job.to_string(), created, request.model.clone());
+    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    match request.stream {
+        false => whole(framing, from, task).await,
+        true => streamed(framing, from, task, include_usage).await,
+    }
+}
+
+/// The whole completion, once the job ended.
+async fn whole(
+    framing: Framing,
+    mut from: StreamFrom,
+    task: JoinHandle<super::stream::Outcome>,
+) -> Result<Response, OpenAiError> {
+    let _abort = AbortOnDrop(task.abort_handle());
+    let (mut text, mut decoder) = (String::new(), Utf8Pieces::default());
+    while let Some(chunk) = from.chunks.recv().await {
+        text.push_str(&decoder.push(&chunk));
+    }
+    let (ran, receipt) = joined(task.await)?;
+    text.push_str(&decoder.finish());
+    let end = GuestEnd::parse(&ran.body);
+    let mut response = axum::Json(framing.whole(&text, &end)).into_response();
+    receipt.write_to(response.headers_mut());
+    Ok(response)
+}
+
+/// Server-sent events, from the first piece of text on; a job that ends
+/// before any is answered with its error, or a stream of its end alone.
+async fn streamed(
+    framing: Framing,
+    mut from: StreamFrom,
+    mut task: JoinHandle<super::stream::Outcome>,
+    include_usage: bool,
+) -> Result<Response, OpenAiError> {
+    let abort = AbortOnDrop(task.abort_handle());
+    let first = tokio::select! {
+        biased;
+        chunk = from.chunks.recv() => chunk,
+        outcome = &mut task => match from.chunks.try_recv() {
+            Ok(chunk) => Some(chunk),
+            Err(_) => {
+                // Ended without a piece: a failure is an HTTP error.
+                let (ran, _) = joined(outcome)?;
+                let mut s = Events::new(framing, include_usage);
+                s.end(Ok(GuestEnd::parse(&ran.body)));
+                return Ok(events_response(s.queued.into_iter().collect()));
+            }
+        },
+    };
+    let mut events = Events::new(framing, include_usage);
+    if let Some(chunk) = first {
+        events.text(&chunk);
+    }
+    let state = Streaming {
+        events,
+        from,
+        task: Some(task),
+        _abort: abort,
+    };
+    let frames = futures::stream::unfold(state, |mut s| async move {
+        let bytes = s.next().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes)),
+            s,
+        ))
+    });
+    let mut response = Response::new(Body::new(http_body_util::StreamBody::new(frames)));
+    set_event_headers(response.headers_mut());
+    Ok(response)
+}
+
+fn set_event_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+}
+
+/// A stream whose events are all known.
+fn events_response(events: Vec<Bytes>) -> Response {
+    let body: Vec<u8> = events.concat();
+    let mut response = Response::new(Body::from(body));
+    set_event_headers(response.headers_mut());
+    response
+}
+
+/// The events of one streamed completion, queued as they are made.
+struct Events {
+    framing: Framing,
+    include_usage: bool,
+    decoder: Utf8Pieces,
+    queued: VecDeque<Bytes>,
+}
+
+fn data(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+impl Events {
+    fn new(framing: Framing, include_usage: bool) -> Self {
+        let mut queued = VecDeque::new();
+        if let Some(role) = framing.role() {
+            queued.push_back(data(&role));
+        }
+        Self {
+            framing,
+            include_usage,
+            decoder: Utf8Pieces::default(),
+            queued,
+        }
+    }
+
+    /// A chunk of the guest's text (nothing while it ends mid-character).
+    fn text(&mut self, chunk: &[u8]) {
+        let text = self.decoder.push(chunk);
+        if !text.is_empty() {
+            self.queued.push_back(data(&self.framing.piece(&text)));
+        }
+    }
+
+    /// The end: the rest of the text, the finish reason and usage, and
+    /// `[DONE]`; or the error.
+    fn end(&mut self, end: Result<GuestEnd, OpenAiError>) {
+        let rest = self.decoder.finish();
+        if !rest.is_empty() {
+            self.queued.push_back(data(&self.framing.piece(&rest)));
+        }
+        match end {
+            Ok(end) => {
+                for last in self.framing.finish(&end, self.include_usage) {
+                    self.queued.push_back(data(&last));
+                }
+                self.queued
+                    .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+            }
+            Err(e) => self.queued.push_back(data(&e.json())),
+        }
+    }
+}
+
+/// A streaming completion between its first piece and its end.
+struct Streaming {
+    events: Events,
+    from: StreamFrom,
+    task: Option<JoinHandle<super::stream::Outcome>>,
+    _abort: AbortOnDrop,
+}
+
+impl Streaming {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(bytes) = self.events.queued.pop_front() {
+                return Some(bytes);
+            }
+            let task = self.task.as_mut()?;
+            match self.from.chunks.recv().await {
+                Some(chunk) => self.events.text(&chunk),
+                None => {
+                    let outcome = joined(task.await);
+                    self.task = None;
+                    let end = outcome
+                        .map(|(ran, _)| GuestEnd::parse(&ran.body))
+                        .map_err(OpenAiError::from);
+                    self.events.end(end);
+                }
+            }
+        }
+    }
+}
