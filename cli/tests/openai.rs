@@ -90,4 +90,20 @@ async fn the_openai_client_talks_to_the_pool_unmodified() {
         events.last().unwrap()["choices"][0]["finish_reason"],
         "length"
     );
+
+    // Four answers of 24 tokens and this one of 3, as the guest reported.
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", h1.endpoint))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = "spillway_openai_completion_tokens_total 99";
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "{line} not in {metrics}"
+    );
 }

@@ -179,6 +179,28 @@ async fn chunks_reach_the_client_as_the_guest_emits_them_here_and_across_a_burst
     assert_eq!(got[5].1["receipt"]["burst"], true);
     busy.abort();
 
+    // Host 1 counted three streams of four chunks each, none open now.
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", h1.endpoint))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "spillway_stream_chunks_total 12",
+        "spillway_stream_bytes_total 24",
+        "spillway_stream_first_chunk_seconds_count 3",
+        "spillway_open_streams 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
+
     // A failure after the first chunk: the trailers and the last event say
     // which, and that the job may have run.
     let slow = vec![6, 20];

@@ -45,6 +45,83 @@ pub(crate) struct Metrics {
     warm_ready: Gauge,
     /// What this host's artifact fetches did.
     pub(crate) fetch: crate::artifacts::FetchCounters,
+    /// Streamed answers (invoke and the OpenAI API).
+    pub(crate) streams: StreamMetrics,
+}
+
+/// Streamed answers' series.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamMetrics {
+    /// Acceptance to the first chunk sent on.
+    pub(crate) first_chunk: Histogram,
+    /// Chunks and their bytes sent on to clients.
+    pub(crate) chunks: Counter,
+    pub(crate) bytes: Counter,
+    /// Streamed answers being sent now.
+    pub(crate) open: Gauge,
+    /// Completion tokens the OpenAI API's guests reported.
+    pub(crate) completion_tokens: Counter,
+}
+
+impl StreamMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let s = Self {
+            // 1 ms to about 65 s.
+            first_chunk: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            chunks: Counter::default(),
+            bytes: Counter::default(),
+            open: Gauge::default(),
+            completion_tokens: Counter::default(),
+        };
+        registry.register(
+            "stream_first_chunk_seconds",
+            "Streamed answers: acceptance to the first chunk sent on",
+            s.first_chunk.clone(),
+        );
+        registry.register(
+            "stream_chunks",
+            "Chunks sent on to streaming clients",
+            s.chunks.clone(),
+        );
+        registry.register(
+            "stream_bytes",
+            "Bytes of chunks sent on to streaming clients",
+            s.bytes.clone(),
+        );
+        registry.register(
+            "open_streams",
+            "Streamed answers being sent now",
+            s.open.clone(),
+        );
+        registry.register(
+            "openai_completion_tokens",
+            "Completion tokens the OpenAI API's guests reported",
+            s.completion_tokens.clone(),
+        );
+        s
+    }
+
+    /// Counts a stream open until the guard is dropped.
+    pub(crate) fn opened(&self) -> OpenStream {
+        self.open.inc();
+        OpenStream(self.open.clone())
+    }
+
+    /// Counts one chunk sent on.
+    pub(crate) fn chunk(&self, bytes: usize) {
+        self.chunks.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
+/// One open stream, counted in `spillway_open_streams` while it lives.
+#[derive(Debug)]
+pub(crate) struct OpenStream(Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,6 +187,7 @@ impl Metrics {
             "Instances made ahead of their jobs, ready on this host's node",
             warm_ready.clone(),
         );
+        let streams = StreamMetrics::register(&mut registry);
         let fetch = crate::artifacts::FetchCounters::default();
         registry.register(
             "artifact_fetch_received_bytes",
@@ -122,6 +200,7 @@ impl Metrics {
             fetch.resumed.clone(),
         );
         Self {
+            streams,
             fetch,
             tenant_gpu_bytes,
             tenants_seen: std::sync::Mutex::default(),

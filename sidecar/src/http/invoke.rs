@@ -126,7 +126,8 @@ pub(super) async fn invoke(
         let outcome = outcome.map(|(ran, _)| ran);
         respond(Finished { job, outcome }, false)
     };
-    Ok(stream::respond(job, mode, from, task, buffered).await)
+    let metrics = &app.metrics.streams;
+    Ok(stream::respond((job, accepted), mode, from, task, (metrics, buffered)).await)
 }
 
 /// A job as the ingress started it.

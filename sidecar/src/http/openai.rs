@@ -28,6 +28,7 @@ use super::stream::{AbortOnDrop, joined};
 use super::{ApiError, App};
 use crate::job::Context;
 use crate::job::stream::StreamFrom;
+use crate::metrics::{OpenStream, StreamMetrics};
 use crate::openai::text::Utf8Pieces;
 use crate::openai::wire::{self, Endpoint, Framing, GuestEnd};
 use axum::body::Body;
@@ -189,9 +190,10 @@ async fn complete(
         here_only,
         ..Context::default()
     };
+    let accepted = Instant::now();
     let started = Started {
         job,
-        accepted: Instant::now(),
+        accepted,
         span,
     };
     let (task, from) = invoke::spawn_streamed(&app, started, spec, input.to_vec(), context);
@@ -200,9 +202,10 @@ async fn complete(
         .map_or(0, |d| d.as_secs());
     let framing = Framing::new(endpoint, &job.to_string(), created, request.model.clone());
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    let metrics = (app.metrics.streams.clone(), accepted);
     match request.stream {
-        false => whole(framing, from, task).await,
-        true => streamed(framing, from, task, include_usage).await,
+        false => whole(framing, from, task, &metrics.0).await,
+        true => streamed(framing, from, task, include_usage, metrics).await,
     }
 }
 
@@ -211,6 +214,7 @@ async fn whole(
     framing: Framing,
     mut from: StreamFrom,
     task: JoinHandle<super::stream::Outcome>,
+    metrics: &StreamMetrics,
 ) -> Result<Response, OpenAiError> {
     let _abort = AbortOnDrop(task.abort_handle());
     let (mut text, mut decoder) = (String::new(), Utf8Pieces::default());
@@ -220,6 +224,9 @@ async fn whole(
     let (ran, receipt) = joined(task.await)?;
     text.push_str(&decoder.finish());
     let end = GuestEnd::parse(&ran.body);
+    if let Some(usage) = end.usage {
+        metrics.completion_tokens.inc_by(usage.completion_tokens);
+    }
     let mut response = axum::Json(framing.whole(&text, &end)).into_response();
     receipt.write_to(response.headers_mut());
     Ok(response)
@@ -232,6 +239,7 @@ async fn streamed(
     mut from: StreamFrom,
     mut task: JoinHandle<super::stream::Outcome>,
     include_usage: bool,
+    (metrics, accepted): (StreamMetrics, Instant),
 ) -> Result<Response, OpenAiError> {
     let abort = AbortOnDrop(task.abort_handle());
     let first = tokio::select! {
@@ -250,6 +258,10 @@ async fn streamed(
     };
     let mut events = Events::new(framing, include_usage);
     if let Some(chunk) = first {
+        metrics
+            .first_chunk
+            .observe(accepted.elapsed().as_secs_f64());
+        metrics.chunk(chunk.len());
         events.text(&chunk);
     }
     let state = Streaming {
@@ -257,6 +269,8 @@ async fn streamed(
         from,
         task: Some(task),
         _abort: abort,
+        _open: metrics.opened(),
+        metrics,
     };
     let frames = futures::stream::unfold(state, |mut s| async move {
         let bytes = s.next().await?;
@@ -346,6 +360,8 @@ struct Streaming {
     from: StreamFrom,
     task: Option<JoinHandle<super::stream::Outcome>>,
     _abort: AbortOnDrop,
+    _open: OpenStream,
+    metrics: StreamMetrics,
 }
 
 impl Streaming {
@@ -356,13 +372,24 @@ impl Streaming {
             }
             let task = self.task.as_mut()?;
             match self.from.chunks.recv().await {
-                Some(chunk) => self.events.text(&chunk),
+                Some(chunk) => {
+                    self.metrics.chunk(chunk.len());
+                    self.events.text(&chunk);
+                }
                 None => {
                     let outcome = joined(task.await);
                     self.task = None;
                     let end = outcome
                         .map(|(ran, _)| GuestEnd::parse(&ran.body))
                         .map_err(OpenAiError::from);
+                    if let Ok(GuestEnd {
+                        usage: Some(usage), ..
+                    }) = &end
+                    {
+                        self.metrics
+                            .completion_tokens
+                            .inc_by(usage.completion_tokens);
+                    }
                     self.events.end(end);
                 }
             }

@@ -34,6 +34,7 @@ use super::ApiError;
 use crate::api;
 use crate::job::Ran;
 use crate::job::stream::StreamFrom;
+use crate::metrics::{OpenStream, StreamMetrics};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -109,11 +110,11 @@ pub(crate) type Outcome = Result<(std::sync::Arc<Ran>, api::Receipt), ApiError>;
 /// What comes first: a chunk (the response streams), or the end (it is
 /// answered buffered, by `buffered`).
 pub(crate) async fn respond(
-    job: JobId,
+    (job, accepted): (JobId, std::time::Instant),
     mode: Mode,
     mut from: StreamFrom,
     task: JoinHandle<Outcome>,
-    buffered: impl FnOnce(Outcome) -> Response,
+    (metrics, buffered): (&StreamMetrics, impl FnOnce(Outcome) -> Response),
 ) -> Response {
     let abort = AbortOnDrop(task.abort_handle());
     let mut task = task;
@@ -131,6 +132,10 @@ pub(crate) async fn respond(
     let Some(first) = first else {
         return buffered(joined(task.await));
     };
+    metrics
+        .first_chunk
+        .observe(accepted.elapsed().as_secs_f64());
+    metrics.chunk(first.len());
     let running_on = *from.running_on.borrow();
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::OK;
@@ -169,6 +174,8 @@ pub(crate) async fn respond(
         from,
         task: Some(task),
         _abort: abort,
+        _open: metrics.opened(),
+        metrics: metrics.clone(),
         queued: VecDeque::from([frame(mode, 0, first)]),
         seq: 1,
     };
@@ -198,6 +205,8 @@ struct Streaming {
     /// `None` once the outcome was taken.
     task: Option<JoinHandle<Outcome>>,
     _abort: AbortOnDrop,
+    _open: OpenStream,
+    metrics: StreamMetrics,
     queued: VecDeque<Frame<Bytes>>,
     seq: u32,
 }
@@ -212,6 +221,7 @@ impl Streaming {
             let task = self.task.as_mut()?;
             match self.from.chunks.recv().await {
                 Some(chunk) => {
+                    self.metrics.chunk(chunk.len());
                     self.queued.push_back(frame(self.mode, self.seq, chunk));
                     self.seq += 1;
                 }
