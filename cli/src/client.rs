@@ -139,6 +139,20 @@ impl Client {
         }
     }
 
+    /// POSTs `body` to `path` and hands back the answer unread (for an
+    /// answer to read as it streams: the OpenAI API's).
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<reqwest::Response> {
+        self.request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .context("cannot reach the host (is SPILLWAY_ENDPOINT right?)")
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self
             .http

@@ -21,6 +21,7 @@ pub(crate) mod dispatch;
 mod failover;
 mod http;
 mod model;
+mod openai;
 mod stream;
 mod tonic_echo;
 mod weights;
@@ -130,6 +131,23 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// What the OpenAI framing costs per token: the example model's
+    /// completion streamed through `/v1/completions` and as a streamed
+    /// invoke, on one loopback host.
+    Openai {
+        /// The weights (examples/models/tiny_lm/make_weights.py makes them).
+        #[arg(long)]
+        weights: PathBuf,
+        /// The guest (examples/guests/build.sh builds it).
+        #[arg(long, default_value = "target/guests/tiny-lm-py.wasm")]
+        guest: PathBuf,
+        /// Tokens a job.
+        #[arg(long, default_value_t = 128)]
+        tokens: u32,
+        /// Jobs through each path (medians are shown).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// The example language model on two loopback hosts, its weights and
     /// guest pushed to host 1: each host's first job (host 2 fetches,
     /// compiles and loads), then first-token latency and decode rate with
@@ -180,6 +198,12 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             gap_ms,
             runs,
         } => stream::run(chunks, gap_ms, runs).await,
+        BenchCommand::Openai {
+            weights,
+            guest,
+            tokens,
+            runs,
+        } => openai::run(&weights, &guest, tokens, runs).await,
         BenchCommand::Model {
             weights,
             guest,
