@@ -139,6 +139,38 @@ impl Client {
         }
     }
 
+    /// Starts an async job (`Prefer: respond-async`): its view, with its id.
+    pub(crate) async fn invoke_async(
+        &self,
+        name: &str,
+        input: Vec<u8>,
+        options: &InvokeOptions,
+    ) -> anyhow::Result<Value> {
+        let mut r = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/functions/{name}/invoke"),
+            )
+            .header("prefer", "respond-async")
+            .body(input);
+        if let Some(ms) = options.deadline_ms {
+            r = r.header(api::header::DEADLINE_MS, ms);
+        }
+        if options.here_only {
+            r = r.header(api::header::PLACEMENT, "local");
+        }
+        Self::json(r).await
+    }
+
+    /// An async job's view (`cancel`: cancelled first if it still runs).
+    pub(crate) async fn job(&self, id: &str, cancel: bool) -> anyhow::Result<Value> {
+        let method = match cancel {
+            true => reqwest::Method::DELETE,
+            false => reqwest::Method::GET,
+        };
+        Self::json(self.request(method, &format!("/v1/jobs/{id}"))).await
+    }
+
     /// POSTs `body` to `path` and hands back the answer unread (for an
     /// answer to read as it streams: the OpenAI API's).
     pub(crate) async fn post_json(

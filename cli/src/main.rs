@@ -45,6 +45,9 @@ enum Command {
     /// Tenants (namespaces of artifacts, functions and tokens).
     #[command(subcommand)]
     Tenant(commands::TenantCommand),
+    /// Follow an async job (`invoke --async`): get, wait, cancel.
+    #[command(subcommand)]
+    Job(commands::JobCommand),
     /// Control-plane changes made through the API: who, when, what.
     Audit(commands::AuditArgs),
     /// Make an ed25519 publisher key for signing artifacts.
@@ -160,6 +163,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(cmd) => commands::token(cmd).await,
             Command::Tenant(cmd) => commands::tenant(cmd).await,
             Command::Audit(args) => commands::audit(args).await,
+            Command::Job(cmd) => commands::job(cmd).await,
             Command::Keygen(args) => publisher::keygen(args),
             Command::Member(cmd) => commands::member(cmd).await,
             Command::Node(args) => serve::node(args).await,

@@ -192,6 +192,13 @@ pub(crate) struct Membership {
     /// in seconds (0: not remembered).
     #[arg(long, default_value_t = 600)]
     idempotency_ttl_s: u64,
+    /// How long an async job's result is kept after it ends, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    async_ttl_s: u64,
+    /// The most MiB of async jobs' results kept on this host (oldest first
+    /// out).
+    #[arg(long, default_value_t = 256)]
+    async_results_mib: usize,
     /// Chaos tests only: faults applied to the datagrams this host sends
     /// its peers, e.g. `loss=0.1,dup=0.05,delay=2ms,jitter=5ms,seed=7`.
     #[arg(long, hide = true)]
@@ -227,6 +234,8 @@ impl Membership {
             gossip_every: std::time::Duration::from_millis(self.gossip_ms),
             burst_attempts: self.burst_attempts,
             idempotency_ttl: std::time::Duration::from_secs(self.idempotency_ttl_s),
+            async_ttl: std::time::Duration::from_secs(self.async_ttl_s),
+            async_max_bytes: self.async_results_mib << 20,
             chaos_faults: self.chaos_faults,
             ..config
         }

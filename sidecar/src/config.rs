@@ -136,6 +136,10 @@ pub struct SidecarConfig {
     /// The most output bytes remembered under idempotency keys (oldest
     /// forgotten first).
     pub idempotency_max_bytes: usize,
+    /// How long an async job's result is kept after it ends.
+    pub async_ttl: Duration,
+    /// The most bytes of async jobs' results kept (oldest first out).
+    pub async_max_bytes: usize,
     /// Chaos tests only: drop, duplicate and delay the datagrams this host
     /// sends to its peers.
     pub chaos_faults: Option<crate::peer::Faults>,
@@ -168,6 +172,8 @@ impl Default for SidecarConfig {
             gossip_every: Duration::from_millis(250),
             burst_attempts: 3,
             idempotency_ttl: Duration::from_secs(600),
+            async_ttl: Duration::from_secs(3600),
+            async_max_bytes: 256 << 20,
             idempotency_max_bytes: 64 << 20,
             chaos_faults: None,
         }

@@ -141,6 +141,7 @@ pub async fn run(
         client: client.clone(),
         artifacts,
         max_deadline: config.max_deadline,
+        results: job::results::Results::new(config.async_ttl, config.async_max_bytes),
     });
     let (endpoint, pinned) = control.endpoint();
     let routes = peer_routes::PeerRoutes {

@@ -6,6 +6,7 @@
 //! | Raft RPCs, forwarded proposals, joins,   | `control` (this host's member)   |
 //! | read indexes                             |                                  |
 //! | status                                   | `job::JobHost::status`           |
+//! | an async job's record                    | `job::results` (its origin's)    |
 //! | a burst job (its own stream)             | `job::for_peer`                  |
 //! | load gossip (datagrams)                  | `job::burst` (`Burst::receive`)  |
 //! | an artifact fetch (its own stream)       | `artifacts` (this node's copy)   |
@@ -42,6 +43,16 @@ impl PeerHandler for PeerRoutes {
             PeerRequest::Join(join) => PeerReply::Joined(control.answer_join(from, join).await),
             PeerRequest::Status => PeerReply::Status(self.jobs.status()),
             PeerRequest::ReadIndex => PeerReply::ReadIndex(control.answer_read_index().await),
+            PeerRequest::AsyncJob {
+                job,
+                tenant,
+                cancel,
+            } => PeerReply::AsyncJob(
+                self.jobs
+                    .results
+                    .answer(job, &tenant, cancel)
+                    .map(|view| view.to_string()),
+            ),
             // The service hands these to `dispatch` and `artifact` below.
             PeerRequest::Dispatch(_) | PeerRequest::FetchArtifact { .. } => {
                 PeerReply::Error("this request needs a stream of its own".into())

@@ -28,6 +28,10 @@ pub(crate) struct InvokeArgs {
     /// Run on the host asked (queue there when full), never on a peer.
     #[arg(long)]
     local: bool,
+    /// Answer at once with the job's id and run it on; `spillway job get`,
+    /// `wait` and `cancel` follow it.
+    #[arg(long = "async", conflicts_with_all = ["json", "idempotency_key"])]
+    run_async: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -47,6 +51,13 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         idempotency_key: args.idempotency_key.clone(),
         here_only: args.local,
     };
+    if args.run_async {
+        let view = client(&args.target)
+            .invoke_async(&args.name, input, &options)
+            .await?;
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.json {
         return streamed(&args, input, &options).await;
     }

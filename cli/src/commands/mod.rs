@@ -1,10 +1,11 @@
 //! The client commands, one file each: `artifact`, `fn`, `invoke`,
-//! `status`, `ticket`, `token`, `tenant`, `audit`, `member`.
+//! `status`, `ticket`, `token`, `tenant`, `audit`, `member`, `job`.
 
 mod artifact;
 mod audit;
 mod function;
 mod invoke;
+mod job;
 mod member;
 mod status;
 mod tenant;
@@ -15,6 +16,7 @@ pub(crate) use artifact::{ArtifactCommand, artifact};
 pub(crate) use audit::{AuditArgs, audit};
 pub(crate) use function::{FunctionCommand, function};
 pub(crate) use invoke::{InvokeArgs, invoke};
+pub(crate) use job::{JobCommand, job};
 pub(crate) use member::{MemberCommand, member};
 pub(crate) use status::{StatusArgs, status};
 pub(crate) use tenant::{TenantCommand, tenant};

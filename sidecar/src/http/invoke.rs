@@ -28,15 +28,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-pub(super) fn new_job_id() -> JobId {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS provides randomness");
-    JobId(u128::from_le_bytes(bytes))
+/// A new job id, naming this host as the job's origin.
+pub(super) fn new_job_id(app: &App) -> JobId {
+    crate::job::results::new_job_id(app.jobs.id())
 }
 
 pub(super) async fn invoke(
     State(app): State<Arc<App>>,
     name: Result<Path<String>, PathRejection>,
+    query: axum::extract::RawQuery,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
@@ -73,6 +73,34 @@ pub(super) async fn invoke(
     } = InvokeHeaders::parse(&headers, function.deadline_ms)?;
     let accepted = Instant::now();
     let tenant = principal.tenant.clone();
+    if super::jobs::wants_async(&headers, query.0.as_deref()) {
+        if idempotency_key.is_some() {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                "an async invoke takes no idempotency key: its job id is the handle to ask again with",
+            ));
+        }
+        let job = new_job_id(&app);
+        let span = tracing::info_span!("ingress", job = %job, function = %name, token = principal.token.as_deref(), mode = "async");
+        let spec = job_spec(&app, tenant, &function, deadline_ms);
+        let context = Context {
+            trace,
+            here_only,
+            ..Context::default()
+        };
+        let started = Started {
+            job,
+            accepted,
+            span,
+        };
+        return Ok(super::jobs::submit(
+            &app,
+            started,
+            spec,
+            input.to_vec(),
+            context,
+        ));
+    }
     let running = match &idempotency_key {
         Some(key) if !app.config.idempotency_ttl.is_zero() => {
             let key = Key {
@@ -91,7 +119,7 @@ pub(super) async fn invoke(
         }
         _ => None,
     };
-    let job = new_job_id();
+    let job = new_job_id(&app);
     let span = tracing::info_span!("ingress", job = %job, function = %name, token = principal.token.as_deref());
     let spec = job_spec(&app, tenant, &function, deadline_ms);
     // A request with an idempotency key is answered whole: its outcome is
@@ -214,7 +242,12 @@ pub(super) fn job_spec(
 
 /// A job's end, counted in the metrics (and its time in the queue's
 /// estimate when it ran here).
-fn ended(app: &App, job: JobId, accepted: Instant, outcome: Result<Ran, job::Ended>) -> Finished {
+pub(super) fn ended(
+    app: &App,
+    job: JobId,
+    accepted: Instant,
+    outcome: Result<Ran, job::Ended>,
+) -> Finished {
     let outcome = outcome.map_err(ApiError::from);
     let seconds = accepted.elapsed().as_secs_f64();
     match &outcome {
@@ -257,8 +290,8 @@ pub(super) fn tenant_rate(app: &App, tenant: &TenantId) -> Result<(), ApiError> 
 /// How a job ended, as remembered under its idempotency key.
 #[derive(Debug, Clone)]
 pub(crate) struct Finished {
-    job: JobId,
-    outcome: Result<Arc<Ran>, ApiError>,
+    pub(super) job: JobId,
+    pub(super) outcome: Result<Arc<Ran>, ApiError>,
 }
 
 impl Finished {
@@ -351,7 +384,7 @@ fn receipt(job: JobId, ran: &Ran, replay: bool) -> Response {
 }
 
 /// What the answer says about a job that ran.
-fn receipt_of(job: JobId, ran: &Ran, replay: bool) -> api::Receipt {
+pub(super) fn receipt_of(job: JobId, ran: &Ran, replay: bool) -> api::Receipt {
     let Ran {
         completion,
         queue,

@@ -28,6 +28,7 @@ mod cluster;
 mod error;
 mod functions;
 mod invoke;
+mod jobs;
 pub(crate) mod listener;
 mod members;
 mod openai;
@@ -217,6 +218,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/functions/{name}/invoke",
             post(invoke::invoke).layer(DefaultBodyLimit::max(max_input)),
         )
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/models", get(openai::models))
         .route(
             "/v1/chat/completions",

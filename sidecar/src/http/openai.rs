@@ -182,7 +182,7 @@ async fn complete(
         trace,
         ..
     } = InvokeHeaders::parse(&headers, function.deadline_ms)?;
-    let job = invoke::new_job_id();
+    let job = invoke::new_job_id(&app);
     let span = tracing::info_span!("openai", job = %job, model = %request.model, function = %function.name, token = principal.token.as_deref());
     let spec = invoke::job_spec(&app, tenant, &function, deadline_ms);
     let context = Context {

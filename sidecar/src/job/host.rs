@@ -32,6 +32,8 @@ pub(crate) struct JobHost {
     pub(crate) artifacts: Arc<Artifacts>,
     /// The longest any job may run here (a peer's job included).
     pub(crate) max_deadline: Duration,
+    /// The async jobs this host accepted.
+    pub(crate) results: super::results::Results,
 }
 
 impl JobHost {

@@ -20,6 +20,7 @@
 pub(crate) mod burst;
 pub(crate) mod for_peer;
 mod host;
+pub(crate) mod results;
 pub(crate) mod rules;
 pub(crate) mod stream;
 

@@ -36,6 +36,13 @@ pub enum PeerRequest {
     /// As leader, how far must a reader apply to see every change
     /// committed so far? (`Control::catch_up`.)
     ReadIndex,
+    /// How stands this async job you accepted, for this tenant (cancel it
+    /// first when `cancel`)? The asker checked the client's token.
+    AsyncJob {
+        job: spillway_proto::JobId,
+        tenant: spillway_proto::TenantId,
+        cancel: bool,
+    },
     /// Run this job (a burst from the sender, which never sends it on).
     Dispatch(Dispatch),
 }
@@ -160,6 +167,8 @@ pub enum PeerReply {
     Status(HostStatus),
     /// The leader's read index, or `NotLeader` / `Failed`.
     ReadIndex(Result<u64, ProposeError>),
+    /// An async job's view (JSON), or why there is none.
+    AsyncJob(Result<String, crate::job::results::JobMiss>),
     /// The request was not understood or not allowed; the text says why.
     Error(String),
 }
