@@ -11,7 +11,7 @@
 //!
 //! Time is passed in; what a view holds is the HTTP side's (`http::jobs`).
 
-use serde::{Deserialize, Serialize};
+pub(crate) use crate::peer::JobMiss;
 use serde_json::Value;
 use spillway_proto::{JobId, TenantId};
 use std::collections::{HashMap, VecDeque};
@@ -34,18 +34,6 @@ pub(crate) fn new_job_id(origin: u64) -> JobId {
 /// The host that accepted `job`.
 pub(crate) fn origin_of(job: JobId) -> u64 {
     (job.0 >> (128 - ORIGIN_BITS)) as u64
-}
-
-/// Why there is no record to show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum JobMiss {
-    /// No such job for this tenant (never, or so long ago it is forgotten).
-    #[error("no job with that id")]
-    Unknown,
-    /// It ended and its result was kept for its time, or pushed out by
-    /// newer results: gone.
-    #[error("the job's result has expired")]
-    Expired,
 }
 
 enum State {

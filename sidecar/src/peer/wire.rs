@@ -168,9 +168,21 @@ pub enum PeerReply {
     /// The leader's read index, or `NotLeader` / `Failed`.
     ReadIndex(Result<u64, ProposeError>),
     /// An async job's view (JSON), or why there is none.
-    AsyncJob(Result<String, crate::job::results::JobMiss>),
+    AsyncJob(Result<String, JobMiss>),
     /// The request was not understood or not allowed; the text says why.
     Error(String),
+}
+
+/// Why a host has no record of an async job to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JobMiss {
+    /// No such job for this tenant (never, or so long ago it is forgotten).
+    #[error("no job with that id")]
+    Unknown,
+    /// It ended and its result was kept for its time, or pushed out by
+    /// newer results: gone.
+    #[error("the job's result has expired")]
+    Expired,
 }
 
 /// Why a forwarded proposal was not applied.
