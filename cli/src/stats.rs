@@ -12,6 +12,12 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Milliseconds with three decimals.
+/// The median of `v` (zero when empty).
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    percentile(&v, 0.5)
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }

@@ -112,14 +112,8 @@ async fn async_jobs_are_followed_cancelled_and_expire_at_any_host() {
     );
     let (status, _) = job(&api, h2, &api.token, "nope", false).await;
     assert_eq!(status, 400);
-    let (status, _) = api
-        .post(h1, &api.token, "/v1/tenants", &json!({"name": "globex"}))
-        .await;
-    assert_eq!(status, 201);
-    let scopes = json!({"scopes": ["invoke"], "tenant": "globex"});
-    let (_, token) = api.post(h1, &api.token, "/v1/tokens", &scopes).await;
-    let globex = token["token"].as_str().unwrap();
-    let (status, v) = job(&api, h2, globex, &id, false).await;
+    let globex = api.tenant_token(h1, "globex", &["invoke"]).await;
+    let (status, v) = job(&api, h2, &globex, &id, false).await;
     assert_eq!(
         status, 404,
         "another tenant's job does not exist for it: {v}"
@@ -139,21 +133,8 @@ async fn async_jobs_are_followed_cancelled_and_expire_at_any_host() {
     }
 
     // The CLI: submit, then wait at the other host.
-    let cli = |host: &Host, args: &[&str]| {
-        let out = std::process::Command::new(common::BIN)
-            .args(args)
-            .env("SPILLWAY_ENDPOINT", &host.endpoint)
-            .env("SPILLWAY_TOKEN", &api.token)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let cli =
+        |host: &Host, args: &[&str]| serde_json::from_str::<Value>(&api.cli(host, args)).unwrap();
     let input = root.path().join("in");
     std::fs::write(&input, [2u8, 10]).unwrap();
     let v = cli(

@@ -12,14 +12,13 @@ mod common;
 use common::built;
 use common::hosts::{self, Api, Host};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 /// The reference's answer for `prompt` on `weights`, checked to be clear
 /// of ties at every step by far more than f32 rounding.
 fn reference(weights: &Path, prompt: &str, max_tokens: usize) -> Value {
-    let reference: Value = serde_json::from_str(&python(
+    let reference: Value = serde_json::from_str(&common::tiny_lm(
         "reference.py",
         &[
             weights.to_str().unwrap(),
@@ -37,43 +36,6 @@ fn reference(weights: &Path, prompt: &str, max_tokens: usize) -> Value {
     );
     assert_eq!(reference["tokens"].as_array().unwrap().len(), max_tokens);
     reference
-}
-
-/// The example model's folder.
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/tiny_lm")
-}
-
-/// Runs one of the example's Python scripts; its standard output.
-fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(example().join(script))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("python3 {script}: {e} (scripts/test installs numpy)"));
-    assert!(
-        out.status.success(),
-        "python3 {script} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The CLI against `host` with the admin token; its standard output.
-fn cli(api: &Api, host: &Host, args: &[&str]) -> String {
-    let out = Command::new(common::BIN)
-        .args(args)
-        .env("SPILLWAY_ENDPOINT", &host.endpoint)
-        .env("SPILLWAY_TOKEN", &api.token)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// What one job answered, with the receipt's numbers.
@@ -128,13 +90,12 @@ async fn invoke(api: &Api, host: &Host, token: &str, function: &str, input: Valu
 async fn the_example_model_answers_as_its_reference_here_and_on_a_peer() {
     let root = tempfile::tempdir().unwrap();
     let weights = root.path().join("tiny-lm.safetensors");
-    python("make_weights.py", &[weights.to_str().unwrap()]);
+    common::tiny_lm("make_weights.py", &[weights.to_str().unwrap()]);
     let weights_size = std::fs::metadata(&weights).unwrap().len();
 
     let (api, hosts) = hosts::form(root.path(), &[&["--slots", "1"], &["--slots", "1"]]).await;
     let (h1, h2) = (&hosts[0], &hosts[1]);
-    let pushed: Value = serde_json::from_str(&cli(
-        &api,
+    let pushed: Value = serde_json::from_str(&api.cli(
         h1,
         &["artifact", "push", "tiny-lm", weights.to_str().unwrap()],
     ))
@@ -142,8 +103,7 @@ async fn the_example_model_answers_as_its_reference_here_and_on_a_peer() {
     assert_eq!(pushed["kind"], "weights", "{pushed}");
     let r = api.upload(h1, "tiny-lm-py", built("tiny-lm-py")).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    cli(
-        &api,
+    api.cli(
         h1,
         &[
             "fn",
@@ -222,13 +182,9 @@ async fn the_example_model_answers_as_its_reference_here_and_on_a_peer() {
 
     // Another tenant cannot name the weights, by name or by digest: to it
     // they do not exist.
-    let (status, _) = api
-        .post(h1, &api.token, "/v1/tenants", &json!({"name": "globex"}))
+    let globex = api
+        .tenant_token(h1, "globex", &["invoke", "publish", "read"])
         .await;
-    assert_eq!(status, 201);
-    let scopes = json!({"scopes": ["invoke", "publish", "read"], "tenant": "globex"});
-    let (_, token) = api.post(h1, &api.token, "/v1/tokens", &scopes).await;
-    let globex = token["token"].as_str().unwrap().to_owned();
     let r = api
         .upload_as(h1, &globex, "tiny-lm-py", built("tiny-lm-py"))
         .await;
@@ -269,17 +225,12 @@ async fn the_example_model_on_a_gpu_answers_as_its_reference() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     for preset in ["tiny", "bench"] {
         let weights = root.path().join(format!("{preset}.safetensors"));
-        python(
+        common::tiny_lm(
             "make_weights.py",
             &["--preset", preset, weights.to_str().unwrap()],
         );
-        cli(
-            &api,
-            h1,
-            &["artifact", "push", preset, weights.to_str().unwrap()],
-        );
-        cli(
-            &api,
+        api.cli(h1, &["artifact", "push", preset, weights.to_str().unwrap()]);
+        api.cli(
             h1,
             &[
                 "fn",

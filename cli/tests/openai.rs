@@ -16,18 +16,8 @@ use std::process::Command;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_client_talks_to_the_pool_unmodified() {
     let root = tempfile::tempdir().unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/tiny_lm");
     let weights = root.path().join("tiny-lm.safetensors");
-    let made = Command::new("python3")
-        .arg(example.join("make_weights.py"))
-        .arg(&weights)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::tiny_lm("make_weights.py", &[weights.to_str().unwrap()]);
     let (api, hosts) = hosts::form(root.path(), &[&["--slots", "2"]]).await;
     let h1 = &hosts[0];
     let r = api
@@ -92,15 +82,7 @@ async fn the_openai_client_talks_to_the_pool_unmodified() {
     );
 
     // Four answers of 24 tokens and this one of 3, as the guest reported.
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", h1.endpoint))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics(h1).await;
     let line = "spillway_openai_completion_tokens_total 99";
     assert!(
         metrics.lines().any(|l| l == line),

@@ -93,6 +93,22 @@ async fn events(api: &Api, host: &Host, function: &str, input: Vec<u8>) -> Vec<(
     events
 }
 
+/// Holds `h1`'s one slot with a spinning job (until the handle is
+/// aborted), and waits until host 1 sees itself busy and host 2 free.
+async fn hold(api: &Api, h1: &Host) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let forever = 4_000_000_000u32.to_le_bytes().to_vec();
+    let busy = tokio::spawn(
+        request(api, h1, "spin", forever)
+            .header("spillway-placement", "local")
+            .send(),
+    );
+    api.wait(h1, "host 1 busy, host 2 free", |v| {
+        member(v, "n1")["running"] == 1 && member(v, "n2")["running"] == 0
+    })
+    .await;
+    busy
+}
+
 /// Two hosts of one slot each, countdown and spin uploaded and registered.
 async fn two_hosts(root: &std::path::Path, extra: &[&str]) -> (Api, Vec<Host>) {
     let flags = [&["--slots", "1", "--gossip-ms", "100"][..], extra].concat();
@@ -139,16 +155,7 @@ async fn chunks_reach_the_client_as_the_guest_emits_them_here_and_across_a_burst
 
     // Across a burst: host 1's one slot is busy, the job runs on host 2,
     // and its chunks still come as they are made there.
-    let forever = 4_000_000_000u32.to_le_bytes().to_vec();
-    let busy = tokio::spawn(
-        request(&api, h1, "spin", forever)
-            .header("spillway-placement", "local")
-            .send(),
-    );
-    api.wait(h1, "host 1 busy, host 2 free", |v| {
-        member(v, "n1")["running"] == 1 && member(v, "n2")["running"] == 0
-    })
-    .await;
+    let busy = hold(&api, h1).await;
     let burst = streamed(request(&api, h1, "countdown", input.clone())).await;
     assert_eq!(burst.status, 200);
     assert_eq!(burst.body(), countdown);
@@ -180,15 +187,7 @@ async fn chunks_reach_the_client_as_the_guest_emits_them_here_and_across_a_burst
     busy.abort();
 
     // Host 1 counted three streams of four chunks each, none open now.
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", h1.endpoint))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics(h1).await;
     for line in [
         "spillway_stream_chunks_total 12",
         "spillway_stream_bytes_total 24",
@@ -250,7 +249,7 @@ async fn a_client_that_stops_reading_holds_the_guest_and_one_that_leaves_stops_i
     let (h1, h2) = (&hosts[0], &hosts[1]);
 
     // 128 MiB of output, far more than socket buffers hold: the client
-    // reads the first chunk, then nothing for two seconds.
+    // reads the first chunk, then nothing until the stream is held.
     let chunks = 2048u32;
     let r = request(&api, h1, "flood", chunks.to_le_bytes().to_vec())
         .header("te", "trailers")
@@ -269,7 +268,24 @@ async fn a_client_that_stops_reading_holds_the_guest_and_one_that_leaves_stops_i
         .into_data()
         .unwrap()
         .len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Held: what host 1 sends on stops growing (unchanged over a second),
+    // while the guest still runs.
+    let sent = |metrics: String| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("spillway_stream_bytes_total "))
+            .map(str::to_owned)
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut since) = (sent(api.metrics(h1).await), Instant::now());
+    while since.elapsed() < Duration::from_secs(1) {
+        assert!(Instant::now() < until, "the stream never stopped growing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sent(api.metrics(h1).await);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
     let view = api.cluster(h1).await;
     assert_eq!(
         member(&view, "n1")["running"],
@@ -299,16 +315,7 @@ async fn a_client_that_stops_reading_holds_the_guest_and_one_that_leaves_stops_i
     // A client that leaves mid-stream stops the guest on the peer running
     // it: host 1 is busy, the countdown (9 chunks, 1 s apart) bursts to
     // host 2, and the client drops the answer after the first chunk.
-    let forever = 4_000_000_000u32.to_le_bytes().to_vec();
-    let busy = tokio::spawn(
-        request(&api, h1, "spin", forever)
-            .header("spillway-placement", "local")
-            .send(),
-    );
-    api.wait(h1, "host 1 busy, host 2 free", |v| {
-        member(v, "n1")["running"] == 1 && member(v, "n2")["running"] == 0
-    })
-    .await;
+    let busy = hold(&api, h1).await;
     let r = request(&api, h1, "countdown", vec![9, 100])
         .header("te", "trailers")
         .send()

@@ -178,21 +178,7 @@ async fn weights_are_checked_named_by_functions_read_in_place_and_fetched_by_a_p
         safetensors(&[("proj", Dtype::F32, &[8, 8], f32_bytes(&w2))]),
     )
     .unwrap();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(common::BIN)
-            .args(args)
-            .env("SPILLWAY_ENDPOINT", &h1.endpoint)
-            .env("SPILLWAY_TOKEN", &api.token)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    let cli = |args: &[&str]| api.cli(h1, args);
     let pushed: Value =
         serde_json::from_str(&cli(&["artifact", "push", "tiny2", path.to_str().unwrap()])).unwrap();
     assert_eq!(
@@ -232,13 +218,9 @@ async fn weights_are_checked_named_by_functions_read_in_place_and_fetched_by_a_p
     );
 
     // Another tenant cannot name them: to it they do not exist.
-    let (status, _) = api
-        .post(h1, &api.token, "/v1/tenants", &json!({"name": "globex"}))
+    let globex = api
+        .tenant_token(h1, "globex", &["invoke", "publish", "read"])
         .await;
-    assert_eq!(status, 201);
-    let scopes = json!({"scopes": ["invoke", "publish", "read"], "tenant": "globex"});
-    let (_, token) = api.post(h1, &api.token, "/v1/tokens", &scopes).await;
-    let globex = token["token"].as_str().unwrap().to_owned();
     let r = api
         .upload_as(h1, &globex, "tensor-py", built("tensor-py"))
         .await;
@@ -304,16 +286,9 @@ async fn a_weights_transfer_cut_in_the_middle_resumes_from_another_holder() {
     let file = root.path().join("w.safetensors");
     let rows = 32 * 1024;
     let size = write_weights(&file, rows);
-    let out = std::process::Command::new(common::BIN)
-        .args(["artifact", "push", "w", file.to_str().unwrap()])
-        .env("SPILLWAY_ENDPOINT", &hosts[0].endpoint)
-        .env("SPILLWAY_TOKEN", &api.token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    api.cli(
+        &hosts[0],
+        &["artifact", "push", "w", file.to_str().unwrap()],
     );
     let guest = common::guest("weights_gemm");
     let guest_size = guest.len() as u64;
@@ -399,15 +374,7 @@ async fn a_weights_transfer_cut_in_the_middle_resumes_from_another_holder() {
     assert_eq!(got.len(), 1024);
     assert!(got.iter().enumerate().all(|(i, v)| *v == 64.0 * i as f32));
     assert_eq!(fetched, size + guest_size, "the job's receipt");
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", hosts[0].endpoint))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics(&hosts[0]).await;
     assert!(
         counter(&metrics, "spillway_artifact_fetch_resumes_total") >= 1,
         "{metrics}"

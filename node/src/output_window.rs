@@ -78,7 +78,7 @@ impl OutputWindow {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     #[test]
     fn a_chunk_goes_while_the_window_has_room_or_nothing_is_outstanding() {
@@ -106,11 +106,23 @@ mod tests {
             "the first chunk goes whatever its size"
         );
         let stop = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(AtomicUsize::new(0));
         let waiter = {
-            let (w, stop) = (w.clone(), stop.clone());
-            std::thread::spawn(move || w.reserve(10, || stop.load(Ordering::Relaxed)))
+            let (w, stop, asked) = (w.clone(), stop.clone(), asked.clone());
+            std::thread::spawn(move || {
+                w.reserve(10, || {
+                    asked.fetch_add(1, Ordering::Relaxed);
+                    stop.load(Ordering::Relaxed)
+                })
+            })
         };
-        std::thread::sleep(Duration::from_millis(50));
+        // Asked twice whether to give up: it found no room, waited, and
+        // found none again.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while asked.load(Ordering::Relaxed) < 2 {
+            assert!(std::time::Instant::now() < until, "emit never waited");
+            std::thread::yield_now();
+        }
         assert!(!waiter.is_finished(), "the window is full: emit waits");
         w.grant(100);
         assert!(waiter.join().unwrap(), "50 outstanding of 100: it goes");

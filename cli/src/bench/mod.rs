@@ -227,3 +227,12 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(0, |n| n.get())
 }
+
+/// The build measured (`debug` or `release`), for the table's heading.
+pub(crate) fn build() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}

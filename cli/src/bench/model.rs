@@ -7,9 +7,10 @@
 //! `--tokens` job less a one-token job, medians). Times are the client's,
 //! from request to answer; the receipt's execution time beside them.
 
-use super::cores;
+use super::{build, cores};
 use crate::client::{Client, InvokeOptions};
 use crate::local_cluster::{HostOptions, LocalCluster};
+use crate::stats::median;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use spillway_sidecar::api::Receipt;
@@ -77,11 +78,6 @@ async fn generate(client: &Client, prompt: &str, tokens: u32) -> anyhow::Result<
     })
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// First-token latency and decode rate on a host whose weights are
 /// resident: medians of `runs` one-token and `tokens`-token jobs.
 async fn warm(
@@ -144,11 +140,7 @@ async fn measure(cluster: &LocalCluster, bench: &ModelBench<'_>) -> anyhow::Resu
         bench.tokens,
         bench.runs,
         cores(),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        build()
     );
     println!(
         "{:<44} {:>10} {:>10} {:>12} {:>12}",

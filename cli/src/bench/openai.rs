@@ -8,10 +8,10 @@
 //! token a raw chunk). The difference of the medians over the tokens is
 //! the framing's cost per token.
 
-use super::cores;
+use super::{build, cores};
 use crate::client::{Client, InvokeOptions};
 use crate::local_cluster::{HostOptions, LocalCluster};
-use crate::stats::{ms, percentile};
+use crate::stats::{median, ms};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -97,11 +97,6 @@ async fn invoke(client: &Client, request: &Value) -> anyhow::Result<(Duration, V
     Ok((started.elapsed(), out))
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    percentile(&v, 0.5)
-}
-
 async fn measure(
     client: &Client,
     (weights, guest): (&Path, &Path),
@@ -143,11 +138,7 @@ async fn measure(
     println!(
         "OpenAI framing: the example model, {tokens} tokens a job, {runs} runs, one loopback host, {} cores, {} build",
         cores(),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        build()
     );
     println!(
         "{:<44} {:>12} {:>14}",

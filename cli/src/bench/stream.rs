@@ -6,10 +6,10 @@
 //! its first chunk and to its end, and a buffered job's time to its whole
 //! answer. Times are the client's, request to byte.
 
-use super::cores;
+use super::{build, cores};
 use crate::client::{Client, InvokeOptions};
 use crate::local_cluster::{HostOptions, LocalCluster};
-use crate::stats::{ms, percentile};
+use crate::stats::{median, ms};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -74,11 +74,6 @@ async fn buffered(client: &Client, input: &[u8], here_only: bool) -> anyhow::Res
     Ok(took)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    percentile(&v, 0.5)
-}
-
 /// Waits until host 1 sees itself busy and host 2 free.
 async fn wait_busy(client: &Client) -> anyhow::Result<()> {
     let until = Instant::now() + Duration::from_secs(30);
@@ -121,11 +116,7 @@ async fn measure(cluster: &LocalCluster, input: [u8; 2], runs: usize) -> anyhow:
         u16::from(input[1]) * 10,
         runs,
         cores(),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        build()
     );
     println!(
         "{:<26} {:>22} {:>20} {:>22}",

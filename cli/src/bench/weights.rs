@@ -8,7 +8,7 @@
 //! The file is written one row at a time into a fresh directory, removed
 //! afterwards.
 
-use super::cores;
+use super::{build, cores};
 use crate::client::InvokeOptions;
 use crate::local_cluster::{HostOptions, LocalCluster};
 use anyhow::{Context, bail};
@@ -145,11 +145,7 @@ async fn measure(
         "weights transfer: {:.0} MiB safetensors, two loopback hosts, {} cores, {} build",
         mib(size),
         cores(),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        build()
     );
     println!(
         "{:<34} {:>9} {:>11} {:>12} {:>12}",

@@ -90,6 +90,51 @@ pub struct Api {
 }
 
 impl Api {
+    /// Runs the CLI against `host` with the admin token and no standard
+    /// input; its standard output (it must succeed).
+    pub fn cli(&self, host: &Host, args: &[&str]) -> String {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("SPILLWAY_ENDPOINT", &host.endpoint)
+            .env("SPILLWAY_TOKEN", &self.token)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// `host`'s `/metrics` page, as the admin token sees it.
+    pub async fn metrics(&self, host: &Host) -> String {
+        self.http
+            .get(format!("{}/metrics", host.endpoint))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Creates tenant `name` through `host` and a token of it with
+    /// `scopes`; the token's secret.
+    pub async fn tenant_token(&self, host: &Host, name: &str, scopes: &[&str]) -> String {
+        let (status, v) = self
+            .post(host, &self.token, "/v1/tenants", &json!({"name": name}))
+            .await;
+        assert_eq!(status, 201, "{v}");
+        let spec = json!({"scopes": scopes, "tenant": name});
+        let (status, v) = self.post(host, &self.token, "/v1/tokens", &spec).await;
+        assert_eq!(status, 201, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn get(&self, host: &Host, path: &str) -> reqwest::Result<Value> {
         self.http
             .get(format!("{}{path}", host.endpoint))

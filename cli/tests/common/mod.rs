@@ -39,6 +39,23 @@ pub fn built(name: &str) -> Vec<u8> {
     })
 }
 
+/// Runs one of the example model's Python scripts
+/// (`examples/models/tiny_lm/SCRIPT`); its standard output.
+pub fn tiny_lm(script: &str, args: &[&str]) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/tiny_lm");
+    let out = Command::new("python3")
+        .arg(dir.join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 {script}: {e} (scripts/test installs numpy)"));
+    assert!(
+        out.status.success(),
+        "python3 {script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A safetensors file of `tensors` (name, dtype, shape, little-endian
 /// bytes), written by the format's own crate.
 pub fn safetensors(tensors: &[(&str, safetensors::Dtype, &[usize], Vec<u8>)]) -> Vec<u8> {

@@ -156,9 +156,7 @@ pub(super) async fn get(
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = app.authorize(&headers, Scope::Invoke).await?;
-    let job = parse_id(id)?;
-    lookup(&app, job, principal.tenant, false).await.map(Json)
+    view(&app, id, &headers, false).await
 }
 
 /// `DELETE /v1/jobs/{id}`: cancels it if it still runs; its view.
@@ -167,9 +165,19 @@ pub(super) async fn cancel(
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = app.authorize(&headers, Scope::Invoke).await?;
+    view(&app, id, &headers, true).await
+}
+
+/// Either route: the caller's token, the id, then the job's view.
+async fn view(
+    app: &App,
+    id: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    cancel: bool,
+) -> Result<Json<Value>, ApiError> {
+    let principal = app.authorize(headers, Scope::Invoke).await?;
     let job = parse_id(id)?;
-    lookup(&app, job, principal.tenant, true).await.map(Json)
+    lookup(app, job, principal.tenant, cancel).await.map(Json)
 }
 
 /// The job's view from its origin (here, or asked over QUIC), cancelling
