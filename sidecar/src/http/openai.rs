@@ -24,11 +24,11 @@
 
 use super::invoke::{self, Started};
 use super::request::InvokeHeaders;
-use super::stream::{AbortOnDrop, joined};
+use super::stream::{AbortOnDrop, Framing as StreamFraming, Running, joined};
 use super::{ApiError, App};
 use crate::job::Context;
 use crate::job::stream::StreamFrom;
-use crate::metrics::{OpenStream, StreamMetrics};
+use crate::metrics::StreamMetrics;
 use crate::openai::text::Utf8Pieces;
 use crate::openai::wire::{self, Endpoint, Framing, GuestEnd};
 use axum::body::Body;
@@ -36,6 +36,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use hyper::body::Frame;
 use serde_json::{Value, json};
 use spillway_consensus::Scope;
 use std::collections::VecDeque;
@@ -236,163 +237,104 @@ async fn whole(
 /// before any is answered with its error, or a stream of its end alone.
 async fn streamed(
     framing: Framing,
-    mut from: StreamFrom,
-    mut task: JoinHandle<super::stream::Outcome>,
+    from: StreamFrom,
+    task: JoinHandle<super::stream::Outcome>,
     include_usage: bool,
     (metrics, accepted): (StreamMetrics, Instant),
 ) -> Result<Response, OpenAiError> {
-    let abort = AbortOnDrop(task.abort_handle());
-    let first = tokio::select! {
-        biased;
-        chunk = from.chunks.recv() => chunk,
-        outcome = &mut task => match from.chunks.try_recv() {
-            Ok(chunk) => Some(chunk),
-            Err(_) => {
-                // Ended without a piece: a failure is an HTTP error.
-                let (ran, _) = joined(outcome)?;
-                let mut s = Events::new(framing, include_usage);
-                s.end(Ok(GuestEnd::parse(&ran.body)));
-                return Ok(events_response(s.queued.into_iter().collect()));
-            }
-        },
+    let mut events = Events {
+        framing,
+        include_usage,
+        decoder: Utf8Pieces::default(),
+        started: false,
+        metrics: metrics.clone(),
     };
-    let mut events = Events::new(framing, include_usage);
-    if let Some(chunk) = first {
-        metrics
-            .first_chunk
-            .observe(accepted.elapsed().as_secs_f64());
-        metrics.chunk(chunk.len());
-        events.text(&chunk);
-    }
-    let state = Streaming {
-        events,
-        from,
-        task: Some(task),
-        _abort: abort,
-        _open: metrics.opened(),
-        metrics,
+    let mut running = Running::new(from, task);
+    let body = match running.first_chunk().await {
+        Ok(first) => running.body(events, first, (&metrics, accepted)),
+        Err(outcome) => {
+            // Ended without a piece: a failure is an HTTP error.
+            let outcome = Ok(outcome.map_err(OpenAiError::from)?);
+            let mut frames = VecDeque::new();
+            events.end(outcome, &mut frames);
+            let bytes: Vec<Bytes> = frames
+                .into_iter()
+                .filter_map(|f| f.into_data().ok())
+                .collect();
+            Body::from(bytes.concat())
+        }
     };
-    let frames = futures::stream::unfold(state, |mut s| async move {
-        let bytes = s.next().await?;
-        Some((
-            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes)),
-            s,
-        ))
-    });
-    let mut response = Response::new(Body::new(http_body_util::StreamBody::new(frames)));
-    set_event_headers(response.headers_mut());
-    Ok(response)
-}
-
-fn set_event_headers(h: &mut HeaderMap) {
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
-/// A stream whose events are all known.
-fn events_response(events: Vec<Bytes>) -> Response {
-    let body: Vec<u8> = events.concat();
-    let mut response = Response::new(Body::from(body));
-    set_event_headers(response.headers_mut());
-    response
-}
-
-/// The events of one streamed completion, queued as they are made.
+/// The events of one streamed completion: the role (chat) before the
+/// first piece, the pieces of text, then the end.
 struct Events {
     framing: Framing,
     include_usage: bool,
     decoder: Utf8Pieces,
-    queued: VecDeque<Bytes>,
+    /// Whether the role went out.
+    started: bool,
+    metrics: StreamMetrics,
 }
 
-fn data(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
+fn data(value: &Value) -> Frame<Bytes> {
+    Frame::data(Bytes::from(format!("data: {value}\n\n")))
 }
 
 impl Events {
-    fn new(framing: Framing, include_usage: bool) -> Self {
-        let mut queued = VecDeque::new();
-        if let Some(role) = framing.role() {
-            queued.push_back(data(&role));
-        }
-        Self {
-            framing,
-            include_usage,
-            decoder: Utf8Pieces::default(),
-            queued,
+    /// The role, before anything else.
+    fn start(&mut self, out: &mut VecDeque<Frame<Bytes>>) {
+        if !self.started {
+            self.started = true;
+            if let Some(role) = self.framing.role() {
+                out.push_back(data(&role));
+            }
         }
     }
 
-    /// A chunk of the guest's text (nothing while it ends mid-character).
-    fn text(&mut self, chunk: &[u8]) {
-        let text = self.decoder.push(chunk);
+    fn piece(&self, text: &str, out: &mut VecDeque<Frame<Bytes>>) {
         if !text.is_empty() {
-            self.queued.push_back(data(&self.framing.piece(&text)));
+            out.push_back(data(&self.framing.piece(text)));
         }
+    }
+}
+
+impl StreamFraming for Events {
+    /// A chunk of the guest's text (nothing while it ends mid-character).
+    fn chunk(&mut self, chunk: Vec<u8>, out: &mut VecDeque<Frame<Bytes>>) {
+        self.start(out);
+        let text = self.decoder.push(&chunk);
+        self.piece(&text, out);
     }
 
     /// The end: the rest of the text, the finish reason and usage, and
     /// `[DONE]`; or the error.
-    fn end(&mut self, end: Result<GuestEnd, OpenAiError>) {
+    fn end(&mut self, outcome: super::stream::Outcome, out: &mut VecDeque<Frame<Bytes>>) {
+        self.start(out);
         let rest = self.decoder.finish();
-        if !rest.is_empty() {
-            self.queued.push_back(data(&self.framing.piece(&rest)));
-        }
-        match end {
-            Ok(end) => {
+        self.piece(&rest, out);
+        match outcome {
+            Ok((ran, _)) => {
+                let end = GuestEnd::parse(&ran.body);
+                if let Some(usage) = end.usage {
+                    self.metrics
+                        .completion_tokens
+                        .inc_by(usage.completion_tokens);
+                }
                 for last in self.framing.finish(&end, self.include_usage) {
-                    self.queued.push_back(data(&last));
+                    out.push_back(data(&last));
                 }
-                self.queued
-                    .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+                out.push_back(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")));
             }
-            Err(e) => self.queued.push_back(data(&e.json())),
-        }
-    }
-}
-
-/// A streaming completion between its first piece and its end.
-struct Streaming {
-    events: Events,
-    from: StreamFrom,
-    task: Option<JoinHandle<super::stream::Outcome>>,
-    _abort: AbortOnDrop,
-    _open: OpenStream,
-    metrics: StreamMetrics,
-}
-
-impl Streaming {
-    async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            if let Some(bytes) = self.events.queued.pop_front() {
-                return Some(bytes);
-            }
-            let task = self.task.as_mut()?;
-            match self.from.chunks.recv().await {
-                Some(chunk) => {
-                    self.metrics.chunk(chunk.len());
-                    self.events.text(&chunk);
-                }
-                None => {
-                    let outcome = joined(task.await);
-                    self.task = None;
-                    let end = outcome
-                        .map(|(ran, _)| GuestEnd::parse(&ran.body))
-                        .map_err(OpenAiError::from);
-                    if let Ok(GuestEnd {
-                        usage: Some(usage), ..
-                    }) = &end
-                    {
-                        self.metrics
-                            .completion_tokens
-                            .inc_by(usage.completion_tokens);
-                    }
-                    self.events.end(end);
-                }
-            }
+            Err(e) => out.push_back(data(&OpenAiError::from(e).json())),
         }
     }
 }

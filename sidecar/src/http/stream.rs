@@ -112,31 +112,15 @@ pub(crate) type Outcome = Result<(std::sync::Arc<Ran>, api::Receipt), ApiError>;
 pub(crate) async fn respond(
     (job, accepted): (JobId, std::time::Instant),
     mode: Mode,
-    mut from: StreamFrom,
+    from: StreamFrom,
     task: JoinHandle<Outcome>,
     (metrics, buffered): (&StreamMetrics, impl FnOnce(Outcome) -> Response),
 ) -> Response {
-    let abort = AbortOnDrop(task.abort_handle());
-    let mut task = task;
-    let first = tokio::select! {
-        biased;
-        chunk = from.chunks.recv() => chunk,
-        outcome = &mut task => {
-            // Every chunk was sent before the job's end: one may still wait.
-            match from.chunks.try_recv() {
-                Ok(chunk) => Some(chunk),
-                Err(_) => return buffered(joined(outcome)),
-            }
-        }
+    let mut running = Running::new(from, task);
+    let first = match running.first_chunk().await {
+        Ok(first) => first,
+        Err(outcome) => return buffered(outcome),
     };
-    let Some(first) = first else {
-        return buffered(joined(task.await));
-    };
-    metrics
-        .first_chunk
-        .observe(accepted.elapsed().as_secs_f64());
-    metrics.chunk(first.len());
-    let running_on = *from.running_on.borrow();
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
@@ -146,7 +130,7 @@ pub(crate) async fn respond(
         }
     };
     set(h, api::header::JOB_ID, job.to_string());
-    if let Some(on) = running_on {
+    if let Some(on) = running.running_on() {
         set(h, api::header::NODE, on.host.to_string());
         set(h, api::header::BURST, on.burst.to_string());
     }
@@ -169,21 +153,8 @@ pub(crate) async fn respond(
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         }
     }
-    let state = Streaming {
-        mode,
-        from,
-        task: Some(task),
-        _abort: abort,
-        _open: metrics.opened(),
-        metrics: metrics.clone(),
-        queued: VecDeque::from([frame(mode, 0, first)]),
-        seq: 1,
-    };
-    let frames = futures::stream::unfold(state, |mut s| async move {
-        let frame = s.next().await?;
-        Some((Ok::<_, std::convert::Infallible>(frame), s))
-    });
-    *response.body_mut() = Body::new(StreamBody::new(frames));
+    let framing = InvokeFraming { mode, seq: 0 };
+    *response.body_mut() = running.body(framing, first, (metrics, accepted));
     response
 }
 
@@ -198,9 +169,87 @@ pub(super) fn joined(outcome: Result<Outcome, tokio::task::JoinError>) -> Outcom
     })
 }
 
-/// A streaming response between its first chunk and its end.
-struct Streaming {
-    mode: Mode,
+/// How a streamed answer frames its job's chunks and its end: an
+/// invoke's raw chunks or events ([`InvokeFraming`]), or the OpenAI API's
+/// objects (`http::openai`).
+pub(super) trait Framing: Send + 'static {
+    /// Frames one chunk of the guest's output.
+    fn chunk(&mut self, chunk: Vec<u8>, out: &mut VecDeque<Frame<Bytes>>);
+    /// Frames the job's end.
+    fn end(&mut self, outcome: Outcome, out: &mut VecDeque<Frame<Bytes>>);
+}
+
+/// A job whose chunks a streamed answer waits for. Dropping it, or the
+/// body it becomes, aborts the job's task (which cancels the job wherever
+/// it runs).
+pub(super) struct Running {
+    from: StreamFrom,
+    task: JoinHandle<Outcome>,
+    abort: AbortOnDrop,
+}
+
+impl Running {
+    pub(super) fn new(from: StreamFrom, task: JoinHandle<Outcome>) -> Self {
+        let abort = AbortOnDrop(task.abort_handle());
+        Self { from, task, abort }
+    }
+
+    /// The job's first chunk, or the outcome of a job that ended without
+    /// one.
+    pub(super) async fn first_chunk(&mut self) -> Result<Vec<u8>, Outcome> {
+        let first = tokio::select! {
+            biased;
+            chunk = self.from.chunks.recv() => chunk,
+            outcome = &mut self.task => {
+                // Every chunk was sent before the job's end: one may still wait.
+                return self.from.chunks.try_recv().map_err(|_| joined(outcome));
+            }
+        };
+        match first {
+            Some(chunk) => Ok(chunk),
+            None => Err(joined((&mut self.task).await)),
+        }
+    }
+
+    /// Where the job runs now.
+    pub(super) fn running_on(&self) -> Option<crate::job::stream::RunningOn> {
+        *self.from.running_on.borrow()
+    }
+
+    /// The answer's body from the `first` chunk on: each chunk framed as
+    /// it comes, then the end; counted in the stream metrics.
+    pub(super) fn body(
+        self,
+        mut framing: impl Framing,
+        first: Vec<u8>,
+        (metrics, accepted): (&StreamMetrics, std::time::Instant),
+    ) -> Body {
+        metrics
+            .first_chunk
+            .observe(accepted.elapsed().as_secs_f64());
+        metrics.chunk(first.len());
+        let mut queued = VecDeque::new();
+        framing.chunk(first, &mut queued);
+        let state = Streaming {
+            framing,
+            from: self.from,
+            task: Some(self.task),
+            _abort: self.abort,
+            _open: metrics.opened(),
+            metrics: metrics.clone(),
+            queued,
+        };
+        let frames = futures::stream::unfold(state, |mut s| async move {
+            let frame = s.next().await?;
+            Some((Ok::<_, std::convert::Infallible>(frame), s))
+        });
+        Body::new(StreamBody::new(frames))
+    }
+}
+
+/// A streaming answer between its first chunk and its end.
+struct Streaming<F> {
+    framing: F,
     from: StreamFrom,
     /// `None` once the outcome was taken.
     task: Option<JoinHandle<Outcome>>,
@@ -208,10 +257,9 @@ struct Streaming {
     _open: OpenStream,
     metrics: StreamMetrics,
     queued: VecDeque<Frame<Bytes>>,
-    seq: u32,
 }
 
-impl Streaming {
+impl<F: Framing> Streaming<F> {
     /// The next frame: a chunk as it comes, then the end.
     async fn next(&mut self) -> Option<Frame<Bytes>> {
         loop {
@@ -222,27 +270,40 @@ impl Streaming {
             match self.from.chunks.recv().await {
                 Some(chunk) => {
                     self.metrics.chunk(chunk.len());
-                    self.queued.push_back(frame(self.mode, self.seq, chunk));
-                    self.seq += 1;
+                    self.framing.chunk(chunk, &mut self.queued);
                 }
                 None => {
                     let outcome = joined(task.await);
                     self.task = None;
-                    self.end(outcome);
+                    self.framing.end(outcome, &mut self.queued);
                 }
             }
         }
     }
+}
 
-    /// Queues `run`'s returned bytes and the outcome.
-    fn end(&mut self, outcome: Outcome) {
+/// An invoke's framing: raw chunks then trailers, or events.
+struct InvokeFraming {
+    mode: Mode,
+    /// The next chunk's number.
+    seq: u32,
+}
+
+impl Framing for InvokeFraming {
+    fn chunk(&mut self, chunk: Vec<u8>, out: &mut VecDeque<Frame<Bytes>>) {
+        out.push_back(frame(self.mode, self.seq, chunk));
+        self.seq += 1;
+    }
+
+    /// `run`'s returned bytes, then the outcome.
+    fn end(&mut self, outcome: Outcome, out: &mut VecDeque<Frame<Bytes>>) {
         match outcome {
             Ok((ran, receipt)) => {
                 if !ran.body.is_empty() {
                     let body = ran.body.to_vec();
-                    self.queued.push_back(frame(self.mode, self.seq, body));
+                    out.push_back(frame(self.mode, self.seq, body));
                 }
-                self.queued.push_back(match self.mode {
+                out.push_back(match self.mode {
                     Mode::Chunked => {
                         let mut trailers = HeaderMap::new();
                         receipt.write_to(&mut trailers);
@@ -255,7 +316,7 @@ impl Streaming {
             Err(mut e) => {
                 // It emitted output: it ran, whatever the failure says.
                 e.may_have_run = Some(true);
-                self.queued.push_back(match self.mode {
+                out.push_back(match self.mode {
                     Mode::Chunked => Frame::trailers(error_trailers(&e)),
                     Mode::Events => event("error", None, &e.to_json()),
                 });
