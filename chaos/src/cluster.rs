@@ -130,6 +130,9 @@ impl Cluster {
             .role(role)
             .flags(["--slots", &self.setup.slots.to_string()])
             .flags(["--snapshot-every", "20", "--execution-journal"])
+            // In namespaces the API listens off loopback, on a network
+            // only this harness can reach.
+            .flags(self.net.is_some().then_some("--insecure-http"))
             .flags(&self.setup.flags)
             .wrapped_in(self.net.iter().flat_map(|lab| lab.exec_prefix(i)))
             .env("RUST_LOG", "info");

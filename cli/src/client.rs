@@ -127,16 +127,80 @@ fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How the CLI speaks https: the system's trust store plus a private CA,
+/// and a client certificate for a host that asks for one (mutual TLS).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ClientTls {
+    /// Also trust this CA (PEM) for the host's certificate: a cluster's
+    /// private CA.
+    #[arg(long = "ca", env = "SPILLWAY_CA", value_name = "FILE", global = true)]
+    ca: Option<std::path::PathBuf>,
+    /// Present this certificate (PEM) to a host that requires client
+    /// certificates; with --client-key.
+    #[arg(long, env = "SPILLWAY_CLIENT_CERT", value_name = "FILE", global = true)]
+    client_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(long, env = "SPILLWAY_CLIENT_KEY", value_name = "FILE", global = true)]
+    client_key: Option<std::path::PathBuf>,
+}
+
+impl ClientTls {
+    /// `builder` trusting the CA and holding the client certificate, if any.
+    fn apply(&self, builder: reqwest::ClientBuilder) -> anyhow::Result<reqwest::ClientBuilder> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut builder = builder;
+        if let Some(path) = &self.ca {
+            for cert in reqwest::Certificate::from_pem_bundle(&read(path)?)
+                .with_context(|| format!("{}: not PEM certificates", path.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read(cert)?;
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+                let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                    format!(
+                        "{} with {}: not a certificate and its key",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => bail!("a client certificate needs both --client-cert and --client-key"),
+        }
+        Ok(builder)
+    }
+}
+
 impl Client {
+    /// A client for a loopback cluster this binary started (plain HTTP, or
+    /// https with the system's trust store).
     pub(crate) fn new(endpoint: &str, token: Option<String>) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
+        Self::with_tls(endpoint, token, &ClientTls::default()).expect("a client without files")
+    }
+
+    /// A client with `tls`'s CA and client certificate.
+    pub(crate) fn with_tls(
+        endpoint: &str,
+        token: Option<String>,
+        tls: &ClientTls,
+    ) -> anyhow::Result<Self> {
+        let builder = reqwest::Client::builder().pool_max_idle_per_host(64);
+        Ok(Self {
+            http: tls
+                .apply(builder)?
                 .build()
-                .expect("client"),
+                .context("building the HTTP client")?,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             token,
-        }
+        })
     }
 
     /// Starts an async job (`Prefer: respond-async`): its view, with its id.

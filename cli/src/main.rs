@@ -7,6 +7,7 @@ mod burst_load;
 mod chaos;
 mod client;
 mod commands;
+mod config;
 mod demo;
 mod local_cluster;
 mod publisher;
@@ -14,7 +15,7 @@ mod serve;
 mod stats;
 mod up;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -55,6 +56,9 @@ enum Command {
     /// Drain or remove cluster members.
     #[command(subcommand)]
     Member(commands::MemberCommand),
+    /// Host configuration files: a commented example, or check one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run only the node (the executor), listening on a Unix socket.
     Node(serve::NodeArgs),
     /// Run only the sidecar, connecting to a node started separately.
@@ -81,6 +85,43 @@ enum Command {
     /// stdout under limits: the node runs this as a child process.
     #[command(hide = true)]
     CompileKernel(CompileKernelArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a commented file of every `spillway host` key at its default.
+    Example {
+        /// The keys as a Markdown table instead (docs/configuration.md).
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Check a file as `spillway host --config FILE` would, without
+    /// starting anything; print the flags it stands for.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// `spillway config`: runs without a runtime.
+fn config_command(command: ConfigCommand) -> anyhow::Result<std::process::ExitCode> {
+    let root = Cli::command();
+    let host = root.find_subcommand("host").expect("the host command");
+    match command {
+        ConfigCommand::Example { markdown: false } => print!("{}", config::example(host)),
+        ConfigCommand::Example { markdown: true } => print!("{}", config::markdown(host)),
+        ConfigCommand::Check { file } => {
+            let flags = config::load(&file, host, |_| false)?;
+            // The keys together, as the host would parse them.
+            let mut argv = vec!["spillway".into(), "host".into()];
+            argv.extend(flags.iter().cloned());
+            Cli::try_parse_from(&argv)?;
+            for flag in flags {
+                println!("{}", flag.to_string_lossy());
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +151,8 @@ struct Target {
     /// The bearer token.
     #[arg(long, env = "SPILLWAY_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: client::ClientTls,
 }
 
 /// Logs to stderr, filtered by `SPILLWAY_LOG` (default `default`), in
@@ -127,7 +170,21 @@ fn init_tracing(default: &str) {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // A host's `--config FILE` becomes flags before the real parse.
+    let argv = match config::expand(&Cli::command(), std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(argv);
+    if let Command::Config(command) = cli.command {
+        return config_command(command).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        });
+    }
     // Before any thread or runtime: the child sets its own limits.
     if let Command::CompileKernel(args) = &cli.command {
         let code =
@@ -175,7 +232,9 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => commands::status(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Chaos(cmd) => chaos::run(cmd).await,
-            Command::CompileKernel(_) => unreachable!("handled before the runtime"),
+            Command::CompileKernel(_) | Command::Config(_) => {
+                unreachable!("handled before the runtime")
+            }
         }
     });
     match result {

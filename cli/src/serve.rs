@@ -4,7 +4,7 @@
 use anyhow::Context;
 use spillway_consensus::ControlConfig;
 use spillway_node::NodeConfig;
-use spillway_sidecar::{ClusterStart, IngressLimits, NodeLaunch, SidecarConfig};
+use spillway_sidecar::{ClusterStart, IngressLimits, NodeLaunch, SidecarConfig, TlsFiles};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,11 +16,13 @@ pub(crate) struct NodeLimits {
     /// Jobs that run at once.
     #[arg(long, default_value_t = 4)]
     slots: u32,
-    /// The most memory (MiB) any one job may use.
+    /// The most memory (MiB) any one job may use (the instance pool's
+    /// per-instance maximum).
     #[arg(long, default_value_t = 256)]
     max_memory_mib: u64,
     /// The most output (MiB) one job may emit and return. A buffered
-    /// answer holds it all in memory; a streamed one holds a window of it.
+    /// answer holds it all in memory; a streamed one holds a 256 KiB window
+    /// of it.
     #[arg(long, default_value_t = 16)]
     max_output_mib: u64,
     /// How often deadlines and cancellation are checked (ms).
@@ -59,7 +61,8 @@ pub(crate) struct NodeLimits {
     /// Tables one component may hold.
     #[arg(long, default_value_t = 8)]
     max_tables_per_component: u32,
-    /// Lines one job may write to the host log (job.log, stdout, stderr).
+    /// Lines one job may write to the host log (job.log, stdout, stderr
+    /// together); then one "truncated" line, and the rest is dropped.
     #[arg(long, default_value_t = 1000)]
     guest_log_lines: u32,
     /// Bytes one job may write to the host log.
@@ -110,7 +113,8 @@ pub(crate) struct Ingress {
     /// State directory (created if missing).
     #[arg(long, default_value_os_t = crate::default_dir())]
     dir: PathBuf,
-    /// HTTP ingress address (port 0: any free port, printed at start).
+    /// HTTP ingress address (port 0: any free port, printed at start). Off
+    /// loopback it needs --tls-cert and --tls-key, or --insecure-http.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
     /// Jobs that may wait for a slot before 503 queue_full.
@@ -125,9 +129,10 @@ pub(crate) struct Ingress {
     /// held in memory).
     #[arg(long, default_value_t = 8192)]
     max_weights_mib: u64,
-    /// HTTP connections open at once (also bounded by the open-file
-    /// limit, which is raised to its hard limit at start); past it a
-    /// connection is answered 503 and closed.
+    /// HTTP connections open at once; past it a connection is answered
+    /// 503 too_many_connections and closed unread. The open-file limit is
+    /// raised to its hard limit at start, and the cap lowered (with a
+    /// warning) to leave 256 descriptors for the rest.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
     /// How long a request's headers may take, and a keep-alive connection
@@ -139,7 +144,9 @@ pub(crate) struct Ingress {
     #[arg(long, default_value_t = 10_000)]
     body_timeout_ms: u64,
     /// Request bodies being read into memory at once, over all requests,
-    /// in MiB (503 overloaded past it; uploads are spooled to disk).
+    /// in MiB, each counted at its announced length (8 MiB if it announces
+    /// none) until read: 503 overloaded past it. Uploads are spooled to
+    /// disk and not counted.
     #[arg(long, default_value_t = 256)]
     max_body_mib_in_flight: usize,
     /// Serve the per-tenant series of /metrics (which name tenants) without
@@ -150,9 +157,48 @@ pub(crate) struct Ingress {
     /// many; 429 rate_limited past it).
     #[arg(long, default_value_t = 10.0)]
     publish_rate: f64,
+    /// Serve the API over TLS with this certificate chain (PEM, leaf
+    /// first; with --tls-key). Reloaded when the file changes or at SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: only clients with a certificate this CA (PEM) signed may
+    /// connect; others are refused in the handshake.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve plain HTTP on an address off loopback (refused without it):
+    /// only behind a TLS-terminating proxy that is the only way in.
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 impl Ingress {
+    /// Fills the HTTP part of a sidecar's configuration.
+    fn apply(&self, config: SidecarConfig) -> SidecarConfig {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
+        SidecarConfig {
+            ingress: self.limits(),
+            http_addr: self.listen,
+            queue_capacity: self.queue,
+            max_artifact_bytes: self.max_artifact_mib.saturating_mul(1 << 20),
+            max_weights_bytes: self.max_weights_mib.saturating_mul(1 << 20),
+            public_tenant_metrics: self.public_tenant_metrics,
+            publish_rate_per_s: self.publish_rate,
+            tls,
+            insecure_http: self.insecure_http,
+            ..config
+        }
+    }
+
     fn limits(&self) -> IngressLimits {
         IngressLimits {
             max_connections: self.max_connections,
@@ -210,6 +256,10 @@ pub(crate) struct Membership {
     /// (= `spillway join`).
     #[arg(long, env = "SPILLWAY_JOIN_TICKET", hide_env_values = true)]
     pub(crate) join: Option<String>,
+    /// When founding: write the admin token to this file (created 0600)
+    /// instead of printing it (a service's output goes to a journal).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 impl Membership {
@@ -237,6 +287,7 @@ impl Membership {
             async_ttl: std::time::Duration::from_secs(self.async_ttl_s),
             async_max_bytes: self.async_results_mib << 20,
             chaos_faults: self.chaos_faults,
+            admin_token_file: self.admin_token_file.clone(),
             ..config
         }
     }
@@ -250,11 +301,15 @@ pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct HostArgs {
-    #[command(flatten)]
+    /// Read settings from this TOML file (`spillway config example` prints
+    /// one); a flag given on the command line wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten, next_help_heading = "State and the HTTP API")]
     ingress: Ingress,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Jobs and the node")]
     limits: NodeLimits,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "The cluster")]
     pub(crate) membership: Membership,
     /// Exit when standard input closes (used by `spillway up`).
     #[arg(long, hide = true)]
@@ -390,20 +445,13 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     let config = SidecarConfig {
-        ingress: args.ingress.limits(),
-        http_addr: args.ingress.listen,
-        dir: args.ingress.dir,
+        dir: args.ingress.dir.clone(),
         node_socket: args.node_socket,
         node: NodeLaunch::Connect,
         slots: args.slots,
-        queue_capacity: args.ingress.queue,
-        max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
-        max_weights_bytes: args.ingress.max_weights_mib.saturating_mul(1 << 20),
-        public_tenant_metrics: args.ingress.public_tenant_metrics,
-        publish_rate_per_s: args.ingress.publish_rate,
         ..SidecarConfig::default()
     };
-    let config = args.membership.apply(config);
+    let config = args.membership.apply(args.ingress.apply(config));
     spillway_sidecar::run(config, shutdown_signal(false)).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -483,7 +531,6 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     // Validate the node's half here too, so a bad flag fails before spawning.
     node_config(socket.clone(), dir.clone(), l).validate()?;
     let config = SidecarConfig {
-        http_addr: args.ingress.listen,
         dir: dir.join("sidecar"),
         node_socket: socket,
         node: NodeLaunch::Spawn {
@@ -491,15 +538,9 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             args: node_args,
         },
         slots: l.slots,
-        queue_capacity: args.ingress.queue,
-        max_artifact_bytes: args.ingress.max_artifact_mib.saturating_mul(1 << 20),
-        max_weights_bytes: args.ingress.max_weights_mib.saturating_mul(1 << 20),
-        public_tenant_metrics: args.ingress.public_tenant_metrics,
-        publish_rate_per_s: args.ingress.publish_rate,
-        ingress: args.ingress.limits(),
         ..SidecarConfig::default()
     };
-    let config = args.membership.apply(config);
+    let config = args.membership.apply(args.ingress.apply(config));
     spillway_sidecar::run(config, shutdown_signal(args.stop_on_stdin_close)).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 //! time-to-live (410), unknown or another tenant's (404); the CLI's
 //! `invoke --async` and `job wait`.
 
-mod common;
+use crate::common;
 
 use common::hosts::{self, Api, Host, member};
 use serde_json::{Value, json};

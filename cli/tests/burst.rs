@@ -3,7 +3,7 @@
 //! its first burst job and is warm for the next, and a client that goes
 //! away stops the guest on the peer.
 
-mod common;
+use crate::common;
 
 use common::hosts::*;
 use serde_json::Value;

@@ -6,7 +6,7 @@
 //! The seed is fixed so CI is repeatable; set `SPILLWAY_CHAOS_SEED` to
 //! try another.
 
-mod common;
+use crate::common;
 
 use common::BIN;
 use std::process::Command;

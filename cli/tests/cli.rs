@@ -1,7 +1,7 @@
 //! The `spillway` client commands against a running host, configured only
 //! through SPILLWAY_ENDPOINT and SPILLWAY_TOKEN as a user would.
 
-mod common;
+use crate::common;
 
 use common::{BIN, Cluster};
 use std::io::Write;
@@ -155,22 +155,35 @@ async fn state_folders_are_owner_only_and_secrets_0600() {
     }
 }
 
-/// Security review finding 9: plain HTTP off loopback is warned about,
-/// loudly, on stderr and in the log; on loopback it is not.
+/// Security review finding 9: plain HTTP off loopback is refused unless
+/// the operator says `--insecure-http` (then warned about, loudly: the
+/// decision table is `listener::tests`), refused before anything listens;
+/// on loopback it is served without a word.
 #[test]
-fn plain_http_off_loopback_is_warned_about() {
-    for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
-        let (_dir, mut host) = lone_host(listen);
-        host.close_stdin();
-        let status = host.wait_exit(std::time::Duration::from_secs(30)).unwrap();
-        assert!(status.success(), "{status:?}");
-        let stderr = std::fs::read_to_string(host.log()).unwrap();
-        assert_eq!(
-            stderr.contains("WARNING: serving plain HTTP"),
-            warned,
-            "{listen}: {stderr}"
-        );
-    }
+fn plain_http_off_loopback_is_refused_without_insecure_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = spillway_launch::HostLaunch::new(BIN, dir.path())
+        .listen("0.0.0.0:0")
+        .role(spillway_launch::Role::Found)
+        .start(std::time::Duration::from_secs(60));
+    let Err(spillway_launch::LaunchError::Exited { log }) = refused else {
+        panic!("a plain-HTTP host off loopback started: {refused:?}");
+    };
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("refusing to serve plain HTTP on 0.0.0.0:0")
+            && log.contains("--insecure-http"),
+        "{log}"
+    );
+    // Nothing was founded: the directory holds no cluster.
+    assert!(!dir.path().join("sidecar/membership.json").exists());
+
+    let (_dir, mut host) = lone_host("127.0.0.1:0");
+    host.close_stdin();
+    let status = host.wait_exit(std::time::Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status:?}");
+    let stderr = std::fs::read_to_string(host.log()).unwrap();
+    assert!(!stderr.contains("plain HTTP"), "{stderr}");
 }
 
 /// `spillway compile-kernel`, the child a node compiles a pack's CUDA

@@ -3,7 +3,7 @@
 //! `kill -9` of the leader, catching up from a snapshot, learners, join
 //! refusals, and no secret in any log.
 
-mod common;
+use crate::common;
 
 use common::hosts::*;
 use std::time::{Duration, Instant};

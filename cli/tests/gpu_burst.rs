@@ -4,7 +4,7 @@
 //! machine with fewer than two GPUs (CI has none; run it on the device's
 //! `nvidia-h200-x2`).
 
-mod common;
+use crate::common;
 
 use common::hosts::*;
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! sidecar, and the next GPU job succeeds. Skips (saying so) on a host
 //! without a GPU.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, expect_error};
 

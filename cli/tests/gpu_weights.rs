@@ -5,7 +5,7 @@
 //! host 2's GPU never loads them. Skips, saying so, without a GPU (CI);
 //! runs on the device.
 
-mod common;
+use crate::common;
 
 use common::hosts::*;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! The HTTP contract, against real processes: `spillway up` starts a host
 //! (sidecar + node) and the tests speak HTTP to it.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, expect_error};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! body that stalls is 408, and bodies being read share one memory budget.
 //! Each host here runs with short timeouts so the tests are quick.
 
-mod common;
+use crate::common;
 
 use common::hosts::{self, Api, Host};
 use std::time::{Duration, Instant};

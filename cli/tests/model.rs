@@ -7,7 +7,7 @@
 //! fetched the weights; the peer's second job fetches nothing; a job cannot
 //! write into a tensor of the weights; another tenant cannot name them.
 
-mod common;
+use crate::common;
 
 use common::built;
 use common::hosts::{self, Api, Host};

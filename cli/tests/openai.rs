@@ -6,7 +6,7 @@
 //! errors for an unknown model and a bad key. The client acts with a
 //! scoped token that may only invoke.
 
-mod common;
+use crate::common;
 
 use common::hosts;
 use serde_json::{Value, json};

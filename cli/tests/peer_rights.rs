@@ -4,7 +4,7 @@
 //! a client's change (an admin token) on its own authority nor with a
 //! made-up token, and once removed its open connection is closed.
 
-mod common;
+use crate::common;
 
 use common::hosts::{self, Host, member};
 use serde_json::Value;

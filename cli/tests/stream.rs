@@ -6,7 +6,7 @@
 //! guest back without the host's memory growing; one that leaves stops the
 //! guest on the peer running it.
 
-mod common;
+use crate::common;
 
 use common::hosts::{self, Api, Host, member};
 use futures::StreamExt as _;

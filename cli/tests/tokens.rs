@@ -3,7 +3,7 @@
 //! within a second; an expired one stops by itself; secrets are never
 //! listed or logged.
 
-mod common;
+use crate::common;
 
 use common::hosts::*;
 use serde_json::{Value, json};

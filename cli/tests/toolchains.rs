@@ -4,7 +4,7 @@
 //! through the CLI, burst to a peer that has never seen them, and log
 //! into the host log with their job id; hostile guests meet the sandbox.
 
-mod common;
+use crate::common;
 
 use common::built;
 use common::hosts::{self, Api, Host};

@@ -4,7 +4,7 @@
 //! and multiplies by it, here and on a peer that fetched the weights; what
 //! is malformed, another tenant's, or a write is refused.
 
-mod common;
+use crate::common;
 
 use common::hosts::{self, Api, Host};
 use common::{built, f32_bytes, safetensors};

@@ -6,7 +6,7 @@ use spillway_proto::{Digest, Failure, JobId, JobSpec, TenantId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-mod common;
+use crate::common;
 use common::{guest, spec};
 
 fn executor(dir: &tempfile::TempDir) -> Executor {

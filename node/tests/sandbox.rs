@@ -1,7 +1,7 @@
 //! The closed sandbox and the one memory limit, with WAT guests that do
 //! exactly one thing each (`examples/guests/*.wat`).
 
-mod common;
+use crate::common;
 
 use common::{guest, spec};
 use spillway_node::{Executor, JobControl, NodeConfig};

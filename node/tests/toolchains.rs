@@ -3,7 +3,7 @@
 //! `examples/guests/build.sh` (the test command runs it first): they load,
 //! run on the CPU backend, and meet the closed sandbox.
 
-mod common;
+use crate::common;
 
 use common::spec;
 use serde_json::Value;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 use common::{executor, guest, spec};
 
 fn run(exec: &Executor, spec: &JobSpec, input: &[u8]) -> Result<Vec<u8>, Failure> {

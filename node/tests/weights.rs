@@ -5,7 +5,7 @@
 //! it is loaded once and shared across jobs, and evicted least recently
 //! used when another does not fit the GPU's weights budget.
 
-mod common;
+use crate::common;
 
 use spillway_node::{Executor, JobControl, NodeConfig};
 use spillway_proto::{Accelerator, Backend, Digest, JobId, JobSpec, NamedArtifact};

@@ -143,6 +143,17 @@ pub struct SidecarConfig {
     /// Chaos tests only: drop, duplicate and delay the datagrams this host
     /// sends to its peers.
     pub chaos_faults: Option<crate::peer::Faults>,
+    /// TLS on the HTTP API (none: plain HTTP).
+    pub tls: Option<crate::TlsFiles>,
+    /// How often the TLS files are checked for a change (SIGHUP reloads at
+    /// once).
+    pub tls_reload_every: Duration,
+    /// Serve plain HTTP off loopback (behind a TLS-terminating proxy);
+    /// without it such a listener is refused.
+    pub insecure_http: bool,
+    /// Founding only: write the admin token to this file (0600) instead
+    /// of printing it.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for SidecarConfig {
@@ -176,6 +187,10 @@ impl Default for SidecarConfig {
             async_max_bytes: 256 << 20,
             idempotency_max_bytes: 64 << 20,
             chaos_faults: None,
+            tls: None,
+            tls_reload_every: Duration::from_secs(2),
+            insecure_http: false,
+            admin_token_file: None,
         }
     }
 }

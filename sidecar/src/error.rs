@@ -15,6 +15,17 @@ pub enum SidecarError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// Plain HTTP off loopback without `--insecure-http`: give the host a
+    /// certificate (`--tls-cert`, `--tls-key`), listen on loopback, or say
+    /// `--insecure-http` when a TLS-terminating proxy is the only way in.
+    #[error(
+        "refusing to serve plain HTTP on {0}, off loopback: tokens would cross the network in clear; give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure-http behind a TLS-terminating proxy"
+    )]
+    PlainHttp(SocketAddr),
+    /// The TLS certificate, key or client CA is unusable; the error names
+    /// the file.
+    #[error("TLS on the HTTP API: {0}")]
+    Tls(#[from] crate::TlsError),
     /// The state directory is unusable.
     #[error("{what} {path}: {source}")]
     Io {

@@ -53,6 +53,7 @@ mod supervisor;
 pub use auth::{AdminToken, Denial, ScopedToken, TokenError};
 pub use config::{ClusterStart, ConfigError, IngressLimits, NodeLaunch, SidecarConfig};
 pub use error::SidecarError;
+pub use http::tls::{TlsError, TlsFiles};
 pub use peer::QuotaUsage;
 pub use records::{AcceleratorName, ArtifactRecord, FunctionRecord};
 
@@ -74,6 +75,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SidecarError> {
     let config = config.validate()?;
+    // TLS and the plain-HTTP rule first: a host that would serve wrongly
+    // never starts its node or joins its cluster.
+    let tls = match config.tls.clone() {
+        Some(files) => Some(Arc::new(http::tls::ServerTls::load(files)?)),
+        None => None,
+    };
+    let plain_warning =
+        http::listener::plain_http(config.http_addr, tls.is_some(), config.insecure_http)?;
     owner_only::create_dir(&config.dir).map_err(|source| SidecarError::Io {
         what: "cannot create the state directory",
         path: config.dir.clone(),
@@ -167,12 +176,14 @@ pub async fn run(
         control: control.clone(),
         jobs,
     });
-    tracing::info!(http = %local_addr, dir = %config.dir.display(), "sidecar serving");
-    if let Some(warning) = http::listener::plain_http_warning(local_addr) {
+    tracing::info!(http = %local_addr, dir = %config.dir.display(), tls = tls.is_some(), "sidecar serving");
+    if let Some(warning) = plain_warning {
         tracing::warn!("{warning}");
         eprintln!("WARNING: {warning}");
     }
-    println!("listening on http://{local_addr}");
+    tokio::spawn(http::tls::watch(tls.clone(), config.tls_reload_every));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{local_addr}");
 
     let mut ingress = config.ingress;
     let open_files = http::listener::raise_open_file_limit();
@@ -184,7 +195,7 @@ pub async fn run(
             "the open-file limit allows fewer HTTP connections than asked for"
         );
     }
-    http::listener::serve(listener, http::router(app.clone()), ingress, shutdown).await;
+    http::listener::serve(listener, http::router(app.clone()), ingress, tls, shutdown).await;
     control.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = supervisor.await;

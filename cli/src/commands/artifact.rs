@@ -76,12 +76,12 @@ pub(crate) async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<ExitCode> {
                     sent(n);
                 }
             };
-            let stored = client(&target)
+            let stored = client(&target)?
                 .put_artifact_file(&name, &file, signature.as_deref(), restart)
                 .await;
             bar.finish_and_clear();
             print_json(&stored?)
         }
-        ArtifactCommand::Ls { target } => print_json(&client(&target).artifacts().await?),
+        ArtifactCommand::Ls { target } => print_json(&client(&target)?.artifacts().await?),
     }
 }

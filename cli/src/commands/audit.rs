@@ -23,7 +23,7 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = &args.tenant {
         path.push_str(&format!("&tenant={t}"));
     }
-    let records = client(&args.target)
+    let records = client(&args.target)?
         .json_request(reqwest::Method::GET, &path, None)
         .await?;
     if args.json {

@@ -65,8 +65,8 @@ pub(crate) async fn function(cmd: FunctionCommand) -> anyhow::Result<ExitCode> {
                 "idempotent": idempotent, "kernel_packs": kernel_packs, "weights": weights,
                 "openai_model": openai_model,
             });
-            print_json(&client(&target).create_function(&spec).await?)
+            print_json(&client(&target)?.create_function(&spec).await?)
         }
-        FunctionCommand::Ls { target } => print_json(&client(&target).functions().await?),
+        FunctionCommand::Ls { target } => print_json(&client(&target)?.functions().await?),
     }
 }

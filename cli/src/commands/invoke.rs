@@ -52,7 +52,7 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         here_only: args.local,
     };
     if args.run_async {
-        let view = client(&args.target)
+        let view = client(&args.target)?
             .invoke_async(&args.name, input, &options)
             .await?;
         println!("{}", serde_json::to_string_pretty(&view)?);
@@ -61,7 +61,7 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     if !args.json {
         return streamed(&args, input, &options).await;
     }
-    let answer = client(&args.target)
+    let answer = client(&args.target)?
         .invoke(&args.name, input, &options)
         .await?;
     println!("{}", serde_json::to_string_pretty(&answer.receipt())?);
@@ -80,7 +80,7 @@ async fn streamed(
     options: &InvokeOptions,
 ) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    let answer = client(&args.target)
+    let answer = client(&args.target)?
         .invoke_streaming(&args.name, input, options, |chunk| {
             out.write_all(chunk)?;
             Ok(out.flush()?)

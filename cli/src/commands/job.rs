@@ -34,14 +34,14 @@ pub(crate) enum JobCommand {
 
 pub(crate) async fn job(cmd: JobCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        JobCommand::Get { id, target } => print_json(&client(&target).job(&id, false).await?),
-        JobCommand::Cancel { id, target } => print_json(&client(&target).job(&id, true).await?),
+        JobCommand::Get { id, target } => print_json(&client(&target)?.job(&id, false).await?),
+        JobCommand::Cancel { id, target } => print_json(&client(&target)?.job(&id, true).await?),
         JobCommand::Wait {
             id,
             timeout_s,
             target,
         } => {
-            let client = client(&target);
+            let client = client(&target)?;
             let until = Instant::now() + Duration::from_secs(timeout_s);
             loop {
                 let view = client.job(&id, false).await?;

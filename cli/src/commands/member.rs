@@ -29,5 +29,5 @@ pub(crate) async fn member(cmd: MemberCommand) -> anyhow::Result<ExitCode> {
         MemberCommand::Drain { id, target } => (id, false, target),
         MemberCommand::Remove { id, target } => (id, true, target),
     };
-    print_json(&client(&target).member(id.0, remove).await?)
+    print_json(&client(&target)?.member(id.0, remove).await?)
 }

@@ -27,8 +27,8 @@ use crate::Target;
 use crate::client::Client;
 use std::process::ExitCode;
 
-fn client(t: &Target) -> Client {
-    Client::new(&t.endpoint, t.token.clone())
+fn client(t: &Target) -> anyhow::Result<Client> {
+    Client::with_tls(&t.endpoint, t.token.clone(), &t.tls)
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<ExitCode> {

@@ -13,7 +13,7 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = client(&args.target);
+    let client = client(&args.target)?;
     let cluster = client.cluster().await?;
     if args.json {
         return print_json(&cluster);

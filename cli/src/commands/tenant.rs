@@ -130,7 +130,7 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                               "max_artifacts": max_artifacts,
                               "max_artifact_bytes": max_artifact_mib.map(|m| m << 20)});
             print_json(
-                &client(&target)
+                &client(&target)?
                     .json_request(reqwest::Method::POST, "/v1/tenants", Some(spec))
                     .await?,
             )
@@ -177,13 +177,13 @@ pub(crate) async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             }
             let path = format!("/v1/tenants/{name}");
             print_json(
-                &client(&target)
+                &client(&target)?
                     .json_request(reqwest::Method::PATCH, &path, Some(Value::Object(change)))
                     .await?,
             )
         }
         TenantCommand::Ls { target } => print_json(
-            &client(&target)
+            &client(&target)?
                 .json_request(reqwest::Method::GET, "/v1/tenants", None)
                 .await?,
         ),

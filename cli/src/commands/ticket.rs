@@ -19,7 +19,7 @@ pub(crate) enum TicketCommand {
 pub(crate) async fn ticket(cmd: TicketCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TicketCommand::Create { ttl, target } => {
-            let answer = client(&target).create_ticket(ttl).await?;
+            let answer = client(&target)?.create_ticket(ttl).await?;
             println!("{}", answer["ticket"].as_str().unwrap_or_default());
             eprintln!(
                 "one-time ticket for {}, valid {ttl} s; on the new host: spillway join <ticket>",

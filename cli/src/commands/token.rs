@@ -53,7 +53,7 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         } => {
             let spec = json!({"scopes": scopes, "ttl_s": ttl, "label": label, "tenant": tenant,
                               "rate_per_s": rate});
-            let answer = client(&target)
+            let answer = client(&target)?
                 .json_request(reqwest::Method::POST, "/v1/tokens", Some(spec))
                 .await?;
             println!("{}", answer["token"].as_str().unwrap_or_default());
@@ -65,12 +65,12 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::Ls { target } => print_json(
-            &client(&target)
+            &client(&target)?
                 .json_request(reqwest::Method::GET, "/v1/tokens", None)
                 .await?,
         ),
         TokenCommand::Revoke { id, target } => print_json(
-            &client(&target)
+            &client(&target)?
                 .json_request(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), None)
                 .await?,
         ),

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod hosts;
+pub mod pki;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

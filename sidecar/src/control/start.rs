@@ -162,8 +162,17 @@ pub(crate) async fn start(
     if let Some(cluster_id) = found {
         let token = AdminToken::load_or_create(dir)?;
         if let Some(secret) = &token.created {
-            // Shown exactly once, at founding; only its hash is kept.
-            println!("admin token (shown once, store it now): {secret}");
+            // Shown exactly once, at founding; only its hash is kept. A
+            // service writes it to a file only its user reads, rather than
+            // to a journal others may read.
+            match &config.admin_token_file {
+                Some(path) => {
+                    crate::owner_only::write(path, format!("{secret}\n").as_bytes())
+                        .map_err(io("cannot write the admin token to", path))?;
+                    println!("admin token written to {}", path.display());
+                }
+                None => println!("admin token (shown once, store it now): {secret}"),
+            }
         }
         bootstrap(&control, cluster_id, token.hash_bytes(), me.clone()).await?;
         let state = control.plane.state().await;

@@ -8,8 +8,13 @@
 //! idle or slow connections costs a bounded number of file descriptors
 //! and never keeps others out for longer than the header timeout.
 //!
+//! With TLS (`tls`), each accepted connection is handshaken under the same
+//! header timeout before hyper sees it; one that fails the handshake (plain
+//! HTTP, no client certificate under mutual TLS) is closed.
+//!
 //! What it is not: routing or request limits (`router`, `body`).
 
+use super::tls::ServerTls;
 use crate::config::IngressLimits;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -45,22 +50,33 @@ pub(crate) fn raise_open_file_limit() -> u64 {
     }
 }
 
-/// What to tell the operator about serving plain HTTP on `addr`: nothing on
-/// loopback; a warning anywhere else, since tokens and bodies cross the
-/// network unencrypted (put a TLS-terminating proxy in front).
-pub(crate) fn plain_http_warning(addr: std::net::SocketAddr) -> Option<String> {
-    (!addr.ip().is_loopback()).then(|| {
-        format!(
-            "serving plain HTTP on {addr}, off loopback: API tokens and request bodies cross the network unencrypted; terminate TLS in front of this host (a proxy on the same machine) or listen on 127.0.0.1"
-        )
-    })
+/// Whether a host may serve on `addr` as configured: TLS anywhere; plain
+/// HTTP on loopback; plain HTTP elsewhere only when the operator said so
+/// (`--insecure-http`, for a TLS-terminating proxy in front), with a
+/// warning, since tokens and bodies cross the network unencrypted.
+pub(crate) fn plain_http(
+    addr: std::net::SocketAddr,
+    tls: bool,
+    insecure_http: bool,
+) -> Result<Option<String>, crate::SidecarError> {
+    if tls || addr.ip().is_loopback() {
+        return Ok(None);
+    }
+    if !insecure_http {
+        return Err(crate::SidecarError::PlainHttp(addr));
+    }
+    Ok(Some(format!(
+        "serving plain HTTP on {addr}, off loopback (--insecure-http): API tokens and request bodies cross the network unencrypted unless a TLS-terminating proxy on this machine is the only way in"
+    )))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener`, over TLS when `tls` is given, until
+/// `shutdown` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: IngressLimits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -93,9 +109,26 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let Some(tls) = &tls else {
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(permit);
+            });
+            continue;
+        };
+        let (acceptor, watcher, http) = (tls.acceptor(), graceful.watcher(), http.clone());
+        let handshake_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await;
+                }
+                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
             drop(permit);
         });
     }
@@ -131,16 +164,31 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_off_loopback_is_warned_about() {
-        for (addr, warned) in [
-            ("127.0.0.1:7070", false),
-            ("[::1]:7070", false),
-            ("0.0.0.0:7070", true),
-            ("[::]:7070", true),
-            ("10.0.0.5:7070", true),
+    fn plain_http_off_loopback_takes_insecure_http_and_is_warned_about() {
+        // (address, tls, --insecure-http) -> refused, warned
+        for (addr, tls, insecure, refused, warned) in [
+            ("127.0.0.1:7070", false, false, false, false),
+            ("[::1]:7070", false, false, false, false),
+            ("0.0.0.0:7070", false, false, true, false),
+            ("[::]:7070", false, false, true, false),
+            ("10.0.0.5:7070", false, false, true, false),
+            ("0.0.0.0:7070", false, true, false, true),
+            ("10.0.0.5:7070", false, true, false, true),
+            ("0.0.0.0:7070", true, false, false, false),
+            ("127.0.0.1:7070", true, true, false, false),
         ] {
-            let addr = addr.parse().unwrap();
-            assert_eq!(plain_http_warning(addr).is_some(), warned, "{addr}");
+            let sa = addr.parse().unwrap();
+            match plain_http(sa, tls, insecure) {
+                Err(crate::SidecarError::PlainHttp(a)) => {
+                    assert!(refused, "{addr} {tls} {insecure}");
+                    assert_eq!(a, sa);
+                }
+                Err(other) => panic!("{other}"),
+                Ok(warning) => {
+                    assert!(!refused, "{addr} {tls} {insecure}");
+                    assert_eq!(warning.is_some(), warned, "{addr} {tls} {insecure}");
+                }
+            }
         }
     }
 

@@ -35,6 +35,7 @@ mod openai;
 pub mod request;
 mod stream;
 mod tenants;
+pub(crate) mod tls;
 mod tokens;
 
 pub use error::ApiError;
