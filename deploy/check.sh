@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Checks the deployment files with the ecosystem's own validators:
+# Checks the deployment files with the ecosystem's own validators, against
+# the built binary (SPILLWAY_BIN, default target/debug/spillway):
 #   deploy/systemd: `systemd-analyze verify` on spillway-host.service with
-#   its GPU drop-in (any warning fails the check), pointed at the built
-#   binary (SPILLWAY_BIN, default target/debug/spillway).
-# The test command (scripts/test) runs it after the tests; .ci/run installs
-# systemd (for systemd-analyze) where it is missing.
+#     its GPU drop-in (any warning fails the check); the example host.toml
+#     through `spillway config check`.
+#   deploy/helm, deploy/kubernetes: `helm lint --strict`; the chart
+#     rendered with its defaults must equal deploy/kubernetes/spillway.yaml;
+#     renders (defaults, and mutual TLS without a ServiceMonitor) validated
+#     with `kubernetes-validate --strict` against the Kubernetes schemas
+#     (any message but the ServiceMonitor's missing schema fails); the
+#     hosts' TOML in the ConfigMaps through `spillway config check`; the
+#     Dockerfile through hadolint.
+#   deploy/nomad: parsed and checked by deploy/nomad/check.py (no Nomad
+#     binary installs from the registries here).
+# The test command (scripts/test) installs the validators and runs this
+# after the tests; .ci/run installs systemd where it is missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SPILLWAY_BIN:-$root/target/debug/spillway}
 [ -x "$bin" ] || { echo "deploy/check.sh: no binary at $bin (cargo build first)" >&2; exit 1; }
-command -v systemd-analyze >/dev/null || {
-  echo "deploy/check.sh: systemd-analyze is not installed (apt-get install systemd)" >&2
-  exit 1
-}
+for tool in systemd-analyze helm kubernetes-validate hadolint; do
+  command -v "$tool" >/dev/null || {
+    echo "deploy/check.sh: $tool is not installed (scripts/test installs it)" >&2
+    exit 1
+  }
+done
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 # The unit as installed, but with the binary and the environment file
 # where this checkout has them.
 sed -e "s#/usr/local/bin/spillway#$bin#" \
-    -e "s#^EnvironmentFile=/etc/spillway/host.env#EnvironmentFile=$root/deploy/systemd/host.env.example#" \
+    -e "s#^EnvironmentFile=-/etc/spillway/host.env#EnvironmentFile=-$root/deploy/systemd/host.env.example#" \
     "$root/deploy/systemd/spillway-host.service" > "$dir/spillway-host.service"
 mkdir "$dir/spillway-host.service.d"
 cp "$root/deploy/systemd/gpu.conf" "$dir/spillway-host.service.d/"
@@ -32,3 +44,32 @@ if [ -n "$out" ]; then
   exit 1
 fi
 echo "deploy/systemd: systemd-analyze verify clean (spillway-host.service, gpu.conf)"
+"$bin" config check "$root/deploy/systemd/host.toml.example" >/dev/null
+echo "deploy/systemd: host.toml.example passes spillway config check"
+
+# Helm and Kubernetes.
+helm lint --strict --quiet "$root/deploy/helm/spillway"
+helm template spillway "$root/deploy/helm/spillway" -n spillway > "$dir/default.yaml"
+if ! diff -u "$root/deploy/kubernetes/spillway.yaml" "$dir/default.yaml" >&2; then
+  echo "deploy/kubernetes/spillway.yaml is not the chart's render: run" >&2
+  echo "  helm template spillway deploy/helm/spillway -n spillway > deploy/kubernetes/spillway.yaml" >&2
+  exit 1
+fi
+helm template spillway "$root/deploy/helm/spillway" -n spillway \
+  --set tls.requireClientCertificates=true --set serviceMonitor.enabled=false > "$dir/mtls.yaml"
+grep -q 'tls-client-ca = "/etc/spillway-tls/ca.crt"' "$dir/mtls.yaml"
+grep -q 'kind: ServiceMonitor' "$dir/mtls.yaml" && { echo "serviceMonitor.enabled=false still renders one" >&2; exit 1; }
+out=$(kubernetes-validate --strict --quiet "$root/deploy/kubernetes/namespace.yaml" "$dir/default.yaml" "$dir/mtls.yaml" 2>&1)
+unexpected=$(printf '%s\n' "$out" | grep -v "Couldn't find schema for kind ServiceMonitor" | grep -v '^$' || true)
+if [ -n "$unexpected" ]; then
+  echo "deploy/kubernetes: kubernetes-validate:" >&2
+  echo "$out" >&2
+  exit 1
+fi
+echo "deploy/kubernetes: the chart lints and renders as spillway.yaml; kubernetes-validate --strict passes (ServiceMonitor: no schema)"
+python3 "$root/deploy/kubernetes/check_config.py" "$bin" "$dir/default.yaml" "$dir/mtls.yaml"
+hadolint "$root/deploy/kubernetes/Dockerfile"
+echo "deploy/kubernetes: hadolint passes on the Dockerfile"
+
+# Nomad.
+python3 "$root/deploy/nomad/check.py" "$bin"

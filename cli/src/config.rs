@@ -1,5 +1,7 @@
 //! `spillway host --config FILE`: a host's settings from a TOML file, and
-//! `spillway config example|check`.
+//! `spillway config example|check`. (`spillway sidecar` and `spillway node`,
+//! a host's halves run apart as under Kubernetes, take `--config` the same
+//! way, with their own flags as keys.)
 //!
 //! Every visible flag of `spillway host` is a key of the same name, without
 //! its dashes (`max-memory-mib = 512`; a repeatable flag takes a list,
@@ -11,8 +13,7 @@
 //! `spillway config example` prints).
 //!
 //! What it is not: a second set of settings. Hidden flags (tests and
-//! benchmarks only) have no key, and `spillway node` and `spillway sidecar`
-//! (the halves of a host run separately) take flags only.
+//! benchmarks only) have no key.
 
 use clap::builder::ArgAction;
 use clap::error::ErrorKind;
@@ -193,15 +194,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// `argv` with the flags of the `--config` file its host command names
-/// (`host`, `init` or `join`) appended, for keys the command line does not
-/// set. An `argv` that does not parse, or names no file, comes back as it
+/// `argv` with the flags of the `--config` file its command names (`host`,
+/// `init`, `join`, `sidecar`, `node`) appended, for keys the command line
+/// does not set. An `argv` that does not parse, or names no file, comes back as it
 /// is (the real parse reports what is wrong with it).
 pub(crate) fn expand(
     root: &clap::Command,
     argv: Vec<OsString>,
 ) -> Result<Vec<OsString>, ConfigError> {
-    let Ok(matches) = root.clone().try_get_matches_from(&argv) else {
+    // A required flag may come from the file (`spillway node`'s `socket`).
+    let lenient = root
+        .clone()
+        .mut_subcommands(|c| c.mut_args(|a| a.required(false)));
+    let Ok(matches) = lenient.try_get_matches_from(&argv) else {
         return Ok(argv);
     };
     let Some((name, sub)) = matches.subcommand() else {
@@ -231,9 +236,10 @@ pub(crate) fn expand(
 /// A commented file of every key at its default (`spillway config
 /// example`): uncommenting a line and changing its value sets that key.
 pub(crate) fn example(command: &clap::Command) -> String {
-    let mut out = String::from(
-        "# spillway host --config FILE\n\
-         # Every key is a flag of `spillway host`, and a flag given on the\n\
+    let name = command.get_name();
+    let mut out = format!(
+        "# spillway {name} --config FILE\n\
+         # Every key is a flag of `spillway {name}`, and a flag given on the\n\
          # command line wins over the file. Each line below is the key's\n\
          # default: uncomment it to change it.\n",
     );

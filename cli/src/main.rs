@@ -89,31 +89,64 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print a commented file of every `spillway host` key at its default.
+    /// Print a commented file of every key at its default.
     Example {
         /// The keys as a Markdown table instead (docs/configuration.md).
         #[arg(long)]
         markdown: bool,
+        /// Whose keys: `spillway host`'s, or those of its halves run apart.
+        #[arg(long, value_enum, default_value_t = Configured::Host)]
+        command: Configured,
     },
     /// Check a file as `spillway host --config FILE` would, without
     /// starting anything; print the flags it stands for.
     Check {
         /// The file.
         file: PathBuf,
+        /// Whose file it is.
+        #[arg(long, value_enum, default_value_t = Configured::Host)]
+        command: Configured,
     },
+}
+
+/// The commands that take `--config`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Configured {
+    Host,
+    Sidecar,
+    Node,
+}
+
+impl Configured {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Sidecar => "sidecar",
+            Self::Node => "node",
+        }
+    }
 }
 
 /// `spillway config`: runs without a runtime.
 fn config_command(command: ConfigCommand) -> anyhow::Result<std::process::ExitCode> {
     let root = Cli::command();
-    let host = root.find_subcommand("host").expect("the host command");
+    let of = |c: Configured| {
+        root.find_subcommand(c.name())
+            .expect("a configured command")
+    };
     match command {
-        ConfigCommand::Example { markdown: false } => print!("{}", config::example(host)),
-        ConfigCommand::Example { markdown: true } => print!("{}", config::markdown(host)),
-        ConfigCommand::Check { file } => {
-            let flags = config::load(&file, host, |_| false)?;
-            // The keys together, as the host would parse them.
-            let mut argv = vec!["spillway".into(), "host".into()];
+        ConfigCommand::Example {
+            markdown: false,
+            command,
+        } => print!("{}", config::example(of(command))),
+        ConfigCommand::Example {
+            markdown: true,
+            command,
+        } => print!("{}", config::markdown(of(command))),
+        ConfigCommand::Check { file, command } => {
+            let flags = config::load(&file, of(command), |_| false)?;
+            // The keys together, as the command would parse them.
+            let mut argv = vec!["spillway".into(), command.name().into()];
             argv.extend(flags.iter().cloned());
             Cli::try_parse_from(&argv)?;
             for flag in flags {

@@ -331,6 +331,10 @@ pub(crate) async fn join(mut args: JoinArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct NodeArgs {
+    /// Read settings from this TOML file (its keys: these flags); a flag
+    /// given on the command line wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The Unix socket to listen on.
     #[arg(long)]
     socket: PathBuf,
@@ -347,6 +351,10 @@ pub(crate) struct NodeArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SidecarArgs {
+    /// Read settings from this TOML file (its keys: these flags); a flag
+    /// given on the command line wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The node's Unix socket.
     #[arg(long)]
     node_socket: PathBuf,

@@ -259,3 +259,55 @@ fn the_docs_list_every_key_with_its_default() {
         "docs/configuration.md is out of date: paste `spillway config example --markdown` into it"
     );
 }
+
+/// A host's halves run apart (as under Kubernetes) take `--config` too,
+/// with a required flag (`--socket`) from the file.
+#[test]
+fn the_node_starts_from_its_own_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("node.sock");
+    let file = tmp.path().join("node.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "socket = {socket:?}\ndir = {:?}\nslots = 2\ngpus = \"none\"\n",
+            tmp.path().join("node")
+        ),
+    )
+    .unwrap();
+    let mut node = Command::new(BIN)
+        .args(["node", "--config", file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        if let Ok(Some(status)) = node.try_wait() {
+            panic!("the node exited: {status}");
+        }
+        assert!(Instant::now() < until, "no socket at {}", socket.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    // And a sidecar's file checks with the sidecar's keys, not the host's.
+    let sidecar = tmp.path().join("sidecar.toml");
+    std::fs::write(&sidecar, "node-socket = \"/run/s.sock\"\nslots = 2\n").unwrap();
+    let ok = spillway(&[
+        "config",
+        "check",
+        "--command",
+        "sidecar",
+        sidecar.to_str().unwrap(),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let as_host = spillway(&["config", "check", sidecar.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&as_host.stderr);
+    assert!(stderr.contains("unknown key `node-socket`"), "{stderr}");
+}

@@ -49,13 +49,14 @@ mod records;
 mod signing;
 mod spool;
 mod supervisor;
+mod tls;
 
 pub use auth::{AdminToken, Denial, ScopedToken, TokenError};
 pub use config::{ClusterStart, ConfigError, IngressLimits, NodeLaunch, SidecarConfig};
 pub use error::SidecarError;
-pub use http::tls::{TlsError, TlsFiles};
 pub use peer::QuotaUsage;
 pub use records::{AcceleratorName, ArtifactRecord, FunctionRecord};
+pub use tls::{TlsError, TlsFiles};
 
 use std::future::Future;
 
@@ -78,7 +79,7 @@ pub async fn run(
     // TLS and the plain-HTTP rule first: a host that would serve wrongly
     // never starts its node or joins its cluster.
     let tls = match config.tls.clone() {
-        Some(files) => Some(Arc::new(http::tls::ServerTls::load(files)?)),
+        Some(files) => Some(Arc::new(tls::ServerTls::load(files)?)),
         None => None,
     };
     let plain_warning =
@@ -181,7 +182,7 @@ pub async fn run(
         tracing::warn!("{warning}");
         eprintln!("WARNING: {warning}");
     }
-    tokio::spawn(http::tls::watch(tls.clone(), config.tls_reload_every));
+    tokio::spawn(tls::watch(tls.clone(), config.tls_reload_every));
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{local_addr}");
 

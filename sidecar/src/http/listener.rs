@@ -8,14 +8,14 @@
 //! idle or slow connections costs a bounded number of file descriptors
 //! and never keeps others out for longer than the header timeout.
 //!
-//! With TLS (`tls`), each accepted connection is handshaken under the same
+//! With TLS (`crate::tls`), each accepted connection is handshaken under the same
 //! header timeout before hyper sees it; one that fails the handshake (plain
 //! HTTP, no client certificate under mutual TLS) is closed.
 //!
 //! What it is not: routing or request limits (`router`, `body`).
 
-use super::tls::ServerTls;
 use crate::config::IngressLimits;
+use crate::tls::ServerTls;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;

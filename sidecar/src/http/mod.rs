@@ -35,7 +35,6 @@ mod openai;
 pub mod request;
 mod stream;
 mod tenants;
-pub(crate) mod tls;
 mod tokens;
 
 pub use error::ApiError;
