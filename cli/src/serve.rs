@@ -535,6 +535,16 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             "benchmark mode: the node serves every job synthetically"
         );
     }
+    // The node's directory first: one of a later format stops the host
+    // here, rather than a node it would restart again and again.
+    if let Some(from) = spillway_node::open_state_dir(&node_dir)? {
+        tracing::info!(
+            dir = %node_dir.display(),
+            from,
+            to = spillway_node::NODE_FORMAT,
+            "node state migrated to this build's format"
+        );
+    }
     let node_args = node_args(&socket, node_dir, l);
     // Validate the node's half here too, so a bad flag fails before spawning.
     node_config(socket.clone(), dir.clone(), l).validate()?;

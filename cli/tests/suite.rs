@@ -24,4 +24,5 @@ mod stream;
 mod tls;
 mod tokens;
 mod toolchains;
+mod upgrade;
 mod weights;

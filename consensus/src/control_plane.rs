@@ -2,6 +2,7 @@
 //! and the calls the sidecar makes on them.
 
 use crate::command::{ControlCommand, ControlResponse};
+use crate::format::Migration;
 use crate::state::ControlState;
 use crate::state_machine::StateMachine;
 use crate::transport::{Network, Raft, RaftTransport};
@@ -103,6 +104,7 @@ pub struct ControlPlane {
     id: u64,
     raft: Raft,
     state_machine: StateMachine,
+    migrations: Vec<Migration>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -135,6 +137,11 @@ impl ControlPlane {
         .map_err(|e| ControlError::Config(e.to_string()))?;
         let log = LogStore::open(&dir.join("log.redb"))?;
         let state_machine = StateMachine::open(&dir.join("state"))?;
+        let migrations = [log.migration(), state_machine.migration()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
@@ -148,7 +155,14 @@ impl ControlPlane {
             id,
             raft,
             state_machine,
+            migrations,
         })
+    }
+
+    /// The stores that opening this member brought from an earlier format
+    /// to this build's.
+    pub fn migrations(&self) -> &[Migration] {
+        &self.migrations
     }
 
     /// The Raft handle (for a transport to deliver messages to).

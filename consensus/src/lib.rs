@@ -13,6 +13,8 @@
 //!   durable files; both pass openraft's storage conformance suite.
 //! - [`TypeConfig`] ties the types together for openraft, whose API is
 //!   unstable: it stays behind this crate.
+//! - `format`: the stores' format versions, and the migrations from earlier
+//!   ones that opening them makes.
 //!
 //! - [`ControlPlane`] is one host's member: start, initialize, propose,
 //!   read the state. Peers are reached through a [`RaftTransport`];
@@ -25,6 +27,7 @@ mod command;
 mod control_plane;
 mod entries;
 mod error;
+mod format;
 mod log_store;
 mod membership;
 mod state;
@@ -40,6 +43,7 @@ pub use entries::{
     ResidencyStatus, StorageQuotaExceeded, TenantEntry, TenantPatch,
 };
 pub use error::OpenError;
+pub use format::{FormatError, LOG_FORMAT, Migration, SNAPSHOT_FORMAT};
 pub use log_store::LogStore;
 pub use membership::{JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
 pub use state::ControlState;

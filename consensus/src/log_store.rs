@@ -3,6 +3,7 @@
 //! durability (fsync), so an acknowledged append or vote survives a crash.
 
 use crate::OpenError;
+use crate::format::{self, LOG_FORMAT, LogStep, Migration};
 use crate::types::TypeConfig;
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
@@ -23,6 +24,8 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
+/// The log's format version (`format`); absent before versioning.
+const FORMAT: &str = "format";
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -40,6 +43,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    migration: Option<Migration>,
 }
 
 impl Debug for LogStore {
@@ -58,12 +62,37 @@ impl LogStore {
         if let Some(parent) = path.parent() {
             owner_only_dir(parent).map_err(|e| err(e.to_string()))?;
         }
+        let existed = path.exists();
         let db = Database::create(path).map_err(|e| err(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
         txn.open_table(LOG).map_err(|e| err(e.to_string()))?;
         txn.open_table(META).map_err(|e| err(e.to_string()))?;
         txn.commit().map_err(|e| err(e.to_string()))?;
-        Ok(Self { db: Arc::new(db) })
+        let mut store = Self {
+            db: Arc::new(db),
+            migration: None,
+        };
+        let found: Option<u32> = store.meta(FORMAT).map_err(|e| err(e.to_string()))?;
+        match format::log_step(found).map_err(|e| OpenError::from_format(path, e, err))? {
+            LogStep::Current => {}
+            LogStep::Migrate { from } => {
+                // 0 to 1: the entries are unchanged; the version is written.
+                store
+                    .set_meta(FORMAT, &LOG_FORMAT)
+                    .map_err(|e| err(e.to_string()))?;
+                store.migration = existed.then(|| Migration {
+                    store: path.to_owned(),
+                    from,
+                    to: LOG_FORMAT,
+                });
+            }
+        }
+        Ok(store)
+    }
+
+    /// The migration opening this log made, if it was of an earlier format.
+    pub fn migration(&self) -> Option<&Migration> {
+        self.migration.as_ref()
     }
 
     fn meta<T: DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {

@@ -9,6 +9,7 @@
 
 use crate::OpenError;
 use crate::command::ControlResponse;
+use crate::format::{self, Migration, SNAPSHOT_FORMAT};
 use crate::state::ControlState;
 use crate::types::TypeConfig;
 use futures::{Stream, TryStreamExt};
@@ -45,6 +46,7 @@ struct Inner {
 pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
     dir: PathBuf,
+    migration: Option<Migration>,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -62,13 +64,25 @@ impl StateMachine {
         };
         crate::log_store::owner_only_dir(dir).map_err(|e| err(e.to_string()))?;
         let mut inner = Inner::default();
+        let mut migration = None;
         match std::fs::read(&path) {
             Ok(bytes) => {
+                let (version, payload) = format::read_snapshot(&bytes)
+                    .map_err(|e| OpenError::from_format(&path, e, err))?;
                 let stored: StoredSnapshot =
-                    postcard::from_bytes(&bytes).map_err(|e| err(e.to_string()))?;
+                    postcard::from_bytes(payload).map_err(|e| err(e.to_string()))?;
                 inner.state = postcard::from_bytes(&stored.data).map_err(|e| err(e.to_string()))?;
                 inner.last_applied = stored.meta.last_log_id;
                 inner.membership = stored.meta.last_membership.clone();
+                if version < SNAPSHOT_FORMAT {
+                    // 0 to 1: the same payload, with a header and checksum.
+                    persist(dir, &stored).map_err(|e| err(e.to_string()))?;
+                    migration = Some(Migration {
+                        store: path.clone(),
+                        from: version,
+                        to: SNAPSHOT_FORMAT,
+                    });
+                }
                 inner.snapshot = Some(stored);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -77,7 +91,14 @@ impl StateMachine {
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
             dir: dir.to_owned(),
+            migration,
         })
+    }
+
+    /// The migration opening this state machine made, if its snapshot was
+    /// of an earlier format.
+    pub fn migration(&self) -> Option<&Migration> {
+        self.migration.as_ref()
     }
 
     /// A copy of the current control state.
@@ -86,13 +107,20 @@ impl StateMachine {
     }
 
     fn persist(&self, snapshot: &StoredSnapshot) -> io::Result<()> {
-        let path = self.dir.join(SNAPSHOT_FILE);
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&postcard::to_allocvec(snapshot).map_err(invalid)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        persist(&self.dir, snapshot)
     }
+}
+
+/// Writes `snapshot` to `dir`'s snapshot file in this build's format: to a
+/// temporary file, synced, then renamed over the old one.
+fn persist(dir: &Path, snapshot: &StoredSnapshot) -> io::Result<()> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    let payload = postcard::to_allocvec(snapshot).map_err(invalid)?;
+    file.write_all(&format::write_snapshot(&payload))?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)
 }
 
 impl RaftSnapshotBuilder<C> for StateMachine {

@@ -11,6 +11,16 @@ pub enum NodeError {
     /// could not reserve its address space; lower `slots` or memory).
     #[error("could not create the Wasmtime engine: {0}")]
     Engine(String),
+    /// The state directory was written by a later build: run that build,
+    /// or restore the copy taken before the upgrade.
+    #[error(
+        "{path} was written by a newer Spillway (format {found}; this build reads up to {supported}): run the newer build, or restore the copy taken before upgrading"
+    )]
+    NewerFormat {
+        path: std::path::PathBuf,
+        found: u32,
+        supported: u32,
+    },
     /// The state directory or socket could not be used.
     #[error("{what} {path}: {source}")]
     Io {

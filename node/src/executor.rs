@@ -77,6 +77,14 @@ impl Executor {
     /// Builds the engine and opens the artifact cache under `config.dir`.
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
         let config = config.validate()?;
+        if let Some(from) = crate::state_format::open_state_dir(&config.dir)? {
+            tracing::info!(
+                dir = %config.dir.display(),
+                from,
+                to = crate::state_format::NODE_FORMAT,
+                "node state migrated to this build's format"
+            );
+        }
         let engine = engine::build(&config)?;
         let mut linker = Linker::<GuestState>::new(&engine);
         JobGuest::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)

@@ -42,6 +42,7 @@ mod sandbox;
 pub mod server;
 mod start_code;
 mod state;
+mod state_format;
 mod synthetic;
 mod tenant_gpu;
 mod warm;
@@ -55,6 +56,7 @@ pub use journal::JOURNAL_FILE;
 pub use output_window::OutputWindow;
 pub use server::run;
 pub use state::JobControl;
+pub use state_format::{NODE_FORMAT, open_state_dir};
 pub use watchdog::Overrun;
 
 /// Creates `dir` and its missing parents readable by their owner only

@@ -144,6 +144,14 @@ pub(crate) async fn start(
         QuicTransport::new(client.clone()),
     )
     .await?;
+    for m in plane.migrations() {
+        tracing::info!(
+            store = %m.store.display(),
+            from = m.from,
+            to = m.to,
+            "control state migrated to this build's format"
+        );
+    }
     let control = Arc::new(Control {
         id,
         joins: Default::default(),
