@@ -27,6 +27,14 @@ pub(crate) struct InvokeOptions {
     pub(crate) here_only: bool,
 }
 
+/// What an operator does to a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberChange {
+    Drain,
+    Undrain,
+    Remove,
+}
+
 /// A streamed invocation's answer, its chunks already handed on.
 #[derive(Debug)]
 pub(crate) struct Streamed {
@@ -402,12 +410,17 @@ impl Client {
     }
 
     /// `drain`: POST …/drain; `remove`: DELETE.
-    pub(crate) async fn member(&self, id: u64, remove: bool) -> anyhow::Result<Value> {
-        let r = if remove {
-            self.request(reqwest::Method::DELETE, &format!("/v1/members/{id}"))
-        } else {
-            self.request(reqwest::Method::POST, &format!("/v1/members/{id}/drain"))
-                .json(&serde_json::json!({}))
+    pub(crate) async fn member(&self, id: u64, change: MemberChange) -> anyhow::Result<Value> {
+        let r = match change {
+            MemberChange::Remove => {
+                self.request(reqwest::Method::DELETE, &format!("/v1/members/{id}"))
+            }
+            MemberChange::Drain => self
+                .request(reqwest::Method::POST, &format!("/v1/members/{id}/drain"))
+                .json(&serde_json::json!({})),
+            MemberChange::Undrain => self
+                .request(reqwest::Method::POST, &format!("/v1/members/{id}/undrain"))
+                .json(&serde_json::json!({})),
         };
         Self::json(r).await
     }

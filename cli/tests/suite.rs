@@ -20,6 +20,7 @@ mod ingress;
 mod model;
 mod openai;
 mod peer_rights;
+mod rolling;
 mod stream;
 mod tls;
 mod tokens;

@@ -1,7 +1,8 @@
-//! `spillway member`: drain or remove hosts.
+//! `spillway member`: drain, undrain or remove hosts.
 
 use super::{client, print_json};
 use crate::Target;
+use crate::client::MemberChange;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -10,6 +11,14 @@ pub(crate) enum MemberCommand {
     /// voter hands its vote to a caught-up learner.
     Drain {
         /// The host: `n2` (as `spillway status` shows it) or `2`.
+        id: spillway_proto::NodeId,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Bring a drained host back (after its upgrade, say): it takes work
+    /// again and may be promoted to voter.
+    Undrain {
+        /// The host: `n2` or `2`.
         id: spillway_proto::NodeId,
         #[command(flatten)]
         target: Target,
@@ -25,9 +34,10 @@ pub(crate) enum MemberCommand {
 }
 
 pub(crate) async fn member(cmd: MemberCommand) -> anyhow::Result<ExitCode> {
-    let (id, remove, target) = match cmd {
-        MemberCommand::Drain { id, target } => (id, false, target),
-        MemberCommand::Remove { id, target } => (id, true, target),
+    let (id, change, target) = match cmd {
+        MemberCommand::Drain { id, target } => (id, MemberChange::Drain, target),
+        MemberCommand::Undrain { id, target } => (id, MemberChange::Undrain, target),
+        MemberCommand::Remove { id, target } => (id, MemberChange::Remove, target),
     };
-    print_json(&client(&target)?.member(id.0, remove).await?)
+    print_json(&client(&target)?.member(id.0, change).await?)
 }

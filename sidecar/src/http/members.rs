@@ -1,5 +1,6 @@
-//! `POST /v1/tickets`, `POST /v1/members/{id}/drain`, `DELETE
-//! /v1/members/{id}`: admitting, draining and removing hosts.
+//! `POST /v1/tickets`, `POST /v1/members/{id}/drain`, `POST
+//! /v1/members/{id}/undrain`, `DELETE /v1/members/{id}`: admitting,
+//! draining (and bringing back) and removing hosts.
 
 use super::{ApiError, App};
 use crate::control::member_list;
@@ -96,6 +97,13 @@ async fn set_state(
             format!("host {id} is the only voter; add a voter before removing it"),
         ));
     }
+    if let Err(reason) = change_allowed(member.state, state) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            reason.code,
+            reason.message(id),
+        ));
+    }
     let from = member.state.as_str();
     app.commit(headers, ControlCommand::SetMemberState { id, state })
         .await?;
@@ -114,6 +122,59 @@ pub(super) async fn drain(
     set_state(&app, &headers, parse_id(&id)?, MemberState::Draining).await
 }
 
+/// `undrain`: a drained host (after its upgrade, say) takes work again and
+/// may be promoted.
+pub(super) async fn undrain(
+    State(app): State<Arc<App>>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    _body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    app.authorize(&headers, Scope::Admin).await?;
+    let Path(id) = id.map_err(ApiError::from_path)?;
+    set_state(&app, &headers, parse_id(&id)?, MemberState::Active).await
+}
+
+/// Why a member may not go from one state to another through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refused {
+    code: &'static str,
+    why: &'static str,
+}
+
+impl Refused {
+    fn message(self, id: u64) -> String {
+        format!("host {id} {}", self.why)
+    }
+}
+
+/// Which changes an operator may ask for: drain a joining or active host,
+/// undrain a draining one, remove any (again, for a removed one). The log
+/// itself also refuses to bring back a removed host.
+fn change_allowed(from: MemberState, to: MemberState) -> Result<(), Refused> {
+    use MemberState::{Active, Draining, Joining, Removed};
+    match (from, to) {
+        (_, Removed) => Ok(()),
+        (Removed, _) => Err(Refused {
+            code: "member_removed",
+            why: "was removed; it must join again",
+        }),
+        (Joining | Active | Draining, Draining) | (Draining, Active) => Ok(()),
+        (Active, Active) => Err(Refused {
+            code: "not_draining",
+            why: "is not draining",
+        }),
+        (Joining, Active) => Err(Refused {
+            code: "still_joining",
+            why: "is still joining; it becomes active by itself",
+        }),
+        (_, Joining) => Err(Refused {
+            code: "bad_state",
+            why: "cannot be made to join",
+        }),
+    }
+}
+
 pub(super) async fn remove(
     State(app): State<Arc<App>>,
     id: Result<Path<String>, PathRejection>,
@@ -122,4 +183,34 @@ pub(super) async fn remove(
     app.authorize(&headers, Scope::Admin).await?;
     let Path(id) = id.map_err(ApiError::from_path)?;
     set_state(&app, &headers, parse_id(&id)?, MemberState::Removed).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MemberState::{Active, Draining, Joining, Removed};
+
+    #[test]
+    fn an_operator_drains_undrains_and_removes_but_never_revives() {
+        let cases = [
+            (Active, Draining, None),
+            (Joining, Draining, None),
+            (Draining, Draining, None),
+            (Draining, Active, None),
+            (Active, Active, Some("not_draining")),
+            (Joining, Active, Some("still_joining")),
+            (Active, Removed, None),
+            (Draining, Removed, None),
+            (Removed, Removed, None),
+            (Removed, Active, Some("member_removed")),
+            (Active, Joining, Some("bad_state")),
+        ];
+        for (from, to, refused) in cases {
+            assert_eq!(
+                change_allowed(from, to).err().map(|r| r.code),
+                refused,
+                "{from:?} -> {to:?}"
+            );
+        }
+    }
 }

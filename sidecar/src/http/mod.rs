@@ -6,7 +6,7 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /v1/cluster` | members, roles, leader, term, log indexes, per-host health |
 //! | `POST /v1/tickets` | a one-time join ticket (`{"ttl_s": 3600}`) |
-//! | `POST /v1/members/{id}/drain` / `DELETE /v1/members/{id}` | drain / remove a member |
+//! | `POST /v1/members/{id}/drain` / `POST /v1/members/{id}/undrain` / `DELETE /v1/members/{id}` | drain / bring back / remove a member |
 //! | `PUT /v1/artifacts/{name}` / `GET /v1/artifacts` | upload (validated by the node) / list |
 //! | `POST /v1/functions` / `GET /v1/functions` | register / list |
 //! | `POST /v1/functions/{name}/invoke` | run; output bytes, receipt in headers |
@@ -202,6 +202,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cluster/local", get(cluster::get_local))
         .route("/v1/tickets", post(members::create_ticket))
         .route("/v1/members/{id}/drain", post(members::drain))
+        .route("/v1/members/{id}/undrain", post(members::undrain))
         .route("/v1/members/{id}", delete(members::remove))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
