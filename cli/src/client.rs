@@ -425,6 +425,23 @@ impl Client {
         Self::json(r).await
     }
 
+    /// `GET /v1/backup`: the backup file's bytes.
+    pub(crate) async fn backup(&self) -> anyhow::Result<Vec<u8>> {
+        let r = self
+            .request(reqwest::Method::GET, "/v1/backup")
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            bail!(
+                "{status}: {}",
+                body["error"]["message"].as_str().unwrap_or("no message")
+            );
+        }
+        Ok(r.bytes().await?.to_vec())
+    }
+
     pub(crate) async fn cluster(&self) -> anyhow::Result<Value> {
         Self::json(self.request(reqwest::Method::GET, "/v1/cluster")).await
     }

@@ -51,6 +51,11 @@ enum Command {
     Job(commands::JobCommand),
     /// Control-plane changes made through the API: who, when, what.
     Audit(commands::AuditArgs),
+    /// Back up the control state (tenants, tokens, functions, artifact
+    /// records) from any member, or offline from a stopped host.
+    Backup(commands::BackupArgs),
+    /// Found a new cluster from a backup and run its first host.
+    Restore(commands::RestoreArgs),
     /// Make an ed25519 publisher key for signing artifacts.
     Keygen(publisher::KeygenArgs),
     /// Drain or remove cluster members.
@@ -253,6 +258,8 @@ fn main() -> std::process::ExitCode {
             Command::Token(cmd) => commands::token(cmd).await,
             Command::Tenant(cmd) => commands::tenant(cmd).await,
             Command::Audit(args) => commands::audit(args).await,
+            Command::Backup(args) => commands::backup(args).await,
+            Command::Restore(args) => commands::restore(args).await,
             Command::Job(cmd) => commands::job(cmd).await,
             Command::Keygen(args) => publisher::keygen(args),
             Command::Member(cmd) => commands::member(cmd).await,

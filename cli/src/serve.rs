@@ -314,6 +314,16 @@ pub(crate) struct HostArgs {
     /// Exit when standard input closes (used by `spillway up`).
     #[arg(long, hide = true)]
     stop_on_stdin_close: bool,
+    /// `spillway restore`: found the cluster from this backup.
+    #[arg(skip)]
+    pub(crate) restore: Option<Box<spillway_consensus::Backup>>,
+}
+
+impl HostArgs {
+    /// The state directory it names.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.ingress.dir
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -558,7 +568,10 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         slots: l.slots,
         ..SidecarConfig::default()
     };
-    let config = args.membership.apply(args.ingress.apply(config));
+    let mut config = args.membership.apply(args.ingress.apply(config));
+    if let Some(backup) = args.restore {
+        config.cluster = ClusterStart::Restore(backup);
+    }
     spillway_sidecar::run(config, shutdown_signal(args.stop_on_stdin_close)).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ mod burst;
 mod chaos;
 mod cli;
 mod cluster;
+mod disaster;
 mod gpu_burst;
 mod gpu_fault;
 mod gpu_weights;

@@ -109,6 +109,11 @@ pub enum ControlCommand {
         host: u64,
         command: Box<ControlCommand>,
     },
+    /// Takes over a backup's tenants, tokens, functions and artifact
+    /// records (`backup.rs`): only a cluster just founded, with nothing of
+    /// its own yet, applies it. (Last, so earlier entries keep their
+    /// encoding.)
+    Restore(Box<crate::backup::BackupContents>),
 }
 
 impl ControlCommand {
@@ -179,6 +184,13 @@ impl fmt::Display for ControlCommand {
             }
             ControlCommand::Audited { command, .. } => command.fmt(f),
             ControlCommand::FromHost { host, command } => write!(f, "{command} (from host {host})"),
+            ControlCommand::Restore(contents) => write!(
+                f,
+                "restore {} tenants, {} tokens, {} functions from a backup",
+                contents.tenants.len(),
+                contents.tokens.len(),
+                contents.functions.len()
+            ),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One host's member of the control plane: its Raft, log and state machine,
 //! and the calls the sidecar makes on them.
 
+use crate::backup::Backup;
 use crate::command::{ControlCommand, ControlResponse};
 use crate::format::Migration;
 use crate::state::ControlState;
@@ -312,6 +313,26 @@ impl ControlPlane {
     /// The control state as applied on this host.
     pub async fn state(&self) -> ControlState {
         self.state_machine.state().await
+    }
+
+    /// A backup of the control state as applied here (`backup.rs`), taken
+    /// by host `taken_by` at `now_unix_ms`. Call it after a linearizable
+    /// read for a backup that holds every acknowledged change.
+    pub async fn backup(&self, taken_by: u64, now_unix_ms: u64) -> Result<Backup, ControlError> {
+        let (state, at) = self.state_machine.state_at().await;
+        let (Some(contents), Some((index, term))) = (state.backup_contents(), at) else {
+            return Err(ControlError::Raft(
+                "nothing to back up: the cluster is not founded yet".into(),
+            ));
+        };
+        Ok(Backup {
+            cluster_id: state.cluster_id().to_owned(),
+            index,
+            term,
+            taken_unix_ms: now_unix_ms,
+            taken_by,
+            contents,
+        })
     }
 
     /// The index of the last entry applied here.

@@ -13,6 +13,9 @@
 //!   durable files; both pass openraft's storage conformance suite.
 //! - [`TypeConfig`] ties the types together for openraft, whose API is
 //!   unstable: it stays behind this crate.
+//! - [`Backup`]: the control state a new cluster can be founded from,
+//!   taken online from any member or offline from a stopped host's
+//!   directory, and its file.
 //! - `format`: the stores' format versions, and the migrations from earlier
 //!   ones that opening them makes.
 //!
@@ -23,6 +26,7 @@
 //! What it is not: a network. The QUIC transport, ticket signatures and
 //! the join handshake live in the sidecar (`spillway_sidecar::peer`).
 
+mod backup;
 mod command;
 mod control_plane;
 mod entries;
@@ -36,6 +40,7 @@ mod tokens;
 mod transport;
 mod types;
 
+pub use backup::{BACKUP_FORMAT, Backup, BackupContents, BackupError};
 pub use command::{ControlCommand, ControlResponse, Rejection, ResidencyChange, TICKET_GRACE_MS};
 pub use control_plane::{Changes, ControlConfig, ControlError, ControlPlane, RaftStatus};
 pub use entries::{

@@ -60,6 +60,30 @@ impl ControlState {
                 first.state = MemberState::Active;
                 self.members.insert(first.id, first);
             }
+            ControlCommand::Restore(contents) => {
+                if self.cluster_id.is_empty() {
+                    return ControlResponse::Rejected(Rejection::Conflict(
+                        "a backup is restored into a founded cluster".into(),
+                    ));
+                }
+                if !(self.tenants.is_empty()
+                    && self.tokens.is_empty()
+                    && self.artifacts.is_empty()
+                    && self.functions.is_empty())
+                {
+                    return ControlResponse::Rejected(Rejection::Conflict(format!(
+                        "the cluster {} has tenants, tokens, artifacts or functions of its own: a backup is restored only into a new one",
+                        self.cluster_id
+                    )));
+                }
+                let c = contents.as_ref().clone();
+                self.admin_token_hash = Some(c.admin_token_hash);
+                self.tenants = c.tenants;
+                self.tokens = c.tokens;
+                self.artifacts = c.artifacts;
+                self.functions = c.functions;
+                self.audit = c.audit;
+            }
             ControlCommand::IssueTicket(ticket) => {
                 if !self.members.contains_key(&ticket.issuer) {
                     return ControlResponse::Rejected(Rejection::Missing(format!(
@@ -483,6 +507,19 @@ impl ControlState {
     }
 
     /// The audit trail, oldest first.
+    /// What a backup of this state carries (`backup.rs`); `None` before
+    /// the cluster is founded.
+    pub fn backup_contents(&self) -> Option<crate::backup::BackupContents> {
+        Some(crate::backup::BackupContents {
+            admin_token_hash: self.admin_token_hash?,
+            tenants: self.tenants.clone(),
+            tokens: self.tokens.clone(),
+            artifacts: self.artifacts.clone(),
+            functions: self.functions.clone(),
+            audit: self.audit.clone(),
+        })
+    }
+
     pub fn audit(&self) -> impl Iterator<Item = &AuditRecord> {
         self.audit.iter()
     }
@@ -1151,6 +1188,49 @@ mod tests {
         assert!(s.function(&admin, "f").is_none());
         assert_eq!(s.functions_of(&acme).count(), 1);
         assert_eq!(s.artifacts_of(&admin).count(), 1);
+    }
+
+    /// A backup's contents replace an empty new cluster's namespaces and
+    /// admin token; they are refused before founding and over a cluster
+    /// with contents of its own.
+    #[test]
+    fn a_backup_is_restored_only_into_a_new_cluster() {
+        let acme = TenantId("acme".into());
+        let mut old = ControlState::default();
+        old.apply(&ControlCommand::Bootstrap {
+            cluster_id: "sw-old".into(),
+            admin_token_hash: [5; 32],
+            first: MemberEntry { id: 1, ..member(1) },
+        });
+        assert_eq!(
+            old.apply(&ControlCommand::CreateTenant(tenant(&acme))),
+            ControlResponse::Done
+        );
+        let contents = old.backup_contents().unwrap();
+        let restore = ControlCommand::Restore(Box::new(contents.clone()));
+        assert_eq!(ControlState::default().backup_contents(), None);
+
+        let mut unfounded = ControlState::default();
+        assert!(matches!(
+            unfounded.apply(&restore),
+            ControlResponse::Rejected(Rejection::Conflict(_))
+        ));
+        let mut new = ControlState::default();
+        new.apply(&ControlCommand::Bootstrap {
+            cluster_id: "sw-new".into(),
+            admin_token_hash: [6; 32],
+            first: MemberEntry { id: 7, ..member(7) },
+        });
+        assert_eq!(new.apply(&restore), ControlResponse::Done);
+        assert_eq!(new.cluster_id(), "sw-new");
+        assert!(new.member(7).is_some() && new.member(1).is_none());
+        assert!(new.tenant(&acme).is_some());
+        assert_eq!(new.backup_contents().unwrap().admin_token_hash, [5; 32]);
+        // Again: the cluster has a tenant of its own now.
+        assert!(matches!(
+            new.apply(&restore),
+            ControlResponse::Rejected(Rejection::Conflict(_))
+        ));
     }
 
     #[test]

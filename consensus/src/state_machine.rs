@@ -106,6 +106,14 @@ impl StateMachine {
         self.inner.lock().await.state.clone()
     }
 
+    /// The control state and the last entry it includes (its index and
+    /// term), read together.
+    pub async fn state_at(&self) -> (ControlState, Option<(u64, u64)>) {
+        let inner = self.inner.lock().await;
+        let at = inner.last_applied.map(|id| (id.index, id.leader_id.term));
+        (inner.state.clone(), at)
+    }
+
     fn persist(&self, snapshot: &StoredSnapshot) -> io::Result<()> {
         persist(&self.dir, snapshot)
     }

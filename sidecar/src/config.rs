@@ -21,6 +21,11 @@ pub enum ClusterStart {
     /// Join with this ticket (`spillway join`). On a directory that
     /// already belongs to the ticket's cluster, rejoins it.
     Join(String),
+    /// Found a new cluster from a backup (`spillway restore`): a new id,
+    /// this host its first voter, the backup's tenants, tokens (the old
+    /// admin token among them), functions and artifact records. Refused on
+    /// a directory that belongs to a cluster already.
+    Restore(Box<spillway_consensus::Backup>),
 }
 
 /// How the sidecar gets its node.

@@ -47,6 +47,11 @@ pub enum SidecarError {
     /// None of the ticket's members could be reached.
     #[error("no member of the ticket's cluster answered: {0}")]
     JoinUnreachable(String),
+    /// A backup is restored into a new directory, never over a member's.
+    #[error(
+        "{dir} belongs to cluster {cluster} already: restore a backup into a new, empty directory"
+    )]
+    RestoreIntoMember { dir: PathBuf, cluster: String },
     /// The state directory belongs to no cluster and none was asked for.
     #[error(
         "{0} belongs to no cluster: found one with `spillway init`, or join one with `spillway join TICKET`"

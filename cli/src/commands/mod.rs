@@ -1,8 +1,10 @@
 //! The client commands, one file each: `artifact`, `fn`, `invoke`,
-//! `status`, `ticket`, `token`, `tenant`, `audit`, `member`, `job`.
+//! `status`, `ticket`, `token`, `tenant`, `audit`, `member`, `job`,
+//! `backup` (and `restore`).
 
 mod artifact;
 mod audit;
+mod backup;
 mod function;
 mod invoke;
 mod job;
@@ -14,6 +16,7 @@ mod token;
 
 pub(crate) use artifact::{ArtifactCommand, artifact};
 pub(crate) use audit::{AuditArgs, audit};
+pub(crate) use backup::{BackupArgs, RestoreArgs, backup, restore};
 pub(crate) use function::{FunctionCommand, function};
 pub(crate) use invoke::{InvokeArgs, invoke};
 pub(crate) use job::{JobCommand, job};

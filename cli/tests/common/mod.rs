@@ -7,6 +7,7 @@ pub mod pki;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -332,4 +333,61 @@ fn complete_response(bytes: &[u8]) -> Option<(u16, String)> {
         })
         .unwrap_or(0);
     (body.len() >= length).then(|| (status, body[..length].to_owned()))
+}
+
+/// `spillway` started with exactly the given arguments (`host --config
+/// F`, `restore F …`), serving once it prints `listening on`; killed when
+/// dropped (its node follows it).
+pub struct Started {
+    child: Child,
+    pub endpoint: String,
+    /// What it printed before it served.
+    pub printed: Vec<String>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(args: &[&str], log: &Path) -> Started {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("SPILLWAY_JOIN_TICKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let (lines, heard) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut printed = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(line) = heard.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{args:?} did not serve: {printed:?}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        };
+        if let Some(endpoint) = line.strip_prefix("listening on ") {
+            let endpoint = endpoint.trim().to_owned();
+            return Started {
+                child,
+                endpoint,
+                printed,
+            };
+        }
+        printed.push(line);
+    }
 }

@@ -288,7 +288,8 @@ impl Control {
     /// is known, or the one asked no longer leads or cannot be reached, it
     /// waits for Raft to move and asks again, for at most
     /// `FORWARD_TIMEOUT`; then it answers from what this host has.
-    pub(crate) async fn catch_up(&self) {
+    /// Whether it caught up: `false` when it answers from what it has.
+    pub(crate) async fn catch_up(&self) -> bool {
         let until = Instant::now() + FORWARD_TIMEOUT;
         let mut changes = self.plane.changes();
         loop {
@@ -312,7 +313,7 @@ impl Control {
             };
             if let Some(index) = read_index {
                 self.wait_applied_until(Some(index), until).await;
-                return;
+                return self.plane.applied_index() >= Some(index);
             }
             if Instant::now() >= until {
                 break;
@@ -323,6 +324,17 @@ impl Control {
             "could not learn the cluster's read index; answering from this host's state"
         );
         self.reload_state().await;
+        false
+    }
+
+    /// A backup of the control state holding every change the cluster had
+    /// committed when it was asked for (`None` when no leader could name
+    /// its read index: no quorum, so take one offline instead).
+    pub(crate) async fn backup(&self) -> Option<Result<spillway_consensus::Backup, ControlError>> {
+        if !self.catch_up().await {
+            return None;
+        }
+        Some(self.plane.backup(self.id, crate::now_unix_ms()).await)
     }
 
     /// [`Control::catch_up`] for requests anyone can send (an unknown

@@ -86,6 +86,7 @@ pub(crate) fn client_change_scope(command: &ControlCommand) -> Option<Scope> {
         | ControlCommand::CreateTenant(_)
         | ControlCommand::UpdateTenant { .. } => Some(Scope::Admin),
         ControlCommand::Bootstrap { .. }
+        | ControlCommand::Restore(_)
         | ControlCommand::SetResidency(_)
         | ControlCommand::Admit { .. }
         | ControlCommand::UpdateMember { .. }

@@ -111,9 +111,17 @@ pub(crate) async fn start(
                 l.cluster_id
             );
         }
+        (Some(l), ClusterStart::Restore(_)) => {
+            return Err(SidecarError::RestoreIntoMember {
+                dir: dir.clone(),
+                cluster: l.cluster_id.clone(),
+            });
+        }
         (Some(_), _) => {}
         (None, ClusterStart::Rejoin) => return Err(SidecarError::NoCluster(dir.clone())),
-        (None, ClusterStart::Init) => found = Some(new_cluster_id()?),
+        (None, ClusterStart::Init | ClusterStart::Restore(_)) => {
+            found = Some(new_cluster_id()?);
+        }
         (None, ClusterStart::Join(text)) => {
             let ticket = JoinTicket::decode(text)?;
             let accepted = join(&ticket, &me).await?;
@@ -167,6 +175,27 @@ pub(crate) async fn start(
         last_catch_up: tokio::sync::Mutex::new(None),
         saved_peers: Mutex::new(local.as_ref().map(|l| l.peers.clone()).unwrap_or_default()),
     });
+    if let (Some(cluster_id), ClusterStart::Restore(backup)) = (&found, &config.cluster) {
+        // The backup's admin token stays the cluster's: no new one.
+        let contents = &backup.contents;
+        bootstrap(
+            &control,
+            cluster_id.clone(),
+            contents.admin_token_hash,
+            me.clone(),
+        )
+        .await?;
+        restore(&control, backup).await?;
+        found = None;
+        let state = control.plane.state().await;
+        local = Some(LocalMembership {
+            cluster_id: state.cluster_id().to_owned(),
+            id,
+            quic_addr: me.quic_addr.clone(),
+            http_addr: me.http_addr.clone(),
+            peers: Vec::new(),
+        });
+    }
     if let Some(cluster_id) = found {
         let token = AdminToken::load_or_create(dir)?;
         if let Some(secret) = &token.created {
@@ -257,6 +286,36 @@ async fn bootstrap(
             "founding the cluster: {other:?}"
         ))),
         Err(e) => Err(SidecarError::Cluster(format!("founding the cluster: {e}"))),
+    }
+}
+
+/// Takes over `backup`'s contents in the cluster this host has just
+/// founded (again after a crash between the two: the log applies it only
+/// to a cluster with nothing of its own, and it is not asked twice).
+async fn restore(
+    control: &Control,
+    backup: &spillway_consensus::Backup,
+) -> Result<(), SidecarError> {
+    let state = control.plane.state().await;
+    if state.tenants().next().is_some() || state.tokens().next().is_some() {
+        return Ok(());
+    }
+    let command = ControlCommand::Restore(Box::new(backup.contents.clone()));
+    match control.propose(command).await {
+        Ok(ControlResponse::Done) => {
+            tracing::info!(
+                from = %backup.cluster_id,
+                index = backup.index,
+                term = backup.term,
+                cluster = %state.cluster_id(),
+                "restored from a backup"
+            );
+            Ok(())
+        }
+        Ok(other) => Err(SidecarError::Cluster(format!(
+            "restoring the backup: {other:?}"
+        ))),
+        Err(e) => Err(SidecarError::Cluster(format!("restoring the backup: {e}"))),
     }
 }
 

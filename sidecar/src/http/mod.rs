@@ -14,6 +14,7 @@
 //! | `POST /v1/tokens` / `GET /v1/tokens` / `DELETE /v1/tokens/{id}` | scoped API tokens: create (secret shown once) / list / revoke |
 //! | `POST /v1/tenants` / `GET /v1/tenants` | tenants (namespaces): create / list |
 //! | `GET /v1/audit?tenant=&limit=` | changes made through the API: who, when, what |
+//! | `GET /v1/backup` | a backup of the control state (admin): tenants, tokens, functions, artifact records |
 //!
 //! Every `/v1` route needs `Authorization: Bearer <token>`: the admin
 //! token, or a scoped token with the route's scope (`read` for listings,
@@ -23,6 +24,7 @@
 
 mod artifacts;
 mod audit;
+mod backup;
 pub(crate) mod body;
 mod cluster;
 mod error;
@@ -208,6 +210,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{name}", patch(tenants::change))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/backup", get(backup::take))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/artifacts", get(artifacts::list))
         .route("/v1/artifacts/{name}", put(artifacts::put))
