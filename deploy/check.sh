@@ -3,7 +3,8 @@
 # the built binary (SPILLWAY_BIN, default target/debug/spillway):
 #   deploy/systemd: `systemd-analyze verify` on spillway-host.service with
 #     its GPU drop-in (any warning fails the check); the example host.toml
-#     through `spillway config check`.
+#     through `spillway config check`; the install guide followed on three
+#     network namespaces (rehearse.sh).
 #   deploy/helm, deploy/kubernetes: `helm lint --strict`; the chart
 #     rendered with its defaults must equal deploy/kubernetes/spillway.yaml;
 #     renders (defaults, and mutual TLS without a ServiceMonitor) validated
@@ -46,6 +47,13 @@ fi
 echo "deploy/systemd: systemd-analyze verify clean (spillway-host.service, gpu.conf)"
 "$bin" config check "$root/deploy/systemd/host.toml.example" >/dev/null
 echo "deploy/systemd: host.toml.example passes spillway config check"
+# The install guide, followed on network namespaces (root only: CI runs as
+# root; elsewhere say so).
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v openssl >/dev/null; then
+  "$root/deploy/systemd/rehearse.sh" "$bin"
+else
+  echo "deploy/systemd: NOT rehearsing the install guide: it needs root, ip and openssl" >&2
+fi
 
 # Helm and Kubernetes.
 helm lint --strict --quiet "$root/deploy/helm/spillway"
