@@ -97,13 +97,21 @@ impl Backup {
             }
         }
         let (state, at) = machine.state_at().await;
-        let (Some(contents), Some((index, term))) = (state.backup_contents(), at) else {
-            return Err(crate::ControlError::Raft(format!(
-                "{}: no founded cluster in it",
-                raft_dir.display()
-            )));
-        };
-        Ok(Backup {
+        Self::of(&state, at, taken_by, now_unix_ms).ok_or_else(|| {
+            crate::ControlError::Raft(format!("{}: no founded cluster in it", raft_dir.display()))
+        })
+    }
+
+    /// The backup of `state`, whose last entry is `at` (index, term); `None`
+    /// before the cluster is founded.
+    pub(crate) fn of(
+        state: &crate::ControlState,
+        at: Option<(u64, u64)>,
+        taken_by: u64,
+        now_unix_ms: u64,
+    ) -> Option<Self> {
+        let (contents, (index, term)) = (state.backup_contents()?, at?);
+        Some(Backup {
             cluster_id: state.cluster_id().to_owned(),
             index,
             term,

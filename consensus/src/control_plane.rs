@@ -320,18 +320,8 @@ impl ControlPlane {
     /// read for a backup that holds every acknowledged change.
     pub async fn backup(&self, taken_by: u64, now_unix_ms: u64) -> Result<Backup, ControlError> {
         let (state, at) = self.state_machine.state_at().await;
-        let (Some(contents), Some((index, term))) = (state.backup_contents(), at) else {
-            return Err(ControlError::Raft(
-                "nothing to back up: the cluster is not founded yet".into(),
-            ));
-        };
-        Ok(Backup {
-            cluster_id: state.cluster_id().to_owned(),
-            index,
-            term,
-            taken_unix_ms: now_unix_ms,
-            taken_by,
-            contents,
+        Backup::of(&state, at, taken_by, now_unix_ms).ok_or_else(|| {
+            ControlError::Raft("nothing to back up: the cluster is not founded yet".into())
         })
     }
 

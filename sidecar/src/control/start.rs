@@ -175,43 +175,16 @@ pub(crate) async fn start(
         last_catch_up: tokio::sync::Mutex::new(None),
         saved_peers: Mutex::new(local.as_ref().map(|l| l.peers.clone()).unwrap_or_default()),
     });
-    if let (Some(cluster_id), ClusterStart::Restore(backup)) = (&found, &config.cluster) {
-        // The backup's admin token stays the cluster's: no new one.
-        let contents = &backup.contents;
-        bootstrap(
-            &control,
-            cluster_id.clone(),
-            contents.admin_token_hash,
-            me.clone(),
-        )
-        .await?;
-        restore(&control, backup).await?;
-        found = None;
-        let state = control.plane.state().await;
-        local = Some(LocalMembership {
-            cluster_id: state.cluster_id().to_owned(),
-            id,
-            quic_addr: me.quic_addr.clone(),
-            http_addr: me.http_addr.clone(),
-            peers: Vec::new(),
-        });
-    }
     if let Some(cluster_id) = found {
-        let token = AdminToken::load_or_create(dir)?;
-        if let Some(secret) = &token.created {
-            // Shown exactly once, at founding; only its hash is kept. A
-            // service writes it to a file only its user reads, rather than
-            // to a journal others may read.
-            match &config.admin_token_file {
-                Some(path) => {
-                    crate::owner_only::write(path, format!("{secret}\n").as_bytes())
-                        .map_err(io("cannot write the admin token to", path))?;
-                    println!("admin token written to {}", path.display());
-                }
-                None => println!("admin token (shown once, store it now): {secret}"),
-            }
+        let admin_token_hash = match &config.cluster {
+            // The backup's admin token stays the cluster's: no new one.
+            ClusterStart::Restore(backup) => backup.contents.admin_token_hash,
+            _ => new_admin_token(dir, config)?,
+        };
+        bootstrap(&control, cluster_id, admin_token_hash, me.clone()).await?;
+        if let ClusterStart::Restore(backup) = &config.cluster {
+            restore(&control, backup).await?;
         }
-        bootstrap(&control, cluster_id, token.hash_bytes(), me.clone()).await?;
         let state = control.plane.state().await;
         local = Some(LocalMembership {
             cluster_id: state.cluster_id().to_owned(),
@@ -287,6 +260,28 @@ async fn bootstrap(
         ))),
         Err(e) => Err(SidecarError::Cluster(format!("founding the cluster: {e}"))),
     }
+}
+
+/// A founding host's admin token, made once (a restart mid-founding finds
+/// it): shown exactly once, or written to `admin_token_file`, which a
+/// service's user alone reads, rather than to a journal others may read.
+/// Only its hash is kept.
+fn new_admin_token(
+    dir: &std::path::Path,
+    config: &SidecarConfig,
+) -> Result<[u8; 32], SidecarError> {
+    let token = AdminToken::load_or_create(dir)?;
+    if let Some(secret) = &token.created {
+        match &config.admin_token_file {
+            Some(path) => {
+                crate::owner_only::write(path, format!("{secret}\n").as_bytes())
+                    .map_err(io("cannot write the admin token to", path))?;
+                println!("admin token written to {}", path.display());
+            }
+            None => println!("admin token (shown once, store it now): {secret}"),
+        }
+    }
+    Ok(token.hash_bytes())
 }
 
 /// Takes over `backup`'s contents in the cluster this host has just
