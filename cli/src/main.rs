@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod demo;
 mod local_cluster;
+mod manuals;
 mod publisher;
 mod serve;
 mod stats;
@@ -61,6 +62,16 @@ enum Command {
     /// Drain or remove cluster members.
     #[command(subcommand)]
     Member(commands::MemberCommand),
+    /// Shell completions on standard output (bash, zsh, fish, elvish,
+    /// powershell), e.g. `spillway completions bash >
+    /// /usr/share/bash-completion/completions/spillway`.
+    Completions { shell: clap_complete::Shell },
+    /// Man pages for every command into a folder, e.g. `spillway man --out
+    /// /usr/local/share/man/man1`.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Host configuration files: a commented example, or check one.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -217,6 +228,33 @@ fn main() -> std::process::ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
+    match &cli.command {
+        Command::Completions { shell } => {
+            return match manuals::completions(Cli::command(), *shell, &mut std::io::stdout()) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: writing the completions: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Man { out } => {
+            return match manuals::man_pages(Cli::command(), out) {
+                Ok(n) => {
+                    println!("{n} man pages in {}", out.display());
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: writing man pages to {}: {e}", out.display());
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     if let Command::Config(command) = cli.command {
         return config_command(command).unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
@@ -272,7 +310,10 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => commands::status(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Chaos(cmd) => chaos::run(cmd).await,
-            Command::CompileKernel(_) | Command::Config(_) => {
+            Command::CompileKernel(_)
+            | Command::Config(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => {
                 unreachable!("handled before the runtime")
             }
         }

@@ -263,3 +263,63 @@ fn the_readme_demo_runs_to_the_end() {
         );
     }
 }
+
+/// Shell completions and man pages come from the command definitions: the
+/// bash script parses and names the commands; every visible command has a
+/// page that groff renders without a warning, and hidden ones have none.
+#[test]
+fn completions_and_man_pages_cover_the_commands() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    for word in ["host", "restore", "--tls-cert", "--config"] {
+        assert!(script.contains(word), "the bash completions lack {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spillway.bash");
+    std::fs::write(&file, &script).unwrap();
+    let parsed = Command::new("bash").arg("-n").arg(&file).status().unwrap();
+    assert!(parsed.success(), "the bash completions do not parse");
+
+    let pages = dir.path().join("man1");
+    let out = Command::new(BIN)
+        .args(["man", "--out", pages.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(&pages)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for page in [
+        "spillway.1",
+        "spillway-host.1",
+        "spillway-fn-create.1",
+        "spillway-backup.1",
+    ] {
+        assert!(names.iter().any(|n| n == page), "no {page} in {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.contains("compile-kernel")),
+        "a hidden command has a page"
+    );
+    for name in &names {
+        let rendered = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(pages.join(name))
+            .output()
+            .expect("groff (.ci/run installs groff-base)");
+        assert!(
+            rendered.status.success() && rendered.stderr.is_empty(),
+            "{name}: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+    }
+}

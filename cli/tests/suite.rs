@@ -18,6 +18,7 @@ mod gpu_weights;
 mod host_config;
 mod http_api;
 mod ingress;
+mod metrics;
 mod model;
 mod openai;
 mod peer_rights;

@@ -53,12 +53,17 @@ on() { local i=$1; shift; ip netns exec "${tag}h$i" "$@"; }
 
 # "On every machine": the binary and the configuration folders (under a
 # temporary root for each machine).
+in_guide 'spillway completions bash | sudo tee /usr/share/bash-completion/completions/spillway > /dev/null'
+in_guide 'sudo spillway man --out /usr/local/share/man/man1'
 for i in 1 2 3; do
   m="$fake/m$i"
-  install -d -m 0755 "$m/usr/local/bin" "$m/etc/spillway"
+  install -d -m 0755 "$m/usr/local/bin" "$m/etc/spillway" "$m/usr/share/bash-completion/completions"
   install -d -m 0750 "$m/etc/spillway/tls"
   install -d -m 0700 "$m/var/lib/spillway"
   install -m 0755 "$bin" "$m/usr/local/bin/spillway"
+  "$m/usr/local/bin/spillway" completions bash > "$m/usr/share/bash-completion/completions/spillway"
+  "$m/usr/local/bin/spillway" man --out "$m/usr/local/share/man/man1" > /dev/null
+  [ -s "$m/usr/local/share/man/man1/spillway-host.1" ] || fail "no man page for spillway host"
 done
 
 # "Certificates for the API", on a machine that keeps the CA's key.

@@ -42,6 +42,7 @@ mod openai;
 pub mod owner_only;
 pub mod peer;
 mod peer_routes;
+mod prometheus_text;
 mod queue;
 mod quota;
 mod rate;

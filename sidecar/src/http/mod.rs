@@ -3,7 +3,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /healthz` | 200 while the host serves (also when degraded) |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /metrics` | OpenMetrics to scrapers that ask for it (Prometheus does), else the Prometheus text format |
 //! | `GET /v1/cluster` | members, roles, leader, term, log indexes, per-host health |
 //! | `POST /v1/tickets` | a one-time join ticket (`{"ttl_s": 3600}`) |
 //! | `POST /v1/members/{id}/drain` / `POST /v1/members/{id}/undrain` / `DELETE /v1/members/{id}` | drain / bring back / remove a member |
@@ -275,12 +275,25 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
     if let Some((load, _)) = status.load {
         app.metrics.set_instance_starts(&load);
     }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(tenants),
-    )
-        .into_response())
+    let openmetrics = app.metrics.render(tenants);
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    Ok(if crate::prometheus_text::wants_openmetrics(accept) {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            openmetrics,
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::prometheus_text::from_openmetrics(&openmetrics),
+        )
+            .into_response()
+    })
 }

@@ -1,0 +1,109 @@
+//! `/metrics` as Prometheus's own tools read it: `promtool check metrics`
+//! finds nothing to complain of on every host's page, taken while jobs run
+//! and burst between two hosts, tenant series included; a scraper asking
+//! for OpenMetrics gets it.
+
+use crate::common::hosts::{self, Api, Host};
+use serde_json::json;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// `promtool check metrics` on `page`: what it printed (empty: clean).
+fn promtool(page: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (.ci/run installs Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        said
+    } else {
+        format!("exit {:?}: {said}", out.status.code())
+    }
+}
+
+/// Every host's page passes promtool; `series` must be on the first's.
+async fn check_all(api: &Api, hosts: &[Host], series: &[&str]) {
+    for (i, host) in hosts.iter().enumerate() {
+        let page = api.metrics(host).await;
+        for name in series.iter().filter(|_| i == 0) {
+            assert!(page.contains(name), "no {name}: {page}");
+        }
+        assert_eq!(promtool(&page), "", "{}: {page}", host.endpoint);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hosts_metrics_pass_promtool_under_load() {
+    let root = tempfile::tempdir().unwrap();
+    let (api, hosts) = hosts::form(root.path(), &[&["--slots", "1"], &["--slots", "1"]]).await;
+    let acme = api
+        .tenant_token(&hosts[0], "acme", &["publish", "invoke"])
+        .await;
+    api.publish(
+        &hosts[0],
+        &acme,
+        "countdown",
+        json!({"name": "countdown", "artifact": "countdown", "deadline_ms": 10000}),
+    )
+    .await;
+    // Eight 200 ms jobs at a one-slot host: some wait, some burst.
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, endpoint, token) =
+                (api.http.clone(), hosts[0].endpoint.clone(), acme.clone());
+            tokio::spawn(async move {
+                http.post(format!("{endpoint}/v1/functions/countdown/invoke"))
+                    .bearer_auth(token)
+                    .body(vec![2u8, 10])
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    check_all(&api, &hosts, &[]).await;
+    for job in load {
+        assert_eq!(job.await.unwrap(), 200);
+    }
+    let after = [
+        "spillway_jobs_total{outcome=\"ok\"}",
+        "spillway_job_latency_seconds_count",
+        "# TYPE spillway_jobs_total counter",
+    ];
+    check_all(&api, &hosts, &after).await;
+
+    // Prometheus asks for OpenMetrics, and gets it.
+    let page = api
+        .http
+        .get(format!("{}/metrics", hosts[0].endpoint))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    let kind = page.headers()["content-type"].to_str().unwrap().to_owned();
+    let text = page.text().await.unwrap();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert!(
+        text.ends_with("# EOF\n") && text.contains("# TYPE spillway_jobs counter"),
+        "{text}"
+    );
+}
