@@ -14,13 +14,15 @@
 #     Dockerfile through hadolint.
 #   deploy/nomad: parsed and checked by deploy/nomad/check.py (no Nomad
 #     binary installs from the registries here).
+#   deploy/observability: the alert rules through promtool check rules and
+#     their unit tests through promtool test rules.
 # The test command (scripts/test) installs the validators and runs this
 # after the tests; .ci/run installs systemd where it is missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SPILLWAY_BIN:-$root/target/debug/spillway}
 [ -x "$bin" ] || { echo "deploy/check.sh: no binary at $bin (cargo build first)" >&2; exit 1; }
-for tool in systemd-analyze helm kubernetes-validate hadolint; do
+for tool in systemd-analyze helm kubernetes-validate hadolint promtool; do
   command -v "$tool" >/dev/null || {
     echo "deploy/check.sh: $tool is not installed (scripts/test installs it)" >&2
     exit 1
@@ -81,3 +83,8 @@ echo "deploy/kubernetes: hadolint passes on the Dockerfile"
 
 # Nomad.
 python3 "$root/deploy/nomad/check.py" "$bin"
+
+# Alert rules.
+promtool check rules "$root/deploy/observability/alerts.yml" >/dev/null
+(cd "$root/deploy/observability" && promtool test rules alerts_test.yml >/dev/null)
+echo "deploy/observability: promtool check rules and promtool test rules pass"
