@@ -194,6 +194,11 @@ impl Client {
         Self::with_tls(endpoint, token, &ClientTls::default()).expect("a client without files")
     }
 
+    /// The host it talks to.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// A client with `tls`'s CA and client certificate.
     pub(crate) fn with_tls(
         endpoint: &str,

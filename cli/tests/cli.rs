@@ -323,3 +323,38 @@ fn completions_and_man_pages_cover_the_commands() {
         );
     }
 }
+
+/// `spillway status --watch` redraws until it is stopped; off a terminal
+/// each frame is plain text after a blank line.
+#[tokio::test]
+async fn status_watch_redraws_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let c = Cluster::start(1, 4);
+    let mut watch = Command::new(BIN)
+        .args(["status", "--watch", "--every-ms", "100"])
+        .env("SPILLWAY_ENDPOINT", &c.endpoint)
+        .env("SPILLWAY_TOKEN", &c.token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let mut frames = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        assert!(
+            !line.contains('\x1b'),
+            "no terminal codes off a terminal: {line:?}"
+        );
+        if line.starts_with("cluster ") {
+            frames += 1;
+        }
+        if frames == 3 {
+            break;
+        }
+    }
+    assert_eq!(frames, 3);
+    assert!(matches!(watch.try_wait(), Ok(None)), "it stopped by itself");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

@@ -1,32 +1,83 @@
-//! `spillway status`: the cluster at a glance.
+//! `spillway status`: the cluster at a glance, once or (`--watch`) redrawn
+//! until interrupted.
 
 use super::{client, print_json};
 use crate::Target;
+use crate::client::Client;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct StatusArgs {
     #[arg(long)]
     json: bool,
+    /// Redraw every `--every-ms` until interrupted (on a terminal, in
+    /// place).
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    /// How often `--watch` redraws, in ms.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    every_ms: u64,
     #[command(flatten)]
     target: Target,
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = client(&args.target)?;
-    let cluster = client.cluster().await?;
     if args.json {
-        return print_json(&cluster);
+        return print_json(&client.cluster().await?);
     }
+    if !args.watch {
+        print!("{}", view(&client).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdout().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_millis(args.every_ms));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+        let frame = match view(&client).await {
+            Ok(frame) => frame,
+            // The host may be restarting: say so and keep watching.
+            Err(e) => format!("{}: {e:#}\n", client.endpoint()),
+        };
+        if terminal {
+            // Home, the frame, then clear what an older, longer one left.
+            print!("\x1b[H{frame}\x1b[J");
+        } else {
+            println!("{frame}");
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// One frame: the cluster as `client`'s host sees it.
+async fn view(client: &Client) -> anyhow::Result<String> {
+    let cluster = client.cluster().await?;
     // Digest to the names this token sees it under (others stay digests).
-    let names: std::collections::HashMap<String, String> = client
+    let names: HashMap<String, String> = client
         .artifacts()
         .await
         .unwrap_or_default()
         .into_iter()
         .map(|a| (a.digest, a.name))
         .collect();
-    println!(
+    Ok(render(&cluster, &names))
+}
+
+/// The text of `spillway status` for `cluster` (`GET /v1/cluster`), naming
+/// weights by `names` (digest to name).
+fn render(cluster: &Value, names: &HashMap<String, String>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "cluster {}  leader {}  term {}  commit {}  applied {} (on host {})",
         cluster["cluster_id"].as_str().unwrap_or("?"),
         cluster["leader"].as_str().unwrap_or("-"),
@@ -35,7 +86,8 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         cluster["applied_index"],
         cluster["host"].as_str().unwrap_or("?"),
     );
-    println!(
+    let _ = writeln!(
+        out,
         "{:<4} {:<8} {:<9} {:<7} {:<22} {:>5} {:>7} {:>6} {:>8} {:>8}  backends",
         "id",
         "role",
@@ -60,7 +112,8 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             m["role"].as_str().unwrap_or("?")
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{:<4} {:<8} {:<9} {:<7} {:<22} {:>5} {:>7} {:>6} {:>8} {:>8}  {}",
             m["id"].as_str().unwrap_or("?"),
             role,
@@ -81,7 +134,8 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .flatten()
         {
             let digest = w["digest"].as_str().unwrap_or("?");
-            println!(
+            let _ = writeln!(
+                out,
                 "     gpu {}: weights {} ({:.1} MiB)",
                 w["gpu"],
                 names.get(digest).map_or(digest, String::as_str),
@@ -89,5 +143,48 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_frame_shows_every_member_and_names_its_weights() {
+        let cluster = json!({
+            "cluster_id": "sw-1", "leader": "n1", "term": 3, "committed_index": 40,
+            "applied_index": 40, "host": "n2",
+            "members": [
+                {"id": "n1", "leader": true, "role": "voter", "state": "active", "healthy": true,
+                 "http_addr": "10.0.0.1:7070", "slots": 8, "running": 2, "queued": 0,
+                 "resident_artifacts": 3, "backends": ["cuda", "cpu"],
+                 "node": {"restarts": 0, "weights_on_gpus": [
+                     {"gpu": 0, "digest": "abc", "bytes": 3_145_728}]}},
+                {"id": "n2", "leader": false, "role": "learner", "state": "draining",
+                 "healthy": false, "http_addr": "10.0.0.2:7070", "slots": null,
+                 "running": null, "queued": null, "resident_artifacts": 0,
+                 "backends": null, "node": null}
+            ]
+        });
+        let names = HashMap::from([("abc".to_owned(), "tiny-lm".to_owned())]);
+        let text = render(&cluster, &names);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "cluster sw-1  leader n1  term 3  commit 40  applied 40 (on host n2)"
+        );
+        assert!(
+            lines[2].starts_with("n1   leader   active    ok      10.0.0.1:7070"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("cuda,cpu"), "{text}");
+        assert_eq!(lines[3], "     gpu 0: weights tiny-lm (3.0 MiB)");
+        assert!(
+            lines[4].starts_with("n2   learner  draining  down"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 5);
+    }
 }
