@@ -81,12 +81,38 @@ async fn every_hosts_metrics_pass_promtool_under_load() {
     for job in load {
         assert_eq!(job.await.unwrap(), 200);
     }
+    // A path no route has is counted as such.
+    let nope = api
+        .http
+        .get(format!("{}/nope/42", hosts[0].endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nope.status(), 404);
     let after = [
         "spillway_jobs_total{outcome=\"ok\"}",
         "spillway_job_latency_seconds_count",
         "# TYPE spillway_jobs_total counter",
+        "spillway_http_requests_total{route=\"/v1/functions/{name}/invoke\",method=\"POST\",status=\"200\"} 8",
+        "spillway_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "spillway_http_request_seconds_count{route=\"/v1/functions/{name}/invoke\",method=\"POST\"} 8",
+        "spillway_raft_term ",
+        "spillway_raft_applied_index ",
+        "spillway_raft_committed_index ",
     ];
     check_all(&api, &hosts, &after).await;
+    // One host leads; the founder proposed the tenant, token and function
+    // and timed each; it saw one leader come to be.
+    let pages = [api.metrics(&hosts[0]).await, api.metrics(&hosts[1]).await];
+    let value = |page: &str, series: &str| -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series}: {page}"))
+    };
+    let leaders: f64 = pages.iter().map(|p| value(p, "spillway_raft_leader")).sum();
+    assert_eq!(leaders, 1.0);
+    assert!(value(&pages[0], "spillway_raft_proposal_seconds_count") >= 3.0);
+    assert!(value(&pages[0], "spillway_raft_leader_changes_total") >= 1.0);
 
     // Prometheus asks for OpenMetrics, and gets it.
     let page = api

@@ -111,7 +111,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let started = async {
-        let control = control::start(&config, local_addr, link.clone()).await?;
+        let control = control::start(&config, local_addr, link.clone(), &metrics.raft).await?;
         let spool = spool::Spool::open(&config.dir).map_err(|source| SidecarError::Io {
             what: "cannot open the spool in",
             path: config.dir.clone(),

@@ -47,6 +47,10 @@ pub(crate) struct Metrics {
     pub(crate) fetch: crate::artifacts::FetchCounters,
     /// Streamed answers (invoke and the OpenAI API).
     pub(crate) streams: StreamMetrics,
+    /// The HTTP API's requests.
+    pub(crate) http: HttpMetrics,
+    /// The control log.
+    pub(crate) raft: RaftMetrics,
 }
 
 /// Streamed answers' series.
@@ -124,6 +128,135 @@ impl Drop for OpenStream {
     }
 }
 
+/// An HTTP request answered: its route (the router's pattern, so ids and
+/// names do not multiply series; `unmatched` for none), method and status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) route: String,
+    pub(crate) method: String,
+    pub(crate) status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) route: String,
+    pub(crate) method: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The HTTP API's series.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    /// Arrival to the response's head (a streamed answer's body goes on
+    /// after it).
+    latency: HistogramFamily<RouteLabels>,
+}
+
+impl HttpMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        // 0.5 ms to about 65 s.
+        fn buckets() -> Histogram {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+        }
+        let s = Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(buckets),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            s.requests.clone(),
+        );
+        registry.register(
+            "http_request_seconds",
+            "HTTP requests: arrival to the response's head, by route and method",
+            s.latency.clone(),
+        );
+        s
+    }
+
+    /// Counts one answered request.
+    pub(crate) fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let (route, method) = (route.to_owned(), method.to_owned());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method: method.clone(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route, method })
+            .observe(seconds);
+    }
+}
+
+/// The host's Raft member, as the control log's series.
+#[derive(Debug, Clone)]
+pub(crate) struct RaftMetrics {
+    term: Gauge,
+    leader: Gauge,
+    committed: Gauge,
+    applied: Gauge,
+    /// Times this host saw the leader change (counted by `raft_watch`).
+    pub(crate) leader_changes: Counter,
+    /// A change proposed to the log until it is applied here.
+    pub(crate) proposal: Histogram,
+}
+
+impl RaftMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let s = Self {
+            term: Gauge::default(),
+            leader: Gauge::default(),
+            committed: Gauge::default(),
+            applied: Gauge::default(),
+            leader_changes: Counter::default(),
+            // 0.5 ms to about 16 s.
+            proposal: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        };
+        registry.register("raft_term", "The Raft term this host is in", s.term.clone());
+        registry.register(
+            "raft_leader",
+            "1 while this host leads the control log",
+            s.leader.clone(),
+        );
+        registry.register(
+            "raft_committed_index",
+            "The last control-log index this host knows committed",
+            s.committed.clone(),
+        );
+        registry.register(
+            "raft_applied_index",
+            "The last control-log index applied on this host",
+            s.applied.clone(),
+        );
+        registry.register(
+            "raft_leader_changes",
+            "Leaders this host saw take over the control log (the first it learned of included)",
+            s.leader_changes.clone(),
+        );
+        registry.register(
+            "raft_proposal_seconds",
+            "Changes this host proposed to the control log: proposal to applied here",
+            s.proposal.clone(),
+        );
+        s
+    }
+
+    /// Sets the gauges from Raft's view at a scrape.
+    pub(crate) fn set(&self, status: &spillway_consensus::RaftStatus) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.term.set(gauge(status.term));
+        self.leader.set(i64::from(status.leader == Some(status.id)));
+        self.committed
+            .set(gauge(status.committed_index.unwrap_or(0)));
+        self.applied.set(gauge(status.applied_index.unwrap_or(0)));
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StartLabel {
     /// `warm`: an instance made ahead of the job; `cold`: made by the job.
@@ -188,6 +321,8 @@ impl Metrics {
             warm_ready.clone(),
         );
         let streams = StreamMetrics::register(&mut registry);
+        let http = HttpMetrics::register(&mut registry);
+        let raft = RaftMetrics::register(&mut registry);
         let fetch = crate::artifacts::FetchCounters::default();
         registry.register(
             "artifact_fetch_received_bytes",
@@ -201,6 +336,8 @@ impl Metrics {
         );
         Self {
             streams,
+            http,
+            raft,
             fetch,
             tenant_gpu_bytes,
             tenants_seen: std::sync::Mutex::default(),

@@ -98,6 +98,9 @@ pub(crate) struct Control {
     /// The peers last saved to `membership.json` (saved again only when
     /// they change).
     saved_peers: Mutex<Vec<TicketMember>>,
+    /// How long this host's proposals take to be applied here
+    /// (`spillway_raft_proposal_seconds`).
+    proposals: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for Control {
@@ -160,6 +163,19 @@ impl Control {
     /// `forward` to the leader, until one answers (or `PROPOSE_TIMEOUT`);
     /// then waits until the entry is applied here too.
     async fn through_leader(
+        &self,
+        here: impl Fn() -> Result<ControlCommand, ProposeFailure>,
+        forward: &PeerRequest,
+    ) -> Result<ControlResponse, ProposeFailure> {
+        let started = Instant::now();
+        let answer = self.through_leader_untimed(here, forward).await;
+        if answer.is_ok() {
+            self.proposals.observe(started.elapsed().as_secs_f64());
+        }
+        answer
+    }
+
+    async fn through_leader_untimed(
         &self,
         here: impl Fn() -> Result<ControlCommand, ProposeFailure>,
         forward: &PeerRequest,

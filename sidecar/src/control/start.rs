@@ -64,6 +64,7 @@ pub(crate) async fn start(
     config: &SidecarConfig,
     http_addr: SocketAddr,
     link: Arc<NodeLink>,
+    raft_metrics: &crate::metrics::RaftMetrics,
 ) -> Result<Arc<Control>, SidecarError> {
     let dir = &config.dir;
     let identity = HostIdentity::load_or_create(dir)?;
@@ -174,6 +175,7 @@ pub(crate) async fn start(
         http_addr,
         last_catch_up: tokio::sync::Mutex::new(None),
         saved_peers: Mutex::new(local.as_ref().map(|l| l.peers.clone()).unwrap_or_default()),
+        proposals: raft_metrics.proposal.clone(),
     });
     if let Some(cluster_id) = found {
         let admin_token_hash = match &config.cluster {
@@ -202,6 +204,10 @@ pub(crate) async fn start(
     control.refresh(dir).await;
     tokio::spawn(tasks::sync(control.clone(), dir.clone()));
     tokio::spawn(tasks::reconcile(control.clone()));
+    tokio::spawn(tasks::count_leader_changes(
+        control.clone(),
+        raft_metrics.leader_changes.clone(),
+    ));
     tokio::spawn(tasks::residency(control.clone()));
     tracing::info!(host = id, quic = %quic_addr, key = %control.identity().public_key_hex(), "control plane started");
     println!("peer endpoint quic://{quic_addr} (host {id})");

@@ -219,6 +219,26 @@ fn log_change(what: &str, host: u64, result: Result<(), spillway_consensus::Cont
     }
 }
 
+/// Counts the leaders this host sees take over (the first it learns of at
+/// start included), until Raft stops.
+pub(super) async fn count_leader_changes(
+    control: Arc<Control>,
+    counter: prometheus_client::metrics::counter::Counter,
+) {
+    let mut changes = control.plane.changes();
+    let mut leader = None;
+    loop {
+        let now = control.plane.status().leader;
+        if now.is_some() && now != leader {
+            counter.inc();
+        }
+        leader = now;
+        if !changes.next().await {
+            break;
+        }
+    }
+}
+
 pub(super) async fn residency(control: Arc<Control>) {
     loop {
         tokio::time::sleep(RESIDENCY_EVERY).await;

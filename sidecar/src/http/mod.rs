@@ -33,6 +33,7 @@ mod invoke;
 mod jobs;
 pub(crate) mod listener;
 mod members;
+mod observe;
 mod openai;
 pub mod request;
 mod stream;
@@ -240,6 +241,10 @@ pub fn router(app: Arc<App>) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            observe::observe,
+        ))
         .with_state(app)
 }
 
@@ -270,6 +275,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
         .set(i64::from(app.jobs.queue.depth()));
     app.metrics.running.set(i64::from(app.jobs.queue.running()));
     app.metrics.idempotency_keys.set(app.outcomes.len() as i64);
+    app.metrics.raft.set(&app.control.raft_status());
     let status = app.jobs.link.status();
     app.metrics.set_tenant_gpu(&status.tenant_gpu);
     if let Some((load, _)) = status.load {
