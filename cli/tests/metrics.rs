@@ -61,8 +61,8 @@ async fn every_hosts_metrics_pass_promtool_under_load() {
         json!({"name": "countdown", "artifact": "countdown", "deadline_ms": 10000}),
     )
     .await;
-    // Eight 200 ms jobs at a one-slot host: some wait, some burst.
-    let load: Vec<_> = (0..8)
+    // Sixteen 200 ms jobs at a one-slot host: some wait, some burst.
+    let load: Vec<_> = (0..16)
         .map(|_| {
             let (http, endpoint, token) =
                 (api.http.clone(), hosts[0].endpoint.clone(), acme.clone());
@@ -93,9 +93,9 @@ async fn every_hosts_metrics_pass_promtool_under_load() {
         "spillway_jobs_total{outcome=\"ok\"}",
         "spillway_job_latency_seconds_count",
         "# TYPE spillway_jobs_total counter",
-        "spillway_http_requests_total{route=\"/v1/functions/{name}/invoke\",method=\"POST\",status=\"200\"} 8",
+        "spillway_http_requests_total{route=\"/v1/functions/{name}/invoke\",method=\"POST\",status=\"200\"} 16",
         "spillway_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
-        "spillway_http_request_seconds_count{route=\"/v1/functions/{name}/invoke\",method=\"POST\"} 8",
+        "spillway_http_request_seconds_count{route=\"/v1/functions/{name}/invoke\",method=\"POST\"} 16",
         "spillway_raft_term ",
         "spillway_raft_applied_index ",
         "spillway_raft_committed_index ",
@@ -113,6 +113,18 @@ async fn every_hosts_metrics_pass_promtool_under_load() {
     assert_eq!(leaders, 1.0);
     assert!(value(&pages[0], "spillway_raft_proposal_seconds_count") >= 3.0);
     assert!(value(&pages[0], "spillway_raft_leader_changes_total") >= 1.0);
+    // What host 1 sent out, host 2 ran, and says so.
+    let out = value(&pages[0], "spillway_jobs_ran_on_peer_total");
+    assert!(out >= 1.0, "no job burst: {}", pages[0]);
+    assert_eq!(
+        value(&pages[1], "spillway_peer_jobs_total{outcome=\"ok\"}"),
+        out
+    );
+    assert_eq!(
+        value(&pages[0], "spillway_jobs_total{outcome=\"ok\"}"),
+        16.0,
+        "every invocation counted once, at the host that accepted it"
+    );
 
     // Prometheus asks for OpenMetrics, and gets it.
     let page = api

@@ -153,6 +153,7 @@ pub async fn run(
         artifacts,
         max_deadline: config.max_deadline,
         results: job::results::Results::new(config.async_ttl, config.async_max_bytes),
+        burst_metrics: metrics.burst.clone(),
     });
     let (endpoint, pinned) = control.endpoint();
     let routes = peer_routes::PeerRoutes {

@@ -51,6 +51,8 @@ pub(crate) struct Metrics {
     pub(crate) http: HttpMetrics,
     /// The control log.
     pub(crate) raft: RaftMetrics,
+    /// Burst work, both ways.
+    pub(crate) burst: BurstMetrics,
 }
 
 /// Streamed answers' series.
@@ -193,6 +195,57 @@ impl HttpMetrics {
     }
 }
 
+/// Burst work, both ways.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BurstMetrics {
+    /// Jobs accepted here and answered ok that ran on a peer.
+    pub(crate) ran_on_peer: Counter,
+    /// Jobs this host ran for peers, by outcome.
+    pub(crate) peer_jobs: Family<Outcome, Counter>,
+    /// Peers' jobs this host turned away, by the refusal's code.
+    pub(crate) peer_jobs_refused: Family<Outcome, Counter>,
+}
+
+impl BurstMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let s = Self::default();
+        registry.register(
+            "jobs_ran_on_peer",
+            "Invocations accepted here and answered ok that ran on a peer (burst out)",
+            s.ran_on_peer.clone(),
+        );
+        registry.register(
+            "peer_jobs",
+            "Jobs this host ran for peers (burst in), by outcome",
+            s.peer_jobs.clone(),
+        );
+        registry.register(
+            "peer_jobs_refused",
+            "Peers' jobs this host turned away, by the refusal's code (peer_full, quota_exceeded, ...)",
+            s.peer_jobs_refused.clone(),
+        );
+        s
+    }
+
+    fn count(family: &Family<Outcome, Counter>, outcome: &str) {
+        family
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A peer's job ended here with `outcome` (`ok` or a failure's code).
+    pub(crate) fn peer_job(&self, outcome: &str) {
+        Self::count(&self.peer_jobs, outcome);
+    }
+
+    /// A peer's job was refused here with `code`.
+    pub(crate) fn peer_job_refused(&self, code: &str) {
+        Self::count(&self.peer_jobs_refused, code);
+    }
+}
+
 /// The host's Raft member, as the control log's series.
 #[derive(Debug, Clone)]
 pub(crate) struct RaftMetrics {
@@ -323,6 +376,7 @@ impl Metrics {
         let streams = StreamMetrics::register(&mut registry);
         let http = HttpMetrics::register(&mut registry);
         let raft = RaftMetrics::register(&mut registry);
+        let burst = BurstMetrics::register(&mut registry);
         let fetch = crate::artifacts::FetchCounters::default();
         registry.register(
             "artifact_fetch_received_bytes",
@@ -338,6 +392,7 @@ impl Metrics {
             streams,
             http,
             raft,
+            burst,
             fetch,
             tenant_gpu_bytes,
             tenants_seen: std::sync::Mutex::default(),

@@ -253,6 +253,9 @@ pub(super) fn ended(
     match &outcome {
         Ok(ran) => {
             app.metrics.job_ended("ok", seconds);
+            if ran.burst {
+                app.metrics.burst.ran_on_peer.inc();
+            }
             if !ran.burst {
                 let exec_ms = ran.completion.exec_us as f64 / 1000.0;
                 app.jobs.queue.record_exec(exec_ms);

@@ -75,6 +75,7 @@ pub(crate) async fn run_for_peer(
         Ok(admitted) => admitted,
         Err(refusal) => {
             span.in_scope(|| tracing::debug!("refused a burst job: {refusal}"));
+            host.burst_metrics.peer_job_refused(refusal.code());
             if write_dispatch_reply(&mut send, &DispatchReply::Refused(refusal)).await {
                 let _ = send.finish();
             }
@@ -141,6 +142,10 @@ pub(crate) async fn run_for_peer(
         }
         seq += 1;
     }
+    host.burst_metrics.peer_job(match &outcome {
+        Ok(_) => "ok",
+        Err(JobFailed { failure, .. }) => failure.code(),
+    });
     let reply = match outcome {
         Ok(output) => DispatchReply::completed(output.body, output.completion),
         Err(JobFailed { failure, exec_us }) => DispatchReply::Failed { failure, exec_us },

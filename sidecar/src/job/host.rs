@@ -34,6 +34,8 @@ pub(crate) struct JobHost {
     pub(crate) max_deadline: Duration,
     /// The async jobs this host accepted.
     pub(crate) results: super::results::Results,
+    /// Burst work's series, both ways.
+    pub(crate) burst_metrics: crate::metrics::BurstMetrics,
 }
 
 impl JobHost {
