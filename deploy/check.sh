@@ -15,7 +15,8 @@
 #   deploy/nomad: parsed and checked by deploy/nomad/check.py (no Nomad
 #     binary installs from the registries here).
 #   deploy/observability: the alert rules through promtool check rules and
-#     their unit tests through promtool test rules.
+#     their unit tests through promtool test rules; the Grafana dashboard's
+#     shape and every query's PromQL (check_dashboard.py, via promtool).
 # The test command (scripts/test) installs the validators and runs this
 # after the tests; .ci/run installs systemd where it is missing.
 set -euo pipefail
@@ -88,3 +89,4 @@ python3 "$root/deploy/nomad/check.py" "$bin"
 promtool check rules "$root/deploy/observability/alerts.yml" >/dev/null
 (cd "$root/deploy/observability" && promtool test rules alerts_test.yml >/dev/null)
 echo "deploy/observability: promtool check rules and promtool test rules pass"
+python3 "$root/deploy/observability/check_dashboard.py"

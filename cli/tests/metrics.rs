@@ -126,6 +126,48 @@ async fn every_hosts_metrics_pass_promtool_under_load() {
         "every invocation counted once, at the host that accepted it"
     );
 
+    // Every series the Grafana dashboard and the alert rules query is one
+    // the hosts serve (but those that only appear with GPU jobs or with
+    // refusals, which this load has none of).
+    let served: std::collections::BTreeSet<String> = pages
+        .iter()
+        .flat_map(|p| p.lines())
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/observability");
+    for file in ["dashboard.json", "alerts.yml"] {
+        let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+        let mut names: Vec<&str> = text
+            .match_indices("spillway_")
+            .map(|(i, _)| {
+                let rest = &text[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|n| n.len() > "spillway_".len())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            let needs_other_load = [
+                "spillway_tenant_gpu_memory_bytes",
+                "spillway_peer_jobs_refused_total",
+            ];
+            assert!(
+                served.contains(family) || needs_other_load.contains(&family),
+                "{file} queries {name}, which no host serves"
+            );
+        }
+    }
+
     // Prometheus asks for OpenMetrics, and gets it.
     let page = api
         .http
