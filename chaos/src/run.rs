@@ -31,6 +31,9 @@ const DEADLINE_MS: u64 = 10_000;
 const GRACE_MS: u64 = 5_000;
 /// How long after healing the cluster has to converge and serve.
 const CONVERGE_BOUND_MS: u64 = 30_000;
+/// How long the final residency table may take to catch up with what the
+/// nodes hold (twelve of the residency loop's periods).
+const RESIDENCY_SETTLE_MS: u64 = 3_000;
 /// Attempts an idempotent job gets.
 const ATTEMPTS: usize = 4;
 /// How often each host is asked who leads.
@@ -628,11 +631,27 @@ async fn settle(cluster: &Cluster, rec: &Recorder, names: &[String], healed_ms: 
     for i in 0..n {
         served_after_ms.push(probe(rec, i, healed, bound).await);
     }
-    let held = names
-        .iter()
-        .zip(&cluster.hosts)
-        .map(|(name, h)| (name.clone(), held(&h.dir.join("node").join("artifacts"))))
-        .collect();
+    // Residency is reported by each host's loop (every 250 ms), after what
+    // its node did: a copy discarded or stored a moment ago is in the log
+    // a loop or two later. So the table is read again, with what the
+    // nodes hold, until they agree or RESIDENCY_SETTLE_MS has passed; a
+    // table that still names a host without the bytes then is a violation.
+    let held_now = || -> BTreeMap<String, BTreeSet<String>> {
+        names
+            .iter()
+            .zip(&cluster.hosts)
+            .map(|(name, h)| (name.clone(), held(&h.dir.join("node").join("artifacts"))))
+            .collect()
+    };
+    let mut held = held_now();
+    let settle_until = Instant::now() + Duration::from_millis(RESIDENCY_SETTLE_MS);
+    while !residency_agrees(&residency, &held) && Instant::now() < settle_until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(v) = cluster.get(0, "/v1/cluster/local").await {
+            residency = residency_of(&v);
+        }
+        held = held_now();
+    }
     FinalState {
         healed_ms,
         converged_after_ms,
@@ -642,6 +661,18 @@ async fn settle(cluster: &Cluster, rec: &Recorder, names: &[String], healed_ms: 
         residency,
         held,
     }
+}
+
+/// Whether every holder `residency` names holds the bytes.
+fn residency_agrees(
+    residency: &BTreeMap<String, Vec<String>>,
+    held: &BTreeMap<String, BTreeSet<String>>,
+) -> bool {
+    residency.iter().all(|(digest, holders)| {
+        holders
+            .iter()
+            .all(|h| held.get(h).is_some_and(|d| d.contains(digest)))
+    })
 }
 
 fn residency_of(v: &Value) -> BTreeMap<String, Vec<String>> {
@@ -731,4 +762,36 @@ fn journals(cluster: &Cluster) -> Vec<Execution> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residency_agrees_only_when_every_named_holder_holds_the_bytes() {
+        let held: BTreeMap<String, BTreeSet<String>> = BTreeMap::from([
+            (
+                "n1".to_owned(),
+                BTreeSet::from(["d1".to_owned(), "d2".to_owned()]),
+            ),
+            ("n2".to_owned(), BTreeSet::from(["d1".to_owned()])),
+        ]);
+        let table = |rows: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+            rows.iter()
+                .map(|(d, hs)| (d.to_string(), hs.iter().map(|h| h.to_string()).collect()))
+                .collect()
+        };
+        type Rows<'a> = &'a [(&'a str, &'a [&'a str])];
+        let cases: [(Rows<'_>, bool); 5] = [
+            (&[], true),
+            (&[("d1", &["n1", "n2"])], true),
+            (&[("d2", &["n1"])], true),
+            (&[("d2", &["n1", "n2"])], false),
+            (&[("d1", &["n3"])], false),
+        ];
+        for (rows, agrees) in cases {
+            assert_eq!(residency_agrees(&table(rows), &held), agrees, "{rows:?}");
+        }
+    }
 }
