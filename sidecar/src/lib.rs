@@ -111,7 +111,11 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let started = async {
-        let control = control::start(&config, local_addr, link.clone(), &metrics.raft).await?;
+        let observed = control::Observed {
+            proposals: metrics.raft.proposal.clone(),
+            leader_changes: metrics.raft.leader_changes.clone(),
+        };
+        let control = control::start(&config, local_addr, link.clone(), observed).await?;
         let spool = spool::Spool::open(&config.dir).map_err(|source| SidecarError::Io {
             what: "cannot open the spool in",
             path: config.dir.clone(),

@@ -25,7 +25,7 @@ pub(crate) mod origin;
 mod start;
 mod tasks;
 
-pub(crate) use start::start;
+pub(crate) use start::{Observed, start};
 
 use crate::link::NodeLink;
 use crate::peer::{HostIdentity, PeerClient, PeerEndpoint, PeerReply, PeerRequest, PinnedPeers};

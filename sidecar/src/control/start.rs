@@ -58,13 +58,24 @@ fn bind_peer_socket(
     })
 }
 
+/// Where the member counts what it does (the `spillway_raft_*` series;
+/// plain prometheus-client handles, so this module needs none of the
+/// metrics module).
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    /// Proposal to applied here.
+    pub(crate) proposals: prometheus_client::metrics::histogram::Histogram,
+    /// Leaders seen taking over.
+    pub(crate) leader_changes: prometheus_client::metrics::counter::Counter,
+}
+
 /// Starts this host's control-plane member: its QUIC endpoint (which the
 /// caller serves, through `peer_routes`), its Raft and its loops.
 pub(crate) async fn start(
     config: &SidecarConfig,
     http_addr: SocketAddr,
     link: Arc<NodeLink>,
-    raft_metrics: &crate::metrics::RaftMetrics,
+    observed: Observed,
 ) -> Result<Arc<Control>, SidecarError> {
     let dir = &config.dir;
     let identity = HostIdentity::load_or_create(dir)?;
@@ -175,7 +186,7 @@ pub(crate) async fn start(
         http_addr,
         last_catch_up: tokio::sync::Mutex::new(None),
         saved_peers: Mutex::new(local.as_ref().map(|l| l.peers.clone()).unwrap_or_default()),
-        proposals: raft_metrics.proposal.clone(),
+        proposals: observed.proposals,
     });
     if let Some(cluster_id) = found {
         let admin_token_hash = match &config.cluster {
@@ -206,7 +217,7 @@ pub(crate) async fn start(
     tokio::spawn(tasks::reconcile(control.clone()));
     tokio::spawn(tasks::count_leader_changes(
         control.clone(),
-        raft_metrics.leader_changes.clone(),
+        observed.leader_changes,
     ));
     tokio::spawn(tasks::residency(control.clone()));
     tracing::info!(host = id, quic = %quic_addr, key = %control.identity().public_key_hex(), "control plane started");
