@@ -32,7 +32,7 @@ async fn upload_register_invoke_returns_output_and_receipt() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("spillway_node_restarts_total 0"),
+        metrics.contains("spillway_node_restarts_total{cause=\"exited\"} 0"),
         "{metrics}"
     );
 }
@@ -194,6 +194,13 @@ async fn killing_the_node_loses_running_jobs_typed_and_the_node_comes_back() {
     let r = c.invoke("echo", b"back".to_vec()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"back");
+    // Counted by why: killed, so exited; no other cause.
+    let metrics = c.metrics().await;
+    assert!(
+        metrics.contains("spillway_node_restarts_total{cause=\"exited\"} 1")
+            && metrics.contains("spillway_node_restarts_total{cause=\"device_fault\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -17,6 +17,12 @@ pub(crate) struct Outcome {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CauseLabel {
+    /// Why the node went down (`supervisor::Cause`).
+    pub(crate) cause: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TenantLabel {
     pub(crate) tenant: String,
 }
@@ -32,7 +38,9 @@ pub(crate) struct Metrics {
     pub(crate) running: Gauge,
     pub(crate) idempotency_keys: Gauge,
     pub(crate) idempotent_replays: Counter,
-    pub(crate) node_restarts: Counter,
+    /// Node restarts by cause (the supervisor makes every cause's series
+    /// at start, so each reads 0 until it happens).
+    node_restarts: Family<CauseLabel, Counter>,
     pub(crate) node_up: Gauge,
     /// `gpu` buffer bytes each tenant's running jobs hold on the node.
     tenant_gpu_bytes: Family<TenantLabel, Gauge>,
@@ -324,7 +332,7 @@ impl Metrics {
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 17));
         let (queue_depth, running, node_up) =
             (Gauge::default(), Gauge::default(), Gauge::default());
-        let node_restarts = Counter::default();
+        let node_restarts = Family::<CauseLabel, Counter>::default();
         let (idempotency_keys, idempotent_replays) = (Gauge::default(), Counter::default());
         registry.register("jobs", "Invocations by outcome", jobs.clone());
         registry.register(
@@ -350,7 +358,7 @@ impl Metrics {
         );
         registry.register(
             "node_restarts",
-            "Times the node was restarted",
+            "Times the node was restarted, by why it went down (device_fault, gpu_overrun, exited, not_started, connection_lost)",
             node_restarts.clone(),
         );
         registry.register("node_up", "1 while the node is connected", node_up.clone());
@@ -409,6 +417,20 @@ impl Metrics {
             idempotent_replays,
             node_restarts,
             node_up,
+        }
+    }
+
+    /// Counts one node restart, by `cause` (`supervisor::Cause::label`).
+    pub(crate) fn node_restarted(&self, cause: &'static str) {
+        self.node_restarts
+            .get_or_create(&CauseLabel { cause })
+            .inc();
+    }
+
+    /// Makes the node-restart series of every cause in `causes`, at 0.
+    pub(crate) fn node_restart_causes(&self, causes: impl IntoIterator<Item = &'static str>) {
+        for cause in causes {
+            let _ = self.node_restarts.get_or_create(&CauseLabel { cause });
         }
     }
 

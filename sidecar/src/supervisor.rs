@@ -19,6 +19,9 @@ use tokio::sync::watch;
 /// How long a started node may take to open its socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const CONNECT_RETRY: Duration = Duration::from_millis(25);
+/// How long a node whose connection ended is given to show that its
+/// process ended too (then the restart says why it did).
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// A node that stayed up this long restarts with the first backoff again.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -28,12 +31,13 @@ pub(crate) async fn supervise(
     config: SidecarConfig,
     mut stop: watch::Receiver<bool>,
 ) {
+    metrics.node_restart_causes(Cause::ALL.map(Cause::label));
     let (first, cap) = config.restart_backoff;
     let mut backoff = first;
     loop {
         let started = Instant::now();
         metrics.node_up.set(0);
-        let reason = run_once(&link, &metrics, &config, &mut stop).await;
+        let (cause, reason) = run_once(&link, &metrics, &config, &mut stop).await;
         metrics.node_up.set(0);
         if *stop.borrow() {
             break;
@@ -41,9 +45,9 @@ pub(crate) async fn supervise(
         if started.elapsed() > STABLE_AFTER {
             backoff = first;
         }
-        tracing::warn!(%reason, ?backoff, "node down; host degraded until it is back");
+        tracing::warn!(%reason, cause = cause.label(), ?backoff, "node down; host degraded until it is back");
         link.note_restart();
-        metrics.node_restarts.inc();
+        metrics.node_restarted(cause.label());
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => break,
@@ -57,7 +61,7 @@ async fn run_once(
     metrics: &Metrics,
     config: &SidecarConfig,
     stop: &mut watch::Receiver<bool>,
-) -> String {
+) -> (Cause, String) {
     let mut child = match &config.node {
         NodeLaunch::Spawn { program, args } => {
             match Command::new(program)
@@ -67,7 +71,12 @@ async fn run_once(
                 .spawn()
             {
                 Ok(child) => Some(child),
-                Err(e) => return format!("cannot start {}: {e}", program.display()),
+                Err(e) => {
+                    return (
+                        Cause::NotStarted,
+                        format!("cannot start {}: {e}", program.display()),
+                    );
+                }
             }
         }
         NodeLaunch::Connect => None,
@@ -78,29 +87,88 @@ async fn run_once(
         Ok(stream) => stream,
         Err(reason) => {
             stop_child(child).await;
-            return reason;
+            return (Cause::NotStarted, reason);
         }
     };
     metrics.node_up.set(1);
     let serve = link.serve(stream);
     tokio::pin!(serve);
-    let reason = tokio::select! {
-        reason = &mut serve => reason,
+    let ended = tokio::select! {
+        reason = &mut serve => {
+            // The connection ended first; if the process ended with it
+            // (killed, crashed), say why it did.
+            match child.as_mut() {
+                Some(c) => match tokio::time::timeout(EXIT_GRACE, c.wait()).await {
+                    Ok(status) => (exit_cause(&status), exit_reason(status)),
+                    Err(_) => (Cause::Lost, reason),
+                },
+                None => (Cause::Lost, reason),
+            }
+        }
         status = wait_child(child.as_mut()) => {
             // The socket closes with the process; let the link tear down.
             let _ = serve.await;
-            exit_reason(status)
+            (exit_cause(&status), exit_reason(status))
         }
         _ = stop.changed() => {
             if let Some(c) = child.as_mut() {
                 let _ = c.start_kill();
             }
             let _ = serve.await;
-            "sidecar shutting down".to_owned()
+            (Cause::Lost, "sidecar shutting down".to_owned())
         }
     };
     stop_child(child).await;
-    reason
+    ended
+}
+
+/// Why the node went down, as `spillway_node_restarts_total{cause}` counts
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// A GPU fault poisoned its CUDA context (exit 75).
+    DeviceFault,
+    /// It ended itself to stop a job's GPU work past its deadline (exit 76).
+    GpuOverrun,
+    /// It exited otherwise, or was killed.
+    Exited,
+    /// It could not be started, or never opened its socket.
+    NotStarted,
+    /// Its connection ended while it still ran.
+    Lost,
+}
+
+impl Cause {
+    const ALL: [Cause; 5] = [
+        Cause::DeviceFault,
+        Cause::GpuOverrun,
+        Cause::Exited,
+        Cause::NotStarted,
+        Cause::Lost,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Cause::DeviceFault => "device_fault",
+            Cause::GpuOverrun => "gpu_overrun",
+            Cause::Exited => "exited",
+            Cause::NotStarted => "not_started",
+            Cause::Lost => "connection_lost",
+        }
+    }
+}
+
+/// The cause of an ended node process, from its exit status.
+fn exit_cause(status: &std::io::Result<std::process::ExitStatus>) -> Cause {
+    match status
+        .as_ref()
+        .ok()
+        .and_then(std::process::ExitStatus::code)
+    {
+        Some(spillway_proto::EXIT_DEVICE_FAULT) => Cause::DeviceFault,
+        Some(spillway_proto::EXIT_GPU_OVERRUN) => Cause::GpuOverrun,
+        _ => Cause::Exited,
+    }
 }
 
 async fn connect(
@@ -157,5 +225,31 @@ async fn stop_child(child: Option<Child>) {
     if let Some(mut c) = child {
         let _ = c.start_kill();
         let _ = c.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    #[test]
+    fn an_exit_status_names_its_cause() {
+        let exited = |code: i32| Ok(std::process::ExitStatus::from_raw(code << 8));
+        let cases = [
+            (
+                exited(spillway_proto::EXIT_DEVICE_FAULT),
+                Cause::DeviceFault,
+            ),
+            (exited(spillway_proto::EXIT_GPU_OVERRUN), Cause::GpuOverrun),
+            (exited(0), Cause::Exited),
+            (exited(1), Cause::Exited),
+            // Killed by SIGKILL: no exit code.
+            (Ok(std::process::ExitStatus::from_raw(9)), Cause::Exited),
+            (Err(std::io::Error::other("wait failed")), Cause::Exited),
+        ];
+        for (status, cause) in cases {
+            assert_eq!(exit_cause(&status), cause, "{status:?}");
+        }
     }
 }
