@@ -96,6 +96,7 @@ async fn every_hosts_metrics_pass_promtool_under_load() {
         "spillway_http_requests_total{route=\"/v1/functions/{name}/invoke\",method=\"POST\",status=\"200\"} 16",
         "spillway_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
         "spillway_http_request_seconds_count{route=\"/v1/functions/{name}/invoke\",method=\"POST\"} 16",
+        "spillway_queue_wait_seconds_count 16",
         "spillway_raft_term ",
         "spillway_raft_applied_index ",
         "spillway_raft_committed_index ",

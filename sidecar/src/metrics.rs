@@ -34,6 +34,8 @@ pub(crate) struct Metrics {
     tenant_registry: Registry,
     pub(crate) jobs: Family<Outcome, Counter>,
     pub(crate) latency: Histogram,
+    /// Jobs answered ok: their receipt's queue time.
+    pub(crate) queue_wait: Histogram,
     pub(crate) queue_depth: Gauge,
     pub(crate) running: Gauge,
     pub(crate) idempotency_keys: Gauge,
@@ -340,6 +342,12 @@ impl Metrics {
             "Invocation latency from acceptance to answer",
             latency.clone(),
         );
+        let queue_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        registry.register(
+            "queue_wait_seconds",
+            "Jobs answered ok: their receipt's queue time (acceptance until the guest started; for a burst, all but the peer's execution)",
+            queue_wait.clone(),
+        );
         registry.register(
             "queue_depth",
             "Jobs waiting for a node slot",
@@ -411,6 +419,7 @@ impl Metrics {
             tenant_registry,
             jobs,
             latency,
+            queue_wait,
             queue_depth,
             running,
             idempotency_keys,

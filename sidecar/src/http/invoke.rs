@@ -253,6 +253,7 @@ pub(super) fn ended(
     match &outcome {
         Ok(ran) => {
             app.metrics.job_ended("ok", seconds);
+            app.metrics.queue_wait.observe(ran.queue.as_secs_f64());
             if ran.burst {
                 app.metrics.burst.ran_on_peer.inc();
             }
