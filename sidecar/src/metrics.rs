@@ -400,6 +400,11 @@ impl Metrics {
             fetch.received_bytes.clone(),
         );
         registry.register(
+            "artifact_fetch_seconds",
+            "Artifact fetches from a holder: start until the node stored the whole copy",
+            fetch.seconds.clone(),
+        );
+        registry.register(
             "artifact_fetch_resumes",
             "Artifact transfers that broke and were taken up again from the byte reached",
             fetch.resumed.clone(),

@@ -140,6 +140,9 @@ impl Artifacts {
         match self.link.put_artifact(&spooled).await {
             Ok((stored, _)) if stored == digest => {
                 tracing::info!(host = holder, %digest, size, "fetched artifact");
+                self.counters
+                    .seconds
+                    .observe(started.elapsed().as_secs_f64());
                 Ok(size)
             }
             Ok((stored, _)) => Err(Failure::Internal {

@@ -52,13 +52,27 @@ pub(crate) struct Artifacts {
 }
 
 /// What this host's fetches did, for `/metrics`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct FetchCounters {
     /// Bytes received from holders (a resumed transfer counts only what
     /// it received again).
     pub(crate) received_bytes: prometheus_client::metrics::counter::Counter,
     /// Transfers that broke and were taken up again from the byte reached.
     pub(crate) resumed: prometheus_client::metrics::counter::Counter,
+    /// A fetch from its start until the node stored the whole copy.
+    pub(crate) seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for FetchCounters {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        Self {
+            received_bytes: Default::default(),
+            resumed: Default::default(),
+            // 1 ms to about 9 minutes.
+            seconds: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+        }
+    }
 }
 
 impl Artifacts {
