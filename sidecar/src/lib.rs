@@ -158,6 +158,7 @@ pub async fn run(
         max_deadline: config.max_deadline,
         results: job::results::Results::new(config.async_ttl, config.async_max_bytes),
         burst_metrics: metrics.burst.clone(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let (endpoint, pinned) = control.endpoint();
     let routes = peer_routes::PeerRoutes {
@@ -203,6 +204,16 @@ pub async fn run(
         );
     }
     http::listener::serve(listener, http::router(app.clone()), ingress, tls, shutdown).await;
+    // The requests it accepted are answered; peers' jobs running here (sent
+    // before this host was drained, or before its peers knew) finish too
+    // before the node stops, and no new one is taken.
+    app.jobs
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let until = tokio::time::Instant::now() + config.max_deadline;
+    while app.jobs.queue.running() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     control.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = supervisor.await;

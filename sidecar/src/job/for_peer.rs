@@ -68,6 +68,11 @@ pub(crate) async fn run_for_peer(
             .permit_for_peer(&execute.spec.tenant, &control.state(), host.id()),
     };
     let admitted = permit.and_then(|permit| {
+        // A host on its way down takes no new work: the origin tries
+        // another peer.
+        if host.stopping.load(Ordering::Relaxed) {
+            return Err(spillway_proto::Refusal::PeerFull);
+        }
         let slot = queue.try_slot(&execute.spec, &link.status())?;
         Ok((permit, slot))
     });

@@ -36,6 +36,9 @@ pub(crate) struct JobHost {
     pub(crate) results: super::results::Results,
     /// Burst work's series, both ways.
     pub(crate) burst_metrics: crate::metrics::BurstMetrics,
+    /// Set when the host stops: peers' jobs are refused from then on, so
+    /// the ones running can finish before the node is stopped.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 impl JobHost {
