@@ -28,17 +28,28 @@ fn unpack(root: &Path) -> std::path::PathBuf {
     root.join("host")
 }
 
+/// Invokes `function`; a 503 (the node still starting: a host serves HTTP
+/// before its node is up) is asked again, for up to 30 s.
 async fn invoke(api: &Api, host: &Host, token: &str, function: &str, input: &str) -> String {
-    let answer = api
-        .http
-        .post(format!("{}/v1/functions/{function}/invoke", host.endpoint))
-        .bearer_auth(token)
-        .body(input.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    answer.text().await.unwrap()
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = api
+            .http
+            .post(format!("{}/v1/functions/{function}/invoke", host.endpoint))
+            .bearer_auth(token)
+            .body(input.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body = answer.text().await.unwrap();
+        if status == 503 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        return body;
+    }
 }
 
 /// What a started host logged about migrating, at its latest start.
