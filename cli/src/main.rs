@@ -14,6 +14,7 @@ mod manuals;
 mod publisher;
 mod serve;
 mod stats;
+mod telemetry;
 mod up;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -204,20 +205,6 @@ struct Target {
     tls: client::ClientTls,
 }
 
-/// Logs to stderr, filtered by `SPILLWAY_LOG` (default `default`), in
-/// colour only on a terminal (a log file gets plain text).
-fn init_tracing(default: &str) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SPILLWAY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn main() -> std::process::ExitCode {
     // A host's `--config FILE` becomes flags before the real parse.
     let argv = match config::expand(&Cli::command(), std::env::args_os().collect()) {
@@ -267,13 +254,6 @@ fn main() -> std::process::ExitCode {
             spillway_kernels::nvrtc::child_main(&args.arch, args.cpu_seconds, args.address_space);
         return std::process::ExitCode::from(code as u8);
     }
-    // A benchmark prints a table; its in-process voters' logs would bury it.
-    init_tracing(match cli.command {
-        Command::Bench(_) => "warn",
-        // The hosts log to their own files; say only what the harness does.
-        Command::Chaos(_) => "warn,spillway_chaos=info",
-        _ => "info",
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
@@ -281,6 +261,24 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // A benchmark prints a table; its in-process voters' logs would bury it.
+    let log = match cli.command {
+        Command::Bench(_) => "warn",
+        // The hosts log to their own files; say only what the harness does.
+        Command::Chaos(_) => "warn,spillway_chaos=info",
+        _ => "info",
+    };
+    let exporting = {
+        let _in_runtime = runtime.enter();
+        telemetry::init(log, exports(&cli.command))
+    };
+    let exporting = match exporting {
+        Ok(exporting) => exporting,
+        Err(e) => {
+            eprintln!("error: traces: {e:#}");
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -318,6 +316,10 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    // What is queued goes out while the runtime (the gRPC channel's
+    // home) still runs.
+    drop(exporting);
+    drop(runtime);
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -325,6 +327,23 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Which processes export spans, and as whom: the long-running ones.
+fn exports(command: &Command) -> Option<telemetry::Exports> {
+    use spillway_telemetry::Role;
+    let (args, instance, role) = match command {
+        Command::Host(a) | Command::Init(a) => (&a.trace, a.trace_instance(), Role::Sidecar),
+        Command::Join(a) => (&a.host.trace, a.host.trace_instance(), Role::Sidecar),
+        Command::Sidecar(a) => (&a.trace, a.trace_instance(), Role::Sidecar),
+        Command::Node(a) => (&a.trace, a.trace.instance(0), Role::Node),
+        _ => return None,
+    };
+    Some(telemetry::Exports {
+        args: args.clone(),
+        instance,
+        role,
+    })
 }
 
 /// The default state directory of a host.

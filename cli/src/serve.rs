@@ -311,6 +311,8 @@ pub(crate) struct HostArgs {
     limits: NodeLimits,
     #[command(flatten, next_help_heading = "The cluster")]
     pub(crate) membership: Membership,
+    #[command(flatten, next_help_heading = "Traces")]
+    pub(crate) trace: crate::telemetry::TraceArgs,
     /// Exit when standard input closes (used by `spillway up`).
     #[arg(long, hide = true)]
     stop_on_stdin_close: bool,
@@ -320,6 +322,11 @@ pub(crate) struct HostArgs {
 }
 
 impl HostArgs {
+    /// The host's name in its spans.
+    pub(crate) fn trace_instance(&self) -> String {
+        self.trace.instance(self.ingress.listen.port())
+    }
+
     /// The state directory it names.
     pub(crate) fn dir(&self) -> &std::path::Path {
         &self.ingress.dir
@@ -331,7 +338,7 @@ pub(crate) struct JoinArgs {
     /// The ticket from `spillway ticket create`.
     ticket: String,
     #[command(flatten)]
-    host: HostArgs,
+    pub(crate) host: HostArgs,
 }
 
 pub(crate) async fn join(mut args: JoinArgs) -> anyhow::Result<ExitCode> {
@@ -353,6 +360,8 @@ pub(crate) struct NodeArgs {
     dir: PathBuf,
     #[command(flatten)]
     limits: NodeLimits,
+    #[command(flatten)]
+    pub(crate) trace: crate::telemetry::TraceArgs,
     /// Exit when standard input closes (how a sidecar keeps its node from
     /// outliving it).
     #[arg(long, hide = true)]
@@ -375,6 +384,8 @@ pub(crate) struct SidecarArgs {
     slots: u32,
     #[command(flatten)]
     membership: Membership,
+    #[command(flatten)]
+    pub(crate) trace: crate::telemetry::TraceArgs,
 }
 
 /// Resolves on Ctrl-C, SIGTERM or, if asked, when stdin closes.
@@ -459,6 +470,13 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = node_config(args.socket, args.dir, &args.limits);
     spillway_node::run(config, shutdown_signal(args.stop_on_stdin_close)).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+impl SidecarArgs {
+    /// The host's name in its spans.
+    pub(crate) fn trace_instance(&self) -> String {
+        self.trace.instance(self.ingress.listen.port())
+    }
 }
 
 pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
@@ -555,7 +573,8 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             "node state migrated to this build's format"
         );
     }
-    let node_args = node_args(&socket, node_dir, l);
+    let mut node_args = node_args(&socket, node_dir, l);
+    node_args.extend(args.trace.node_args(&args.trace_instance()));
     // Validate the node's half here too, so a bad flag fails before spawning.
     node_config(socket.clone(), dir.clone(), l).validate()?;
     let config = SidecarConfig {

@@ -26,6 +26,7 @@ mod rolling;
 mod stream;
 mod tls;
 mod tokens;
+mod traces;
 mod toolchains;
 mod upgrade;
 mod weights;

@@ -753,6 +753,36 @@ impl GuestState {
             .collect()
     }
 
+    /// The span of one `gpu` call: the kernel, the backend, the sizes of
+    /// its buffers and its scalar arguments. Its duration is the call's
+    /// time in the host: the whole kernel on the CPU backend, the launch
+    /// (queued on the job's stream) on CUDA, whose device time the job's
+    /// next read or its end waits for.
+    fn call_span(&self, name: &'static str, kernel: &str, args: &[KernelArg]) -> tracing::Span {
+        let span = tracing::info_span!(
+            "gpu",
+            otel.name = name,
+            kernel,
+            backend = if self.cuda.is_some() { "cuda" } else { "cpu" },
+            gpu = self.cuda.as_ref().map(|l| l.device().index),
+            buffers = tracing::field::Empty,
+            scalars = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            let (mut buffers, mut scalars) = (Vec::new(), Vec::new());
+            for a in args {
+                match a {
+                    KernelArg::Buf(h) => buffers.push(self.table.get(h).map_or(0, |b| b.len())),
+                    KernelArg::F32(v) => scalars.push(v.to_string()),
+                    KernelArg::U32(v) => scalars.push(v.to_string()),
+                }
+            }
+            span.record("buffers", format!("{buffers:?}"));
+            span.record("scalars", scalars.join(","));
+        }
+        span
+    }
+
     fn run_launch(&mut self, kernel: Kernel, args: &[KernelArg]) -> Result<(), Stop> {
         let launch = Launch::validate(self, kernel, args)?;
         if self.cuda.is_some() {
@@ -795,6 +825,7 @@ impl gpu::Host for GuestState {
         args: Vec<KernelArg>,
     ) -> wasmtime::Result<Result<(), GpuError>> {
         self.settle_backend();
+        let _span = self.call_span("gpu.launch", &kernel, &args).entered();
         if self.cuda.as_ref().is_some_and(|l| l.has_test_kernels()) {
             if kernel == spillway_kernels::nvrtc::TEST_OOB_WRITE {
                 return Ok(self.launch_oob_write(&args));
@@ -836,6 +867,7 @@ impl gpu::Host for GuestState {
             KernelArg::F32(alpha),
             KernelArg::F32(beta),
         ];
+        let _span = self.call_span("gpu.gemm", "gemm", &args).entered();
         trap_or_result(self.run_launch(Kernel::Gemm, &args))
     }
 

@@ -346,7 +346,8 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
         .expect("jobs lock")
         .insert(job, (cancel.clone(), output.clone()));
     let (node, jobs, tx) = (node.clone(), jobs.clone(), tx.clone());
-    let span = tracing::info_span!("node.execute", job = %job, function = %exec.spec.function);
+    let span = tracing::info_span!("node.execute", job = %job, tenant = %exec.spec.tenant, function = %exec.spec.function);
+    spillway_telemetry::continue_trace(&span, exec.trace.as_ref());
     tokio::spawn(
         async move {
             // The sidecar sends no more jobs than there are slots, but a

@@ -10,7 +10,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The protocol version carried in every frame.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// The default largest frame: 64 MiB, enough for a job's input or output
 /// (artifacts travel in chunks of [`crate::ARTIFACT_CHUNK`]).
@@ -161,6 +161,10 @@ mod tests {
             input: vec![1, 2, 3],
             remaining_ms: 999,
             output_window: 0,
+            trace: Some(crate::TraceCarrier {
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                tracestate: "congo=t61rcWkgMzE".into(),
+            }),
         }));
         let bytes = encode(&exec);
         assert_eq!(decode::<ToNode>(&bytes, MAX_FRAME_LEN).unwrap().0, exec);

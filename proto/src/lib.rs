@@ -21,6 +21,7 @@ pub mod frame_io;
 pub mod ids;
 pub mod message;
 pub mod signing;
+pub mod trace;
 
 pub use artifact::{ArtifactKind, KIND_PREFIX, KindProbe, MAX_WEIGHTS_HEADER, NamedArtifact};
 pub use failure::{Failure, Refusal};
@@ -32,6 +33,7 @@ pub const EXIT_DEVICE_FAULT: i32 = 75;
 /// running past the job's deadline: ending the process is what stops them.
 pub const EXIT_GPU_OVERRUN: i32 = 76;
 pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
+pub use trace::TraceCarrier;
 pub use ids::{Digest, DigestParseError, JobId, NodeId, TenantId};
 pub use message::{
     ARTIFACT_CHUNK, Accelerator, Backend, Capabilities, Completion, Execute, FromNode, GpuDevice,

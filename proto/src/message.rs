@@ -146,6 +146,8 @@ pub struct Execute {
     /// taken by the job's consumer) before its `emit` waits for an
     /// [`ToNode::OutputCredit`]; 0: no window, chunks go as emitted.
     pub output_window: u64,
+    /// The sender's span, for the receiver's spans to join its trace.
+    pub trace: Option<crate::TraceCarrier>,
 }
 
 /// A finished job's result.

@@ -16,6 +16,42 @@ pub(crate) struct Outcome {
     pub(crate) outcome: String,
 }
 
+/// A placement decision and why it was taken.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DecisionLabels {
+    /// `local`, `queue`, `peer` or `refuse`.
+    pub(crate) decision: &'static str,
+    /// See [`decision_labels`].
+    pub(crate) reason: &'static str,
+}
+
+/// How a placement is counted: the decision, and why.
+///
+/// - `local`: `slot_free`; `queue`: `waits_here` (the wait here is within
+///   bound, or no peer would be sooner).
+/// - `peer`: `quota` (the tenant's share here is used up), `local_wait`
+///   (it would queue here longer than a peer takes), or the code of the
+///   refusal it would get here (`queue_full`, `no_accelerator`,
+///   `no_matching_host`, ...); a queued job that later leaves for a peer
+///   counts once more as `left_queue`.
+/// - `refuse`: the refusal's code.
+pub(crate) fn decision_labels(
+    decision: &spillway_scheduler::Decision,
+    room: &spillway_scheduler::TenantRoom,
+) -> (&'static str, &'static str) {
+    use spillway_scheduler::{Decision, Fallback, TenantRoom};
+    match (decision, room) {
+        (Decision::Local, _) => ("local", "slot_free"),
+        (Decision::Queue { .. }, _) => ("queue", "waits_here"),
+        (Decision::Peer { .. }, TenantRoom::Exhausted(_)) => ("peer", "quota"),
+        (Decision::Peer { fallback, .. }, TenantRoom::Here) => match fallback {
+            Fallback::Queue => ("peer", "local_wait"),
+            Fallback::Refuse(r) => ("peer", r.code()),
+        },
+        (Decision::Refuse(r), _) => ("refuse", r.code()),
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CauseLabel {
     /// Why the node went down (`supervisor::Cause`).
@@ -214,6 +250,8 @@ pub(crate) struct BurstMetrics {
     pub(crate) peer_jobs: Family<Outcome, Counter>,
     /// Peers' jobs this host turned away, by the refusal's code.
     pub(crate) peer_jobs_refused: Family<Outcome, Counter>,
+    /// Placement decisions for jobs accepted here, by decision and reason.
+    pub(crate) decisions: Family<DecisionLabels, Counter>,
 }
 
 impl BurstMetrics {
@@ -234,7 +272,19 @@ impl BurstMetrics {
             "Peers' jobs this host turned away, by the refusal's code (peer_full, quota_exceeded, ...)",
             s.peer_jobs_refused.clone(),
         );
+        registry.register(
+            "placement_decisions",
+            "Placements of jobs accepted here, by decision (local, queue, peer, refuse) and reason (see docs/operations.md)",
+            s.decisions.clone(),
+        );
         s
+    }
+
+    /// A placement of a job accepted here.
+    pub(crate) fn decided(&self, decision: &'static str, reason: &'static str) {
+        self.decisions
+            .get_or_create(&DecisionLabels { decision, reason })
+            .inc();
     }
 
     fn count(family: &Family<Outcome, Counter>, outcome: &str) {
@@ -515,6 +565,47 @@ impl Metrics {
 mod tests {
     use super::*;
     use spillway_proto::TenantId;
+
+    #[test]
+    fn each_placement_is_counted_with_its_reason() {
+        use spillway_proto::{NodeId, Refusal};
+        use spillway_scheduler::{Decision, Fallback, TenantRoom};
+        let peer = |fallback| Decision::Peer {
+            candidates: vec![NodeId(2)],
+            fallback,
+        };
+        let quota = Refusal::QuotaExceeded {
+            retry_after_ms: 100,
+        };
+        let rows = [
+            (Decision::Local, TenantRoom::Here, ("local", "slot_free")),
+            (Decision::Queue { position: 3 }, TenantRoom::Here, ("queue", "waits_here")),
+            (peer(Fallback::Queue), TenantRoom::Here, ("peer", "local_wait")),
+            (
+                peer(Fallback::Refuse(Refusal::QueueFull { retry_after_ms: 5 })),
+                TenantRoom::Here,
+                ("peer", "queue_full"),
+            ),
+            (
+                peer(Fallback::Refuse(Refusal::NoAccelerator)),
+                TenantRoom::Here,
+                ("peer", "no_accelerator"),
+            ),
+            (
+                peer(Fallback::Refuse(quota.clone())),
+                TenantRoom::Exhausted(quota.clone()),
+                ("peer", "quota"),
+            ),
+            (
+                Decision::Refuse(quota.clone()),
+                TenantRoom::Exhausted(quota.clone()),
+                ("refuse", "quota_exceeded"),
+            ),
+        ];
+        for (decision, room, want) in rows {
+            assert_eq!(decision_labels(&decision, &room), want, "{decision:?} {room:?}");
+        }
+    }
 
     #[test]
     fn tenant_gpu_memory_follows_the_nodes_reports_back_to_zero() {

@@ -23,6 +23,16 @@ impl Host {
     /// until it serves HTTP. A host that exits first is the `Err`, with
     /// its log.
     pub fn start(dir: &Path, extra: &[&str], ticket: Option<&str>) -> Result<Self, String> {
+        Self::start_env(dir, extra, ticket, &[])
+    }
+
+    /// [`Host::start`] with `env` set for the host's processes.
+    pub fn start_env(
+        dir: &Path,
+        extra: &[&str],
+        ticket: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let role = match ticket {
             Some(t) => Role::Join(t.to_owned()),
             None if extra.contains(&"--init") => Role::Found,
@@ -38,6 +48,7 @@ impl Host {
             )
             .flags(["--snapshot-every", "20"])
             .flags(extra.iter().filter(|f| **f != "--init"));
+        let launch = env.iter().fold(launch, |l, (k, v)| l.env(k, v));
         match launch.start(Duration::from_secs(60)) {
             Ok(process) => Ok(Self {
                 dir: dir.to_path_buf(),
@@ -60,8 +71,13 @@ impl Host {
 /// `flags[0]`), the others join with tickets (with `flags[i]`); waits until
 /// every host is active and healthy.
 pub async fn form(root: &Path, flags: &[&[&str]]) -> (Api, Vec<Host>) {
+    form_env(root, flags, &[]).await
+}
+
+/// [`form`] with `env` set for every host's processes.
+pub async fn form_env(root: &Path, flags: &[&[&str]], env: &[(&str, &str)]) -> (Api, Vec<Host>) {
     let first = [&["--init"][..], flags[0]].concat();
-    let h1 = Host::start(&root.join("h1"), &first, None).unwrap();
+    let h1 = Host::start_env(&root.join("h1"), &first, None, env).unwrap();
     let api = Api {
         http: reqwest::Client::new(),
         token: h1.token.clone().expect("the founder prints the token"),
@@ -70,7 +86,7 @@ pub async fn form(root: &Path, flags: &[&[&str]]) -> (Api, Vec<Host>) {
     for (i, extra) in flags.iter().enumerate().skip(1) {
         let ticket = api.ticket(&hosts[0], 600).await;
         let dir = root.join(format!("h{}", i + 1));
-        hosts.push(Host::start(&dir, extra, Some(&ticket)).unwrap());
+        hosts.push(Host::start_env(&dir, extra, Some(&ticket), env).unwrap());
     }
     let n = flags.len();
     api.wait(&hosts[0], "every host active and healthy", |v| {

@@ -81,7 +81,8 @@ pub(super) async fn invoke(
             ));
         }
         let job = new_job_id(&app);
-        let span = tracing::info_span!("ingress", job = %job, function = %name, token = principal.token.as_deref(), mode = "async");
+        let span = tracing::info_span!("ingress", job = %job, tenant = %tenant, function = %name, token = principal.token.as_deref(), mode = "async");
+        spillway_telemetry::continue_trace(&span, trace.as_ref());
         let spec = job_spec(&app, tenant, &function, deadline_ms);
         let context = Context {
             trace,
@@ -120,7 +121,8 @@ pub(super) async fn invoke(
         _ => None,
     };
     let job = new_job_id(&app);
-    let span = tracing::info_span!("ingress", job = %job, function = %name, token = principal.token.as_deref());
+    let span = tracing::info_span!("ingress", job = %job, tenant = %tenant, function = %name, token = principal.token.as_deref());
+    spillway_telemetry::continue_trace(&span, trace.as_ref());
     let spec = job_spec(&app, tenant, &function, deadline_ms);
     // A request with an idempotency key is answered whole: its outcome is
     // remembered whole, for a repeat.

@@ -184,7 +184,8 @@ async fn complete(
         ..
     } = InvokeHeaders::parse(&headers, function.deadline_ms)?;
     let job = invoke::new_job_id(&app);
-    let span = tracing::info_span!("openai", job = %job, model = %request.model, function = %function.name, token = principal.token.as_deref());
+    let span = tracing::info_span!("openai", job = %job, tenant = %tenant, model = %request.model, function = %function.name, token = principal.token.as_deref());
+    spillway_telemetry::continue_trace(&span, trace.as_ref());
     let spec = invoke::job_spec(&app, tenant, &function, deadline_ms);
     let context = Context {
         trace,

@@ -16,8 +16,9 @@ pub struct InvokeHeaders {
     pub idempotency_key: Option<String>,
     /// `spillway-placement: local`: never burst.
     pub here_only: bool,
-    /// The W3C `traceparent`, passed on to where the job runs.
-    pub trace: Option<String>,
+    /// The W3C `traceparent` and `tracestate`, when they check (a bad
+    /// one is ignored: the job starts a trace of its own).
+    pub trace: Option<spillway_proto::TraceCarrier>,
 }
 
 impl InvokeHeaders {
@@ -27,10 +28,10 @@ impl InvokeHeaders {
             deadline_ms: deadline_ms(headers, function_deadline_ms)?,
             idempotency_key: idempotency_key(headers)?,
             here_only: here_only(headers)?,
-            trace: headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            trace: spillway_telemetry::checked(
+                headers.get("traceparent").and_then(|v| v.to_str().ok()),
+                headers.get("tracestate").and_then(|v| v.to_str().ok()),
+            ),
         })
     }
 }

@@ -32,12 +32,20 @@ pub(crate) async fn run_for_peer(
     let Dispatch {
         mut execute,
         attempt,
-        trace,
         borrowed_quota,
         ..
     } = dispatch;
     let origin = control.state().member_by_key(&from).map(|m| NodeId(m.id));
-    let span = tracing::info_span!("burst_in", job = %execute.job, origin = ?origin, attempt, trace = trace.as_deref());
+    let span = tracing::info_span!("burst_in", job = %execute.job, tenant = %execute.spec.tenant, origin = ?origin, attempt);
+    // The origin's dispatch span is this one's parent; the node's span
+    // will be this one's child (a peer's context is checked as a
+    // client's is).
+    let received = execute.trace.take();
+    let received = received.and_then(|t| {
+        spillway_telemetry::checked(Some(&t.traceparent), Some(&t.tracestate))
+    });
+    spillway_telemetry::continue_trace(&span, received.as_ref());
+    execute.trace = spillway_telemetry::carrier_of(&span).or(received);
     // A peer's numbers are not taken on trust: its time left is at most
     // the job's own deadline and this host's longest, and a quota it
     // claims to lend is believed only if it has a share to lend.

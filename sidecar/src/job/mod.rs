@@ -41,7 +41,9 @@ use tracing::Instrument;
 /// What travels with a job besides the job itself.
 #[derive(Debug, Default)]
 pub(crate) struct Context {
-    pub(crate) trace: Option<String>,
+    /// The client's trace context, checked: what is sent on when this
+    /// process exports no spans of its own.
+    pub(crate) trace: Option<spillway_proto::TraceCarrier>,
     pub(crate) idempotency_key: Option<String>,
     /// `spillway-placement: local`: run here or queue here, never burst.
     pub(crate) here_only: bool,
@@ -191,6 +193,12 @@ pub(crate) async fn run(
 }
 
 impl Job<'_> {
+    /// The trace context to send with the job from `span`: the span's
+    /// own when this process exports spans, else the client's as it came.
+    fn trace_from(&self, span: &tracing::Span) -> Option<spillway_proto::TraceCarrier> {
+        spillway_telemetry::carrier_of(span).or_else(|| self.context.trace.clone())
+    }
+
     fn attempt(&self, lost: u32) -> Attempt {
         Attempt {
             idempotent: self.spec.idempotent,
@@ -251,7 +259,17 @@ impl Job<'_> {
             Ok(permit) => (permit, TenantRoom::Here),
             Err(refusal) => (None, TenantRoom::Exhausted(refusal)),
         };
-        match self.decide(&room) {
+        let span = tracing::info_span!(
+            "place",
+            job = %self.id,
+            decision = tracing::field::Empty,
+            reason = tracing::field::Empty
+        );
+        let decision = span.in_scope(|| self.decide(&room));
+        let (kind, reason) = crate::metrics::decision_labels(&decision, &room);
+        span.record("decision", kind).record("reason", reason);
+        host.burst_metrics.decided(kind, reason);
+        match decision {
             Decision::Local | Decision::Queue { .. } => self.here(permit).await,
             Decision::Refuse(refusal) => self.refused(lost, refusal),
             Decision::Peer {
@@ -282,6 +300,7 @@ impl Job<'_> {
             if remaining_ms == 0 {
                 return Ok(None);
             }
+            let span = tracing::info_span!("dispatch", job = %self.id, %peer, attempt = attempt + 1);
             let dispatch = Dispatch {
                 execute: Execute {
                     job: self.id,
@@ -289,15 +308,16 @@ impl Job<'_> {
                     input: self.input.clone(),
                     remaining_ms,
                     output_window: 0, // the peer sets its own
+                    trace: self.trace_from(&span),
                 },
                 input_len: 0, // set when it is sent
-                trace: self.context.trace.clone(),
                 idempotency_key: self.context.idempotency_key.clone(),
                 attempt: attempt as u32 + 1,
                 borrowed_quota,
             };
             let through = (&self.host.client, &self.host.burst);
-            let (event, why) = match origin::offer(through, peer.0, dispatch, self.deadline).await {
+            let offer = origin::offer(through, peer.0, dispatch, self.deadline).instrument(span);
+            let (event, why) = match offer.await {
                 Offer::Accepted(taken) => return Ok(Some(taken)),
                 Offer::NotRun(why) => (Event::NotRun, why),
                 Offer::Lost(why) => (Event::NoClearAnswer, why),
@@ -334,7 +354,10 @@ impl Job<'_> {
             return None;
         };
         match self.offer(&candidates, permit.is_some()).await {
-            Ok(Some(taken)) => Some(Placed::Peer(taken, permit.take())),
+            Ok(Some(taken)) => {
+                self.host.burst_metrics.decided("peer", "left_queue");
+                Some(Placed::Peer(taken, permit.take()))
+            }
             Ok(None) => None,
             Err(e) => Some(Placed::Ended(Err(e))),
         }
@@ -379,7 +402,8 @@ impl Job<'_> {
         let acquire = async {
             let slot = waiting.slot(self.deadline).await?;
             link.wait_up(self.deadline).await.then_some(slot)
-        };
+        }
+        .instrument(tracing::info_span!("queue", job = %self.id));
         let mut acquire = std::pin::pin!(acquire);
         let every = burst.gossip_every;
         let mut replace = tokio::time::interval_at((Instant::now() + every).into(), every);
@@ -406,12 +430,14 @@ impl Job<'_> {
             .deadline
             .saturating_duration_since(Instant::now())
             .as_millis() as u64;
+        let span = tracing::info_span!("node", job = %self.id);
         let exec = Execute {
             job: self.id,
             spec: self.spec.clone(),
             input: self.input.clone(),
             remaining_ms,
             output_window: 0,
+            trace: self.trace_from(&span),
         };
         let result = match &self.context.stream {
             Some(s) => {
@@ -419,15 +445,9 @@ impl Job<'_> {
                     host: NodeId(self.host.id()),
                     burst: false,
                 }));
-                link.execute_into(exec, &s.chunks)
-                    .instrument(tracing::info_span!("node", job = %self.id))
-                    .await
+                link.execute_into(exec, &s.chunks).instrument(span).await
             }
-            None => {
-                link.execute(exec)
-                    .instrument(tracing::info_span!("node", job = %self.id))
-                    .await
-            }
+            None => link.execute(exec).instrument(span).await,
         };
         // The node lost or discarded its copy: the next job fetches one.
         match &result {

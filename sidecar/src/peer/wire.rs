@@ -100,12 +100,11 @@ impl PeerRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Dispatch {
     /// The job, its spec and input; `remaining_ms` is what is left of its
-    /// deadline when the origin sends it.
+    /// deadline when the origin sends it, `trace` the origin's dispatch
+    /// span.
     pub execute: Execute,
     /// Bytes of input that follow the frame (set by the sender).
     pub input_len: u64,
-    /// W3C `traceparent` of the origin's span, when it has one.
-    pub trace: Option<String>,
     /// The client's idempotency key, if it gave one.
     pub idempotency_key: Option<String>,
     /// 1 for the first peer tried, 2 for the next, and so on.

@@ -1,0 +1,210 @@
+//! Traces across hops, received by a real OTLP receiver
+//! (`otlp_receiver.py`, on the official `opentelemetry-proto`
+//! definitions): a client's `traceparent` on a job that bursts from host 1
+//! to host 2 comes back as one trace, from host 1's sidecar (over
+//! OTLP/HTTP), host 2's sidecar and host 2's node (over OTLP/gRPC), every
+//! span's parent in the trace, down to the guest's `gpu` call.
+
+use crate::common::{self, hosts};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The receiver process (killed when dropped) and the file it writes.
+struct Receiver {
+    child: Child,
+    out: std::path::PathBuf,
+    http: u16,
+    grpc: u16,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start(dir: &Path) -> Self {
+        let out = dir.join("spans.jsonl");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_receiver.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(&out)
+            .arg("--grpc")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("python3 (scripts/test installs opentelemetry-proto and grpcio)");
+        let ports = out.with_extension("jsonl.ports");
+        let until = Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports) {
+                break text;
+            }
+            assert!(Instant::now() < until, "the receiver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let port = |kind: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(kind)?.trim().parse().ok())
+                .unwrap()
+        };
+        Self {
+            http: port("http "),
+            grpc: port("grpc "),
+            child,
+            out,
+        }
+    }
+
+    /// Every span received so far.
+    fn spans(&self) -> Vec<Value> {
+        let Ok(file) = std::fs::File::open(&self.out) else {
+            return Vec::new();
+        };
+        std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+}
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// The trace's spans as (instance, name) → span, once it holds `want`
+/// and every span's parent is the client's or another span of it.
+fn whole_trace(spans: &[Value], want: &[(&str, &str)]) -> Result<BTreeMap<(String, String), Value>, String> {
+    let trace: Vec<&Value> = spans.iter().filter(|s| s["trace_id"] == CLIENT_TRACE).collect();
+    let ids: Vec<&str> = trace.iter().map(|s| s["span_id"].as_str().unwrap()).collect();
+    let by: BTreeMap<(String, String), Value> = trace
+        .iter()
+        .map(|s| {
+            let key = (s["instance"].as_str().unwrap_or("").to_owned(), s["name"].as_str().unwrap().to_owned());
+            (key, (*s).clone())
+        })
+        .collect();
+    for (instance, name) in want {
+        if !by.contains_key(&(instance.to_string(), name.to_string())) {
+            return Err(format!("no {name} span from {instance} yet"));
+        }
+    }
+    for s in &trace {
+        let parent = s["parent_span_id"].as_str().unwrap();
+        if parent != CLIENT_SPAN && !ids.contains(&parent) {
+            return Err(format!("{s}: its parent {parent} is not in the trace (yet)"));
+        }
+    }
+    Ok(by)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(root.path());
+    let h1_to = format!("http://127.0.0.1:{}", receiver.http);
+    let h2_to = format!("http://127.0.0.1:{}", receiver.grpc);
+    let base = ["--slots", "1", "--gossip-ms", "100"];
+    let h1 = [&base[..], &["--otlp-endpoint", &h1_to, "--trace-instance", "h1"]].concat();
+    let h2 = [
+        &base[..],
+        &["--otlp-endpoint", &h2_to, "--otlp-protocol", "grpc", "--trace-instance", "h2"],
+    ]
+    .concat();
+    // Batches go out every 200 ms (the standard variable) instead of 5 s.
+    let env = [("OTEL_BSP_SCHEDULE_DELAY", "200"), ("OTEL_SERVICE_NAME", "spillway-test")];
+    let (api, hosts) = hosts::form_env(root.path(), &[&h1, &h2], &env).await;
+    api.publish(&hosts[0], &api.token, "countdown", json!({"name": "countdown", "artifact": "countdown", "deadline_ms": 30000})).await;
+    api.publish(&hosts[0], &api.token, "gemm", json!({"name": "gemm", "artifact": "gemm", "deadline_ms": 30000})).await;
+
+    // Host 1's one slot is held (a job kept there); the traced job finds
+    // host 2 free and bursts. Sent again until it does.
+    let client = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let mut job = None;
+    for _ in 0..10 {
+        let filler = {
+            let (http, endpoint, token) = (api.http.clone(), hosts[0].endpoint.clone(), api.token.clone());
+            tokio::spawn(async move {
+                http.post(format!("{endpoint}/v1/functions/countdown/invoke"))
+                    .bearer_auth(token)
+                    .header("spillway-placement", "local")
+                    .body(vec![9u8, 15])
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        };
+        api.wait(&hosts[0], "host 1 busy, host 2 free", |v| {
+            let m = hosts::members(v);
+            m.iter().any(|m| m["running"] == 1) && m.iter().any(|m| m["running"] == 0)
+        })
+        .await;
+        let r = api
+            .http
+            .post(format!("{}/v1/functions/gemm/invoke", hosts[0].endpoint))
+            .bearer_auth(&api.token)
+            .header("traceparent", &client)
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .body(common::gemm_1x1(2.0, 3.0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let burst = r.headers().get("spillway-burst").is_some_and(|v| v == "true");
+        let id = r.headers()["spillway-job-id"].to_str().unwrap().to_owned();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), 6.0f32.to_le_bytes());
+        assert_eq!(filler.await.unwrap(), 200);
+        if burst {
+            job = Some(id);
+            break;
+        }
+    }
+    let job = job.expect("the traced job burst to host 2 within 10 tries");
+
+    let want = [
+        ("h1/sidecar", "ingress"),
+        ("h1/sidecar", "place"),
+        ("h1/sidecar", "dispatch"),
+        ("h2/sidecar", "burst_in"),
+        ("h2/node", "node.execute"),
+        ("h2/node", "guest"),
+        ("h2/node", "gpu.gemm"),
+    ];
+    let until = Instant::now() + Duration::from_secs(30);
+    let trace = loop {
+        match whole_trace(&receiver.spans(), &want) {
+            Ok(trace) => break trace,
+            Err(why) => assert!(Instant::now() < until, "{why}: {:#?}", receiver.spans()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let span = |i: &str, n: &str| trace[&(i.to_owned(), n.to_owned())].clone();
+    // The chain of parents, hop by hop.
+    let (ingress, dispatch, burst_in) = (span("h1/sidecar", "ingress"), span("h1/sidecar", "dispatch"), span("h2/sidecar", "burst_in"));
+    let (execute, guest, gemm) = (span("h2/node", "node.execute"), span("h2/node", "guest"), span("h2/node", "gpu.gemm"));
+    assert_eq!(ingress["parent_span_id"], CLIENT_SPAN);
+    assert_eq!(burst_in["parent_span_id"], dispatch["span_id"]);
+    assert_eq!(guest["parent_span_id"], execute["span_id"]);
+    assert_eq!(gemm["parent_span_id"], guest["span_id"]);
+    // The node's span hangs from host 2's sidecar, not from host 1's.
+    let h2_sidecar: Vec<&Value> = trace.iter().filter(|((i, _), _)| i == "h2/sidecar").map(|(_, s)| s).collect();
+    assert!(h2_sidecar.iter().any(|s| s["span_id"] == execute["parent_span_id"]), "{execute}");
+    // The job and its tenant on every hop; the call's kernel and sizes.
+    for s in [&ingress, &burst_in, &execute] {
+        assert_eq!(s["attributes"]["job"], job, "{s}");
+        assert_eq!(s["attributes"]["tenant"], "admin", "{s}");
+    }
+    assert_eq!(gemm["attributes"]["kernel"], "gemm");
+    assert_eq!(gemm["attributes"]["backend"], "cpu");
+    assert_eq!(gemm["attributes"]["buffers"], "[1, 1, 1]");
+    assert_eq!(span("h1/sidecar", "place")["attributes"]["decision"], "peer");
+    // Who each process is: the service name from OTEL_SERVICE_NAME.
+    assert!(trace.values().all(|s| s["service_name"] == "spillway-test"));
+    drop(hosts);
+}
