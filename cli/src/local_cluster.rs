@@ -79,7 +79,7 @@ impl LocalCluster {
         let token = cluster_token(&dir)?;
         let first_dir = dir.join("host-1");
         AdminToken::install(&first_dir.join("sidecar"), &token)?;
-        let first = start_host(&first_dir, 1, options, Role::Found).await?;
+        let first = start_host(&first_dir, 1, options.clone(), Role::Found).await?;
         let mut cluster = Self {
             dir,
             token,
@@ -96,7 +96,7 @@ impl LocalCluster {
                 let ticket = answer["ticket"].as_str().unwrap_or_default().to_owned();
                 Role::Join(ticket)
             };
-            let host = start_host(&host_dir, i, options, role).await?;
+            let host = start_host(&host_dir, i, options.clone(), role).await?;
             cluster.wait_ready(&host).await?;
             cluster.hosts.push(host);
         }
@@ -193,7 +193,7 @@ impl LocalCluster {
 
 /// How each host of a local cluster runs (`Default`: what `spillway
 /// host` defaults to, with the launcher's own slots and queue given).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct HostOptions {
     pub(crate) slots: u32,
     pub(crate) queue: u32,
@@ -204,6 +204,10 @@ pub(crate) struct HostOptions {
     pub(crate) pin_gpus: bool,
     /// The nodes' `--warm-instances` (`None`: the default).
     pub(crate) warm_instances: Option<u32>,
+    /// Host N carries the label `host=N` (placement rules can name it).
+    pub(crate) label_hosts: bool,
+    /// Every host exports its spans here (`--otlp-endpoint`).
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 /// Starts host number `index` (from 1) of a local cluster.
@@ -233,6 +237,13 @@ async fn start_host(
             options
                 .synthetic_service_ms
                 .map(|ms| format!("--synthetic-service-ms={ms}")),
+        )
+        .flags(options.label_hosts.then(|| format!("--label=host={index}")))
+        .flags(
+            (options.otlp_endpoint.as_ref())
+                .map(|url| format!("--otlp-endpoint={url}"))
+                .into_iter()
+                .chain(Some(format!("--trace-instance=host-{index}"))),
         );
     let process = tokio::task::spawn_blocking(move || launch.start(START_TIMEOUT))
         .await

@@ -31,7 +31,8 @@ pub(crate) struct TraceArgs {
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
-    s.parse().map_err(|e: settings::SettingsError| e.to_string())
+    s.parse()
+        .map_err(|e: settings::SettingsError| e.to_string())
 }
 
 impl TraceArgs {
@@ -111,7 +112,10 @@ pub(crate) fn init(default: &str, exports: Option<Exports>) -> anyhow::Result<Op
         role: exports.role,
     };
     let (spans, exporting) = Exporting::start(&plan, &instance)?;
-    let _ = tracing_subscriber::registry().with(log).with(spans).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(spans)
+        .try_init();
     tracing::info!(url = %plan.url, protocol = %plan.protocol, instance = %instance.id(), "exporting spans");
     Ok(Some(exporting))
 }

@@ -26,7 +26,7 @@ mod rolling;
 mod stream;
 mod tls;
 mod tokens;
-mod traces;
 mod toolchains;
+mod traces;
 mod upgrade;
 mod weights;

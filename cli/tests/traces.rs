@@ -79,13 +79,25 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 /// The trace's spans as (instance, name) → span, once it holds `want`
 /// and every span's parent is the client's or another span of it.
-fn whole_trace(spans: &[Value], want: &[(&str, &str)]) -> Result<BTreeMap<(String, String), Value>, String> {
-    let trace: Vec<&Value> = spans.iter().filter(|s| s["trace_id"] == CLIENT_TRACE).collect();
-    let ids: Vec<&str> = trace.iter().map(|s| s["span_id"].as_str().unwrap()).collect();
+fn whole_trace(
+    spans: &[Value],
+    want: &[(&str, &str)],
+) -> Result<BTreeMap<(String, String), Value>, String> {
+    let trace: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["trace_id"] == CLIENT_TRACE)
+        .collect();
+    let ids: Vec<&str> = trace
+        .iter()
+        .map(|s| s["span_id"].as_str().unwrap())
+        .collect();
     let by: BTreeMap<(String, String), Value> = trace
         .iter()
         .map(|s| {
-            let key = (s["instance"].as_str().unwrap_or("").to_owned(), s["name"].as_str().unwrap().to_owned());
+            let key = (
+                s["instance"].as_str().unwrap_or("").to_owned(),
+                s["name"].as_str().unwrap().to_owned(),
+            );
             (key, (*s).clone())
         })
         .collect();
@@ -97,7 +109,9 @@ fn whole_trace(spans: &[Value], want: &[(&str, &str)]) -> Result<BTreeMap<(Strin
     for s in &trace {
         let parent = s["parent_span_id"].as_str().unwrap();
         if parent != CLIENT_SPAN && !ids.contains(&parent) {
-            return Err(format!("{s}: its parent {parent} is not in the trace (yet)"));
+            return Err(format!(
+                "{s}: its parent {parent} is not in the trace (yet)"
+            ));
         }
     }
     Ok(by)
@@ -110,17 +124,43 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
     let h1_to = format!("http://127.0.0.1:{}", receiver.http);
     let h2_to = format!("http://127.0.0.1:{}", receiver.grpc);
     let base = ["--slots", "1", "--gossip-ms", "100"];
-    let h1 = [&base[..], &["--otlp-endpoint", &h1_to, "--trace-instance", "h1"]].concat();
+    let h1 = [
+        &base[..],
+        &["--otlp-endpoint", &h1_to, "--trace-instance", "h1"],
+    ]
+    .concat();
     let h2 = [
         &base[..],
-        &["--otlp-endpoint", &h2_to, "--otlp-protocol", "grpc", "--trace-instance", "h2"],
+        &[
+            "--otlp-endpoint",
+            &h2_to,
+            "--otlp-protocol",
+            "grpc",
+            "--trace-instance",
+            "h2",
+        ],
     ]
     .concat();
     // Batches go out every 200 ms (the standard variable) instead of 5 s.
-    let env = [("OTEL_BSP_SCHEDULE_DELAY", "200"), ("OTEL_SERVICE_NAME", "spillway-test")];
+    let env = [
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("OTEL_SERVICE_NAME", "spillway-test"),
+    ];
     let (api, hosts) = hosts::form_env(root.path(), &[&h1, &h2], &env).await;
-    api.publish(&hosts[0], &api.token, "countdown", json!({"name": "countdown", "artifact": "countdown", "deadline_ms": 30000})).await;
-    api.publish(&hosts[0], &api.token, "gemm", json!({"name": "gemm", "artifact": "gemm", "deadline_ms": 30000})).await;
+    api.publish(
+        &hosts[0],
+        &api.token,
+        "countdown",
+        json!({"name": "countdown", "artifact": "countdown", "deadline_ms": 30000}),
+    )
+    .await;
+    api.publish(
+        &hosts[0],
+        &api.token,
+        "gemm",
+        json!({"name": "gemm", "artifact": "gemm", "deadline_ms": 30000}),
+    )
+    .await;
 
     // Host 1's one slot is held (a job kept there); the traced job finds
     // host 2 free and bursts. Sent again until it does.
@@ -128,7 +168,11 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
     let mut job = None;
     for _ in 0..10 {
         let filler = {
-            let (http, endpoint, token) = (api.http.clone(), hosts[0].endpoint.clone(), api.token.clone());
+            let (http, endpoint, token) = (
+                api.http.clone(),
+                hosts[0].endpoint.clone(),
+                api.token.clone(),
+            );
             tokio::spawn(async move {
                 http.post(format!("{endpoint}/v1/functions/countdown/invoke"))
                     .bearer_auth(token)
@@ -156,7 +200,10 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let burst = r.headers().get("spillway-burst").is_some_and(|v| v == "true");
+        let burst = r
+            .headers()
+            .get("spillway-burst")
+            .is_some_and(|v| v == "true");
         let id = r.headers()["spillway-job-id"].to_str().unwrap().to_owned();
         assert_eq!(r.bytes().await.unwrap().as_ref(), 6.0f32.to_le_bytes());
         assert_eq!(filler.await.unwrap(), 200);
@@ -186,15 +233,32 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
     };
     let span = |i: &str, n: &str| trace[&(i.to_owned(), n.to_owned())].clone();
     // The chain of parents, hop by hop.
-    let (ingress, dispatch, burst_in) = (span("h1/sidecar", "ingress"), span("h1/sidecar", "dispatch"), span("h2/sidecar", "burst_in"));
-    let (execute, guest, gemm) = (span("h2/node", "node.execute"), span("h2/node", "guest"), span("h2/node", "gpu.gemm"));
+    let (ingress, dispatch, burst_in) = (
+        span("h1/sidecar", "ingress"),
+        span("h1/sidecar", "dispatch"),
+        span("h2/sidecar", "burst_in"),
+    );
+    let (execute, guest, gemm) = (
+        span("h2/node", "node.execute"),
+        span("h2/node", "guest"),
+        span("h2/node", "gpu.gemm"),
+    );
     assert_eq!(ingress["parent_span_id"], CLIENT_SPAN);
     assert_eq!(burst_in["parent_span_id"], dispatch["span_id"]);
     assert_eq!(guest["parent_span_id"], execute["span_id"]);
     assert_eq!(gemm["parent_span_id"], guest["span_id"]);
     // The node's span hangs from host 2's sidecar, not from host 1's.
-    let h2_sidecar: Vec<&Value> = trace.iter().filter(|((i, _), _)| i == "h2/sidecar").map(|(_, s)| s).collect();
-    assert!(h2_sidecar.iter().any(|s| s["span_id"] == execute["parent_span_id"]), "{execute}");
+    let h2_sidecar: Vec<&Value> = trace
+        .iter()
+        .filter(|((i, _), _)| i == "h2/sidecar")
+        .map(|(_, s)| s)
+        .collect();
+    assert!(
+        h2_sidecar
+            .iter()
+            .any(|s| s["span_id"] == execute["parent_span_id"]),
+        "{execute}"
+    );
     // The job and its tenant on every hop; the call's kernel and sizes.
     for s in [&ingress, &burst_in, &execute] {
         assert_eq!(s["attributes"]["job"], job, "{s}");
@@ -203,7 +267,10 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
     assert_eq!(gemm["attributes"]["kernel"], "gemm");
     assert_eq!(gemm["attributes"]["backend"], "cpu");
     assert_eq!(gemm["attributes"]["buffers"], "[1, 1, 1]");
-    assert_eq!(span("h1/sidecar", "place")["attributes"]["decision"], "peer");
+    assert_eq!(
+        span("h1/sidecar", "place")["attributes"]["decision"],
+        "peer"
+    );
     // Who each process is: the service name from OTEL_SERVICE_NAME.
     assert!(trace.values().all(|s| s["service_name"] == "spillway-test"));
     drop(hosts);

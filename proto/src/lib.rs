@@ -33,9 +33,9 @@ pub const EXIT_DEVICE_FAULT: i32 = 75;
 /// running past the job's deadline: ending the process is what stops them.
 pub const EXIT_GPU_OVERRUN: i32 = 76;
 pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
-pub use trace::TraceCarrier;
 pub use ids::{Digest, DigestParseError, JobId, NodeId, TenantId};
 pub use message::{
     ARTIFACT_CHUNK, Accelerator, Backend, Capabilities, Completion, Execute, FromNode, GpuDevice,
     GpuWeights, Hello, JobSpec, LoadReport, ToNode,
 };
+pub use trace::TraceCarrier;

@@ -579,8 +579,16 @@ mod tests {
         };
         let rows = [
             (Decision::Local, TenantRoom::Here, ("local", "slot_free")),
-            (Decision::Queue { position: 3 }, TenantRoom::Here, ("queue", "waits_here")),
-            (peer(Fallback::Queue), TenantRoom::Here, ("peer", "local_wait")),
+            (
+                Decision::Queue { position: 3 },
+                TenantRoom::Here,
+                ("queue", "waits_here"),
+            ),
+            (
+                peer(Fallback::Queue),
+                TenantRoom::Here,
+                ("peer", "local_wait"),
+            ),
             (
                 peer(Fallback::Refuse(Refusal::QueueFull { retry_after_ms: 5 })),
                 TenantRoom::Here,
@@ -603,7 +611,11 @@ mod tests {
             ),
         ];
         for (decision, room, want) in rows {
-            assert_eq!(decision_labels(&decision, &room), want, "{decision:?} {room:?}");
+            assert_eq!(
+                decision_labels(&decision, &room),
+                want,
+                "{decision:?} {room:?}"
+            );
         }
     }
 

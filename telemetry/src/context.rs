@@ -77,7 +77,9 @@ pub fn continue_trace(span: &tracing::Span, received: Option<&TraceCarrier>) {
 /// may append fields after a `-`; version `00` may not.
 fn well_formed(traceparent: &str) -> bool {
     let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let b = traceparent.as_bytes();
     if !traceparent.is_ascii() || b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
@@ -118,19 +120,74 @@ mod tests {
         let rows: &[(&str, Option<&str>, Option<&str>, bool)] = &[
             ("none sent", None, None, false),
             ("a good one", Some(good), None, true),
-            ("a good one with state", Some(good), Some("congo=t61rcWkgMzE"), true),
-            ("not sampled", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"), None, true),
+            (
+                "a good one with state",
+                Some(good),
+                Some("congo=t61rcWkgMzE"),
+                true,
+            ),
+            (
+                "not sampled",
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+                None,
+                true,
+            ),
             ("empty", Some(""), None, false),
             ("garbage", Some("hello"), None, false),
-            ("version ff is forbidden", Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), None, false),
-            ("an all-zero trace id", Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None, false),
-            ("an all-zero span id", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"), None, false),
-            ("upper-case hex", Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"), None, false),
-            ("a short trace id", Some("00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01"), None, false),
-            ("non-hex digits", Some("00-4bf92f3577b34da6a3ce929d0e0e473z-00f067aa0ba902b7-01"), None, false),
-            ("version 00 with a trailing field", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"), None, false),
-            ("a non-ASCII byte", Some("00-4bf92f3577b34da6a3ce929d0e0e473é-00f067aa0ba902b7-01"), None, false),
-            ("a multi-byte char across a field's edge", Some("00-4bf92f3577b34da6a3ce929d0e0e47é-00f067aa0ba902b7-01"), None, false),
+            (
+                "version ff is forbidden",
+                Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                None,
+                false,
+            ),
+            (
+                "an all-zero trace id",
+                Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+                None,
+                false,
+            ),
+            (
+                "an all-zero span id",
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
+                None,
+                false,
+            ),
+            (
+                "upper-case hex",
+                Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"),
+                None,
+                false,
+            ),
+            (
+                "a short trace id",
+                Some("00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01"),
+                None,
+                false,
+            ),
+            (
+                "non-hex digits",
+                Some("00-4bf92f3577b34da6a3ce929d0e0e473z-00f067aa0ba902b7-01"),
+                None,
+                false,
+            ),
+            (
+                "version 00 with a trailing field",
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"),
+                None,
+                false,
+            ),
+            (
+                "a non-ASCII byte",
+                Some("00-4bf92f3577b34da6a3ce929d0e0e473é-00f067aa0ba902b7-01"),
+                None,
+                false,
+            ),
+            (
+                "a multi-byte char across a field's edge",
+                Some("00-4bf92f3577b34da6a3ce929d0e0e47é-00f067aa0ba902b7-01"),
+                None,
+                false,
+            ),
         ];
         for (what, parent, state, kept) in rows {
             let got = checked(*parent, *state);
@@ -146,7 +203,10 @@ mod tests {
     fn without_an_exporter_a_span_has_nothing_to_send_and_takes_no_parent() {
         let span = tracing::info_span!("x");
         assert_eq!(carrier_of(&span), None);
-        let c = checked(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), None);
+        let c = checked(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            None,
+        );
         continue_trace(&span, c.as_ref());
         assert_eq!(carrier_of(&span), None);
     }
@@ -166,13 +226,19 @@ mod tests {
         let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let sent = tracing::subscriber::with_default(subscriber, || {
             let ingress = tracing::info_span!("ingress");
-            continue_trace(&ingress, checked(Some(client), Some("congo=t61rcWkgMzE")).as_ref());
+            continue_trace(
+                &ingress,
+                checked(Some(client), Some("congo=t61rcWkgMzE")).as_ref(),
+            );
             let _in = ingress.enter();
             let dispatch = tracing::info_span!("dispatch");
             carrier_of(&dispatch).expect("an exported span has a context")
         });
         // The same trace, a new parent (the dispatch span), the state kept.
-        assert!(sent.traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(
+            sent.traceparent
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
         assert!(!sent.traceparent.contains("00f067aa0ba902b7"));
         assert_eq!(sent.tracestate, "congo=t61rcWkgMzE");
         provider.force_flush().unwrap();
@@ -185,6 +251,9 @@ mod tests {
             dispatch.span_context.trace_id(),
             ingress.span_context.trace_id()
         );
-        assert!(sent.traceparent.contains(&dispatch.span_context.span_id().to_string()));
+        assert!(
+            sent.traceparent
+                .contains(&dispatch.span_context.span_id().to_string())
+        );
     }
 }

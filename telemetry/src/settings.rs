@@ -94,7 +94,11 @@ pub fn plan(
     flags: &TraceSettings,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<ExportPlan>, SettingsError> {
-    let set = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let set = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
     {
@@ -278,12 +282,18 @@ mod tests {
             sample_ratio: Some(1.5),
             ..flags(Some("http://c:4318"), None)
         };
-        assert_eq!(plan(&ratio, env(&[])).unwrap_err(), SettingsError::Ratio(1.5));
+        assert_eq!(
+            plan(&ratio, env(&[])).unwrap_err(),
+            SettingsError::Ratio(1.5)
+        );
         // Off wins over a bad setting: nothing is built.
         assert_eq!(
             plan(
                 &flags(None, None),
-                env(&[("OTEL_SDK_DISABLED", "true"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "x")])
+                env(&[
+                    ("OTEL_SDK_DISABLED", "true"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "x")
+                ])
             ),
             Ok(None)
         );

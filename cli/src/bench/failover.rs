@@ -39,7 +39,7 @@ pub(crate) async fn run(runs: usize) -> anyhow::Result<ExitCode> {
     };
     let mut times = Vec::with_capacity(runs);
     for run in 1..=runs {
-        let mut cluster = LocalCluster::start(None, 3, options).await?;
+        let mut cluster = LocalCluster::start(None, 3, options.clone()).await?;
         let outcome = one_run(&mut cluster).await;
         let dir = cluster.dir.clone();
         cluster.stop().await;

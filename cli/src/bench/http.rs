@@ -102,7 +102,7 @@ async fn measure(
 }
 
 /// `total` invocations from `concurrency` clients; every one must succeed.
-async fn load(
+pub(super) async fn load(
     client: &Client,
     concurrency: usize,
     total: usize,

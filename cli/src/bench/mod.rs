@@ -13,6 +13,8 @@
 //! - `cold-start`: a component's first jobs here and on a peer.
 //! - `weights-transfer`: a weights file uploaded and fetched by a peer,
 //!   with each sidecar's memory.
+//! - `tracing`: HTTP invoke and burst dispatch with span export off and on
+//!   (to a live receiver), alternately.
 
 mod burst;
 mod cold_start;
@@ -24,6 +26,7 @@ mod model;
 mod openai;
 mod stream;
 mod tonic_echo;
+mod tracing;
 mod weights;
 
 use std::path::PathBuf;
@@ -83,6 +86,18 @@ pub(crate) enum BenchCommand {
         /// Job input size in bytes.
         #[arg(long, default_value_t = 1024)]
         payload: usize,
+    },
+    /// What exporting spans costs: HTTP invoke of the no-op guest on host 1
+    /// (run there) and through host 1 to host 2 (a burst dispatch every
+    /// job), on two hosts exporting nothing, then on two exporting every
+    /// span to a live OTLP receiver in this process; rounds alternate.
+    Tracing {
+        /// Invocations per measurement (after a warm-up of a tenth as many).
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Off/on rounds.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
     },
     /// Burst efficiency: three hosts whose nodes serve each job in a fixed
     /// synthetic time; three times one host's capacity sent to host 1.
@@ -186,6 +201,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             dir,
         } => control_log::run(requests, &concurrency, dir).await,
         BenchCommand::Dispatch { requests, payload } => dispatch::run(requests, payload).await,
+        BenchCommand::Tracing { requests, rounds } => tracing::run(requests, rounds).await,
         BenchCommand::Burst {
             slots,
             service_ms,

@@ -41,9 +41,8 @@ pub(crate) async fn run_for_peer(
     // will be this one's child (a peer's context is checked as a
     // client's is).
     let received = execute.trace.take();
-    let received = received.and_then(|t| {
-        spillway_telemetry::checked(Some(&t.traceparent), Some(&t.tracestate))
-    });
+    let received = received
+        .and_then(|t| spillway_telemetry::checked(Some(&t.traceparent), Some(&t.tracestate)));
     spillway_telemetry::continue_trace(&span, received.as_ref());
     execute.trace = spillway_telemetry::carrier_of(&span).or(received);
     // A peer's numbers are not taken on trust: its time left is at most
