@@ -121,6 +121,29 @@ async fn every_hosts_metrics_pass_promtool_under_load() {
         value(&pages[1], "spillway_peer_jobs_total{outcome=\"ok\"}"),
         out
     );
+    // Every one of the 16 was placed once at host 1 (the queued ones that
+    // left for host 2 once more), and each host times its peer.
+    let decisions: f64 = pages[0]
+        .lines()
+        .filter(|l| l.starts_with("spillway_placement_decisions_total{"))
+        .filter(|l| !l.contains("reason=\"left_queue\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(decisions, 16.0, "{}", pages[0]);
+    for page in &pages {
+        assert!(page.contains("spillway_peer_rtt_seconds{peer="), "{page}");
+        let age = page
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("spillway_peer_gossip_age_seconds{")?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no gossip age: {page}"));
+        assert!(age < 30.0, "{page}");
+    }
     // Host 2 fetched the function's artifact to run what it was sent, and
     // timed it.
     assert!(value(&pages[1], "spillway_artifact_fetch_seconds_count") >= 1.0);

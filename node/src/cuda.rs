@@ -260,6 +260,23 @@ impl CudaBackend {
             .collect()
     }
 
+    /// Each GPU's memory now (a GPU whose driver does not answer is left
+    /// out).
+    pub(crate) fn memory(&self) -> Vec<spillway_proto::GpuMemory> {
+        self.gpus
+            .iter()
+            .filter_map(|g| {
+                let (free, total) = g.ctx.mem_get_info().ok()?;
+                Some(spillway_proto::GpuMemory {
+                    gpu: g.info.index,
+                    used_bytes: (total - free) as u64,
+                    total_bytes: total as u64,
+                    weights_bytes: g.resident.used(),
+                })
+            })
+            .collect()
+    }
+
     /// Bytes of weights resident now, on every GPU.
     pub(crate) fn resident_bytes(&self) -> u64 {
         self.gpus.iter().map(|g| g.resident.used()).sum()

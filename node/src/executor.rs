@@ -196,6 +196,11 @@ impl Executor {
             .map_or_else(Vec::new, |c| c.resident_weights())
     }
 
+    /// Each GPU's memory now (empty on the CPU backend).
+    pub fn gpu_memory(&self) -> Vec<spillway_proto::GpuMemory> {
+        self.cuda.as_ref().map_or_else(Vec::new, |c| c.memory())
+    }
+
     /// What this node offers, for its `Hello`.
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {

@@ -81,6 +81,7 @@ impl Node {
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             weights: self.executor.gpu_weights(),
+            gpu_memory: self.executor.gpu_memory(),
         }
     }
 }

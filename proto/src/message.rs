@@ -83,6 +83,16 @@ pub struct GpuWeights {
     pub bytes: u64,
 }
 
+/// One GPU's memory as its driver reports it, and the part of it that
+/// resident weights take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuMemory {
+    pub gpu: u32,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+    pub weights_bytes: u64,
+}
+
 /// The node's load, sent whenever it changes and at least every second.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LoadReport {
@@ -98,6 +108,8 @@ pub struct LoadReport {
     pub warm_ready: u32,
     /// Weights resident on its GPUs, most recently used first.
     pub weights: Vec<GpuWeights>,
+    /// Each GPU's memory (empty without GPUs).
+    pub gpu_memory: Vec<GpuMemory>,
 }
 
 /// What a job asks of the cluster; the scheduler's input.

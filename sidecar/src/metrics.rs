@@ -99,6 +99,109 @@ pub(crate) struct Metrics {
     pub(crate) raft: RaftMetrics,
     /// Burst work, both ways.
     pub(crate) burst: BurstMetrics,
+    /// GPUs and peers, as seen at the scrape.
+    pub(crate) host: HostGauges,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct GpuLabel {
+    /// The GPU's index on the host.
+    pub(crate) gpu: u32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerLabel {
+    /// The peer's member id (as `/v1/cluster` shows it).
+    pub(crate) peer: String,
+}
+
+type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// What the host sees of its GPUs and its peers, set at each scrape.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostGauges {
+    gpu_used: Family<GpuLabel, Gauge>,
+    gpu_total: Family<GpuLabel, Gauge>,
+    gpu_weights: Family<GpuLabel, Gauge>,
+    peer_rtt: Family<PeerLabel, Seconds>,
+    peer_gossip_age: Family<PeerLabel, Seconds>,
+}
+
+/// One peer as the burst state knows it at a scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PeerSeen {
+    pub(crate) peer: u64,
+    /// The last gossip datagram's round trip.
+    pub(crate) rtt: Option<std::time::Duration>,
+    /// Since its last load report arrived.
+    pub(crate) gossip_age: Option<std::time::Duration>,
+}
+
+impl HostGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let s = Self::default();
+        registry.register(
+            "gpu_memory_used_bytes",
+            "Device memory in use on each GPU of this host's node, as its driver reports it",
+            s.gpu_used.clone(),
+        );
+        registry.register(
+            "gpu_memory_total_bytes",
+            "Device memory of each GPU of this host's node",
+            s.gpu_total.clone(),
+        );
+        registry.register(
+            "gpu_weights_resident_bytes",
+            "Bytes of weights resident on each GPU of this host's node",
+            s.gpu_weights.clone(),
+        );
+        registry.register(
+            "peer_rtt_seconds",
+            "Round trip of the last load-gossip datagram to each peer",
+            s.peer_rtt.clone(),
+        );
+        registry.register(
+            "peer_gossip_age_seconds",
+            "Time since each peer's last load report arrived (placement ignores a stale one)",
+            s.peer_gossip_age.clone(),
+        );
+        s
+    }
+
+    /// The node's last report of its GPUs.
+    pub(crate) fn set_gpus(&self, gpus: &[spillway_proto::GpuMemory]) {
+        for g in gpus {
+            let label = GpuLabel { gpu: g.gpu };
+            let bytes = |b: u64| b.min(i64::MAX as u64) as i64;
+            self.gpu_used.get_or_create(&label).set(bytes(g.used_bytes));
+            self.gpu_total
+                .get_or_create(&label)
+                .set(bytes(g.total_bytes));
+            self.gpu_weights
+                .get_or_create(&label)
+                .set(bytes(g.weights_bytes));
+        }
+    }
+
+    /// The peers as the burst state sees them; a peer no longer a member
+    /// leaves the page.
+    pub(crate) fn set_peers(&self, peers: &[PeerSeen]) {
+        self.peer_rtt.clear();
+        self.peer_gossip_age.clear();
+        for p in peers {
+            let label = PeerLabel {
+                peer: spillway_proto::NodeId(p.peer).to_string(),
+            };
+            if let Some(rtt) = p.rtt {
+                self.peer_rtt.get_or_create(&label).set(rtt.as_secs_f64());
+            }
+            if let Some(age) = p.gossip_age {
+                self.peer_gossip_age
+                    .get_or_create(&label)
+                    .set(age.as_secs_f64());
+            }
+        }
+    }
 }
 
 /// Streamed answers' series.
@@ -443,6 +546,7 @@ impl Metrics {
         let http = HttpMetrics::register(&mut registry);
         let raft = RaftMetrics::register(&mut registry);
         let burst = BurstMetrics::register(&mut registry);
+        let host = HostGauges::register(&mut registry);
         let fetch = crate::artifacts::FetchCounters::default();
         registry.register(
             "artifact_fetch_received_bytes",
@@ -464,6 +568,7 @@ impl Metrics {
             http,
             raft,
             burst,
+            host,
             fetch,
             tenant_gpu_bytes,
             tenants_seen: std::sync::Mutex::default(),
@@ -565,6 +670,36 @@ impl Metrics {
 mod tests {
     use super::*;
     use spillway_proto::TenantId;
+
+    #[test]
+    fn gpus_and_peers_are_set_at_each_scrape_and_a_gone_peer_leaves() {
+        use std::time::Duration;
+        let m = Metrics::new();
+        m.host.set_gpus(&[spillway_proto::GpuMemory {
+            gpu: 1,
+            used_bytes: 3 << 30,
+            total_bytes: 80 << 30,
+            weights_bytes: 1 << 30,
+        }]);
+        let seen = |peer, rtt_ms| PeerSeen {
+            peer,
+            rtt: Some(Duration::from_millis(rtt_ms)),
+            gossip_age: Some(Duration::from_millis(250)),
+        };
+        m.host.set_peers(&[seen(7, 2), seen(9, 4)]);
+        m.host.set_peers(&[seen(9, 5)]);
+        let page = m.render(false);
+        for line in [
+            "spillway_gpu_memory_used_bytes{gpu=\"1\"} 3221225472",
+            "spillway_gpu_memory_total_bytes{gpu=\"1\"} 85899345920",
+            "spillway_gpu_weights_resident_bytes{gpu=\"1\"} 1073741824",
+            "spillway_peer_rtt_seconds{peer=\"n9\"} 0.005",
+            "spillway_peer_gossip_age_seconds{peer=\"n9\"} 0.25",
+        ] {
+            assert!(page.contains(line), "no {line}: {page}");
+        }
+        assert!(!page.contains("peer=\"n7\""), "{page}");
+    }
 
     #[test]
     fn each_placement_is_counted_with_its_reason() {

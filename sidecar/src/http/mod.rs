@@ -278,9 +278,14 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
     app.metrics.raft.set(&app.control.raft_status());
     let status = app.jobs.link.status();
     app.metrics.set_tenant_gpu(&status.tenant_gpu);
-    if let Some((load, _)) = status.load {
-        app.metrics.set_instance_starts(&load);
+    if let Some((load, _)) = &status.load {
+        app.metrics.set_instance_starts(load);
+        app.metrics.host.set_gpus(&load.gpu_memory);
     }
+    let members = app.control.state();
+    let mut peers = app.jobs.burst.peers_seen(std::time::Instant::now());
+    peers.retain(|p| members.member(p.peer).is_some());
+    app.metrics.host.set_peers(&peers);
     let openmetrics = app.metrics.render(tenants);
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     Ok(if crate::prometheus_text::wants_openmetrics(accept) {

@@ -123,6 +123,24 @@ impl Burst {
             .rtt = Some(rtt);
     }
 
+    /// Each peer heard from: its gossip round trip and the age of its
+    /// last load report at `now`.
+    pub(crate) fn peers_seen(&self, now: Instant) -> Vec<crate::metrics::PeerSeen> {
+        let peers = self.peers.lock().expect("peer loads lock");
+        let mut seen: Vec<_> = peers
+            .iter()
+            .map(|(&peer, known)| crate::metrics::PeerSeen {
+                peer,
+                rtt: known.rtt,
+                gossip_age: known
+                    .sample
+                    .map(|s| now.saturating_duration_since(s.received)),
+            })
+            .collect();
+        seen.sort_by_key(|p| p.peer);
+        seen
+    }
+
     /// The next load report of this host.
     pub(crate) fn report(&self, queue: &LocalQueue, node: &NodeStatus) -> LoadGossip {
         let load = queue.load(node);
