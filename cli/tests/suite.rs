@@ -23,6 +23,7 @@ mod model;
 mod openai;
 mod peer_rights;
 mod rolling;
+mod status_page;
 mod stream;
 mod tls;
 mod tokens;

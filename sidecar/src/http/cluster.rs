@@ -110,12 +110,21 @@ pub(super) async fn get_cluster(
                 "failed": report.map(|r| r.failed),
                 "burst_out": report.map(|r| r.burst_out),
                 "burst_in": report.map(|r| r.burst_in),
+                "burst_to": report.map(|r| r.burst_to.iter()
+                    .map(|(peer, n)| (NodeId(*peer).to_string(), json!(n)))
+                    .collect::<serde_json::Map<String, Value>>()),
                 "heard": heard.get(&m.id),
                 "node": report.map(|r| json!({
                     "up": r.node_up,
                     "pid": r.node_pid,
                     "restarts": r.node_restarts,
                     "resident_artifacts": r.resident_artifacts,
+                    "gpu_memory": r.gpu_memory.iter().map(|g| json!({
+                        "gpu": g.gpu,
+                        "used_bytes": g.used_bytes,
+                        "total_bytes": g.total_bytes,
+                        "weights_bytes": g.weights_bytes,
+                    })).collect::<Vec<Value>>(),
                     "weights_on_gpus": r.weights.iter().map(|w| json!({
                         "gpu": w.gpu,
                         "digest": w.digest.to_string(),

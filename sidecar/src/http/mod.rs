@@ -36,6 +36,7 @@ mod members;
 mod observe;
 mod openai;
 pub mod request;
+mod status_page;
 mod stream;
 mod tenants;
 mod tokens;
@@ -201,6 +202,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status_page::page))
         .route("/v1/cluster", get(cluster::get_cluster))
         .route("/v1/cluster/local", get(cluster::get_local))
         .route("/v1/tickets", post(members::create_ticket))

@@ -71,6 +71,11 @@ impl JobHost {
                 .load
                 .as_ref()
                 .map_or_else(Vec::new, |(l, _)| l.weights.clone()),
+            gpu_memory: node
+                .load
+                .as_ref()
+                .map_or_else(Vec::new, |(l, _)| l.gpu_memory.clone()),
+            burst_to: self.burst.sent_to(),
             burst_out: self.burst.sent.load(Ordering::Relaxed),
             burst_in: self.burst.received.load(Ordering::Relaxed),
             quota_usage: self.quotas.usage_of(&self.control.state()),

@@ -34,7 +34,6 @@ use bytes::Bytes;
 use rules::{Attempt, Event, Step};
 use spillway_proto::{Completion, Execute, Failure, JobId, JobSpec, NodeId};
 use spillway_scheduler::{ArtifactFacts, Decision, Fallback, TenantRoom, WeightsFacts, place};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -166,7 +165,7 @@ pub(crate) async fn run(
         let outcome = taken.outcome((deadline, deadline_ms), sink);
         let (why, streamed) = match outcome.instrument(span).await {
             PeerAttempt::Done(Ok(output)) => {
-                host.burst.sent.fetch_add(1, Ordering::Relaxed);
+                host.burst.ran_on(peer.0);
                 let exec = Duration::from_micros(output.completion.exec_us);
                 let queue = accepted.elapsed().saturating_sub(exec);
                 return Ok(Ran::new(output, queue, peer, true));

@@ -244,6 +244,11 @@ pub struct HostStatus {
     pub quota_usage: std::collections::BTreeMap<spillway_proto::TenantId, QuotaUsage>,
     /// Weights resident on its GPUs.
     pub weights: Vec<spillway_proto::GpuWeights>,
+    /// Each of its GPUs' memory.
+    pub gpu_memory: Vec<spillway_proto::GpuMemory>,
+    /// Burst jobs this host sent to each peer (by member id) and that
+    /// ran there, since it started.
+    pub burst_to: Vec<(u64, u64)>,
 }
 
 /// The openraft message types a [`RaftRequest`] carries (re-exported by

@@ -49,6 +49,8 @@ pub(crate) struct Burst {
     /// earlier run's.
     incarnation: u64,
     pub(crate) sent: AtomicU64,
+    /// `sent`, by peer.
+    sent_by_peer: Mutex<std::collections::BTreeMap<u64, u64>>,
     pub(crate) received: AtomicU64,
     /// Signalled when a peer is known to have room (a report with free
     /// slots, or a burst job of ours ending there): wakes a job waiting in
@@ -76,6 +78,7 @@ impl Burst {
             seq: AtomicU64::new(0),
             incarnation: crate::now_unix_ms(),
             sent: AtomicU64::new(0),
+            sent_by_peer: Mutex::default(),
             received: AtomicU64::new(0),
             room: Notify::new(),
         }
@@ -98,6 +101,23 @@ impl Burst {
         if free > 0 {
             self.room.notify_one();
         }
+    }
+
+    /// One of our jobs ran on `peer` and was answered.
+    pub(crate) fn ran_on(&self, peer: u64) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        *self
+            .sent_by_peer
+            .lock()
+            .expect("burst flows lock")
+            .entry(peer)
+            .or_default() += 1;
+    }
+
+    /// Jobs of ours that ran on each peer, by member id.
+    pub(crate) fn sent_to(&self) -> Vec<(u64, u64)> {
+        let flows = self.sent_by_peer.lock().expect("burst flows lock");
+        flows.iter().map(|(&p, &n)| (p, n)).collect()
     }
 
     /// A peer accepted one of our jobs.
