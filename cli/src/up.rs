@@ -65,6 +65,11 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         cluster.dir.display(),
         cluster.dir.display(),
     );
+    eprintln!(
+        "status page: {}/status#token=<SPILLWAY_TOKEN from {}/env>",
+        cluster.client(0).endpoint(),
+        cluster.dir.display(),
+    );
     if args.demo {
         let outcome = crate::demo::run(&cluster, slots).await;
         cluster.stop().await;
