@@ -118,6 +118,10 @@ async fn every_hosts_metrics_pass_promtool_under_load() {
     let out = value(&pages[0], "spillway_jobs_ran_on_peer_total");
     assert!(out >= 1.0, "no job burst: {}", pages[0]);
     assert_eq!(
+        value(&pages[0], "spillway_burst_out_jobs_total{outcome=\"ok\"}"),
+        out
+    );
+    assert_eq!(
         value(&pages[1], "spillway_peer_jobs_total{outcome=\"ok\"}"),
         out
     );

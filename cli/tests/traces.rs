@@ -275,3 +275,50 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
     assert!(trace.values().all(|s| s["service_name"] == "spillway-test"));
     drop(hosts);
 }
+
+/// A collector that is down costs no job anything: a host exporting to
+/// a port where nothing listens answers every job, its spans dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_fails_no_job() {
+    let root = tempfile::tempdir().unwrap();
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let to = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "64"),
+    ];
+    let (api, hosts) = hosts::form_env(root.path(), &[&["--otlp-endpoint", &to]], &env).await;
+    api.publish(
+        &hosts[0],
+        &api.token,
+        "gemm",
+        json!({"name": "gemm", "artifact": "gemm", "deadline_ms": 30000}),
+    )
+    .await;
+    for i in 0..40u8 {
+        let r = api
+            .http
+            .post(format!("{}/v1/functions/gemm/invoke", hosts[0].endpoint))
+            .bearer_auth(&api.token)
+            .header(
+                "traceparent",
+                format!("00-{CLIENT_TRACE}-{:016x}-01", u64::from(i) + 1),
+            )
+            .body(common::gemm_1x1(2.0, f32::from(i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            (2.0 * f32::from(i)).to_le_bytes()
+        );
+    }
+    let log = std::fs::read_to_string(hosts[0].dir.join("host.log")).unwrap();
+    assert!(log.contains("exporting spans"), "{log}");
+}

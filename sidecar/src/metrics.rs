@@ -349,6 +349,8 @@ impl HttpMetrics {
 pub(crate) struct BurstMetrics {
     /// Jobs accepted here and answered ok that ran on a peer.
     pub(crate) ran_on_peer: Counter,
+    /// Jobs accepted here that a peer took, by outcome.
+    pub(crate) burst_out: Family<Outcome, Counter>,
     /// Jobs this host ran for peers, by outcome.
     pub(crate) peer_jobs: Family<Outcome, Counter>,
     /// Peers' jobs this host turned away, by the refusal's code.
@@ -364,6 +366,11 @@ impl BurstMetrics {
             "jobs_ran_on_peer",
             "Invocations accepted here and answered ok that ran on a peer (burst out)",
             s.ran_on_peer.clone(),
+        );
+        registry.register(
+            "burst_out_jobs",
+            "Jobs accepted here that a peer took (burst out), by outcome: ok or the error code, a lost peer's included",
+            s.burst_out.clone(),
         );
         registry.register(
             "peer_jobs",
@@ -396,6 +403,11 @@ impl BurstMetrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// A job of ours that a peer took ended with `outcome`.
+    pub(crate) fn burst_out(&self, outcome: &str) {
+        Self::count(&self.burst_out, outcome);
     }
 
     /// A peer's job ended here with `outcome` (`ok` or a failure's code).

@@ -250,8 +250,16 @@ pub(super) fn ended(
     accepted: Instant,
     outcome: Result<Ran, job::Ended>,
 ) -> Finished {
+    let on_peer = match &outcome {
+        Ok(ran) => ran.burst,
+        Err(ended) => ended.on_peer,
+    };
     let outcome = outcome.map_err(ApiError::from);
     let seconds = accepted.elapsed().as_secs_f64();
+    if on_peer {
+        let code = outcome.as_ref().err().map_or("ok", |e| e.code);
+        app.metrics.burst.burst_out(code);
+    }
     match &outcome {
         Ok(ran) => {
             app.metrics.job_ended("ok", seconds);

@@ -84,6 +84,8 @@ pub(crate) struct Ended {
     /// passed while it waited), whatever the failure's code says in
     /// general.
     pub(crate) never_ran: bool,
+    /// A peer took it: it ended there, or with that peer lost.
+    pub(crate) on_peer: bool,
 }
 
 impl From<Failure> for Ended {
@@ -92,6 +94,7 @@ impl From<Failure> for Ended {
             failure,
             exec_us: None,
             never_ran: false,
+            on_peer: false,
         }
     }
 }
@@ -102,6 +105,7 @@ impl From<JobFailed> for Ended {
             failure,
             exec_us,
             never_ran: false,
+            on_peer: false,
         }
     }
 }
@@ -170,7 +174,12 @@ pub(crate) async fn run(
                 let queue = accepted.elapsed().saturating_sub(exec);
                 return Ok(Ran::new(output, queue, peer, true));
             }
-            PeerAttempt::Done(Err(failed)) => return Err(failed.into()),
+            PeerAttempt::Done(Err(failed)) => {
+                return Err(Ended {
+                    on_peer: true,
+                    ..failed.into()
+                });
+            }
             PeerAttempt::Lost { why, streamed } => (why, streamed),
         };
         let attempt = rules::Attempt {
@@ -184,7 +193,10 @@ pub(crate) async fn run(
             }
             Step::Fail(failure) => {
                 tracing::warn!(job = %id, %peer, "peer lost mid-job: {why}");
-                return Err(failure.into());
+                return Err(Ended {
+                    on_peer: true,
+                    ..failure.into()
+                });
             }
             Step::TryNext => unreachable!("a lost peer is never followed by the next candidate"),
         }
