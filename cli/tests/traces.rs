@@ -322,3 +322,89 @@ async fn a_dead_collector_fails_no_job() {
     let log = std::fs::read_to_string(hosts[0].dir.join("host.log")).unwrap();
     assert!(log.contains("exporting spans"), "{log}");
 }
+
+/// On a GPU host (skips, saying so, elsewhere): a GPU job's `gpu.gemm`
+/// span says the CUDA backend and the GPU; the host's metrics and cluster
+/// view carry the GPU's memory as its driver reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_jobs_call_is_traced_and_its_gpus_memory_reported() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(root.path());
+    let to = format!("http://127.0.0.1:{}", receiver.http);
+    let env = [("OTEL_BSP_SCHEDULE_DELAY", "200")];
+    let flags = ["--otlp-endpoint", &to, "--trace-instance", "g1"];
+    let (api, hosts) = hosts::form_env(root.path(), &[&flags], &env).await;
+    let view = api
+        .wait(&hosts[0], "the node's backends", |v| {
+            hosts::members(v)[0]["backends"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty())
+        })
+        .await;
+    if !hosts::members(&view)[0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b == "cuda")
+    {
+        eprintln!("skipped: no CUDA driver or GPU on this host");
+        return;
+    }
+    let spec = json!({"name": "gemm", "artifact": "gemm", "accelerator": "required", "deadline_ms": 30000});
+    api.publish(&hosts[0], &api.token, "gemm", spec).await;
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let r = api
+        .http
+        .post(format!("{}/v1/functions/gemm/invoke", hosts[0].endpoint))
+        .bearer_auth(&api.token)
+        .header("traceparent", format!("00-{trace}-{CLIENT_SPAN}-01"))
+        .body(common::gemm_1x1(2.0, 3.0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["spillway-backend"], "cuda");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), 6.0f32.to_le_bytes());
+    let until = Instant::now() + Duration::from_secs(30);
+    let gemm = loop {
+        let found = receiver
+            .spans()
+            .into_iter()
+            .find(|s| s["trace_id"] == trace && s["name"] == "gpu.gemm");
+        if let Some(s) = found {
+            break s;
+        }
+        assert!(
+            Instant::now() < until,
+            "no gpu.gemm span: {:#?}",
+            receiver.spans()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(gemm["attributes"]["backend"], "cuda", "{gemm}");
+    assert_eq!(gemm["attributes"]["gpu"], 0, "{gemm}");
+    assert_eq!(gemm["instance"], "g1/node");
+    // The GPU's memory: in the cluster view and on /metrics.
+    let view = api
+        .wait(&hosts[0], "the GPU's memory reported", |v| {
+            hosts::members(v)[0]["node"]["gpu_memory"]
+                .as_array()
+                .is_some_and(|g| !g.is_empty())
+        })
+        .await;
+    let gpu = hosts::members(&view)[0]["node"]["gpu_memory"][0].clone();
+    let (used, total) = (
+        gpu["used_bytes"].as_u64().unwrap(),
+        gpu["total_bytes"].as_u64().unwrap(),
+    );
+    assert!(used > 0 && used < total, "{gpu}");
+    let page = api.metrics(&hosts[0]).await;
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("spillway_gpu_memory_total_bytes{gpu=\"0\"}"))
+        .unwrap_or_else(|| panic!("no GPU memory series: {page}"));
+    assert_eq!(
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap(),
+        total
+    );
+}
