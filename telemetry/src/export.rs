@@ -123,7 +123,11 @@ impl Exporting {
         let tracer = provider.tracer("spillway");
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            // Neither the code's location nor busy/idle times are an
+            // operator's question, and both cost every span.
             .with_threads(false)
+            .with_location(false)
+            .with_tracked_inactivity(false)
             .with_filter(
                 Targets::new()
                     .with_target("spillway", LevelFilter::INFO)
