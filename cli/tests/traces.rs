@@ -383,6 +383,8 @@ async fn a_gpu_jobs_call_is_traced_and_its_gpus_memory_reported() {
     };
     assert_eq!(gemm["attributes"]["backend"], "cuda", "{gemm}");
     assert_eq!(gemm["attributes"]["gpu"], 0, "{gemm}");
+    // Its time on the device, from CUDA events around the call.
+    assert!(gemm["attributes"]["device_us"].is_number(), "{gemm}");
     assert_eq!(gemm["instance"], "g1/node");
     // The GPU's memory: in the cluster view and on /metrics.
     let view = api

@@ -150,6 +150,15 @@ impl DeviceTensor {
     }
 }
 
+/// A start mark on a job's stream, for [`StreamLease::device_time`].
+pub(crate) struct DeviceTimer(cudarc::driver::CudaEvent);
+
+impl std::fmt::Debug for DeviceTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceTimer")
+    }
+}
+
 /// How the GPUs of a node are opened.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GpuOptions {
@@ -514,6 +523,24 @@ impl StreamLease {
     fn stream(&self) -> &Arc<CudaStream> {
         self.settled.store(false, Ordering::Relaxed);
         &self.slot().stream
+    }
+
+    /// Starts timing the work enqueued next on the job's stream (a traced
+    /// `gpu` call); `None` if the driver will not record an event.
+    pub(crate) fn start_timing(&self) -> Option<DeviceTimer> {
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        self.slot().stream.record_event(flags).ok().map(DeviceTimer)
+    }
+
+    /// The device time of the work enqueued since `timer` started: waits
+    /// for that work to finish (so only a traced call pays it). `None` if
+    /// the driver cannot say; a fault in the work surfaces at the job's
+    /// next synchronize as it would have.
+    pub(crate) fn device_time(&self, timer: DeviceTimer) -> Option<std::time::Duration> {
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let end = self.slot().stream.record_event(flags).ok()?;
+        let ms = timer.0.elapsed_ms(&end).ok()?;
+        Some(std::time::Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
     }
 
     /// The GPU this lease runs on.

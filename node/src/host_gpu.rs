@@ -767,6 +767,7 @@ impl GuestState {
             gpu = self.cuda.as_ref().map(|l| l.device().index),
             buffers = tracing::field::Empty,
             scalars = tracing::field::Empty,
+            device_us = tracing::field::Empty,
         );
         if !span.is_disabled() {
             let (mut buffers, mut scalars) = (Vec::new(), Vec::new());
@@ -781,6 +782,25 @@ impl GuestState {
             span.record("scalars", scalars.join(","));
         }
         span
+    }
+
+    /// A start mark for a traced call's device time (CUDA only).
+    fn timed(&self, span: &tracing::Span) -> Option<crate::cuda::DeviceTimer> {
+        if span.is_disabled() {
+            return None;
+        }
+        self.cuda.as_ref()?.start_timing()
+    }
+
+    /// Records on `span` the device time since `timer`: waits for the
+    /// call's work (traced calls only).
+    fn record_device_time(&self, span: &tracing::Span, timer: Option<crate::cuda::DeviceTimer>) {
+        let (Some(timer), Some(lease)) = (timer, self.cuda.as_ref()) else {
+            return;
+        };
+        if let Some(t) = lease.device_time(timer) {
+            span.record("device_us", t.as_micros() as u64);
+        }
     }
 
     fn run_launch(&mut self, kernel: Kernel, args: &[KernelArg]) -> Result<(), Stop> {
@@ -825,7 +845,8 @@ impl gpu::Host for GuestState {
         args: Vec<KernelArg>,
     ) -> wasmtime::Result<Result<(), GpuError>> {
         self.settle_backend();
-        let _span = self.call_span("gpu.launch", &kernel, &args).entered();
+        let span = self.call_span("gpu.launch", &kernel, &args);
+        let _in = span.enter();
         if self.cuda.as_ref().is_some_and(|l| l.has_test_kernels()) {
             if kernel == spillway_kernels::nvrtc::TEST_OOB_WRITE {
                 return Ok(self.launch_oob_write(&args));
@@ -834,14 +855,17 @@ impl gpu::Host for GuestState {
                 return Ok(self.launch_spin(&args));
             }
         }
-        if let Some((pack, name)) = kernel.split_once('/') {
-            return Ok(self.launch_from_pack(pack, name, &args));
-        }
-        let outcome = match Kernel::from_name(&kernel) {
-            Ok(kernel) => self.run_launch(kernel, &args),
-            Err(e) => Err(Stop::Guest(e.into())),
+        let timed = self.timed(&span);
+        let outcome = if let Some((pack, name)) = kernel.split_once('/') {
+            Ok(self.launch_from_pack(pack, name, &args))
+        } else {
+            trap_or_result(match Kernel::from_name(&kernel) {
+                Ok(kernel) => self.run_launch(kernel, &args),
+                Err(e) => Err(Stop::Guest(e.into())),
+            })
         };
-        trap_or_result(outcome)
+        self.record_device_time(&span, timed);
+        outcome
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -867,8 +891,12 @@ impl gpu::Host for GuestState {
             KernelArg::F32(alpha),
             KernelArg::F32(beta),
         ];
-        let _span = self.call_span("gpu.gemm", "gemm", &args).entered();
-        trap_or_result(self.run_launch(Kernel::Gemm, &args))
+        let span = self.call_span("gpu.gemm", "gemm", &args);
+        let _in = span.enter();
+        let timed = self.timed(&span);
+        let outcome = trap_or_result(self.run_launch(Kernel::Gemm, &args));
+        self.record_device_time(&span, timed);
+        outcome
     }
 
     fn weights(&mut self, weights: String, tensor: String) -> Result<Resource<Buffer>, GpuError> {
