@@ -29,13 +29,14 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    fn start(dir: &Path) -> Self {
+    /// Starts it in `dir`, with a gRPC side when `grpc`.
+    fn start(dir: &Path, grpc: bool) -> Self {
         let out = dir.join("spans.jsonl");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_receiver.py");
         let child = Command::new("python3")
             .arg(script)
             .arg(&out)
-            .arg("--grpc")
+            .args(grpc.then_some("--grpc"))
             .stdin(Stdio::piped())
             .spawn()
             .expect("python3 (scripts/test installs opentelemetry-proto and grpcio)");
@@ -55,7 +56,7 @@ impl Receiver {
         };
         Self {
             http: port("http "),
-            grpc: port("grpc "),
+            grpc: if grpc { port("grpc ") } else { 0 },
             child,
             out,
         }
@@ -120,7 +121,7 @@ fn whole_trace(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
     let root = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start(root.path());
+    let receiver = Receiver::start(root.path(), true);
     let h1_to = format!("http://127.0.0.1:{}", receiver.http);
     let h2_to = format!("http://127.0.0.1:{}", receiver.grpc);
     let base = ["--slots", "1", "--gossip-ms", "100"];
@@ -329,7 +330,7 @@ async fn a_dead_collector_fails_no_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_jobs_call_is_traced_and_its_gpus_memory_reported() {
     let root = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start(root.path());
+    let receiver = Receiver::start(root.path(), false);
     let to = format!("http://127.0.0.1:{}", receiver.http);
     let env = [("OTEL_BSP_SCHEDULE_DELAY", "200")];
     let flags = ["--otlp-endpoint", &to, "--trace-instance", "g1"];

@@ -540,7 +540,9 @@ impl StreamLease {
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let end = self.slot().stream.record_event(flags).ok()?;
         let ms = timer.0.elapsed_ms(&end).ok()?;
-        Some(std::time::Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
+        Some(std::time::Duration::from_secs_f64(
+            f64::from(ms.max(0.0)) / 1e3,
+        ))
     }
 
     /// The GPU this lease runs on.
