@@ -2,8 +2,9 @@
 //! (`otlp_receiver.py`, on the official `opentelemetry-proto`
 //! definitions): a client's `traceparent` on a job that bursts from host 1
 //! to host 2 comes back as one trace, from host 1's sidecar (over
-//! OTLP/HTTP), host 2's sidecar and host 2's node (over OTLP/gRPC), every
-//! span's parent in the trace, down to the guest's `gpu` call.
+//! OTLP/HTTP, set by flags), host 2's sidecar and host 2's node (over
+//! OTLP/gRPC, set by the standard `OTEL_*` variables), every span's parent
+//! in the trace, down to the guest's `gpu` call.
 
 use crate::common::{self, hosts};
 use serde_json::{Value, json};
@@ -125,25 +126,25 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
     let h1_to = format!("http://127.0.0.1:{}", receiver.http);
     let h2_to = format!("http://127.0.0.1:{}", receiver.grpc);
     let base = ["--slots", "1", "--gossip-ms", "100"];
+    // Host 1 by its flags (which win over the variables); host 2 by the
+    // standard OTEL_* variables alone, as any OpenTelemetry SDK reads them.
     let h1 = [
-        &base[..],
-        &["--otlp-endpoint", &h1_to, "--trace-instance", "h1"],
-    ]
-    .concat();
-    let h2 = [
         &base[..],
         &[
             "--otlp-endpoint",
-            &h2_to,
+            &h1_to,
             "--otlp-protocol",
-            "grpc",
+            "http/protobuf",
             "--trace-instance",
-            "h2",
+            "h1",
         ],
     ]
     .concat();
+    let h2 = [&base[..], &["--trace-instance", "h2"]].concat();
     // Batches go out every 200 ms (the standard variable) instead of 5 s.
     let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", h2_to.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
         ("OTEL_SERVICE_NAME", "spillway-test"),
     ];

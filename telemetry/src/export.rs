@@ -97,12 +97,16 @@ impl Exporting {
         S: Subscriber + for<'span> LookupSpan<'span>,
     {
         let exporter = match plan.protocol {
+            // The plan decided endpoint and protocol (a flag wins over the
+            // variables); said here, the exporter does not read them again.
             Protocol::Grpc => SpanExporter::builder()
                 .with_tonic()
+                .with_protocol(opentelemetry_otlp::Protocol::Grpc)
                 .with_endpoint(&plan.url)
                 .build(),
             Protocol::HttpProtobuf => SpanExporter::builder()
                 .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(&plan.url)
                 .build(),
         }
