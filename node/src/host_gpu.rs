@@ -764,7 +764,9 @@ impl GuestState {
             otel.name = name,
             kernel,
             backend = if self.cuda.is_some() { "cuda" } else { "cpu" },
-            gpu = self.cuda.as_ref().map(|l| l.device().index),
+            // Numbers as i64: tracing-opentelemetry exports unsigned
+            // fields as text.
+            gpu = self.cuda.as_ref().map(|l| i64::from(l.device().index)),
             buffers = tracing::field::Empty,
             scalars = tracing::field::Empty,
             device_us = tracing::field::Empty,
@@ -799,7 +801,7 @@ impl GuestState {
             return;
         };
         if let Some(t) = lease.device_time(timer) {
-            span.record("device_us", t.as_micros() as u64);
+            span.record("device_us", t.as_micros() as i64);
         }
     }
 

@@ -36,7 +36,7 @@ pub(crate) async fn run_for_peer(
         ..
     } = dispatch;
     let origin = control.state().member_by_key(&from).map(|m| NodeId(m.id));
-    let span = tracing::info_span!("burst_in", job = %execute.job, tenant = %execute.spec.tenant, origin = ?origin, attempt);
+    let span = tracing::info_span!("burst_in", job = %execute.job, tenant = %execute.spec.tenant, origin = ?origin, attempt = i64::from(attempt));
     // The origin's dispatch span is this one's parent; the node's span
     // will be this one's child (a peer's context is checked as a
     // client's is).

@@ -311,8 +311,7 @@ impl Job<'_> {
             if remaining_ms == 0 {
                 return Ok(None);
             }
-            let span =
-                tracing::info_span!("dispatch", job = %self.id, %peer, attempt = attempt + 1);
+            let span = tracing::info_span!("dispatch", job = %self.id, %peer, attempt = attempt as i64 + 1);
             let dispatch = Dispatch {
                 execute: Execute {
                     job: self.id,
