@@ -76,6 +76,31 @@ impl Receiver {
     }
 }
 
+/// The TCP and UDP sockets process `pid` holds (its descriptors matched
+/// against the kernel's tables by inode).
+fn inet_sockets_of(pid: u64) -> usize {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    ["tcp", "tcp6", "udp", "udp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9).map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .filter(|inode| inodes.contains(inode))
+        .count()
+}
+
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
@@ -275,6 +300,20 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
     );
     // Who each process is: the service name from OTEL_SERVICE_NAME.
     assert!(trace.values().all(|s| s["service_name"] == "spillway-test"));
+    // The node's spans left through its sidecar: the node itself holds
+    // no network socket, tracing on or not.
+    // (The count is real: the sidecar's own QUIC and HTTP sockets show.)
+    assert!(inet_sockets_of(u64::from(hosts[1].process.pid())) > 0);
+    let view = api.cluster(&hosts[1]).await;
+    for m in hosts::members(&view) {
+        let pid = m["node"]["pid"].as_u64().expect("a node pid");
+        assert_eq!(
+            inet_sockets_of(pid),
+            0,
+            "node {pid} of {} holds a network socket",
+            m["id"]
+        );
+    }
     drop(hosts);
 }
 

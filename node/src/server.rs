@@ -149,6 +149,14 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<FromNode>(1024);
     *node.latest.lock().expect("latest lock") = Some(tx.clone());
+    // The node's finished spans (when the host exports spans) leave
+    // through this connection: the node opens no network socket.
+    spillway_telemetry::relay::deliver_to({
+        let tx = tx.clone();
+        move |records| {
+            let _ = tx.try_send(FromNode::Spans(records));
+        }
+    });
     let writer_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let written = frame_io::write(&mut writer, &msg).await;

@@ -38,4 +38,4 @@ pub use message::{
     ARTIFACT_CHUNK, Accelerator, Backend, Capabilities, Completion, Execute, FromNode, GpuDevice,
     GpuMemory, GpuWeights, Hello, JobSpec, LoadReport, ToNode,
 };
-pub use trace::TraceCarrier;
+pub use trace::{SpanRecord, SpanValue, TraceCarrier};

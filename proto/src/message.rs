@@ -280,6 +280,9 @@ pub enum FromNode {
     /// tenant holding none is left out); sent with the load reports and
     /// whenever a job ends.
     TenantGpu(Vec<(TenantId, u64)>),
+    /// Finished spans of the node's jobs, for the sidecar to export (sent
+    /// only when the host exports spans).
+    Spans(Vec<crate::SpanRecord>),
 }
 
 #[cfg(test)]

@@ -512,6 +512,9 @@ impl NodeLink {
             FromNode::TenantGpu(held) => {
                 self.status.send_modify(|s| s.tenant_gpu = Arc::new(held));
             }
+            // The node's spans, exported on its behalf (it opens no
+            // network socket).
+            FromNode::Spans(records) => spillway_telemetry::relay::submit(records),
             FromNode::Output { job, chunk, .. } => {
                 match conn.jobs.get_mut(&job).map(|p| &mut p.chunks) {
                     Some(Chunks::Collect(chunks)) => chunks.extend_from_slice(&chunk),

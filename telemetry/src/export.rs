@@ -13,6 +13,7 @@
 //! two processes of a host and different hosts can be told apart), and
 //! `spillway.role`; `OTEL_RESOURCE_ATTRIBUTES` adds to them.
 
+use crate::relay::RelayExporter;
 use crate::settings::{ExportPlan, Protocol};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
@@ -82,13 +83,15 @@ pub struct ExportError {
 #[derive(Debug)]
 pub struct Exporting {
     provider: SdkTracerProvider,
+    role: Role,
 }
 
 impl Exporting {
     /// Builds the exporter for `plan` and the layer that feeds it: every
     /// span of the spillway crates at INFO or above (guest log lines stay
-    /// in the log, never in a trace). A gRPC exporter must be built
-    /// inside a tokio runtime.
+    /// in the log, never in a trace). A sidecar also starts the exporter
+    /// of its node's spans; a node's spans go to its sidecar ([`crate::relay`]).
+    /// A gRPC exporter must be built inside a tokio runtime.
     pub fn start<S>(
         plan: &ExportPlan,
         instance: &Instance,
@@ -96,27 +99,21 @@ impl Exporting {
     where
         S: Subscriber + for<'span> LookupSpan<'span>,
     {
-        let exporter = match plan.protocol {
-            // The plan decided endpoint and protocol (a flag wins over the
-            // variables); said here, the exporter does not read them again.
-            Protocol::Grpc => SpanExporter::builder()
-                .with_tonic()
-                .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                .with_endpoint(&plan.url)
-                .build(),
-            Protocol::HttpProtobuf => SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(&plan.url)
-                .build(),
-        }
-        .map_err(|source| ExportError {
-            url: plan.url.clone(),
-            protocol: plan.protocol,
-            source,
-        })?;
+        // The node opens no network socket: its spans go to its sidecar,
+        // which exports them with its own (`relay`).
+        let processor = match instance.role {
+            Role::Node => BatchSpanProcessor::builder(RelayExporter).build(),
+            Role::Sidecar => {
+                let node = Instance {
+                    host: instance.host.clone(),
+                    role: Role::Node,
+                };
+                crate::relay::start_node_spans(plan, &node)?;
+                BatchSpanProcessor::builder(build_exporter(plan)?).build()
+            }
+        };
         let mut builder = SdkTracerProvider::builder()
-            .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+            .with_span_processor(processor)
             .with_resource(resource(instance));
         if let Some(ratio) = plan.sample_ratio {
             builder = builder.with_sampler(Sampler::ParentBased(Box::new(
@@ -137,17 +134,50 @@ impl Exporting {
                     .with_target("spillway", LevelFilter::INFO)
                     .with_target("guest", LevelFilter::OFF),
             );
-        Ok((layer, Exporting { provider }))
+        Ok((
+            layer,
+            Exporting {
+                provider,
+                role: instance.role,
+            },
+        ))
     }
 }
 
 impl Drop for Exporting {
     fn drop(&mut self) {
         let _ = self.provider.shutdown_with_timeout(Duration::from_secs(5));
+        if self.role == Role::Sidecar {
+            crate::relay::shutdown_node_spans();
+        }
     }
 }
 
-fn resource(instance: &Instance) -> Resource {
+/// The OTLP exporter `plan` names.
+pub(crate) fn build_exporter(plan: &ExportPlan) -> Result<SpanExporter, ExportError> {
+    match plan.protocol {
+        // The plan decided endpoint and protocol (a flag wins over the
+        // variables); said here, the exporter does not read them again.
+        Protocol::Grpc => SpanExporter::builder()
+            .with_tonic()
+            .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+            .with_endpoint(&plan.url)
+            .build(),
+        Protocol::HttpProtobuf => SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(&plan.url)
+            .build(),
+    }
+    .map_err(|source| ExportError {
+        url: plan.url.clone(),
+        protocol: plan.protocol,
+        source,
+    })
+}
+
+/// Who a process is, as its spans say.
+pub(crate) fn resource(instance: &Instance) -> Resource {
     let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
         || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
     let mut builder = Resource::builder();

@@ -9,6 +9,8 @@
 //! - [`export`]: the exporter, the batch processor and the `tracing` layer
 //!   built from that decision; export runs on the SDK's own thread, never
 //!   on a job's, and a dead collector costs at most the batch queue.
+//! - [`relay`]: the node's spans, handed to its sidecar to export (the
+//!   node opens no network socket).
 //! - [`context`]: a client's `traceparent`/`tracestate` checked at ingress,
 //!   a span's context written into a frame, and a frame's read back as the
 //!   parent of the receiver's span.
@@ -18,6 +20,7 @@
 
 pub mod context;
 pub mod export;
+pub mod relay;
 pub mod settings;
 
 pub use context::{carrier_of, checked, continue_trace};
