@@ -37,22 +37,6 @@ fn gemm_case(n: usize) -> (Vec<u8>, Vec<f32>) {
     (input, c)
 }
 
-/// Waits until member `id`'s node is up and has said which backends it
-/// has; whether CUDA is one.
-async fn has_cuda(api: &Api, host: &Host, id: &str) -> bool {
-    let v = api
-        .wait(host, "the node's backends", |v| {
-            let m = member(v, id);
-            m["node"]["up"] == true && m["backends"].as_array().is_some_and(|b| !b.is_empty())
-        })
-        .await;
-    member(&v, id)["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|b| b == "cuda")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_jobs_burst_to_the_second_hosts_gpu() {
     let root = tempfile::tempdir().unwrap();
@@ -67,7 +51,7 @@ async fn gpu_jobs_burst_to_the_second_hosts_gpu() {
         http: reqwest::Client::new(),
         token: h1.token.clone().unwrap(),
     };
-    if !has_cuda(&api, &h1, "n1").await {
+    if !api.has_cuda(&h1, "n1").await {
         eprintln!("skipped: no CUDA driver or GPU on this host");
         return;
     }
@@ -77,7 +61,7 @@ async fn gpu_jobs_burst_to_the_second_hosts_gpu() {
         members(v).iter().filter(|m| m["state"] == "active").count() == 2
     })
     .await;
-    if !has_cuda(&api, &h1, "n2").await {
+    if !api.has_cuda(&h1, "n2").await {
         eprintln!("skipped: this machine has one GPU; the two-host GPU burst needs two");
         return;
     }

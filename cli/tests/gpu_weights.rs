@@ -100,19 +100,7 @@ async fn a_burst_goes_to_the_peer_whose_gpu_holds_the_weights() {
         http: reqwest::Client::new(),
         token: h1.token.clone().unwrap(),
     };
-    let v = api
-        .wait(&h1, "the node's backends", |v| {
-            member(v, "n1")["backends"]
-                .as_array()
-                .is_some_and(|b| !b.is_empty())
-        })
-        .await;
-    if !member(&v, "n1")["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|b| b == "cuda")
-    {
+    if !api.has_cuda(&h1, "n1").await {
         eprintln!("skipped: no CUDA driver or GPU on this host");
         return;
     }

@@ -205,19 +205,7 @@ async fn the_example_model_on_a_gpu_answers_as_its_reference() {
     let root = tempfile::tempdir().unwrap();
     let (api, hosts) = hosts::form(root.path(), &[&["--slots", "1"]]).await;
     let h1 = &hosts[0];
-    let v = api
-        .wait(h1, "the node's backends", |v| {
-            hosts::member(v, "n1")["backends"]
-                .as_array()
-                .is_some_and(|b| !b.is_empty())
-        })
-        .await;
-    if !hosts::member(&v, "n1")["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|b| b == "cuda")
-    {
+    if !api.has_cuda(h1, "n1").await {
         eprintln!("skipped: no CUDA driver or GPU on this host");
         return;
     }

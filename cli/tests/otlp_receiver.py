@@ -6,9 +6,8 @@ is asked for, OTLP/gRPC (TraceService/Export, through grpcio).
 
 Every span received is written as one JSON line to OUT: its trace id, span
 id, parent span id (hex, "" for a root), name, attributes, and its
-resource's service.name and service.instance.id. The ports it listens on
-are written to OUT.ports ("http PORT" and "grpc PORT" lines) once it is
-ready.
+resource's service.name and service.instance.id. Once it listens it
+prints its ports on one line to standard output ("http PORT, grpc PORT").
 
 usage: otlp_receiver.py OUT [--grpc]
 """
@@ -99,10 +98,7 @@ def main():
     if "--grpc" in sys.argv[2:]:
         keep, port = grpc_server(out)
         ports.append(f"grpc {port}")
-    with open(out + ".ports.tmp", "w") as f:
-        f.write("\n".join(ports) + "\n")
-    import os
-    os.rename(out + ".ports.tmp", out + ".ports")
+    print(", ".join(ports), flush=True)
     # Until the test kills it, or its stdin closes.
     sys.stdin.read()
 

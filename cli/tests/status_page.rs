@@ -6,10 +6,10 @@
 //! flows out of host 1 drawn as bars.
 
 use crate::common::hosts::{self, Api, Host};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Chromium headless on `url` with `what` (`--dump-dom` or
 /// `--screenshot=FILE`); its standard output.
@@ -96,19 +96,13 @@ async fn the_status_page_shows_three_hosts_under_burst_load_in_chromium() {
 
     // About 1 s jobs, 24 of them at one-slot host 1: most burst.
     let jobs = load(&api, &hosts[0], 24).await;
-    let until = Instant::now() + Duration::from_secs(60);
-    let view: Value = loop {
-        let v = api.cluster(&hosts[0]).await;
-        let out = hosts::members(&v)
-            .iter()
-            .filter(|m| m["burst_to"].as_object().is_some_and(|f| !f.is_empty()))
-            .count();
-        if out > 0 {
-            break v;
-        }
-        assert!(Instant::now() < until, "no burst flow yet: {v:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let view = api
+        .wait(&hosts[0], "a burst flow out of host 1", |v| {
+            hosts::members(v)
+                .iter()
+                .any(|m| m["burst_to"].as_object().is_some_and(|f| !f.is_empty()))
+        })
+        .await;
     let url = format!("{}/status#token={}", hosts[0].endpoint, api.token);
     let profile = root.path().join("chromium");
     let dom = chromium(&profile, &url, "--dump-dom");

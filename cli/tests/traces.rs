@@ -34,32 +34,44 @@ impl Receiver {
     fn start(dir: &Path, grpc: bool) -> Self {
         let out = dir.join("spans.jsonl");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_receiver.py");
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .arg(script)
             .arg(&out)
             .args(grpc.then_some("--grpc"))
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("python3 (scripts/test installs opentelemetry-proto and grpcio)");
-        let ports = out.with_extension("jsonl.ports");
-        let until = Instant::now() + Duration::from_secs(30);
-        let text = loop {
-            if let Ok(text) = std::fs::read_to_string(&ports) {
-                break text;
-            }
-            assert!(Instant::now() < until, "the receiver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        // It says its ports on its first line once it listens.
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
         let port = |kind: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(kind)?.trim().parse().ok())
-                .unwrap()
+            ready
+                .split(',')
+                .find_map(|p| p.trim().strip_prefix(kind)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("the receiver did not start: {ready:?}"))
         };
         Self {
             http: port("http "),
             grpc: if grpc { port("grpc ") } else { 0 },
             child,
             out,
+        }
+    }
+
+    /// Waits (30 s at most) until `found` makes something of the spans
+    /// received so far; its last complaint otherwise.
+    async fn wait_for<T>(&self, found: impl Fn(&[Value]) -> Result<T, String>) -> T {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans = self.spans();
+            match found(&spans) {
+                Ok(it) => return it,
+                Err(why) => assert!(Instant::now() < until, "{why}: {spans:#?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -174,20 +186,10 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
         ("OTEL_SERVICE_NAME", "spillway-test"),
     ];
     let (api, hosts) = hosts::form_env(root.path(), &[&h1, &h2], &env).await;
-    api.publish(
-        &hosts[0],
-        &api.token,
-        "countdown",
-        json!({"name": "countdown", "artifact": "countdown", "deadline_ms": 30000}),
-    )
-    .await;
-    api.publish(
-        &hosts[0],
-        &api.token,
-        "gemm",
-        json!({"name": "gemm", "artifact": "gemm", "deadline_ms": 30000}),
-    )
-    .await;
+    for name in ["countdown", "gemm"] {
+        let spec = json!({"name": name, "artifact": name, "deadline_ms": 30000});
+        api.publish(&hosts[0], &api.token, name, spec).await;
+    }
 
     // Host 1's one slot is held (a job kept there); the traced job finds
     // host 2 free and bursts. Sent again until it does.
@@ -250,14 +252,7 @@ async fn a_burst_jobs_trace_crosses_both_hosts_and_the_node() {
         ("h2/node", "guest"),
         ("h2/node", "gpu.gemm"),
     ];
-    let until = Instant::now() + Duration::from_secs(30);
-    let trace = loop {
-        match whole_trace(&receiver.spans(), &want) {
-            Ok(trace) => break trace,
-            Err(why) => assert!(Instant::now() < until, "{why}: {:#?}", receiver.spans()),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let trace = receiver.wait_for(|spans| whole_trace(spans, &want)).await;
     let span = |i: &str, n: &str| trace[&(i.to_owned(), n.to_owned())].clone();
     // The chain of parents, hop by hop.
     let (ingress, dispatch, burst_in) = (
@@ -375,19 +370,7 @@ async fn a_gpu_jobs_call_is_traced_and_its_gpus_memory_reported() {
     let env = [("OTEL_BSP_SCHEDULE_DELAY", "200")];
     let flags = ["--otlp-endpoint", &to, "--trace-instance", "g1"];
     let (api, hosts) = hosts::form_env(root.path(), &[&flags], &env).await;
-    let view = api
-        .wait(&hosts[0], "the node's backends", |v| {
-            hosts::members(v)[0]["backends"]
-                .as_array()
-                .is_some_and(|b| !b.is_empty())
-        })
-        .await;
-    if !hosts::members(&view)[0]["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|b| b == "cuda")
-    {
+    if !api.has_cuda(&hosts[0], "n1").await {
         eprintln!("skipped: no CUDA driver or GPU on this host");
         return;
     }
@@ -406,22 +389,14 @@ async fn a_gpu_jobs_call_is_traced_and_its_gpus_memory_reported() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["spillway-backend"], "cuda");
     assert_eq!(r.bytes().await.unwrap().as_ref(), 6.0f32.to_le_bytes());
-    let until = Instant::now() + Duration::from_secs(30);
-    let gemm = loop {
-        let found = receiver
-            .spans()
-            .into_iter()
-            .find(|s| s["trace_id"] == trace && s["name"] == "gpu.gemm");
-        if let Some(s) = found {
-            break s;
-        }
-        assert!(
-            Instant::now() < until,
-            "no gpu.gemm span: {:#?}",
-            receiver.spans()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let gemm = receiver
+        .wait_for(|spans| {
+            (spans.iter())
+                .find(|s| s["trace_id"] == trace && s["name"] == "gpu.gemm")
+                .cloned()
+                .ok_or_else(|| "no gpu.gemm span".to_owned())
+        })
+        .await;
     assert_eq!(gemm["attributes"]["backend"], "cuda", "{gemm}");
     assert_eq!(gemm["attributes"]["gpu"], 0, "{gemm}");
     // Its time on the device, from CUDA events around the call.

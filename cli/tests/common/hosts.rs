@@ -270,6 +270,22 @@ impl Api {
         self.create_function(host, token, &spec).await;
     }
 
+    /// Waits until member `id`'s node is up and has said which backends it
+    /// has (as `host` sees it); whether CUDA is one.
+    pub async fn has_cuda(&self, host: &Host, id: &str) -> bool {
+        let v = self
+            .wait(host, "the node's backends", |v| {
+                let m = member(v, id);
+                m["node"]["up"] == true && m["backends"].as_array().is_some_and(|b| !b.is_empty())
+            })
+            .await;
+        member(&v, id)["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == "cuda")
+    }
+
     /// Waits until `host` sees `pred` hold of the cluster view.
     pub async fn wait(&self, host: &Host, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let until = Instant::now() + Duration::from_secs(30);
