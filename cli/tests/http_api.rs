@@ -474,26 +474,65 @@ async fn malformed_paths_and_queries_are_json_errors_after_the_token() {
 async fn a_job_on_a_node_that_does_not_answer_is_answered_at_its_deadline() {
     let c = Cluster::start(1, 4);
     c.deploy("echo", "echo", 300).await;
-    let (member, _) = c.wait_node_backends().await;
-    let pid = member["node"]["pid"].as_u64().unwrap().to_string();
+    c.wait_node_backends().await;
     // A node that answers nothing (stopped, as a wedged one would be): the
     // sidecar ends the job at its deadline plus its grace whatever the
     // node does.
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig} {pid}");
-    };
-    signal("-STOP");
+    let pid = stop_the_linked_node(&c).await;
     let started = Instant::now();
     let r = c.invoke("echo", b"hello".to_vec()).await;
     let took = started.elapsed();
-    signal("-CONT");
+    signal(&pid, "-CONT");
+    let after = c.cluster().await["members"][0]["node"].clone();
+    assert_eq!(r.status(), 504, "after {took:?}; stopped {pid}, node now {after}");
     expect_error(r, 504, "deadline_exceeded").await;
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     // The node, going on, serves the next job.
     let r = c.invoke("echo", b"again".to_vec()).await;
     assert_eq!(r.status(), 200);
+}
+
+fn signal(pid: &str, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// SIGSTOPs the node the sidecar is linked to and returns its pid, checked
+/// rather than assumed: the process is stopped (state `T`) and the sidecar
+/// still names it afterwards. A node that was replaced in between (it died
+/// and was restarted, as a loaded machine's OOM killer may do) is let go
+/// and the new one stopped instead, a bounded number of times.
+async fn stop_the_linked_node(c: &Cluster) -> String {
+    for _ in 0..3 {
+        let (member, _) = c.wait_node_backends().await;
+        let pid = member["node"]["pid"].as_u64().unwrap().to_string();
+        signal(&pid, "-STOP");
+        let stopped = wait_until_stopped(&pid);
+        let now = c.cluster().await["members"][0]["node"].clone();
+        if stopped && now["up"] == true && now["pid"].to_string() == pid {
+            return pid;
+        }
+        let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    }
+    panic!("the node kept being replaced while it was being stopped");
+}
+
+/// Waits (bounded) until process `pid` is stopped by a signal: true, or
+/// false if it is gone or a zombie (it died before the signal).
+fn wait_until_stopped(pid: &str) -> bool {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command's closing parenthesis.
+        match stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()) {
+            Some('T') => return true,
+            None | Some('Z' | 'X') => return false,
+            Some(_) => {}
+        }
+        assert!(Instant::now() < until, "{pid} not stopped: {stat}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
