@@ -484,7 +484,11 @@ async fn a_job_on_a_node_that_does_not_answer_is_answered_at_its_deadline() {
     let took = started.elapsed();
     signal(&pid, "-CONT");
     let after = c.cluster().await["members"][0]["node"].clone();
-    assert_eq!(r.status(), 504, "after {took:?}; stopped {pid}, node now {after}");
+    assert_eq!(
+        r.status(),
+        504,
+        "after {took:?}; stopped {pid}, node now {after}"
+    );
     expect_error(r, 504, "deadline_exceeded").await;
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     // The node, going on, serves the next job.
@@ -515,7 +519,9 @@ async fn stop_the_linked_node(c: &Cluster) -> String {
         if stopped && now["up"] == true && now["pid"].to_string() == pid {
             return pid;
         }
-        let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status();
     }
     panic!("the node kept being replaced while it was being stopped");
 }
@@ -527,7 +533,10 @@ fn wait_until_stopped(pid: &str) -> bool {
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // The state follows the command's closing parenthesis.
-        match stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()) {
+        match stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+        {
             Some('T') => return true,
             None | Some('Z' | 'X') => return false,
             Some(_) => {}

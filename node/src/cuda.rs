@@ -3,8 +3,13 @@
 //! ```text
 //!  CudaBackend ── one CudaGpu per device ── context, built-in kernels (NVRTC PTX),
 //!                                            a pool of slot streams (stream + cuBLAS handle)
-//!  a job ── StreamLease (one slot stream on the least busy GPU) ── its buffers, launches, gemm
+//!  a job ── StreamLease (one slot stream on the least busy GPU,
+//!            its tenant's memory pool there) ── its buffers, launches, gemm
 //! ```
+//!
+//! Every buffer and resident tensor a job allocates comes from its
+//! tenant's own memory pool on the GPU ([`TenantPools`]), whose maximum is
+//! the tenant's GPU memory cap: the driver refuses what would pass it.
 //!
 //! Tensors of weights a job opens are the one thing jobs share on a GPU:
 //! each GPU keeps a [`ResidentSet`] of them (loaded once, evicted LRU under
@@ -26,6 +31,7 @@
 
 use crate::resident::{OpenError, Opened, ResidentKey, ResidentSet};
 use crate::tenant_gpu::TenantGpuAccount;
+use crate::tenant_pool::{Refusal, TenantPool, TenantPools, is_out_of_memory};
 use crate::weights::elements;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUresult;
@@ -35,8 +41,8 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use spillway_kernels::{DType, Kernel, KernelPack, PackKernel, PackSource, nvrtc};
-use spillway_proto::Digest;
 use spillway_proto::GpuDevice;
+use spillway_proto::{Digest, TenantId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,6 +138,8 @@ pub(crate) struct CudaGpu {
     free: Mutex<Vec<SlotStream>>,
     /// Tensors of weights resident here.
     resident: ResidentSet<DeviceTensor>,
+    /// Each tenant's memory pool here.
+    pools: TenantPools,
 }
 
 /// A tensor of weights in device memory (16-bit types as their bits).
@@ -281,6 +289,17 @@ impl CudaBackend {
                     used_bytes: (total - free) as u64,
                     total_bytes: total as u64,
                     weights_bytes: g.resident.used(),
+                    tenants: g
+                        .pools
+                        .uses()
+                        .into_iter()
+                        .map(|u| spillway_proto::TenantGpuPool {
+                            tenant: u.tenant,
+                            cap_bytes: u.cap,
+                            reserved_bytes: u.reserved,
+                            used_bytes: u.used,
+                        })
+                        .collect(),
                 })
             })
             .collect()
@@ -291,18 +310,31 @@ impl CudaBackend {
         self.gpus.iter().map(|g| g.resident.used()).sum()
     }
 
-    /// A slot stream on the GPU with the most free streams.
-    pub(crate) fn lease(&self) -> Option<StreamLease> {
+    /// A slot stream on the GPU with the most free streams, allocating
+    /// from `tenant`'s memory pool there (capped at `cap`). A pool the
+    /// driver will not make leaves the lease allocating from the device's
+    /// default pool, and the cap to the node's ledger
+    /// ([`StreamLease::enforces_cap`] says which).
+    pub(crate) fn lease(&self, tenant: &TenantId, cap: Option<u64>) -> Option<StreamLease> {
         let gpu = self
             .gpus
             .iter()
             .max_by_key(|g| g.free.lock().expect("stream pool lock").len())?
             .clone();
         let slot = gpu.free.lock().expect("stream pool lock").pop()?;
+        let pool = match gpu.pools.pool(tenant, cap) {
+            Ok(pool) => Some(pool),
+            Err(e) => {
+                tracing::warn!(gpu = gpu.info.index, %tenant,
+                    "the driver made no memory pool for the tenant ({e}): its cap is counted, not enforced by the driver");
+                None
+            }
+        };
         Some(StreamLease {
             gpu,
             slot: Some(slot),
             settled: AtomicBool::new(true),
+            pool,
         })
     }
 }
@@ -437,6 +469,7 @@ fn open_gpu(ordinal: usize, ptx_dir: &Path, options: &GpuOptions) -> Result<Cuda
         });
     }
     Ok(CudaGpu {
+        pools: TenantPools::new(ctx.clone(), info.memory_bytes),
         ctx,
         functions,
         ptx_dir: ptx_dir.to_owned(),
@@ -489,6 +522,9 @@ pub(crate) struct StreamLease {
     slot: Option<SlotStream>,
     /// Nothing was enqueued since the last successful synchronize.
     settled: AtomicBool,
+    /// The job's tenant's memory pool on this GPU (`None`: the driver made
+    /// none; the device's default pool serves the job).
+    pool: Option<Arc<TenantPool>>,
 }
 
 impl std::fmt::Debug for StreamLease {
@@ -550,12 +586,81 @@ impl StreamLease {
         &self.gpu.info
     }
 
-    /// `len` zeroed elements (`f32`, or `u16` for the 16-bit types).
+    /// Whether the driver enforces the tenant's cap for this job (its
+    /// pool has a maximum).
+    pub(crate) fn enforces_cap(&self) -> bool {
+        self.pool.as_ref().is_some_and(|p| p.cap().is_some())
+    }
+
+    /// `len` zeroed elements (`f32`, or `u16` for the 16-bit types), from
+    /// the tenant's pool.
     pub(crate) fn alloc<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         len: usize,
     ) -> Result<CudaSlice<T>, DeviceError> {
-        Ok(self.stream().alloc_zeros::<T>(len)?)
+        let mut slice = self.alloc_uninit::<T>(len)?;
+        self.stream().memset_zeros(&mut slice)?;
+        Ok(slice)
+    }
+
+    /// A copy of `data` on the device, from the tenant's pool.
+    fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>, DeviceError> {
+        let mut slice = self.alloc_uninit::<T>(data.len())?;
+        self.stream().memcpy_htod(data, &mut slice)?;
+        Ok(slice)
+    }
+
+    /// `len` elements, uninitialized, from the tenant's pool. A refusal at
+    /// the tenant's cap is the tenant's `out-of-memory`; a refusal of the
+    /// full device is tried once more after every other pool handed back
+    /// the memory it keeps idle.
+    fn alloc_uninit<T: DeviceRepr>(&self, len: usize) -> Result<CudaSlice<T>, DeviceError> {
+        let stream = self.stream();
+        let Some(pool) = &self.pool else {
+            // SAFETY: every caller sets the contents before use.
+            return Ok(unsafe { stream.alloc::<T>(len) }?);
+        };
+        let request = (len * std::mem::size_of::<T>()) as u64;
+        let granularity = self.gpu.pools.granularity();
+        let mut tried_again = false;
+        loop {
+            let e = match pool.alloc::<T>(stream, len) {
+                Ok(slice) => return Ok(slice),
+                Err(e) if is_out_of_memory(&e) => e,
+                Err(e) => return Err(e.into()),
+            };
+            match pool.refusal(request, granularity) {
+                Refusal::CapReached => return Err(self.over_cap(pool, request)),
+                Refusal::DeviceFull if !tried_again => {
+                    self.gpu.pools.trim_others(pool);
+                    tried_again = true;
+                }
+                Refusal::DeviceFull => {
+                    return Err(DeviceError {
+                        message: format!(
+                            "GPU {} has no room for {request} more bytes (CUDA: {e})",
+                            self.gpu.info.index
+                        ),
+                        ..DeviceError::from(e)
+                    });
+                }
+            }
+        }
+    }
+
+    /// The error of an allocation the tenant's pool refused at its cap.
+    fn over_cap(&self, pool: &TenantPool, request: u64) -> DeviceError {
+        let (reserved, used) = pool.use_now().unwrap_or_default();
+        DeviceError {
+            message: format!(
+                "{request} bytes more exceed tenant {}'s GPU memory cap of {} bytes on GPU {} ({used} bytes in use, {reserved} held by its pool; the driver refused)",
+                pool.tenant(),
+                pool.cap().unwrap_or_default(),
+                self.gpu.info.index
+            ),
+            out_of_memory: true,
+            poisoned: false,
+        }
     }
 
     /// Copies `data` into `dst` at element `offset` (bounds checked by the
@@ -781,14 +886,14 @@ impl StreamLease {
             }
         };
         let load = || {
-            let stream = self.stream();
             // Copied straight from the mapped file when it aligns the
-            // elements, else through a host copy.
+            // elements, else through a host copy; into the tenant's pool.
             let tensor = if dtype.is_16_bit() {
-                DeviceTensor::Bits(stream.clone_htod(elements::<u16>(bytes).as_ref())?)
+                DeviceTensor::Bits(self.upload(elements::<u16>(bytes).as_ref())?)
             } else {
-                DeviceTensor::F32(stream.clone_htod(elements::<f32>(bytes).as_ref())?)
+                DeviceTensor::F32(self.upload(elements::<f32>(bytes).as_ref())?)
             };
+            let stream = self.stream();
             // Other jobs' streams read it without waiting on this one.
             stream.synchronize()?;
             self.settled.store(true, Ordering::Relaxed);

@@ -24,7 +24,8 @@ fn backend() -> Option<&'static CudaBackend> {
             let dir =
                 std::env::temp_dir().join(format!("spillway-ptx-test-{}", std::process::id()));
             let options = crate::cuda::GpuOptions {
-                slots: 8,
+                // Tests run in parallel, and one holds two streams.
+                slots: 16,
                 compiler: spillway_compiler(),
                 ..Default::default()
             };
@@ -45,7 +46,9 @@ fn gpu_state(test: &str) -> Option<GuestState> {
         eprintln!("skipped {test}: no CUDA driver or GPU on this machine");
         return None;
     };
-    let lease = backend.lease().expect("a free stream");
+    let lease = backend
+        .lease(&spillway_proto::TenantId::admin(), None)
+        .expect("a free stream");
     Some(GuestState::for_test(1 << 30, Some(lease)))
 }
 
@@ -726,4 +729,143 @@ fn a_pack_reads_a_resident_tensor_in_place() {
     );
     assert!(s.weights_loaded > 0, "the tensor was loaded onto the GPU");
     assert!(s.device_fault.is_none());
+}
+
+/// A job state of `tenant` (with GPU memory `cap`) on a GPU, as the
+/// executor makes it: the tenant's pool enforces the cap, its account
+/// counts.
+fn tenant_state(tenant: &str, cap: Option<u64>) -> Option<GuestState> {
+    let backend = backend()?;
+    let tenant = spillway_proto::TenantId(tenant.into());
+    let lease = backend.lease(&tenant, cap).expect("a free stream");
+    assert_eq!(lease.enforces_cap(), cap.is_some());
+    let mut s = GuestState::for_test(1 << 30, Some(lease));
+    s.tenant_gpu =
+        crate::tenant_gpu::TenantGpuAccount::open(std::sync::Arc::default(), tenant, cap);
+    s.tenant_gpu.leave_the_cap_to_the_driver();
+    Some(s)
+}
+
+/// Hard caps: a tenant's buffers come from its own driver memory pool,
+/// whose maximum is its cap; past it the driver refuses and the guest
+/// gets `out-of-memory`, while another tenant's job on the same GPU, at
+/// the same time, allocates past that cap and computes on. The node's
+/// report shows each pool.
+#[test]
+fn a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on() {
+    const TEST: &str = "a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on";
+    let Some(backend) = backend() else {
+        eprintln!("skipped {TEST}: no CUDA driver or GPU on this machine");
+        return;
+    };
+    const MIB: u64 = 1 << 20;
+    const CAP: u64 = 64 * MIB;
+    let sixteen_mib = (16 * MIB / 4) as u32; // f32 elements
+    let mut acme = tenant_state("acme-cap", Some(CAP)).unwrap();
+    let mut globex = tenant_state("globex-uncapped", None).unwrap();
+    // Another tenant's job is running: it holds a buffer with data in it.
+    let values = Rng::new().f32s(1 << 16);
+    let kept = upload(&mut globex, &values);
+
+    let mut held = Vec::new();
+    let refused = loop {
+        match acme.create(sixteen_mib) {
+            Ok(b) => held.push(b),
+            Err(e) => break e,
+        }
+        assert!(held.len() <= 4, "a 64 MiB cap let a fifth 16 MiB buffer in");
+    };
+    assert!(
+        matches!(refused.code, ErrorCode::OutOfMemory),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused
+            .message
+            .contains("tenant acme-cap's GPU memory cap of 67108864 bytes")
+            && refused.message.contains("the driver refused"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        held.len() >= 3,
+        "only {} buffers of 16 MiB fit in a 64 MiB cap",
+        held.len()
+    );
+    assert!(acme.device_fault.is_none());
+
+    // The other tenant, at the same time, on the same GPU: past acme's
+    // cap, and its earlier data intact.
+    let mut big = Vec::new();
+    for _ in 0..8 {
+        big.push(globex.create(sixteen_mib).unwrap());
+    }
+    assert_close(
+        "the other tenant's buffer",
+        &download(&mut globex, &kept, values.len()),
+        &values,
+    );
+    let square = &values[..64 * 64];
+    let a = upload(&mut globex, square);
+    let out = poisoned(&mut globex, 64 * 64);
+    globex
+        .gemm(
+            64,
+            64,
+            64,
+            1.0,
+            Resource::new_borrow(a.rep()),
+            Resource::new_borrow(a.rep()),
+            0.0,
+            Resource::new_borrow(out.rep()),
+        )
+        .unwrap()
+        .unwrap();
+    let mut want = vec![0.0; 64 * 64];
+    spillway_kernels::gemm(
+        64,
+        64,
+        64,
+        1.0,
+        square,
+        square,
+        0.0,
+        &mut want,
+        &mut spillway_kernels::Meter::unbounded(),
+    )
+    .unwrap();
+    assert_close(
+        "the other tenant's gemm",
+        &download(&mut globex, &out, 64 * 64),
+        &want,
+    );
+
+    // The node's report: acme's pool at its cap, globex's without one.
+    let gpu = acme.cuda.as_ref().unwrap().device().index;
+    let memory = backend.memory();
+    let pools = &memory.iter().find(|m| m.gpu == gpu).unwrap().tenants;
+    let acme_pool = pools.iter().find(|p| p.tenant.0 == "acme-cap").unwrap();
+    assert_eq!(acme_pool.cap_bytes, Some(CAP));
+    assert!(
+        acme_pool.used_bytes >= held.len() as u64 * 16 * MIB,
+        "{acme_pool:?}"
+    );
+    assert!(acme_pool.reserved_bytes <= CAP, "{acme_pool:?}");
+    let globex_pool = pools
+        .iter()
+        .find(|p| p.tenant.0 == "globex-uncapped")
+        .unwrap();
+    assert_eq!(globex_pool.cap_bytes, None);
+    assert!(globex_pool.used_bytes >= 8 * 16 * MIB, "{globex_pool:?}");
+
+    // Freed, the room comes back to acme.
+    for b in held.drain(..) {
+        acme.drop(b).unwrap();
+    }
+    acme.cuda.as_ref().unwrap().synchronize().unwrap();
+    for _ in 0..4 {
+        held.push(acme.create(sixteen_mib).unwrap());
+    }
+    assert!(acme.device_fault.is_none() && globex.device_fault.is_none());
 }

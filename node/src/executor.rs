@@ -338,7 +338,7 @@ impl Executor {
             (Accelerator::Required, None) => return Err(Refusal::NoAccelerator.into()),
             (Accelerator::Required, Some(gpus)) => {
                 let lease = gpus
-                    .lease()
+                    .lease(&spec.tenant, spec.tenant_gpu_bytes)
                     .ok_or(Refusal::SlotsExhausted { retry_after_ms: 10 })?;
                 if let Some(watch) = &gpu_watch {
                     watch.on_gpu();
@@ -403,6 +403,17 @@ impl Executor {
         };
         let input = Arc::new(input);
         let started = Instant::now();
+        let mut tenant_gpu = TenantGpuAccount::open(
+            self.tenant_gpu.clone(),
+            spec.tenant.clone(),
+            spec.tenant_gpu_bytes,
+        );
+        if cuda
+            .as_ref()
+            .is_some_and(crate::cuda::StreamLease::enforces_cap)
+        {
+            tenant_gpu.leave_the_cap_to_the_driver();
+        }
         let state = GuestState {
             job,
             input: input.clone(),
@@ -425,11 +436,7 @@ impl Executor {
                 },
             ),
             sandbox: Sandbox::new(),
-            tenant_gpu: TenantGpuAccount::open(
-                self.tenant_gpu.clone(),
-                spec.tenant.clone(),
-                spec.tenant_gpu_bytes,
-            ),
+            tenant_gpu,
             gpu_pool,
             cuda,
             packs,

@@ -45,6 +45,7 @@ mod state;
 mod state_format;
 mod synthetic;
 mod tenant_gpu;
+mod tenant_pool;
 mod warm;
 mod watchdog;
 mod weights;

@@ -6,8 +6,11 @@
 //! Each job's state holds a [`TenantGpuAccount`]: a buffer is charged to
 //! the job's allowance and then to its tenant here; freeing it, or the job
 //! ending however it ends (its state is dropped), gives the bytes back.
-//! Buffers count the same on the CPU backend as on a GPU, so the cap holds
-//! wherever the job runs.
+//! Buffers count the same on the CPU backend as on a GPU. On the CPU
+//! backend this ledger enforces the cap, across the tenant's jobs on the
+//! node; on a GPU the tenant's memory pool there enforces it
+//! (`tenant_pool`: the driver refuses past it, per GPU), and the job's
+//! account only counts ([`TenantGpuAccount::leave_the_cap_to_the_driver`]).
 
 use spillway_proto::TenantId;
 use std::collections::HashMap;
@@ -55,6 +58,8 @@ pub(crate) struct TenantGpuAccount {
     ledger: Arc<TenantGpuLedger>,
     tenant: TenantId,
     cap: Option<u64>,
+    /// The tenant's pool on the job's GPU enforces the cap: only count.
+    driver_enforces: bool,
     mine: u64,
 }
 
@@ -71,8 +76,21 @@ impl TenantGpuAccount {
             ledger,
             tenant,
             cap,
+            driver_enforces: false,
             mine: 0,
         }
+    }
+
+    /// Counts from now on without checking the cap: the job's GPU pool
+    /// enforces it (and a resident tensor's account made from this one
+    /// does the same).
+    pub(crate) fn leave_the_cap_to_the_driver(&mut self) {
+        self.driver_enforces = true;
+    }
+
+    /// The tenant's cap on this node.
+    pub(crate) fn cap(&self) -> Option<u64> {
+        self.cap
     }
 
     /// Charges `bytes` to the tenant unless that takes it past its cap.
@@ -80,6 +98,7 @@ impl TenantGpuAccount {
         let mut held = self.ledger.held.lock().expect("ledger lock");
         let tenant = held.entry(self.tenant.clone()).or_default();
         if let Some(cap) = self.cap
+            && !self.driver_enforces
             && *tenant + bytes > cap
         {
             return Err(OverCap { held: *tenant, cap });
@@ -107,7 +126,9 @@ impl TenantGpuAccount {
     /// A new, empty account of the same tenant, ledger and cap: for what
     /// outlives the job but is the tenant's (a resident tensor).
     pub(crate) fn sibling(&self) -> Self {
-        Self::open(self.ledger.clone(), self.tenant.clone(), self.cap)
+        let mut sibling = Self::open(self.ledger.clone(), self.tenant.clone(), self.cap);
+        sibling.driver_enforces = self.driver_enforces;
+        sibling
     }
 
     pub(crate) fn tenant(&self) -> &TenantId {
@@ -148,5 +169,30 @@ mod tests {
         let mut uncapped = TenantGpuAccount::open(ledger.clone(), acme.clone(), None);
         uncapped.charge(1 << 40).unwrap();
         assert_eq!(ledger.held(&acme), 1 << 40);
+    }
+
+    #[test]
+    fn an_account_whose_gpu_pool_enforces_the_cap_only_counts() {
+        let ledger = Arc::new(TenantGpuLedger::default());
+        let acme = TenantId("acme".into());
+        let mut on_cpu = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
+        let mut on_gpu = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
+        on_gpu.leave_the_cap_to_the_driver();
+        let mut resident = on_gpu.sibling();
+        on_gpu.charge(80).unwrap();
+        resident.charge(80).unwrap();
+        assert_eq!(ledger.held(&acme), 160, "counted past the cap");
+        // A job on the CPU backend still meets the cap, the GPU's bytes
+        // included.
+        assert_eq!(
+            on_cpu.charge(1),
+            Err(OverCap {
+                held: 160,
+                cap: 100
+            })
+        );
+        drop(on_gpu);
+        drop(resident);
+        on_cpu.charge(100).unwrap();
     }
 }

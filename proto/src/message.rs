@@ -83,14 +83,28 @@ pub struct GpuWeights {
     pub bytes: u64,
 }
 
-/// One GPU's memory as its driver reports it, and the part of it that
-/// resident weights take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One GPU's memory as its driver reports it, the part of it that
+/// resident weights take, and each tenant's memory pool on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuMemory {
     pub gpu: u32,
     pub used_bytes: u64,
     pub total_bytes: u64,
     pub weights_bytes: u64,
+    /// Each tenant with a memory pool on this GPU, in tenant order.
+    pub tenants: Vec<TenantGpuPool>,
+}
+
+/// One tenant's memory pool on one GPU: the cap the driver enforces on
+/// it, what it holds from the driver (freed memory it keeps for reuse
+/// included) and what the tenant's live allocations take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantGpuPool {
+    pub tenant: TenantId,
+    /// `None`: the tenant has no GPU memory cap.
+    pub cap_bytes: Option<u64>,
+    pub reserved_bytes: u64,
+    pub used_bytes: u64,
 }
 
 /// The node's load, sent whenever it changes and at least every second.

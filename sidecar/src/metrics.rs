@@ -63,6 +63,16 @@ pub(crate) struct TenantLabel {
     pub(crate) tenant: String,
 }
 
+/// One tenant's memory pool on one GPU, and which of its figures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TenantPoolLabel {
+    pub(crate) tenant: String,
+    pub(crate) gpu: u32,
+    /// `cap` (the pool's maximum), `reserved` (held from the driver) or
+    /// `used` (live allocations).
+    pub(crate) kind: &'static str,
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
@@ -82,6 +92,8 @@ pub(crate) struct Metrics {
     pub(crate) node_up: Gauge,
     /// `gpu` buffer bytes each tenant's running jobs hold on the node.
     tenant_gpu_bytes: Family<TenantLabel, Gauge>,
+    /// Each tenant's memory pool on each GPU (the driver enforces its cap).
+    tenant_gpu_pool: Family<TenantPoolLabel, Gauge>,
     /// Tenants that have had a value, so one whose jobs ended reads 0.
     tenants_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Jobs by how they got their instance (`warm` or `cold`).
@@ -542,6 +554,12 @@ impl Metrics {
             "GPU buffer bytes each tenant's running jobs hold on this host's node",
             tenant_gpu_bytes.clone(),
         );
+        let tenant_gpu_pool = Family::<TenantPoolLabel, Gauge>::default();
+        tenant_registry.register(
+            "tenant_gpu_pool_bytes",
+            "Each tenant's device memory pool on each GPU of this host's node: cap (the maximum the driver enforces), reserved (held from the driver, freed memory kept for reuse included) and used (live allocations)",
+            tenant_gpu_pool.clone(),
+        );
         let instance_starts = Family::<StartLabel, Counter>::default();
         registry.register(
             "instance_starts",
@@ -583,6 +601,7 @@ impl Metrics {
             host,
             fetch,
             tenant_gpu_bytes,
+            tenant_gpu_pool,
             tenants_seen: std::sync::Mutex::default(),
             instance_starts,
             starts_seen: std::sync::Mutex::default(),
@@ -647,6 +666,33 @@ impl Metrics {
         }
     }
 
+    /// Sets each tenant's pool on each GPU from the node's last report (a
+    /// pool the node no longer has leaves the page).
+    pub(crate) fn set_tenant_pools(&self, gpus: &[spillway_proto::GpuMemory]) {
+        self.tenant_gpu_pool.clear();
+        let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        for g in gpus {
+            for t in &g.tenants {
+                let label = |kind| TenantPoolLabel {
+                    tenant: t.tenant.0.clone(),
+                    gpu: g.gpu,
+                    kind,
+                };
+                if let Some(cap) = t.cap_bytes {
+                    self.tenant_gpu_pool
+                        .get_or_create(&label("cap"))
+                        .set(bytes(cap));
+                }
+                self.tenant_gpu_pool
+                    .get_or_create(&label("reserved"))
+                    .set(bytes(t.reserved_bytes));
+                self.tenant_gpu_pool
+                    .get_or_create(&label("used"))
+                    .set(bytes(t.used_bytes));
+            }
+        }
+    }
+
     /// Adds the node's instance starts since the last call (its counts
     /// start again from 0 when it restarts) and sets the ready gauge.
     pub(crate) fn set_instance_starts(&self, load: &spillway_proto::LoadReport) {
@@ -692,6 +738,7 @@ mod tests {
             used_bytes: 3 << 30,
             total_bytes: 80 << 30,
             weights_bytes: 1 << 30,
+            tenants: Vec::new(),
         }]);
         let seen = |peer, rtt_ms| PeerSeen {
             peer,
@@ -784,6 +831,44 @@ mod tests {
             m.render(true)
                 .contains("spillway_tenant_gpu_memory_bytes{tenant=\"acme\"} 0")
         );
+    }
+
+    #[test]
+    fn each_tenants_pool_is_shown_per_gpu_only_with_tenants_and_leaves_with_it() {
+        let m = Metrics::new();
+        let pool = |tenant: &str, cap| spillway_proto::TenantGpuPool {
+            tenant: TenantId(tenant.into()),
+            cap_bytes: cap,
+            reserved_bytes: 96 << 20,
+            used_bytes: 64 << 20,
+        };
+        let gpu = |tenants| spillway_proto::GpuMemory {
+            gpu: 0,
+            used_bytes: 0,
+            total_bytes: 80 << 30,
+            weights_bytes: 0,
+            tenants,
+        };
+        m.set_tenant_pools(&[gpu(vec![
+            pool("acme", Some(128 << 20)),
+            pool("globex", None),
+        ])]);
+        let page = m.render(true);
+        for line in [
+            "spillway_tenant_gpu_pool_bytes{tenant=\"acme\",gpu=\"0\",kind=\"cap\"} 134217728",
+            "spillway_tenant_gpu_pool_bytes{tenant=\"acme\",gpu=\"0\",kind=\"reserved\"} 100663296",
+            "spillway_tenant_gpu_pool_bytes{tenant=\"acme\",gpu=\"0\",kind=\"used\"} 67108864",
+            "spillway_tenant_gpu_pool_bytes{tenant=\"globex\",gpu=\"0\",kind=\"used\"} 67108864",
+        ] {
+            assert!(page.contains(line), "no {line}: {page}");
+        }
+        assert!(
+            !page.contains("tenant=\"globex\",gpu=\"0\",kind=\"cap\""),
+            "{page}"
+        );
+        assert!(!m.render(false).contains("acme"));
+        m.set_tenant_pools(&[gpu(vec![pool("globex", None)])]);
+        assert!(!m.render(true).contains("acme"));
     }
 
     #[test]

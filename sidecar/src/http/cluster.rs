@@ -124,6 +124,12 @@ pub(super) async fn get_cluster(
                         "used_bytes": g.used_bytes,
                         "total_bytes": g.total_bytes,
                         "weights_bytes": g.weights_bytes,
+                        "tenants": g.tenants.iter().map(|t| json!({
+                            "tenant": t.tenant.0,
+                            "cap_bytes": t.cap_bytes,
+                            "reserved_bytes": t.reserved_bytes,
+                            "used_bytes": t.used_bytes,
+                        })).collect::<Vec<Value>>(),
                     })).collect::<Vec<Value>>(),
                     "weights_on_gpus": r.weights.iter().map(|w| json!({
                         "gpu": w.gpu,

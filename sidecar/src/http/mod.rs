@@ -283,6 +283,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
     if let Some((load, _)) = &status.load {
         app.metrics.set_instance_starts(load);
         app.metrics.host.set_gpus(&load.gpu_memory);
+        app.metrics.set_tenant_pools(&load.gpu_memory);
     }
     let members = app.control.state();
     let mut peers = app.jobs.burst.peers_seen(std::time::Instant::now());
