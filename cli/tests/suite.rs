@@ -14,6 +14,7 @@ mod cluster;
 mod disaster;
 mod gpu_burst;
 mod gpu_fault;
+mod gpu_tenants;
 mod gpu_weights;
 mod host_config;
 mod http_api;

@@ -1,0 +1,155 @@
+//! Tenants sharing a GPU (issue 21): a tenant's GPU memory cap is a hard
+//! one. On a GPU its buffers come from its own driver memory pool whose
+//! maximum is the cap, so the driver refuses past it while another
+//! tenant's jobs on the same GPU run on; on the CPU backend the node's
+//! ledger holds the same cap. The CPU part runs everywhere; the GPU part
+//! skips, saying so, without a GPU (CI) and runs on the device.
+
+use crate::common;
+
+use common::hosts::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+const CAP: u64 = 32 * MIB;
+/// Elements of a 16 MiB f32 buffer.
+const SIXTEEN_MIB: u32 = (16 * MIB / 4) as u32;
+
+/// A tenant with `cap` of GPU memory (`None`: no cap) and a token of it.
+async fn tenant(api: &Api, host: &Host, name: &str, cap: Option<u64>) -> String {
+    let spec = json!({"name": name, "max_gpu_memory_bytes": cap});
+    let (status, v) = api.post(host, &api.token, "/v1/tenants", &spec).await;
+    assert_eq!(status, 201, "{v}");
+    let spec = json!({"scopes": ["invoke", "publish"], "tenant": name});
+    let (status, v) = api.post(host, &api.token, "/v1/tokens", &spec).await;
+    assert_eq!(status, 201, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// `gpu_hog` holding `count` buffers of 16 MiB: the status, and the count
+/// made (ok) or the error's message.
+async fn hog(api: &Api, host: &Host, token: &str, function: &str, count: u32) -> (u16, String) {
+    let input: Vec<u8> = [count, SIXTEEN_MIB]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let r = api
+        .http
+        .post(format!("{}/v1/functions/{function}/invoke", host.endpoint))
+        .bearer_auth(token)
+        .body(input)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.bytes().await.unwrap();
+    if status == 200 {
+        let made = u32::from_le_bytes(body[..4].try_into().unwrap());
+        (status, made.to_string())
+    } else {
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "guest_error", "{v}");
+        (status, v["error"]["message"].as_str().unwrap().to_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_its_gpu_cap_is_refused_while_another_tenant_runs_on() {
+    let root = tempfile::tempdir().unwrap();
+    let h1 = Host::start(&root.path().join("h1"), &["--init", "--slots", "4"], None).unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        token: h1.token.clone().unwrap(),
+    };
+    let capped = tenant(&api, &h1, "capped", Some(CAP)).await;
+    let roomy = tenant(&api, &h1, "roomy", None).await;
+    for (token, who) in [(&capped, "capped"), (&roomy, "roomy")] {
+        api.put_artifact(&h1, token, "gpu_hog").await;
+        for (accelerator, on) in [("none", "cpu"), ("required", "gpu")] {
+            let spec = json!({"name": format!("hog-{who}-{on}"), "artifact": "gpu_hog",
+                              "accelerator": accelerator, "deadline_ms": 30_000,
+                              "memory_limit_bytes": 128 * MIB});
+            api.create_function(&h1, token, &spec).await;
+        }
+    }
+
+    // On the CPU backend the node's ledger holds the cap: two buffers of
+    // 16 MiB fit in 32 MiB, a third does not.
+    let (status, message) = hog(&api, &h1, &capped, "hog-capped-cpu", 3).await;
+    assert_eq!(status, 500, "{message}");
+    assert!(
+        message.contains("exceeds tenant capped's GPU memory on this host"),
+        "{message}"
+    );
+    assert_eq!(
+        hog(&api, &h1, &capped, "hog-capped-cpu", 2).await,
+        (200, "2".into())
+    );
+    assert_eq!(
+        hog(&api, &h1, &roomy, "hog-roomy-cpu", 3).await,
+        (200, "3".into())
+    );
+
+    if !api.has_cuda(&h1, "n1").await {
+        eprintln!("skipped the GPU part: no CUDA driver or GPU on this host");
+        return;
+    }
+    // On the GPU the tenant's pool refuses past the cap, and says the
+    // driver did; the other tenant's job, sent at the same time to the
+    // same GPU, holds four times as much and completes.
+    let (past, other) = tokio::join!(
+        hog(&api, &h1, &capped, "hog-capped-gpu", 4),
+        hog(&api, &h1, &roomy, "hog-roomy-gpu", 4),
+    );
+    assert_eq!(other, (200, "4".into()));
+    let (status, message) = past;
+    assert_eq!(status, 500, "{message}");
+    assert!(
+        message.contains("tenant capped's GPU memory cap of 33554432 bytes on GPU")
+            && message.contains("the driver refused"),
+        "{message}"
+    );
+    // Under its cap the tenant runs.
+    assert_eq!(
+        hog(&api, &h1, &capped, "hog-capped-gpu", 1).await,
+        (200, "1".into())
+    );
+
+    // The node reports each tenant's pool on the GPU: the cluster view
+    // and the per-tenant metrics.
+    let v = api
+        .wait(&h1, "both tenants' pools in the node's report", |v| {
+            let pools = &member(v, "n1")["node"]["gpu_memory"][0]["tenants"];
+            let pool = |t: &str| {
+                pools
+                    .as_array()
+                    .and_then(|p| p.iter().find(|p| p["tenant"] == t).cloned())
+            };
+            pool("capped").is_some() && pool("roomy").is_some()
+        })
+        .await;
+    let pools = member(&v, "n1")["node"]["gpu_memory"][0]["tenants"].clone();
+    let pool = |t: &str| {
+        pools
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["tenant"] == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(pool("capped")["cap_bytes"], CAP, "{pools}");
+    assert!(
+        pool("capped")["reserved_bytes"].as_u64().unwrap() <= CAP,
+        "{pools}"
+    );
+    assert_eq!(pool("roomy")["cap_bytes"], Value::Null, "{pools}");
+    let metrics = api.metrics(&h1).await;
+    let gpu = member(&v, "n1")["node"]["gpu_memory"][0]["gpu"].clone();
+    let line = format!(
+        "spillway_tenant_gpu_pool_bytes{{tenant=\"capped\",gpu=\"{gpu}\",kind=\"cap\"}} {CAP}"
+    );
+    assert!(metrics.contains(&line), "no {line}: {metrics}");
+}
