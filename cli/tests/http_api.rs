@@ -516,7 +516,7 @@ async fn stop_the_linked_node(c: &Cluster) -> String {
         signal(&pid, "-STOP");
         let stopped = wait_until_stopped(&pid);
         let now = c.cluster().await["members"][0]["node"].clone();
-        if stopped && now["up"] == true && now["pid"].to_string() == pid {
+        if stopped && now["up"] == true && now["pid"].as_u64() == pid.parse().ok() {
             return pid;
         }
         let _ = std::process::Command::new("kill")

@@ -219,7 +219,7 @@ fn main() {
         ..noop.clone()
     };
     let before = exec.instance_starts();
-    let [raw, ours, whole, cpu] = noop_seconds(gpu.index as usize, &mut || {
+    let [raw, pooled, ours, whole, cpu] = noop_seconds(gpu.index as usize, &mut || {
         let (answer, whole) = timed_job(&noop, Vec::new());
         let (on_cpu, _) = timed_job(&noop_cpu, Vec::new());
         [answer, whole, on_cpu].map(|d| d.as_secs_f64())
@@ -231,6 +231,11 @@ fn main() {
     println!(
         "  raw cudarc (to the value read back) {:>8.1} us",
         raw * 1e6
+    );
+    println!(
+        "  raw cudarc, from a pool of its own   {:>8.1} us  ({:.2}x raw: what the driver's pool costs)",
+        pooled * 1e6,
+        pooled / raw
     );
     println!(
         "  through the executor, to its answer {:>8.1} us  ({:.2}x raw, +{:.1} us; target <= 1.5x)",
@@ -254,12 +259,13 @@ fn main() {
     );
 }
 
-/// Median times of the no-op GPU job's work done directly with cudarc and
-/// of the three times `ours` measures (the job through the executor), run
-/// alternately so both see the same machine: medians taken minutes apart
-/// differed by half.
-#[allow(unsafe_code)] // a raw kernel launch, as the baseline
-fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> [f64; 3]) -> [f64; 4] {
+/// Median times of the no-op GPU job's work done directly with cudarc
+/// (its buffer from the device's default memory pool, then from a pool of
+/// its own, as a tenant's job allocates) and of the three times `ours`
+/// measures (the job through the executor), run alternately so all see
+/// the same machine: medians taken minutes apart differed by half.
+#[allow(unsafe_code)] // a raw kernel launch and pool, as the baseline
+fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> [f64; 3]) -> [f64; 5] {
     use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
     let ctx = cudarc::driver::CudaContext::new(ordinal).expect("context");
     // SAFETY: one stream only, as in the node, which runs without tracking too.
@@ -275,9 +281,25 @@ fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> [f64; 3]) -> [f64; 4] 
         .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
         .expect("load");
     let f = module.load_function("vector_add").expect("vector_add");
-    let once = || {
+    let pool = own_pool(&ctx, ordinal);
+    let once = |pool: Option<cudarc::driver::sys::CUmemoryPool>| {
         let t = Instant::now();
-        let buf = stream.alloc_zeros::<f32>(1).expect("alloc");
+        let buf = match pool {
+            None => stream.alloc_zeros::<f32>(1).expect("alloc"),
+            Some(pool) => {
+                ctx.bind_to_thread().expect("bind");
+                // SAFETY: a live pool and stream of this context; the
+                // slice takes the 4 bytes and frees them on drop.
+                let mut buf = unsafe {
+                    let ptr =
+                        cudarc::driver::result::mem_pool::alloc_async(pool, 4, stream.cu_stream())
+                            .expect("alloc from the pool");
+                    stream.upgrade_device_ptr::<f32>(ptr, 1)
+                };
+                stream.memset_zeros(&mut buf).expect("zero");
+                buf
+            }
+        };
         let (ptr, _sync) = buf.device_ptr(&stream);
         let n = 1u32;
         let mut launch = stream.launch_builder(&f);
@@ -295,13 +317,15 @@ fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> [f64; 3]) -> [f64; 4] 
         t.elapsed().as_secs_f64()
     };
     for _ in 0..100 {
-        once();
+        once(None);
+        once(Some(pool));
         ours();
     }
-    let mut times: [Vec<f64>; 4] = Default::default();
+    let mut times: [Vec<f64>; 5] = Default::default();
     for _ in 0..NOOP_RUNS {
-        times[0].push(once());
-        for (all, t) in times[1..].iter_mut().zip(ours()) {
+        times[0].push(once(None));
+        times[1].push(once(Some(pool)));
+        for (all, t) in times[2..].iter_mut().zip(ours()) {
             all.push(t);
         }
     }
@@ -309,6 +333,37 @@ fn noop_seconds(ordinal: usize, ours: &mut dyn FnMut() -> [f64; 3]) -> [f64; 4] 
         v.sort_by(f64::total_cmp);
         v[NOOP_RUNS / 2]
     })
+}
+
+/// A memory pool on the device, made as the node makes a tenant's (64 MiB
+/// cap, freed memory kept); left for the process's end to free.
+#[allow(unsafe_code)]
+fn own_pool(
+    ctx: &std::sync::Arc<cudarc::driver::CudaContext>,
+    ordinal: usize,
+) -> cudarc::driver::sys::CUmemoryPool {
+    use cudarc::driver::sys;
+    ctx.bind_to_thread().expect("bind");
+    // SAFETY: plain data, zero where unset, as the driver requires.
+    let mut props: sys::CUmemPoolProps = unsafe { std::mem::zeroed() };
+    props.allocType = sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
+    props.location = sys::CUmemLocation {
+        type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+        id: ordinal as i32,
+    };
+    props.maxSize = 64 << 20;
+    let mut keep: u64 = 64 << 20;
+    // SAFETY: valid properties; the threshold attribute is a u64.
+    unsafe {
+        let pool = cudarc::driver::result::mem_pool::create(&raw const props).expect("pool");
+        cudarc::driver::result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&raw mut keep).cast::<std::ffi::c_void>(),
+        )
+        .expect("threshold");
+        pool
+    }
 }
 
 /// Median time of one device-to-device copy of `n` f32s (random data).
