@@ -106,15 +106,26 @@ pub(crate) enum LaunchArg {
 struct SlotStream {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
-    /// cuBLAS's workspace for this stream (kept alive with the handle).
-    _workspace: CudaSlice<u8>,
 }
 
-/// cuBLAS workspace per slot stream. Without one set, cuBLAS falls back to
-/// a small default pool and picks slower kernels for large 16-bit products
-/// (measured on an H100: a 4096³ bf16 gemm took 0.211 ms against torch's
-/// 0.188 ms, which sets a 32 MiB workspace on Hopper).
+/// cuBLAS workspace of a job that calls `gemm`. Without one set, cuBLAS
+/// falls back to a small default pool and picks slower kernels for large
+/// 16-bit products (measured on an H100: a 4096³ bf16 gemm took 0.211 ms
+/// against torch's 0.188 ms, which sets a 32 MiB workspace on Hopper).
 const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
+/// A job's cuBLAS workspace: set at its first `gemm`, from its tenant's
+/// pool (so the tenant is charged for it), or none where the tenant's cap
+/// has no room for one (its products then run without: slower kernels for
+/// large ones, the same results).
+enum Workspace {
+    Unset,
+    /// Kept until the lease drops (the handle points into it).
+    Held {
+        _buffer: CudaSlice<u8>,
+    },
+    Without,
+}
 
 /// A kernel pack loaded on one GPU: its declared kernels, by name.
 struct PackModule {
@@ -335,6 +346,7 @@ impl CudaBackend {
             slot: Some(slot),
             settled: AtomicBool::new(true),
             pool,
+            workspace: Mutex::new(Workspace::Unset),
         })
     }
 }
@@ -448,25 +460,7 @@ fn open_gpu(ordinal: usize, ptx_dir: &Path, options: &GpuOptions) -> Result<Cuda
     for _ in 0..slots {
         let stream = ctx.new_stream()?;
         let blas = CudaBlas::new(stream.clone())?;
-        let workspace = stream.alloc_zeros::<u8>(CUBLAS_WORKSPACE_BYTES)?;
-        let (ptr, _sync) = workspace.device_ptr(&stream);
-        // SAFETY: the workspace lives as long as the handle (both in the
-        // slot) and is used only by this handle on this stream; the stream
-        // is never reset on the handle, which would drop the workspace.
-        unsafe {
-            cudarc::cublas::sys::cublasSetWorkspace_v2(
-                *blas.handle(),
-                ptr as *mut std::ffi::c_void,
-                CUBLAS_WORKSPACE_BYTES,
-            )
-        }
-        .result()?;
-        drop(_sync);
-        free.push(SlotStream {
-            stream,
-            blas,
-            _workspace: workspace,
-        });
+        free.push(SlotStream { stream, blas });
     }
     Ok(CudaGpu {
         pools: TenantPools::new(ctx.clone(), info.memory_bytes),
@@ -525,6 +519,8 @@ pub(crate) struct StreamLease {
     /// The job's tenant's memory pool on this GPU (`None`: the driver made
     /// none; the device's default pool serves the job).
     pool: Option<Arc<TenantPool>>,
+    /// The job's cuBLAS workspace.
+    workspace: Mutex<Workspace>,
 }
 
 impl std::fmt::Debug for StreamLease {
@@ -537,6 +533,25 @@ impl std::fmt::Debug for StreamLease {
 
 impl Drop for StreamLease {
     fn drop(&mut self) {
+        if let Some(slot) = self.slot.as_ref()
+            && let Workspace::Held { .. } = &*self.workspace.lock().expect("workspace lock")
+        {
+            // The handle lets go of the job's workspace, which is freed
+            // on this stream after the job's products, before the stream
+            // serves another job.
+            // SAFETY: a live handle; no workspace is a valid setting.
+            let reset = unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *slot.blas.handle(),
+                    std::ptr::null_mut(),
+                    0,
+                )
+            };
+            if let Err(e) = reset.result() {
+                tracing::warn!("resetting a cuBLAS workspace: {e:?}");
+            }
+        }
+        *self.workspace.lock().expect("workspace lock") = Workspace::Unset;
         if let Some(slot) = self.slot.take() {
             // A stream whose work failed is not handed to the next job.
             // The executor synchronizes at every job's end, so this is
@@ -646,6 +661,47 @@ impl StreamLease {
                 }
             }
         }
+    }
+
+    /// Gives the job's cuBLAS handle a workspace from the tenant's pool,
+    /// once: at its first product. A tenant whose cap has no room for one
+    /// multiplies without.
+    fn set_workspace(&self) -> Result<(), DeviceError> {
+        let mut workspace = self.workspace.lock().expect("workspace lock");
+        if !matches!(*workspace, Workspace::Unset) {
+            return Ok(());
+        }
+        let (ptr, size, held) = match self.alloc_uninit::<u8>(CUBLAS_WORKSPACE_BYTES) {
+            Ok(slice) => {
+                let ptr = slice.device_ptr(self.stream()).0;
+                (
+                    ptr,
+                    CUBLAS_WORKSPACE_BYTES,
+                    Workspace::Held { _buffer: slice },
+                )
+            }
+            Err(e) if e.out_of_memory => {
+                tracing::debug!(
+                    gpu = self.gpu.info.index,
+                    "no room for a cuBLAS workspace: {e}"
+                );
+                (0, 0, Workspace::Without)
+            }
+            Err(e) => return Err(e),
+        };
+        // SAFETY: the workspace (or none) is the job's, lives until the
+        // lease drops, where the handle is reset before the stream goes
+        // back, and is used only by this handle on this stream.
+        unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *self.slot().blas.handle(),
+                ptr as *mut std::ffi::c_void,
+                size,
+            )
+        }
+        .result()?;
+        *workspace = held;
+        Ok(())
     }
 
     /// The error of an allocation the tenant's pool refused at its cap.
@@ -779,6 +835,7 @@ impl StreamLease {
             DType::F16 => CUDA_R_16F,
         };
         let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
+        self.set_workspace()?;
         self.gpu.ctx.bind_to_thread()?;
         self.settled.store(false, Ordering::Relaxed);
         // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: swap the operands

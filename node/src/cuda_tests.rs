@@ -857,7 +857,12 @@ fn a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on() {
         .find(|p| p.tenant.0 == "globex-uncapped")
         .unwrap();
     assert_eq!(globex_pool.cap_bytes, None);
-    assert!(globex_pool.used_bytes >= 8 * 16 * MIB, "{globex_pool:?}");
+    // Its 8 buffers, and the 32 MiB cuBLAS workspace its gemm took from
+    // its pool.
+    assert!(
+        globex_pool.used_bytes >= 8 * 16 * MIB + 32 * MIB,
+        "{globex_pool:?}"
+    );
 
     // Freed, the room comes back to acme.
     for b in held.drain(..) {
@@ -868,4 +873,58 @@ fn a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on() {
         held.push(acme.create(sixteen_mib).unwrap());
     }
     assert!(acme.device_fault.is_none() && globex.device_fault.is_none());
+}
+
+/// A tenant's products get their cuBLAS workspace from its pool when its
+/// cap has room, and run without one (same results) when it has not.
+#[test]
+fn a_gemm_takes_its_workspace_from_the_tenants_pool_or_goes_without() {
+    const TEST: &str = "a_gemm_takes_its_workspace_from_the_tenants_pool_or_goes_without";
+    let Some(backend) = backend() else {
+        eprintln!("skipped {TEST}: no CUDA driver or GPU on this machine");
+        return;
+    };
+    let mut rng = Rng::new();
+    let (m, n, k) = (96usize, 80usize, 112usize);
+    let (a, b) = (rng.f32s(m * k), rng.f32s(k * n));
+    let mut want = vec![0.0; m * n];
+    spillway_kernels::gemm(
+        m,
+        n,
+        k,
+        1.0,
+        &a,
+        &b,
+        0.0,
+        &mut want,
+        &mut spillway_kernels::Meter::unbounded(),
+    )
+    .unwrap();
+    for (tenant, cap, workspace) in [
+        ("tiny-cap", Some(4u64 << 20), false),
+        ("wide-cap", Some(256u64 << 20), true),
+    ] {
+        let mut s = tenant_state(tenant, cap).unwrap();
+        let (ba, bb) = (upload(&mut s, &a), upload(&mut s, &b));
+        let bc = poisoned(&mut s, m * n);
+        s.gemm(
+            m as u32,
+            n as u32,
+            k as u32,
+            1.0,
+            Resource::new_borrow(ba.rep()),
+            Resource::new_borrow(bb.rep()),
+            0.0,
+            Resource::new_borrow(bc.rep()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_close(tenant, &download(&mut s, &bc, m * n), &want);
+        let gpu = s.cuda.as_ref().unwrap().device().index;
+        let memory = backend.memory();
+        let pools = &memory.iter().find(|g| g.gpu == gpu).unwrap().tenants;
+        let pool = pools.iter().find(|p| p.tenant.0 == tenant).unwrap();
+        assert_eq!(pool.used_bytes >= 32 << 20, workspace, "{tenant}: {pool:?}");
+        assert!(s.device_fault.is_none());
+    }
 }
