@@ -837,7 +837,28 @@ async fn a_tenants_rate_and_memory_limits_hold_and_can_be_changed() {
         message.contains("tenant metered's GPU memory on this host"),
         "{message}"
     );
-    assert_eq!(invoke_gemm(2).await.unwrap().status(), 200);
+    // A small one runs once the refused job's buffers are given back: at
+    // the end of its teardown, which follows its answer (bounded wait; in
+    // between the same cap refuses it).
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let small = invoke_gemm(2).await.unwrap();
+        if small.status() == 200 {
+            break;
+        }
+        let v: Value = small.json().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tenant metered's GPU memory on this host")),
+            "{v}"
+        );
+        assert!(
+            Instant::now() < until,
+            "the small gemm was refused for 10 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Accounting: while a 768³ gemm (6.75 MiB of buffers, seconds on the
     // CPU backend of a debug build) runs, host 1's metrics show the
