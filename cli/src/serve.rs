@@ -16,8 +16,9 @@ pub(crate) struct NodeLimits {
     /// Jobs that run at once.
     #[arg(long, default_value_t = 4)]
     slots: u32,
-    /// The most memory (MiB) any one job may use (the instance pool's
-    /// per-instance maximum).
+    /// The most memory (MiB) any one job may use: its linear memory (at
+    /// most 4 GiB, all a 32-bit memory addresses) and its `gpu` buffers
+    /// together.
     #[arg(long, default_value_t = 256)]
     max_memory_mib: u64,
     /// The most output (MiB) one job may emit and return. A buffered

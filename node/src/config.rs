@@ -135,6 +135,9 @@ pub enum ConfigError {
 /// user space, leaving the rest to the process.
 const MAX_POOL_RESERVATION: u64 = 64 << 40;
 
+/// All a 32-bit linear memory can address.
+const WASM32_MEMORY_BYTES: u64 = 4 << 30;
+
 /// Instances the pool holds beyond the slots and the warm instances:
 /// pre-validation of uploads, and a finished job's instance while it is
 /// dropped.
@@ -197,13 +200,20 @@ impl NodeConfig {
         self.slots + SPARE_INSTANCES + self.warm_instances
     }
 
+    /// The largest linear memory a guest may have: its memory limit, but
+    /// never past 4 GiB, all a 32-bit memory can address (and Wasmtime's
+    /// reservation per memory). A limit above it is room for `gpu`
+    /// buffers, which count against the same limit.
+    pub(crate) fn max_linear_memory_bytes(&self) -> u64 {
+        self.max_memory_bytes.min(WASM32_MEMORY_BYTES)
+    }
+
     /// The address space the pool's linear memories reserve, at most: each
-    /// memory slot is Wasmtime's 4 GiB reservation (or the largest memory,
-    /// if larger) plus a guard region.
+    /// memory slot is Wasmtime's 4 GiB reservation plus a guard region.
     pub(crate) fn pool_reservation(&self) -> u64 {
         let memories =
             u64::from(self.pool_instances()) * u64::from(self.max_memories_per_component);
-        let slot = self.max_memory_bytes.max(4 << 30) + (32 << 20);
+        let slot = WASM32_MEMORY_BYTES + (32 << 20);
         memories * slot
     }
 }

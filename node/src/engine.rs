@@ -22,7 +22,7 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, NodeError> {
         .max_core_instances_per_component(config.max_core_instances_per_component)
         .max_memories_per_component(config.max_memories_per_component)
         .max_tables_per_component(config.max_tables_per_component)
-        .max_memory_size(config.max_memory_bytes as usize)
+        .max_memory_size(config.max_linear_memory_bytes() as usize)
         .table_elements(config.max_table_elements as usize)
         // A finished job's first pages of memory and table are zeroed with
         // memset and kept, rather than handed back with madvise and faulted

@@ -736,3 +736,33 @@ fn a_cpu_product_cannot_outlive_its_deadline() {
         "{err:?}"
     );
 }
+
+/// A memory limit past the 4 GiB a guest's linear memory can address is
+/// room for `gpu` buffers: a node with an 8 GiB limit starts, and a job
+/// with it holds 5 GiB of buffers (on the CPU backend here; the pages are
+/// never touched).
+#[test]
+fn a_memory_limit_past_4_gib_is_room_for_buffers() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Executor::new(NodeConfig {
+        dir: dir.path().to_owned(),
+        slots: 1,
+        warm_instances: 0,
+        max_memory_bytes: 8 << 30,
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    let digest = exec.put_artifact(&guest("gpu_hog")).unwrap();
+    let spec = JobSpec {
+        memory_limit_bytes: 8 << 30,
+        ..spec(digest, 30_000)
+    };
+    let input: Vec<u8> = [5u32, 1 << 28]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let done = exec
+        .run(JobId(1), &spec, input, 30_000, JobControl::detached())
+        .unwrap();
+    assert_eq!(done.output, 5u32.to_le_bytes());
+}
