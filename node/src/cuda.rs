@@ -201,7 +201,14 @@ struct TestKernels {
 /// Every GPU of the host.
 pub(crate) struct CudaBackend {
     gpus: Vec<Arc<CudaGpu>>,
+    /// The last answer of [`CudaBackend::memory`], and when it was taken.
+    memory: Mutex<Option<(std::time::Instant, Vec<spillway_proto::GpuMemory>)>>,
 }
+
+/// How old a memory report may be when asked again: the node reports at
+/// each job's start and end, on the job's path, and asking the driver
+/// costs a call per GPU and two per tenant's pool there.
+const MEMORY_REPORT_AGE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -248,7 +255,10 @@ impl CudaBackend {
             tracing::info!(index = g.info.index, model = %g.info.model,
                 memory_gib = g.info.memory_bytes >> 30, cc = ?g.info.compute_capability, "GPU ready");
         }
-        Ok(Some(Self { gpus }))
+        Ok(Some(Self {
+            gpus,
+            memory: Mutex::new(None),
+        }))
     }
 
     /// The inventory, for the node's capabilities.
@@ -288,8 +298,23 @@ impl CudaBackend {
             .collect()
     }
 
-    /// Each GPU's memory now (a GPU whose driver does not answer is left
-    /// out).
+    /// Each GPU's memory (a GPU whose driver does not answer is left
+    /// out), as the driver said at most [`MEMORY_REPORT_AGE`] ago: for the
+    /// node's load reports.
+    pub(crate) fn recent_memory(&self) -> Vec<spillway_proto::GpuMemory> {
+        let now = std::time::Instant::now();
+        let mut last = self.memory.lock().expect("memory report lock");
+        if let Some((taken, report)) = &*last
+            && now.duration_since(*taken) < MEMORY_REPORT_AGE
+        {
+            return report.clone();
+        }
+        let report = self.memory();
+        *last = Some((now, report.clone()));
+        report
+    }
+
+    /// Each GPU's memory, asked of the driver now.
     pub(crate) fn memory(&self) -> Vec<spillway_proto::GpuMemory> {
         self.gpus
             .iter()

@@ -201,6 +201,15 @@ impl Executor {
         self.cuda.as_ref().map_or_else(Vec::new, |c| c.memory())
     }
 
+    /// Each GPU's memory as the driver said it at most 200 ms ago, for the
+    /// load reports sent at each job's start and end (asking the driver
+    /// takes a call per GPU and two per tenant's pool).
+    pub fn recent_gpu_memory(&self) -> Vec<spillway_proto::GpuMemory> {
+        self.cuda
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.recent_memory())
+    }
+
     /// What this node offers, for its `Hello`.
     pub fn capabilities(&self) -> Capabilities {
         Capabilities {

@@ -81,7 +81,7 @@ impl Node {
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             weights: self.executor.gpu_weights(),
-            gpu_memory: self.executor.gpu_memory(),
+            gpu_memory: self.executor.recent_gpu_memory(),
         }
     }
 }
