@@ -19,12 +19,8 @@ const SIXTEEN_MIB: u32 = (16 * MIB / 4) as u32;
 /// A tenant with `cap` of GPU memory (`None`: no cap) and a token of it.
 async fn tenant(api: &Api, host: &Host, name: &str, cap: Option<u64>) -> String {
     let spec = json!({"name": name, "max_gpu_memory_bytes": cap});
-    let (status, v) = api.post(host, &api.token, "/v1/tenants", &spec).await;
-    assert_eq!(status, 201, "{v}");
-    let spec = json!({"scopes": ["invoke", "publish"], "tenant": name});
-    let (status, v) = api.post(host, &api.token, "/v1/tokens", &spec).await;
-    assert_eq!(status, 201, "{v}");
-    v["token"].as_str().unwrap().to_owned()
+    api.tenant_token_with(host, &spec, &["invoke", "publish"])
+        .await
 }
 
 /// `gpu_hog` holding `count` buffers of 16 MiB: the status, and the count

@@ -346,6 +346,17 @@ impl CudaBackend {
         self.gpus.iter().map(|g| g.resident.used()).sum()
     }
 
+    /// A slot stream for the job whose tenant's account is `account`,
+    /// allocating from the tenant's pool with its cap; where that pool
+    /// enforces the cap, the account only counts from now on.
+    pub(crate) fn lease_for(&self, account: &mut TenantGpuAccount) -> Option<StreamLease> {
+        let lease = self.lease(account.tenant(), account.cap())?;
+        if lease.enforces_cap() {
+            account.leave_the_cap_to_the_driver();
+        }
+        Some(lease)
+    }
+
     /// A slot stream on the GPU with the most free streams, allocating
     /// from `tenant`'s memory pool there (capped at `cap`). A pool the
     /// driver will not make leaves the lease allocating from the device's
@@ -558,9 +569,11 @@ impl std::fmt::Debug for StreamLease {
 
 impl Drop for StreamLease {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.as_ref()
-            && let Workspace::Held { .. } = &*self.workspace.lock().expect("workspace lock")
-        {
+        let workspace = std::mem::replace(
+            self.workspace.get_mut().expect("workspace lock"),
+            Workspace::Unset,
+        );
+        if let (Some(slot), Workspace::Held { .. }) = (self.slot.as_ref(), &workspace) {
             // The handle lets go of the job's workspace, which is freed
             // on this stream after the job's products, before the stream
             // serves another job.
@@ -576,7 +589,7 @@ impl Drop for StreamLease {
                 tracing::warn!("resetting a cuBLAS workspace: {e:?}");
             }
         }
-        *self.workspace.lock().expect("workspace lock") = Workspace::Unset;
+        drop(workspace);
         if let Some(slot) = self.slot.take() {
             // A stream whose work failed is not handed to the next job.
             // The executor synchronizes at every job's end, so this is
@@ -672,7 +685,7 @@ impl StreamLease {
             match pool.refusal(request, granularity) {
                 Refusal::CapReached => return Err(self.over_cap(pool, request)),
                 Refusal::DeviceFull if !tried_again => {
-                    self.gpu.pools.trim_others(pool);
+                    self.gpu.pools.trim_idle();
                     tried_again = true;
                 }
                 Refusal::DeviceFull => {

@@ -731,18 +731,63 @@ fn a_pack_reads_a_resident_tensor_in_place() {
     assert!(s.device_fault.is_none());
 }
 
+/// A·B (row-major, `m`×`k` by `k`×`n`) through the job's `gemm`.
+fn product(s: &mut GuestState, (m, n, k): (usize, usize, usize), a: &[f32], b: &[f32]) -> Vec<f32> {
+    let (ba, bb) = (upload(s, a), upload(s, b));
+    let bc = poisoned(s, m * n);
+    s.gemm(
+        m as u32,
+        n as u32,
+        k as u32,
+        1.0,
+        Resource::new_borrow(ba.rep()),
+        Resource::new_borrow(bb.rep()),
+        0.0,
+        Resource::new_borrow(bc.rep()),
+    )
+    .unwrap()
+    .unwrap();
+    download(s, &bc, m * n)
+}
+
+/// A·B on the CPU reference.
+fn reference_product((m, n, k): (usize, usize, usize), a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut want = vec![0.0; m * n];
+    spillway_kernels::gemm(
+        m,
+        n,
+        k,
+        1.0,
+        a,
+        b,
+        0.0,
+        &mut want,
+        &mut spillway_kernels::Meter::unbounded(),
+    )
+    .unwrap();
+    want
+}
+
+/// `tenant`'s pool on the GPU of job state `s`, as the node reports it.
+fn pool_of(backend: &CudaBackend, s: &GuestState, tenant: &str) -> spillway_proto::TenantGpuPool {
+    let gpu = s.cuda.as_ref().unwrap().device().index;
+    let memory = backend.memory();
+    let pools = &memory.iter().find(|g| g.gpu == gpu).unwrap().tenants;
+    pools.iter().find(|p| p.tenant.0 == tenant).unwrap().clone()
+}
+
 /// A job state of `tenant` (with GPU memory `cap`) on a GPU, as the
 /// executor makes it: the tenant's pool enforces the cap, its account
 /// counts.
 fn tenant_state(tenant: &str, cap: Option<u64>) -> Option<GuestState> {
     let backend = backend()?;
     let tenant = spillway_proto::TenantId(tenant.into());
-    let lease = backend.lease(&tenant, cap).expect("a free stream");
+    let mut account =
+        crate::tenant_gpu::TenantGpuAccount::open(std::sync::Arc::default(), tenant, cap);
+    let lease = backend.lease_for(&mut account).expect("a free stream");
     assert_eq!(lease.enforces_cap(), cap.is_some());
     let mut s = GuestState::for_test(1 << 30, Some(lease));
-    s.tenant_gpu =
-        crate::tenant_gpu::TenantGpuAccount::open(std::sync::Arc::default(), tenant, cap);
-    s.tenant_gpu.leave_the_cap_to_the_driver();
+    s.tenant_gpu = account;
     Some(s)
 }
 
@@ -807,55 +852,22 @@ fn a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on() {
         &values,
     );
     let square = &values[..64 * 64];
-    let a = upload(&mut globex, square);
-    let out = poisoned(&mut globex, 64 * 64);
-    globex
-        .gemm(
-            64,
-            64,
-            64,
-            1.0,
-            Resource::new_borrow(a.rep()),
-            Resource::new_borrow(a.rep()),
-            0.0,
-            Resource::new_borrow(out.rep()),
-        )
-        .unwrap()
-        .unwrap();
-    let mut want = vec![0.0; 64 * 64];
-    spillway_kernels::gemm(
-        64,
-        64,
-        64,
-        1.0,
-        square,
-        square,
-        0.0,
-        &mut want,
-        &mut spillway_kernels::Meter::unbounded(),
-    )
-    .unwrap();
+    let dims = (64, 64, 64);
     assert_close(
         "the other tenant's gemm",
-        &download(&mut globex, &out, 64 * 64),
-        &want,
+        &product(&mut globex, dims, square, square),
+        &reference_product(dims, square, square),
     );
 
     // The node's report: acme's pool at its cap, globex's without one.
-    let gpu = acme.cuda.as_ref().unwrap().device().index;
-    let memory = backend.memory();
-    let pools = &memory.iter().find(|m| m.gpu == gpu).unwrap().tenants;
-    let acme_pool = pools.iter().find(|p| p.tenant.0 == "acme-cap").unwrap();
+    let acme_pool = pool_of(backend, &acme, "acme-cap");
     assert_eq!(acme_pool.cap_bytes, Some(CAP));
     assert!(
         acme_pool.used_bytes >= held.len() as u64 * 16 * MIB,
         "{acme_pool:?}"
     );
     assert!(acme_pool.reserved_bytes <= CAP, "{acme_pool:?}");
-    let globex_pool = pools
-        .iter()
-        .find(|p| p.tenant.0 == "globex-uncapped")
-        .unwrap();
+    let globex_pool = pool_of(backend, &globex, "globex-uncapped");
     assert_eq!(globex_pool.cap_bytes, None);
     // Its 8 buffers, and the 32 MiB cuBLAS workspace its gemm took from
     // its pool.
@@ -885,45 +897,16 @@ fn a_gemm_takes_its_workspace_from_the_tenants_pool_or_goes_without() {
         return;
     };
     let mut rng = Rng::new();
-    let (m, n, k) = (96usize, 80usize, 112usize);
+    let dims @ (m, n, k) = (96usize, 80usize, 112usize);
     let (a, b) = (rng.f32s(m * k), rng.f32s(k * n));
-    let mut want = vec![0.0; m * n];
-    spillway_kernels::gemm(
-        m,
-        n,
-        k,
-        1.0,
-        &a,
-        &b,
-        0.0,
-        &mut want,
-        &mut spillway_kernels::Meter::unbounded(),
-    )
-    .unwrap();
+    let want = reference_product(dims, &a, &b);
     for (tenant, cap, workspace) in [
         ("tiny-cap", Some(4u64 << 20), false),
         ("wide-cap", Some(256u64 << 20), true),
     ] {
         let mut s = tenant_state(tenant, cap).unwrap();
-        let (ba, bb) = (upload(&mut s, &a), upload(&mut s, &b));
-        let bc = poisoned(&mut s, m * n);
-        s.gemm(
-            m as u32,
-            n as u32,
-            k as u32,
-            1.0,
-            Resource::new_borrow(ba.rep()),
-            Resource::new_borrow(bb.rep()),
-            0.0,
-            Resource::new_borrow(bc.rep()),
-        )
-        .unwrap()
-        .unwrap();
-        assert_close(tenant, &download(&mut s, &bc, m * n), &want);
-        let gpu = s.cuda.as_ref().unwrap().device().index;
-        let memory = backend.memory();
-        let pools = &memory.iter().find(|g| g.gpu == gpu).unwrap().tenants;
-        let pool = pools.iter().find(|p| p.tenant.0 == tenant).unwrap();
+        assert_close(tenant, &product(&mut s, dims, &a, &b), &want);
+        let pool = pool_of(backend, &s, tenant);
         assert_eq!(pool.used_bytes >= 32 << 20, workspace, "{tenant}: {pool:?}");
         assert!(s.device_fault.is_none());
     }

@@ -339,6 +339,11 @@ impl Executor {
         control: JobControl,
         gpu_watch: Option<Arc<WatchFlags>>,
     ) -> Result<Started, Failure> {
+        let mut tenant_gpu = TenantGpuAccount::open(
+            self.tenant_gpu.clone(),
+            spec.tenant.clone(),
+            spec.tenant_gpu_bytes,
+        );
         // Required: a GPU stream now, or the job is refused. Preferred: a
         // stream at the job's first `gpu` call if one is free, else the CPU
         // (so a job that never calls `gpu` holds no GPU and says `cpu`).
@@ -347,7 +352,7 @@ impl Executor {
             (Accelerator::Required, None) => return Err(Refusal::NoAccelerator.into()),
             (Accelerator::Required, Some(gpus)) => {
                 let lease = gpus
-                    .lease(&spec.tenant, spec.tenant_gpu_bytes)
+                    .lease_for(&mut tenant_gpu)
                     .ok_or(Refusal::SlotsExhausted { retry_after_ms: 10 })?;
                 if let Some(watch) = &gpu_watch {
                     watch.on_gpu();
@@ -412,17 +417,6 @@ impl Executor {
         };
         let input = Arc::new(input);
         let started = Instant::now();
-        let mut tenant_gpu = TenantGpuAccount::open(
-            self.tenant_gpu.clone(),
-            spec.tenant.clone(),
-            spec.tenant_gpu_bytes,
-        );
-        if cuda
-            .as_ref()
-            .is_some_and(crate::cuda::StreamLease::enforces_cap)
-        {
-            tenant_gpu.leave_the_cap_to_the_driver();
-        }
         let state = GuestState {
             job,
             input: input.clone(),

@@ -185,12 +185,9 @@ impl GuestState {
     /// CPU for good.
     fn settle_backend(&mut self) {
         if let Some(pool) = self.gpu_pool.take() {
-            self.cuda = pool.lease(self.tenant_gpu.tenant(), self.tenant_gpu.cap());
+            self.cuda = pool.lease_for(&mut self.tenant_gpu);
             if let (Some(_), Some(watch)) = (&self.cuda, &self.gpu_watch) {
                 watch.on_gpu();
-            }
-            if self.cuda.as_ref().is_some_and(StreamLease::enforces_cap) {
-                self.tenant_gpu.leave_the_cap_to_the_driver();
             }
         }
     }

@@ -9,9 +9,9 @@
 //! next job allocates without mapping fresh memory. A cap that changes
 //! makes a new pool; the old one is destroyed when its last job lets go
 //! of it (the driver frees its memory once nothing allocated from it is
-//! left). When the device itself is full, the memory every other pool
-//! keeps idle is handed back to the driver and the allocation is tried
-//! once more.
+//! left). When the device itself is full, the memory every pool keeps
+//! idle is handed back to the driver and the allocation is tried once
+//! more.
 //!
 //! The decisions are pure and table-tested: the pool's maximum
 //! ([`pool_max`]), how much freed memory it keeps ([`keep_threshold`]) and
@@ -265,19 +265,17 @@ impl TenantPools {
         Ok(pool)
     }
 
-    /// Hands back to the driver what every pool but `except` keeps idle,
-    /// and what the device's default pool keeps: for an allocation the
-    /// full device refused.
-    pub(crate) fn trim_others(&self, except: &TenantPool) {
-        let others: Vec<Arc<TenantPool>> = self
+    /// Hands back to the driver what every tenant's pool and the device's
+    /// default pool keep idle: for an allocation the full device refused.
+    pub(crate) fn trim_idle(&self) {
+        let pools: Vec<Arc<TenantPool>> = self
             .pools
             .lock()
             .expect("tenant pools lock")
             .values()
-            .filter(|p| p.handle != except.handle)
             .cloned()
             .collect();
-        for p in others {
+        for p in pools {
             if let Err(e) = p.trim() {
                 tracing::warn!(tenant = %p.tenant, "trimming a tenant's memory pool: {e}");
             }
@@ -292,9 +290,6 @@ impl TenantPools {
         });
         if let Err(e) = trimmed {
             tracing::warn!(gpu = self.ordinal, "trimming the default memory pool: {e}");
-        }
-        if let Err(e) = except.trim() {
-            tracing::warn!(tenant = %except.tenant, "trimming a tenant's memory pool: {e}");
         }
     }
 

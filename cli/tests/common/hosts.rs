@@ -141,11 +141,16 @@ impl Api {
     /// Creates tenant `name` through `host` and a token of it with
     /// `scopes`; the token's secret.
     pub async fn tenant_token(&self, host: &Host, name: &str, scopes: &[&str]) -> String {
-        let (status, v) = self
-            .post(host, &self.token, "/v1/tenants", &json!({"name": name}))
-            .await;
+        self.tenant_token_with(host, &json!({"name": name}), scopes)
+            .await
+    }
+
+    /// Creates the tenant `tenant` (its `POST /v1/tenants` body) through
+    /// `host` and a token of it with `scopes`; the token's secret.
+    pub async fn tenant_token_with(&self, host: &Host, tenant: &Value, scopes: &[&str]) -> String {
+        let (status, v) = self.post(host, &self.token, "/v1/tenants", tenant).await;
         assert_eq!(status, 201, "{v}");
-        let spec = json!({"scopes": scopes, "tenant": name});
+        let spec = json!({"scopes": scopes, "tenant": tenant["name"]});
         let (status, v) = self.post(host, &self.token, "/v1/tokens", &spec).await;
         assert_eq!(status, 201, "{v}");
         v["token"].as_str().unwrap().to_owned()
