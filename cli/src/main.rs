@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod config;
 mod demo;
+mod executors;
 mod local_cluster;
 mod manuals;
 mod publisher;
@@ -102,6 +103,10 @@ enum Command {
     /// stdout under limits: the node runs this as a child process.
     #[command(hide = true)]
     CompileKernel(CompileKernelArgs),
+    /// (Internal) print how many GPUs the driver shows: `spillway host
+    /// --executors per-gpu` asks a child, so the host never loads the driver.
+    #[command(hide = true)]
+    GpuCount,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +259,10 @@ fn main() -> std::process::ExitCode {
             spillway_kernels::nvrtc::child_main(&args.arch, args.cpu_seconds, args.address_space);
         return std::process::ExitCode::from(code as u8);
     }
+    if let Command::GpuCount = &cli.command {
+        println!("{}", spillway_node::gpu_count());
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
@@ -309,6 +318,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Chaos(cmd) => chaos::run(cmd).await,
             Command::CompileKernel(_)
+            | Command::GpuCount
             | Command::Config(_)
             | Command::Completions { .. }
             | Command::Man { .. } => {

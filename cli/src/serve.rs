@@ -4,7 +4,10 @@
 use anyhow::Context;
 use spillway_consensus::ControlConfig;
 use spillway_node::NodeConfig;
-use spillway_sidecar::{ClusterStart, IngressLimits, NodeLaunch, SidecarConfig, TlsFiles};
+use crate::executors::{ExecutorsSpec, Planned};
+use spillway_sidecar::{
+    ClusterStart, ExecutorLaunch, IngressLimits, NodeLaunch, SidecarConfig, TlsFiles,
+};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -310,6 +313,14 @@ pub(crate) struct HostArgs {
     ingress: Ingress,
     #[command(flatten, next_help_heading = "Jobs and the node")]
     limits: NodeLimits,
+    /// The node processes (executors) this host runs: `one` (with every
+    /// GPU of --gpus), `per-gpu` (one per GPU of --gpus: a GPU fault ends
+    /// only that GPU's jobs), or a list of GPU ordinals or `cpu`, one
+    /// executor each, such as `0,1`; `0:acme+beta` keeps an executor for
+    /// those tenants (their kernel packs share a CUDA context with no other
+    /// tenant's memory). --slots is per executor.
+    #[arg(long, default_value = "one", value_parser = crate::executors::parse, help_heading = "Jobs and the node")]
+    executors: ExecutorsSpec,
     #[command(flatten, next_help_heading = "The cluster")]
     pub(crate) membership: Membership,
     #[command(flatten, next_help_heading = "Traces")]
@@ -359,6 +370,10 @@ pub(crate) struct NodeArgs {
     /// State directory (artifact cache).
     #[arg(long, default_value_os_t = crate::default_dir())]
     dir: PathBuf,
+    /// This node's own files (uploads while they arrive, the execution
+    /// journal), for nodes that share one --dir (default: --dir).
+    #[arg(long)]
+    own_dir: Option<PathBuf>,
     #[command(flatten)]
     limits: NodeLimits,
     #[command(flatten)]
@@ -375,12 +390,13 @@ pub(crate) struct SidecarArgs {
     /// given on the command line wins over the file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The node's Unix socket.
-    #[arg(long)]
-    node_socket: PathBuf,
+    /// The node's Unix socket; repeated, one per executor (node process)
+    /// the sidecar runs jobs on.
+    #[arg(long, required = true)]
+    node_socket: Vec<PathBuf>,
     #[command(flatten)]
     ingress: Ingress,
-    /// The node's slots (corrected by the node's hello).
+    /// Each node's slots (corrected by the node's hello).
     #[arg(long, default_value_t = 4)]
     slots: u32,
     #[command(flatten)]
@@ -468,7 +484,14 @@ fn kernel_compiler() -> Option<spillway_kernels::nvrtc::Compiler> {
 pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     spillway_sidecar::owner_only::create_dir(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let config = node_config(args.socket, args.dir, &args.limits);
+    if let Some(own) = &args.own_dir {
+        spillway_sidecar::owner_only::create_dir(own)
+            .with_context(|| format!("creating {}", own.display()))?;
+    }
+    let config = NodeConfig {
+        own_dir: args.own_dir,
+        ..node_config(args.socket, args.dir, &args.limits)
+    };
     spillway_node::run(config, shutdown_signal(args.stop_on_stdin_close)).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -481,10 +504,12 @@ impl SidecarArgs {
 }
 
 pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
+    let executors = (args.node_socket.into_iter().enumerate())
+        .map(|(i, socket)| ExecutorLaunch::shared(i.to_string(), socket, NodeLaunch::Connect))
+        .collect();
     let config = SidecarConfig {
         dir: args.ingress.dir.clone(),
-        node_socket: args.node_socket,
-        node: NodeLaunch::Connect,
+        executors,
         slots: args.slots,
         ..SidecarConfig::default()
     };
@@ -496,7 +521,13 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
 /// The `spillway node` command line that gives a spawned node `l`: every
 /// field of [`NodeLimits`] as its flag (`node_args_carry_every_limit`
 /// checks that none is left out).
-fn node_args(socket: &std::path::Path, node_dir: PathBuf, l: &NodeLimits) -> Vec<OsString> {
+fn node_args(
+    socket: &std::path::Path,
+    node_dir: PathBuf,
+    own_dir: Option<&std::path::Path>,
+    gpus: &GpuChoice,
+    l: &NodeLimits,
+) -> Vec<OsString> {
     let mut node_args: Vec<OsString> = vec![
         "node".into(),
         "--socket".into(),
@@ -512,7 +543,7 @@ fn node_args(socket: &std::path::Path, node_dir: PathBuf, l: &NodeLimits) -> Vec
         "--epoch-tick-ms".into(),
         l.epoch_tick_ms.to_string().into(),
         "--gpus".into(),
-        l.gpus.to_string().into(),
+        gpus.to_string().into(),
         "--warm-instances".into(),
         l.warm_instances.to_string().into(),
         "--max-core-instances-per-component".into(),
@@ -545,7 +576,80 @@ fn node_args(socket: &std::path::Path, node_dir: PathBuf, l: &NodeLimits) -> Vec
             node_args.push(v.to_string().into());
         }
     }
+    if let Some(own) = own_dir {
+        node_args.push("--own-dir".into());
+        node_args.push(own.into());
+    }
     node_args
+}
+
+/// How many GPUs this machine's driver shows, asked of a child (`spillway
+/// gpu-count`) so the host's own process never loads the driver.
+fn gpu_count(program: &std::path::Path) -> usize {
+    let out = std::process::Command::new(program)
+        .arg("gpu-count")
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        Ok(out) => {
+            tracing::warn!(status = %out.status, "counting GPUs failed: one executor on the CPU backend");
+            0
+        }
+        Err(e) => {
+            tracing::warn!("cannot count GPUs ({e}): one executor on the CPU backend");
+            0
+        }
+    }
+}
+
+/// The executors `spillway host` spawns from `planned`: one keeps the
+/// node's socket and folder as they always were (`DIR/node.sock`, its own
+/// files in `DIR/node`); several each have `DIR/node-NAME.sock` and their
+/// own files in `DIR/node/executors/NAME`, sharing `DIR/node`'s artifacts
+/// and compiled code.
+fn executor_launches(
+    planned: Vec<Planned>,
+    dir: &std::path::Path,
+    node_dir: &std::path::Path,
+    program: &std::path::Path,
+    extra: &[OsString],
+    l: &NodeLimits,
+) -> anyhow::Result<Vec<ExecutorLaunch>> {
+    let several = planned.len() > 1;
+    planned
+        .into_iter()
+        .map(|p| {
+            let (socket, own_dir) = match several {
+                false => (dir.join("node.sock"), None),
+                true => (
+                    dir.join(format!("node-{}.sock", p.name)),
+                    Some(node_dir.join("executors").join(&p.name)),
+                ),
+            };
+            if let Some(own) = &own_dir {
+                spillway_sidecar::owner_only::create_dir(own)
+                    .with_context(|| format!("creating {}", own.display()))?;
+            }
+            let gpus = GpuChoice(p.gpus);
+            let mut args = node_args(&socket, node_dir.to_path_buf(), own_dir.as_deref(), &gpus, l);
+            args.extend(extra.iter().cloned());
+            Ok(ExecutorLaunch {
+                confined_to: p.confined_to,
+                ..ExecutorLaunch::shared(
+                    p.name,
+                    socket,
+                    NodeLaunch::Spawn {
+                        program: program.to_path_buf(),
+                        args,
+                    },
+                )
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
@@ -553,7 +657,6 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     spillway_sidecar::owner_only::create_dir(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     let node_dir = dir.join("node");
-    let socket = dir.join("node.sock");
     spillway_sidecar::owner_only::create_dir(&node_dir)
         .with_context(|| format!("creating {}", node_dir.display()))?;
     let program = std::env::current_exe().context("locating the spillway binary")?;
@@ -574,17 +677,20 @@ pub(crate) async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             "node state migrated to this build's format"
         );
     }
-    let mut node_args = node_args(&socket, node_dir, l);
-    node_args.extend(args.trace.node_args(&args.trace_instance()));
     // Validate the node's half here too, so a bad flag fails before spawning.
-    node_config(socket.clone(), dir.clone(), l).validate()?;
+    node_config(dir.join("node.sock"), dir.clone(), l).validate()?;
+    let planned = crate::executors::plan(&args.executors, &l.gpus.0, || gpu_count(&program))
+        .map_err(anyhow::Error::msg)
+        .context("--executors")?;
+    let extra = args.trace.node_args(&args.trace_instance());
+    let executors = executor_launches(planned, &dir, &node_dir, &program, &extra, l)?;
+    tracing::info!(
+        executors = executors.len(),
+        "starting the host's executors (node processes)"
+    );
     let config = SidecarConfig {
         dir: dir.join("sidecar"),
-        node_socket: socket,
-        node: NodeLaunch::Spawn {
-            program,
-            args: node_args,
-        },
+        executors,
         slots: l.slots,
         ..SidecarConfig::default()
     };
@@ -631,7 +737,13 @@ mod tests {
             "--no-compiled-cache",
         ];
         let limits = Limits::parse_from(set).limits;
-        let args = node_args(std::path::Path::new("/s"), "/d".into(), &limits);
+        let args = node_args(
+            std::path::Path::new("/s"),
+            "/d".into(),
+            None,
+            &limits.gpus,
+            &limits,
+        );
         let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
         for arg in NodeLimits::augment_args(clap::Command::new("x")).get_arguments() {
             let long = format!("--{}", arg.get_long().unwrap());

@@ -35,7 +35,9 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub(crate) struct ArtifactCache {
-    state_dir: PathBuf,
+    /// Where this process's uploads arrive (its own folder: executors
+    /// sharing the store each clear only theirs at start).
+    own_dir: PathBuf,
     dir: PathBuf,
     engine: Engine,
     linker: Linker<GuestState>,
@@ -92,6 +94,7 @@ fn invalid(what: &str, e: wasmtime::Error) -> Failure {
 impl ArtifactCache {
     pub(crate) fn open(
         state_dir: &Path,
+        own_dir: &Path,
         engine: Engine,
         linker: Linker<GuestState>,
         keep_compiled: bool,
@@ -110,13 +113,13 @@ impl ArtifactCache {
                     source,
                 }
             })?;
-        crate::incoming::clear(state_dir).map_err(|source| NodeError::Io {
+        crate::incoming::clear(own_dir).map_err(|source| NodeError::Io {
             what: "cannot clear the incoming artifact folder in",
-            path: state_dir.to_path_buf(),
+            path: own_dir.to_path_buf(),
             source,
         })?;
         Ok(Self {
-            state_dir: state_dir.to_path_buf(),
+            own_dir: own_dir.to_path_buf(),
             dir,
             engine,
             linker,
@@ -147,7 +150,7 @@ impl ArtifactCache {
     /// Begins receiving an artifact of `size` bytes hashing to `digest`
     /// (see [`Incoming`]); [`Self::put_received`] stores it once whole.
     pub(crate) fn begin_upload(&self, digest: Digest, size: u64) -> Result<Incoming, Failure> {
-        Incoming::begin(&self.state_dir, digest, size)
+        Incoming::begin(&self.own_dir, digest, size)
     }
 
     /// Checks the stored copy of `digest` against it, reading it in

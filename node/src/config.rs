@@ -12,6 +12,10 @@ pub struct NodeConfig {
     pub socket: PathBuf,
     /// State directory: the artifact cache lives in `dir/artifacts`.
     pub dir: PathBuf,
+    /// This process's own files: uploads while they arrive (`incoming`)
+    /// and the execution journal. `None`: `dir`. Executors that share one
+    /// `dir` (its artifacts and compiled code) each have their own.
+    pub own_dir: Option<PathBuf>,
     /// Jobs run at once. Each slot is a pooled instance; a job that finds
     /// none free within a second is refused with `slots_exhausted` (the
     /// sidecar queues in front of the node, so that happens only while a
@@ -80,6 +84,7 @@ impl Default for NodeConfig {
         Self {
             socket: PathBuf::from("spillway-node.sock"),
             dir: PathBuf::from("."),
+            own_dir: None,
             slots: 4,
             max_memory_bytes: 256 * 1024 * 1024,
             max_table_elements: 100_000,
@@ -144,6 +149,11 @@ const WASM32_MEMORY_BYTES: u64 = 4 << 30;
 pub(crate) const SPARE_INSTANCES: u32 = 8;
 
 impl NodeConfig {
+    /// Where this process's own files go (`own_dir`, else `dir`).
+    pub fn own_dir(&self) -> &std::path::Path {
+        self.own_dir.as_deref().unwrap_or(&self.dir)
+    }
+
     /// Checks every value, returning the config unchanged when it is usable.
     pub fn validate(self) -> Result<Self, ConfigError> {
         if !(1..=1024).contains(&self.slots) {

@@ -224,6 +224,16 @@ pub(crate) fn driver_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
+/// The GPUs the driver shows this process (0 without a driver). Creates
+/// no context: `spillway gpu-count` answers it for a host planning one
+/// executor per GPU, so its sidecar never loads the driver.
+pub fn gpu_count() -> usize {
+    if !driver_present() {
+        return 0;
+    }
+    CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+}
+
 impl CudaBackend {
     /// Opens every GPU (or those `options` name), compiles or loads the
     /// built-in kernels for each and creates its slot streams. `Ok(None)`

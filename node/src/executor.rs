@@ -91,7 +91,13 @@ impl Executor {
             .and_then(|()| crate::sandbox::add_to_linker(&mut linker, config.epoch_tick))
             .map_err(|e| NodeError::Engine(format!("{e:?}")))?;
         let cache =
-            ArtifactCache::open(&config.dir, engine.clone(), linker, config.compiled_cache)?;
+        ArtifactCache::open(
+            &config.dir,
+            config.own_dir(),
+            engine.clone(),
+            linker,
+            config.compiled_cache,
+        )?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         let waiting = GuestLimits::new(
             config.max_memory_bytes as usize,
@@ -122,9 +128,9 @@ impl Executor {
         let journal = match config.execution_journal {
             true => {
                 let journal =
-                    ExecutionJournal::open(&config.dir).map_err(|source| NodeError::Io {
+                    ExecutionJournal::open(config.own_dir()).map_err(|source| NodeError::Io {
                         what: "cannot open the execution journal in",
-                        path: config.dir.clone(),
+                        path: config.own_dir().to_path_buf(),
                         source,
                     })?;
                 tracing::info!(path = %journal.path().display(), "execution journal on");

@@ -51,6 +51,7 @@ mod watchdog;
 mod weights;
 
 pub use config::{ConfigError, NodeConfig};
+pub use cuda::gpu_count;
 pub use error::NodeError;
 pub use executor::{Executor, InstanceStarts};
 pub use journal::JOURNAL_FILE;

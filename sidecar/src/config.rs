@@ -28,11 +28,37 @@ pub enum ClusterStart {
     Restore(Box<spillway_consensus::Backup>),
 }
 
-/// How the sidecar gets its node.
+/// One executor (a node process) the sidecar runs jobs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorLaunch {
+    /// Its name in logs and in `/v1/cluster` (`0`, `1`, …).
+    pub name: String,
+    /// Its Unix socket.
+    pub socket: PathBuf,
+    pub launch: NodeLaunch,
+    /// The tenants the operator keeps it for (their kernel packs untrusted
+    /// beside other tenants' memory): they run only on executors kept for
+    /// them, and no other tenant runs here. Empty: shared.
+    pub confined_to: Vec<spillway_proto::TenantId>,
+}
+
+impl ExecutorLaunch {
+    /// A shared executor connected to, or spawned by, its socket.
+    pub fn shared(name: impl Into<String>, socket: PathBuf, launch: NodeLaunch) -> Self {
+        Self {
+            name: name.into(),
+            socket,
+            launch,
+            confined_to: Vec::new(),
+        }
+    }
+}
+
+/// How the sidecar gets an executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeLaunch {
     /// Spawn `program args…` and supervise it (`spillway host`). The node
-    /// must listen on the sidecar's `node_socket`.
+    /// must listen on its executor's `socket`.
     Spawn {
         program: PathBuf,
         args: Vec<OsString>,
@@ -90,11 +116,12 @@ pub struct SidecarConfig {
     pub http_addr: SocketAddr,
     /// State directory: admin token hash, registry, cluster id.
     pub dir: PathBuf,
-    /// The node's Unix socket.
-    pub node_socket: PathBuf,
-    pub node: NodeLaunch,
-    /// Jobs the node runs at once (the node's own `--slots`); corrected by
-    /// the node's hello if it differs.
+    /// The node processes jobs run on: one, or one per GPU (a fault on a
+    /// GPU then ends only its executor's jobs). At least one, and one
+    /// shared by every tenant.
+    pub executors: Vec<ExecutorLaunch>,
+    /// Jobs each executor runs at once (the node's own `--slots`);
+    /// corrected by each executor's hello if it differs.
     pub slots: u32,
     /// Jobs that may wait for a slot before `queue_full`.
     pub queue_capacity: u32,
@@ -166,8 +193,11 @@ impl Default for SidecarConfig {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
             dir: PathBuf::from("."),
-            node_socket: PathBuf::from("node.sock"),
-            node: NodeLaunch::Connect,
+            executors: vec![ExecutorLaunch::shared(
+                "0",
+                PathBuf::from("node.sock"),
+                NodeLaunch::Connect,
+            )],
             slots: 4,
             queue_capacity: 64,
             max_input_bytes: 8 << 20,
@@ -235,11 +265,38 @@ pub enum ConfigError {
         "the default deadline ({default:?}) must be positive and at most the maximum ({max:?})"
     )]
     Deadline { default: Duration, max: Duration },
+    #[error("a host needs 1 to 64 executors, got {0}")]
+    Executors(usize),
+    #[error("two executors are named {0:?}, or share a socket")]
+    ExecutorTwice(String),
+    #[error(
+        "every executor is kept for some tenants: keep at least one shared, or the other tenants' jobs have nowhere to run"
+    )]
+    NoSharedExecutor,
+}
+
+/// Whether `executors` can serve every tenant: 1 to 64, names and sockets
+/// unique, at least one shared.
+fn executors_usable(executors: &[ExecutorLaunch]) -> Result<(), ConfigError> {
+    if !(1..=64).contains(&executors.len()) {
+        return Err(ConfigError::Executors(executors.len()));
+    }
+    for (i, e) in executors.iter().enumerate() {
+        let later = &executors[i + 1..];
+        if later.iter().any(|o| o.name == e.name || o.socket == e.socket) {
+            return Err(ConfigError::ExecutorTwice(e.name.clone()));
+        }
+    }
+    if executors.iter().all(|e| !e.confined_to.is_empty()) {
+        return Err(ConfigError::NoSharedExecutor);
+    }
+    Ok(())
 }
 
 impl SidecarConfig {
     /// Checks every value, returning the config unchanged when it is usable.
     pub fn validate(self) -> Result<Self, ConfigError> {
+        executors_usable(&self.executors)?;
         if !(1..=1024).contains(&self.slots) {
             return Err(ConfigError::Slots(self.slots));
         }
@@ -322,6 +379,40 @@ impl SidecarConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn executors_are_named_once_and_one_is_shared() {
+        let one = |name: &str, socket: &str, kept: &[&str]| ExecutorLaunch {
+            confined_to: kept
+                .iter()
+                .map(|t| spillway_proto::TenantId((*t).to_owned()))
+                .collect(),
+            ..ExecutorLaunch::shared(name, socket.into(), NodeLaunch::Connect)
+        };
+        let with = |executors| SidecarConfig {
+            executors,
+            ..Default::default()
+        };
+        let table = [
+            (vec![], Err(ConfigError::Executors(0))),
+            (vec![one("0", "a", &[]), one("1", "b", &["acme"])], Ok(())),
+            (
+                vec![one("0", "a", &[]), one("0", "b", &[])],
+                Err(ConfigError::ExecutorTwice("0".into())),
+            ),
+            (
+                vec![one("0", "a", &[]), one("1", "a", &[])],
+                Err(ConfigError::ExecutorTwice("0".into())),
+            ),
+            (
+                vec![one("0", "a", &["acme"])],
+                Err(ConfigError::NoSharedExecutor),
+            ),
+        ];
+        for (executors, want) in table {
+            assert_eq!(with(executors).validate().map(|_| ()), want);
+        }
+    }
 
     #[test]
     fn defaults_validate_and_bad_values_are_named() {

@@ -1,18 +1,21 @@
 //! The Spillway sidecar: a host's network face.
 //!
 //! ```text
-//!  HTTP client ──▶ http (auth, limits) ──▶ queue (admission) ──▶ link ──Unix socket──▶ node
-//!                                                                  ▲
-//!                                     supervisor (spawn, restart) ─┘
+//!  HTTP client ──▶ http (auth, limits) ──▶ queue (admission) ──▶ executors ──▶ link ──Unix socket──▶ node
+//!                                                                               ▲      (one per executor)
+//!                                                  supervisor (spawn, restart) ─┘
 //! ```
 //!
 //! - [`http`] is the ingress: the JSON API of DESIGN §8 and `/metrics`.
 //! - `queue` admits jobs through the pure scheduler and holds them in a
-//!   bounded queue until a node slot is free.
-//! - `link` speaks `proto` frames to the node and matches answers to jobs;
-//!   when the node dies, every job in flight ends with `executor_lost`.
-//! - `supervisor` spawns the node, restarts it with backoff and reports the
-//!   host degraded meanwhile.
+//!   bounded queue until a slot of the host's executors is free.
+//! - `executors` picks the executor (node process: one, or one per GPU)
+//!   a job runs on.
+//! - `link` speaks `proto` frames to one executor and matches answers to
+//!   jobs; when it dies, every job in flight there ends with
+//!   `executor_lost` (an idempotent one is placed again).
+//! - `supervisor` spawns each executor, restarts it with backoff and
+//!   reports the host degraded meanwhile.
 //!
 //! - `job` is a job's lifecycle, fed by `http` and by peers alike: where
 //!   it runs (through the pure scheduler, the tenant's quota share here
@@ -33,6 +36,7 @@ mod auth;
 mod config;
 mod control;
 mod error;
+mod executors;
 pub mod http;
 mod idempotency;
 mod job;
@@ -53,10 +57,12 @@ mod supervisor;
 mod tls;
 
 pub use auth::{AdminToken, Denial, ScopedToken, TokenError};
-pub use config::{ClusterStart, ConfigError, IngressLimits, NodeLaunch, SidecarConfig};
+pub use config::{
+    ClusterStart, ConfigError, ExecutorLaunch, IngressLimits, NodeLaunch, SidecarConfig,
+};
 pub use error::SidecarError;
 pub use peer::QuotaUsage;
-pub use records::{AcceleratorName, ArtifactRecord, FunctionRecord};
+pub use records::{AcceleratorName, ArtifactRecord, FunctionRecord, valid_name};
 pub use tls::{TlsError, TlsFiles};
 
 use std::future::Future;
@@ -100,22 +106,35 @@ pub async fn run(
         addr: config.http_addr,
         source,
     })?;
-    let link = Arc::new(link::NodeLink::new());
     let metrics = Arc::new(metrics::Metrics::new());
-    let queue = Arc::new(queue::LocalQueue::new(config.slots, config.queue_capacity));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let supervisor = tokio::spawn(supervisor::supervise(
-        link.clone(),
-        metrics.clone(),
-        config.clone(),
-        stop_rx.clone(),
-    ));
+    let mut list = Vec::new();
+    let mut supervisors = tokio::task::JoinSet::new();
+    for launch in &config.executors {
+        let link = Arc::new(link::NodeLink::new());
+        supervisors.spawn(supervisor::supervise(
+            launch.clone(),
+            link.clone(),
+            metrics.clone(),
+            config.restart_backoff,
+            stop_rx.clone(),
+        ));
+        list.push(executors::Executor {
+            name: launch.name.clone(),
+            confined_to: launch.confined_to.clone(),
+            link,
+        });
+    }
+    let executors = Arc::new(executors::Executors::new(list));
+    metrics.executors.set(config.executors.len() as i64);
+    let slots = config.slots * config.executors.len() as u32;
+    let queue = Arc::new(queue::LocalQueue::new(slots, config.queue_capacity));
     let started = async {
         let observed = control::Observed {
             proposals: metrics.raft.proposal.clone(),
             leader_changes: metrics.raft.leader_changes.clone(),
         };
-        let control = control::start(&config, local_addr, link.clone(), observed).await?;
+        let control = control::start(&config, local_addr, executors.clone(), observed).await?;
         let spool = spool::Spool::open(&config.dir).map_err(|source| SidecarError::Io {
             what: "cannot open the spool in",
             path: config.dir.clone(),
@@ -127,14 +146,14 @@ pub async fn run(
         Ok(started) => started,
         Err(e) => {
             let _ = stop_tx.send(true);
-            let _ = supervisor.await;
+            supervisors.join_all().await;
             return Err(e);
         }
     };
     let client = control.client().clone();
     let artifacts = Arc::new(artifacts::Artifacts::new(
         control.clone(),
-        link.clone(),
+        executors.clone(),
         client.clone(),
         spool,
         spool::SizeLimits {
@@ -145,7 +164,7 @@ pub async fn run(
     ));
     let jobs = Arc::new(job::JobHost {
         control: control.clone(),
-        link: link.clone(),
+        executors: executors.clone(),
         queue: queue.clone(),
         quotas: Default::default(),
         burst: Arc::new(job::burst::Burst::new(
@@ -216,6 +235,6 @@ pub async fn run(
     }
     control.shutdown().await;
     let _ = stop_tx.send(true);
-    let _ = supervisor.await;
+    supervisors.join_all().await;
     Ok(())
 }

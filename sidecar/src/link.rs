@@ -55,6 +55,9 @@ pub(crate) struct JobOutput {
 pub(crate) struct JobFailed {
     pub(crate) failure: Failure,
     pub(crate) exec_us: Option<u64>,
+    /// Some of its output was passed on before it ended (a streamed job):
+    /// running it again would pass that on twice.
+    pub(crate) streamed: bool,
 }
 
 impl From<Failure> for JobFailed {
@@ -62,6 +65,7 @@ impl From<Failure> for JobFailed {
         Self {
             failure,
             exec_us: None,
+            streamed: false,
         }
     }
 }
@@ -202,16 +206,6 @@ impl NodeLink {
         self.status.send_modify(|s| s.restarts += 1);
     }
 
-    /// Waits until the node is up, or `deadline`. Returns whether it is up.
-    pub(crate) async fn wait_up(&self, deadline: Instant) -> bool {
-        let mut rx = self.status.subscribe();
-        let wait = rx.wait_for(|s| s.up);
-        matches!(
-            tokio::time::timeout_at(deadline.into(), wait).await,
-            Ok(Ok(_))
-        )
-    }
-
     /// Sends a job and waits for its end. Dropping the future before the
     /// end (the client or the origin went away) cancels the job on the
     /// node, which interrupts the guest.
@@ -253,18 +247,23 @@ impl NodeLink {
             self.credit(job, len).await;
             Ok(())
         };
+        let mut streamed = false;
         let outcome = loop {
             tokio::select! {
                 biased;
-                Some(chunk) = chunks.recv() => pass_on(chunk).await?,
+                Some(chunk) = chunks.recv() => {
+                    pass_on(chunk).await.map_err(|e| JobFailed { streamed, ..e })?;
+                    streamed = true;
+                }
                 outcome = &mut run => break outcome,
             }
         };
         // Chunks still queued were emitted before the end: they go first.
         while let Ok(chunk) = chunks.try_recv() {
-            pass_on(chunk).await?;
+            pass_on(chunk).await.map_err(|e| JobFailed { streamed, ..e })?;
+            streamed = true;
         }
-        outcome
+        outcome.map_err(|e| JobFailed { streamed, ..e })
     }
 
     /// Reopens a streamed job's output window by `bytes`.
@@ -303,10 +302,7 @@ impl NodeLink {
             // that does not look at the clock): answer here; the armed
             // guard cancels it on the node.
             tracing::warn!(job = %job, "the node did not end the job by its deadline; answered here");
-            return Err(JobFailed {
-                failure: Failure::DeadlineExceeded { deadline_ms },
-                exec_us: None,
-            });
+            return Err(Failure::DeadlineExceeded { deadline_ms }.into());
         };
         let outcome =
             answer.unwrap_or_else(|_| Err(Failure::ExecutorLost { may_have_run: true }.into()));
@@ -381,10 +377,16 @@ impl NodeLink {
         }
     }
 
-    /// Whether the node holds the component and every kernel pack of `spec`.
-    pub(crate) fn holds_all(&self, spec: &spillway_proto::JobSpec) -> bool {
-        let status = self.status();
-        spec.artifacts().all(|d| status.held.contains(&d))
+    /// The node holds `digest` now (stored through another executor into
+    /// the store they share).
+    pub(crate) fn note_stored(&self, digest: Digest) {
+        self.status.send_if_modified(|s| {
+            if s.held.contains(&digest) {
+                return false;
+            }
+            Arc::make_mut(&mut s.held).insert(digest);
+            true
+        });
     }
 
     /// The node discarded its damaged copy of `digest`: it no longer holds
@@ -543,7 +545,11 @@ impl NodeLink {
             } => {
                 if let Some(p) = conn.jobs.remove(&job) {
                     let exec_us = Some(exec_us).filter(|us| *us > 0);
-                    let _ = p.done.send(Err(JobFailed { failure, exec_us }));
+                    let _ = p.done.send(Err(JobFailed {
+                        failure,
+                        exec_us,
+                        streamed: false,
+                    }));
                 }
             }
             FromNode::ArtifactStored {

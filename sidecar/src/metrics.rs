@@ -90,6 +90,9 @@ pub(crate) struct Metrics {
     /// at start, so each reads 0 until it happens).
     node_restarts: Family<CauseLabel, Counter>,
     pub(crate) node_up: Gauge,
+    /// Executors connected now, and configured.
+    pub(crate) executors_up: Gauge,
+    pub(crate) executors: Gauge,
     /// `gpu` buffer bytes each tenant's running jobs hold on the node.
     tenant_gpu_bytes: Family<TenantLabel, Gauge>,
     /// Each tenant's memory pool on each GPU (the driver enforces its cap).
@@ -546,7 +549,22 @@ impl Metrics {
             "Times the node was restarted, by why it went down (device_fault, gpu_overrun, exited, not_started, connection_lost)",
             node_restarts.clone(),
         );
-        registry.register("node_up", "1 while the node is connected", node_up.clone());
+        registry.register(
+            "node_up",
+            "1 while every executor (node process) is connected",
+            node_up.clone(),
+        );
+        let (executors_up, executors) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "executors_up",
+            "Executors (node processes) connected now",
+            executors_up.clone(),
+        );
+        registry.register(
+            "executors",
+            "Executors (node processes) this host runs",
+            executors.clone(),
+        );
         let tenant_gpu_bytes = Family::<TenantLabel, Gauge>::default();
         let mut tenant_registry = Registry::with_prefix("spillway");
         tenant_registry.register(
@@ -617,6 +635,8 @@ impl Metrics {
             idempotent_replays,
             node_restarts,
             node_up,
+            executors_up,
+            executors,
         }
     }
 

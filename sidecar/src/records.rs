@@ -66,7 +66,7 @@ impl From<AcceleratorName> for Accelerator {
 
 /// A name clients may use: 1 to 64 of `a-z 0-9 - _ .`, starting with a
 /// letter or digit.
-pub(crate) fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name

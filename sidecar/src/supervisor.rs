@@ -1,12 +1,14 @@
-//! Keeps the node running: spawn it, connect, serve the link, and when the
-//! node dies (crash, `kill -9`, a poisoned CUDA context) restart it with
-//! exponential backoff. While it is down the host reports itself degraded
-//! and jobs wait in the queue.
+//! Keeps each executor (node process) running: spawn it, connect, serve
+//! its link, and when it dies (crash, `kill -9`, a poisoned CUDA context)
+//! restart it with exponential backoff. One loop per executor, each on
+//! its own: one executor's fault and restarts leave the others serving.
+//! While one is down the host reports itself degraded; jobs go to the
+//! others, or wait in the queue where none can take them.
 //!
 //! The node gets a pipe as its stdin and exits when that pipe closes, so a
 //! node never outlives its sidecar, even one killed with `kill -9`.
 
-use crate::config::{NodeLaunch, SidecarConfig};
+use crate::config::{ExecutorLaunch, NodeLaunch};
 use crate::link::NodeLink;
 use crate::metrics::Metrics;
 use std::process::Stdio;
@@ -25,27 +27,28 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// A node that stayed up this long restarts with the first backoff again.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
+/// Keeps `executor` running over `link` until `stop`, restarting it after
+/// `restart_backoff.0`, doubling to `restart_backoff.1`.
 pub(crate) async fn supervise(
+    executor: ExecutorLaunch,
     link: Arc<NodeLink>,
     metrics: Arc<Metrics>,
-    config: SidecarConfig,
+    restart_backoff: (Duration, Duration),
     mut stop: watch::Receiver<bool>,
 ) {
     metrics.node_restart_causes(Cause::ALL.map(Cause::label));
-    let (first, cap) = config.restart_backoff;
+    let (first, cap) = restart_backoff;
     let mut backoff = first;
     loop {
         let started = Instant::now();
-        metrics.node_up.set(0);
-        let (cause, reason) = run_once(&link, &metrics, &config, &mut stop).await;
-        metrics.node_up.set(0);
+        let (cause, reason) = run_once(&link, &executor, &mut stop).await;
         if *stop.borrow() {
             break;
         }
         if started.elapsed() > STABLE_AFTER {
             backoff = first;
         }
-        tracing::warn!(%reason, cause = cause.label(), ?backoff, "node down; host degraded until it is back");
+        tracing::warn!(executor = %executor.name, %reason, cause = cause.label(), ?backoff, "executor down; host degraded until it is back");
         link.note_restart();
         metrics.node_restarted(cause.label());
         tokio::select! {
@@ -58,11 +61,10 @@ pub(crate) async fn supervise(
 
 async fn run_once(
     link: &NodeLink,
-    metrics: &Metrics,
-    config: &SidecarConfig,
+    executor: &ExecutorLaunch,
     stop: &mut watch::Receiver<bool>,
 ) -> (Cause, String) {
-    let mut child = match &config.node {
+    let mut child = match &executor.launch {
         NodeLaunch::Spawn { program, args } => {
             match Command::new(program)
                 .args(args)
@@ -83,14 +85,13 @@ async fn run_once(
     };
     // Held for as long as the node should live: `Child::wait` would close it.
     let _stdin = child.as_mut().and_then(|c| c.stdin.take());
-    let stream = match connect(config, child.as_mut(), stop).await {
+    let stream = match connect(&executor.socket, child.as_mut(), stop).await {
         Ok(stream) => stream,
         Err(reason) => {
             stop_child(child).await;
             return (Cause::NotStarted, reason);
         }
     };
-    metrics.node_up.set(1);
     let serve = link.serve(stream);
     tokio::pin!(serve);
     let ended = tokio::select! {
@@ -172,19 +173,16 @@ fn exit_cause(status: &std::io::Result<std::process::ExitStatus>) -> Cause {
 }
 
 async fn connect(
-    config: &SidecarConfig,
+    socket: &std::path::Path,
     mut child: Option<&mut Child>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<UnixStream, String> {
     let started = Instant::now();
     loop {
-        match UnixStream::connect(&config.node_socket).await {
+        match UnixStream::connect(socket).await {
             Ok(stream) => return Ok(stream),
             Err(e) if started.elapsed() > CONNECT_TIMEOUT => {
-                return Err(format!(
-                    "cannot connect to {}: {e}",
-                    config.node_socket.display()
-                ));
+                return Err(format!("cannot connect to {}: {e}", socket.display()));
             }
             Err(_) => {}
         }

@@ -137,7 +137,7 @@ impl Artifacts {
         })?;
         let size = spooled.size;
         self.record_rate(size, started.elapsed());
-        match self.link.put_artifact(&spooled).await {
+        match self.executors.put_artifact(&spooled).await {
             Ok((stored, _)) if stored == digest => {
                 tracing::info!(host = holder, %digest, size, "fetched artifact");
                 self.counters

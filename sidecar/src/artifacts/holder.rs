@@ -7,7 +7,7 @@
 //!
 //! What it is not: the fetching side (`fetch`).
 
-use crate::link::NodeLink;
+use crate::executors::Executors;
 use crate::peer::artifact::{ArtifactChunks, ArtifactRefusal};
 use spillway_proto::{Digest, Failure};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// The node's copy of one artifact, being sent.
 #[derive(Debug)]
 pub(crate) struct HeldArtifact {
-    link: Arc<NodeLink>,
+    executors: Arc<Executors>,
     digest: Digest,
     size: u64,
     offset: u64,
@@ -27,19 +27,19 @@ impl HeldArtifact {
     /// Opens the node's copy of `digest` (checked whole against it by the
     /// node's read at offset 0), to be sent from byte `from` on.
     pub(crate) async fn open(
-        link: Arc<NodeLink>,
+        executors: Arc<Executors>,
         digest: Digest,
         from: u64,
     ) -> Result<Self, ArtifactRefusal> {
-        let (size, first) = link
+        let (size, first) = executors
             .read_artifact(digest, 0)
             .await
-            .map_err(|f| refusal(&link, digest, f))?;
+            .map_err(|f| refusal(&executors, digest, f))?;
         if from > size {
             return Err(ArtifactRefusal::PastTheEnd { from, size });
         }
         Ok(Self {
-            link,
+            executors,
             digest,
             size,
             offset: from,
@@ -48,12 +48,12 @@ impl HeldArtifact {
     }
 }
 
-fn refusal(link: &NodeLink, digest: Digest, failure: Failure) -> ArtifactRefusal {
+fn refusal(executors: &Executors, digest: Digest, failure: Failure) -> ArtifactRefusal {
     match failure {
         Failure::UnknownArtifact { .. } => ArtifactRefusal::NotHeld,
         Failure::InvalidArtifact { reason } => {
             tracing::error!(%digest, "a peer asked for an artifact whose stored copy is damaged: {reason}");
-            link.forget_artifact(&digest);
+            executors.forget_artifact(&digest);
             ArtifactRefusal::Damaged
         }
         other => ArtifactRefusal::Unavailable(other.to_string()),
@@ -77,7 +77,7 @@ impl ArtifactChunks for HeldArtifact {
             Some(first) => first,
             None => {
                 let (size, bytes) = self
-                    .link
+                    .executors
                     .read_artifact(self.digest, self.offset)
                     .await
                     .map_err(std::io::Error::other)?;

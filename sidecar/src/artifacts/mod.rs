@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  job ──ensure_job_artifacts──▶ Artifacts ──FetchArtifact (QUIC stream)──▶ holder ──▶ its node
-//!                                    └──spool (verified)──▶ link ──▶ this node
+//!                                    └──spool (verified)──▶ executors ──▶ this node
 //! ```
 //!
 //! What it is not: the artifact store (the node keeps artifacts), the
@@ -20,7 +20,7 @@ mod holder;
 pub(crate) use holder::HeldArtifact;
 
 use crate::control::Control;
-use crate::link::NodeLink;
+use crate::executors::Executors;
 use crate::peer::PeerClient;
 use crate::spool::{SizeLimits, Spool};
 use spillway_proto::{Digest, Failure, JobSpec};
@@ -38,7 +38,7 @@ type Fetch = OnceCell<Result<u64, Failure>>;
 #[derive(Debug)]
 pub(crate) struct Artifacts {
     control: Arc<Control>,
-    link: Arc<NodeLink>,
+    executors: Arc<Executors>,
     client: PeerClient,
     /// Where uploads and fetched artifacts wait for the node.
     spool: Spool,
@@ -78,7 +78,7 @@ impl Default for FetchCounters {
 impl Artifacts {
     pub(crate) fn new(
         control: Arc<Control>,
-        link: Arc<NodeLink>,
+        executors: Arc<Executors>,
         client: PeerClient,
         spool: Spool,
         limits: SizeLimits,
@@ -86,7 +86,7 @@ impl Artifacts {
     ) -> Self {
         Self {
             control,
-            link,
+            executors,
             client,
             spool,
             limits,
@@ -126,14 +126,14 @@ impl Artifacts {
         digest: Digest,
         from: u64,
     ) -> Result<HeldArtifact, crate::peer::artifact::ArtifactRefusal> {
-        HeldArtifact::open(self.link.clone(), digest, from).await
+        HeldArtifact::open(self.executors.clone(), digest, from).await
     }
 
     /// Makes sure this host's node holds `digest`, fetching it from a
     /// holder if needed: the bytes the caller waited to have fetched (0
     /// when the node held it).
     pub(crate) async fn ensure(&self, digest: Digest) -> Result<u64, Failure> {
-        if self.link.status().held.contains(&digest) {
+        if self.executors.status().held.contains(&digest) {
             return Ok(0);
         }
         let cell = {

@@ -27,7 +27,7 @@ mod tasks;
 
 pub(crate) use start::{Observed, start};
 
-use crate::link::NodeLink;
+use crate::executors::Executors;
 use crate::peer::{HostIdentity, PeerClient, PeerEndpoint, PeerReply, PeerRequest, PinnedPeers};
 use crate::peer::{ProposeError, TicketMember};
 use spillway_consensus::{
@@ -88,7 +88,7 @@ pub(crate) struct Control {
     state: watch::Sender<Arc<ControlState>>,
     /// The node, for the GPUs this host reports and the artifacts it
     /// holds (residency).
-    link: Arc<NodeLink>,
+    executors: Arc<Executors>,
     /// Join attempts this member took lately (rate-limited).
     joins: crate::rate::RateLimits,
     max_voters: usize,

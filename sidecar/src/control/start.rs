@@ -4,7 +4,7 @@
 use super::local::LocalMembership;
 use super::{Control, tasks};
 use crate::config::ClusterStart;
-use crate::link::NodeLink;
+use crate::executors::Executors;
 use crate::peer::client::exchange;
 use crate::peer::{ConnectError, TlsRefusal, tls_refusal};
 use crate::peer::{
@@ -74,7 +74,7 @@ pub(crate) struct Observed {
 pub(crate) async fn start(
     config: &SidecarConfig,
     http_addr: SocketAddr,
-    link: Arc<NodeLink>,
+    executors: Arc<Executors>,
     observed: Observed,
 ) -> Result<Arc<Control>, SidecarError> {
     let dir = &config.dir;
@@ -181,7 +181,7 @@ pub(crate) async fn start(
         pinned,
         identity,
         state: watch::channel(Arc::default()).0,
-        link,
+        executors,
         max_voters: config.max_voters,
         http_addr,
         last_catch_up: tokio::sync::Mutex::new(None),

@@ -192,7 +192,7 @@ impl Control {
         };
         let quic_addr = self.quic_addr().map(|a| a.to_string()).unwrap_or_default();
         let http_addr = self.http_addr.to_string();
-        let node = self.link.status();
+        let node = self.executors.status();
         let gpus = match &node.capabilities {
             Some(c) if node.up => c.gpus.clone(),
             _ => me.gpus.clone(),
@@ -245,7 +245,7 @@ pub(super) async fn residency(control: Arc<Control>) {
         if control.plane.status().role == "shutdown" {
             break;
         }
-        let node = control.link.status();
+        let node = control.executors.status();
         let state = control.state();
         if !node.up || state.member(control.id).is_none() {
             continue;

@@ -107,8 +107,8 @@ pub(super) async fn put(
         }
         .map_err(signature_error)?
     };
-    app.jobs.link.wait_up(Instant::now() + NODE_WAIT).await;
-    let (digest, size) = app.jobs.link.put_artifact(&spooled).await?;
+    app.jobs.executors.wait_up(Instant::now() + NODE_WAIT).await;
+    let (digest, size) = app.jobs.executors.put_artifact(&spooled).await?;
     drop(spooled);
     let record = ArtifactRecord {
         name: name.clone(),

@@ -74,7 +74,7 @@ pub(super) async fn create(
     }
     let max_memory = app
         .jobs
-        .link
+        .executors
         .status()
         .capabilities
         .map(|c| c.max_memory_bytes);

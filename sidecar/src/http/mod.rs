@@ -250,11 +250,15 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// `GET /healthz`: `ok` while every executor is up, else `degraded`;
+/// `node_up` while any is (the host still runs jobs).
 async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let up = app.jobs.link.status().up;
+    let (up, of) = app.jobs.executors.up();
     axum::Json(serde_json::json!({
-        "status": if up { "ok" } else { "degraded" },
-        "node_up": up,
+        "status": if up == of { "ok" } else { "degraded" },
+        "node_up": up > 0,
+        "executors_up": up,
+        "executors": of,
     }))
 }
 
@@ -278,7 +282,10 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
     app.metrics.running.set(i64::from(app.jobs.queue.running()));
     app.metrics.idempotency_keys.set(app.outcomes.len() as i64);
     app.metrics.raft.set(&app.control.raft_status());
-    let status = app.jobs.link.status();
+    let (up, of) = app.jobs.executors.up();
+    app.metrics.node_up.set(i64::from(up == of));
+    app.metrics.executors_up.set(up as i64);
+    let status = app.jobs.executors.status();
     app.metrics.set_tenant_gpu(&status.tenant_gpu);
     if let Some((load, _)) = &status.load {
         app.metrics.set_instance_starts(load);

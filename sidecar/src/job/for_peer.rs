@@ -25,7 +25,7 @@ pub(crate) async fn run_for_peer(
 ) {
     let JobHost {
         control,
-        link,
+        executors,
         queue,
         ..
     } = host;
@@ -80,10 +80,11 @@ pub(crate) async fn run_for_peer(
         if host.stopping.load(Ordering::Relaxed) {
             return Err(spillway_proto::Refusal::PeerFull);
         }
-        let slot = queue.try_slot(&execute.spec, &link.status())?;
-        Ok((permit, slot))
+        let slot = queue.try_slot(&execute.spec, &executors.status())?;
+        let assigned = (executors.try_assign(&execute.spec)).ok_or(spillway_proto::Refusal::PeerFull)?;
+        Ok((permit, slot, assigned))
     });
-    let (_permit, slot) = match admitted {
+    let (_permit, slot, assigned) = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => {
             span.in_scope(|| tracing::debug!("refused a burst job: {refusal}"));
@@ -106,7 +107,7 @@ pub(crate) async fn run_for_peer(
     let (chunk_tx, mut chunks) = tokio::sync::mpsc::channel(4);
     let work = async {
         let mut fetched = 0;
-        if !link.holds_all(&spec) {
+        if !executors.holds_all(&spec) {
             let fetch = host.artifacts.ensure_job_artifacts(&spec);
             match tokio::time::timeout_at(deadline.into(), fetch).await {
                 Ok(Ok(bytes)) => fetched = bytes,
@@ -115,7 +116,9 @@ pub(crate) async fn run_for_peer(
             }
         }
         let started = Instant::now();
-        let mut outcome = link.execute_into(execute, &chunk_tx).await;
+        // Moved in: the executor's place is given back as the job ends.
+        let assigned = assigned;
+        let mut outcome = assigned.execute_into(execute, &chunk_tx).await;
         if let Ok(output) = &mut outcome {
             queue.record_exec(started.elapsed().as_secs_f64() * 1000.0);
             output.completion.fetched_bytes = fetched;
@@ -160,7 +163,9 @@ pub(crate) async fn run_for_peer(
     });
     let reply = match outcome {
         Ok(output) => DispatchReply::completed(output.body, output.completion),
-        Err(JobFailed { failure, exec_us }) => DispatchReply::Failed { failure, exec_us },
+        Err(JobFailed {
+            failure, exec_us, ..
+        }) => DispatchReply::Failed { failure, exec_us },
     };
     if write_dispatch_reply(&mut send, &reply).await {
         let _ = send.finish();

@@ -1,4 +1,4 @@
-//! What a job uses of its host, owned in one place: the node link and the
+//! What a job uses of its host, owned in one place: its executors (node processes), the
 //! local queue, each tenant's share of its quota here, what this host
 //! knows of its peers' load and the client that reaches them, and the
 //! artifacts it may have to fetch first. The HTTP handler and the peer
@@ -10,7 +10,7 @@
 use super::burst::Burst;
 use crate::artifacts::Artifacts;
 use crate::control::Control;
-use crate::link::NodeLink;
+use crate::executors::Executors;
 use crate::peer::{HostStatus, PeerClient};
 use crate::queue::LocalQueue;
 use crate::quota::TenantQuotas;
@@ -22,7 +22,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub(crate) struct JobHost {
     pub(crate) control: Arc<Control>,
-    pub(crate) link: Arc<NodeLink>,
+    pub(crate) executors: Arc<Executors>,
     pub(crate) queue: Arc<LocalQueue>,
     /// This host's share of each tenant's concurrency quota.
     pub(crate) quotas: Arc<TenantQuotas>,
@@ -49,7 +49,7 @@ impl JobHost {
 
     /// This host's own status, as peers and the cluster view ask for it.
     pub(crate) fn status(&self) -> HostStatus {
-        let node = self.link.status();
+        let node = self.executors.status();
         HostStatus {
             node_up: node.up,
             node_pid: node.pid,
@@ -79,6 +79,7 @@ impl JobHost {
             burst_out: self.burst.sent.load(Ordering::Relaxed),
             burst_in: self.burst.received.load(Ordering::Relaxed),
             quota_usage: self.quotas.usage_of(&self.control.state()),
+            executors: self.executors.each(),
         }
     }
 }

@@ -100,7 +100,7 @@ impl From<Failure> for Ended {
 }
 
 impl From<JobFailed> for Ended {
-    fn from(JobFailed { failure, exec_us }: JobFailed) -> Self {
+    fn from(JobFailed { failure, exec_us, .. }: JobFailed) -> Self {
         Self {
             failure,
             exec_us,
@@ -119,17 +119,23 @@ struct Job<'a> {
     context: Context,
     accepted: Instant,
     deadline: Instant,
+    /// The executor here that was lost with the job, if one was: a job
+    /// placed again goes to another first.
+    lost_on: std::sync::Mutex<Option<String>>,
 }
 
-/// Where a placement led: the job ended here, or a peer took it (under
-/// this host's quota permit when it lent one).
+/// Where a placement led: the job ended here, its executor here was lost
+/// with it, or a peer took it (under this host's quota permit when it lent
+/// one).
 enum Placed {
     Ended(Result<Ran, Ended>),
+    LostHere(JobFailed),
     Peer(Accepted, Option<QuotaPermit>),
 }
 
-/// Where the scheduler says, then there. An idempotent job whose peer is
-/// lost mid-job is placed again; any other ends `executor_lost`.
+/// Where the scheduler says, then there. An idempotent job whose peer or
+/// executor is lost mid-job is placed again (another executor here, or a
+/// peer); any other ends `executor_lost`.
 pub(crate) async fn run(
     host: &JobHost,
     id: JobId,
@@ -147,12 +153,28 @@ pub(crate) async fn run(
         context,
         accepted,
         deadline,
+        lost_on: std::sync::Mutex::new(None),
     };
     let mut lost = 0;
     loop {
         // A lent permit is held until the peer's attempt ends.
         let (taken, _lent) = match job.place(lost).await {
             Placed::Ended(outcome) => return outcome,
+            Placed::LostHere(failed) => {
+                let attempt = rules::Attempt {
+                    streamed: failed.streamed,
+                    ..job.attempt(lost)
+                };
+                match rules::next(&attempt, Event::LostMidJob) {
+                    Step::PlaceAgain => {
+                        tracing::warn!(job = %id, "executor lost mid-job; idempotent, placing it again");
+                        lost += 1;
+                        continue;
+                    }
+                    Step::Fail(failure) => return Err(failure.into()),
+                    Step::TryNext => unreachable!("a lost executor is never followed by the next candidate"),
+                }
+            }
             Placed::Peer(taken, lent) => (taken, lent),
         };
         let peer = NodeId(taken.peer());
@@ -173,6 +195,12 @@ pub(crate) async fn run(
                 let exec = Duration::from_micros(output.completion.exec_us);
                 let queue = accepted.elapsed().saturating_sub(exec);
                 return Ok(Ran::new(output, queue, peer, true));
+            }
+            // The peer's executor was lost with the job: as if the peer was.
+            PeerAttempt::Done(Err(failed))
+                if matches!(failed.failure, Failure::ExecutorLost { .. }) =>
+            {
+                ("its executor was lost".to_owned(), failed.streamed)
             }
             PeerAttempt::Done(Err(failed)) => {
                 return Err(Ended {
@@ -226,7 +254,7 @@ impl Job<'_> {
     fn decide(&self, room: &TenantRoom) -> Decision {
         let host = self.host;
         let state = host.control.state();
-        let load = host.queue.load(&host.link.status());
+        let load = host.queue.load(&host.executors.status());
         let artifact = ArtifactFacts {
             size: state.artifact_size(&self.spec.digest).unwrap_or(0),
             holders: state.holders(&self.spec.digest).into_iter().collect(),
@@ -379,15 +407,15 @@ impl Job<'_> {
     /// known to have room, and leaves the queue for a peer that takes it.
     async fn here(&self, mut permit: Option<QuotaPermit>) -> Placed {
         let JobHost {
-            link,
+            executors,
             queue,
             burst,
             artifacts,
             ..
         } = self.host;
-        // An artifact this host's node lacks comes from a holder first.
+        // An artifact this host lacks comes from a holder first.
         let mut fetched = 0;
-        if !link.holds_all(&self.spec) {
+        if !executors.holds_all(&self.spec) {
             let fetch = artifacts
                 .ensure_job_artifacts(&self.spec)
                 .instrument(tracing::info_span!("fetch", job = %self.id));
@@ -402,17 +430,19 @@ impl Job<'_> {
                 Err(_) => return Placed::Ended(Err(self.deadline_exceeded())),
             }
         }
-        let status = link.status();
-        if let Some(cap) = &status.capabilities {
-            queue.resize(cap.slots);
+        let status = executors.status();
+        if let Some(slots) = executors.slots() {
+            queue.resize(slots);
         }
         let waiting = match queue.admit(&self.spec, &status) {
             Ok(w) => w,
             Err(refusal) => return Placed::Ended(Err(Failure::from(refusal).into())),
         };
+        let avoid = self.lost_on.lock().expect("job lock").clone();
         let acquire = async {
             let slot = waiting.slot(self.deadline).await?;
-            link.wait_up(self.deadline).await.then_some(slot)
+            let assigned = executors.assign(&self.spec, avoid.as_deref(), self.deadline);
+            Some((slot, assigned.await))
         }
         .instrument(tracing::info_span!("queue", job = %self.id));
         let mut acquire = std::pin::pin!(acquire);
@@ -432,16 +462,24 @@ impl Job<'_> {
                 return placed;
             }
         };
-        let Some(_slot) = slot else {
+        let (_slot, assigned) = match slot {
+            Some((slot, Ok(Some(assigned)))) => (slot, assigned),
+            Some((_, Err(refusal))) => {
+                return Placed::Ended(Err(Ended {
+                    never_ran: true,
+                    ..Failure::from(refusal).into()
+                }));
+            }
             // Never ran: the deadline passed while it waited.
-            return Placed::Ended(Err(self.deadline_exceeded()));
+            Some((_, Ok(None))) | None => return Placed::Ended(Err(self.deadline_exceeded())),
         };
         let queued = self.accepted.elapsed();
         let remaining_ms = self
             .deadline
             .saturating_duration_since(Instant::now())
             .as_millis() as u64;
-        let span = tracing::info_span!("node", job = %self.id);
+        let executor = &assigned.executor().name;
+        let span = tracing::info_span!("node", job = %self.id, %executor);
         let exec = Execute {
             job: self.id,
             spec: self.spec.clone(),
@@ -456,23 +494,31 @@ impl Job<'_> {
                     host: NodeId(self.host.id()),
                     burst: false,
                 }));
-                link.execute_into(exec, &s.chunks).instrument(span).await
+                assigned.execute_into(exec, &s.chunks).instrument(span).await
             }
-            None => link.execute(exec).instrument(span).await,
+            None => assigned.execute(exec).instrument(span).await,
         };
         // The node lost or discarded its copy: the next job fetches one.
         match &result {
             Err(JobFailed {
                 failure: Failure::UnknownArtifact { digest },
                 ..
-            }) => link.forget_artifact(digest),
+            }) => executors.forget_artifact(digest),
             Err(JobFailed {
                 failure: Failure::InvalidArtifact { .. },
                 ..
-            }) => link.forget_artifact(&self.spec.digest),
+            }) => executors.forget_artifact(&self.spec.digest),
             _ => {}
         }
-        drop(permit);
+        let lost_on = assigned.executor().name.clone();
+        drop((permit, assigned));
+        if let Err(failed) = &result
+            && matches!(failed.failure, Failure::ExecutorLost { .. })
+        {
+            tracing::warn!(job = %self.id, executor = %lost_on, "executor lost with the job");
+            *self.lost_on.lock().expect("job lock") = Some(lost_on);
+            return Placed::LostHere(result.expect_err("matched above"));
+        }
         Placed::Ended(match result {
             Ok(mut output) => {
                 output.completion.fetched_bytes = fetched;

@@ -249,6 +249,24 @@ pub struct HostStatus {
     /// Burst jobs this host sent to each peer (by member id) and that
     /// ran there, since it started.
     pub burst_to: Vec<(u64, u64)>,
+    /// Each of its executors (node processes).
+    pub executors: Vec<ExecutorStatus>,
+}
+
+/// One executor (node process) of a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorStatus {
+    pub name: String,
+    pub up: bool,
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub slots: u32,
+    /// Jobs its sidecar has on it now.
+    pub running: u32,
+    /// The GPUs it uses (their ordinals on the host).
+    pub gpus: Vec<u32>,
+    /// The tenants it is kept for; empty: shared.
+    pub confined_to: Vec<spillway_proto::TenantId>,
 }
 
 /// The openraft message types a [`RaftRequest`] carries (re-exported by

@@ -22,7 +22,7 @@ pub(crate) async fn gossip_loop(host: Arc<JobHost>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let report = burst.report(&host.queue, &host.link.status());
+        let report = burst.report(&host.queue, &host.executors.status());
         let bytes = Bytes::from(frame::encode(&report));
         let state = host.control.state();
         for m in state.members() {

@@ -150,7 +150,11 @@ impl Accepted {
                 }
                 Ok(Ok(Some(DispatchReply::Failed { failure, exec_us }))) => {
                     self.burst.peer_freed(self.peer);
-                    Attempt::Done(Err(JobFailed { failure, exec_us }))
+                    Attempt::Done(Err(JobFailed {
+                        failure,
+                        exec_us,
+                        streamed: sink.is_some() && expected_seq > 0,
+                    }))
                 }
                 Ok(Ok(Some(other))) => lost(format!("out-of-order answer {other:?}"), expected_seq),
                 Ok(Ok(None)) => lost("the peer closed the stream".into(), expected_seq),
