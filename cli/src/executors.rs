@@ -141,7 +141,11 @@ pub(crate) fn plan(
             }
             Ok((items.iter().enumerate())
                 .map(|(i, item)| {
-                    planned(i, Some(item.gpu.into_iter().collect()), item.confined_to.clone())
+                    planned(
+                        i,
+                        Some(item.gpu.into_iter().collect()),
+                        item.confined_to.clone(),
+                    )
                 })
                 .collect())
         }
@@ -158,7 +162,15 @@ mod tests {
 
     #[test]
     fn the_flag_reads_and_prints_back() {
-        for ok in ["one", "per-gpu", "0", "0,1", "0,0,cpu", "0,1:acme+beta", "cpu:x"] {
+        for ok in [
+            "one",
+            "per-gpu",
+            "0",
+            "0,1",
+            "0,0,cpu",
+            "0,1:acme+beta",
+            "cpu:x",
+        ] {
             let spec = parse(ok).unwrap();
             assert_eq!(spec.to_string(), ok);
         }
@@ -182,7 +194,12 @@ mod tests {
         let no_count = || panic!("the GPUs are counted only for per-gpu over all of them");
         let table: Vec<(&str, Option<Vec<usize>>, usize, Result<Vec<Planned>, ()>)> = vec![
             ("one", None, 8, Ok(vec![p("0", None, &[])])),
-            ("one", Some(vec![1]), 8, Ok(vec![p("0", Some(vec![1]), &[])])),
+            (
+                "one",
+                Some(vec![1]),
+                8,
+                Ok(vec![p("0", Some(vec![1]), &[])]),
+            ),
             (
                 "per-gpu",
                 None,

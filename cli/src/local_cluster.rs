@@ -208,6 +208,8 @@ pub(crate) struct HostOptions {
     pub(crate) label_hosts: bool,
     /// Every host exports its spans here (`--otlp-endpoint`).
     pub(crate) otlp_endpoint: Option<String>,
+    /// Each host's `--executors` (`None`: the default, one).
+    pub(crate) executors: Option<String>,
 }
 
 /// Starts host number `index` (from 1) of a local cluster.
@@ -228,6 +230,12 @@ async fn start_host(
         ])
         .flags(options.test_kernels.then_some("--test-kernels"))
         .flags(options.pin_gpus.then(|| format!("--gpus={}", index - 1)))
+        .flags(
+            options
+                .executors
+                .as_ref()
+                .map(|e| format!("--executors={e}")),
+        )
         .flags(
             options
                 .warm_instances

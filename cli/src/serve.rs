@@ -1,10 +1,10 @@
 //! `spillway host`, `spillway node`, `spillway sidecar`: the long-running
 //! processes.
 
+use crate::executors::{ExecutorsSpec, Planned};
 use anyhow::Context;
 use spillway_consensus::ControlConfig;
 use spillway_node::NodeConfig;
-use crate::executors::{ExecutorsSpec, Planned};
 use spillway_sidecar::{
     ClusterStart, ExecutorLaunch, IngressLimits, NodeLaunch, SidecarConfig, TlsFiles,
 };
@@ -635,7 +635,13 @@ fn executor_launches(
                     .with_context(|| format!("creating {}", own.display()))?;
             }
             let gpus = GpuChoice(p.gpus);
-            let mut args = node_args(&socket, node_dir.to_path_buf(), own_dir.as_deref(), &gpus, l);
+            let mut args = node_args(
+                &socket,
+                node_dir.to_path_buf(),
+                own_dir.as_deref(),
+                &gpus,
+                l,
+            );
             args.extend(extra.iter().cloned());
             Ok(ExecutorLaunch {
                 confined_to: p.confined_to,

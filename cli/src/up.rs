@@ -31,6 +31,10 @@ pub(crate) struct UpArgs {
     /// separate GPU machines would); a host with no such GPU runs CPU-only.
     #[arg(long)]
     pin_gpus: bool,
+    /// Each host's node processes (`spillway host --executors`): `one`,
+    /// `per-gpu`, or a list such as `0,1` or `cpu,cpu`.
+    #[arg(long)]
+    executors: Option<String>,
     /// Start the nodes with the fault-test GPU kernels (tests only).
     #[arg(long, hide = true)]
     test_kernels: bool,
@@ -51,6 +55,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         queue: args.queue,
         test_kernels: args.test_kernels,
         pin_gpus: args.pin_gpus,
+        executors: args.executors,
         ..HostOptions::default()
     };
     let cluster = LocalCluster::start(args.dir, args.hosts, options).await?;

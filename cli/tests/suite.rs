@@ -12,6 +12,7 @@ mod chaos;
 mod cli;
 mod cluster;
 mod disaster;
+mod executors;
 mod gpu_burst;
 mod gpu_fault;
 mod gpu_tenants;

@@ -90,8 +90,7 @@ impl Executor {
         JobGuest::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
             .and_then(|()| crate::sandbox::add_to_linker(&mut linker, config.epoch_tick))
             .map_err(|e| NodeError::Engine(format!("{e:?}")))?;
-        let cache =
-        ArtifactCache::open(
+        let cache = ArtifactCache::open(
             &config.dir,
             config.own_dir(),
             engine.clone(),

@@ -15,6 +15,8 @@ pub mod header {
     pub const JOB_ID: &str = "spillway-job-id";
     /// The host that ran the job (`n1`).
     pub const NODE: &str = "spillway-node";
+    /// The executor (node process) that ran the job, on that host.
+    pub const EXECUTOR: &str = "spillway-executor";
     /// Whether the job ran on a peer of the host that took the request.
     pub const BURST: &str = "spillway-burst";
     /// `cpu` or `cuda`.
@@ -56,6 +58,8 @@ pub struct Receipt {
     pub job_id: String,
     /// The host that ran it (`n1`).
     pub node: String,
+    /// The executor that ran it there (`0`, `1`, …), where the answer says.
+    pub executor: Option<String>,
     pub burst: bool,
     /// `cpu` or `cuda`.
     pub backend: String,
@@ -91,6 +95,9 @@ impl Receipt {
         };
         set(header::JOB_ID, self.job_id.clone());
         set(header::NODE, self.node.clone());
+        if let Some(executor) = &self.executor {
+            set(header::EXECUTOR, executor.clone());
+        }
         set(header::BURST, self.burst.to_string());
         set(header::BACKEND, self.backend.clone());
         if let Some(gpu) = self.gpu {
@@ -132,6 +139,7 @@ impl Receipt {
         Ok(Self {
             job_id: required(header::JOB_ID)?.to_owned(),
             node: required(header::NODE)?.to_owned(),
+            executor: text(header::EXECUTOR)?.map(str::to_owned),
             burst: flag(header::BURST)?,
             backend: required(header::BACKEND)?.to_owned(),
             gpu: text(header::GPU)?
@@ -156,6 +164,7 @@ mod tests {
         let receipt = Receipt {
             job_id: "0123abcd".into(),
             node: "n2".into(),
+            executor: Some("1".into()),
             burst: true,
             backend: "cuda".into(),
             gpu: Some(1),
@@ -172,6 +181,7 @@ mod tests {
 
         let cpu = Receipt {
             backend: "cpu".into(),
+            executor: None,
             gpu: None,
             idempotent_replay: true,
             ..receipt
@@ -179,6 +189,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         cpu.write_to(&mut headers);
         assert!(headers.get(header::GPU).is_none());
+        assert!(headers.get(header::EXECUTOR).is_none());
         assert_eq!(Receipt::read_from(&headers), Ok(cpu));
 
         headers.remove(header::NODE);

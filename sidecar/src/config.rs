@@ -283,7 +283,10 @@ fn executors_usable(executors: &[ExecutorLaunch]) -> Result<(), ConfigError> {
     }
     for (i, e) in executors.iter().enumerate() {
         let later = &executors[i + 1..];
-        if later.iter().any(|o| o.name == e.name || o.socket == e.socket) {
+        if later
+            .iter()
+            .any(|o| o.name == e.name || o.socket == e.socket)
+        {
             return Err(ConfigError::ExecutorTwice(e.name.clone()));
         }
     }

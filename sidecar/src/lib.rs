@@ -111,7 +111,7 @@ pub async fn run(
     let mut list = Vec::new();
     let mut supervisors = tokio::task::JoinSet::new();
     for launch in &config.executors {
-        let link = Arc::new(link::NodeLink::new());
+        let link = Arc::new(link::NodeLink::new(launch.name.clone()));
         supervisors.spawn(supervisor::supervise(
             launch.clone(),
             link.clone(),

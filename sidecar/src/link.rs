@@ -47,6 +47,8 @@ pub(crate) struct NodeStatus {
 pub(crate) struct JobOutput {
     pub(crate) body: Vec<u8>,
     pub(crate) completion: Completion,
+    /// The executor that ran it (on the host that ran it).
+    pub(crate) executor: String,
 }
 
 /// A job that ended without a result, and how long it ran on the node
@@ -147,6 +149,8 @@ struct Conn {
 }
 
 pub(crate) struct NodeLink {
+    /// Its executor's name, for logs and receipts.
+    name: String,
     conn: Mutex<Conn>,
     status: watch::Sender<NodeStatus>,
 }
@@ -154,6 +158,7 @@ pub(crate) struct NodeLink {
 impl std::fmt::Debug for NodeLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeLink")
+            .field("name", &self.name)
             .field("status", &*self.status.borrow())
             .finish_non_exhaustive()
     }
@@ -191,8 +196,9 @@ impl Drop for CancelOnDrop<'_> {
 }
 
 impl NodeLink {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(name: impl Into<String>) -> Self {
         Self {
+            name: name.into(),
             conn: Mutex::default(),
             status: watch::channel(NodeStatus::default()).0,
         }
@@ -260,7 +266,9 @@ impl NodeLink {
         };
         // Chunks still queued were emitted before the end: they go first.
         while let Ok(chunk) = chunks.try_recv() {
-            pass_on(chunk).await.map_err(|e| JobFailed { streamed, ..e })?;
+            pass_on(chunk)
+                .await
+                .map_err(|e| JobFailed { streamed, ..e })?;
             streamed = true;
         }
         outcome.map_err(|e| JobFailed { streamed, ..e })
@@ -470,6 +478,7 @@ impl NodeLink {
             );
         }
         tracing::info!(
+            executor = %self.name,
             pid = hello.pid,
             slots = hello.capabilities.slots,
             "node connected"
@@ -535,7 +544,11 @@ impl NodeLink {
                         }
                         Chunks::Forward(_) => completion.output.clone(),
                     };
-                    let _ = p.done.send(Ok(JobOutput { body, completion }));
+                    let _ = p.done.send(Ok(JobOutput {
+                        body,
+                        completion,
+                        executor: self.name.clone(),
+                    }));
                 }
             }
             FromNode::Failed {
@@ -599,7 +612,7 @@ impl NodeLink {
         });
         let lost = conn.jobs.len();
         for (job, p) in conn.jobs.drain() {
-            tracing::warn!(job = %job, "executor lost");
+            tracing::warn!(job = %job, executor = %self.name, "executor lost");
             let _ = p
                 .done
                 .send(Err(Failure::ExecutorLost { may_have_run: true }.into()));

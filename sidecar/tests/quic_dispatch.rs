@@ -35,7 +35,13 @@ impl PeerHandler for Reverse {
             weights_loaded_bytes: 0,
             fetched_bytes: 0,
         };
-        assert!(write_dispatch_reply(&mut send, &DispatchReply::completed(body, completion)).await);
+        assert!(
+            write_dispatch_reply(
+                &mut send,
+                &DispatchReply::completed(body, completion, "0".into())
+            )
+            .await
+        );
         let _ = send.finish();
     }
 

@@ -56,7 +56,7 @@ impl PeerHandler for NullPeer {
             weights_loaded_bytes: 0,
             fetched_bytes: 0,
         };
-        let done = DispatchReply::completed(job.execute.input, completion);
+        let done = DispatchReply::completed(job.execute.input, completion, "0".into());
         if write_dispatch_reply(&mut send, &done).await {
             let _ = send.finish();
         }

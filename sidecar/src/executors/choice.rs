@@ -150,8 +150,20 @@ mod tests {
         };
         use Accelerator::{None as Cpu, Preferred, Required};
         let table: Vec<(&str, &str, Accelerator, Vec<Candidate<'_>>, Choice)> = vec![
-            ("the first of equals", "t", Preferred, vec![IDLE, IDLE], Choice::Run(0)),
-            ("the less busy", "t", Preferred, vec![busy, IDLE], Choice::Run(1)),
+            (
+                "the first of equals",
+                "t",
+                Preferred,
+                vec![IDLE, IDLE],
+                Choice::Run(0),
+            ),
+            (
+                "the less busy",
+                "t",
+                Preferred,
+                vec![busy, IDLE],
+                Choice::Run(1),
+            ),
             (
                 "a smaller share of slots busy, not fewer jobs",
                 "t",
@@ -159,28 +171,82 @@ mod tests {
                 vec![small_busy, busy],
                 Choice::Run(0),
             ),
-            ("never a down one", "t", Preferred, vec![down, busy], Choice::Run(1)),
-            ("never a full one", "t", Preferred, vec![full, busy], Choice::Run(1)),
-            ("all full: wait", "t", Preferred, vec![full, full], Choice::Wait),
+            (
+                "never a down one",
+                "t",
+                Preferred,
+                vec![down, busy],
+                Choice::Run(1),
+            ),
+            (
+                "never a full one",
+                "t",
+                Preferred,
+                vec![full, busy],
+                Choice::Run(1),
+            ),
+            (
+                "all full: wait",
+                "t",
+                Preferred,
+                vec![full, full],
+                Choice::Wait,
+            ),
             ("all down: wait", "t", Preferred, vec![down], Choice::Wait),
-            ("the job's weights first", "t", Preferred, vec![IDLE, warm], Choice::Run(1)),
+            (
+                "the job's weights first",
+                "t",
+                Preferred,
+                vec![IDLE, warm],
+                Choice::Run(1),
+            ),
             (
                 "not where it was lost, where another can",
                 "t",
                 Preferred,
-                vec![Candidate { lost_the_job: true, ..warm }, busy],
+                vec![
+                    Candidate {
+                        lost_the_job: true,
+                        ..warm
+                    },
+                    busy,
+                ],
                 Choice::Run(1),
             ),
             (
                 "where it was lost, where no other can",
                 "t",
                 Preferred,
-                vec![Candidate { lost_the_job: true, ..IDLE }, full],
+                vec![
+                    Candidate {
+                        lost_the_job: true,
+                        ..IDLE
+                    },
+                    full,
+                ],
                 Choice::Run(0),
             ),
-            ("a GPU when preferred", "t", Preferred, vec![cpu, busy], Choice::Run(1)),
-            ("a GPU only when required", "t", Required, vec![cpu], Choice::Wait),
-            ("no preference on the CPU backend", "t", Cpu, vec![busy, cpu], Choice::Run(1)),
+            (
+                "a GPU when preferred",
+                "t",
+                Preferred,
+                vec![cpu, busy],
+                Choice::Run(1),
+            ),
+            (
+                "a GPU only when required",
+                "t",
+                Required,
+                vec![cpu],
+                Choice::Wait,
+            ),
+            (
+                "no preference on the CPU backend",
+                "t",
+                Cpu,
+                vec![busy, cpu],
+                Choice::Run(1),
+            ),
             (
                 "another tenant never runs where one is kept",
                 "t",
@@ -231,14 +297,48 @@ mod tests {
             accelerator,
         };
         let table = [
-            ("kept for it, though down", &acme, Accelerator::Required, vec![kept], true),
-            ("a shared one", &other, Accelerator::Required, vec![kept, IDLE], true),
-            ("only kept for others", &other, Accelerator::None, vec![kept], false),
-            ("a GPU required, none for it", &other, Accelerator::Required, vec![kept, cpu], false),
-            ("a GPU preferred", &other, Accelerator::Preferred, vec![cpu], true),
+            (
+                "kept for it, though down",
+                &acme,
+                Accelerator::Required,
+                vec![kept],
+                true,
+            ),
+            (
+                "a shared one",
+                &other,
+                Accelerator::Required,
+                vec![kept, IDLE],
+                true,
+            ),
+            (
+                "only kept for others",
+                &other,
+                Accelerator::None,
+                vec![kept],
+                false,
+            ),
+            (
+                "a GPU required, none for it",
+                &other,
+                Accelerator::Required,
+                vec![kept, cpu],
+                false,
+            ),
+            (
+                "a GPU preferred",
+                &other,
+                Accelerator::Preferred,
+                vec![cpu],
+                true,
+            ),
         ];
         for (name, who, accelerator, executors, want) in table {
-            assert_eq!(has_a_home(&asking(who, accelerator), &executors), want, "{name}");
+            assert_eq!(
+                has_a_home(&asking(who, accelerator), &executors),
+                want,
+                "{name}"
+            );
         }
     }
 }

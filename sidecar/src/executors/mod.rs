@@ -98,6 +98,7 @@ impl Executors {
     /// one node).
     #[cfg(test)]
     pub(crate) fn one(link: Arc<NodeLink>) -> Self {
+        // (its link is named "0")
         Self::new(vec![Executor {
             name: "0".into(),
             confined_to: Vec::new(),
@@ -119,9 +120,8 @@ impl Executors {
                     restarts: s.restarts,
                     slots: capabilities.map_or(0, |c| c.slots),
                     running,
-                    gpus: capabilities.map_or_else(Vec::new, |c| {
-                        c.gpus.iter().map(|g| g.index).collect()
-                    }),
+                    gpus: capabilities
+                        .map_or_else(Vec::new, |c| c.gpus.iter().map(|g| g.index).collect()),
                     confined_to: e.confined_to.clone(),
                 }
             })
@@ -244,10 +244,7 @@ impl Executors {
     /// The first executor that is up, to store or read an artifact
     /// through (the store on disk is shared).
     fn any_up(&self) -> Option<&NodeLink> {
-        self.list
-            .iter()
-            .map(|e| &*e.link)
-            .find(|l| l.status().up)
+        self.list.iter().map(|e| &*e.link).find(|l| l.status().up)
     }
 
     /// Hands a spooled artifact to the executors' shared store
@@ -470,7 +467,11 @@ mod tests {
         let memory: Vec<(u32, u64)> = (load.gpu_memory.iter())
             .map(|g| (g.gpu, g.weights_bytes))
             .collect();
-        assert_eq!(memory, vec![(0, 10), (1, 5)], "both executors' weights on GPU 0");
+        assert_eq!(
+            memory,
+            vec![(0, 10), (1, 5)],
+            "both executors' weights on GPU 0"
+        );
         assert_eq!(*s.tenant_gpu, vec![(TenantId::admin(), 20)]);
 
         let none_up = merged(vec![down.clone(), down.clone()]);

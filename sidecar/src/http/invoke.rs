@@ -403,12 +403,14 @@ pub(super) fn receipt_of(job: JobId, ran: &Ran, replay: bool) -> api::Receipt {
         completion,
         queue,
         host,
+        executor,
         burst,
         ..
     } = ran;
     api::Receipt {
         job_id: job.to_string(),
         node: host.to_string(),
+        executor: Some(executor.clone()).filter(|e| !e.is_empty()),
         burst: *burst,
         backend: completion.backend.as_str().into(),
         gpu: completion.gpu,

@@ -81,7 +81,8 @@ pub(crate) async fn run_for_peer(
             return Err(spillway_proto::Refusal::PeerFull);
         }
         let slot = queue.try_slot(&execute.spec, &executors.status())?;
-        let assigned = (executors.try_assign(&execute.spec)).ok_or(spillway_proto::Refusal::PeerFull)?;
+        let assigned =
+            (executors.try_assign(&execute.spec)).ok_or(spillway_proto::Refusal::PeerFull)?;
         Ok((permit, slot, assigned))
     });
     let (_permit, slot, assigned) = match admitted {
@@ -162,7 +163,7 @@ pub(crate) async fn run_for_peer(
         Err(JobFailed { failure, .. }) => failure.code(),
     });
     let reply = match outcome {
-        Ok(output) => DispatchReply::completed(output.body, output.completion),
+        Ok(output) => DispatchReply::completed(output.body, output.completion, output.executor),
         Err(JobFailed {
             failure, exec_us, ..
         }) => DispatchReply::Failed { failure, exec_us },

@@ -59,6 +59,8 @@ pub(crate) struct Ran {
     pub(crate) completion: Completion,
     pub(crate) queue: Duration,
     pub(crate) host: NodeId,
+    /// The executor that ran it, on `host`.
+    pub(crate) executor: String,
     pub(crate) burst: bool,
 }
 
@@ -69,6 +71,7 @@ impl Ran {
             completion: output.completion,
             queue,
             host,
+            executor: output.executor,
             burst,
         }
     }
@@ -100,7 +103,11 @@ impl From<Failure> for Ended {
 }
 
 impl From<JobFailed> for Ended {
-    fn from(JobFailed { failure, exec_us, .. }: JobFailed) -> Self {
+    fn from(
+        JobFailed {
+            failure, exec_us, ..
+        }: JobFailed,
+    ) -> Self {
         Self {
             failure,
             exec_us,
@@ -172,7 +179,9 @@ pub(crate) async fn run(
                         continue;
                     }
                     Step::Fail(failure) => return Err(failure.into()),
-                    Step::TryNext => unreachable!("a lost executor is never followed by the next candidate"),
+                    Step::TryNext => {
+                        unreachable!("a lost executor is never followed by the next candidate")
+                    }
                 }
             }
             Placed::Peer(taken, lent) => (taken, lent),
@@ -494,7 +503,10 @@ impl Job<'_> {
                     host: NodeId(self.host.id()),
                     burst: false,
                 }));
-                assigned.execute_into(exec, &s.chunks).instrument(span).await
+                assigned
+                    .execute_into(exec, &s.chunks)
+                    .instrument(span)
+                    .await
             }
             None => assigned.execute(exec).instrument(span).await,
         };

@@ -40,6 +40,6 @@ pub use raft_serve::{RaftOnly, serve_raft};
 pub use service::{PeerHandler, PeerKind, read_dispatch_reply, serve, write_dispatch_reply};
 pub use ticket::{JoinTicket, TicketError, TicketMember};
 pub use wire::{
-    Dispatch, DispatchReply, ExecutorStatus, HostStatus, JobMiss, JoinAccepted, JoinRequest, PeerReply,
-    PeerRequest, ProposeError, QuotaUsage, RaftReply, RaftRequest,
+    Dispatch, DispatchReply, ExecutorStatus, HostStatus, JobMiss, JoinAccepted, JoinRequest,
+    PeerReply, PeerRequest, ProposeError, QuotaUsage, RaftReply, RaftRequest,
 };

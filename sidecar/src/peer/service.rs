@@ -84,10 +84,11 @@ pub async fn read_dispatch_reply(
         Some(DispatchReply::Completed {
             body_len,
             completion,
+            executor,
             ..
         }) => {
             let body = read_raw(recv, body_len, MAX_REPLY).await?;
-            Ok(Some(DispatchReply::completed(body, completion)))
+            Ok(Some(DispatchReply::completed(body, completion, executor)))
         }
         other => Ok(other),
     }

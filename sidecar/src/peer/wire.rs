@@ -137,6 +137,8 @@ pub enum DispatchReply {
         body: Vec<u8>,
         body_len: u64,
         completion: Completion,
+        /// The peer's executor that ran it.
+        executor: String,
     },
     /// The job failed there; `exec_us` when the node ran it.
     Failed {
@@ -147,11 +149,12 @@ pub enum DispatchReply {
 
 impl DispatchReply {
     /// A job's output as a `Completed` answer.
-    pub fn completed(body: Vec<u8>, completion: Completion) -> Self {
+    pub fn completed(body: Vec<u8>, completion: Completion, executor: String) -> Self {
         DispatchReply::Completed {
             body_len: body.len() as u64,
             body,
             completion,
+            executor,
         }
     }
 }

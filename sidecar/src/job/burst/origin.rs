@@ -139,13 +139,17 @@ impl Accepted {
                     }
                 }
                 Ok(Ok(Some(DispatchReply::Completed {
-                    body, completion, ..
+                    body,
+                    completion,
+                    executor,
+                    ..
                 }))) => {
                     self.burst.peer_freed(self.peer);
                     chunks.extend_from_slice(&body);
                     Attempt::Done(Ok(JobOutput {
                         body: chunks,
                         completion,
+                        executor,
                     }))
                 }
                 Ok(Ok(Some(DispatchReply::Failed { failure, exec_us }))) => {

@@ -1,0 +1,234 @@
+//! Several executors on one host (issue 21, blast radius): `spillway host
+//! --executors` runs a node process per item, supervised each on its own.
+//! Here on the CPU backend (`cpu,cpu`), as CI runs it; the GPU version
+//! (`0,0`: two processes on one GPU standing in for two GPUs, a faulting
+//! kernel on one) is `gpu_executors.rs`.
+//!
+//! Killing one executor ends only the jobs on it: an idempotent one runs
+//! again on the other and answers 200, a non-idempotent one answers 502
+//! `executor_lost`, and the other executor's job finishes untouched. The
+//! killed executor is restarted; the other keeps its pid. A tenant kept
+//! for an executor runs only there, and no other tenant does.
+
+use crate::common;
+
+use common::{Cluster, expect_error};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// countdown's input: 4 chunks 0.5 s apart (about 2 s, no CPU used).
+const SLOW: [u8; 2] = [4, 50];
+const SLOW_OUTPUT: &[u8] = b"4\n3\n2\n1\nliftoff\n";
+
+/// Registers `guest` as `function`, idempotent or not, for `token`.
+async fn function(c: &Cluster, token: &str, function: &str, guest: &str, idempotent: bool) {
+    let r = c
+        .http
+        .post(c.url("/v1/functions"))
+        .bearer_auth(token)
+        .json(
+            &json!({"name": function, "artifact": guest, "deadline_ms": 20_000,
+                      "memory_limit_bytes": 32 << 20, "idempotent": idempotent}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+/// The host's executors as `/v1/cluster` shows them.
+async fn executors(c: &Cluster) -> Vec<Value> {
+    let cluster = c.cluster().await;
+    cluster["members"][0]["node"]["executors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls the executors until `pred` holds (20 s at most).
+async fn wait_executors(c: &Cluster, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = executors(c).await;
+        if pred(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn running(executors: &[Value]) -> Vec<u64> {
+    executors
+        .iter()
+        .map(|e| e["running"].as_u64().unwrap())
+        .collect()
+}
+
+fn pid(executor: &Value) -> u64 {
+    executor["pid"]
+        .as_u64()
+        .expect("an executor that is up has a pid")
+}
+
+/// Invokes `function` with `input` on a task of its own.
+fn spawn(
+    c: &Cluster,
+    token: &str,
+    function: &str,
+    input: &[u8],
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = c
+        .http
+        .post(c.url(&format!("/v1/functions/{function}/invoke")))
+        .bearer_auth(token)
+        .body(input.to_vec());
+    tokio::spawn(async move { request.send().await.unwrap() })
+}
+
+async fn two_executors_up(c: &Cluster) -> Vec<Value> {
+    wait_executors(c, "two executors up", |e| {
+        e.len() == 2 && e.iter().all(|x| x["up"] == true)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_executor_ends_only_its_jobs_and_its_idempotent_job_runs_on_the_other() {
+    let c = Cluster::start_with(2, 16, &["--executors", "cpu,cpu"]);
+    let before = two_executors_up(&c).await;
+    assert_ne!(pid(&before[0]), pid(&before[1]), "{before:?}");
+    let token = c.token.clone();
+    let r = c
+        .put_artifact("countdown", common::guest("countdown"))
+        .await;
+    assert_eq!(r.status(), 200);
+    function(&c, &token, "again", "countdown", true).await;
+    function(&c, &token, "once", "countdown", false).await;
+    // One stored artifact serves both executors (their store is shared).
+    for _ in 0..2 {
+        let r = c.invoke("once", vec![1]).await;
+        assert_eq!(r.status(), 200);
+    }
+
+    // Each job goes to the executor with the smaller share of its slots
+    // busy (the first of equals): the idempotent one and a second one to
+    // executor 0, a third to executor 1.
+    let victim = spawn(&c, &token, "again", &SLOW);
+    wait_executors(&c, "the first job on 0", |e| running(e) == [1, 0]).await;
+    let bystander = spawn(&c, &token, "once", &SLOW);
+    wait_executors(&c, "the second job on 1", |e| running(e) == [1, 1]).await;
+    let lost = spawn(&c, &token, "once", &SLOW);
+    wait_executors(&c, "the third job on 0", |e| running(e) == [2, 1]).await;
+
+    let killed = pid(&before[0]);
+    let began = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &killed.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -KILL {killed}");
+
+    let r = lost.await.unwrap();
+    let e = expect_error(r, 502, "executor_lost").await;
+    assert_eq!(e["may_have_run"], true, "{e}");
+    eprintln!(
+        "the non-idempotent job on the lost executor: {e} after {:?}",
+        began.elapsed()
+    );
+
+    let r = victim.await.unwrap();
+    assert_eq!(r.status(), 200, "the idempotent job ran again");
+    assert_eq!(
+        r.headers()["spillway-executor"],
+        "1",
+        "on the other executor"
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), SLOW_OUTPUT);
+
+    let r = bystander.await.unwrap();
+    assert_eq!(r.status(), 200, "the other executor's job is untouched");
+    assert_eq!(r.headers()["spillway-executor"], "1");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), SLOW_OUTPUT);
+
+    let after = wait_executors(&c, "executor 0 restarted", |e| {
+        e[0]["up"] == true && e[0]["pid"].as_u64() != Some(killed)
+    })
+    .await;
+    assert!(after[0]["restarts"].as_u64().unwrap() >= 1, "{after:?}");
+    assert_eq!(
+        pid(&after[1]),
+        pid(&before[1]),
+        "executor 1 never restarted"
+    );
+    assert_eq!(after[1]["restarts"], 0, "{after:?}");
+    let metrics = c.metrics().await;
+    assert!(metrics.contains("spillway_executors 2"), "{metrics}");
+    let health: Value = c
+        .http
+        .get(c.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["executors"], 2, "{health}");
+    assert_eq!(health["node_up"], true, "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_kept_for_an_executor_runs_only_there_and_no_other_tenant_does() {
+    let c = Cluster::start_with(2, 16, &["--executors", "cpu,cpu:kept"]);
+    let all = two_executors_up(&c).await;
+    assert_eq!(all[0]["confined_to"], json!([]), "{all:?}");
+    assert_eq!(all[1]["confined_to"], json!(["kept"]), "{all:?}");
+    let r = c
+        .http
+        .post(c.url("/v1/tenants"))
+        .bearer_auth(&c.token)
+        .json(&json!({"name": "kept"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = c
+        .http
+        .post(c.url("/v1/tokens"))
+        .bearer_auth(&c.token)
+        .json(&json!({"tenant": "kept", "scopes": ["invoke", "publish"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let kept: Value = r.json().await.unwrap();
+    let kept = kept["token"].as_str().unwrap().to_owned();
+
+    for (token, who) in [(&c.token, "admin"), (&kept, "kept")] {
+        let r = c
+            .http
+            .put(c.url("/v1/artifacts/countdown"))
+            .bearer_auth(token)
+            .body(common::guest("countdown"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{who}: {}", r.text().await.unwrap());
+        function(&c, token, "count", "countdown", false).await;
+    }
+    // Each tenant's jobs, several at once so an idle executor would be
+    // chosen were it allowed: each stays on its own executor.
+    for (token, executor) in [(&c.token, "0"), (&kept, "1")] {
+        let jobs: Vec<_> = (0..4)
+            .map(|_| spawn(&c, token, "count", &[2, 10]))
+            .collect();
+        for job in jobs {
+            let r = job.await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["spillway-executor"], executor);
+        }
+    }
+}
