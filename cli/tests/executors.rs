@@ -17,11 +17,11 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// countdown's input: 4 chunks 0.5 s apart (about 2 s, no CPU used).
-const SLOW: [u8; 2] = [4, 50];
-const SLOW_OUTPUT: &[u8] = b"4\n3\n2\n1\nliftoff\n";
+pub(crate) const SLOW: [u8; 2] = [4, 50];
+pub(crate) const SLOW_OUTPUT: &[u8] = b"4\n3\n2\n1\nliftoff\n";
 
 /// Registers `guest` as `function`, idempotent or not, for `token`.
-async fn function(c: &Cluster, token: &str, function: &str, guest: &str, idempotent: bool) {
+pub(crate) async fn function(c: &Cluster, token: &str, function: &str, guest: &str, idempotent: bool) {
     let r = c
         .http
         .post(c.url("/v1/functions"))
@@ -37,7 +37,7 @@ async fn function(c: &Cluster, token: &str, function: &str, guest: &str, idempot
 }
 
 /// The host's executors as `/v1/cluster` shows them.
-async fn executors(c: &Cluster) -> Vec<Value> {
+pub(crate) async fn executors(c: &Cluster) -> Vec<Value> {
     let cluster = c.cluster().await;
     cluster["members"][0]["node"]["executors"]
         .as_array()
@@ -46,7 +46,7 @@ async fn executors(c: &Cluster) -> Vec<Value> {
 }
 
 /// Polls the executors until `pred` holds (20 s at most).
-async fn wait_executors(c: &Cluster, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn wait_executors(c: &Cluster, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let now = executors(c).await;
@@ -61,21 +61,21 @@ async fn wait_executors(c: &Cluster, what: &str, pred: impl Fn(&[Value]) -> bool
     }
 }
 
-fn running(executors: &[Value]) -> Vec<u64> {
+pub(crate) fn running(executors: &[Value]) -> Vec<u64> {
     executors
         .iter()
         .map(|e| e["running"].as_u64().unwrap())
         .collect()
 }
 
-fn pid(executor: &Value) -> u64 {
+pub(crate) fn pid(executor: &Value) -> u64 {
     executor["pid"]
         .as_u64()
         .expect("an executor that is up has a pid")
 }
 
 /// Invokes `function` with `input` on a task of its own.
-fn spawn(
+pub(crate) fn spawn(
     c: &Cluster,
     token: &str,
     function: &str,
@@ -89,7 +89,7 @@ fn spawn(
     tokio::spawn(async move { request.send().await.unwrap() })
 }
 
-async fn two_executors_up(c: &Cluster) -> Vec<Value> {
+pub(crate) async fn two_executors_up(c: &Cluster) -> Vec<Value> {
     wait_executors(c, "two executors up", |e| {
         e.len() == 2 && e.iter().all(|x| x["up"] == true)
     })

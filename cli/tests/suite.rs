@@ -14,6 +14,7 @@ mod cluster;
 mod disaster;
 mod executors;
 mod gpu_burst;
+mod gpu_executors;
 mod gpu_fault;
 mod gpu_tenants;
 mod gpu_weights;

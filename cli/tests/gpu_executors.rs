@@ -1,0 +1,90 @@
+//! Several executors sharing one GPU (issue 21, blast radius), on the
+//! device: `spillway host --executors 0,0` runs two node processes on GPU
+//! 0, standing in for two GPUs where the machine has one (the "several
+//! GPUs" issue runs `per-gpu` on two real ones). A GPU fault (the
+//! test-only `test_oob_write` kernel) in one executor poisons that
+//! process's CUDA context and ends only its jobs: the faulting job answers
+//! 502 `device_fault`, a non-idempotent job beside it 502 `executor_lost`,
+//! an idempotent one runs again on the other executor and answers 200; the
+//! other executor's jobs finish untouched, its process never restarts, and
+//! the next GPU job succeeds. Skips, saying so, without a GPU (CI runs the
+//! CPU version, `executors.rs`).
+
+use crate::common;
+use crate::executors::*;
+
+use common::{Cluster, expect_error};
+use std::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
+    let c = Cluster::start_with(3, 16, &["--executors", "0,0", "--test-kernels"]);
+    let before = two_executors_up(&c).await;
+    let (_, cuda) = c.wait_node_backends().await;
+    if !cuda {
+        eprintln!("skipped: no CUDA driver or GPU on this host");
+        return;
+    }
+    assert_eq!(before[0]["gpus"], serde_json::json!([0]), "{before:?}");
+    assert_eq!(before[1]["gpus"], serde_json::json!([0]), "{before:?}");
+    let token = c.token.clone();
+    for guest in ["countdown", "gpu_fault"] {
+        let r = c.put_artifact(guest, common::guest(guest)).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    function(&c, &token, "again", "countdown", true).await;
+    function(&c, &token, "once", "countdown", false).await;
+    function(&c, &token, "fault", "gpu_fault", false).await;
+    c.deploy("gemm", "gemm", 30_000).await;
+
+    // Executor 0: an idempotent job, a non-idempotent one, then the
+    // fault; executor 1: two non-idempotent jobs (each job goes to the
+    // executor with the smaller share of its 3 slots busy, the first of
+    // equals).
+    let victim = spawn(&c, &token, "again", &SLOW);
+    wait_executors(&c, "1 job on 0", |e| running(e) == [1, 0]).await;
+    let bystander = spawn(&c, &token, "once", &SLOW);
+    wait_executors(&c, "1 job on 1", |e| running(e) == [1, 1]).await;
+    let lost = spawn(&c, &token, "once", &SLOW);
+    wait_executors(&c, "2 jobs on 0", |e| running(e) == [2, 1]).await;
+    let second_bystander = spawn(&c, &token, "once", &SLOW);
+    wait_executors(&c, "2 jobs on 1", |e| running(e) == [2, 2]).await;
+    let began = Instant::now();
+    let fault = spawn(&c, &token, "fault", &[]);
+
+    let e = expect_error(fault.await.unwrap(), 502, "device_fault").await;
+    eprintln!("the faulting job after {:?}: {e}", began.elapsed());
+    let e = expect_error(lost.await.unwrap(), 502, "executor_lost").await;
+    assert_eq!(e["may_have_run"], true, "{e}");
+    let r = victim.await.unwrap();
+    assert_eq!(r.status(), 200, "the idempotent job ran again");
+    assert_eq!(r.headers()["spillway-executor"], "1", "on the other executor");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), SLOW_OUTPUT);
+    for job in [bystander, second_bystander] {
+        let r = job.await.unwrap();
+        assert_eq!(r.status(), 200, "the other executor's jobs are untouched");
+        assert_eq!(r.headers()["spillway-executor"], "1");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), SLOW_OUTPUT);
+    }
+    eprintln!("every job answered after {:?}", began.elapsed());
+
+    let killed = pid(&before[0]);
+    let after = wait_executors(&c, "executor 0 restarted", |e| {
+        e[0]["up"] == true && e[0]["pid"].as_u64() != Some(killed)
+    })
+    .await;
+    assert_eq!(pid(&after[1]), pid(&before[1]), "executor 1 never restarted");
+    assert_eq!(after[1]["restarts"], 0, "{after:?}");
+    let metrics = c.metrics().await;
+    assert!(
+        metrics.contains("spillway_node_restarts_total{cause=\"device_fault\"} 1"),
+        "{metrics}"
+    );
+    // Both executors serve GPU jobs again.
+    for _ in 0..4 {
+        let r = c.invoke("gemm", common::gemm_1x1(2.0, 3.0)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["spillway-backend"], "cuda");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
+    }
+}
