@@ -21,7 +21,13 @@ pub(crate) const SLOW: [u8; 2] = [4, 50];
 pub(crate) const SLOW_OUTPUT: &[u8] = b"4\n3\n2\n1\nliftoff\n";
 
 /// Registers `guest` as `function`, idempotent or not, for `token`.
-pub(crate) async fn function(c: &Cluster, token: &str, function: &str, guest: &str, idempotent: bool) {
+pub(crate) async fn function(
+    c: &Cluster,
+    token: &str,
+    function: &str,
+    guest: &str,
+    idempotent: bool,
+) {
     let r = c
         .http
         .post(c.url("/v1/functions"))
@@ -46,7 +52,11 @@ pub(crate) async fn executors(c: &Cluster) -> Vec<Value> {
 }
 
 /// Polls the executors until `pred` holds (20 s at most).
-pub(crate) async fn wait_executors(c: &Cluster, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn wait_executors(
+    c: &Cluster,
+    what: &str,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let now = executors(c).await;
@@ -231,4 +241,133 @@ async fn a_tenant_kept_for_an_executor_runs_only_there_and_no_other_tenant_does(
             assert_eq!(r.headers()["spillway-executor"], executor);
         }
     }
+}
+
+/// `gpu_hog` holding `count` buffers of 16 MiB for `hold_ms`: the status
+/// and the body.
+async fn hog(c: &Cluster, token: &str, count: u32, hold_ms: u32) -> (u16, String) {
+    let input: Vec<u8> = [count, 4 << 20, hold_ms]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let r = spawn(c, token, "hog", &input).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The bytes `tenant` holds on the host, as its admin-token `/metrics`
+/// says.
+async fn tenant_bytes(c: &Cluster, tenant: &str) -> Option<u64> {
+    let text = c
+        .http
+        .get(c.url("/metrics"))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("spillway_tenant_gpu_memory_bytes{{tenant=\"{tenant}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// On the CPU backend a tenant's GPU memory cap holds across the host's
+/// executors: a job's cap is what the tenant does not hold on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_cap_on_the_cpu_backend_holds_across_executors() {
+    let c = Cluster::start_with(2, 16, &["--executors", "cpu,cpu"]);
+    two_executors_up(&c).await;
+    let r = c
+        .http
+        .post(c.url("/v1/tenants"))
+        .bearer_auth(&c.token)
+        .json(&json!({"name": "capped", "max_gpu_memory_bytes": 32 << 20}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = c
+        .http
+        .post(c.url("/v1/tokens"))
+        .bearer_auth(&c.token)
+        .json(&json!({"tenant": "capped", "scopes": ["invoke", "publish"]}))
+        .send()
+        .await
+        .unwrap();
+    let token: Value = r.json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let r = c
+        .http
+        .put(c.url("/v1/artifacts/gpu_hog"))
+        .bearer_auth(&token)
+        .body(common::guest("gpu_hog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = c
+        .http
+        .post(c.url("/v1/functions"))
+        .bearer_auth(&token)
+        .json(
+            &json!({"name": "hog", "artifact": "gpu_hog", "accelerator": "none",
+                      "deadline_ms": 20_000, "memory_limit_bytes": 128 << 20}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    // 16 MiB held on executor 0 for a while.
+    let holder = {
+        let (c2, token) = (c.http.clone(), token.clone());
+        let url = c.url("/v1/functions/hog/invoke");
+        let input: Vec<u8> = [1u32, 4 << 20, 3_000]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        tokio::spawn(async move {
+            let r = c2
+                .post(url)
+                .bearer_auth(token)
+                .body(input)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.headers()["spillway-executor"].clone(),
+            )
+        })
+    };
+    wait_executors(&c, "the holder on 0", |e| running(e) == [1, 0]).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while tenant_bytes(&c, "capped").await != Some(16 << 20) {
+        assert!(Instant::now() < until, "the holder's 16 MiB never reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // On executor 1 the tenant has 16 MiB of room, not 32.
+    let (status, body) = hog(&c, &token, 2, 0).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("exceeds tenant capped's GPU memory"),
+        "{body}"
+    );
+    let (status, body) = hog(&c, &token, 1, 0).await;
+    assert_eq!(status, 200, "16 MiB fit beside the holder's: {body}");
+    let (status, on) = holder.await.unwrap();
+    assert_eq!((status, on.to_str().unwrap()), (200, "0"));
+    // Once the holder's bytes are given back, 32 MiB fit again.
+    let until = Instant::now() + Duration::from_secs(10);
+    while tenant_bytes(&c, "capped").await.unwrap_or(0) != 0 {
+        assert!(
+            Instant::now() < until,
+            "the holder's bytes never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = hog(&c, &token, 2, 0).await;
+    assert_eq!(status, 200, "{body}");
 }

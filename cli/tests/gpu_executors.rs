@@ -58,7 +58,11 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
     assert_eq!(e["may_have_run"], true, "{e}");
     let r = victim.await.unwrap();
     assert_eq!(r.status(), 200, "the idempotent job ran again");
-    assert_eq!(r.headers()["spillway-executor"], "1", "on the other executor");
+    assert_eq!(
+        r.headers()["spillway-executor"],
+        "1",
+        "on the other executor"
+    );
     assert_eq!(r.bytes().await.unwrap().as_ref(), SLOW_OUTPUT);
     for job in [bystander, second_bystander] {
         let r = job.await.unwrap();
@@ -73,7 +77,11 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
         e[0]["up"] == true && e[0]["pid"].as_u64() != Some(killed)
     })
     .await;
-    assert_eq!(pid(&after[1]), pid(&before[1]), "executor 1 never restarted");
+    assert_eq!(
+        pid(&after[1]),
+        pid(&before[1]),
+        "executor 1 never restarted"
+    );
     assert_eq!(after[1]["restarts"], 0, "{after:?}");
     let metrics = c.metrics().await;
     assert!(

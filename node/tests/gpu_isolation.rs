@@ -150,7 +150,11 @@ fn a_pack_reads_another_tenants_buffer_in_its_context_and_not_from_another_proce
 
     // Same process, same context: the prober reads the owner's values.
     let read = peek(&exec, address).expect("a read in the same context");
-    assert_eq!(floats(&read), SECRET, "a shared context is one address space");
+    assert_eq!(
+        floats(&read),
+        SECRET,
+        "a shared context is one address space"
+    );
 
     // Another process, its own context on the same GPU: it does not.
     let child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -185,5 +189,9 @@ fn a_pack_reads_another_tenants_buffer_in_its_context_and_not_from_another_proce
     assert_eq!(floats(&again), SECRET);
     cancel.store(true, Ordering::Relaxed);
     let ended = owner.join().unwrap();
-    assert_eq!(ended.unwrap_err(), Failure::Cancelled, "cancelled while holding");
+    assert_eq!(
+        ended.unwrap_err(),
+        Failure::Cancelled,
+        "cancelled while holding"
+    );
 }

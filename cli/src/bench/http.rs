@@ -44,11 +44,13 @@ pub(crate) async fn run(
     slots: u32,
     guest: BenchGuest,
     warm_instances: Option<u32>,
+    executors: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let options = HostOptions {
         slots,
         queue: 1024,
         warm_instances,
+        executors,
         ..HostOptions::default()
     };
     let cluster = LocalCluster::start(None, 1, options).await?;

@@ -52,6 +52,10 @@ pub(crate) enum BenchCommand {
         /// The node's warm instances (default: the host's default).
         #[arg(long)]
         warm_instances: Option<u32>,
+        /// The host's executors (`spillway host --executors`; default
+        /// `one`): `0,0` puts two node processes on GPU 0, `--slots` each.
+        #[arg(long)]
+        executors: Option<String>,
     },
     /// Leader failover on three loopback hosts: `kill -9` of the leader's
     /// `spillway host` process to the first write committed through a
@@ -193,7 +197,18 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             slots,
             guest,
             warm_instances,
-        } => http::run(concurrency, requests, slots, guest, warm_instances).await,
+            executors,
+        } => {
+            http::run(
+                concurrency,
+                requests,
+                slots,
+                guest,
+                warm_instances,
+                executors,
+            )
+            .await
+        }
         BenchCommand::Failover { runs } => failover::run(runs).await,
         BenchCommand::ControlLog {
             requests,

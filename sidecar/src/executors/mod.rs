@@ -67,6 +67,27 @@ impl Assigned<'_> {
         &self.executors.list[self.index]
     }
 
+    /// `exec` as this executor runs it: where the executor has no GPU (its
+    /// jobs' buffers are counted by its ledger, not a driver pool), a
+    /// capped tenant's cap is lessened by what the tenant's jobs hold on
+    /// the host's other executors, so the cap holds across the host, as
+    /// their reports (each within about 20 ms of a charge) say. On a GPU
+    /// the cap stays whole: the tenant's pool there enforces it, per GPU.
+    pub(crate) fn fit(&self, exec: &mut Execute) {
+        let Some(cap) = exec.spec.tenant_gpu_bytes else {
+            return;
+        };
+        let mine = self.executor().link.status();
+        if mine.capabilities.is_none_or(|c| !c.gpus.is_empty()) {
+            return;
+        }
+        let elsewhere: u64 = (self.executors.list.iter().enumerate())
+            .filter(|(i, _)| *i != self.index)
+            .map(|(_, e)| held_by(&e.link.status(), &exec.spec.tenant))
+            .sum();
+        exec.spec.tenant_gpu_bytes = Some(room(cap, elsewhere));
+    }
+
     /// Runs the job on this executor, its chunks collected.
     pub(crate) async fn execute(&self, exec: Execute) -> Result<JobOutput, JobFailed> {
         self.executor().link.execute(exec).await
@@ -285,6 +306,19 @@ impl Executors {
     }
 }
 
+/// The bytes `tenant`'s jobs hold on an executor, as it last reported.
+fn held_by(status: &NodeStatus, tenant: &TenantId) -> u64 {
+    (status.tenant_gpu.iter())
+        .find(|(t, _)| t == tenant)
+        .map_or(0, |(_, bytes)| *bytes)
+}
+
+/// A tenant's room on one executor: its cap less what it holds on the
+/// others (never below nothing).
+fn room(cap: u64, held_elsewhere: u64) -> u64 {
+    cap.saturating_sub(held_elsewhere)
+}
+
 fn asking(spec: &JobSpec) -> Asking<'_> {
     Asking {
         tenant: &spec.tenant,
@@ -442,6 +476,19 @@ mod tests {
             restarts: 1,
             tenant_gpu: Arc::new(vec![(TenantId::admin(), 10)]),
         }
+    }
+
+    #[test]
+    fn a_tenants_room_is_its_cap_less_what_it_holds_elsewhere() {
+        for (cap, elsewhere, want) in [(32, 0, 32), (32, 16, 16), (32, 32, 0), (32, 48, 0)] {
+            assert_eq!(room(cap, elsewhere), want, "{cap} less {elsewhere}");
+        }
+        let status = NodeStatus {
+            tenant_gpu: Arc::new(vec![(TenantId::admin(), 7)]),
+            ..NodeStatus::default()
+        };
+        assert_eq!(held_by(&status, &TenantId::admin()), 7);
+        assert_eq!(held_by(&status, &TenantId("other".into())), 0);
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub(crate) async fn run_for_peer(
         let started = Instant::now();
         // Moved in: the executor's place is given back as the job ends.
         let assigned = assigned;
+        let mut execute = execute;
+        assigned.fit(&mut execute);
         let mut outcome = assigned.execute_into(execute, &chunk_tx).await;
         if let Ok(output) = &mut outcome {
             queue.record_exec(started.elapsed().as_secs_f64() * 1000.0);

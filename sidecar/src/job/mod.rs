@@ -489,7 +489,7 @@ impl Job<'_> {
             .as_millis() as u64;
         let executor = &assigned.executor().name;
         let span = tracing::info_span!("node", job = %self.id, %executor);
-        let exec = Execute {
+        let mut exec = Execute {
             job: self.id,
             spec: self.spec.clone(),
             input: self.input.clone(),
@@ -497,6 +497,7 @@ impl Job<'_> {
             output_window: 0,
             trace: self.trace_from(&span),
         };
+        assigned.fit(&mut exec);
         let result = match &self.context.stream {
             Some(s) => {
                 s.running_on.send_replace(Some(stream::RunningOn {
