@@ -363,7 +363,10 @@ fn candidate<'a>(
 /// executors share once, its tenants' pools from both); the artifacts any
 /// holds (the store is shared) and the restarts of all. With none up, the
 /// first's as it stands. One executor's status is its own.
-pub(crate) fn merged(statuses: Vec<NodeStatus>) -> NodeStatus {
+pub(crate) fn merged(mut statuses: Vec<NodeStatus>) -> NodeStatus {
+    if statuses.len() == 1 {
+        return statuses.pop().expect("one status");
+    }
     let restarts = statuses.iter().map(|s| s.restarts).sum();
     let mut held = BTreeSet::new();
     for s in &statuses {
