@@ -1,7 +1,10 @@
 ;; pack_peek (hostile, test only): reads GPU memory by raw address through
 ;; a kernel pack named `peek` (node/tests/gpu_isolation.rs has it), to show
 ;; what a separate CUDA context keeps out. Input byte 0 is the mode:
-;; - 0, hold: input[4..20] is 4 f32. They go into a buffer; the pack's
+;; - 0, hold: input[4..20] is 4 f32, optionally then input[20..24] a
+;;   padding (u32, elements): a buffer of that many f32 is made first, so
+;;   the next one lies past that much of the address space. The 4 f32 go
+;;   into a buffer; the pack's
 ;;   `address` kernel writes that buffer's device address into another;
 ;;   the guest emits it (8 bytes, little-endian) and then waits, holding the
 ;;   buffer, until its deadline is 100 ms away (or it is cancelled). Returns
@@ -101,7 +104,7 @@
       (i32.const 16))
 
     (func (export "run") (param $in i32) (param $len i32) (result i32)
-      (local $x i32) (local $out i32)
+      (local $x i32) (local $out i32) (local $pad i32)
       (block $gpu_failed
         (block $bad_input
           (br_if $bad_input (i32.lt_u (local.get $len) (i32.const 12)))
@@ -110,6 +113,12 @@
               ;; hold
               (br_if $bad_input (i32.lt_u (local.get $len) (i32.const 20)))
               (memory.copy (i32.const 128) (i32.add (local.get $in) (i32.const 4)) (i32.const 16))
+              (if (i32.ge_u (local.get $len) (i32.const 24))
+                (then
+                  (if (i32.load offset=20 (local.get $in))
+                    (then
+                      (br_if $gpu_failed (i32.eqz (local.tee $pad
+                        (call $buffer (i32.load offset=20 (local.get $in))))))))))
               (br_if $gpu_failed (i32.eqz (local.tee $x (call $buffer (i32.const 4)))))
               (call $write (local.get $x) (i32.const 0) (i32.const 128) (i32.const 4) (i32.const 0))
               (br_if $gpu_failed (i32.load8_u (i32.const 0)))
