@@ -192,7 +192,14 @@ mod tests {
             confined_to: confined.iter().map(|c| t(c)).collect(),
         };
         let no_count = || panic!("the GPUs are counted only for per-gpu over all of them");
-        let table: Vec<(&str, Option<Vec<usize>>, usize, Result<Vec<Planned>, ()>)> = vec![
+        // (flag, --gpus, GPUs the host has, the executors planned)
+        type Case = (
+            &'static str,
+            Option<Vec<usize>>,
+            usize,
+            Result<Vec<Planned>, ()>,
+        );
+        let table: Vec<Case> = vec![
             ("one", None, 8, Ok(vec![p("0", None, &[])])),
             (
                 "one",

@@ -115,18 +115,6 @@ impl Executors {
         }
     }
 
-    /// One executor, shared by every tenant (tests, and a host that runs
-    /// one node).
-    #[cfg(test)]
-    pub(crate) fn one(link: Arc<NodeLink>) -> Self {
-        // (its link is named "0")
-        Self::new(vec![Executor {
-            name: "0".into(),
-            confined_to: Vec::new(),
-            link,
-        }])
-    }
-
     /// Each executor as `/v1/cluster` and peers show it.
     pub(crate) fn each(&self) -> Vec<ExecutorStatus> {
         let running = self.running.lock().expect("executors lock").clone();
