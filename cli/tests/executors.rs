@@ -99,6 +99,69 @@ pub(crate) fn spawn(
     tokio::spawn(async move { request.send().await.unwrap() })
 }
 
+/// A tenant made from `spec` and a token of it that may invoke and
+/// publish.
+async fn tenant_token(c: &Cluster, spec: Value) -> String {
+    let tenant = spec["name"].clone();
+    let token = json!({"tenant": tenant, "scopes": ["invoke", "publish"]});
+    let mut answers = Vec::new();
+    for (path, body) in [("/v1/tenants", spec), ("/v1/tokens", token)] {
+        let r = c
+            .http
+            .post(c.url(path))
+            .bearer_auth(&c.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{path}");
+        answers.push(r.json::<Value>().await.unwrap());
+    }
+    answers[1]["token"].as_str().unwrap().to_owned()
+}
+
+/// Uploads the example guest `guest` with `token`.
+async fn upload(c: &Cluster, token: &str, guest: &str) {
+    let r = c
+        .http
+        .put(c.url(&format!("/v1/artifacts/{guest}")))
+        .bearer_auth(token)
+        .body(common::guest(guest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Waits until executor 0 (`before[0]`, since gone) is back with a new
+/// pid, and checks executor 1 never restarted.
+pub(crate) async fn executor_0_restarted_alone(c: &Cluster, before: &[Value]) {
+    let killed = pid(&before[0]);
+    let after = wait_executors(c, "executor 0 restarted", |e| {
+        e[0]["up"] == true && e[0]["pid"].as_u64() != Some(killed)
+    })
+    .await;
+    assert!(after[0]["restarts"].as_u64().unwrap() >= 1, "{after:?}");
+    assert_eq!(
+        pid(&after[1]),
+        pid(&before[1]),
+        "executor 1 never restarted"
+    );
+    assert_eq!(after[1]["restarts"], 0, "{after:?}");
+}
+
+/// Checks a countdown job `SLOW` answered 200 from `executor`, whole.
+pub(crate) async fn ran_on(
+    job: tokio::task::JoinHandle<reqwest::Response>,
+    executor: &str,
+    what: &str,
+) {
+    let r = job.await.unwrap();
+    assert_eq!(r.status(), 200, "{what}");
+    assert_eq!(r.headers()["spillway-executor"], executor, "{what}");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), SLOW_OUTPUT, "{what}");
+}
+
 pub(crate) async fn two_executors_up(c: &Cluster) -> Vec<Value> {
     wait_executors(c, "two executors up", |e| {
         e.len() == 2 && e.iter().all(|x| x["up"] == true)
@@ -150,31 +213,16 @@ async fn a_lost_executor_ends_only_its_jobs_and_its_idempotent_job_runs_on_the_o
         began.elapsed()
     );
 
-    let r = victim.await.unwrap();
-    assert_eq!(r.status(), 200, "the idempotent job ran again");
-    assert_eq!(
-        r.headers()["spillway-executor"],
+    ran_on(
+        victim,
         "1",
-        "on the other executor"
-    );
-    assert_eq!(r.bytes().await.unwrap().as_ref(), SLOW_OUTPUT);
-
-    let r = bystander.await.unwrap();
-    assert_eq!(r.status(), 200, "the other executor's job is untouched");
-    assert_eq!(r.headers()["spillway-executor"], "1");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), SLOW_OUTPUT);
-
-    let after = wait_executors(&c, "executor 0 restarted", |e| {
-        e[0]["up"] == true && e[0]["pid"].as_u64() != Some(killed)
-    })
+        "the idempotent job ran again, on the other executor",
+    )
     .await;
-    assert!(after[0]["restarts"].as_u64().unwrap() >= 1, "{after:?}");
-    assert_eq!(
-        pid(&after[1]),
-        pid(&before[1]),
-        "executor 1 never restarted"
-    );
-    assert_eq!(after[1]["restarts"], 0, "{after:?}");
+
+    ran_on(bystander, "1", "the other executor's job is untouched").await;
+
+    executor_0_restarted_alone(&c, &before).await;
     let metrics = c.metrics().await;
     assert!(metrics.contains("spillway_executors 2"), "{metrics}");
     let health: Value = c
@@ -196,37 +244,10 @@ async fn a_tenant_kept_for_an_executor_runs_only_there_and_no_other_tenant_does(
     let all = two_executors_up(&c).await;
     assert_eq!(all[0]["confined_to"], json!([]), "{all:?}");
     assert_eq!(all[1]["confined_to"], json!(["kept"]), "{all:?}");
-    let r = c
-        .http
-        .post(c.url("/v1/tenants"))
-        .bearer_auth(&c.token)
-        .json(&json!({"name": "kept"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = c
-        .http
-        .post(c.url("/v1/tokens"))
-        .bearer_auth(&c.token)
-        .json(&json!({"tenant": "kept", "scopes": ["invoke", "publish"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let kept: Value = r.json().await.unwrap();
-    let kept = kept["token"].as_str().unwrap().to_owned();
+    let kept = tenant_token(&c, json!({"name": "kept"})).await;
 
-    for (token, who) in [(&c.token, "admin"), (&kept, "kept")] {
-        let r = c
-            .http
-            .put(c.url("/v1/artifacts/countdown"))
-            .bearer_auth(token)
-            .body(common::guest("countdown"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{who}: {}", r.text().await.unwrap());
+    for token in [&c.token, &kept] {
+        upload(&c, token, "countdown").await;
         function(&c, token, "count", "countdown", false).await;
     }
     // Each tenant's jobs, several at once so an idle executor would be
@@ -279,34 +300,9 @@ async fn tenant_bytes(c: &Cluster, tenant: &str) -> Option<u64> {
 async fn a_tenants_cap_on_the_cpu_backend_holds_across_executors() {
     let c = Cluster::start_with(2, 16, &["--executors", "cpu,cpu"]);
     two_executors_up(&c).await;
-    let r = c
-        .http
-        .post(c.url("/v1/tenants"))
-        .bearer_auth(&c.token)
-        .json(&json!({"name": "capped", "max_gpu_memory_bytes": 32 << 20}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = c
-        .http
-        .post(c.url("/v1/tokens"))
-        .bearer_auth(&c.token)
-        .json(&json!({"tenant": "capped", "scopes": ["invoke", "publish"]}))
-        .send()
-        .await
-        .unwrap();
-    let token: Value = r.json().await.unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
-    let r = c
-        .http
-        .put(c.url("/v1/artifacts/gpu_hog"))
-        .bearer_auth(&token)
-        .body(common::guest("gpu_hog"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let spec = json!({"name": "capped", "max_gpu_memory_bytes": 32 << 20});
+    let token = tenant_token(&c, spec).await;
+    upload(&c, &token, "gpu_hog").await;
     let r = c
         .http
         .post(c.url("/v1/functions"))
