@@ -88,7 +88,7 @@ fn render(cluster: &Value, names: &HashMap<String, String>) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<4} {:<8} {:<9} {:<7} {:<22} {:>5} {:>7} {:>6} {:>8} {:>8}  backends",
+        "{:<4} {:<8} {:<9} {:<8} {:<22} {:>5} {:>7} {:>6} {:>8} {:>8}  backends",
         "id",
         "role",
         "state",
@@ -114,11 +114,16 @@ fn render(cluster: &Value, names: &HashMap<String, String>) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<4} {:<8} {:<9} {:<7} {:<22} {:>5} {:>7} {:>6} {:>8} {:>8}  {}",
+            "{:<4} {:<8} {:<9} {:<8} {:<22} {:>5} {:>7} {:>6} {:>8} {:>8}  {}",
             m["id"].as_str().unwrap_or("?"),
             role,
             m["state"].as_str().unwrap_or("?"),
-            if m["healthy"] == true { "ok" } else { "down" },
+            match (m["healthy"] == true, m["node"]["up"] == true) {
+                (true, _) => "ok",
+                // Some executors up, not all.
+                (false, true) => "degraded",
+                (false, false) => "down",
+            },
             m["http_addr"].as_str().unwrap_or("?"),
             m["slots"].to_string(),
             m["running"].to_string(),
@@ -127,6 +132,31 @@ fn render(cluster: &Value, names: &HashMap<String, String>) -> String {
             m["resident_artifacts"].to_string(),
             backends.join(","),
         );
+        // Its executors, where it runs several.
+        let executors = m["node"]["executors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for e in executors.iter().filter(|_| executors.len() > 1) {
+            let kept: Vec<&str> = (e["confined_to"].as_array().into_iter().flatten())
+                .filter_map(|t| t.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "     executor {}: {} pid {}, {}/{} running, restarts {}, gpus {}{}",
+                e["name"].as_str().unwrap_or("?"),
+                if e["up"] == true { "up" } else { "down" },
+                e["pid"],
+                e["running"],
+                e["slots"],
+                e["restarts"],
+                e["gpus"],
+                match kept.is_empty() {
+                    true => String::new(),
+                    false => format!(", kept for {}", kept.join(",")),
+                },
+            );
+        }
         // Weights resident on its GPUs, named as the cluster knows them.
         for w in m["node"]["weights_on_gpus"]
             .as_array()
@@ -160,8 +190,17 @@ mod tests {
                 {"id": "n1", "leader": true, "role": "voter", "state": "active", "healthy": true,
                  "http_addr": "10.0.0.1:7070", "slots": 8, "running": 2, "queued": 0,
                  "resident_artifacts": 3, "backends": ["cuda", "cpu"],
-                 "node": {"restarts": 0, "weights_on_gpus": [
-                     {"gpu": 0, "digest": "abc", "bytes": 3_145_728}]}},
+                 "node": {"up": true, "restarts": 0, "weights_on_gpus": [
+                     {"gpu": 0, "digest": "abc", "bytes": 3_145_728}],
+                     "executors": [{"name": "0", "up": true, "pid": 7}]}},
+                {"id": "n3", "leader": false, "role": "voter", "state": "active", "healthy": false,
+                 "http_addr": "10.0.0.3:7070", "slots": 3, "running": 1, "queued": 0,
+                 "resident_artifacts": 3, "backends": ["cuda", "cpu"],
+                 "node": {"up": true, "restarts": 1, "weights_on_gpus": [], "executors": [
+                     {"name": "0", "up": false, "pid": null, "running": 0, "slots": 3,
+                      "restarts": 1, "gpus": [0], "confined_to": []},
+                     {"name": "1", "up": true, "pid": 42, "running": 1, "slots": 3,
+                      "restarts": 0, "gpus": [1], "confined_to": ["acme"]}]}},
                 {"id": "n2", "leader": false, "role": "learner", "state": "draining",
                  "healthy": false, "http_addr": "10.0.0.2:7070", "slots": null,
                  "running": null, "queued": null, "resident_artifacts": 0,
@@ -176,15 +215,27 @@ mod tests {
             "cluster sw-1  leader n1  term 3  commit 40  applied 40 (on host n2)"
         );
         assert!(
-            lines[2].starts_with("n1   leader   active    ok      10.0.0.1:7070"),
+            lines[2].starts_with("n1   leader   active    ok       10.0.0.1:7070"),
             "{text}"
         );
         assert!(lines[2].ends_with("cuda,cpu"), "{text}");
         assert_eq!(lines[3], "     gpu 0: weights tiny-lm (3.0 MiB)");
         assert!(
-            lines[4].starts_with("n2   learner  draining  down"),
+            lines[4].starts_with("n3   voter    active    degraded"),
             "{text}"
         );
-        assert_eq!(lines.len(), 5);
+        assert_eq!(
+            lines[5],
+            "     executor 0: down pid null, 0/3 running, restarts 1, gpus [0]"
+        );
+        assert_eq!(
+            lines[6],
+            "     executor 1: up pid 42, 1/3 running, restarts 0, gpus [1], kept for acme"
+        );
+        assert!(
+            lines[7].starts_with("n2   learner  draining  down"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 8);
     }
 }
