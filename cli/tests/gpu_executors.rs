@@ -27,6 +27,11 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
     }
     assert_eq!(before[0]["gpus"], serde_json::json!([0]), "{before:?}");
     assert_eq!(before[1]["gpus"], serde_json::json!([0]), "{before:?}");
+    // How the GPU is shared, as the driver shows it (MPS, MIG).
+    let sharing = &before[0]["gpu_sharing"][0];
+    assert_eq!(sharing["gpu"], 0, "{before:?}");
+    assert!(sharing["mps"].is_boolean() && sharing["mig"].is_boolean());
+    eprintln!("GPU 0's sharing: {sharing}");
     let token = c.token.clone();
     for guest in ["countdown", "gpu_fault"] {
         let r = c.put_artifact(guest, common::guest(guest)).await;

@@ -41,8 +41,8 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use spillway_kernels::{DType, Kernel, KernelPack, PackKernel, PackSource, nvrtc};
-use spillway_proto::GpuDevice;
 use spillway_proto::{Digest, TenantId};
+use spillway_proto::{GpuDevice, GpuSharing};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +135,9 @@ struct PackModule {
 /// One GPU: its context, kernels and free slot streams.
 pub(crate) struct CudaGpu {
     info: GpuDevice,
+    /// Whether its contexts go through MPS, and whether it is a MIG
+    /// instance.
+    sharing: GpuSharing,
     ctx: Arc<CudaContext>,
     functions: HashMap<Kernel, CudaFunction>,
     /// Where compiled PTX is cached (kernel packs compile here too).
@@ -224,6 +227,12 @@ pub(crate) fn driver_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
+/// Whether a device the driver names `name` is a MIG instance: the driver
+/// calls those `<GPU> MIG <profile>` (`NVIDIA H100 80GB HBM3 MIG 1g.10gb`).
+fn is_mig_instance(name: &str) -> bool {
+    name.split_whitespace().any(|word| word == "MIG")
+}
+
 /// The GPUs the driver shows this process (0 without a driver). Creates
 /// no context: `spillway gpu-count` answers it for a host planning one
 /// executor per GPU, so its sidecar never loads the driver.
@@ -274,6 +283,11 @@ impl CudaBackend {
     /// The inventory, for the node's capabilities.
     pub(crate) fn devices(&self) -> Vec<GpuDevice> {
         self.gpus.iter().map(|g| g.info.clone()).collect()
+    }
+
+    /// How each GPU is shared with other processes.
+    pub(crate) fn sharing(&self) -> Vec<GpuSharing> {
+        self.gpus.iter().map(|g| g.sharing).collect()
     }
 
     /// Compiles (or finds in the PTX cache) and loads a kernel pack on every
@@ -471,6 +485,23 @@ fn open_gpu(ordinal: usize, ptx_dir: &Path, options: &GpuOptions) -> Result<Cuda
         memory_bytes: ctx.total_mem()? as u64,
         compute_capability: (major as u32, minor as u32),
     };
+    let sharing = GpuSharing {
+        gpu: info.index,
+        // Drivers before CUDA 12 lack the attribute: no MPS is what they
+        // would say of a GPU they do not share through one.
+        mps: ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MPS_ENABLED)
+            .is_ok_and(|on| on == 1),
+        mig: is_mig_instance(&info.model),
+    };
+    if sharing.mps || sharing.mig {
+        tracing::info!(
+            gpu = ordinal,
+            mps = sharing.mps,
+            mig = sharing.mig,
+            "GPU shared"
+        );
+    }
     keep_freed_memory(&ctx, info.memory_bytes / 4)?;
     // SAFETY: every buffer is allocated, used and freed on the one stream of
     // the job that owns it, and a stream is synchronized before it goes back
@@ -519,6 +550,7 @@ fn open_gpu(ordinal: usize, ptx_dir: &Path, options: &GpuOptions) -> Result<Cuda
         free: Mutex::new(free),
         resident: ResidentSet::new(weights_budget.unwrap_or(info.memory_bytes / 2)),
         info,
+        sharing,
     })
 }
 
@@ -1017,5 +1049,23 @@ impl StreamLease {
         self.stream().synchronize()?;
         self.settled.store(true, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_mig_instance;
+
+    #[test]
+    fn a_mig_instance_is_told_by_its_name() {
+        for (name, mig) in [
+            ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", true),
+            ("NVIDIA A100-SXM4-40GB MIG 3g.20gb", true),
+            ("NVIDIA H100 80GB HBM3", false),
+            ("NVIDIA H200", false),
+            ("NVIDIA MIGHTY 1", false),
+        ] {
+            assert_eq!(is_mig_instance(name), mig, "{name}");
+        }
     }
 }

@@ -226,6 +226,7 @@ impl Executor {
             gpus: self.cuda.as_ref().map(|c| c.devices()).unwrap_or_default(),
             max_memory_bytes: self.config.max_memory_bytes,
             epoch_tick_ms: self.config.epoch_tick.as_millis() as u32,
+            sharing: self.cuda.as_ref().map(|c| c.sharing()).unwrap_or_default(),
         }
     }
 

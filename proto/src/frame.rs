@@ -10,7 +10,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The protocol version carried in every frame.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// The default largest frame: 64 MiB, enough for a job's input or output
 /// (artifacts travel in chunks of [`crate::ARTIFACT_CHUNK`]).
@@ -119,6 +119,7 @@ mod tests {
                     gpus: vec![],
                     max_memory_bytes: 1 << 30,
                     epoch_tick_ms: 10,
+                    sharing: vec![],
                 },
                 resident: vec![Digest::of(b"a")],
             }),

@@ -36,6 +36,6 @@ pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use ids::{Digest, DigestParseError, JobId, NodeId, TenantId};
 pub use message::{
     ARTIFACT_CHUNK, Accelerator, Backend, Capabilities, Completion, Execute, FromNode, GpuDevice,
-    GpuMemory, GpuWeights, Hello, JobSpec, LoadReport, TenantGpuPool, ToNode,
+    GpuMemory, GpuSharing, GpuWeights, Hello, JobSpec, LoadReport, TenantGpuPool, ToNode,
 };
 pub use trace::{SpanRecord, SpanValue, TraceCarrier};

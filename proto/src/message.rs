@@ -61,6 +61,19 @@ pub struct Capabilities {
     pub max_memory_bytes: u64,
     /// The epoch tick: deadlines are enforced to within one tick.
     pub epoch_tick_ms: u32,
+    /// How each of its GPUs is shared with other processes.
+    pub sharing: Vec<GpuSharing>,
+}
+
+/// How one GPU is shared with other processes, as its driver shows it:
+/// through an MPS server (contexts of several processes run at once), or
+/// as a MIG instance (a hardware partition of a larger GPU). Neither: the
+/// process's context is time-sliced with any other on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuSharing {
+    pub gpu: u32,
+    pub mps: bool,
+    pub mig: bool,
 }
 
 /// The node's greeting, first frame on every connection.

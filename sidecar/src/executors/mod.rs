@@ -132,6 +132,7 @@ impl Executors {
                     gpus: capabilities
                         .map_or_else(Vec::new, |c| c.gpus.iter().map(|g| g.index).collect()),
                     confined_to: e.confined_to.clone(),
+                    sharing: capabilities.map_or_else(Vec::new, |c| c.sharing.clone()),
                 }
             })
             .collect()
@@ -377,6 +378,11 @@ pub(crate) fn merged(mut statuses: Vec<NodeStatus>) -> NodeStatus {
                         a.gpus.push(gpu);
                     }
                 }
+                for gpu in b.sharing {
+                    if !a.sharing.iter().any(|g| g.gpu == gpu.gpu) {
+                        a.sharing.push(gpu);
+                    }
+                }
                 Some(a)
             }
             (a, b) => a.or(b),
@@ -445,6 +451,7 @@ mod tests {
                     .collect(),
                 max_memory_bytes: 1 << 30,
                 epoch_tick_ms: 10,
+                sharing: Vec::new(),
             }),
             load: Some((
                 LoadReport {

@@ -136,16 +136,7 @@ pub(super) async fn get_cluster(
                         "digest": w.digest.to_string(),
                         "bytes": w.bytes,
                     })).collect::<Vec<Value>>(),
-                    "executors": r.executors.iter().map(|e| json!({
-                        "name": e.name,
-                        "up": e.up,
-                        "pid": e.pid,
-                        "restarts": e.restarts,
-                        "slots": e.slots,
-                        "running": e.running,
-                        "gpus": e.gpus,
-                        "confined_to": e.confined_to.iter().map(|t| &t.0).collect::<Vec<_>>(),
-                    })).collect::<Vec<Value>>(),
+                    "executors": r.executors.iter().map(executor_json).collect::<Vec<Value>>(),
                 })),
             })
         })
@@ -199,4 +190,23 @@ pub(super) async fn get_local(
         "state_fingerprint": state.fingerprint().to_hex(),
         "residency": residency,
     })))
+}
+
+/// One executor of a host, as `/v1/cluster` shows it.
+fn executor_json(e: &crate::peer::ExecutorStatus) -> Value {
+    json!({
+        "name": e.name,
+        "up": e.up,
+        "pid": e.pid,
+        "restarts": e.restarts,
+        "slots": e.slots,
+        "running": e.running,
+        "gpus": e.gpus,
+        "confined_to": e.confined_to.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        "gpu_sharing": e.sharing.iter().map(|g| json!({
+            "gpu": g.gpu,
+            "mps": g.mps,
+            "mig": g.mig,
+        })).collect::<Vec<Value>>(),
+    })
 }

@@ -270,6 +270,8 @@ pub struct ExecutorStatus {
     pub gpus: Vec<u32>,
     /// The tenants it is kept for; empty: shared.
     pub confined_to: Vec<spillway_proto::TenantId>,
+    /// How each of its GPUs is shared with other processes (MPS, MIG).
+    pub sharing: Vec<spillway_proto::GpuSharing>,
 }
 
 /// The openraft message types a [`RaftRequest`] carries (re-exported by
