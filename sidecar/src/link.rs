@@ -208,6 +208,11 @@ impl NodeLink {
         self.status.borrow().clone()
     }
 
+    /// Told of every change to the status.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<NodeStatus> {
+        self.status.subscribe()
+    }
+
     pub(crate) fn note_restart(&self) {
         self.status.send_modify(|s| s.restarts += 1);
     }

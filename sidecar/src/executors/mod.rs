@@ -239,15 +239,19 @@ impl Executors {
     /// Waits until any executor is up, or `deadline`. Returns whether one
     /// is.
     pub(crate) async fn wait_up(&self, deadline: Instant) -> bool {
+        let mut statuses: Vec<_> = self.list.iter().map(|e| e.link.subscribe()).collect();
         loop {
-            if self.list.iter().any(|e| e.link.status().up) {
+            if statuses.iter_mut().any(|s| s.borrow_and_update().up) {
                 return true;
             }
-            if Instant::now() >= deadline {
+            let changed =
+                futures::future::select_all(statuses.iter_mut().map(|s| Box::pin(s.changed())));
+            if tokio::time::timeout_at(deadline.into(), changed)
+                .await
+                .is_err()
+            {
                 return false;
             }
-            let until = (tokio::time::Instant::now() + LOOK_AGAIN).min(deadline.into());
-            tokio::time::sleep_until(until).await;
         }
     }
 
