@@ -32,6 +32,18 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
     assert_eq!(sharing["gpu"], 0, "{before:?}");
     assert!(sharing["mps"].is_boolean() && sharing["mig"].is_boolean());
     eprintln!("GPU 0's sharing: {sharing}");
+    // Membership's inventory records it: two contexts on GPU 0, both
+    // open to every tenant.
+    let member = c
+        .wait_member("GPU 0's isolation in membership", |m| {
+            m["gpus"][0]["isolation"]["contexts"] == 2
+        })
+        .await;
+    let isolation = &member["gpus"][0]["isolation"];
+    assert_eq!(isolation["shared_context"], true, "{member}");
+    assert_eq!(isolation["kept_for"], serde_json::json!([]), "{member}");
+    assert_eq!(isolation["mps"], sharing["mps"], "{member}");
+    eprintln!("GPU 0 in membership: {}", member["gpus"][0]);
     let token = c.token.clone();
     for guest in ["countdown", "gpu_fault"] {
         let r = c.put_artifact(guest, common::guest(guest)).await;

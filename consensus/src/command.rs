@@ -114,6 +114,13 @@ pub enum ControlCommand {
     /// its own yet, applies it. (Last, so earlier entries keep their
     /// encoding.)
     Restore(Box<crate::backup::BackupContents>),
+    /// How a member's GPUs are shared now (its executors' contexts, MPS,
+    /// MIG): replaces what the log had for it. (After `Restore`, so earlier
+    /// entries keep their encoding.)
+    SetGpuIsolation {
+        id: u64,
+        gpus: Vec<crate::membership::GpuIsolation>,
+    },
 }
 
 impl ControlCommand {
@@ -169,6 +176,9 @@ impl fmt::Display for ControlCommand {
             }
             ControlCommand::UpdateMember { id, quic_addr, .. } => {
                 write!(f, "member {id} now at {quic_addr}")
+            }
+            ControlCommand::SetGpuIsolation { id, gpus } => {
+                write!(f, "member {id}'s GPU isolation ({} GPUs)", gpus.len())
             }
             ControlCommand::PruneTickets { .. } => write!(f, "prune expired tickets"),
             ControlCommand::CreateToken(t) => write!(f, "create token {}", t.id),

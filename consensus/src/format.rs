@@ -23,7 +23,7 @@ use std::path::PathBuf;
 /// The Raft log's format in this build.
 pub const LOG_FORMAT: u32 = 1;
 /// The snapshot file's format in this build.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// What a versioned snapshot file starts with.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SPWSNAP\0";

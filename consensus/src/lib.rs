@@ -50,7 +50,9 @@ pub use entries::{
 pub use error::OpenError;
 pub use format::{FormatError, LOG_FORMAT, Migration, SNAPSHOT_FORMAT};
 pub use log_store::LogStore;
-pub use membership::{JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry};
+pub use membership::{
+    GpuIsolation, JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
+};
 pub use state::ControlState;
 pub use state_machine::StateMachine;
 pub use tokens::{Scope, ScopeError, TokenDenial, TokenEntry};

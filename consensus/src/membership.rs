@@ -7,7 +7,7 @@
 //! from here.
 
 use serde::{Deserialize, Serialize};
-use spillway_proto::GpuDevice;
+use spillway_proto::{GpuDevice, TenantId};
 use std::collections::BTreeMap;
 
 /// The join protocol version this build speaks. A ticket or join request
@@ -53,6 +53,38 @@ pub struct MemberEntry {
     pub labels: BTreeMap<String, String>,
     pub gpus: Vec<GpuDevice>,
     pub state: MemberState,
+}
+
+/// How one of a member's GPUs is shared, as its host runs it: the node
+/// processes (executors) with a CUDA context on it, which tenants' jobs
+/// share a context there, and what its driver offers. Jobs in one context
+/// can read each other's device memory; contexts of separate processes
+/// cannot (`docs/security.md`). The host records it when it starts and
+/// whenever its executors' GPUs change (`ControlCommand::SetGpuIsolation`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuIsolation {
+    /// The GPU's index on its host (as in [`MemberEntry::gpus`]).
+    pub gpu: u32,
+    /// Node processes with a context on it.
+    pub contexts: u32,
+    /// Whether one of those contexts runs the jobs of every tenant that
+    /// has none kept for it: those tenants share a context there.
+    pub shared: bool,
+    /// The contexts kept for some tenants: each, the tenants whose jobs
+    /// run in it (and only there).
+    pub kept_for: Vec<Vec<TenantId>>,
+    /// Its driver runs an MPS server: the processes' contexts run at once.
+    pub mps: bool,
+    /// It is a MIG instance: a hardware partition of a larger GPU.
+    pub mig: bool,
+}
+
+impl GpuIsolation {
+    /// Whether every tenant's jobs on this GPU run in a context of their
+    /// own group: no context is open to all tenants.
+    pub fn tenants_apart(&self) -> bool {
+        !self.shared
+    }
 }
 
 /// A join ticket as the log records it: its one-time key (the joining

@@ -1,6 +1,8 @@
 //! The control state: what every host agrees on. Pure: changed only by
 //! [`ControlState::apply`], the same on every replica.
 
+mod v1;
+
 use crate::command::{
     ControlCommand, ControlResponse, Rejection, ResidencyChange, TICKET_GRACE_MS,
 };
@@ -9,7 +11,7 @@ use crate::entries::{
     StorageQuotaExceeded, TenantEntry,
 };
 use crate::membership::{
-    JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
+    GpuIsolation, JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
 };
 use crate::tokens::{Scope, TokenEntry};
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,10 @@ pub struct ControlState {
     leases: BTreeMap<TenantId, QuotaLeases>,
     /// Changes made through the API, oldest first.
     audit: std::collections::VecDeque<AuditRecord>,
+    /// How each member's GPUs are shared (absent: not reported yet). Last,
+    /// so a build of snapshot format 1 still reads this one's snapshots
+    /// (postcard leaves trailing bytes unread); `v1` reads that format's.
+    gpu_isolation: BTreeMap<u64, Vec<GpuIsolation>>,
 }
 
 impl ControlState {
@@ -339,6 +345,14 @@ impl ControlState {
                     t.expires_unix_ms.saturating_add(TICKET_GRACE_MS) > *now_unix_ms
                 });
             }
+            ControlCommand::SetGpuIsolation { id, gpus } => {
+                if !self.members.contains_key(id) {
+                    return ControlResponse::Rejected(Rejection::Missing(format!(
+                        "no member {id}"
+                    )));
+                }
+                self.gpu_isolation.insert(*id, gpus.clone());
+            }
         }
         ControlResponse::Done
     }
@@ -481,6 +495,12 @@ impl ControlState {
 
     pub fn member(&self, id: u64) -> Option<&MemberEntry> {
         self.members.get(&id)
+    }
+
+    /// How member `id`'s GPUs are shared, as it last recorded (empty: not
+    /// recorded, or no GPUs).
+    pub fn gpu_isolation(&self, id: u64) -> &[GpuIsolation] {
+        self.gpu_isolation.get(&id).map_or(&[], Vec::as_slice)
     }
 
     /// The member (not removed) with this identity key.
@@ -943,6 +963,13 @@ mod tests {
                     shares: Default::default(),
                 },
                 "invalid",
+            ),
+            (
+                ControlCommand::SetGpuIsolation {
+                    id: 9,
+                    gpus: Vec::new(),
+                },
+                "missing",
             ),
         ];
         for (command, want) in table {

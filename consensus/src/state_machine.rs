@@ -71,11 +71,16 @@ impl StateMachine {
                     .map_err(|e| OpenError::from_format(&path, e, err))?;
                 let stored: StoredSnapshot =
                     postcard::from_bytes(payload).map_err(|e| err(e.to_string()))?;
-                inner.state = postcard::from_bytes(&stored.data).map_err(|e| err(e.to_string()))?;
+                let mut stored = stored;
+                inner.state = ControlState::decode_format(&stored.data, version)
+                    .map_err(|e| err(e.to_string()))?;
                 inner.last_applied = stored.meta.last_log_id;
                 inner.membership = stored.meta.last_membership.clone();
                 if version < SNAPSHOT_FORMAT {
-                    // 0 to 1: the same payload, with a header and checksum.
+                    // 0 to 1: the same payload, with a header and checksum;
+                    // 1 to 2: the state gains `gpu_isolation` (empty).
+                    stored.data =
+                        postcard::to_allocvec(&inner.state).map_err(|e| err(e.to_string()))?;
                     persist(dir, &stored).map_err(|e| err(e.to_string()))?;
                     migration = Some(Migration {
                         store: path.clone(),
@@ -196,8 +201,10 @@ impl RaftStateMachine<C> for StateMachine {
         meta: &SnapshotMetaOf<C>,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
-        let state: ControlState = postcard::from_bytes(&data).map_err(invalid)?;
+        // A host of the earlier build (a rolling upgrade) sends its format:
+        // read it forward and keep it in this build's.
+        let state = ControlState::decode_sent(&snapshot.into_inner()).map_err(invalid)?;
+        let data = postcard::to_allocvec(&state).map_err(invalid)?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,

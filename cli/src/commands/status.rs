@@ -157,6 +157,10 @@ fn render(cluster: &Value, names: &HashMap<String, String>) -> String {
                 },
             );
         }
+        // Its GPUs: how each is shared, and the tenants' caps there.
+        for g in m["gpus"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "     {}", gpu_line(g));
+        }
         // Weights resident on its GPUs, named as the cluster knows them.
         for w in m["node"]["weights_on_gpus"]
             .as_array()
@@ -176,6 +180,57 @@ fn render(cluster: &Value, names: &HashMap<String, String>) -> String {
     out
 }
 
+/// One GPU of a member: `gpu 0: H100, 80.0 GiB, 2 contexts (one shared,
+/// kept for acme), mps; caps globex 64.0 MiB (11.0 used)`.
+fn gpu_line(g: &serde_json::Value) -> String {
+    let mib = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / f64::from(1 << 20);
+    let iso = &g["isolation"];
+    let sharing = if iso.is_null() {
+        "isolation not recorded".to_owned()
+    } else {
+        let mut how = Vec::new();
+        if iso["shared_context"] == true {
+            how.push("one shared".to_owned());
+        }
+        for kept in iso["kept_for"].as_array().into_iter().flatten() {
+            let tenants: Vec<&str> = (kept.as_array().into_iter().flatten())
+                .filter_map(|t| t.as_str())
+                .collect();
+            how.push(format!("kept for {}", tenants.join("+")));
+        }
+        let mut line = format!("{} contexts ({})", iso["contexts"], how.join(", "));
+        for driver in ["mps", "mig"] {
+            if iso[driver] == true {
+                line.push_str(", ");
+                line.push_str(driver);
+            }
+        }
+        line
+    };
+    let caps: Vec<String> = (g["tenants"].as_array().into_iter().flatten())
+        .filter(|t| !t["cap_bytes"].is_null())
+        .map(|t| {
+            format!(
+                "{} {:.1} MiB ({:.1} used)",
+                t["tenant"].as_str().unwrap_or("?"),
+                mib(&t["cap_bytes"]),
+                mib(&t["used_bytes"])
+            )
+        })
+        .collect();
+    let mut line = format!(
+        "gpu {}: {}, {:.1} GiB, {sharing}",
+        g["index"],
+        g["model"].as_str().unwrap_or("?"),
+        mib(&g["memory_bytes"]) / 1024.0,
+    );
+    if !caps.is_empty() {
+        line.push_str("; caps ");
+        line.push_str(&caps.join(", "));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +245,11 @@ mod tests {
                 {"id": "n1", "leader": true, "role": "voter", "state": "active", "healthy": true,
                  "http_addr": "10.0.0.1:7070", "slots": 8, "running": 2, "queued": 0,
                  "resident_artifacts": 3, "backends": ["cuda", "cpu"],
+                 "gpus": [{"index": 0, "model": "H100", "memory_bytes": 85_899_345_920u64,
+                   "isolation": {"contexts": 2, "shared_context": true, "kept_for": [["acme"]],
+                                 "mps": true, "mig": false},
+                   "tenants": [{"tenant": "globex", "cap_bytes": 67_108_864, "used_bytes": 11_534_336},
+                               {"tenant": "acme", "cap_bytes": null, "used_bytes": 5}]}],
                  "node": {"up": true, "restarts": 0, "weights_on_gpus": [
                      {"gpu": 0, "digest": "abc", "bytes": 3_145_728}],
                      "executors": [{"name": "0", "up": true, "pid": 7}]}},
@@ -219,23 +279,27 @@ mod tests {
             "{text}"
         );
         assert!(lines[2].ends_with("cuda,cpu"), "{text}");
-        assert_eq!(lines[3], "     gpu 0: weights tiny-lm (3.0 MiB)");
-        assert!(
-            lines[4].starts_with("n3   voter    active    degraded"),
-            "{text}"
-        );
         assert_eq!(
-            lines[5],
-            "     executor 0: down pid null, 0/3 running, restarts 1, gpus [0]"
+            lines[3],
+            "     gpu 0: H100, 80.0 GiB, 2 contexts (one shared, kept for acme), mps; caps globex 64.0 MiB (11.0 used)"
+        );
+        assert_eq!(lines[4], "     gpu 0: weights tiny-lm (3.0 MiB)");
+        assert!(
+            lines[5].starts_with("n3   voter    active    degraded"),
+            "{text}"
         );
         assert_eq!(
             lines[6],
+            "     executor 0: down pid null, 0/3 running, restarts 1, gpus [0]"
+        );
+        assert_eq!(
+            lines[7],
             "     executor 1: up pid 42, 1/3 running, restarts 0, gpus [1], kept for acme"
         );
         assert!(
-            lines[7].starts_with("n2   learner  draining  down"),
+            lines[8].starts_with("n2   learner  draining  down"),
             "{text}"
         );
-        assert_eq!(lines.len(), 8);
+        assert_eq!(lines.len(), 9);
     }
 }

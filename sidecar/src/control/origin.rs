@@ -1,9 +1,9 @@
 //! Who may put what in the control log. A member may ask the leader to
 //! append only what a host originates about itself ([`host_may_propose`]):
-//! its own residency and addresses, a join it checked, the activation of a
-//! joining member and ticket pruning (which the state machine checks in
-//! turn); the leader appends it as `FromHost`, naming the member. Quota
-//! leases are the leader's alone. Every other change is a client's: it reaches
+//! its own residency, addresses and GPUs' isolation, a join it checked,
+//! the activation of a joining member and ticket pruning (which the state
+//! machine checks in turn); the leader appends it as `FromHost`, naming
+//! the member. Quota leases are the leader's alone. Every other change is a client's: it reaches
 //! the leader with the client's token, and the leader checks the token,
 //! the scope the change needs ([`client_change_scope`]) and the tenant it
 //! acts for ([`acts_within`]) against its own state before it writes the
@@ -38,10 +38,16 @@ pub(crate) fn host_may_propose(
                 )),
             }
         }
-        ControlCommand::UpdateMember { id, .. } if *id == proposer => Ok(()),
-        ControlCommand::UpdateMember { id, .. } => Err(format!(
-            "host {proposer} may update only its own entry, not host {id}'s"
-        )),
+        ControlCommand::UpdateMember { id, .. } | ControlCommand::SetGpuIsolation { id, .. }
+            if *id == proposer =>
+        {
+            Ok(())
+        }
+        ControlCommand::UpdateMember { id, .. } | ControlCommand::SetGpuIsolation { id, .. } => {
+            Err(format!(
+                "host {proposer} may update only its own entry, not host {id}'s"
+            ))
+        }
         // The state machine checks the ticket (one use, expiry, identity).
         ControlCommand::Admit { .. } => Ok(()),
         ControlCommand::SetMemberState {
@@ -90,6 +96,7 @@ pub(crate) fn client_change_scope(command: &ControlCommand) -> Option<Scope> {
         | ControlCommand::SetResidency(_)
         | ControlCommand::Admit { .. }
         | ControlCommand::UpdateMember { .. }
+        | ControlCommand::SetGpuIsolation { .. }
         | ControlCommand::PruneTickets { .. }
         | ControlCommand::SetQuotaLeases { .. }
         | ControlCommand::Audited { .. }
@@ -164,6 +171,20 @@ mod tests {
                     id: 1,
                     quic_addr: String::new(),
                     http_addr: String::new(),
+                    gpus: Vec::new(),
+                },
+                false,
+            ),
+            (
+                ControlCommand::SetGpuIsolation {
+                    id: 2,
+                    gpus: Vec::new(),
+                },
+                true,
+            ),
+            (
+                ControlCommand::SetGpuIsolation {
+                    id: 1,
                     gpus: Vec::new(),
                 },
                 false,

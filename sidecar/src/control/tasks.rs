@@ -183,8 +183,9 @@ impl Control {
         }
     }
 
-    /// Proposes this host's current addresses and GPUs when the log has
-    /// other ones (after a restart on new ports, or a node's first hello).
+    /// Proposes this host's current addresses and GPUs, and how its GPUs
+    /// are shared, when the log has other ones (after a restart on new
+    /// ports, a node's first hello, executors on other GPUs).
     async fn update_self(&self) {
         let state = self.state();
         let Some(me) = state.member(self.id) else {
@@ -197,17 +198,26 @@ impl Control {
             Some(c) if node.up => c.gpus.clone(),
             _ => me.gpus.clone(),
         };
-        if me.quic_addr == quic_addr && me.http_addr == http_addr && me.gpus == gpus {
-            return;
+        if me.quic_addr != quic_addr || me.http_addr != http_addr || me.gpus != gpus {
+            let cmd = ControlCommand::UpdateMember {
+                id: self.id,
+                quic_addr,
+                http_addr,
+                gpus,
+            };
+            if let Err(e) = self.propose(cmd).await {
+                tracing::warn!("updating this host's membership entry: {e}");
+            }
         }
-        let cmd = ControlCommand::UpdateMember {
-            id: self.id,
-            quic_addr,
-            http_addr,
-            gpus,
-        };
-        if let Err(e) = self.propose(cmd).await {
-            tracing::warn!("updating this host's membership entry: {e}");
+        // How its GPUs are shared, once every executor has said which
+        // GPUs it uses.
+        if let Some(gpus) = crate::executors::gpu_isolation(&self.executors.each())
+            && state.gpu_isolation(self.id) != gpus.as_slice()
+        {
+            let cmd = ControlCommand::SetGpuIsolation { id: self.id, gpus };
+            if let Err(e) = self.propose(cmd).await {
+                tracing::warn!("recording this host's GPU isolation: {e}");
+            }
         }
     }
 }

@@ -58,14 +58,19 @@ pub(crate) enum Choice {
 /// Whether `job` may ever run on `executor` (it may still be down or
 /// busy). `confined` says whether some executor is kept for the tenant.
 fn allowed(job: &Asking<'_>, executor: &Candidate<'_>, confined: bool) -> bool {
-    let keeps_tenant = executor.confined_to.contains(job.tenant);
-    let tenancy = if confined {
-        keeps_tenant
-    } else {
-        executor.confined_to.is_empty()
-    };
     let hardware = job.accelerator != Accelerator::Required || executor.has_gpu;
-    tenancy && hardware
+    tenancy_allows(job.tenant, executor.confined_to, confined) && hardware
+}
+
+/// Whether `tenant`'s jobs may run on an executor kept for `confined_to`
+/// (empty: shared): only on its own where some executor is kept for it
+/// (`confined`), else only on shared ones.
+pub(crate) fn tenancy_allows(tenant: &TenantId, confined_to: &[TenantId], confined: bool) -> bool {
+    if confined {
+        confined_to.contains(tenant)
+    } else {
+        confined_to.is_empty()
+    }
 }
 
 /// The better of two executors for `job`: more of its weights, a GPU when

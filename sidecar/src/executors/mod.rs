@@ -14,11 +14,16 @@
 //! per executor) or the frames to one executor (`link`).
 
 pub(crate) mod choice;
+mod gpu_cap;
+mod isolation;
+
+pub(crate) use isolation::gpu_isolation;
 
 use crate::link::{JobFailed, JobOutput, NodeLink, NodeStatus};
 use crate::peer::ExecutorStatus;
 use crate::spool::Spooled;
 use choice::{Asking, Candidate, Choice};
+use gpu_cap::Layout;
 use spillway_proto::{Digest, Execute, Failure, JobSpec, LoadReport, Refusal, TenantId};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -72,13 +77,36 @@ impl Assigned<'_> {
     /// capped tenant's cap is lessened by what the tenant's jobs hold on
     /// the host's other executors, so the cap holds across the host, as
     /// their reports (each within about 20 ms of a charge) say. On a GPU
-    /// the cap stays whole: the tenant's pool there enforces it, per GPU.
+    /// the tenant's pool there enforces it, per GPU: where several
+    /// executors the tenant may use share a GPU, each gets an even part of
+    /// the cap (`gpu_cap`), so their pools together stay within it.
     pub(crate) fn fit(&self, exec: &mut Execute) {
         let Some(cap) = exec.spec.tenant_gpu_bytes else {
             return;
         };
         let mine = self.executor().link.status();
-        if mine.capabilities.is_none_or(|c| !c.gpus.is_empty()) {
+        let Some(capabilities) = mine.capabilities else {
+            return;
+        };
+        if !capabilities.gpus.is_empty() {
+            let statuses: Vec<_> = (self.executors.list.iter())
+                .map(|e| e.link.status())
+                .collect();
+            let gpus: Vec<Vec<u32>> = (statuses.iter())
+                .map(|s| {
+                    (s.capabilities.iter())
+                        .flat_map(|c| c.gpus.iter().map(|g| g.index))
+                        .collect()
+                })
+                .collect();
+            let layout: Vec<Layout<'_>> = (self.executors.list.iter().zip(&gpus))
+                .map(|(e, gpus)| Layout {
+                    gpus,
+                    confined_to: &e.confined_to,
+                })
+                .collect();
+            let split = gpu_cap::cap_on(cap, &exec.spec.tenant, self.index, &layout);
+            exec.spec.tenant_gpu_bytes = Some(split);
             return;
         }
         let elsewhere: u64 = (self.executors.list.iter().enumerate())

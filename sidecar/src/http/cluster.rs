@@ -2,6 +2,9 @@
 //! Raft's view from this host (leader, term, log indexes, voters and
 //! learners), every member from the control log, and each member's own
 //! report of its node (asked over QUIC; `null` when it does not answer).
+//! Each member's GPUs are its inventory in the log (model, memory, how
+//! each is shared) with what its report adds per GPU: each tenant's cap
+//! and use there, and the weights loaded on it.
 
 use super::{ApiError, App};
 use crate::peer::HostStatus;
@@ -9,10 +12,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
-use spillway_consensus::MemberState;
 use spillway_consensus::Scope;
-use spillway_proto::NodeId;
-use std::collections::HashMap;
+use spillway_consensus::{GpuIsolation, MemberState};
+use spillway_proto::{GpuDevice, GpuMemory, GpuWeights, NodeId};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,14 +84,11 @@ pub(super) async fn get_cluster(
                 "none"
             };
             let report = reports.get(&m.id);
-            let gpus: Vec<Value> = m
-                .gpus
-                .iter()
-                .map(|g| {
-                    json!({"index": g.index, "model": g.model, "memory_bytes": g.memory_bytes,
-                           "compute_capability": format!("{}.{}", g.compute_capability.0, g.compute_capability.1)})
-                })
-                .collect();
+            let gpus = gpu_inventory(
+                &m.gpus,
+                state.gpu_isolation(m.id),
+                report.map(|r| (r.gpu_memory.as_slice(), r.weights.as_slice())),
+            );
             json!({
                 "id": NodeId(m.id).to_string(),
                 "role": role,
@@ -192,6 +192,64 @@ pub(super) async fn get_local(
     })))
 }
 
+/// A member's GPUs as `/v1/cluster` shows them: each one the log records
+/// (model, memory, `isolation`: how its contexts are shared, `null` until
+/// the host records it), with its `tenants` (each tenant's memory pools
+/// there, added up across the executors sharing the GPU: the cap the
+/// driver enforces and the bytes in use) and `weights` (loaded on it), both
+/// `null` when the host did not report.
+fn gpu_inventory(
+    gpus: &[GpuDevice],
+    isolation: &[GpuIsolation],
+    report: Option<(&[GpuMemory], &[GpuWeights])>,
+) -> Vec<Value> {
+    gpus.iter()
+        .map(|g| {
+            let isolation = isolation.iter().find(|i| i.gpu == g.index).map(|i| {
+                json!({
+                    "contexts": i.contexts,
+                    "shared_context": i.shared,
+                    "kept_for": i.kept_for.iter()
+                        .map(|k| k.iter().map(|t| t.0.as_str()).collect::<Vec<_>>())
+                        .collect::<Vec<_>>(),
+                    "tenants_apart": i.tenants_apart(),
+                    "mps": i.mps,
+                    "mig": i.mig,
+                })
+            });
+            let tenants = report.map(|(memory, _)| {
+                let mut by_tenant: BTreeMap<&str, (Option<u64>, u64, u32)> = BTreeMap::new();
+                for pool in memory.iter().filter(|m| m.gpu == g.index).flat_map(|m| &m.tenants) {
+                    let (cap, used, pools) = by_tenant.entry(&pool.tenant.0).or_insert((Some(0), 0, 0));
+                    *cap = cap.zip(pool.cap_bytes).map(|(a, b)| a + b);
+                    *used += pool.used_bytes;
+                    *pools += 1;
+                }
+                by_tenant
+                    .into_iter()
+                    .map(|(tenant, (cap, used, pools))| {
+                        json!({"tenant": tenant, "cap_bytes": cap, "used_bytes": used, "pools": pools})
+                    })
+                    .collect::<Vec<Value>>()
+            });
+            let weights = report.map(|(_, weights)| {
+                (weights.iter().filter(|w| w.gpu == g.index))
+                    .map(|w| json!({"digest": w.digest.to_string(), "bytes": w.bytes}))
+                    .collect::<Vec<Value>>()
+            });
+            json!({
+                "index": g.index,
+                "model": g.model,
+                "memory_bytes": g.memory_bytes,
+                "compute_capability": format!("{}.{}", g.compute_capability.0, g.compute_capability.1),
+                "isolation": isolation,
+                "tenants": tenants,
+                "weights": weights,
+            })
+        })
+        .collect()
+}
+
 /// One executor of a host, as `/v1/cluster` shows it.
 fn executor_json(e: &crate::peer::ExecutorStatus) -> Value {
     json!({
@@ -209,4 +267,77 @@ fn executor_json(e: &crate::peer::ExecutorStatus) -> Value {
             "mig": g.mig,
         })).collect::<Vec<Value>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_proto::{Digest, TenantGpuPool, TenantId};
+
+    #[test]
+    fn each_gpu_shows_its_isolation_caps_and_weights() {
+        let gpu = |index| GpuDevice {
+            index,
+            model: "H100".into(),
+            memory_bytes: 80 << 30,
+            compute_capability: (9, 0),
+        };
+        let isolation = [GpuIsolation {
+            gpu: 0,
+            contexts: 2,
+            shared: true,
+            kept_for: vec![vec![TenantId("acme".into())]],
+            mps: false,
+            mig: false,
+        }];
+        let pool = |tenant: &str, cap, used| TenantGpuPool {
+            tenant: TenantId(tenant.into()),
+            cap_bytes: cap,
+            reserved_bytes: used,
+            used_bytes: used,
+        };
+        // Two executors on GPU 0: globex has a pool in each (its cap split
+        // in two), acme one in its own context.
+        let memory = [
+            GpuMemory {
+                gpu: 0,
+                used_bytes: 0,
+                total_bytes: 80 << 30,
+                weights_bytes: 0,
+                tenants: vec![pool("globex", Some(32), 10), pool("acme", None, 5)],
+            },
+            GpuMemory {
+                gpu: 0,
+                used_bytes: 0,
+                total_bytes: 80 << 30,
+                weights_bytes: 0,
+                tenants: vec![pool("globex", Some(32), 1)],
+            },
+        ];
+        let weights = [GpuWeights {
+            gpu: 1,
+            digest: Digest::of(b"w"),
+            bytes: 7,
+        }];
+        let shown = gpu_inventory(&[gpu(0), gpu(1)], &isolation, Some((&memory, &weights)));
+        assert_eq!(shown[0]["isolation"]["contexts"], 2);
+        assert_eq!(shown[0]["isolation"]["kept_for"], json!([["acme"]]));
+        assert_eq!(shown[0]["isolation"]["tenants_apart"], false);
+        assert_eq!(
+            shown[0]["tenants"],
+            json!([
+                {"tenant": "acme", "cap_bytes": null, "used_bytes": 5, "pools": 1},
+                {"tenant": "globex", "cap_bytes": 64, "used_bytes": 11, "pools": 2},
+            ])
+        );
+        assert_eq!(shown[0]["weights"], json!([]));
+        assert_eq!(shown[1]["isolation"], Value::Null);
+        assert_eq!(shown[1]["tenants"], json!([]));
+        assert_eq!(shown[1]["weights"][0]["bytes"], 7);
+        // A host that did not answer: the log's part only.
+        let silent = gpu_inventory(&[gpu(0)], &isolation, None);
+        assert_eq!(silent[0]["memory_bytes"], 80u64 << 30);
+        assert_eq!(silent[0]["tenants"], Value::Null);
+        assert_eq!(silent[0]["weights"], Value::Null);
+    }
 }
