@@ -53,6 +53,22 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
     function(&c, &token, "once", "countdown", false).await;
     function(&c, &token, "fault", "gpu_fault", false).await;
     c.deploy("gemm", "gemm", 30_000).await;
+    // The function record says plainly that its GPU jobs share a context
+    // with other tenants' jobs on this host (both executors are open to
+    // every tenant).
+    let listed: serde_json::Value = (c.http.get(c.url("/v1/functions")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fault = (listed.as_array().unwrap().iter())
+        .find(|f| f["name"] == "fault")
+        .unwrap();
+    assert_eq!(fault["gpu_context"], "shared", "{fault}");
+    assert_eq!(fault["gpu_context_shared_on"], serde_json::json!(["n1"]));
 
     // Executor 0: an idempotent job, a non-idempotent one, then the
     // fault; executor 1: two non-idempotent jobs (each job goes to the

@@ -52,6 +52,7 @@ pub use format::{FormatError, LOG_FORMAT, Migration, SNAPSHOT_FORMAT};
 pub use log_store::LogStore;
 pub use membership::{
     GpuIsolation, JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
+    shares_a_context,
 };
 pub use state::ControlState;
 pub use state_machine::StateMachine;

@@ -87,6 +87,28 @@ impl GpuIsolation {
     }
 }
 
+/// Whether `tenant`'s GPU jobs on a host whose GPUs are shared as `gpus`
+/// run in a CUDA context with other tenants' jobs (whose kernel packs can
+/// then read its buffers, and it theirs): where a context is kept for a
+/// group it belongs to, it runs only in such contexts, shared if the group
+/// has others; otherwise in the contexts open to every tenant not kept
+/// apart. A host with GPUs that has recorded nothing runs one context per
+/// GPU for every tenant (earlier builds did): shared.
+pub fn shares_a_context(tenant: &TenantId, has_gpus: bool, gpus: &[GpuIsolation]) -> bool {
+    if gpus.is_empty() {
+        return has_gpus;
+    }
+    let mut groups = gpus
+        .iter()
+        .flat_map(|g| &g.kept_for)
+        .filter(|k| k.contains(tenant))
+        .peekable();
+    if groups.peek().is_none() {
+        return gpus.iter().any(|g| g.shared);
+    }
+    groups.any(|k| k.len() > 1)
+}
+
 /// A join ticket as the log records it: its one-time key (the joining
 /// host proves possession in the QUIC handshake), who issued it, until when
 /// it is valid, and who used it.
@@ -141,6 +163,86 @@ impl JoinRefusal {
             JoinRefusal::UnknownTicket => "unknown_ticket",
             JoinRefusal::BadSignature => "bad_signature",
             JoinRefusal::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str) -> TenantId {
+        TenantId(name.into())
+    }
+
+    fn gpu(shared: bool, kept_for: &[&[&str]]) -> GpuIsolation {
+        GpuIsolation {
+            gpu: 0,
+            contexts: 1 + kept_for.len() as u32,
+            shared,
+            kept_for: kept_for
+                .iter()
+                .map(|k| k.iter().map(|t| tenant(t)).collect())
+                .collect(),
+            mps: false,
+            mig: false,
+        }
+    }
+
+    #[test]
+    fn a_tenant_shares_a_context_unless_one_is_kept_for_it_alone() {
+        // (case, tenant, host has GPUs, its GPUs' isolation, shares)
+        let cases: Vec<(&str, &str, bool, Vec<GpuIsolation>, bool)> = vec![
+            ("a CPU host", "acme", false, vec![], false),
+            (
+                "a GPU host that recorded nothing",
+                "acme",
+                true,
+                vec![],
+                true,
+            ),
+            (
+                "one context for all",
+                "acme",
+                true,
+                vec![gpu(true, &[])],
+                true,
+            ),
+            (
+                "kept for acme alone, beside a shared one",
+                "acme",
+                true,
+                vec![gpu(true, &[&["acme"]])],
+                false,
+            ),
+            (
+                "globex in the shared one",
+                "globex",
+                true,
+                vec![gpu(true, &[&["acme"]])],
+                true,
+            ),
+            (
+                "kept for acme and beta together",
+                "acme",
+                true,
+                vec![gpu(false, &[&["acme", "beta"]])],
+                true,
+            ),
+            (
+                "kept on GPU 0, and GPU 1 has only a shared context it never uses",
+                "acme",
+                true,
+                vec![gpu(false, &[&["acme"]]), gpu(true, &[])],
+                false,
+            ),
+        ];
+        for (case, who, has_gpus, gpus, want) in cases {
+            assert_eq!(
+                shares_a_context(&tenant(who), has_gpus, &gpus),
+                want,
+                "{case}"
+            );
         }
     }
 }

@@ -118,7 +118,7 @@ pub(super) async fn create(
         weights,
         openai_model: req.openai_model,
     };
-    let record = FunctionRecord::from(&entry);
+    let record = FunctionRecord::from(&entry).with_gpu_context(&entry, &app.control.state());
     app.commit(&headers, ControlCommand::PutFunction(entry))
         .await?;
     Ok((StatusCode::CREATED, Json(record)))
@@ -204,5 +204,8 @@ pub(super) async fn list(
     let principal = app.authorize(&headers, Scope::Read).await?;
     let state = app.control.state();
     let mine = state.functions_of(&principal.tenant);
-    Ok(Json(mine.map(FunctionRecord::from).collect()))
+    Ok(Json(
+        mine.map(|f| FunctionRecord::from(f).with_gpu_context(f, &state))
+            .collect(),
+    ))
 }
