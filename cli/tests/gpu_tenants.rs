@@ -2,8 +2,9 @@
 //! one. On a GPU its buffers come from its own driver memory pool whose
 //! maximum is the cap, so the driver refuses past it while another
 //! tenant's jobs on the same GPU run on; on the CPU backend the node's
-//! ledger holds the same cap. The CPU part runs everywhere; the GPU part
-//! skips, saying so, without a GPU (CI) and runs on the device.
+//! ledger holds the same cap. Two executors sharing a GPU split the cap.
+//! The CPU part runs everywhere; the GPU parts skip, saying so, without a
+//! GPU (CI) and run on the device.
 
 use crate::common;
 
@@ -148,4 +149,68 @@ async fn a_tenant_past_its_gpu_cap_is_refused_while_another_tenant_runs_on() {
         "spillway_tenant_gpu_pool_bytes{{tenant=\"capped\",gpu=\"{gpu}\",kind=\"cap\"}} {CAP}"
     );
     assert!(metrics.contains(&line), "no {line}: {metrics}");
+}
+
+/// Two executors on one GPU (`--executors 0,0`): each has its own pool for
+/// the tenant there, so each gets half its cap, and together they stay
+/// within it. A 64 MiB cap leaves 32 MiB in each: 48 MiB is refused where
+/// the whole cap would have held it. Membership's inventory shows the GPU
+/// shared by two contexts. GPU only (the CPU backend's cap across
+/// executors is `executors.rs`'s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_executors_on_one_gpu_split_a_tenants_cap() {
+    let root = tempfile::tempdir().unwrap();
+    let h1 = Host::start(
+        &root.path().join("h1"),
+        &["--init", "--slots", "2", "--executors", "0,0"],
+        None,
+    )
+    .unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        token: h1.token.clone().unwrap(),
+    };
+    if !api.has_cuda(&h1, "n1").await {
+        eprintln!("skipped: no CUDA driver or GPU on this host");
+        return;
+    }
+    // The split counts the executors whose GPUs are known: both, once up.
+    api.wait(&h1, "both executors up", |v| {
+        let e = &member(v, "n1")["node"]["executors"];
+        e.as_array()
+            .is_some_and(|e| e.len() == 2 && e.iter().all(|x| x["up"] == true))
+    })
+    .await;
+    let capped = tenant(&api, &h1, "capped", Some(2 * CAP)).await;
+    api.put_artifact(&h1, &capped, "gpu_hog").await;
+    let spec = json!({"name": "hog", "artifact": "gpu_hog", "accelerator": "required",
+                      "deadline_ms": 30_000, "memory_limit_bytes": 128 * MIB});
+    api.create_function(&h1, &capped, &spec).await;
+
+    // Each executor's pool holds half the cap: 48 MiB does not fit in it.
+    for _ in 0..2 {
+        let (status, message) = hog(&api, &h1, &capped, "hog", 3).await;
+        assert_eq!(status, 500, "{message}");
+        assert!(
+            message.contains("tenant capped's GPU memory cap of 33554432 bytes on GPU"),
+            "{message}"
+        );
+    }
+    assert_eq!(hog(&api, &h1, &capped, "hog", 1).await, (200, "1".into()));
+    // Membership shows the GPU with two contexts, and the tenant's pools
+    // there add up to no more than its cap.
+    let v = api
+        .wait(&h1, "GPU 0's isolation and the tenant's pools", |v| {
+            let gpu = &member(v, "n1")["gpus"][0];
+            gpu["isolation"]["contexts"] == 2
+                && gpu["tenants"].as_array().is_some_and(|t| !t.is_empty())
+        })
+        .await;
+    let gpu = &member(&v, "n1")["gpus"][0];
+    eprintln!("GPU 0 in membership: {gpu}");
+    let pools = &gpu["tenants"][0];
+    assert_eq!(pools["tenant"], "capped", "{gpu}");
+    let pools_n = pools["pools"].as_u64().unwrap();
+    assert_eq!(pools["cap_bytes"], pools_n * CAP, "{gpu}");
+    assert!(pools["cap_bytes"].as_u64().unwrap() <= 2 * CAP, "{gpu}");
 }
