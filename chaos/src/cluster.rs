@@ -254,6 +254,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// `kill -9` host `i`'s executor `name` (the node process whose own
+    /// folder is `executors/NAME`); its sidecar restarts it, the others run
+    /// on. A host without it is left alone.
+    pub fn kill_executor(&self, i: usize, name: &str) -> Result<(), ClusterError> {
+        let Some(pid) = self.hosts[i].pid() else {
+            return Ok(());
+        };
+        for node in children(pid) {
+            let cmdline = std::fs::read(format!("/proc/{node}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = (cmdline.split(|b| *b == 0))
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if executor_of(&args) == Some(name) {
+                signal(node, "KILL")?;
+            }
+        }
+        Ok(())
+    }
+
     /// SIGSTOP (or SIGCONT) host `i`'s sidecar and node.
     pub fn pause(&mut self, i: usize, pause: bool) -> Result<(), ClusterError> {
         let Some(pid) = self.hosts[i].pid() else {
@@ -304,6 +323,16 @@ fn free_port() -> std::io::Result<SocketAddr> {
 }
 
 /// The processes whose parent is `pid`.
+/// The executor a node process is, from its arguments: the name its own
+/// folder (`--own-dir …/executors/NAME`) ends in; `None` for a host's only
+/// node (it has none).
+fn executor_of(args: &[String]) -> Option<&str> {
+    let own = args.iter().skip_while(|a| *a != "--own-dir").nth(1)?;
+    let path = Path::new(own);
+    let parent = path.parent()?.file_name()?;
+    (parent == "executors").then(|| path.file_name()?.to_str())?
+}
+
 fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -335,5 +364,41 @@ fn signal(pid: u32, sig: &str) -> Result<(), ClusterError> {
             pid,
             why: format!("kill -{sig} exited {status}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executor_is_told_by_its_own_folder() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let cases = [
+            (
+                args(&[
+                    "spillway",
+                    "node",
+                    "--own-dir",
+                    "/d/node/executors/0",
+                    "--slots",
+                    "1",
+                ]),
+                Some("0"),
+            ),
+            (
+                args(&["spillway", "node", "--own-dir", "/d/node/executors/gpu1"]),
+                Some("gpu1"),
+            ),
+            (args(&["spillway", "node", "--dir", "/d/node"]), None),
+            (
+                args(&["spillway", "node", "--own-dir", "/d/node/other/0"]),
+                None,
+            ),
+            (args(&["spillway", "node", "--own-dir"]), None),
+        ];
+        for (argv, want) in cases {
+            assert_eq!(executor_of(&argv), want, "{argv:?}");
+        }
     }
 }

@@ -34,6 +34,8 @@ const CONVERGE_BOUND_MS: u64 = 30_000;
 /// How long the final residency table may take to catch up with what the
 /// nodes hold (twelve of the residency loop's periods).
 const RESIDENCY_SETTLE_MS: u64 = 3_000;
+/// A node's execution journal, in its own folder.
+const JOURNAL_FILE: &str = "executions.log";
 /// Attempts an idempotent job gets.
 const ATTEMPTS: usize = 4;
 /// How often each host is asked who leads.
@@ -449,6 +451,15 @@ async fn apply_schedule(
                 cluster.kill_node(i)?;
                 (format!("kill -9 the node of {}", names[i]), vec![i], None)
             }
+            Fault::KillExecutor { host, executor } => {
+                let i = resolve(host);
+                cluster.kill_executor(i, executor)?;
+                (
+                    format!("kill -9 executor {executor} of {}", names[i]),
+                    vec![i],
+                    None,
+                )
+            }
             Fault::Pause(t) => {
                 let i = resolve(t);
                 cluster.pause(i, true)?;
@@ -546,9 +557,11 @@ fn close(outages: &mut [Outage], host: usize, at: u64) {
 
 fn uses_busy_peer(fault: Fault) -> bool {
     match fault {
-        Fault::KillHost(t) | Fault::KillNode(t) | Fault::Pause(t) | Fault::Isolate(t) => {
-            t == Target::BusyPeer
-        }
+        Fault::KillHost(t)
+        | Fault::KillNode(t)
+        | Fault::KillExecutor { host: t, .. }
+        | Fault::Pause(t)
+        | Fault::Isolate(t) => t == Target::BusyPeer,
         _ => false,
     }
 }
@@ -740,16 +753,27 @@ fn held(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every line of every node's execution journal.
+/// Every line of every node's execution journal: a host's one node's in
+/// its node folder, or each executor's in its own (`executors/NAME`).
 fn journals(cluster: &Cluster) -> Vec<Execution> {
     cluster
         .hosts
         .iter()
         .flat_map(|h| {
-            let text = std::fs::read_to_string(h.dir.join("node").join("executions.log"))
-                .unwrap_or_default();
+            let node = h.dir.join("node");
+            let executors = std::fs::read_dir(node.join("executors"))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|e| e.path());
+            let texts: Vec<String> = std::iter::once(node.clone())
+                .chain(executors)
+                .filter_map(|d| std::fs::read_to_string(d.join(JOURNAL_FILE)).ok())
+                .collect();
             let host = h.index;
-            text.lines()
+            texts
+                .iter()
+                .flat_map(|t| t.lines())
                 .filter_map(|line| {
                     let f: Vec<&str> = line.split(' ').collect();
                     (f.len() == 5).then(|| Execution {

@@ -29,8 +29,15 @@ pub enum Fault {
     KillHost(Target),
     /// Start a killed host again from its directory (it rejoins).
     RestartHost(Target),
-    /// `kill -9` the host's node only; its sidecar restarts it.
+    /// `kill -9` the host's node only (every executor); its sidecar
+    /// restarts it.
     KillNode(Target),
+    /// `kill -9` one of the host's executors (node processes), by name;
+    /// the others run on, and its sidecar restarts it.
+    KillExecutor {
+        host: Target,
+        executor: &'static str,
+    },
     /// `SIGSTOP` the host's sidecar and node.
     Pause(Target),
     /// `SIGCONT` them.
@@ -300,6 +307,28 @@ pub const ALL: &[Scenario] = &[
                 .map(|i| Step {
                     at_ms: first + i * 700,
                     fault: Fault::KillNode(victim),
+                })
+                .collect()
+        },
+        short: true,
+    },
+    Scenario {
+        name: "executor-crash",
+        about: "every host runs two executors; one host's executor 0 is killed -9 four times: only its jobs end, idempotent ones run again, executor 1 never stops",
+        hosts: 3,
+        slots: 1,
+        host_flags: &["--executors", "cpu,cpu"],
+        shape: LOAD,
+        schedule: |rng| {
+            let victim = Target::Host(rng.pick(3));
+            let first = at(rng, 1_000, 1_000);
+            (0..4)
+                .map(|i| Step {
+                    at_ms: first + i * 1_300,
+                    fault: Fault::KillExecutor {
+                        host: victim,
+                        executor: "0",
+                    },
                 })
                 .collect()
         },

@@ -48,6 +48,7 @@ fn the_short_scenarios_keep_the_delivery_contract() {
         "peer-restarted-after-a-long-run",
         "leader-minority",
         "node-crash-loop",
+        "executor-crash",
         "lossy-links",
     ] {
         let row = table
