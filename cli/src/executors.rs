@@ -65,18 +65,36 @@ pub(crate) fn parse(s: &str) -> Result<ExecutorsSpec, String> {
             };
             let confined_to = match tenants {
                 None => Vec::new(),
-                Some(list) => list
-                    .split('+')
-                    .map(|t| match spillway_sidecar::valid_name(t) {
-                        true => Ok(TenantId(t.to_owned())),
-                        false => Err(format!("not a tenant name: {t:?} in {item:?}")),
-                    })
-                    .collect::<Result<_, _>>()?,
+                Some(list) => tenants_of(list, item)?,
             };
             Ok(Item { gpu, confined_to })
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(ExecutorsSpec::List(items))
+}
+
+/// `acme+beta`: tenant names, checked (`item` names where in errors).
+fn tenants_of(list: &str, item: &str) -> Result<Vec<TenantId>, String> {
+    list.split('+')
+        .map(|t| match spillway_sidecar::valid_name(t) {
+            true => Ok(TenantId(t.to_owned())),
+            false => Err(format!("not a tenant name: {t:?} in {item:?}")),
+        })
+        .collect()
+}
+
+/// Reads `spillway sidecar --keep-executor N=TENANT+TENANT`: the executor
+/// of the `N`th `--node-socket` (from 0) is kept for those tenants.
+pub(crate) fn parse_kept(s: &str) -> Result<(usize, Vec<TenantId>), String> {
+    let Some((n, tenants)) = s.split_once('=') else {
+        return Err(format!(
+            "a kept executor is N=TENANT+TENANT (N: which --node-socket, from 0); got {s:?}"
+        ));
+    };
+    let n = n.trim().parse::<usize>().map_err(|_| {
+        format!("a kept executor's N is which --node-socket (0, 1, …); got {n:?} in {s:?}")
+    })?;
+    Ok((n, tenants_of(tenants.trim(), s)?))
 }
 
 impl std::fmt::Display for ExecutorsSpec {
@@ -158,6 +176,18 @@ mod tests {
 
     fn t(name: &str) -> TenantId {
         TenantId(name.to_owned())
+    }
+
+    #[test]
+    fn a_kept_executor_names_its_socket_and_tenants() {
+        assert_eq!(parse_kept("1=acme"), Ok((1, vec![t("acme")])));
+        assert_eq!(
+            parse_kept("0 = acme+beta"),
+            Ok((0, vec![t("acme"), t("beta")]))
+        );
+        for bad in ["acme", "x=acme", "1=", "1=Acme", "-1=acme"] {
+            assert!(parse_kept(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

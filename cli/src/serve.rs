@@ -394,6 +394,12 @@ pub(crate) struct SidecarArgs {
     /// the sidecar runs jobs on.
     #[arg(long, required = true)]
     node_socket: Vec<PathBuf>,
+    /// Keep the executor of the Nth --node-socket (from 0) for these
+    /// tenants: their jobs run only there, no other tenant's do (their
+    /// kernel packs share a CUDA context with no one else's memory).
+    /// Repeated, one per kept executor. At least one socket stays shared.
+    #[arg(long, value_name = "N=TENANT+TENANT", value_parser = crate::executors::parse_kept)]
+    keep_executor: Vec<(usize, Vec<spillway_proto::TenantId>)>,
     #[command(flatten)]
     ingress: Ingress,
     /// Each node's slots (corrected by the node's hello).
@@ -504,9 +510,18 @@ impl SidecarArgs {
 }
 
 pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
-    let executors = (args.node_socket.into_iter().enumerate())
+    let mut executors: Vec<ExecutorLaunch> = (args.node_socket.into_iter().enumerate())
         .map(|(i, socket)| ExecutorLaunch::shared(i.to_string(), socket, NodeLaunch::Connect))
         .collect();
+    for (n, tenants) in args.keep_executor {
+        let Some(executor) = executors.get_mut(n) else {
+            anyhow::bail!(
+                "--keep-executor {n}=…: there are {} --node-socket (counted from 0)",
+                executors.len()
+            );
+        };
+        executor.confined_to = tenants;
+    }
     let config = SidecarConfig {
         dir: args.ingress.dir.clone(),
         executors,

@@ -264,6 +264,31 @@ async fn a_tenant_kept_for_an_executor_runs_only_there_and_no_other_tenant_does(
     }
 }
 
+/// The same with a host's halves run apart, as in a pod: `spillway
+/// sidecar --keep-executor 1=kept` on two `spillway node`s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_run_apart_keeps_an_executor_for_a_tenant() {
+    let c = Cluster::start_apart(2, 2, &["--keep-executor", "1=kept"]);
+    let all = two_executors_up(&c).await;
+    assert_eq!(all[0]["confined_to"], json!([]), "{all:?}");
+    assert_eq!(all[1]["confined_to"], json!(["kept"]), "{all:?}");
+    let kept = tenant_token(&c, json!({"name": "kept"})).await;
+    for token in [&c.token, &kept] {
+        upload(&c, token, "countdown").await;
+        function(&c, token, "count", "countdown", false).await;
+    }
+    for (token, executor) in [(&c.token, "0"), (&kept, "1")] {
+        let jobs: Vec<_> = (0..3)
+            .map(|_| spawn(&c, token, "count", &[2, 10]))
+            .collect();
+        for job in jobs {
+            let r = job.await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["spillway-executor"], executor);
+        }
+    }
+}
+
 /// `gpu_hog` holding `count` buffers of 16 MiB for `hold_ms`: the status
 /// and the body.
 async fn hog(c: &Cluster, token: &str, count: u32, hold_ms: u32) -> (u16, String) {

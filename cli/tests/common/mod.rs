@@ -19,6 +19,8 @@ pub struct Cluster {
     pub endpoint: String,
     pub token: String,
     pub http: reqwest::Client,
+    /// Node processes started apart from the sidecar (`start_apart`).
+    nodes: Vec<Child>,
     _dir: tempfile::TempDir,
 }
 
@@ -27,6 +29,10 @@ impl Drop for Cluster {
         // The hosts watch their stdin: when `up` dies they shut down too.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
     }
 }
 
@@ -126,6 +132,79 @@ impl Cluster {
             endpoint: endpoint.unwrap(),
             token: token.unwrap(),
             http: reqwest::Client::new(),
+            nodes: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// A host's halves run apart, as in a pod: one `spillway node` per
+    /// entry of `nodes` (each on the CPU backend with `slots`, its own
+    /// socket and folder, one shared node directory), then a founding
+    /// `spillway sidecar` on all their sockets with `sidecar_flags`.
+    pub fn start_apart(nodes: usize, slots: u32, sidecar_flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let node_dir = dir.path().join("node");
+        let mut sockets = Vec::new();
+        let mut children = Vec::new();
+        for i in 0..nodes {
+            let socket = dir.path().join(format!("node-{i}.sock"));
+            let child = Command::new(BIN)
+                .args(["node", "--gpus", "none", "--slots", &slots.to_string()])
+                .arg("--socket")
+                .arg(&socket)
+                .arg("--dir")
+                .arg(&node_dir)
+                .arg("--own-dir")
+                .arg(node_dir.join("executors").join(i.to_string()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            children.push(child);
+            sockets.push(socket);
+        }
+        let mut sidecar = Command::new(BIN);
+        sidecar
+            .args(["sidecar", "--init", "--listen", "127.0.0.1:0"])
+            .args([
+                "--peer-listen",
+                "127.0.0.1:0",
+                "--slots",
+                &slots.to_string(),
+            ])
+            .arg("--dir")
+            .arg(dir.path().join("sidecar"));
+        for socket in &sockets {
+            sidecar.arg("--node-socket").arg(socket);
+        }
+        let mut child = sidecar
+            .args(sidecar_flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut endpoint = None;
+        let mut token = None;
+        while endpoint.is_none() || token.is_none() {
+            let line = lines
+                .next()
+                .expect("the sidecar printed its token and address")
+                .unwrap();
+            if let Some(v) = line.strip_prefix("admin token (shown once, store it now): ") {
+                token = Some(v.trim().to_owned());
+            } else if let Some(v) = line.split("listening on ").nth(1) {
+                endpoint = Some(v.split_whitespace().next().unwrap().to_owned());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            endpoint: endpoint.unwrap(),
+            token: token.unwrap(),
+            http: reqwest::Client::new(),
+            nodes: children,
             _dir: dir,
         }
     }
