@@ -214,3 +214,98 @@ async fn two_executors_on_one_gpu_split_a_tenants_cap() {
     assert_eq!(pools["cap_bytes"], pools_n * CAP, "{gpu}");
     assert!(pools["cap_bytes"].as_u64().unwrap() <= 2 * CAP, "{gpu}");
 }
+
+/// `gpu_hog` at `host` (kept there) holding `count` buffers of 4 MiB.
+async fn hog_here(api: &Api, host: &Host, token: &str, count: u32) -> (u16, String) {
+    let input: Vec<u8> = [count, (4 * MIB / 4) as u32]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let r = api
+        .http
+        .post(format!("{}/v1/functions/hog/invoke", host.endpoint))
+        .bearer_auth(token)
+        .header("spillway-placement", "local")
+        .body(input)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// A tenant's GPU memory quota is cluster-wide (DESIGN §3): each host
+/// holds a lease of it, in MiB, starting from an even split. A job at host
+/// 1 needing more than its half is refused there at first; the refusal is
+/// demand, and the leader moves the quota there (shrinking host 2's lease
+/// first, then growing host 1's), so the same job then fits, and the
+/// leases never add up to more than the quota. On the CPU backend, where
+/// the node's ledger holds the host's share, so CI runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
+    let root = tempfile::tempdir().unwrap();
+    let flags: &[&str] = &["--slots", "2"];
+    let (api, hosts) = form(root.path(), &[flags, flags]).await;
+    let h1 = &hosts[0];
+    let capped = tenant(&api, h1, "capped", Some(CAP)).await;
+    api.put_artifact(h1, &capped, "gpu_hog").await;
+    let spec = json!({"name": "hog", "artifact": "gpu_hog", "accelerator": "none",
+                      "deadline_ms": 30_000, "memory_limit_bytes": 128 * MIB});
+    api.create_function(h1, &capped, &spec).await;
+    let leases = || async {
+        let v: Value = (api.http.get(format!("{}/v1/tenants", h1.endpoint)))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let capped = (v.as_array().into_iter().flatten()).find(|t| t["name"] == "capped");
+        capped.map_or(Value::Null, |t| t["gpu_memory_leases_mib"].clone())
+    };
+    // The leader records the even split first: 16 MiB each.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = leases().await;
+        if l["epoch"] == 1 {
+            assert_eq!(l["shares"], json!({"n1": 16, "n2": 16}), "{l}");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "no first leases: {l}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 24 MiB at host 1: over its 16.
+    let (status, message) = hog_here(&api, h1, &capped, 6).await;
+    assert_eq!(status, 500, "{message}");
+    assert!(
+        message.contains("exceeds tenant capped's GPU memory on this host")
+            && message.contains("of 16777216 bytes"),
+        "{message}"
+    );
+    // Asked again while the leader moves the quota: it fits once host 1's
+    // lease has grown, and the leases never pass the quota on the way.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let ran = loop {
+        let l = leases().await;
+        let total: u64 = (l["shares"].as_object().into_iter().flatten())
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum();
+        assert!(total <= 32, "leases over the quota: {l}");
+        let (status, message) = hog_here(&api, h1, &capped, 6).await;
+        if status == 200 {
+            break (message, l);
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "host 1's lease never grew: {l} {message}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("ran at host 1 under leases {}", ran.1);
+    let l = leases().await;
+    let n1 = l["shares"]["n1"].as_u64().unwrap();
+    let n2 = l["shares"]["n2"].as_u64().unwrap_or(0);
+    assert!(n1 >= 24 && n1 + n2 <= 32, "{l}");
+}

@@ -121,6 +121,14 @@ pub enum ControlCommand {
         id: u64,
         gpus: Vec<crate::membership::GpuIsolation>,
     },
+    /// The leader's new leases of a tenant's GPU memory quota, in
+    /// `GPU_LEASE_UNIT`s (MiB) per host: as `SetQuotaLeases`, for
+    /// `max_gpu_memory_bytes`.
+    SetGpuLeases {
+        tenant: TenantId,
+        epoch: u64,
+        shares: std::collections::BTreeMap<u64, u32>,
+    },
 }
 
 impl ControlCommand {
@@ -176,6 +184,16 @@ impl fmt::Display for ControlCommand {
             }
             ControlCommand::UpdateMember { id, quic_addr, .. } => {
                 write!(f, "member {id} now at {quic_addr}")
+            }
+            ControlCommand::SetGpuLeases {
+                tenant,
+                epoch,
+                shares,
+            } => {
+                write!(
+                    f,
+                    "GPU memory leases of tenant {tenant} (MiB), epoch {epoch}: {shares:?}"
+                )
             }
             ControlCommand::SetGpuIsolation { id, gpus } => {
                 write!(f, "member {id}'s GPU isolation ({} GPUs)", gpus.len())

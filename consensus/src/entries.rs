@@ -77,7 +77,10 @@ pub struct TenantEntry {
     /// Invoke requests a second, cluster-wide (each host enforces its
     /// share).
     pub rate_per_s: Option<u32>,
-    /// `gpu` buffer bytes its running jobs may hold at once on one host.
+    /// GPU memory its jobs may hold at once, cluster-wide: `gpu` buffers
+    /// and resident weights, from its memory pool on each GPU (counted the
+    /// same on the CPU backend). Each host enforces its share, a lease in
+    /// whole MiB ([`GPU_LEASE_UNIT`]) the leader rebalances as load shifts.
     pub max_gpu_memory_bytes: Option<u64>,
     /// Artifact names it may hold.
     pub max_artifacts: Option<u32>,
@@ -85,7 +88,13 @@ pub struct TenantEntry {
     pub max_artifact_bytes: Option<u64>,
 }
 
-/// A tenant's concurrency quota split into per-host placement leases:
+/// The unit of GPU memory leases: a tenant's `max_gpu_memory_bytes` is
+/// split among hosts in whole MiB (what is left below one MiB is not
+/// leased).
+pub const GPU_LEASE_UNIT: u64 = 1 << 20;
+
+/// A tenant's concurrency quota (in jobs), or its GPU memory quota (in
+/// [`GPU_LEASE_UNIT`]s), split into per-host placement leases:
 /// each host admits up to its share with no consensus round per job. The
 /// shares never add up to more than the quota; the leader rebalances
 /// them as load shifts, raising the epoch each time.

@@ -44,8 +44,8 @@ pub use backup::{BACKUP_FORMAT, Backup, BackupContents, BackupError};
 pub use command::{ControlCommand, ControlResponse, Rejection, ResidencyChange, TICKET_GRACE_MS};
 pub use control_plane::{Changes, ControlConfig, ControlError, ControlPlane, RaftStatus};
 pub use entries::{
-    AUDIT_KEEP, ArtifactEntry, ArtifactSignature, AuditRecord, FunctionEntry, QuotaLeases,
-    ResidencyStatus, StorageQuotaExceeded, TenantEntry, TenantPatch,
+    AUDIT_KEEP, ArtifactEntry, ArtifactSignature, AuditRecord, FunctionEntry, GPU_LEASE_UNIT,
+    QuotaLeases, ResidencyStatus, StorageQuotaExceeded, TenantEntry, TenantPatch,
 };
 pub use error::OpenError;
 pub use format::{FormatError, LOG_FORMAT, Migration, SNAPSHOT_FORMAT};

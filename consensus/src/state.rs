@@ -7,8 +7,8 @@ use crate::command::{
     ControlCommand, ControlResponse, Rejection, ResidencyChange, TICKET_GRACE_MS,
 };
 use crate::entries::{
-    AUDIT_KEEP, ArtifactEntry, AuditRecord, FunctionEntry, QuotaLeases, ResidencyStatus,
-    StorageQuotaExceeded, TenantEntry,
+    AUDIT_KEEP, ArtifactEntry, AuditRecord, FunctionEntry, GPU_LEASE_UNIT, QuotaLeases,
+    ResidencyStatus, StorageQuotaExceeded, TenantEntry,
 };
 use crate::membership::{
     GpuIsolation, JOIN_VERSION, JoinRefusal, MemberEntry, MemberState, PublicKey, TicketEntry,
@@ -43,6 +43,10 @@ pub struct ControlState {
     /// so a build of snapshot format 1 still reads this one's snapshots
     /// (postcard leaves trailing bytes unread); `v1` reads that format's.
     gpu_isolation: BTreeMap<u64, Vec<GpuIsolation>>,
+    /// Tenants' GPU memory quotas as per-host leases, in MiB (absent:
+    /// split evenly among the active members). After `gpu_isolation`, for
+    /// the same reason.
+    gpu_leases: BTreeMap<TenantId, QuotaLeases>,
 }
 
 impl ControlState {
@@ -277,6 +281,9 @@ impl ControlState {
                     // Leases of the old quota do not fit the new one.
                     self.leases.remove(id);
                 }
+                if updated.max_gpu_memory_bytes != current.max_gpu_memory_bytes {
+                    self.gpu_leases.remove(id);
+                }
                 self.tenants.insert(id.clone(), updated);
             }
             ControlCommand::SetQuotaLeases {
@@ -302,6 +309,41 @@ impl ControlState {
                     )));
                 }
                 self.leases.insert(
+                    tenant.clone(),
+                    QuotaLeases {
+                        epoch: *epoch,
+                        shares: shares.clone(),
+                    },
+                );
+            }
+            ControlCommand::SetGpuLeases {
+                tenant,
+                epoch,
+                shares,
+            } => {
+                let Some(quota) = self
+                    .tenants
+                    .get(tenant)
+                    .and_then(|t| t.max_gpu_memory_bytes)
+                else {
+                    return ControlResponse::Rejected(Rejection::Invalid(format!(
+                        "tenant {tenant} has no GPU memory quota"
+                    )));
+                };
+                let current = self.gpu_leases.get(tenant).map_or(0, |l| l.epoch);
+                if *epoch != current + 1 {
+                    return ControlResponse::Rejected(Rejection::Conflict(format!(
+                        "GPU memory lease epoch {epoch} does not follow {current}"
+                    )));
+                }
+                let total: u64 = shares.values().map(|s| u64::from(*s)).sum();
+                let units = quota / GPU_LEASE_UNIT;
+                if total > units {
+                    return ControlResponse::Rejected(Rejection::Invalid(format!(
+                        "GPU memory leases add up to {total} MiB, over the quota of {units} MiB"
+                    )));
+                }
+                self.gpu_leases.insert(
                     tenant.clone(),
                     QuotaLeases {
                         epoch: *epoch,
@@ -551,6 +593,12 @@ impl ControlState {
 
     /// A tenant other than the admin tenant.
     /// The tenant's placement leases, once the leader has written any.
+    /// A tenant's GPU memory leases, in MiB per host (`None`: none written
+    /// yet, the even split holds).
+    pub fn gpu_leases(&self, tenant: &TenantId) -> Option<&QuotaLeases> {
+        self.gpu_leases.get(tenant)
+    }
+
     pub fn quota_leases(&self, tenant: &TenantId) -> Option<&QuotaLeases> {
         self.leases.get(tenant)
     }
@@ -1173,6 +1221,54 @@ mod tests {
         });
         assert!(s.quota_leases(&acme).is_none());
         assert_eq!(s.apply(&set(1, &[(1, 6)])), ControlResponse::Done);
+    }
+
+    #[test]
+    fn gpu_memory_leases_are_whole_mib_within_the_quota() {
+        let mut s = ControlState::default();
+        let acme = TenantId("acme".into());
+        let set = |epoch, shares: &[(u64, u32)]| ControlCommand::SetGpuLeases {
+            tenant: acme.clone(),
+            epoch,
+            shares: shares.iter().copied().collect(),
+        };
+        s.apply(&ControlCommand::CreateTenant(TenantEntry {
+            max_concurrent: Some(3),
+            ..tenant(&acme)
+        }));
+        assert!(
+            matches!(s.apply(&set(1, &[(1, 1)])), ControlResponse::Rejected(_)),
+            "no GPU memory quota"
+        );
+        let quota = |bytes| ControlCommand::UpdateTenant {
+            id: acme.clone(),
+            patch: TenantPatch {
+                max_gpu_memory_bytes: Some(Some(bytes)),
+                ..TenantPatch::default()
+            },
+        };
+        // 32.5 MiB: 32 whole MiB to lease.
+        s.apply(&quota(32 * GPU_LEASE_UNIT + GPU_LEASE_UNIT / 2));
+        assert!(
+            matches!(
+                s.apply(&set(1, &[(1, 20), (2, 13)])),
+                ControlResponse::Rejected(_)
+            ),
+            "33 MiB > 32"
+        );
+        assert_eq!(s.apply(&set(1, &[(1, 16), (2, 16)])), ControlResponse::Done);
+        assert!(
+            matches!(s.apply(&set(3, &[(1, 32)])), ControlResponse::Rejected(_)),
+            "epochs go one at a time"
+        );
+        assert_eq!(s.apply(&set(2, &[(1, 32)])), ControlResponse::Done);
+        assert_eq!(s.gpu_leases(&acme).unwrap().shares.get(&1), Some(&32));
+        // The concurrency leases are another tenant setting's.
+        assert!(s.quota_leases(&acme).is_none());
+        // A new GPU memory quota drops its leases.
+        s.apply(&quota(64 * GPU_LEASE_UNIT));
+        assert!(s.gpu_leases(&acme).is_none());
+        assert_eq!(s.apply(&set(1, &[(1, 64)])), ControlResponse::Done);
     }
 
     #[test]

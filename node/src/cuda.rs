@@ -55,6 +55,9 @@ pub(crate) struct DeviceError {
     pub(crate) message: String,
     /// The device ran out of memory (the job may retry smaller).
     pub(crate) out_of_memory: bool,
+    /// It was the tenant's cap that refused (its memory pool is full), not
+    /// the device: demand its share of the GPU memory quota lacked.
+    pub(crate) over_cap: bool,
     /// The context is poisoned: the node must exit.
     pub(crate) poisoned: bool,
 }
@@ -77,6 +80,7 @@ impl From<DriverError> for DeviceError {
         Self {
             message: format!("CUDA: {e}"),
             out_of_memory: e.0 == CUDA_ERROR_OUT_OF_MEMORY,
+            over_cap: false,
             poisoned,
         }
     }
@@ -89,6 +93,7 @@ impl From<cudarc::cublas::result::CublasError> for DeviceError {
         Self {
             message: format!("cuBLAS: {e:?}"),
             out_of_memory: false,
+            over_cap: false,
             poisoned: false,
         }
     }
@@ -425,6 +430,7 @@ impl CudaGpu {
                             "this node has no kernel compiler configured: publish the pack as PTX"
                                 .into(),
                         out_of_memory: false,
+                        over_cap: false,
                         poisoned: false,
                     });
                 };
@@ -465,6 +471,7 @@ fn compile_error(e: nvrtc::CompileError) -> DeviceError {
     DeviceError {
         message: e.to_string(),
         out_of_memory: false,
+        over_cap: false,
         poisoned: false,
     }
 }
@@ -580,6 +587,7 @@ fn dim(v: usize) -> Result<i32, DeviceError> {
     i32::try_from(v).map_err(|_| DeviceError {
         message: format!("dimension {v} is too large for cuBLAS"),
         out_of_memory: false,
+        over_cap: false,
         poisoned: false,
     })
 }
@@ -795,6 +803,7 @@ impl StreamLease {
                 self.gpu.info.index
             ),
             out_of_memory: true,
+            over_cap: true,
             poisoned: false,
         }
     }
@@ -838,6 +847,7 @@ impl StreamLease {
         let func = self.gpu.functions.get(&kernel).ok_or_else(|| DeviceError {
             message: format!("{} is not a launchable CUDA kernel", kernel.name()),
             out_of_memory: false,
+            over_cap: false,
             poisoned: false,
         })?;
         let shape: Vec<u32> = args
@@ -967,6 +977,7 @@ impl StreamLease {
             .ok_or_else(|| DeviceError {
                 message: format!("kernel `{}` is not loaded", kernel.name),
                 out_of_memory: false,
+                over_cap: false,
                 poisoned: false,
             })?;
         // SAFETY: the arguments match the parameters the pack declares for
@@ -986,6 +997,7 @@ impl StreamLease {
         self.gpu.tests.as_ref().ok_or_else(|| DeviceError {
             message: "fault-test kernels are not loaded".into(),
             out_of_memory: false,
+            over_cap: false,
             poisoned: false,
         })
     }

@@ -164,8 +164,13 @@ impl Executor {
     }
 
     /// `gpu` buffer bytes each tenant's running jobs hold here.
-    pub fn tenant_gpu_held(&self) -> Vec<(spillway_proto::TenantId, u64)> {
-        self.tenant_gpu.snapshot()
+    /// The frame that reports each tenant's GPU bytes held here, and what
+    /// its cap refused.
+    pub fn tenant_gpu(&self) -> spillway_proto::FromNode {
+        spillway_proto::FromNode::TenantGpu {
+            held: self.tenant_gpu.snapshot(),
+            refused: self.tenant_gpu.refused(),
+        }
     }
 
     /// Resolves after a job next takes GPU memory.

@@ -243,6 +243,9 @@ impl GuestState {
             Ok(data) => data,
             Err(e) => {
                 self.tenant_gpu.release(bytes);
+                if e.over_cap {
+                    self.tenant_gpu.refused_by_the_driver(bytes);
+                }
                 return Err(self.device_error(e));
             }
         };
@@ -987,7 +990,12 @@ impl GuestState {
                             shape,
                         }
                     }
-                    Err(OpenError::Load(e)) => return Err(self.device_error(e)),
+                    Err(OpenError::Load(e)) => {
+                        if e.over_cap {
+                            self.tenant_gpu.refused_by_the_driver(bytes.len() as u64);
+                        }
+                        return Err(self.device_error(e));
+                    }
                     Err(e) => return Err(error(ErrorCode::OutOfMemory, e.to_string())),
                 }
             }

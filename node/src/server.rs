@@ -205,8 +205,7 @@ async fn serve(node: Arc<Node>, stream: UnixStream) {
                         last_charge_report = tokio::time::Instant::now();
                     }
                 }
-                let held = node.executor.tenant_gpu_held();
-                if tx.send(FromNode::TenantGpu(held)).await.is_err() {
+                if tx.send(node.executor.tenant_gpu()).await.is_err() {
                     break;
                 }
             }
@@ -445,8 +444,7 @@ fn execute(node: &Arc<Node>, jobs: &Jobs, tx: &mpsc::Sender<FromNode>, exec: Exe
                 exit_after_device_fault();
             }
             let _ = tx.send(FromNode::Load(node.load())).await;
-            let held = node.executor.tenant_gpu_held();
-            let _ = tx.send(FromNode::TenantGpu(held)).await;
+            let _ = tx.send(node.executor.tenant_gpu()).await;
         }
         .instrument(span),
     );

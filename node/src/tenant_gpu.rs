@@ -20,6 +20,10 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub(crate) struct TenantGpuLedger {
     held: Mutex<HashMap<TenantId, u64>>,
+    /// Bytes each tenant's jobs asked for and its cap refused (here, or
+    /// its pool on a GPU), since the node started: the demand its host's
+    /// share of the GPU memory quota lacked.
+    refused: Mutex<HashMap<TenantId, u64>>,
     /// Woken when a charge is taken, so the node reports it without
     /// waiting for its next periodic report.
     changed: tokio::sync::Notify,
@@ -38,6 +42,24 @@ impl TenantGpuLedger {
         let mut all: Vec<(TenantId, u64)> = held.iter().map(|(t, b)| (t.clone(), *b)).collect();
         all.sort();
         all
+    }
+
+    /// Every tenant its cap refused, with the bytes refused since the node
+    /// started, in tenant order.
+    pub(crate) fn refused(&self) -> Vec<(TenantId, u64)> {
+        let refused = self.refused.lock().expect("ledger lock");
+        let mut all: Vec<(TenantId, u64)> = refused.iter().map(|(t, b)| (t.clone(), *b)).collect();
+        all.sort();
+        all
+    }
+
+    fn note_refused(&self, tenant: &TenantId, bytes: u64) {
+        let mut refused = self.refused.lock().expect("ledger lock");
+        let sum = refused.entry(tenant.clone()).or_default();
+        *sum = sum.saturating_add(bytes);
+        drop(refused);
+        // Reported soon, like a charge: the sidecar reads demand from it.
+        self.changed.notify_one();
     }
 
     /// Bytes `tenant`'s jobs hold here now.
@@ -101,13 +123,21 @@ impl TenantGpuAccount {
             && !self.driver_enforces
             && *tenant + bytes > cap
         {
-            return Err(OverCap { held: *tenant, cap });
+            let over = OverCap { held: *tenant, cap };
+            drop(held);
+            self.ledger.note_refused(&self.tenant, bytes);
+            return Err(over);
         }
         *tenant += bytes;
         self.mine += bytes;
         drop(held);
         self.ledger.changed.notify_one();
         Ok(())
+    }
+
+    /// Notes that the tenant's pool on a GPU refused `bytes` at its cap.
+    pub(crate) fn refused_by_the_driver(&self, bytes: u64) {
+        self.ledger.note_refused(&self.tenant, bytes);
     }
 
     /// Gives `bytes` back (a buffer freed).
@@ -156,6 +186,8 @@ mod tests {
             TenantGpuAccount::open(ledger.clone(), TenantId("globex".into()), Some(100));
         first.charge(60).unwrap();
         assert_eq!(second.charge(50), Err(OverCap { held: 60, cap: 100 }));
+        second.refused_by_the_driver(7);
+        assert_eq!(ledger.refused(), vec![(acme.clone(), 57)]);
         second.charge(40).unwrap();
         other.charge(100).unwrap();
         assert_eq!(ledger.held(&acme), 100);

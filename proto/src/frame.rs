@@ -10,7 +10,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The protocol version carried in every frame.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// The default largest frame: 64 MiB, enough for a job's input or output
 /// (artifacts travel in chunks of [`crate::ARTIFACT_CHUNK`]).

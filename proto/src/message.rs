@@ -304,9 +304,13 @@ pub enum FromNode {
         bytes: Vec<u8>,
     },
     /// `gpu` buffer bytes each tenant's running jobs hold on the node (a
-    /// tenant holding none is left out); sent with the load reports and
-    /// whenever a job ends.
-    TenantGpu(Vec<(TenantId, u64)>),
+    /// tenant holding none is left out), and the bytes each tenant's cap
+    /// refused since the node started (its demand); sent with the load
+    /// reports, whenever a job ends, and soon after a charge or refusal.
+    TenantGpu {
+        held: Vec<(TenantId, u64)>,
+        refused: Vec<(TenantId, u64)>,
+    },
     /// Finished spans of the node's jobs, for the sidecar to export (sent
     /// only when the host exports spans).
     Spans(Vec<crate::SpanRecord>),

@@ -167,6 +167,7 @@ pub async fn run(
         executors: executors.clone(),
         queue: queue.clone(),
         quotas: Default::default(),
+        gpu_quotas: Default::default(),
         burst: Arc::new(job::burst::Burst::new(
             config.burst,
             config.placement_policy(),
@@ -186,11 +187,11 @@ pub async fn run(
     };
     tokio::spawn(peer::serve(endpoint, pinned, Arc::new(routes)));
     tokio::spawn(job::burst::gossip_loop(jobs.clone()));
-    tokio::spawn(quota::rebalance(
-        control.clone(),
-        jobs.quotas.clone(),
-        client,
-    ));
+    let own_status = {
+        let jobs = jobs.clone();
+        Arc::new(move || jobs.status())
+    };
+    tokio::spawn(quota::rebalance(control.clone(), own_status, client));
     let app = Arc::new(http::App {
         outcomes: Arc::new(idempotency::Outcomes::new(
             config.idempotency_ttl,

@@ -40,6 +40,9 @@ pub(crate) struct NodeStatus {
     /// `gpu` buffer bytes each tenant's running jobs hold on the node, as
     /// it last reported.
     pub(crate) tenant_gpu: Arc<Vec<(spillway_proto::TenantId, u64)>>,
+    /// Bytes each tenant's cap refused on this executor, counted across
+    /// its node's restarts (never going down), in tenant order.
+    pub(crate) tenant_gpu_refused: Arc<Vec<(spillway_proto::TenantId, u64)>>,
 }
 
 /// A finished job: the emitted chunks followed by the returned bytes.
@@ -146,6 +149,9 @@ struct Conn {
     jobs: HashMap<JobId, PendingJob>,
     requests: HashMap<u64, Pending>,
     next_request: u64,
+    /// The refused-bytes counters this connection's node last reported
+    /// (they start again at 0 with each node).
+    refused_seen: HashMap<spillway_proto::TenantId, u64>,
 }
 
 pub(crate) struct NodeLink {
@@ -525,8 +531,14 @@ impl NodeLink {
                 self.status
                     .send_modify(|s| s.load = Some((load, Instant::now())));
             }
-            FromNode::TenantGpu(held) => {
-                self.status.send_modify(|s| s.tenant_gpu = Arc::new(held));
+            FromNode::TenantGpu { held, refused } => {
+                let seen = &mut conn.refused_seen;
+                self.status.send_modify(|s| {
+                    s.tenant_gpu = Arc::new(held);
+                    let mut total = s.tenant_gpu_refused.to_vec();
+                    count_refused(&mut total, seen, &refused);
+                    s.tenant_gpu_refused = Arc::new(total);
+                });
             }
             // The node's spans, exported on its behalf (it opens no
             // network socket).
@@ -609,6 +621,7 @@ impl NodeLink {
     fn teardown(&self) {
         let mut conn = self.conn.lock().expect("link lock");
         conn.tx = None;
+        conn.refused_seen.clear();
         self.status.send_modify(|s| {
             s.up = false;
             s.pid = None;
@@ -628,5 +641,45 @@ impl NodeLink {
         if lost > 0 {
             tracing::warn!(lost, "node connection ended with jobs in flight");
         }
+    }
+}
+
+/// Adds to `total` what a node's refused-bytes counters (`now`) grew by
+/// since `seen`, its last report on this connection, and remembers `now`.
+fn count_refused(
+    total: &mut Vec<(spillway_proto::TenantId, u64)>,
+    seen: &mut HashMap<spillway_proto::TenantId, u64>,
+    now: &[(spillway_proto::TenantId, u64)],
+) {
+    for (tenant, bytes) in now {
+        let before = seen.insert(tenant.clone(), *bytes).unwrap_or(0);
+        let grew = bytes.saturating_sub(before);
+        match total.iter_mut().find(|(t, _)| t == tenant) {
+            Some((_, sum)) => *sum = sum.saturating_add(grew),
+            None => total.push((tenant.clone(), grew)),
+        }
+    }
+    total.sort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_proto::TenantId;
+
+    #[test]
+    fn refused_bytes_add_up_across_a_nodes_restarts() {
+        let acme = TenantId("acme".into());
+        let mut total = Vec::new();
+        let mut seen = HashMap::new();
+        count_refused(&mut total, &mut seen, &[(acme.clone(), 10)]);
+        count_refused(&mut total, &mut seen, &[(acme.clone(), 25)]);
+        assert_eq!(total, vec![(acme.clone(), 25)]);
+        // The node restarted: its counter starts again from 0.
+        seen.clear();
+        count_refused(&mut total, &mut seen, &[(acme.clone(), 4)]);
+        assert_eq!(total, vec![(acme.clone(), 29)]);
+        count_refused(&mut total, &mut seen, &[(acme.clone(), 4)]);
+        assert_eq!(total, vec![(acme, 29)]);
     }
 }

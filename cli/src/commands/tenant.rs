@@ -31,7 +31,8 @@ pub(crate) enum TenantCommand {
         /// Invoke requests a second across the cluster.
         #[arg(long)]
         rate: Option<u32>,
-        /// GPU buffer memory its running jobs may hold at once on one host, MiB.
+        /// GPU memory its jobs may hold at once, cluster-wide, MiB (each
+        /// host enforces its lease of it).
         #[arg(long)]
         max_gpu_memory_mib: Option<u64>,
         /// Artifact names it may hold.

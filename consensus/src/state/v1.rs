@@ -1,5 +1,6 @@
 //! The control state as snapshot formats 0 and 1 encoded it: every field
-//! of today's [`ControlState`] before `gpu_isolation`, in the same order.
+//! of today's [`ControlState`] before `gpu_isolation` (and `gpu_leases`
+//! after it), in the same order.
 //! Postcard is not self-describing, so a payload of that format is read
 //! through this and brought forward; nothing writes it.
 //!
@@ -50,6 +51,7 @@ impl From<ControlStateV1> for ControlState {
             leases: v1.leases,
             audit: v1.audit,
             gpu_isolation: BTreeMap::new(),
+            gpu_leases: BTreeMap::new(),
         }
     }
 }

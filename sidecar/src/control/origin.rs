@@ -68,9 +68,9 @@ pub(crate) fn host_may_propose(
         // Only the leader writes leases (its rebalancer proposes them
         // directly); a former leader's forwarded rebalance is dropped and
         // the current leader computes its own.
-        ControlCommand::SetQuotaLeases { .. } => Err(format!(
-            "quota leases are the leader's to write, not host {proposer}'s"
-        )),
+        ControlCommand::SetQuotaLeases { .. } | ControlCommand::SetGpuLeases { .. } => Err(
+            format!("quota leases are the leader's to write, not host {proposer}'s"),
+        ),
         ControlCommand::FromHost { .. } | ControlCommand::Audited { .. } => {
             Err("a member may not send a change already attributed".into())
         }
@@ -99,6 +99,7 @@ pub(crate) fn client_change_scope(command: &ControlCommand) -> Option<Scope> {
         | ControlCommand::SetGpuIsolation { .. }
         | ControlCommand::PruneTickets { .. }
         | ControlCommand::SetQuotaLeases { .. }
+        | ControlCommand::SetGpuLeases { .. }
         | ControlCommand::Audited { .. }
         | ControlCommand::FromHost { .. } => None,
     }
@@ -234,6 +235,14 @@ mod tests {
             // The leader's alone.
             (
                 ControlCommand::SetQuotaLeases {
+                    tenant: TenantId("acme".into()),
+                    epoch: 1,
+                    shares: [(2, 10)].into(),
+                },
+                false,
+            ),
+            (
+                ControlCommand::SetGpuLeases {
                     tenant: TenantId("acme".into()),
                     epoch: 1,
                     shares: [(2, 10)].into(),

@@ -91,7 +91,8 @@ mod tests {
             slots: 0,
             ..executor(&[], &[], false)
         };
-        let cases: Vec<(&str, Vec<ExecutorStatus>, Option<Vec<GpuIsolation>>)> = vec![
+        type Case = (&'static str, Vec<ExecutorStatus>, Option<Vec<GpuIsolation>>);
+        let cases: Vec<Case> = vec![
             ("a CPU host", vec![executor(&[], &[], false)], Some(vec![])),
             (
                 "one executor, two GPUs: every tenant in one context on each",

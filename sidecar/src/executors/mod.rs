@@ -431,6 +431,15 @@ pub(crate) fn merged(mut statuses: Vec<NodeStatus>) -> NodeStatus {
             }
         }
         all.tenant_gpu = Arc::new(tenants);
+        let mut refused: Vec<(TenantId, u64)> = all.tenant_gpu_refused.to_vec();
+        for (tenant, bytes) in s.tenant_gpu_refused.iter() {
+            match refused.iter_mut().find(|(t, _)| t == tenant) {
+                Some((_, sum)) => *sum += bytes,
+                None => refused.push((tenant.clone(), *bytes)),
+            }
+        }
+        refused.sort();
+        all.tenant_gpu_refused = Arc::new(refused);
     }
     all.restarts = restarts;
     if held.len() != all.held.len() {
@@ -505,6 +514,7 @@ mod tests {
             held: Arc::new([Digest::of(&[slots as u8])].into()),
             restarts: 1,
             tenant_gpu: Arc::new(vec![(TenantId::admin(), 10)]),
+            tenant_gpu_refused: Arc::new(vec![(TenantId::admin(), u64::from(slots))]),
         }
     }
 
@@ -550,6 +560,7 @@ mod tests {
             "both executors' weights on GPU 0"
         );
         assert_eq!(*s.tenant_gpu, vec![(TenantId::admin(), 20)]);
+        assert_eq!(*s.tenant_gpu_refused, vec![(TenantId::admin(), 6)]);
 
         let none_up = merged(vec![down.clone(), down.clone()]);
         assert!(!none_up.up);

@@ -15,7 +15,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spillway_consensus::{ControlCommand, ControlState, Scope, TenantEntry, TenantPatch};
+use spillway_consensus::{
+    ControlCommand, ControlState, GPU_LEASE_UNIT, Scope, TenantEntry, TenantPatch,
+};
 use spillway_proto::{NodeId, TenantId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,18 +81,20 @@ where
 }
 
 fn view(t: &TenantEntry, state: &ControlState) -> Value {
-    // Where its concurrency quota is leased, once the leader has written
-    // leases (until then each active host has an even share).
-    let leases = state.quota_leases(&t.id).map(|l| {
+    // Where its concurrency quota (in jobs) and its GPU memory quota (in
+    // MiB) are leased, once the leader has written leases (until then each
+    // active host has an even share).
+    let shown = |l: &spillway_consensus::QuotaLeases| {
         let shares: BTreeMap<String, u32> = l
             .shares
             .iter()
             .map(|(h, s)| (NodeId(*h).to_string(), *s))
             .collect();
         json!({"epoch": l.epoch, "shares": shares})
-    });
+    };
     json!({
-        "leases": leases,
+        "leases": state.quota_leases(&t.id).map(shown),
+        "gpu_memory_leases_mib": state.gpu_leases(&t.id).map(shown),
         "name": t.id.0,
         "created_unix_ms": t.created_unix_ms,
         "placement": t.placement,
@@ -135,6 +139,7 @@ pub(super) async fn create(
             req.max_artifact_bytes,
         ],
     )?;
+    check_gpu_quota(req.max_gpu_memory_bytes)?;
     let entry = TenantEntry {
         id: id.clone(),
         created_unix_ms: crate::now_unix_ms(),
@@ -200,6 +205,7 @@ pub(super) async fn change(
             req.max_artifact_bytes.flatten(),
         ],
     )?;
+    check_gpu_quota(req.max_gpu_memory_bytes.flatten())?;
     let patch = TenantPatch {
         placement: req.placement,
         trusted_keys,
@@ -250,4 +256,18 @@ fn check_limits(counts: [Option<u32>; 3], bytes: [Option<u64>; 3]) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// A GPU memory quota is leased to hosts in whole MiB: less than one would
+/// leave every host nothing.
+fn check_gpu_quota(bytes: Option<u64>) -> Result<(), ApiError> {
+    match bytes {
+        Some(b) if b < GPU_LEASE_UNIT => Err(ApiError::bad_request(
+            "bad_limit",
+            format!(
+                "max_gpu_memory_bytes is leased to hosts in whole MiB: at least {GPU_LEASE_UNIT} (null: no limit)"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }

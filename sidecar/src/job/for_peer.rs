@@ -80,6 +80,11 @@ pub(crate) async fn run_for_peer(
         if host.stopping.load(Ordering::Relaxed) {
             return Err(spillway_proto::Refusal::PeerFull);
         }
+        // Nor does one with no lease of the tenant's GPU memory quota
+        // (the job could hold nothing here); that counts as demand.
+        if !(host.gpu_quotas).has_room(&execute.spec.tenant, &control.state(), host.id()) {
+            return Err(spillway_proto::Refusal::PeerFull);
+        }
         let slot = queue.try_slot(&execute.spec, &executors.status())?;
         let assigned =
             (executors.try_assign(&execute.spec)).ok_or(spillway_proto::Refusal::PeerFull)?;
@@ -120,6 +125,11 @@ pub(crate) async fn run_for_peer(
         // Moved in: the executor's place is given back as the job ends.
         let assigned = assigned;
         let mut execute = execute;
+        // Under this host's share of the tenant's GPU memory quota.
+        let _cap = (host.gpu_quotas).cap_here(&execute.spec.tenant, &control.state(), host.id());
+        if let Some((cap, _)) = &_cap {
+            execute.spec.tenant_gpu_bytes = Some(*cap);
+        }
         assigned.fit(&mut execute);
         let mut outcome = assigned.execute_into(execute, &chunk_tx).await;
         if let Ok(output) = &mut outcome {

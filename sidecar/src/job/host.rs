@@ -26,6 +26,8 @@ pub(crate) struct JobHost {
     pub(crate) queue: Arc<LocalQueue>,
     /// This host's share of each tenant's concurrency quota.
     pub(crate) quotas: Arc<TenantQuotas>,
+    /// This host's share of each tenant's GPU memory quota.
+    pub(crate) gpu_quotas: Arc<crate::quota::gpu::GpuQuotas>,
     /// Peers' load and the burst settings.
     pub(crate) burst: Arc<Burst>,
     pub(crate) client: PeerClient,
@@ -79,6 +81,9 @@ impl JobHost {
             burst_out: self.burst.sent.load(Ordering::Relaxed),
             burst_in: self.burst.received.load(Ordering::Relaxed),
             quota_usage: self.quotas.usage_of(&self.control.state()),
+            gpu_usage: self
+                .gpu_quotas
+                .usage_of(&self.control.state(), self.control.id, &node),
             executors: self.executors.each(),
         }
     }

@@ -245,6 +245,9 @@ pub struct HostStatus {
     /// Each tenant with a concurrency quota: its use of this host's lease
     /// (what the leader rebalances by).
     pub quota_usage: std::collections::BTreeMap<spillway_proto::TenantId, QuotaUsage>,
+    /// Each tenant with a GPU memory quota: its use of this host's lease,
+    /// in MiB.
+    pub gpu_usage: std::collections::BTreeMap<spillway_proto::TenantId, QuotaUsage>,
     /// Weights resident on its GPUs.
     pub weights: Vec<spillway_proto::GpuWeights>,
     /// Each of its GPUs' memory.
@@ -312,12 +315,15 @@ pub enum RaftReply {
     Error(String),
 }
 
-/// A tenant's use of its share on one host, as reported to the leader.
+/// A tenant's use of its share on one host, as reported to the leader: in
+/// jobs for its concurrency quota, in MiB for its GPU memory quota.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuotaUsage {
-    /// Permits held (jobs waiting or running here, or burst from here).
+    /// Permits held (jobs waiting or running here, or burst from here), or
+    /// MiB of GPU memory held.
     pub held: u32,
-    /// Permits refused in the last two seconds: demand the share lacked.
+    /// Permits (or MiB) refused in the last two seconds: demand the share
+    /// lacked.
     pub refused: u32,
     /// The lease epoch this host had applied when it measured.
     pub epoch: u64,

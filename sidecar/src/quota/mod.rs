@@ -15,6 +15,7 @@
 //! disagree on membership (a change being applied): their shares may then
 //! briefly add up to more than the quota. Leases do not have that gap.
 
+pub(crate) mod gpu;
 pub(crate) mod leases;
 mod rebalance;
 

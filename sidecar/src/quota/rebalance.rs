@@ -1,17 +1,19 @@
-//! The leader's lease loop: rebalances tenants' concurrency quotas among
-//! the hosts as load shifts (see `quota::leases` for the policy, which is
-//! pure; this is only its I/O).
+//! The leader's lease loop: rebalances tenants' quotas among the hosts as
+//! load shifts, concurrency (`max_concurrent`, in jobs) and GPU memory
+//! (`max_gpu_memory_bytes`, in MiB) alike (see `quota::leases` for the
+//! policy, which is pure; this is only its I/O).
 //!
 //! Every [`LEASE_EVERY`], on the leader only: ask every active host for
-//! its use of each tenant's lease (the `Status` call, one per host for all
+//! its use of each tenant's leases (the `Status` call, one per host for all
 //! tenants), and write the next leases of each tenant that needs them to
 //! the log. A host that does not answer in time holds the tenant's
 //! leases where they are until it does.
 
-use super::{TenantQuotas, active_members, leases::next_leases};
+use super::{active_members, gpu::quota_units, leases::next_leases};
 use crate::control::Control;
-use crate::peer::PeerClient;
-use spillway_consensus::ControlCommand;
+use crate::peer::{HostStatus, PeerClient, QuotaUsage};
+use spillway_consensus::{ControlCommand, QuotaLeases};
+use spillway_proto::TenantId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +23,19 @@ const LEASE_EVERY: Duration = Duration::from_millis(500);
 /// How long a host may take to report.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Runs the loop for as long as the control plane does; `here` is this
+/// Which quota a lease splits.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Concurrency,
+    GpuMemory,
+}
+
+/// This host's own status (its use of the leases among it).
+pub(crate) type OwnStatus = Arc<dyn Fn() -> HostStatus + Send + Sync>;
+
+/// Runs the loop for as long as the control plane does; `here` gives this
 /// host's own use, `client` asks the others for theirs.
-pub(crate) async fn rebalance(control: Arc<Control>, here: Arc<TenantQuotas>, client: PeerClient) {
+pub(crate) async fn rebalance(control: Arc<Control>, here: OwnStatus, client: PeerClient) {
     loop {
         tokio::time::sleep(LEASE_EVERY).await;
         let raft = control.raft_status();
@@ -34,9 +46,16 @@ pub(crate) async fn rebalance(control: Arc<Control>, here: Arc<TenantQuotas>, cl
             continue;
         }
         let state = control.state();
-        let quotas: Vec<_> = state
+        let quotas: Vec<(Kind, TenantId, u32)> = state
             .tenants()
-            .filter_map(|t| t.max_concurrent.map(|q| (t.id.clone(), q)))
+            .flat_map(|t| {
+                let jobs = t
+                    .max_concurrent
+                    .map(|q| (Kind::Concurrency, t.id.clone(), q));
+                let memory = (t.max_gpu_memory_bytes)
+                    .map(|q| (Kind::GpuMemory, t.id.clone(), quota_units(q)));
+                jobs.into_iter().chain(memory)
+            })
             .collect();
         if quotas.is_empty() {
             continue;
@@ -47,32 +66,51 @@ pub(crate) async fn rebalance(control: Arc<Control>, here: Arc<TenantQuotas>, cl
             let client = client.clone();
             asks.spawn(async move { (host, client.status(host, REPORT_TIMEOUT).await) });
         }
-        let mut reports = BTreeMap::from([(control.id, here.usage_of(&state))]);
+        let mut reports: BTreeMap<u64, HostStatus> = BTreeMap::from([(control.id, here())]);
         while let Some(Ok((host, status))) = asks.join_next().await {
             if let Some(s) = status {
-                reports.insert(host, s.quota_usage);
+                reports.insert(host, s);
             }
         }
-        for (tenant, quota) in quotas {
-            let usage = reports
+        for (kind, tenant, quota) in quotas {
+            let usage: BTreeMap<u64, QuotaUsage> = reports
                 .iter()
-                .filter_map(|(h, by_tenant)| by_tenant.get(&tenant).map(|u| (*h, *u)))
+                .filter_map(|(h, report)| {
+                    let by_tenant = match kind {
+                        Kind::Concurrency => &report.quota_usage,
+                        Kind::GpuMemory => &report.gpu_usage,
+                    };
+                    by_tenant.get(&tenant).map(|u| (*h, *u))
+                })
                 .collect();
-            let Some(next) = next_leases(quota, &active, state.quota_leases(&tenant), &usage)
-            else {
+            let current = match kind {
+                Kind::Concurrency => state.quota_leases(&tenant),
+                Kind::GpuMemory => state.gpu_leases(&tenant),
+            };
+            let Some(next) = next_leases(quota, &active, current, &usage) else {
                 continue;
             };
-            let command = ControlCommand::SetQuotaLeases {
-                tenant: tenant.clone(),
-                epoch: next.epoch,
-                shares: next.shares.clone(),
-            };
-            match control.propose(command).await {
-                Ok(_) => {
-                    tracing::info!(%tenant, epoch = next.epoch, shares = ?next.shares, "quota leases rebalanced")
-                }
-                Err(e) => tracing::warn!(%tenant, "writing quota leases: {e}"),
-            }
+            write(&control, kind, tenant, next).await;
         }
+    }
+}
+
+async fn write(control: &Control, kind: Kind, tenant: TenantId, next: QuotaLeases) {
+    let QuotaLeases { epoch, shares } = next;
+    let command = match kind {
+        Kind::Concurrency => ControlCommand::SetQuotaLeases {
+            tenant: tenant.clone(),
+            epoch,
+            shares: shares.clone(),
+        },
+        Kind::GpuMemory => ControlCommand::SetGpuLeases {
+            tenant: tenant.clone(),
+            epoch,
+            shares: shares.clone(),
+        },
+    };
+    match control.propose(command).await {
+        Ok(_) => tracing::info!(%tenant, ?kind, epoch, ?shares, "quota leases rebalanced"),
+        Err(e) => tracing::warn!(%tenant, ?kind, "writing quota leases: {e}"),
     }
 }
