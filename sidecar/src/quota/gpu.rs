@@ -21,9 +21,9 @@
 //! only once no job started under a larger cap still runs here, so the
 //! leader grows another host's share only when none can pass its own.
 //!
-//! What it is not: exact across a host's GPUs when one executor has
-//! several (each GPU's pool holds the share), or while the even split is
-//! in force and hosts disagree on membership.
+//! What it is not: exact across a host's GPUs (each GPU's pools hold the
+//! share; they do not add up across GPUs), or while the even split is in
+//! force and hosts disagree on membership.
 
 use super::share_among;
 use crate::link::NodeStatus;
