@@ -241,21 +241,23 @@ async fn a_lost_executor_ends_only_its_jobs_and_its_idempotent_job_runs_on_the_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_kept_for_an_executor_runs_only_there_and_no_other_tenant_does() {
     let c = Cluster::start_with(2, 16, &["--executors", "cpu,cpu:kept"]);
-    let all = two_executors_up(&c).await;
+    each_tenant_stays_on_its_executor(&c).await;
+}
+
+/// With executor 1 kept for tenant `kept`: the admin tenant's jobs run
+/// only on executor 0 and `kept`'s only on executor 1, several at once so
+/// an idle executor would be chosen were it allowed.
+async fn each_tenant_stays_on_its_executor(c: &Cluster) {
+    let all = two_executors_up(c).await;
     assert_eq!(all[0]["confined_to"], json!([]), "{all:?}");
     assert_eq!(all[1]["confined_to"], json!(["kept"]), "{all:?}");
-    let kept = tenant_token(&c, json!({"name": "kept"})).await;
-
+    let kept = tenant_token(c, json!({"name": "kept"})).await;
     for token in [&c.token, &kept] {
-        upload(&c, token, "countdown").await;
-        function(&c, token, "count", "countdown", false).await;
+        upload(c, token, "countdown").await;
+        function(c, token, "count", "countdown", false).await;
     }
-    // Each tenant's jobs, several at once so an idle executor would be
-    // chosen were it allowed: each stays on its own executor.
     for (token, executor) in [(&c.token, "0"), (&kept, "1")] {
-        let jobs: Vec<_> = (0..4)
-            .map(|_| spawn(&c, token, "count", &[2, 10]))
-            .collect();
+        let jobs: Vec<_> = (0..4).map(|_| spawn(c, token, "count", &[2, 10])).collect();
         for job in jobs {
             let r = job.await.unwrap();
             assert_eq!(r.status(), 200);
@@ -269,24 +271,7 @@ async fn a_tenant_kept_for_an_executor_runs_only_there_and_no_other_tenant_does(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_run_apart_keeps_an_executor_for_a_tenant() {
     let c = Cluster::start_apart(2, 2, &["--keep-executor", "1=kept"]);
-    let all = two_executors_up(&c).await;
-    assert_eq!(all[0]["confined_to"], json!([]), "{all:?}");
-    assert_eq!(all[1]["confined_to"], json!(["kept"]), "{all:?}");
-    let kept = tenant_token(&c, json!({"name": "kept"})).await;
-    for token in [&c.token, &kept] {
-        upload(&c, token, "countdown").await;
-        function(&c, token, "count", "countdown", false).await;
-    }
-    for (token, executor) in [(&c.token, "0"), (&kept, "1")] {
-        let jobs: Vec<_> = (0..3)
-            .map(|_| spawn(&c, token, "count", &[2, 10]))
-            .collect();
-        for job in jobs {
-            let r = job.await.unwrap();
-            assert_eq!(r.status(), 200);
-            assert_eq!(r.headers()["spillway-executor"], executor);
-        }
-    }
+    each_tenant_stays_on_its_executor(&c).await;
 }
 
 /// `gpu_hog` holding `count` buffers of 16 MiB for `hold_ms`: the status

@@ -296,25 +296,11 @@ impl ControlState {
                         "tenant {tenant} has no concurrency quota"
                     )));
                 };
-                let current = self.leases.get(tenant).map_or(0, |l| l.epoch);
-                if *epoch != current + 1 {
-                    return ControlResponse::Rejected(Rejection::Conflict(format!(
-                        "lease epoch {epoch} does not follow {current}"
-                    )));
-                }
-                let total: u64 = shares.values().map(|s| u64::from(*s)).sum();
-                if total > u64::from(quota) {
-                    return ControlResponse::Rejected(Rejection::Invalid(format!(
-                        "leases add up to {total}, over the quota of {quota}"
-                    )));
-                }
-                self.leases.insert(
-                    tenant.clone(),
-                    QuotaLeases {
-                        epoch: *epoch,
-                        shares: shares.clone(),
-                    },
-                );
+                let next = next_lease(self.leases.get(tenant), *epoch, shares, quota, "jobs");
+                match next {
+                    Ok(leases) => self.leases.insert(tenant.clone(), leases),
+                    Err(rejected) => return ControlResponse::Rejected(rejected),
+                };
             }
             ControlCommand::SetGpuLeases {
                 tenant,
@@ -330,26 +316,12 @@ impl ControlState {
                         "tenant {tenant} has no GPU memory quota"
                     )));
                 };
-                let current = self.gpu_leases.get(tenant).map_or(0, |l| l.epoch);
-                if *epoch != current + 1 {
-                    return ControlResponse::Rejected(Rejection::Conflict(format!(
-                        "GPU memory lease epoch {epoch} does not follow {current}"
-                    )));
-                }
-                let total: u64 = shares.values().map(|s| u64::from(*s)).sum();
-                let units = quota / GPU_LEASE_UNIT;
-                if total > units {
-                    return ControlResponse::Rejected(Rejection::Invalid(format!(
-                        "GPU memory leases add up to {total} MiB, over the quota of {units} MiB"
-                    )));
-                }
-                self.gpu_leases.insert(
-                    tenant.clone(),
-                    QuotaLeases {
-                        epoch: *epoch,
-                        shares: shares.clone(),
-                    },
-                );
+                let units = u32::try_from(quota / GPU_LEASE_UNIT).unwrap_or(u32::MAX);
+                let current = self.gpu_leases.get(tenant);
+                match next_lease(current, *epoch, shares, units, "MiB of GPU memory") {
+                    Ok(leases) => self.gpu_leases.insert(tenant.clone(), leases),
+                    Err(rejected) => return ControlResponse::Rejected(rejected),
+                };
             }
             ControlCommand::SetResidency(changes) => {
                 for change in changes {
@@ -737,6 +709,33 @@ impl ControlState {
             .map(|(h, _)| *h)
             .collect()
     }
+}
+
+/// The leases `epoch` and `shares` make after `current`, if they may: the
+/// next epoch, adding up to no more than `quota` (in `unit`).
+fn next_lease(
+    current: Option<&QuotaLeases>,
+    epoch: u64,
+    shares: &BTreeMap<u64, u32>,
+    quota: u32,
+    unit: &str,
+) -> Result<QuotaLeases, Rejection> {
+    let current = current.map_or(0, |l| l.epoch);
+    if epoch != current + 1 {
+        return Err(Rejection::Conflict(format!(
+            "lease epoch {epoch} does not follow {current}"
+        )));
+    }
+    let total: u64 = shares.values().map(|s| u64::from(*s)).sum();
+    if total > u64::from(quota) {
+        return Err(Rejection::Invalid(format!(
+            "leases add up to {total} {unit}, over the quota of {quota}"
+        )));
+    }
+    Ok(QuotaLeases {
+        epoch,
+        shares: shares.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -87,6 +87,27 @@ pub fn guest(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// Reads `child`'s stdout until `parse` has found its endpoint and admin
+/// token (each line may give either), then drains the rest on a thread.
+fn endpoint_and_token(
+    child: &mut Child,
+    parse: impl Fn(&str) -> (Option<String>, Option<String>),
+) -> (String, String) {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut endpoint, mut token) = (None, None);
+    while endpoint.is_none() || token.is_none() {
+        let line = lines
+            .next()
+            .expect("it printed its address and token")
+            .unwrap();
+        let (e, t) = parse(&line);
+        endpoint = endpoint.or(e);
+        token = token.or(t);
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (endpoint.unwrap(), token.unwrap())
+}
+
 impl Cluster {
     pub fn start(slots: u32, queue: u32) -> Self {
         Self::start_with(slots, queue, &[])
@@ -112,25 +133,15 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut endpoint = None;
-        let mut token = None;
-        while endpoint.is_none() || token.is_none() {
-            let line = lines
-                .next()
-                .expect("spillway up printed its exports")
-                .unwrap();
-            if let Some(v) = line.strip_prefix("export SPILLWAY_ENDPOINT=") {
-                endpoint = Some(v.to_owned());
-            } else if let Some(v) = line.strip_prefix("export SPILLWAY_TOKEN=") {
-                token = Some(v.to_owned());
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let (endpoint, token) = endpoint_and_token(&mut child, |line| {
+            let endpoint = line.strip_prefix("export SPILLWAY_ENDPOINT=");
+            let token = line.strip_prefix("export SPILLWAY_TOKEN=");
+            (endpoint.map(str::to_owned), token.map(str::to_owned))
+        });
         Self {
             child,
-            endpoint: endpoint.unwrap(),
-            token: token.unwrap(),
+            endpoint,
+            token,
             http: reqwest::Client::new(),
             nodes: Vec::new(),
             _dir: dir,
@@ -184,25 +195,19 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut endpoint = None;
-        let mut token = None;
-        while endpoint.is_none() || token.is_none() {
-            let line = lines
-                .next()
-                .expect("the sidecar printed its token and address")
-                .unwrap();
-            if let Some(v) = line.strip_prefix("admin token (shown once, store it now): ") {
-                token = Some(v.trim().to_owned());
-            } else if let Some(v) = line.split("listening on ").nth(1) {
-                endpoint = Some(v.split_whitespace().next().unwrap().to_owned());
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let (endpoint, token) = endpoint_and_token(&mut child, |line| {
+            let endpoint =
+                (line.split("listening on ").nth(1)).and_then(|v| v.split_whitespace().next());
+            let token = line.strip_prefix("admin token (shown once, store it now): ");
+            (
+                endpoint.map(str::to_owned),
+                token.map(|t| t.trim().to_owned()),
+            )
+        });
         Self {
             child,
-            endpoint: endpoint.unwrap(),
-            token: token.unwrap(),
+            endpoint,
+            token,
             http: reqwest::Client::new(),
             nodes: children,
             _dir: dir,
