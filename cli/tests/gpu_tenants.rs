@@ -27,7 +27,26 @@ async fn tenant(api: &Api, host: &Host, name: &str, cap: Option<u64>) -> String 
 /// `gpu_hog` holding `count` buffers of 16 MiB: the status, and the count
 /// made (ok) or the error's message.
 async fn hog(api: &Api, host: &Host, token: &str, function: &str, count: u32) -> (u16, String) {
-    let input: Vec<u8> = [count, SIXTEEN_MIB]
+    hog_sized(api, host, token, function, [count, SIXTEEN_MIB], "any").await
+}
+
+/// `gpu_hog` at `host` (kept there) holding `count` buffers of 4 MiB.
+async fn hog_here(api: &Api, host: &Host, token: &str, count: u32) -> (u16, String) {
+    let four_mib = (4 * MIB / 4) as u32;
+    hog_sized(api, host, token, "hog", [count, four_mib], "local").await
+}
+
+/// `gpu_hog` holding `count` buffers of `elements` f32s, placed as
+/// `placement` says.
+async fn hog_sized(
+    api: &Api,
+    host: &Host,
+    token: &str,
+    function: &str,
+    [count, elements]: [u32; 2],
+    placement: &str,
+) -> (u16, String) {
+    let input: Vec<u8> = [count, elements]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
@@ -35,6 +54,7 @@ async fn hog(api: &Api, host: &Host, token: &str, function: &str, count: u32) ->
         .http
         .post(format!("{}/v1/functions/{function}/invoke", host.endpoint))
         .bearer_auth(token)
+        .header("spillway-placement", placement)
         .body(input)
         .timeout(Duration::from_secs(60))
         .send()
@@ -215,26 +235,6 @@ async fn two_executors_on_one_gpu_split_a_tenants_cap() {
     assert!(pools["cap_bytes"].as_u64().unwrap() <= 2 * CAP, "{gpu}");
 }
 
-/// `gpu_hog` at `host` (kept there) holding `count` buffers of 4 MiB.
-async fn hog_here(api: &Api, host: &Host, token: &str, count: u32) -> (u16, String) {
-    let input: Vec<u8> = [count, (4 * MIB / 4) as u32]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let r = api
-        .http
-        .post(format!("{}/v1/functions/hog/invoke", host.endpoint))
-        .bearer_auth(token)
-        .header("spillway-placement", "local")
-        .body(input)
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap())
-}
-
 /// A tenant's GPU memory quota is cluster-wide (DESIGN §3): each host
 /// holds a lease of it, in MiB, starting from an even split. A job at host
 /// 1 needing more than its half is refused there at first; the refusal is
@@ -254,14 +254,7 @@ async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
                       "deadline_ms": 30_000, "memory_limit_bytes": 128 * MIB});
     api.create_function(h1, &capped, &spec).await;
     let leases = || async {
-        let v: Value = (api.http.get(format!("{}/v1/tenants", h1.endpoint)))
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = api.get(h1, "/v1/tenants").await.unwrap();
         let capped = (v.as_array().into_iter().flatten()).find(|t| t["name"] == "capped");
         capped.map_or(Value::Null, |t| t["gpu_memory_leases_mib"].clone())
     };
@@ -287,7 +280,7 @@ async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
     // Asked again while the leader moves the quota: it fits once host 1's
     // lease has grown, and the leases never pass the quota on the way.
     let until = std::time::Instant::now() + Duration::from_secs(30);
-    let ran = loop {
+    loop {
         let l = leases().await;
         let total: u64 = (l["shares"].as_object().into_iter().flatten())
             .map(|(_, v)| v.as_u64().unwrap())
@@ -295,15 +288,15 @@ async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
         assert!(total <= 32, "leases over the quota: {l}");
         let (status, message) = hog_here(&api, h1, &capped, 6).await;
         if status == 200 {
-            break (message, l);
+            eprintln!("24 MiB ran at host 1 under leases {l}");
+            break;
         }
         assert!(
             std::time::Instant::now() < until,
             "host 1's lease never grew: {l} {message}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    eprintln!("ran at host 1 under leases {}", ran.1);
+    }
     let l = leases().await;
     let n1 = l["shares"]["n1"].as_u64().unwrap();
     let n2 = l["shares"]["n2"].as_u64().unwrap_or(0);
