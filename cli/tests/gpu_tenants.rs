@@ -301,4 +301,23 @@ async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
     let n1 = l["shares"]["n1"].as_u64().unwrap();
     let n2 = l["shares"]["n2"].as_u64().unwrap_or(0);
     assert!(n1 >= 24 && n1 + n2 <= 32, "{l}");
+    // A job sent to host 2 runs there under its lease, or, with none (the
+    // whole quota moved to host 1, as the refusals usually make it), goes
+    // to host 1.
+    let r = (api.http)
+        .post(format!("{}/v1/functions/hog/invoke", hosts[1].endpoint))
+        .bearer_auth(&capped)
+        .body(
+            [1u32, 1024]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ran_on = if n2 == 0 { "n1" } else { "n2" };
+    eprintln!("host 2's lease {n2} MiB: its job ran on {ran_on}");
+    assert_eq!(r.headers()["spillway-node"], ran_on, "{l}");
 }

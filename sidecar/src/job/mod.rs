@@ -299,11 +299,25 @@ impl Job<'_> {
     /// One placement, after `lost` peers were lost with this job. A place
     /// in the tenant's quota here is taken first: held while the job waits
     /// and runs here, or lent to the peer that takes it; with none left,
-    /// the scheduler offers the job only to peers (under their own shares).
+    /// or no lease here of the tenant's GPU memory quota (the job could
+    /// hold no GPU memory here), the scheduler offers the job only to peers
+    /// (under their own shares).
     async fn place(&self, lost: u32) -> Placed {
         let host = self.host;
         let state = host.control.state();
         let (permit, room) = match host.quotas.permit(&self.spec.tenant, &state, host.id()) {
+            Ok(permit)
+                if !host
+                    .gpu_quotas
+                    .has_room(&self.spec.tenant, &state, host.id()) =>
+            {
+                (
+                    permit,
+                    TenantRoom::Exhausted(spillway_proto::Refusal::QuotaExceeded {
+                        retry_after_ms: 200,
+                    }),
+                )
+            }
             Ok(permit) => (permit, TenantRoom::Here),
             Err(refusal) => (None, TenantRoom::Exhausted(refusal)),
         };

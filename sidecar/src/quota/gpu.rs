@@ -10,13 +10,14 @@
 //! (split again among executors sharing a GPU, `executors::gpu_cap`), which
 //! the driver enforces per GPU with the tenant's memory pool, and the node's
 //! ledger on the CPU backend. A host with no lease of a tenant's quota
-//! turns its peers' jobs away (the origin tries another); a job arriving
-//! there runs with nothing to allocate.
+//! runs none of its jobs: one arriving there is offered only to peers (429
+//! `quota_exceeded` if none takes it), a peer's is turned away (its origin
+//! tries another), and each counts as a MiB of demand.
 //!
 //! What a host reports to the leader for each tenant ([`GpuQuotas::usage_of`]):
 //! the MiB its jobs hold (buffers, and resident weights in its pools), the
 //! MiB its cap refused in the last two seconds (the demand its share
-//! lacked; a peer's job turned away for want of any lease counts one), and
+//! lacked; a job not run here for want of any lease counts one), and
 //! the lease it has applied: a lease that shrank is applied
 //! only once no job started under a larger cap still runs here, so the
 //! leader grows another host's share only when none can pass its own.
@@ -75,7 +76,7 @@ pub(crate) struct GpuQuotas {
     applied: Mutex<HashMap<TenantId, u64>>,
     /// The executors' refused-bytes counters as sampled, per tenant.
     samples: Mutex<HashMap<TenantId, VecDeque<(Instant, u64)>>>,
-    /// Peers' jobs this host turned away for want of a lease, per tenant.
+    /// Jobs this host did not run for want of a lease, per tenant.
     turned_away: Mutex<HashMap<TenantId, VecDeque<Instant>>>,
 }
 
@@ -128,9 +129,9 @@ impl GpuQuotas {
         Some((cap, held))
     }
 
-    /// Whether a peer's job of `tenant` may run on host `me`: always
-    /// without a quota; with one, only under a lease of at least a MiB. A
-    /// refusal is noted as a MiB of demand.
+    /// Whether a job of `tenant` may run on host `me`: always without a
+    /// quota; with one, only under a lease of at least a MiB. A refusal is
+    /// noted as a MiB of demand.
     pub(crate) fn has_room(&self, tenant: &TenantId, state: &ControlState, me: u64) -> bool {
         let Some(quota) = state.tenant(tenant).and_then(|t| t.max_gpu_memory_bytes) else {
             return true;
