@@ -245,9 +245,6 @@ pub struct HostStatus {
     /// Each tenant with a concurrency quota: its use of this host's lease
     /// (what the leader rebalances by).
     pub quota_usage: std::collections::BTreeMap<spillway_proto::TenantId, QuotaUsage>,
-    /// Each tenant with a GPU memory quota: its use of this host's lease,
-    /// in MiB.
-    pub gpu_usage: std::collections::BTreeMap<spillway_proto::TenantId, QuotaUsage>,
     /// Weights resident on its GPUs.
     pub weights: Vec<spillway_proto::GpuWeights>,
     /// Each of its GPUs' memory.
@@ -257,6 +254,11 @@ pub struct HostStatus {
     pub burst_to: Vec<(u64, u64)>,
     /// Each of its executors (node processes).
     pub executors: Vec<ExecutorStatus>,
+    /// Each tenant with a GPU memory quota: its use of this host's lease,
+    /// in MiB. (Last: a status without it, from an earlier build, does
+    /// not decode, so the leader writes no GPU memory leases until every
+    /// host runs a build that applies them.)
+    pub gpu_usage: std::collections::BTreeMap<spillway_proto::TenantId, QuotaUsage>,
 }
 
 /// One executor (node process) of a host.
