@@ -253,22 +253,22 @@ async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
     let spec = json!({"name": "hog", "artifact": "gpu_hog", "accelerator": "none",
                       "deadline_ms": 30_000, "memory_limit_bytes": 128 * MIB});
     api.create_function(h1, &capped, &spec).await;
-    let leases = || async {
-        let v = api.get(h1, "/v1/tenants").await.unwrap();
+    // The tenant's GPU memory leases in `/v1/tenants` (`Null` before any).
+    let leases = |v: &Value| {
         let capped = (v.as_array().into_iter().flatten()).find(|t| t["name"] == "capped");
         capped.map_or(Value::Null, |t| t["gpu_memory_leases_mib"].clone())
     };
+    let total = |l: &Value| -> u64 {
+        (l["shares"].as_object().into_iter().flatten())
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum()
+    };
     // The leader records the even split first: 16 MiB each.
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let l = leases().await;
-        if l["epoch"] == 1 {
-            assert_eq!(l["shares"], json!({"n1": 16, "n2": 16}), "{l}");
-            break;
-        }
-        assert!(std::time::Instant::now() < until, "no first leases: {l}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let v = (api.wait_on(h1, "/v1/tenants", "the first leases", |v| {
+        leases(v)["epoch"] == 1
+    }))
+    .await;
+    assert_eq!(leases(&v)["shares"], json!({"n1": 16, "n2": 16}), "{v}");
     // 24 MiB at host 1: over its 16.
     let (status, message) = hog_here(&api, h1, &capped, 6).await;
     assert_eq!(status, 500, "{message}");
@@ -277,15 +277,13 @@ async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
             && message.contains("of 16777216 bytes"),
         "{message}"
     );
-    // Asked again while the leader moves the quota: it fits once host 1's
-    // lease has grown, and the leases never pass the quota on the way.
+    // Each refusal is demand: asked again and again (each attempt paced by
+    // its own round trip), the job fits once the leader has moved the quota
+    // to host 1, and the leases never pass the quota on the way.
     let until = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let l = leases().await;
-        let total: u64 = (l["shares"].as_object().into_iter().flatten())
-            .map(|(_, v)| v.as_u64().unwrap())
-            .sum();
-        assert!(total <= 32, "leases over the quota: {l}");
+        let l = leases(&api.get(h1, "/v1/tenants").await.unwrap());
+        assert!(total(&l) <= 32, "leases over the quota: {l}");
         let (status, message) = hog_here(&api, h1, &capped, 6).await;
         if status == 200 {
             eprintln!("24 MiB ran at host 1 under leases {l}");
@@ -295,9 +293,8 @@ async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
             std::time::Instant::now() < until,
             "host 1's lease never grew: {l} {message}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let l = leases().await;
+    let l = leases(&api.get(h1, "/v1/tenants").await.unwrap());
     let n1 = l["shares"]["n1"].as_u64().unwrap();
     let n2 = l["shares"]["n2"].as_u64().unwrap_or(0);
     assert!(n1 >= 24 && n1 + n2 <= 32, "{l}");

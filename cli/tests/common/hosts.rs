@@ -293,9 +293,21 @@ impl Api {
 
     /// Waits until `host` sees `pred` hold of the cluster view.
     pub async fn wait(&self, host: &Host, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_on(host, "/v1/cluster", what, pred).await
+    }
+
+    /// Waits (30 s at most) until `pred` holds of what `host` answers at
+    /// `path` (`Null` while it answers nothing readable).
+    pub async fn wait_on(
+        &self,
+        host: &Host,
+        path: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let until = Instant::now() + Duration::from_secs(30);
         loop {
-            let v = self.cluster(host).await;
+            let v = self.get(host, path).await.unwrap_or(Value::Null);
             if pred(&v) {
                 return v;
             }
