@@ -88,6 +88,10 @@ impl Assigned<'_> {
         let Some(capabilities) = mine.capabilities else {
             return;
         };
+        if self.executors.list.len() == 1 {
+            // Nothing to share the cap with.
+            return;
+        }
         if !capabilities.gpus.is_empty() {
             let statuses: Vec<_> = (self.executors.list.iter())
                 .map(|e| e.link.status())
@@ -423,29 +427,29 @@ pub(crate) fn merged(mut statuses: Vec<NodeStatus>) -> NodeStatus {
             (Some((a, at)), Some((b, bt))) => Some((merged_load(a, b), at.min(bt))),
             (a, b) => a.or(b),
         };
-        let mut tenants: Vec<(TenantId, u64)> = all.tenant_gpu.to_vec();
-        for (tenant, bytes) in s.tenant_gpu.iter() {
-            match tenants.iter_mut().find(|(t, _)| t == tenant) {
-                Some((_, sum)) => *sum += bytes,
-                None => tenants.push((tenant.clone(), *bytes)),
-            }
-        }
-        all.tenant_gpu = Arc::new(tenants);
-        let mut refused: Vec<(TenantId, u64)> = all.tenant_gpu_refused.to_vec();
-        for (tenant, bytes) in s.tenant_gpu_refused.iter() {
-            match refused.iter_mut().find(|(t, _)| t == tenant) {
-                Some((_, sum)) => *sum += bytes,
-                None => refused.push((tenant.clone(), *bytes)),
-            }
-        }
-        refused.sort();
-        all.tenant_gpu_refused = Arc::new(refused);
+        all.tenant_gpu = Arc::new(per_tenant_sum(&all.tenant_gpu, &s.tenant_gpu));
+        all.tenant_gpu_refused = Arc::new(per_tenant_sum(
+            &all.tenant_gpu_refused,
+            &s.tenant_gpu_refused,
+        ));
     }
     all.restarts = restarts;
     if held.len() != all.held.len() {
         all.held = Arc::new(held);
     }
     all
+}
+
+/// Two executors' bytes per tenant, added up.
+fn per_tenant_sum(a: &[(TenantId, u64)], b: &[(TenantId, u64)]) -> Vec<(TenantId, u64)> {
+    let mut sum = a.to_vec();
+    for (tenant, bytes) in b {
+        match sum.iter_mut().find(|(t, _)| t == tenant) {
+            Some((_, s)) => *s += bytes,
+            None => sum.push((tenant.clone(), *bytes)),
+        }
+    }
+    sum
 }
 
 fn merged_load(mut a: LoadReport, b: LoadReport) -> LoadReport {

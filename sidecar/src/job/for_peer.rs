@@ -126,10 +126,7 @@ pub(crate) async fn run_for_peer(
         let assigned = assigned;
         let mut execute = execute;
         // Under this host's share of the tenant's GPU memory quota.
-        let _cap = (host.gpu_quotas).cap_here(&execute.spec.tenant, &control.state(), host.id());
-        if let Some((cap, _)) = &_cap {
-            execute.spec.tenant_gpu_bytes = Some(*cap);
-        }
+        let _cap = (host.gpu_quotas).cap_here(&mut execute.spec, &control.state(), host.id());
         assigned.fit(&mut execute);
         let mut outcome = assigned.execute_into(execute, &chunk_tx).await;
         if let Ok(output) = &mut outcome {

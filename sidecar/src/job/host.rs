@@ -52,6 +52,7 @@ impl JobHost {
     /// This host's own status, as peers and the cluster view ask for it.
     pub(crate) fn status(&self) -> HostStatus {
         let node = self.executors.status();
+        let state = self.control.state();
         HostStatus {
             node_up: node.up,
             node_pid: node.pid,
@@ -80,10 +81,8 @@ impl JobHost {
             burst_to: self.burst.sent_to(),
             burst_out: self.burst.sent.load(Ordering::Relaxed),
             burst_in: self.burst.received.load(Ordering::Relaxed),
-            quota_usage: self.quotas.usage_of(&self.control.state()),
-            gpu_usage: self
-                .gpu_quotas
-                .usage_of(&self.control.state(), self.control.id, &node),
+            quota_usage: self.quotas.usage_of(&state),
+            gpu_usage: self.gpu_quotas.usage_of(&state, self.control.id, &node),
             executors: self.executors.each(),
         }
     }

@@ -512,14 +512,8 @@ impl Job<'_> {
             trace: self.trace_from(&span),
         };
         // Under this host's share of the tenant's GPU memory quota.
-        let _cap = self.host.gpu_quotas.cap_here(
-            &exec.spec.tenant,
-            &self.host.control.state(),
-            self.host.id(),
-        );
-        if let Some((cap, _)) = &_cap {
-            exec.spec.tenant_gpu_bytes = Some(*cap);
-        }
+        let state = self.host.control.state();
+        let _cap = (self.host.gpu_quotas).cap_here(&mut exec.spec, &state, self.host.id());
         assigned.fit(&mut exec);
         let result = match &self.context.stream {
             Some(s) => {

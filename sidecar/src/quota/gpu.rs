@@ -26,11 +26,11 @@
 //! share; they do not add up across GPUs), or while the even split is in
 //! force and hosts disagree on membership.
 
-use super::share_among;
+use super::even_share;
 use crate::link::NodeStatus;
 use crate::peer::QuotaUsage;
-use spillway_consensus::{ControlState, GPU_LEASE_UNIT, MemberState};
-use spillway_proto::TenantId;
+use spillway_consensus::{ControlState, GPU_LEASE_UNIT};
+use spillway_proto::{JobSpec, TenantId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ const PRESSURE_WINDOW: Duration = Duration::from_secs(2);
 pub(crate) fn gpu_share(quota: u64, tenant: &TenantId, state: &ControlState, host: u64) -> u64 {
     let units = match state.gpu_leases(tenant) {
         Some(leases) => leases.shares.get(&host).copied().unwrap_or(0),
-        None => share_among(quota_units(quota), active(state), host),
+        None => even_share(quota_units(quota), state, host),
     };
     u64::from(units) * GPU_LEASE_UNIT
 }
@@ -57,14 +57,6 @@ pub(crate) fn quota_units(quota: u64) -> u32 {
 /// Bytes in lease units, rounded up.
 fn units_of(bytes: u64) -> u32 {
     u32::try_from(bytes.div_ceil(GPU_LEASE_UNIT)).unwrap_or(u32::MAX)
-}
-
-fn active(state: &ControlState) -> Vec<u64> {
-    state
-        .members()
-        .filter(|m| m.state == MemberState::Active)
-        .map(|m| m.id)
-        .collect()
 }
 
 /// What this host knows of its tenants' GPU memory shares.
@@ -103,16 +95,17 @@ impl Drop for CapHeld {
 }
 
 impl GpuQuotas {
-    /// The cap a job of `tenant` runs under on host `me`: this host's share
-    /// of the tenant's quota (`None`: no quota, or a tenant this host does
-    /// not know yet, which keeps what the job came with), held while the
-    /// job runs.
+    /// Runs `spec` under this host's share of its tenant's GPU memory
+    /// quota: the share (host `me`'s, in `state`) becomes the job's cap,
+    /// held while the returned guard lives. `None`, leaving `spec` as it
+    /// came: no quota, or a tenant this host does not know yet.
     pub(crate) fn cap_here(
         self: &Arc<Self>,
-        tenant: &TenantId,
+        spec: &mut JobSpec,
         state: &ControlState,
         me: u64,
-    ) -> Option<(u64, CapHeld)> {
+    ) -> Option<CapHeld> {
+        let tenant = &spec.tenant;
         let quota = state.tenant(tenant)?.max_gpu_memory_bytes?;
         let cap = gpu_share(quota, tenant, state, me);
         let mut running = self.running.lock().expect("gpu quota lock");
@@ -121,12 +114,12 @@ impl GpuQuotas {
             .or_default()
             .entry(cap)
             .or_default() += 1;
-        let held = CapHeld {
+        spec.tenant_gpu_bytes = Some(cap);
+        Some(CapHeld {
             quotas: Arc::clone(self),
             tenant: tenant.clone(),
             cap,
-        };
-        Some((cap, held))
+        })
     }
 
     /// Whether a job of `tenant` may run on host `me`: always without a
@@ -267,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_host_without_a_lease_turns_peers_jobs_away_as_demand() {
-        use spillway_consensus::{ControlCommand, MemberEntry, TenantEntry};
+        use spillway_consensus::{ControlCommand, MemberEntry, MemberState, TenantEntry};
         let acme = TenantId("acme".into());
         let mut state = ControlState::default();
         let member = |id| MemberEntry {
