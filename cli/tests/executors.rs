@@ -305,7 +305,10 @@ async fn tenant_bytes(c: &Cluster, tenant: &str) -> Option<u64> {
 }
 
 /// On the CPU backend a tenant's GPU memory cap holds across the host's
-/// executors: a job's cap is what the tenant does not hold on the others.
+/// executors: the host's share is split between them (evenly at first,
+/// 16 MiB each of 32), so what the tenant holds on both stays within it;
+/// the split follows demand, never taking from an executor what the
+/// tenant holds there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_cap_on_the_cpu_backend_holds_across_executors() {
     let c = Cluster::start_with(2, 16, &["--executors", "cpu,cpu"]);
@@ -330,7 +333,7 @@ async fn a_tenants_cap_on_the_cpu_backend_holds_across_executors() {
     let holder = {
         let (c2, token) = (c.http.clone(), token.clone());
         let url = c.url("/v1/functions/hog/invoke");
-        let input: Vec<u8> = [1u32, 4 << 20, 3_000]
+        let input: Vec<u8> = [1u32, 4 << 20, 8_000]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
@@ -354,26 +357,33 @@ async fn a_tenants_cap_on_the_cpu_backend_holds_across_executors() {
         assert!(Instant::now() < until, "the holder's 16 MiB never reported");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // On executor 1 the tenant has 16 MiB of room, not 32.
-    let (status, body) = hog(&c, &token, 2, 0).await;
-    assert_eq!(status, 500, "{body}");
-    assert!(
-        body.contains("exceeds tenant capped's GPU memory"),
-        "{body}"
-    );
+    // On executor 1 the tenant has its 16 MiB, not 32; asked again and
+    // again, it still has only 16: the rest is held on executor 0.
+    for _ in 0..3 {
+        let (status, body) = hog(&c, &token, 2, 0).await;
+        assert_eq!(status, 500, "{body}");
+        assert!(
+            body.contains("exceeds tenant capped's GPU memory"),
+            "{body}"
+        );
+    }
     let (status, body) = hog(&c, &token, 1, 0).await;
     assert_eq!(status, 200, "16 MiB fit beside the holder's: {body}");
+    wait_executors(&c, "the holder still on 0", |e| running(e)[0] == 1).await;
     let (status, on) = holder.await.unwrap();
     assert_eq!((status, on.to_str().unwrap()), (200, "0"));
-    // Once the holder's bytes are given back, 32 MiB fit again.
-    let until = Instant::now() + Duration::from_secs(10);
-    while tenant_bytes(&c, "capped").await.unwrap_or(0) != 0 {
+    // Once the holder's bytes are given back, the split follows the
+    // refusals: 32 MiB fit on one executor, after a few tries.
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = hog(&c, &token, 2, 0).await;
+        if status == 200 {
+            break;
+        }
         assert!(
-            Instant::now() < until,
-            "the holder's bytes never given back"
+            body.contains("exceeds tenant capped's GPU memory"),
+            "{body}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Instant::now() < until, "32 MiB never fit: {body}");
     }
-    let (status, body) = hog(&c, &token, 2, 0).await;
-    assert_eq!(status, 200, "{body}");
 }

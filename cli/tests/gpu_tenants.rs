@@ -172,11 +172,12 @@ async fn a_tenant_past_its_gpu_cap_is_refused_while_another_tenant_runs_on() {
 }
 
 /// Two executors on one GPU (`--executors 0,0`): each has its own pool for
-/// the tenant there, so each gets half its cap, and together they stay
-/// within it. A 64 MiB cap leaves 32 MiB in each: 48 MiB is refused where
-/// the whole cap would have held it. Membership's inventory shows the GPU
-/// shared by two contexts. GPU only (the CPU backend's cap across
-/// executors is `executors.rs`'s).
+/// the tenant there, so the host's share is split between them, evenly at
+/// first, and together they stay within it. A 64 MiB cap leaves 32 MiB in
+/// each: 48 MiB is refused where the whole cap would have held it.
+/// Membership's inventory shows the GPU shared by two contexts. Asked
+/// again and again, the split follows the refusals until 48 MiB fit in
+/// one executor. GPU only (the CPU backend's split is `executors.rs`'s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_executors_on_one_gpu_split_a_tenants_cap() {
     let root = tempfile::tempdir().unwrap();
@@ -233,6 +234,19 @@ async fn two_executors_on_one_gpu_split_a_tenants_cap() {
     let pools_n = pools["pools"].as_u64().unwrap();
     assert_eq!(pools["cap_bytes"], pools_n * CAP, "{gpu}");
     assert!(pools["cap_bytes"].as_u64().unwrap() <= 2 * CAP, "{gpu}");
+    // The refusals are demand: the split moves to the executor asked.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, message) = hog(&api, &h1, &capped, "hog", 3).await;
+        if status == 200 {
+            break;
+        }
+        assert!(message.contains("the driver refused"), "{message}");
+        assert!(
+            std::time::Instant::now() < until,
+            "48 MiB never fit: {message}"
+        );
+    }
 }
 
 /// A tenant's GPU memory quota is cluster-wide (DESIGN §3): each host
@@ -240,17 +254,34 @@ async fn two_executors_on_one_gpu_split_a_tenants_cap() {
 /// 1 needing more than its half is refused there at first; the refusal is
 /// demand, and the leader moves the quota there (shrinking host 2's lease
 /// first, then growing host 1's), so the same job then fits, and the
-/// leases never add up to more than the quota. On the CPU backend, where
-/// the node's ledger holds the host's share, so CI runs it.
+/// leases never add up to more than the quota. On the CPU backend the
+/// node's ledger holds the host's share, so CI runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
+    quota_follows_demand("none").await;
+}
+
+/// The same on a GPU: the host's lease is the maximum of the tenant's
+/// driver memory pool, and the driver's refusals are the demand the node
+/// reports. Skips, saying so, without a GPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it_on_a_gpu() {
+    quota_follows_demand("required").await;
+}
+
+/// The lease test with the function's `accelerator`.
+async fn quota_follows_demand(accelerator: &str) {
     let root = tempfile::tempdir().unwrap();
     let flags: &[&str] = &["--slots", "2"];
     let (api, hosts) = form(root.path(), &[flags, flags]).await;
     let h1 = &hosts[0];
+    if accelerator != "none" && !api.has_cuda(h1, "n1").await {
+        eprintln!("skipped: no CUDA driver or GPU on this host");
+        return;
+    }
     let capped = tenant(&api, h1, "capped", Some(CAP)).await;
     api.put_artifact(h1, &capped, "gpu_hog").await;
-    let spec = json!({"name": "hog", "artifact": "gpu_hog", "accelerator": "none",
+    let spec = json!({"name": "hog", "artifact": "gpu_hog", "accelerator": accelerator,
                       "deadline_ms": 30_000, "memory_limit_bytes": 128 * MIB});
     api.create_function(h1, &capped, &spec).await;
     // The tenant's GPU memory leases in `/v1/tenants` (`Null` before any).
@@ -272,9 +303,14 @@ async fn a_tenants_gpu_memory_quota_is_leased_to_the_host_that_needs_it() {
     // 24 MiB at host 1: over its 16.
     let (status, message) = hog_here(&api, h1, &capped, 6).await;
     assert_eq!(status, 500, "{message}");
+    // The ledger's words on the CPU, the pool's on a GPU.
+    let refused = if accelerator == "none" {
+        "exceeds tenant capped's GPU memory on this host"
+    } else {
+        "the driver refused"
+    };
     assert!(
-        message.contains("exceeds tenant capped's GPU memory on this host")
-            && message.contains("of 16777216 bytes"),
+        message.contains(refused) && message.contains("16777216 bytes"),
         "{message}"
     );
     // Each refusal is demand: asked again and again (each attempt paced by

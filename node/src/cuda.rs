@@ -380,8 +380,8 @@ impl CudaBackend {
     /// enforces the cap, the account only counts from now on.
     pub(crate) fn lease_for(&self, account: &mut TenantGpuAccount) -> Option<StreamLease> {
         let lease = self.lease(account.tenant(), account.cap())?;
-        if lease.enforces_cap() {
-            account.leave_the_cap_to_the_driver();
+        if let Some(pool) = lease.pool_enforcing_the_cap() {
+            account.leave_the_cap_to_the_driver(pool);
         }
         Some(lease)
     }
@@ -390,7 +390,7 @@ impl CudaBackend {
     /// from `tenant`'s memory pool there (capped at `cap`). A pool the
     /// driver will not make leaves the lease allocating from the device's
     /// default pool, and the cap to the node's ledger
-    /// ([`StreamLease::enforces_cap`] says which).
+    /// ([`StreamLease::pool_enforcing_the_cap`] says which).
     pub(crate) fn lease(&self, tenant: &TenantId, cap: Option<u64>) -> Option<StreamLease> {
         let gpu = self
             .gpus
@@ -689,10 +689,12 @@ impl StreamLease {
         &self.gpu.info
     }
 
-    /// Whether the driver enforces the tenant's cap for this job (its
-    /// pool has a maximum).
-    pub(crate) fn enforces_cap(&self) -> bool {
-        self.pool.as_ref().is_some_and(|p| p.cap().is_some())
+    /// The id of the tenant's pool when the driver enforces the tenant's
+    /// cap for this job (its pool has a maximum).
+    pub(crate) fn pool_enforcing_the_cap(&self) -> Option<u64> {
+        (self.pool.as_ref())
+            .filter(|p| p.cap().is_some())
+            .map(|p| p.id())
     }
 
     /// `len` zeroed elements (`f32`, or `u16` for the 16-bit types), from

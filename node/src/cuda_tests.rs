@@ -780,12 +780,20 @@ fn pool_of(backend: &CudaBackend, s: &GuestState, tenant: &str) -> spillway_prot
 /// executor makes it: the tenant's pool enforces the cap, its account
 /// counts.
 fn tenant_state(tenant: &str, cap: Option<u64>) -> Option<GuestState> {
+    tenant_state_in(&std::sync::Arc::default(), tenant, cap)
+}
+
+/// [`tenant_state`] charging the node's ledger `ledger`.
+fn tenant_state_in(
+    ledger: &std::sync::Arc<crate::tenant_gpu::TenantGpuLedger>,
+    tenant: &str,
+    cap: Option<u64>,
+) -> Option<GuestState> {
     let backend = backend()?;
     let tenant = spillway_proto::TenantId(tenant.into());
-    let mut account =
-        crate::tenant_gpu::TenantGpuAccount::open(std::sync::Arc::default(), tenant, cap);
+    let mut account = crate::tenant_gpu::TenantGpuAccount::open(ledger.clone(), tenant, cap);
     let lease = backend.lease_for(&mut account).expect("a free stream");
-    assert_eq!(lease.enforces_cap(), cap.is_some());
+    assert_eq!(lease.pool_enforcing_the_cap().is_some(), cap.is_some());
     let mut s = GuestState::for_test(1 << 30, Some(lease));
     s.tenant_gpu = account;
     Some(s)
@@ -910,4 +918,44 @@ fn a_gemm_takes_its_workspace_from_the_tenants_pool_or_goes_without() {
         assert_eq!(pool.used_bytes >= 32 << 20, workspace, "{tenant}: {pool:?}");
         assert!(s.device_fault.is_none());
     }
+}
+
+/// A tenant's bytes in two of its pools (here, pools made for two caps:
+/// a job under an earlier cap still runs while one under the new cap
+/// starts; on a node with several GPUs, its pools on each) together stay
+/// within the cap: each pool enforces its own part in the driver, and the
+/// node's ledger refuses what would take the sum past the cap.
+#[test]
+fn a_tenants_pools_together_stay_within_its_cap() {
+    const TEST: &str = "a_tenants_pools_together_stay_within_its_cap";
+    if backend().is_none() {
+        eprintln!("skipped {TEST}: no CUDA driver or GPU on this machine");
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let sixteen_mib = (16 * MIB / 4) as u32; // f32 elements
+    let ledger = std::sync::Arc::default();
+    let mut earlier = tenant_state_in(&ledger, "acme-two-pools", Some(64 * MIB)).unwrap();
+    let mut later = tenant_state_in(&ledger, "acme-two-pools", Some(48 * MIB)).unwrap();
+    let _held = [
+        earlier.create(sixteen_mib).unwrap(),
+        earlier.create(sixteen_mib).unwrap(),
+    ];
+    // 32 MiB in the earlier pool; the later one has room for 48 in the
+    // driver, but the tenant for only 16 more.
+    let _one = later.create(sixteen_mib).unwrap();
+    let refused = later.create(sixteen_mib).unwrap_err();
+    assert!(
+        matches!(refused.code, ErrorCode::OutOfMemory),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused
+            .message
+            .contains("exceeds tenant acme-two-pools's GPU memory on this host"),
+        "{}",
+        refused.message
+    );
+    assert!(later.device_fault.is_none());
 }

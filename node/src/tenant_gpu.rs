@@ -1,16 +1,20 @@
 //! GPU memory per tenant on this node: the `gpu` buffer bytes each
-//! tenant's running jobs hold, added up across its jobs, and the tenant's
-//! cap on them (`JobSpec::tenant_gpu_bytes`, from the tenant's
-//! `max_gpu_memory_bytes`).
+//! tenant's running jobs hold, and its resident weights, added up across
+//! its jobs and the node's GPUs, and the tenant's cap on them
+//! (`JobSpec::tenant_gpu_bytes`: its host's share of its
+//! `max_gpu_memory_bytes`, or the executor's part of that share).
 //!
 //! Each job's state holds a [`TenantGpuAccount`]: a buffer is charged to
 //! the job's allowance and then to its tenant here; freeing it, or the job
 //! ending however it ends (its state is dropped), gives the bytes back.
 //! Buffers count the same on the CPU backend as on a GPU. On the CPU
 //! backend this ledger enforces the cap, across the tenant's jobs on the
-//! node; on a GPU the tenant's memory pool there enforces it
-//! (`tenant_pool`: the driver refuses past it, per GPU), and the job's
-//! account only counts ([`TenantGpuAccount::leave_the_cap_to_the_driver`]).
+//! node. On a GPU the tenant's memory pool there enforces it first
+//! (`tenant_pool`: the driver refuses past it, its workspaces included),
+//! and the ledger enforces only what one pool cannot see: the bytes the
+//! tenant holds in its other pools (on the node's other GPUs, or a pool
+//! made for an earlier cap) added to the pool's
+//! ([`TenantGpuAccount::leave_the_cap_to_the_driver`]).
 
 use spillway_proto::TenantId;
 use std::collections::HashMap;
@@ -19,7 +23,7 @@ use std::sync::{Arc, Mutex};
 /// Bytes held by each tenant's running jobs on this node.
 #[derive(Debug, Default)]
 pub(crate) struct TenantGpuLedger {
-    held: Mutex<HashMap<TenantId, u64>>,
+    held: Mutex<Held>,
     /// Bytes each tenant's jobs asked for and its cap refused (here, or
     /// its pool on a GPU), since the node started: the demand its host's
     /// share of the GPU memory quota lacked.
@@ -27,6 +31,14 @@ pub(crate) struct TenantGpuLedger {
     /// Woken when a charge is taken, so the node reports it without
     /// waiting for its next periodic report.
     changed: tokio::sync::Notify,
+}
+
+/// What each tenant holds: in all, and in each of its GPU memory pools.
+#[derive(Debug, Default)]
+struct Held {
+    total: HashMap<TenantId, u64>,
+    /// (tenant, pool id) → bytes allocated from that pool.
+    pooled: HashMap<(TenantId, u64), u64>,
 }
 
 impl TenantGpuLedger {
@@ -39,7 +51,8 @@ impl TenantGpuLedger {
     /// Every tenant holding bytes here, in tenant order.
     pub(crate) fn snapshot(&self) -> Vec<(TenantId, u64)> {
         let held = self.held.lock().expect("ledger lock");
-        let mut all: Vec<(TenantId, u64)> = held.iter().map(|(t, b)| (t.clone(), *b)).collect();
+        let mut all: Vec<(TenantId, u64)> =
+            held.total.iter().map(|(t, b)| (t.clone(), *b)).collect();
         all.sort();
         all
     }
@@ -68,6 +81,7 @@ impl TenantGpuLedger {
         self.held
             .lock()
             .expect("ledger lock")
+            .total
             .get(tenant)
             .copied()
             .unwrap_or(0)
@@ -80,8 +94,9 @@ pub(crate) struct TenantGpuAccount {
     ledger: Arc<TenantGpuLedger>,
     tenant: TenantId,
     cap: Option<u64>,
-    /// The tenant's pool on the job's GPU enforces the cap: only count.
-    driver_enforces: bool,
+    /// The tenant's pool on the job's GPU (its id) enforces the cap there:
+    /// the ledger checks only the bytes held outside it.
+    pool: Option<u64>,
     mine: u64,
 }
 
@@ -92,22 +107,35 @@ pub(crate) struct OverCap {
     pub(crate) cap: u64,
 }
 
+/// Whether a charge of `bytes` passes `cap` where the tenant holds `total`
+/// bytes, `in_pool` of them in the pool the charge comes from (`None`: no
+/// pool enforces the cap). With a pool, only bytes held outside it make
+/// the ledger refuse: the pool refuses its own part itself.
+pub(crate) fn over_cap(cap: u64, total: u64, bytes: u64, in_pool: Option<u64>) -> bool {
+    let past = total.saturating_add(bytes) > cap;
+    match in_pool {
+        None => past,
+        Some(in_pool) => total > in_pool && past,
+    }
+}
+
 impl TenantGpuAccount {
     pub(crate) fn open(ledger: Arc<TenantGpuLedger>, tenant: TenantId, cap: Option<u64>) -> Self {
         Self {
             ledger,
             tenant,
             cap,
-            driver_enforces: false,
+            pool: None,
             mine: 0,
         }
     }
 
-    /// Counts from now on without checking the cap: the job's GPU pool
-    /// enforces it (and a resident tensor's account made from this one
-    /// does the same).
-    pub(crate) fn leave_the_cap_to_the_driver(&mut self) {
-        self.driver_enforces = true;
+    /// From now on the bytes come from the tenant's pool `pool` (its id),
+    /// which enforces the cap on its GPU: the ledger checks only what the
+    /// tenant holds outside it (and a resident tensor's account made from
+    /// this one does the same).
+    pub(crate) fn leave_the_cap_to_the_driver(&mut self, pool: u64) {
+        self.pool = Some(pool);
     }
 
     /// The tenant's cap on this node.
@@ -118,17 +146,22 @@ impl TenantGpuAccount {
     /// Charges `bytes` to the tenant unless that takes it past its cap.
     pub(crate) fn charge(&mut self, bytes: u64) -> Result<(), OverCap> {
         let mut held = self.ledger.held.lock().expect("ledger lock");
-        let tenant = held.entry(self.tenant.clone()).or_default();
+        let total = held.total.get(&self.tenant).copied().unwrap_or(0);
+        let in_pool = (self.pool).map(|p| {
+            let key = (self.tenant.clone(), p);
+            held.pooled.get(&key).copied().unwrap_or(0)
+        });
         if let Some(cap) = self.cap
-            && !self.driver_enforces
-            && *tenant + bytes > cap
+            && over_cap(cap, total, bytes, in_pool)
         {
-            let over = OverCap { held: *tenant, cap };
             drop(held);
             self.ledger.note_refused(&self.tenant, bytes);
-            return Err(over);
+            return Err(OverCap { held: total, cap });
         }
-        *tenant += bytes;
+        *held.total.entry(self.tenant.clone()).or_default() += bytes;
+        if let Some(p) = self.pool {
+            *held.pooled.entry((self.tenant.clone(), p)).or_default() += bytes;
+        }
         self.mine += bytes;
         drop(held);
         self.ledger.changed.notify_one();
@@ -145,24 +178,33 @@ impl TenantGpuAccount {
         let bytes = bytes.min(self.mine);
         self.mine -= bytes;
         let mut held = self.ledger.held.lock().expect("ledger lock");
-        if let Some(tenant) = held.get_mut(&self.tenant) {
-            *tenant = tenant.saturating_sub(bytes);
-            if *tenant == 0 {
-                held.remove(&self.tenant);
-            }
+        let Held { total, pooled } = &mut *held;
+        give_back(total, self.tenant.clone(), bytes);
+        if let Some(p) = self.pool {
+            give_back(pooled, (self.tenant.clone(), p), bytes);
         }
     }
 
-    /// A new, empty account of the same tenant, ledger and cap: for what
-    /// outlives the job but is the tenant's (a resident tensor).
+    /// A new, empty account of the same tenant, ledger, cap and pool: for
+    /// what outlives the job but is the tenant's (a resident tensor).
     pub(crate) fn sibling(&self) -> Self {
         let mut sibling = Self::open(self.ledger.clone(), self.tenant.clone(), self.cap);
-        sibling.driver_enforces = self.driver_enforces;
+        sibling.pool = self.pool;
         sibling
     }
 
     pub(crate) fn tenant(&self) -> &TenantId {
         &self.tenant
+    }
+}
+
+/// Takes `bytes` off `key`'s sum in `map`, forgetting a sum down to 0.
+fn give_back<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K, bytes: u64) {
+    if let Some(sum) = map.get_mut(&key) {
+        *sum = sum.saturating_sub(bytes);
+        if *sum == 0 {
+            map.remove(&key);
+        }
     }
 }
 
@@ -204,14 +246,31 @@ mod tests {
     }
 
     #[test]
-    fn an_account_whose_gpu_pool_enforces_the_cap_only_counts() {
+    fn a_pool_enforces_its_own_part_and_the_ledger_the_rest() {
+        // (case, cap, total held, charge, held in the charge's pool, over)
+        let cases = [
+            ("no pool: under", 100, 60, 40, None, false),
+            ("no pool: past", 100, 60, 41, None, true),
+            ("all in the pool: left to it", 100, 60, 41, Some(60), false),
+            ("some elsewhere: past", 100, 60, 41, Some(20), true),
+            ("some elsewhere: under", 100, 60, 40, Some(20), false),
+            ("nothing in the pool yet", 100, 60, 41, Some(0), true),
+        ];
+        for (case, cap, total, bytes, in_pool, want) in cases {
+            assert_eq!(over_cap(cap, total, bytes, in_pool), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn an_account_in_a_gpu_pool_counts_there_and_meets_the_cap_across_pools() {
         let ledger = Arc::new(TenantGpuLedger::default());
         let acme = TenantId("acme".into());
         let mut on_cpu = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
-        let mut on_gpu = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
-        on_gpu.leave_the_cap_to_the_driver();
-        let mut resident = on_gpu.sibling();
-        on_gpu.charge(80).unwrap();
+        let mut on_gpu0 = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
+        on_gpu0.leave_the_cap_to_the_driver(1);
+        let mut resident = on_gpu0.sibling();
+        on_gpu0.charge(80).unwrap();
+        // In the same pool: the pool (the driver) decides, not the ledger.
         resident.charge(80).unwrap();
         assert_eq!(ledger.held(&acme), 160, "counted past the cap");
         // A job on the CPU backend still meets the cap, the GPU's bytes
@@ -223,8 +282,17 @@ mod tests {
                 cap: 100
             })
         );
-        drop(on_gpu);
         drop(resident);
+        // A job on another GPU (another pool) meets the cap across both.
+        let mut on_gpu1 = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
+        on_gpu1.leave_the_cap_to_the_driver(2);
+        assert_eq!(on_gpu1.charge(21), Err(OverCap { held: 80, cap: 100 }));
+        on_gpu1.charge(20).unwrap();
+        drop(on_gpu0);
+        // Its own pool's bytes are left to its pool again.
+        on_gpu1.charge(90).unwrap();
+        drop(on_gpu1);
         on_cpu.charge(100).unwrap();
+        assert_eq!(ledger.refused(), vec![(acme, 22)]);
     }
 }

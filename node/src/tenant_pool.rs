@@ -96,7 +96,12 @@ pub(crate) struct TenantPool {
     /// The cap it was made for, and its maximum in the driver.
     cap: Option<u64>,
     max: u64,
+    /// Unique among the node's pools, ever (the ledger counts per pool).
+    id: u64,
 }
+
+/// The next pool's id.
+static NEXT_POOL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 // SAFETY: a `CUmemoryPool` is a driver handle that may be used from any
 // thread once the context is current there (every use binds it first).
@@ -135,6 +140,11 @@ impl TenantPool {
     /// The cap the driver enforces (`None`: the pool has none).
     pub(crate) fn cap(&self) -> Option<u64> {
         self.cap
+    }
+
+    /// Its id, unique among the node's pools.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// `len` elements of `T`, uninitialized, from this pool, on `stream`
@@ -340,6 +350,7 @@ impl TenantPools {
             tenant: tenant.clone(),
             cap,
             max,
+            id: NEXT_POOL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let mut keep = keep_threshold(cap, self.device_bytes);
         // SAFETY: the release threshold is a `cuuint64_t`, which `keep` is;

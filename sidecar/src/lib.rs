@@ -40,6 +40,7 @@ mod executors;
 pub mod http;
 mod idempotency;
 mod job;
+mod leases;
 mod link;
 mod metrics;
 mod openai;

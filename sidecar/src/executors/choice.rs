@@ -9,7 +9,8 @@
 //! - a job that requires a GPU only where the executor has one; one that
 //!   prefers a GPU goes to one with a GPU first;
 //! - among those with a free slot: one other than an executor that was
-//!   lost with this job before, then the one whose GPUs hold more of the
+//!   lost with this job before, then one with a part of the tenant's GPU
+//!   memory share on the host, then the one whose GPUs hold more of the
 //!   job's weights, then the one with the smaller share of its slots
 //!   busy, then the first.
 //!
@@ -37,6 +38,10 @@ pub(crate) struct Candidate<'a> {
     /// It was lost with this job before (a crash, a GPU fault): the job,
     /// placed again, goes elsewhere when it can.
     pub(crate) lost_the_job: bool,
+    /// The job's tenant has a GPU memory quota and no part of the host's
+    /// share of it here now (`gpu_share`): the job goes where it has one
+    /// when it can.
+    pub(crate) no_gpu_share: bool,
 }
 
 /// The job's side of the choice.
@@ -79,6 +84,7 @@ fn rank(job: &Asking<'_>, a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
     let prefers_gpu = job.accelerator == Accelerator::Preferred;
     a.lost_the_job
         .cmp(&b.lost_the_job)
+        .then_with(|| a.no_gpu_share.cmp(&b.no_gpu_share))
         .then_with(|| b.weights_loaded.cmp(&a.weights_loaded))
         .then_with(|| match prefers_gpu {
             true => b.has_gpu.cmp(&a.has_gpu),
@@ -127,6 +133,7 @@ mod tests {
         confined_to: &[],
         weights_loaded: 0,
         lost_the_job: false,
+        no_gpu_share: false,
     };
 
     #[test]
@@ -225,6 +232,32 @@ mod tests {
                 vec![
                     Candidate {
                         lost_the_job: true,
+                        ..IDLE
+                    },
+                    full,
+                ],
+                Choice::Run(0),
+            ),
+            (
+                "where the tenant has a GPU memory share, before its weights",
+                "t",
+                Preferred,
+                vec![
+                    Candidate {
+                        no_gpu_share: true,
+                        ..warm
+                    },
+                    busy,
+                ],
+                Choice::Run(1),
+            ),
+            (
+                "where it has none, where no other can",
+                "t",
+                Preferred,
+                vec![
+                    Candidate {
+                        no_gpu_share: true,
                         ..IDLE
                     },
                     full,

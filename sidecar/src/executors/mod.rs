@@ -14,7 +14,7 @@
 //! per executor) or the frames to one executor (`link`).
 
 pub(crate) mod choice;
-mod gpu_cap;
+mod gpu_share;
 mod isolation;
 
 pub(crate) use isolation::gpu_isolation;
@@ -23,7 +23,7 @@ use crate::link::{JobFailed, JobOutput, NodeLink, NodeStatus};
 use crate::peer::ExecutorStatus;
 use crate::spool::Spooled;
 use choice::{Asking, Candidate, Choice};
-use gpu_cap::Layout;
+use gpu_share::{ExecutorShares, Seen, ShareHeld};
 use spillway_proto::{Digest, Execute, Failure, JobSpec, LoadReport, Refusal, TenantId};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,8 @@ pub(crate) struct Executors {
     running: Mutex<Vec<u32>>,
     /// Told whenever a job leaves an executor.
     freed: Notify,
+    /// Each capped tenant's host share of GPU memory, split among them.
+    shares: Arc<ExecutorShares>,
 }
 
 /// A job's place on one executor, held until the job ends.
@@ -58,6 +60,9 @@ pub(crate) struct Executors {
 pub(crate) struct Assigned<'a> {
     executors: &'a Executors,
     index: usize,
+    /// The job's part of its tenant's split, once [`Assigned::fit`] gave
+    /// it one; dropped (given back) with the job.
+    share: Option<ShareHeld>,
 }
 
 impl Drop for Assigned<'_> {
@@ -72,52 +77,31 @@ impl Assigned<'_> {
         &self.executors.list[self.index]
     }
 
-    /// `exec` as this executor runs it: where the executor has no GPU (its
-    /// jobs' buffers are counted by its ledger, not a driver pool), a
-    /// capped tenant's cap is lessened by what the tenant's jobs hold on
-    /// the host's other executors, so the cap holds across the host, as
-    /// their reports (each within about 20 ms of a charge) say. On a GPU
-    /// the tenant's pool there enforces it, per GPU: where several
-    /// executors the tenant may use share a GPU, each gets an even part of
-    /// the cap (`gpu_cap`), so their pools together stay within it.
-    pub(crate) fn fit(&self, exec: &mut Execute) {
+    /// `exec` as this executor runs it: a capped tenant's cap (its host's
+    /// share of its GPU memory quota) becomes this executor's part of it,
+    /// split among the executors the tenant may use (`gpu_share`), so that
+    /// what the tenant holds on all of them, on any GPUs, stays within the
+    /// host's share. The part is held until the job ends.
+    pub(crate) fn fit(&mut self, exec: &mut Execute) {
+        let tenant = &exec.spec.tenant;
         let Some(cap) = exec.spec.tenant_gpu_bytes else {
+            self.executors.shares.forget(tenant);
             return;
         };
-        let mine = self.executor().link.status();
-        let Some(capabilities) = mine.capabilities else {
-            return;
-        };
-        if self.executors.list.len() == 1 {
+        let list = &self.executors.list;
+        if list.len() == 1 {
             // Nothing to share the cap with.
             return;
         }
-        if !capabilities.gpus.is_empty() {
-            let statuses: Vec<_> = (self.executors.list.iter())
-                .map(|e| e.link.status())
-                .collect();
-            let gpus: Vec<Vec<u32>> = (statuses.iter())
-                .map(|s| {
-                    (s.capabilities.iter())
-                        .flat_map(|c| c.gpus.iter().map(|g| g.index))
-                        .collect()
-                })
-                .collect();
-            let layout: Vec<Layout<'_>> = (self.executors.list.iter().zip(&gpus))
-                .map(|(e, gpus)| Layout {
-                    gpus,
-                    confined_to: &e.confined_to,
-                })
-                .collect();
-            let split = gpu_cap::cap_on(cap, &exec.spec.tenant, self.index, &layout);
-            exec.spec.tenant_gpu_bytes = Some(split);
-            return;
-        }
-        let elsewhere: u64 = (self.executors.list.iter().enumerate())
-            .filter(|(i, _)| *i != self.index)
-            .map(|(_, e)| held_by(&e.link.status(), &exec.spec.tenant))
-            .sum();
-        exec.spec.tenant_gpu_bytes = Some(room(cap, elsewhere));
+        let confined = list.iter().any(|e| e.confined_to.contains(tenant));
+        let seen: Vec<Seen> = (list.iter().enumerate())
+            .filter(|(_, e)| choice::tenancy_allows(tenant, &e.confined_to, confined))
+            .map(|(i, e)| seen_on(i, &e.link.status(), tenant))
+            .collect();
+        let (part, held) =
+            (self.executors.shares).take(tenant, cap, self.index as u64, &seen, Instant::now());
+        exec.spec.tenant_gpu_bytes = Some(part);
+        self.share = Some(held);
     }
 
     /// Runs the job on this executor, its chunks collected.
@@ -144,6 +128,7 @@ impl Executors {
             list,
             running,
             freed: Notify::new(),
+            shares: Arc::default(),
         }
     }
 
@@ -203,6 +188,7 @@ impl Executors {
                 confined_to: &e.confined_to,
                 weights_loaded: 0,
                 lost_the_job: false,
+                no_gpu_share: false,
             })
             .collect();
         choice::has_a_home(&asking(spec), &candidates)
@@ -248,11 +234,15 @@ impl Executors {
 
     fn assign_now(&self, spec: &JobSpec, avoid: Option<&str>) -> Option<Assigned<'_>> {
         let statuses: Vec<NodeStatus> = self.list.iter().map(|e| e.link.status()).collect();
+        let split = self.shares.of(&spec.tenant);
         let mut running = self.running.lock().expect("executors lock");
         let candidates: Vec<Candidate<'_>> = (self.list.iter().zip(&statuses))
             .zip(running.iter())
-            .map(|((e, s), &running)| Candidate {
+            .enumerate()
+            .map(|(i, ((e, s), &running))| Candidate {
                 lost_the_job: avoid == Some(e.name.as_str()),
+                no_gpu_share: (split.as_ref())
+                    .is_some_and(|split| !split.contains_key(&(i as u64))),
                 ..candidate(e, s, running, spec)
             })
             .collect();
@@ -262,6 +252,7 @@ impl Executors {
                 Some(Assigned {
                     executors: self,
                     index,
+                    share: None,
                 })
             }
             Choice::Wait => None,
@@ -338,10 +329,24 @@ fn held_by(status: &NodeStatus, tenant: &TenantId) -> u64 {
         .map_or(0, |(_, bytes)| *bytes)
 }
 
-/// A tenant's room on one executor: its cap less what it holds on the
-/// others (never below nothing).
-fn room(cap: u64, held_elsewhere: u64) -> u64 {
-    cap.saturating_sub(held_elsewhere)
+/// What executor `index` (status `status`) says of `tenant`'s GPU memory:
+/// the bytes it holds (the larger of the ledger's buffers and weights and
+/// its pools' use) and the bytes its cap refused.
+fn seen_on(index: usize, status: &NodeStatus, tenant: &TenantId) -> Seen {
+    let in_pools: u64 = (status.load.iter())
+        .flat_map(|(load, _)| &load.gpu_memory)
+        .flat_map(|g| &g.tenants)
+        .filter(|p| &p.tenant == tenant)
+        .map(|p| p.used_bytes)
+        .sum();
+    let refused = (status.tenant_gpu_refused.iter())
+        .find(|(t, _)| t == tenant)
+        .map_or(0, |(_, bytes)| *bytes);
+    Seen {
+        executor: index as u64,
+        held: held_by(status, tenant).max(in_pools),
+        refused,
+    }
 }
 
 fn asking(spec: &JobSpec) -> Asking<'_> {
@@ -380,6 +385,7 @@ fn candidate<'a>(
             .filter(|w| loaded.contains(&w.digest))
             .count(),
         lost_the_job: false,
+        no_gpu_share: false,
     }
 }
 
@@ -477,7 +483,7 @@ fn merged_load(mut a: LoadReport, b: LoadReport) -> LoadReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spillway_proto::{Backend, Capabilities, GpuDevice, GpuMemory};
+    use spillway_proto::{Backend, Capabilities, GpuDevice, GpuMemory, TenantGpuPool};
 
     fn up(slots: u32, gpus: &[u32], completed: u64) -> NodeStatus {
         NodeStatus {
@@ -523,16 +529,50 @@ mod tests {
     }
 
     #[test]
-    fn a_tenants_room_is_its_cap_less_what_it_holds_elsewhere() {
-        for (cap, elsewhere, want) in [(32, 0, 32), (32, 16, 16), (32, 32, 0), (32, 48, 0)] {
-            assert_eq!(room(cap, elsewhere), want, "{cap} less {elsewhere}");
-        }
-        let status = NodeStatus {
-            tenant_gpu: Arc::new(vec![(TenantId::admin(), 7)]),
+    fn an_executor_shows_what_a_tenant_holds_and_was_refused_there() {
+        let acme = TenantId("acme".into());
+        let pool = |tenant: &TenantId, used_bytes| TenantGpuPool {
+            tenant: tenant.clone(),
+            cap_bytes: Some(64),
+            reserved_bytes: used_bytes,
+            used_bytes,
+        };
+        let with = |ledger, pools: Vec<TenantGpuPool>| NodeStatus {
+            tenant_gpu: Arc::new(vec![(acme.clone(), ledger)]),
+            tenant_gpu_refused: Arc::new(vec![(acme.clone(), 3)]),
+            load: Some((
+                LoadReport {
+                    gpu_memory: vec![GpuMemory {
+                        gpu: 0,
+                        used_bytes: 0,
+                        total_bytes: 80,
+                        weights_bytes: 0,
+                        tenants: pools,
+                    }],
+                    ..LoadReport::default()
+                },
+                Instant::now(),
+            )),
             ..NodeStatus::default()
         };
-        assert_eq!(held_by(&status, &TenantId::admin()), 7);
-        assert_eq!(held_by(&status, &TenantId("other".into())), 0);
+        let other = TenantId("other".into());
+        // (case, status, held)
+        let cases = [
+            ("the ledger's, larger", with(7, vec![pool(&acme, 5)]), 7),
+            ("the pools', larger", with(7, vec![pool(&acme, 9)]), 9),
+            ("another's pool not", with(7, vec![pool(&other, 90)]), 7),
+        ];
+        for (case, status, held) in cases {
+            let seen = seen_on(2, &status, &acme);
+            let want = Seen {
+                executor: 2,
+                held,
+                refused: 3,
+            };
+            assert_eq!(seen, want, "{case}");
+        }
+        let nothing = seen_on(0, &NodeStatus::default(), &acme);
+        assert_eq!((nothing.held, nothing.refused), (0, 0));
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub(crate) async fn run_for_peer(
         }
         let started = Instant::now();
         // Moved in: the executor's place is given back as the job ends.
-        let assigned = assigned;
+        let mut assigned = assigned;
         let mut execute = execute;
         // Under this host's share of the tenant's GPU memory quota.
         let _cap = (host.gpu_quotas).cap_here(&mut execute.spec, &control.state(), host.id());

@@ -485,7 +485,7 @@ impl Job<'_> {
                 return placed;
             }
         };
-        let (_slot, assigned) = match slot {
+        let (_slot, mut assigned) = match slot {
             Some((slot, Ok(Some(assigned)))) => (slot, assigned),
             Some((_, Err(refusal))) => {
                 return Placed::Ended(Err(Ended {

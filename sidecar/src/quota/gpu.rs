@@ -3,13 +3,13 @@
 //!
 //! A tenant's `max_gpu_memory_bytes` is split into per-host shares in
 //! whole MiB: the leases the leader writes to the log (`SetGpuLeases`,
-//! rebalanced by `quota::leases`' policy as demand shifts, never adding up
+//! rebalanced by the `leases` policy as demand shifts, never adding up
 //! to more than the quota), or, until it has written any, an even split
 //! among the active members. A job runs under its host's share, whichever
 //! host it arrived at: the share is its tenant's cap on that host's nodes
-//! (split again among executors sharing a GPU, `executors::gpu_cap`), which
+//! (split again among the host's executors, `executors::gpu_share`), which
 //! the driver enforces per GPU with the tenant's memory pool, and the node's
-//! ledger on the CPU backend. A host with no lease of a tenant's quota
+//! ledger across the node's GPUs and on the CPU backend. A host with no lease of a tenant's quota
 //! runs none of its jobs: one arriving there is offered only to peers (429
 //! `quota_exceeded` if none takes it), a peer's is turned away (its origin
 //! tries another), and each counts as a MiB of demand.
@@ -22,9 +22,9 @@
 //! only once no job started under a larger cap still runs here, so the
 //! leader grows another host's share only when none can pass its own.
 //!
-//! What it is not: exact across a host's GPUs (each GPU's pools hold the
-//! share; they do not add up across GPUs), or while the even split is in
-//! force and hosts disagree on membership.
+//! What it is not: exact while the even split is in force and hosts
+//! disagree on membership, or for the cuBLAS workspaces of a tenant's jobs
+//! on several GPUs (each charged only to its own GPU's pool).
 
 use super::even_share;
 use crate::link::NodeStatus;

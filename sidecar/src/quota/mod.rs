@@ -16,11 +16,11 @@
 //! briefly add up to more than the quota. Leases do not have that gap.
 
 pub(crate) mod gpu;
-pub(crate) mod leases;
 mod rebalance;
 
 pub(crate) use rebalance::rebalance;
 
+use crate::leases::share_among;
 use crate::peer::QuotaUsage;
 use spillway_consensus::{ControlState, MemberState};
 use spillway_proto::{Refusal, TenantId};
@@ -76,16 +76,6 @@ pub(crate) fn rate_share(rate_per_s: u32, state: &ControlState) -> f64 {
         .count()
         .max(1);
     f64::from(rate_per_s) / active as f64
-}
-
-/// `host`'s share of `quota` among the hosts `active`.
-fn share_among(quota: u32, mut active: Vec<u64>, host: u64) -> u32 {
-    active.sort_unstable();
-    let Some(position) = active.iter().position(|id| *id == host) else {
-        return 0;
-    };
-    let n = active.len() as u32;
-    quota / n + u32::from((position as u32) < quota % n)
 }
 
 /// Jobs of each tenant holding a permit on this host, and when permits

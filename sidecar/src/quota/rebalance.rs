@@ -1,6 +1,6 @@
 //! The leader's lease loop: rebalances tenants' quotas among the hosts as
 //! load shifts, concurrency (`max_concurrent`, in jobs) and GPU memory
-//! (`max_gpu_memory_bytes`, in MiB) alike (see `quota::leases` for the
+//! (`max_gpu_memory_bytes`, in MiB) alike (see `crate::leases` for the
 //! policy, which is pure; this is only its I/O).
 //!
 //! Every [`LEASE_EVERY`], on the leader only: ask every active host for
@@ -9,8 +9,9 @@
 //! the log. A host that does not answer in time holds the tenant's
 //! leases where they are until it does.
 
-use super::{active_members, gpu::quota_units, leases::next_leases};
+use super::{active_members, gpu::quota_units};
 use crate::control::Control;
+use crate::leases::next_leases;
 use crate::peer::{HostStatus, PeerClient, QuotaUsage};
 use spillway_consensus::{ControlCommand, QuotaLeases};
 use spillway_proto::TenantId;

@@ -1,6 +1,9 @@
-//! The leader's rebalancing of a tenant's placement leases. Pure: the
-//! quota, the active hosts, the leases in force and each host's reported
-//! use in; the next leases to write (if any) out.
+//! The rebalancing of a tenant's quota leases. Pure: the quota, the
+//! active holders, the leases in force and each holder's reported use in;
+//! the next leases (if any) out. The leader uses it for each tenant's
+//! concurrency and GPU memory quotas among hosts (`quota`), and a
+//! sidecar for a host's GPU memory share among its executors
+//! (`executors::gpu_share`), so "host" below is any holder.
 //!
 //! The first leases record the even split the hosts start from. A
 //! rebalance starts only under pressure (a host refused a permit in the
@@ -21,7 +24,7 @@
 //! of permits held stays within the sum of the leases, which the log
 //! keeps within the quota.
 
-use super::{QuotaUsage, share_among};
+use crate::peer::QuotaUsage;
 use spillway_consensus::QuotaLeases;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,6 +88,16 @@ pub(crate) fn next_leases(
         epoch: epoch + 1,
         shares: target.into_iter().filter(|(_, s)| *s > 0).collect(),
     })
+}
+
+/// `host`'s share of `quota` among the hosts `active`.
+pub(crate) fn share_among(quota: u32, mut active: Vec<u64>, host: u64) -> u32 {
+    active.sort_unstable();
+    let Some(position) = active.iter().position(|id| *id == host) else {
+        return 0;
+    };
+    let n = active.len() as u32;
+    quota / n + u32::from((position as u32) < quota % n)
 }
 
 /// Where the leases should be: each host keeps what it holds; what is
