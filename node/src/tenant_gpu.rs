@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 /// Bytes held by each tenant's running jobs on this node.
 #[derive(Debug, Default)]
 pub(crate) struct TenantGpuLedger {
-    held: Mutex<Held>,
+    held: Mutex<HashMap<TenantId, Held>>,
     /// Bytes each tenant's jobs asked for and its cap refused (here, or
     /// its pool on a GPU), since the node started: the demand its host's
     /// share of the GPU memory quota lacked.
@@ -33,12 +33,12 @@ pub(crate) struct TenantGpuLedger {
     changed: tokio::sync::Notify,
 }
 
-/// What each tenant holds: in all, and in each of its GPU memory pools.
+/// What one tenant holds: in all, and in each of its GPU memory pools.
 #[derive(Debug, Default)]
 struct Held {
-    total: HashMap<TenantId, u64>,
-    /// (tenant, pool id) → bytes allocated from that pool.
-    pooled: HashMap<(TenantId, u64), u64>,
+    total: u64,
+    /// Pool id → bytes allocated from that pool.
+    pooled: HashMap<u64, u64>,
 }
 
 impl TenantGpuLedger {
@@ -52,7 +52,7 @@ impl TenantGpuLedger {
     pub(crate) fn snapshot(&self) -> Vec<(TenantId, u64)> {
         let held = self.held.lock().expect("ledger lock");
         let mut all: Vec<(TenantId, u64)> =
-            held.total.iter().map(|(t, b)| (t.clone(), *b)).collect();
+            held.iter().map(|(t, h)| (t.clone(), h.total)).collect();
         all.sort();
         all
     }
@@ -81,10 +81,8 @@ impl TenantGpuLedger {
         self.held
             .lock()
             .expect("ledger lock")
-            .total
             .get(tenant)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |h| h.total)
     }
 }
 
@@ -145,25 +143,29 @@ impl TenantGpuAccount {
 
     /// Charges `bytes` to the tenant unless that takes it past its cap.
     pub(crate) fn charge(&mut self, bytes: u64) -> Result<(), OverCap> {
-        let mut held = self.ledger.held.lock().expect("ledger lock");
-        let total = held.total.get(&self.tenant).copied().unwrap_or(0);
-        let in_pool = (self.pool).map(|p| {
-            let key = (self.tenant.clone(), p);
-            held.pooled.get(&key).copied().unwrap_or(0)
-        });
+        let mut ledger = self.ledger.held.lock().expect("ledger lock");
+        let held = match ledger.get_mut(&self.tenant) {
+            Some(held) => held,
+            None => ledger.entry(self.tenant.clone()).or_default(),
+        };
+        let in_pool = (self.pool).map(|p| held.pooled.get(&p).copied().unwrap_or(0));
         if let Some(cap) = self.cap
-            && over_cap(cap, total, bytes, in_pool)
+            && over_cap(cap, held.total, bytes, in_pool)
         {
-            drop(held);
+            let over = OverCap {
+                held: held.total,
+                cap,
+            };
+            drop(ledger);
             self.ledger.note_refused(&self.tenant, bytes);
-            return Err(OverCap { held: total, cap });
+            return Err(over);
         }
-        *held.total.entry(self.tenant.clone()).or_default() += bytes;
+        held.total += bytes;
         if let Some(p) = self.pool {
-            *held.pooled.entry((self.tenant.clone(), p)).or_default() += bytes;
+            *held.pooled.entry(p).or_default() += bytes;
         }
         self.mine += bytes;
-        drop(held);
+        drop(ledger);
         self.ledger.changed.notify_one();
         Ok(())
     }
@@ -177,11 +179,21 @@ impl TenantGpuAccount {
     pub(crate) fn release(&mut self, bytes: u64) {
         let bytes = bytes.min(self.mine);
         self.mine -= bytes;
-        let mut held = self.ledger.held.lock().expect("ledger lock");
-        let Held { total, pooled } = &mut *held;
-        give_back(total, self.tenant.clone(), bytes);
-        if let Some(p) = self.pool {
-            give_back(pooled, (self.tenant.clone(), p), bytes);
+        let mut ledger = self.ledger.held.lock().expect("ledger lock");
+        let Some(held) = ledger.get_mut(&self.tenant) else {
+            return;
+        };
+        held.total = held.total.saturating_sub(bytes);
+        if let Some(p) = self.pool
+            && let Some(sum) = held.pooled.get_mut(&p)
+        {
+            *sum = sum.saturating_sub(bytes);
+            if *sum == 0 {
+                held.pooled.remove(&p);
+            }
+        }
+        if held.total == 0 {
+            ledger.remove(&self.tenant);
         }
     }
 
@@ -195,16 +207,6 @@ impl TenantGpuAccount {
 
     pub(crate) fn tenant(&self) -> &TenantId {
         &self.tenant
-    }
-}
-
-/// Takes `bytes` off `key`'s sum in `map`, forgetting a sum down to 0.
-fn give_back<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K, bytes: u64) {
-    if let Some(sum) = map.get_mut(&key) {
-        *sum = sum.saturating_sub(bytes);
-        if *sum == 0 {
-            map.remove(&key);
-        }
     }
 }
 

@@ -98,6 +98,9 @@ pub(crate) struct Control {
     /// The peers last saved to `membership.json` (saved again only when
     /// they change).
     saved_peers: Mutex<Vec<TicketMember>>,
+    /// When this host may next ask whether every member runs its build
+    /// (`None`: now; `Control::every_member_runs_this_build`).
+    next_build_check: Mutex<Option<tokio::time::Instant>>,
     /// How long this host's proposals take to be applied here
     /// (`spillway_raft_proposal_seconds`).
     proposals: prometheus_client::metrics::histogram::Histogram,

@@ -186,6 +186,7 @@ pub(crate) async fn start(
         http_addr,
         last_catch_up: tokio::sync::Mutex::new(None),
         saved_peers: Mutex::new(local.as_ref().map(|l| l.peers.clone()).unwrap_or_default()),
+        next_build_check: Mutex::new(None),
         proposals: observed.proposals,
     });
     if let Some(cluster_id) = found {

@@ -16,8 +16,8 @@ use super::local::LocalMembership;
 use super::membership_plan::{Action, plan};
 use super::{Control, member_list};
 use spillway_consensus::{
-    ControlCommand, ControlError, MemberEntry, MemberState, RaftStatus, ResidencyChange,
-    ResidencyStatus, TicketEntry,
+    ControlCommand, ControlError, ControlState, MemberEntry, MemberState, RaftStatus,
+    ResidencyChange, ResidencyStatus, TicketEntry,
 };
 use spillway_proto::NodeId;
 use std::collections::BTreeSet;
@@ -31,6 +31,13 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(300);
 const RESIDENCY_EVERY: Duration = Duration::from_millis(250);
 /// Longest a membership change may take before the loop moves on.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a host asks its peers again whether they all run this build
+/// (`Control::every_member_runs_this_build`), while some do not.
+const BUILD_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a peer has to answer that question.
+const BUILD_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) async fn sync(control: Arc<Control>, dir: PathBuf) {
     let mut changes = control.plane.changes();
@@ -210,15 +217,55 @@ impl Control {
             }
         }
         // How its GPUs are shared, once every executor has said which
-        // GPUs it uses.
+        // GPUs it uses, and every member can apply the entry.
         if let Some(gpus) = crate::executors::gpu_isolation(&self.executors.each())
             && state.gpu_isolation(self.id) != gpus.as_slice()
+            && self.every_member_runs_this_build(&state).await
         {
             let cmd = ControlCommand::SetGpuIsolation { id: self.id, gpus };
             if let Err(e) = self.propose(cmd).await {
                 tracing::warn!("recording this host's GPU isolation: {e}");
             }
         }
+    }
+
+    /// Whether every other member of `state` answers a status request with
+    /// this build's status (an earlier build's does not decode): only then
+    /// may this host write a log entry that an earlier build cannot apply
+    /// (one would stop following the log). A member that does not answer
+    /// holds it back too, until it answers or is removed. Asked at most
+    /// every [`BUILD_CHECK_EVERY`] while the answer is no.
+    async fn every_member_runs_this_build(&self, state: &ControlState) -> bool {
+        {
+            let mut next = self.next_build_check.lock().expect("build check lock");
+            let now = tokio::time::Instant::now();
+            if next.is_some_and(|at| now < at) {
+                return false;
+            }
+            *next = Some(now + BUILD_CHECK_EVERY);
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for id in state.members().map(|m| m.id).filter(|id| *id != self.id) {
+            let client = self.client.clone();
+            asks.spawn(async move { (id, client.status(id, BUILD_CHECK_TIMEOUT).await.is_some()) });
+        }
+        let mut behind = Vec::new();
+        while let Some(answer) = asks.join_next().await {
+            match answer {
+                Ok((_, true)) => {}
+                Ok((id, false)) => behind.push(id),
+                Err(_) => behind.push(0),
+            }
+        }
+        if behind.is_empty() {
+            *self.next_build_check.lock().expect("build check lock") = None;
+            return true;
+        }
+        tracing::info!(
+            ?behind,
+            "waiting for every member to run this build before recording this host's GPU isolation"
+        );
+        false
     }
 }
 
