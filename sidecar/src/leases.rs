@@ -103,34 +103,95 @@ pub(crate) fn share_among(quota: u32, mut active: Vec<u64>, host: u64) -> u32 {
 /// Where the leases should be: each host keeps what it holds; what is
 /// left goes to the hosts that lacked permits, then evenly. `None` when
 /// the hosts hold more than the quota (a lowered quota: wait).
+///
+/// As if given a unit at a time: first to the host lacking most (lowest
+/// id first on ties) until none lacks, then to the host with the least
+/// (lowest id first on ties); computed by level, not by unit, so a quota
+/// of many units (GPU memory in MiB) costs no more than one of a few.
 fn target(quota: u32, reports: &[(u64, QuotaUsage)]) -> Option<BTreeMap<u64, u32>> {
     let mut target: BTreeMap<u64, u32> = reports.iter().map(|(h, u)| (*h, u.held)).collect();
-    let held: u32 = target.values().sum();
-    let mut left = quota.checked_sub(held)?;
-    let want: BTreeMap<u64, u32> = reports
-        .iter()
-        .map(|(h, u)| (*h, u.held.saturating_add(u.refused)))
-        .collect();
-    while left > 0 {
-        // The host lacking most, lowest id first on ties.
-        let lacking = target
-            .iter()
-            .map(|(h, t)| (want[h].saturating_sub(*t), *h))
-            .filter(|(gap, _)| *gap > 0)
-            .max_by_key(|(gap, h)| (*gap, std::cmp::Reverse(*h)));
-        let Some((_, h)) = lacking else { break };
-        *target.get_mut(&h).expect("a reporting host") += 1;
-        left -= 1;
+    let held: u64 = target.values().map(|t| u64::from(*t)).sum();
+    let left = u64::from(quota).checked_sub(held)?;
+    let gaps: BTreeMap<u64, u32> = reports.iter().map(|(h, u)| (*h, u.refused)).collect();
+    let given = fill_gaps(&gaps, left);
+    for (h, g) in &given {
+        *target.get_mut(h).expect("a reporting host") += g;
     }
-    while left > 0 && !target.is_empty() {
-        let (&h, _) = target
-            .iter()
-            .min_by_key(|(h, t)| (**t, **h))
-            .expect("a host");
-        *target.get_mut(&h).expect("a host") += 1;
-        left -= 1;
-    }
+    let left = left - given.values().map(|g| u64::from(*g)).sum::<u64>();
+    spread(&mut target, left);
     Some(target)
+}
+
+/// What each host gets of `left` units given one at a time to the host
+/// with the largest gap left (lowest id first on ties), never past its
+/// gap.
+fn fill_gaps(gaps: &BTreeMap<u64, u32>, left: u64) -> BTreeMap<u64, u32> {
+    let need = |level: u64| -> u64 {
+        gaps.values()
+            .map(|g| u64::from(*g).saturating_sub(level))
+            .sum()
+    };
+    if need(0) <= left {
+        return gaps.clone();
+    }
+    // The lowest level every gap can be brought down to: need(hi) fits,
+    // need(lo) does not.
+    let (mut lo, mut hi) = (0, u64::from(gaps.values().copied().max().unwrap_or(0)));
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if need(mid) <= left {
+            hi = mid
+        } else {
+            lo = mid
+        }
+    }
+    // What is left after that goes a unit each to the hosts at that level,
+    // lowest id first (fewer than there are).
+    let mut extra = left - need(hi);
+    gaps.iter()
+        .map(|(h, g)| {
+            let mut give = u64::from(*g).saturating_sub(hi);
+            if u64::from(*g) >= hi && extra > 0 {
+                give += 1;
+                extra -= 1;
+            }
+            (*h, u32::try_from(give).expect("within the gap"))
+        })
+        .collect()
+}
+
+/// Gives `left` units one at a time to the host with the least (lowest id
+/// first on ties).
+fn spread(target: &mut BTreeMap<u64, u32>, left: u64) {
+    let Some(least) = target.values().copied().min() else {
+        return;
+    };
+    let cost = |level: u64| -> u64 {
+        target
+            .values()
+            .map(|t| level.saturating_sub(u64::from(*t)))
+            .sum()
+    };
+    // The highest level every host can be raised to: cost(lo) fits,
+    // cost(hi) does not.
+    let (mut lo, mut hi) = (u64::from(least), u64::from(least) + left + 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if cost(mid) <= left {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    let mut extra = left - cost(lo);
+    for t in target.values_mut() {
+        let mut now = u64::from(*t).max(lo);
+        if now == lo && extra > 0 {
+            now += 1;
+            extra -= 1;
+        }
+        *t = u32::try_from(now).unwrap_or(u32::MAX);
+    }
 }
 
 #[cfg(test)]
@@ -308,5 +369,77 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The policy given a unit at a time, as `target` was first written.
+    fn target_by_unit(quota: u32, reports: &[(u64, QuotaUsage)]) -> Option<BTreeMap<u64, u32>> {
+        let mut target: BTreeMap<u64, u32> = reports.iter().map(|(h, u)| (*h, u.held)).collect();
+        let held: u32 = target.values().sum();
+        let mut left = quota.checked_sub(held)?;
+        let want: BTreeMap<u64, u32> = (reports.iter())
+            .map(|(h, u)| (*h, u.held.saturating_add(u.refused)))
+            .collect();
+        while left > 0 {
+            let lacking = (target.iter())
+                .map(|(h, t)| (want[h].saturating_sub(*t), *h))
+                .filter(|(gap, _)| *gap > 0)
+                .max_by_key(|(gap, h)| (*gap, std::cmp::Reverse(*h)));
+            let Some((_, h)) = lacking else { break };
+            *target.get_mut(&h).unwrap() += 1;
+            left -= 1;
+        }
+        while left > 0 && !target.is_empty() {
+            let (&h, _) = target.iter().min_by_key(|(h, t)| (**t, **h)).unwrap();
+            *target.get_mut(&h).unwrap() += 1;
+            left -= 1;
+        }
+        Some(target)
+    }
+
+    #[test]
+    fn the_target_by_level_is_the_target_by_unit() {
+        // A small deterministic generator: many shapes of small cases.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        for _ in 0..5_000 {
+            let hosts = next(5) + 1;
+            let reports: Vec<(u64, QuotaUsage)> = (0..hosts)
+                .map(|h| {
+                    let usage = QuotaUsage {
+                        held: next(6) as u32,
+                        refused: next(9) as u32,
+                        epoch: 0,
+                    };
+                    (h * 3 + next(3), usage)
+                })
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            let quota = next(40) as u32;
+            assert_eq!(
+                target(quota, &reports),
+                target_by_unit(quota, &reports),
+                "quota {quota}, {reports:?}"
+            );
+        }
+        // And a quota of many units, at once.
+        let big = [
+            (
+                1,
+                QuotaUsage {
+                    held: 10,
+                    refused: 70_000,
+                    epoch: 0,
+                },
+            ),
+            (2, QuotaUsage::default()),
+        ];
+        let t = target(81_920, &big).unwrap();
+        assert_eq!(t, BTreeMap::from([(1, 70_010), (2, 11_910)]));
     }
 }
