@@ -288,6 +288,13 @@ async fn hog(c: &Cluster, token: &str, count: u32, hold_ms: u32) -> (u16, String
 /// The bytes `tenant` holds on the host, as its admin-token `/metrics`
 /// says.
 async fn tenant_bytes(c: &Cluster, tenant: &str) -> Option<u64> {
+    let series = format!("spillway_tenant_gpu_memory_bytes{{tenant=\"{tenant}\"}} ");
+    metric(c, &series).await
+}
+
+/// The value of the series `series` (its name and labels, then a space)
+/// on the host's admin-token `/metrics`.
+async fn metric(c: &Cluster, series: &str) -> Option<u64> {
     let text = c
         .http
         .get(c.url("/metrics"))
@@ -298,9 +305,8 @@ async fn tenant_bytes(c: &Cluster, tenant: &str) -> Option<u64> {
         .text()
         .await
         .unwrap();
-    let series = format!("spillway_tenant_gpu_memory_bytes{{tenant=\"{tenant}\"}} ");
     text.lines()
-        .find_map(|l| l.strip_prefix(&series))
+        .find_map(|l| l.strip_prefix(series))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -386,4 +392,14 @@ async fn a_tenants_cap_on_the_cpu_backend_holds_across_executors() {
         );
         assert!(Instant::now() < until, "32 MiB never fit: {body}");
     }
+    // `/metrics` shows each executor's part: together the 32 MiB, one of
+    // them whole.
+    let mut parts = Vec::new();
+    for e in ["0", "1"] {
+        let series =
+            format!("spillway_tenant_gpu_share_bytes{{tenant=\"capped\",executor=\"{e}\"}} ");
+        parts.push(metric(&c, &series).await.unwrap_or(0));
+    }
+    assert_eq!(parts.iter().sum::<u64>(), 32 << 20, "{parts:?}");
+    assert!(parts.contains(&(32 << 20)), "{parts:?}");
 }

@@ -63,6 +63,13 @@ pub(crate) struct TenantLabel {
     pub(crate) tenant: String,
 }
 
+/// One tenant's part of the host's GPU memory share on one executor.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TenantExecutorLabel {
+    pub(crate) tenant: String,
+    pub(crate) executor: String,
+}
+
 /// One tenant's memory pool on one GPU, and which of its figures.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TenantPoolLabel {
@@ -97,6 +104,8 @@ pub(crate) struct Metrics {
     tenant_gpu_bytes: Family<TenantLabel, Gauge>,
     /// Each tenant's memory pool on each GPU (the driver enforces its cap).
     tenant_gpu_pool: Family<TenantPoolLabel, Gauge>,
+    /// Each capped tenant's part of the host's share on each executor.
+    tenant_gpu_share: Family<TenantExecutorLabel, Gauge>,
     /// Tenants that have had a value, so one whose jobs ended reads 0.
     tenants_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Jobs by how they got their instance (`warm` or `cold`).
@@ -578,6 +587,12 @@ impl Metrics {
             "Each tenant's device memory pool on each GPU of this host's node: cap (the maximum the driver enforces), reserved (held from the driver, freed memory kept for reuse included) and used (live allocations)",
             tenant_gpu_pool.clone(),
         );
+        let tenant_gpu_share = Family::<TenantExecutorLabel, Gauge>::default();
+        tenant_registry.register(
+            "tenant_gpu_share_bytes",
+            "Each tenant's part of this host's share of its GPU memory quota on each executor (the cap its jobs there get), where the host has several executors",
+            tenant_gpu_share.clone(),
+        );
         let instance_starts = Family::<StartLabel, Counter>::default();
         registry.register(
             "instance_starts",
@@ -620,6 +635,7 @@ impl Metrics {
             fetch,
             tenant_gpu_bytes,
             tenant_gpu_pool,
+            tenant_gpu_share,
             tenants_seen: std::sync::Mutex::default(),
             instance_starts,
             starts_seen: std::sync::Mutex::default(),
@@ -710,6 +726,21 @@ impl Metrics {
                     .get_or_create(&label("used"))
                     .set(bytes(t.used_bytes));
             }
+        }
+    }
+
+    /// Sets each tenant's part of the host's GPU memory share on each
+    /// executor, as (tenant, executor, bytes) (a part no longer held leaves
+    /// the page).
+    pub(crate) fn set_tenant_shares(&self, parts: &[(spillway_proto::TenantId, String, u64)]) {
+        self.tenant_gpu_share.clear();
+        for (tenant, executor, bytes) in parts {
+            let label = TenantExecutorLabel {
+                tenant: tenant.0.clone(),
+                executor: executor.clone(),
+            };
+            (self.tenant_gpu_share.get_or_create(&label))
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
         }
     }
 
@@ -888,6 +919,23 @@ mod tests {
         );
         assert!(!m.render(false).contains("acme"));
         m.set_tenant_pools(&[gpu(vec![pool("globex", None)])]);
+        assert!(!m.render(true).contains("acme"));
+    }
+
+    #[test]
+    fn each_tenants_part_on_each_executor_is_a_tenant_series() {
+        let m = Metrics::new();
+        let acme = TenantId("acme".into());
+        m.set_tenant_shares(&[(acme.clone(), "0".into(), 48 << 20), (acme, "1".into(), 0)]);
+        let page = m.render(true);
+        for line in [
+            "spillway_tenant_gpu_share_bytes{tenant=\"acme\",executor=\"0\"} 50331648",
+            "spillway_tenant_gpu_share_bytes{tenant=\"acme\",executor=\"1\"} 0",
+        ] {
+            assert!(page.contains(line), "no {line}: {page}");
+        }
+        assert!(!m.render(false).contains("acme"));
+        m.set_tenant_shares(&[]);
         assert!(!m.render(true).contains("acme"));
     }
 

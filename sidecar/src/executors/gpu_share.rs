@@ -88,6 +88,8 @@ pub(crate) struct ExecutorShares {
 
 #[derive(Debug, Default)]
 struct Split {
+    /// The executors it is among (indexes), as last assigned.
+    executors: Vec<u64>,
     leases: Option<QuotaLeases>,
     /// Executor → cap (MiB) → jobs given it, running now.
     running: BTreeMap<u64, BTreeMap<u32, u32>>,
@@ -195,6 +197,7 @@ impl ExecutorShares {
         let executors: Vec<u64> = seen.iter().map(|s| s.executor).collect();
         let mut tenants = self.tenants.lock().expect("shares lock");
         let split = tenants.entry(tenant.clone()).or_default();
+        split.executors.clone_from(&executors);
         let idle = split.running.values().all(BTreeMap::is_empty);
         if idle && split.leases.as_ref().is_some_and(|l| l.shares.is_empty()) {
             // A share back from nothing, nothing running: even again.
@@ -237,6 +240,28 @@ impl ExecutorShares {
     pub(crate) fn of(&self, tenant: &TenantId) -> Option<BTreeMap<u64, u32>> {
         let tenants = self.tenants.lock().expect("shares lock");
         Some(tenants.get(tenant)?.leases.as_ref()?.shares.clone())
+    }
+
+    /// Every tenant's split: each executor it may use (index) and its part
+    /// in bytes, 0 included, in tenant and executor order.
+    pub(crate) fn all(&self) -> Vec<(TenantId, Vec<(u64, u64)>)> {
+        let tenants = self.tenants.lock().expect("shares lock");
+        let mut all: Vec<(TenantId, Vec<(u64, u64)>)> = (tenants.iter())
+            .filter_map(|(tenant, split)| {
+                let leases = split.leases.as_ref()?;
+                let parts = (split.executors.iter())
+                    .map(|e| {
+                        (
+                            *e,
+                            u64::from(leases.shares.get(e).copied().unwrap_or(0)) * GPU_LEASE_UNIT,
+                        )
+                    })
+                    .collect();
+                Some((tenant.clone(), parts))
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Forgets `tenant`'s split (it has no GPU memory quota any more).
@@ -346,7 +371,10 @@ mod tests {
         let busy = seen(&[(0, 0, 48 * MIB), (1, 0, 0)]);
         let (cap, _second) = shares.take(&acme, 64 * MIB, 0, &busy, t0);
         assert_eq!(cap, 48 * MIB);
-        assert_eq!(shares.of(&acme).unwrap().values().sum::<u32>(), 64);
+        assert_eq!(
+            shares.all(),
+            vec![(acme, vec![(0, 48 * MIB), (1, 16 * MIB)])]
+        );
     }
 
     #[test]

@@ -155,6 +155,22 @@ impl Executors {
             .collect()
     }
 
+    /// Each capped tenant's part of the host's GPU memory share on each
+    /// executor it may use, in bytes, as (tenant, executor name, bytes),
+    /// once jobs of the tenant have been assigned (`gpu_share`).
+    pub(crate) fn gpu_shares(&self) -> Vec<(TenantId, String, u64)> {
+        (self.shares.all().into_iter())
+            .flat_map(|(tenant, parts)| {
+                (parts.into_iter())
+                    .filter_map(|(at, bytes)| {
+                        let name = &self.list.get(usize::try_from(at).ok()?)?.name;
+                        Some((tenant.clone(), name.clone(), bytes))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// How many executors are up, of how many.
     pub(crate) fn up(&self) -> (usize, usize) {
         let up = self.list.iter().filter(|e| e.link.status().up).count();

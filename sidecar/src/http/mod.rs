@@ -287,6 +287,8 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
     app.metrics.executors_up.set(up as i64);
     let status = app.jobs.executors.status();
     app.metrics.set_tenant_gpu(&status.tenant_gpu);
+    app.metrics
+        .set_tenant_shares(&app.jobs.executors.gpu_shares());
     if let Some((load, _)) = &status.load {
         app.metrics.set_instance_starts(load);
         app.metrics.host.set_gpus(&load.gpu_memory);
