@@ -33,10 +33,16 @@ fn the_short_scenarios_keep_the_delivery_contract() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "chaos run failed:\n{stdout}\n{stderr}"
-    );
+    if !out.status.success() {
+        // Kept, with what each host logged of the violation's subject, so
+        // a failure (in CI too) can be read after the fact.
+        let kept = dir.keep();
+        let logs = logs_about(&kept, &stdout);
+        panic!(
+            "chaos run failed (its folder kept: {}):\n{stdout}\n{stderr}\n{logs}",
+            kept.display()
+        );
+    }
     assert!(stdout.contains("no violations"), "{stdout}");
     let table: Vec<&str> = stdout
         .lines()
@@ -102,4 +108,47 @@ fn a_seed_fixes_the_fault_schedule_and_the_workload() {
     for name in ["leader-minority", "paused-peer", "rejoin-after-partition"] {
         assert!(list.contains(name), "{list}");
     }
+}
+
+/// The lines of every host's log under `dir` that name a digest a
+/// violation line of `report` names (64 hex digits), at most 60 per log.
+fn logs_about(dir: &std::path::Path, report: &str) -> String {
+    let digests: Vec<&str> = (report.lines())
+        .filter(|l| l.contains("VIOLATION"))
+        .flat_map(|l| l.split(|c: char| !c.is_ascii_hexdigit()))
+        .filter(|w| w.len() == 64)
+        .collect();
+    if digests.is_empty() {
+        return String::new();
+    }
+    let mut logs = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "host.log") {
+                logs.push(path);
+            }
+        }
+    }
+    logs.sort();
+    let mut out = String::new();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = (text.lines())
+            .filter(|l| digests.iter().any(|d| l.contains(d)))
+            .collect();
+        out.push_str(&format!(
+            "--- {} ({} lines about {digests:?})\n",
+            log.display(),
+            lines.len()
+        ));
+        for l in &lines[lines.len().saturating_sub(60)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
 }
