@@ -7,7 +7,7 @@
 //! written, relative L2 error against the f64-accumulating reference within
 //! 1e-5 (f32 arithmetic; cuBLAS without TF32).
 
-use crate::bindings::gpu::{Dtype, ErrorCode, Host as _, HostBuffer as _, KernelArg};
+use crate::bindings::gpu::{Dtype, ErrorCode, GpuError, Host as _, HostBuffer as _, KernelArg};
 use crate::cuda::CudaBackend;
 use crate::host_gpu::Buffer;
 use crate::state::GuestState;
@@ -828,18 +828,12 @@ fn a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on() {
         }
         assert!(held.len() <= 4, "a 64 MiB cap let a fifth 16 MiB buffer in");
     };
-    assert!(
-        matches!(refused.code, ErrorCode::OutOfMemory),
-        "{}",
-        refused.message
-    );
-    assert!(
-        refused
-            .message
-            .contains("tenant acme-cap's GPU memory cap of 67108864 bytes")
-            && refused.message.contains("the driver refused"),
-        "{}",
-        refused.message
+    assert_out_of_memory(
+        &refused,
+        &[
+            "tenant acme-cap's GPU memory cap of 67108864 bytes",
+            "the driver refused",
+        ],
     );
     assert!(
         held.len() >= 3,
@@ -945,17 +939,21 @@ fn a_tenants_pools_together_stay_within_its_cap() {
     // driver, but the tenant for only 16 more.
     let _one = later.create(sixteen_mib).unwrap();
     let refused = later.create(sixteen_mib).unwrap_err();
+    assert_out_of_memory(
+        &refused,
+        &["exceeds tenant acme-two-pools's GPU memory on this host"],
+    );
+    assert!(later.device_fault.is_none());
+}
+
+/// `refused` is `out-of-memory` and its message says each of `says`.
+fn assert_out_of_memory(refused: &GpuError, says: &[&str]) {
     assert!(
         matches!(refused.code, ErrorCode::OutOfMemory),
         "{}",
         refused.message
     );
-    assert!(
-        refused
-            .message
-            .contains("exceeds tenant acme-two-pools's GPU memory on this host"),
-        "{}",
-        refused.message
-    );
-    assert!(later.device_fault.is_none());
+    for words in says {
+        assert!(refused.message.contains(words), "{}", refused.message);
+    }
 }
