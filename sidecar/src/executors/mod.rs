@@ -329,6 +329,24 @@ impl Executors {
         spec.artifacts().all(|d| status.held.contains(&d))
     }
 
+    /// Forgets the artifact a job's `result` says its node lacks or
+    /// discarded (`UnknownArtifact`, or `InvalidArtifact`: the job's
+    /// component), so the residency loop reports it gone and the next job
+    /// fetches a copy. Any job's, the host's own or a peer's.
+    pub(crate) fn forget_what_failed(&self, spec: &JobSpec, result: &Result<JobOutput, JobFailed>) {
+        match result {
+            Err(JobFailed {
+                failure: Failure::UnknownArtifact { digest },
+                ..
+            }) => self.forget_artifact(digest),
+            Err(JobFailed {
+                failure: Failure::InvalidArtifact { .. },
+                ..
+            }) => self.forget_artifact(&spec.digest),
+            _ => {}
+        }
+    }
+
     /// An executor discarded its damaged copy of `digest`: the shared
     /// store no longer holds it.
     pub(crate) fn forget_artifact(&self, digest: &Digest) {

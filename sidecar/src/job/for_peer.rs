@@ -129,6 +129,8 @@ pub(crate) async fn run_for_peer(
         let _cap = (host.gpu_quotas).cap_here(&mut execute.spec, &control.state(), host.id());
         assigned.fit(&mut execute);
         let mut outcome = assigned.execute_into(execute, &chunk_tx).await;
+        // The node lost or discarded its copy: the next job fetches one.
+        executors.forget_what_failed(&spec, &outcome);
         if let Ok(output) = &mut outcome {
             queue.record_exec(started.elapsed().as_secs_f64() * 1000.0);
             output.completion.fetched_bytes = fetched;

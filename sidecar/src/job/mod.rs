@@ -529,17 +529,7 @@ impl Job<'_> {
             None => assigned.execute(exec).instrument(span).await,
         };
         // The node lost or discarded its copy: the next job fetches one.
-        match &result {
-            Err(JobFailed {
-                failure: Failure::UnknownArtifact { digest },
-                ..
-            }) => executors.forget_artifact(digest),
-            Err(JobFailed {
-                failure: Failure::InvalidArtifact { .. },
-                ..
-            }) => executors.forget_artifact(&self.spec.digest),
-            _ => {}
-        }
+        executors.forget_what_failed(&self.spec, &result);
         let lost_on = assigned.executor().name.clone();
         drop((permit, assigned));
         if let Err(failed) = &result
