@@ -164,8 +164,7 @@ async fn drive(
     let n = cluster.hosts.len();
     let mut names = Vec::with_capacity(n);
     for i in 0..n {
-        let v = cluster.get(i, "/v1/cluster/local").await?;
-        names.push(v["host"].as_str().unwrap_or("?").to_owned());
+        names.push(cluster.name_of(i).await?);
     }
     let jobs = workload::generate(rng, n, &scenario.shape);
     let steps = scenario.schedule(rng);
