@@ -373,6 +373,9 @@ async fn a_tenants_cap_on_the_cpu_backend_holds_across_executors() {
             "{body}"
         );
     }
+    // Sent once the refused jobs have left executor 1 (an answer comes a
+    // moment before its job lets go of its executor), so it goes there.
+    wait_executors(&c, "only the holder running", |e| running(e) == [1, 0]).await;
     let (status, body) = hog(&c, &token, 1, 0).await;
     assert_eq!(status, 200, "16 MiB fit beside the holder's: {body}");
     wait_executors(&c, "the holder still on 0", |e| running(e)[0] == 1).await;
