@@ -103,6 +103,17 @@ impl Split {
         Some(leases.shares.get(&executor).copied().unwrap_or(0))
     }
 
+    /// The epoch `executor` has applied of a split at `epoch`: that one
+    /// once nothing runs there under a larger share than it now has,
+    /// else none (`u64::MAX`).
+    fn applied(&self, executor: u64, epoch: u64) -> u64 {
+        let biggest = (self.running.get(&executor))
+            .and_then(|caps| caps.keys().next_back().copied())
+            .unwrap_or(0);
+        let applied = self.share_of(executor).is_none_or(|share| biggest <= share);
+        if applied { epoch } else { u64::MAX }
+    }
+
     /// Bytes `executor`'s counter rose by in the window, sampling it
     /// (`total`) now. An executor first seen starts from nothing, so what
     /// it refused before counts once.
@@ -131,16 +142,10 @@ impl Split {
         let epoch = self.leases.as_ref().map_or(0, |l| l.epoch);
         (seen.iter())
             .map(|s| {
-                let share = self.share_of(s.executor);
-                let biggest = (self.running.get(&s.executor))
-                    .and_then(|caps| caps.keys().next_back().copied())
-                    .unwrap_or(0);
-                // Applied once nothing runs there under a larger share.
-                let applied = share.is_none_or(|share| biggest <= share);
                 let usage = QuotaUsage {
                     held: units_of(s.held),
                     refused: units_of(self.refused_lately(s.executor, s.refused, now)),
-                    epoch: if applied { epoch } else { u64::MAX },
+                    epoch: self.applied(s.executor, epoch),
                 };
                 (s.executor, usage)
             })
@@ -212,11 +217,7 @@ impl ExecutorShares {
             split.leases = Some(next);
             let epoch = split.leases.as_ref().map_or(0, |l| l.epoch);
             for (executor, u) in &mut usage {
-                let biggest = (split.running.get(executor))
-                    .and_then(|caps| caps.keys().next_back().copied())
-                    .unwrap_or(0);
-                let applied = split.share_of(*executor).is_none_or(|s| biggest <= s);
-                u.epoch = if applied { epoch } else { u64::MAX };
+                u.epoch = split.applied(*executor, epoch);
             }
         }
         let share = (split.share_of(at)).unwrap_or(units / seen.len().max(1) as u32);
