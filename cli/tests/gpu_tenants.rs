@@ -113,9 +113,10 @@ async fn a_tenant_past_its_gpu_cap_is_refused_while_another_tenant_runs_on() {
         eprintln!("skipped the GPU part: no CUDA driver or GPU on this host");
         return;
     }
-    // On the GPU the tenant's pool refuses past the cap, and says the
-    // driver did; the other tenant's job, sent at the same time to the
-    // same GPU, holds four times as much and completes.
+    // On the GPU too the node's ledger refuses past the cap (the tenant's
+    // driver pool bounds it again, to the driver's chunk); the other
+    // tenant's job, sent at the same time to the same GPU, holds four
+    // times as much and completes.
     let (past, other) = tokio::join!(
         hog(&api, &h1, &capped, "hog-capped-gpu", 4),
         hog(&api, &h1, &roomy, "hog-roomy-gpu", 4),
@@ -124,8 +125,8 @@ async fn a_tenant_past_its_gpu_cap_is_refused_while_another_tenant_runs_on() {
     let (status, message) = past;
     assert_eq!(status, 500, "{message}");
     assert!(
-        message.contains("tenant capped's GPU memory cap of 33554432 bytes on GPU")
-            && message.contains("the driver refused"),
+        message.contains("exceeds tenant capped's GPU memory on this host")
+            && message.contains("of 33554432 bytes"),
         "{message}"
     );
     // Under its cap the tenant runs.
@@ -208,12 +209,13 @@ async fn two_executors_on_one_gpu_split_a_tenants_cap() {
                       "deadline_ms": 30_000, "memory_limit_bytes": 128 * MIB});
     api.create_function(&h1, &capped, &spec).await;
 
-    // Each executor's pool holds half the cap: 48 MiB does not fit in it.
+    // Each executor holds half the cap: 48 MiB does not fit in it.
     for _ in 0..2 {
         let (status, message) = hog(&api, &h1, &capped, "hog", 3).await;
         assert_eq!(status, 500, "{message}");
         assert!(
-            message.contains("tenant capped's GPU memory cap of 33554432 bytes on GPU"),
+            message.contains("exceeds tenant capped's GPU memory on this host")
+                && message.contains("of 33554432 bytes"),
             "{message}"
         );
     }
@@ -241,7 +243,10 @@ async fn two_executors_on_one_gpu_split_a_tenants_cap() {
         if status == 200 {
             break;
         }
-        assert!(message.contains("the driver refused"), "{message}");
+        assert!(
+            message.contains("exceeds tenant capped's GPU memory on this host"),
+            "{message}"
+        );
         assert!(
             std::time::Instant::now() < until,
             "48 MiB never fit: {message}"
@@ -303,14 +308,11 @@ async fn quota_follows_demand(accelerator: &str) {
     // 24 MiB at host 1: over its 16.
     let (status, message) = hog_here(&api, h1, &capped, 6).await;
     assert_eq!(status, 500, "{message}");
-    // The ledger's words on the CPU, the pool's on a GPU.
-    let refused = if accelerator == "none" {
-        "exceeds tenant capped's GPU memory on this host"
-    } else {
-        "the driver refused"
-    };
+    // The ledger's words, on the CPU backend and on a GPU alike (where
+    // the driver's pool would have let 24 MiB into its 32 MiB chunk).
     assert!(
-        message.contains(refused) && message.contains("16777216 bytes"),
+        message.contains("exceeds tenant capped's GPU memory on this host")
+            && message.contains("16777216 bytes"),
         "{message}"
     );
     // Each refusal is demand: asked again and again (each attempt paced by

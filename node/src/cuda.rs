@@ -117,7 +117,7 @@ struct SlotStream {
 /// falls back to a small default pool and picks slower kernels for large
 /// 16-bit products (measured on an H100: a 4096³ bf16 gemm took 0.211 ms
 /// against torch's 0.188 ms, which sets a 32 MiB workspace on Hopper).
-const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+pub(crate) const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 /// A job's cuBLAS workspace: set at its first `gemm`, from its tenant's
 /// pool (so the tenant is charged for it), or none where the tenant's cap
@@ -376,21 +376,17 @@ impl CudaBackend {
     }
 
     /// A slot stream for the job whose tenant's account is `account`,
-    /// allocating from the tenant's pool with its cap; where that pool
-    /// enforces the cap, the account only counts from now on.
-    pub(crate) fn lease_for(&self, account: &mut TenantGpuAccount) -> Option<StreamLease> {
-        let lease = self.lease(account.tenant(), account.cap())?;
-        if let Some(pool) = lease.pool_enforcing_the_cap() {
-            account.leave_the_cap_to_the_driver(pool);
-        }
-        Some(lease)
+    /// allocating from the tenant's pool with its cap (the account's cap
+    /// is enforced to the byte by the ledger; the pool bounds it in the
+    /// driver as well, to the driver's chunk).
+    pub(crate) fn lease_for(&self, account: &TenantGpuAccount) -> Option<StreamLease> {
+        self.lease(account.tenant(), account.cap())
     }
 
     /// A slot stream on the GPU with the most free streams, allocating
     /// from `tenant`'s memory pool there (capped at `cap`). A pool the
     /// driver will not make leaves the lease allocating from the device's
-    /// default pool, and the cap to the node's ledger
-    /// ([`StreamLease::pool_enforcing_the_cap`] says which).
+    /// default pool, and the cap to the node's ledger alone.
     pub(crate) fn lease(&self, tenant: &TenantId, cap: Option<u64>) -> Option<StreamLease> {
         let gpu = self
             .gpus
@@ -689,12 +685,11 @@ impl StreamLease {
         &self.gpu.info
     }
 
-    /// The id of the tenant's pool when the driver enforces the tenant's
-    /// cap for this job (its pool has a maximum).
-    pub(crate) fn pool_enforcing_the_cap(&self) -> Option<u64> {
-        (self.pool.as_ref())
-            .filter(|p| p.cap().is_some())
-            .map(|p| p.id())
+    /// Whether the job allocates from a pool of its tenant's with a
+    /// maximum (its cap).
+    #[cfg(test)]
+    pub(crate) fn capped_pool(&self) -> bool {
+        self.pool.as_ref().is_some_and(|p| p.cap().is_some())
     }
 
     /// `len` zeroed elements (`f32`, or `u16` for the 16-bit types), from
@@ -754,14 +749,33 @@ impl StreamLease {
     }
 
     /// Gives the job's cuBLAS handle a workspace from the tenant's pool,
-    /// once: at its first product. A tenant whose cap has no room for one
-    /// multiplies without.
-    fn set_workspace(&self) -> Result<(), DeviceError> {
+    /// once: at its first product, charged to the tenant's `account` too
+    /// (so the cap holds across a node's GPUs, where the pool sees only
+    /// its own). A tenant whose cap has no room for one multiplies
+    /// without.
+    fn set_workspace(&self, account: &mut TenantGpuAccount) -> Result<(), DeviceError> {
         let mut workspace = self.workspace.lock().expect("workspace lock");
         if !matches!(*workspace, Workspace::Unset) {
             return Ok(());
         }
-        let (ptr, size, held) = match self.alloc_uninit::<u8>(CUBLAS_WORKSPACE_BYTES) {
+        let bytes = CUBLAS_WORKSPACE_BYTES as u64;
+        let allocated = match account.charge(bytes) {
+            Ok(()) => self
+                .alloc_uninit::<u8>(CUBLAS_WORKSPACE_BYTES)
+                .inspect_err(|_| {
+                    account.release(bytes);
+                }),
+            Err(over) => Err(DeviceError {
+                message: format!(
+                    "the tenant holds {} of its {} bytes on this host",
+                    over.held, over.cap
+                ),
+                out_of_memory: true,
+                over_cap: true,
+                poisoned: false,
+            }),
+        };
+        let (ptr, size, held) = match allocated {
             Ok(slice) => {
                 let ptr = slice.device_ptr(self.stream()).0;
                 (
@@ -773,7 +787,8 @@ impl StreamLease {
             Err(e) if e.out_of_memory => {
                 tracing::debug!(
                     gpu = self.gpu.info.index,
-                    "no room for a cuBLAS workspace: {e}"
+                    "no room for a cuBLAS workspace: {}",
+                    e.message
                 );
                 (0, 0, Workspace::Without)
             }
@@ -904,7 +919,8 @@ impl StreamLease {
     /// and B are of type `ab` (f32, or bf16/f16 on the tensor cores) and C
     /// of type `c_type` (f32, or `ab`). The pointers come from buffers of
     /// those types checked to hold m·k, k·n and m·n elements; `c` aliases
-    /// neither `a` nor `b`.
+    /// neither `a` nor `b`. The job's first product charges its workspace
+    /// to `account`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm(
         &self,
@@ -916,6 +932,7 @@ impl StreamLease {
         beta: f32,
         c: u64,
         c_type: DType,
+        account: &mut TenantGpuAccount,
     ) -> Result<(), DeviceError> {
         use cudarc::cublas::sys::cublasComputeType_t::CUBLAS_COMPUTE_32F;
         use cudarc::cublas::sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT;
@@ -927,7 +944,7 @@ impl StreamLease {
             DType::F16 => CUDA_R_16F,
         };
         let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
-        self.set_workspace()?;
+        self.set_workspace(account)?;
         self.gpu.ctx.bind_to_thread()?;
         self.settled.store(false, Ordering::Relaxed);
         // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: swap the operands

@@ -792,18 +792,19 @@ fn tenant_state_in(
     let backend = backend()?;
     let tenant = spillway_proto::TenantId(tenant.into());
     let mut account = crate::tenant_gpu::TenantGpuAccount::open(ledger.clone(), tenant, cap);
-    let lease = backend.lease_for(&mut account).expect("a free stream");
-    assert_eq!(lease.pool_enforcing_the_cap().is_some(), cap.is_some());
+    let lease = backend.lease_for(&account).expect("a free stream");
+    assert_eq!(lease.capped_pool(), cap.is_some());
     let mut s = GuestState::for_test(1 << 30, Some(lease));
     s.tenant_gpu = account;
     Some(s)
 }
 
 /// Hard caps: a tenant's buffers come from its own driver memory pool,
-/// whose maximum is its cap; past it the driver refuses and the guest
-/// gets `out-of-memory`, while another tenant's job on the same GPU, at
-/// the same time, allocates past that cap and computes on. The node's
-/// report shows each pool.
+/// whose maximum is its cap. Past the cap the node's ledger refuses first
+/// (to the byte) and the guest gets `out-of-memory`; asked directly, past
+/// the ledger, the driver's pool refuses too. Another tenant's job on the
+/// same GPU, at the same time, allocates past that cap and computes on.
+/// The node's report shows each pool.
 #[test]
 fn a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on() {
     const TEST: &str = "a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on";
@@ -831,14 +832,22 @@ fn a_tenant_past_its_cap_is_refused_by_its_pool_while_another_runs_on() {
     assert_out_of_memory(
         &refused,
         &[
-            "tenant acme-cap's GPU memory cap of 67108864 bytes",
-            "the driver refused",
+            "exceeds tenant acme-cap's GPU memory on this host",
+            "67108864",
         ],
     );
+    assert_eq!(held.len(), 4, "16 MiB buffers in a 64 MiB cap");
+    // The driver's pool holds the same line under the ledger: 64 MiB is
+    // a whole number of its chunks.
+    let lease = acme.cuda.as_ref().unwrap();
+    let past = lease.alloc::<f32>(sixteen_mib as usize).unwrap_err();
+    assert!(past.out_of_memory && past.over_cap, "{}", past.message);
     assert!(
-        held.len() >= 3,
-        "only {} buffers of 16 MiB fit in a 64 MiB cap",
-        held.len()
+        past.message
+            .contains("tenant acme-cap's GPU memory cap of 67108864 bytes")
+            && past.message.contains("the driver refused"),
+        "{}",
+        past.message
     );
     assert!(acme.device_fault.is_none());
 
@@ -956,4 +965,55 @@ fn assert_out_of_memory(refused: &GpuError, says: &[&str]) {
     for words in says {
         assert!(refused.message.contains(words), "{}", refused.message);
     }
+}
+
+/// A job's cuBLAS workspace is charged to its tenant on the node's ledger
+/// as well as in its pool, so the cap holds across pools (a node's GPUs):
+/// with room, the first product charges it; where the tenant's other pool
+/// leaves no room under the cap, the product runs without one, correctly.
+#[test]
+fn a_tenants_cublas_workspace_is_charged_to_its_ledger() {
+    const TEST: &str = "a_tenants_cublas_workspace_is_charged_to_its_ledger";
+    if backend().is_none() {
+        eprintln!("skipped {TEST}: no CUDA driver or GPU on this machine");
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let workspace = crate::cuda::CUBLAS_WORKSPACE_BYTES as u64;
+    let product = |s: &mut GuestState| {
+        let (a, b) = (
+            upload(s, &[1.0, 2.0, 3.0, 4.0]),
+            upload(s, &[5.0, 6.0, 7.0, 8.0]),
+        );
+        let c = poisoned(s, 4);
+        s.gemm(2, 2, 2, 1.0, borrow(&a), borrow(&b), 0.0, borrow(&c))
+            .unwrap()
+            .unwrap();
+        assert_eq!(download(s, &c, 4), [19.0, 22.0, 43.0, 50.0]);
+        [a, b, c]
+    };
+    let tenant = spillway_proto::TenantId("acme-workspace".into());
+    let ledger = std::sync::Arc::default();
+    let mut roomy = tenant_state_in(&ledger, "acme-workspace", Some(64 * MIB)).unwrap();
+    let _held = product(&mut roomy);
+    assert_eq!(ledger.held(&tenant), 3 * 16 + workspace);
+    drop(roomy);
+    assert_eq!(ledger.held(&tenant), 0, "given back with the job");
+
+    // 32 MiB in a pool made for a 64 MiB cap; under a 48 MiB cap the
+    // later job's pool has room for a workspace, the tenant does not.
+    let sixteen_mib = (16 * MIB / 4) as u32;
+    let mut earlier = tenant_state_in(&ledger, "acme-workspace", Some(64 * MIB)).unwrap();
+    let _earlier = [
+        earlier.create(sixteen_mib).unwrap(),
+        earlier.create(sixteen_mib).unwrap(),
+    ];
+    let mut later = tenant_state_in(&ledger, "acme-workspace", Some(48 * MIB)).unwrap();
+    let _later = product(&mut later);
+    assert_eq!(ledger.held(&tenant), 32 * MIB + 3 * 16);
+    assert!(later.device_fault.is_none());
+}
+
+fn borrow(b: &Resource<Buffer>) -> Resource<Buffer> {
+    Resource::new_borrow(b.rep())
 }

@@ -350,7 +350,7 @@ impl Executor {
         control: JobControl,
         gpu_watch: Option<Arc<WatchFlags>>,
     ) -> Result<Started, Failure> {
-        let mut tenant_gpu = TenantGpuAccount::open(
+        let tenant_gpu = TenantGpuAccount::open(
             self.tenant_gpu.clone(),
             spec.tenant.clone(),
             spec.tenant_gpu_bytes,
@@ -363,7 +363,7 @@ impl Executor {
             (Accelerator::Required, None) => return Err(Refusal::NoAccelerator.into()),
             (Accelerator::Required, Some(gpus)) => {
                 let lease = gpus
-                    .lease_for(&mut tenant_gpu)
+                    .lease_for(&tenant_gpu)
                     .ok_or(Refusal::SlotsExhausted { retry_after_ms: 10 })?;
                 if let Some(watch) = &gpu_watch {
                     watch.on_gpu();

@@ -185,7 +185,7 @@ impl GuestState {
     /// CPU for good.
     fn settle_backend(&mut self) {
         if let Some(pool) = self.gpu_pool.take() {
-            self.cuda = pool.lease_for(&mut self.tenant_gpu);
+            self.cuda = pool.lease_for(&self.tenant_gpu);
             if let (Some(_), Some(watch)) = (&self.cuda, &self.gpu_watch) {
                 watch.on_gpu();
             }
@@ -717,7 +717,11 @@ impl GuestState {
             let (m, n, k) = (l.usize(3), l.usize(4), l.usize(5));
             let (alpha, beta) = (l.f32(6), l.f32(7));
             let (ab, c_type) = (dtype(l.buf(0)), dtype(l.buf(2)));
-            return lease.gemm((m, n, k), alpha, a, b, ab, beta, c, c_type);
+            let GuestState {
+                cuda, tenant_gpu, ..
+            } = self;
+            let lease = cuda.as_ref().expect("a lease");
+            return lease.gemm((m, n, k), alpha, a, b, ab, beta, c, c_type, tenant_gpu);
         }
         if l.kernel == Kernel::ReduceSum {
             // The kernel accumulates into out[0].

@@ -7,14 +7,14 @@
 //! Each job's state holds a [`TenantGpuAccount`]: a buffer is charged to
 //! the job's allowance and then to its tenant here; freeing it, or the job
 //! ending however it ends (its state is dropped), gives the bytes back.
-//! Buffers count the same on the CPU backend as on a GPU. On the CPU
-//! backend this ledger enforces the cap, across the tenant's jobs on the
-//! node. On a GPU the tenant's memory pool there enforces it first
-//! (`tenant_pool`: the driver refuses past it, its workspaces included),
-//! and the ledger enforces only what one pool cannot see: the bytes the
-//! tenant holds in its other pools (on the node's other GPUs, or a pool
-//! made for an earlier cap) added to the pool's
-//! ([`TenantGpuAccount::leave_the_cap_to_the_driver`]).
+//! Buffers, resident tensors and cuBLAS workspaces count the same on the
+//! CPU backend as on a GPU, and this ledger enforces the cap to the byte,
+//! across the tenant's jobs, pools and GPUs on the node. On a GPU the
+//! tenant's memory pool there (`tenant_pool`) bounds it a second time, in
+//! the driver: its maximum is the cap, but the driver reserves memory in
+//! chunks (32 MiB on an H100 with driver 580) and lets a pool fill the
+//! last one, so the driver's own refusal comes at the cap rounded up to a
+//! chunk, and the ledger's at the cap.
 
 use spillway_proto::TenantId;
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 /// Bytes held by each tenant's running jobs on this node.
 #[derive(Debug, Default)]
 pub(crate) struct TenantGpuLedger {
-    held: Mutex<HashMap<TenantId, Held>>,
+    held: Mutex<HashMap<TenantId, u64>>,
     /// Bytes each tenant's jobs asked for and its cap refused (here, or
     /// its pool on a GPU), since the node started: the demand its host's
     /// share of the GPU memory quota lacked.
@@ -31,14 +31,6 @@ pub(crate) struct TenantGpuLedger {
     /// Woken when a charge is taken, so the node reports it without
     /// waiting for its next periodic report.
     changed: tokio::sync::Notify,
-}
-
-/// What one tenant holds: in all, and in each of its GPU memory pools.
-#[derive(Debug, Default)]
-struct Held {
-    total: u64,
-    /// Pool id → bytes allocated from that pool.
-    pooled: HashMap<u64, u64>,
 }
 
 impl TenantGpuLedger {
@@ -51,8 +43,7 @@ impl TenantGpuLedger {
     /// Every tenant holding bytes here, in tenant order.
     pub(crate) fn snapshot(&self) -> Vec<(TenantId, u64)> {
         let held = self.held.lock().expect("ledger lock");
-        let mut all: Vec<(TenantId, u64)> =
-            held.iter().map(|(t, h)| (t.clone(), h.total)).collect();
+        let mut all: Vec<(TenantId, u64)> = held.iter().map(|(t, h)| (t.clone(), *h)).collect();
         all.sort();
         all
     }
@@ -82,7 +73,8 @@ impl TenantGpuLedger {
             .lock()
             .expect("ledger lock")
             .get(tenant)
-            .map_or(0, |h| h.total)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -92,9 +84,6 @@ pub(crate) struct TenantGpuAccount {
     ledger: Arc<TenantGpuLedger>,
     tenant: TenantId,
     cap: Option<u64>,
-    /// The tenant's pool on the job's GPU (its id) enforces the cap there:
-    /// the ledger checks only the bytes held outside it.
-    pool: Option<u64>,
     mine: u64,
 }
 
@@ -105,35 +94,14 @@ pub(crate) struct OverCap {
     pub(crate) cap: u64,
 }
 
-/// Whether a charge of `bytes` passes `cap` where the tenant holds `total`
-/// bytes, `in_pool` of them in the pool the charge comes from (`None`: no
-/// pool enforces the cap). With a pool, only bytes held outside it make
-/// the ledger refuse: the pool refuses its own part itself.
-pub(crate) fn over_cap(cap: u64, total: u64, bytes: u64, in_pool: Option<u64>) -> bool {
-    let past = total.saturating_add(bytes) > cap;
-    match in_pool {
-        None => past,
-        Some(in_pool) => total > in_pool && past,
-    }
-}
-
 impl TenantGpuAccount {
     pub(crate) fn open(ledger: Arc<TenantGpuLedger>, tenant: TenantId, cap: Option<u64>) -> Self {
         Self {
             ledger,
             tenant,
             cap,
-            pool: None,
             mine: 0,
         }
-    }
-
-    /// From now on the bytes come from the tenant's pool `pool` (its id),
-    /// which enforces the cap on its GPU: the ledger checks only what the
-    /// tenant holds outside it (and a resident tensor's account made from
-    /// this one does the same).
-    pub(crate) fn leave_the_cap_to_the_driver(&mut self, pool: u64) {
-        self.pool = Some(pool);
     }
 
     /// The tenant's cap on this node.
@@ -148,22 +116,15 @@ impl TenantGpuAccount {
             Some(held) => held,
             None => ledger.entry(self.tenant.clone()).or_default(),
         };
-        let in_pool = (self.pool).map(|p| held.pooled.get(&p).copied().unwrap_or(0));
         if let Some(cap) = self.cap
-            && over_cap(cap, held.total, bytes, in_pool)
+            && held.saturating_add(bytes) > cap
         {
-            let over = OverCap {
-                held: held.total,
-                cap,
-            };
+            let over = OverCap { held: *held, cap };
             drop(ledger);
             self.ledger.note_refused(&self.tenant, bytes);
             return Err(over);
         }
-        held.total += bytes;
-        if let Some(p) = self.pool {
-            *held.pooled.entry(p).or_default() += bytes;
-        }
+        *held += bytes;
         self.mine += bytes;
         drop(ledger);
         self.ledger.changed.notify_one();
@@ -183,26 +144,16 @@ impl TenantGpuAccount {
         let Some(held) = ledger.get_mut(&self.tenant) else {
             return;
         };
-        held.total = held.total.saturating_sub(bytes);
-        if let Some(p) = self.pool
-            && let Some(sum) = held.pooled.get_mut(&p)
-        {
-            *sum = sum.saturating_sub(bytes);
-            if *sum == 0 {
-                held.pooled.remove(&p);
-            }
-        }
-        if held.total == 0 {
+        *held = held.saturating_sub(bytes);
+        if *held == 0 {
             ledger.remove(&self.tenant);
         }
     }
 
-    /// A new, empty account of the same tenant, ledger, cap and pool: for
-    /// what outlives the job but is the tenant's (a resident tensor).
+    /// A new, empty account of the same tenant, ledger and cap: for what
+    /// outlives the job but is the tenant's (a resident tensor).
     pub(crate) fn sibling(&self) -> Self {
-        let mut sibling = Self::open(self.ledger.clone(), self.tenant.clone(), self.cap);
-        sibling.pool = self.pool;
-        sibling
+        Self::open(self.ledger.clone(), self.tenant.clone(), self.cap)
     }
 
     pub(crate) fn tenant(&self) -> &TenantId {
@@ -248,53 +199,24 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_enforces_its_own_part_and_the_ledger_the_rest() {
-        // (case, cap, total held, charge, held in the charge's pool, over)
-        let cases = [
-            ("no pool: under", 100, 60, 40, None, false),
-            ("no pool: past", 100, 60, 41, None, true),
-            ("all in the pool: left to it", 100, 60, 41, Some(60), false),
-            ("some elsewhere: past", 100, 60, 41, Some(20), true),
-            ("some elsewhere: under", 100, 60, 40, Some(20), false),
-            ("nothing in the pool yet", 100, 60, 41, Some(0), true),
-        ];
-        for (case, cap, total, bytes, in_pool, want) in cases {
-            assert_eq!(over_cap(cap, total, bytes, in_pool), want, "{case}");
-        }
-    }
-
-    #[test]
-    fn an_account_in_a_gpu_pool_counts_there_and_meets_the_cap_across_pools() {
+    fn the_cap_holds_to_the_byte_across_a_tenants_jobs_gpus_and_resident_tensors() {
         let ledger = Arc::new(TenantGpuLedger::default());
         let acme = TenantId("acme".into());
-        let mut on_cpu = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
         let mut on_gpu0 = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
-        on_gpu0.leave_the_cap_to_the_driver(1);
         let mut resident = on_gpu0.sibling();
-        on_gpu0.charge(80).unwrap();
-        // In the same pool: the pool (the driver) decides, not the ledger.
-        resident.charge(80).unwrap();
-        assert_eq!(ledger.held(&acme), 160, "counted past the cap");
-        // A job on the CPU backend still meets the cap, the GPU's bytes
-        // included.
-        assert_eq!(
-            on_cpu.charge(1),
-            Err(OverCap {
-                held: 160,
-                cap: 100
-            })
-        );
-        drop(resident);
-        // A job on another GPU (another pool) meets the cap across both.
         let mut on_gpu1 = TenantGpuAccount::open(ledger.clone(), acme.clone(), Some(100));
-        on_gpu1.leave_the_cap_to_the_driver(2);
+        on_gpu0.charge(50).unwrap();
+        resident.charge(30).unwrap();
+        // A pool on GPU 1 would take 21 bytes more (its driver rounds up
+        // to its chunk); the ledger does not.
         assert_eq!(on_gpu1.charge(21), Err(OverCap { held: 80, cap: 100 }));
         on_gpu1.charge(20).unwrap();
+        drop(resident);
+        on_gpu1.charge(30).unwrap();
+        assert_eq!(ledger.held(&acme), 100);
         drop(on_gpu0);
-        // Its own pool's bytes are left to its pool again.
-        on_gpu1.charge(90).unwrap();
         drop(on_gpu1);
-        on_cpu.charge(100).unwrap();
-        assert_eq!(ledger.refused(), vec![(acme, 22)]);
+        assert_eq!(ledger.held(&acme), 0);
+        assert_eq!(ledger.refused(), vec![(acme, 21)]);
     }
 }

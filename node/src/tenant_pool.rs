@@ -2,7 +2,12 @@
 //! own (`cuMemPoolCreate`) whose maximum size is the tenant's GPU memory
 //! cap: the driver itself refuses an allocation that would take the
 //! tenant's pool past it, whatever asked for the memory (a buffer, a
-//! resident tensor of weights).
+//! resident tensor of weights, a cuBLAS workspace). The driver reserves a
+//! pool's memory in chunks and rounds the maximum up to one: seen on an
+//! H100 (driver 580), a pool whose maximum is 16 MiB holds 32 MiB, one of
+//! 100 MiB holds 128. So the driver's bound is the cap rounded up to its
+//! chunk, and the node's ledger (`tenant_gpu`) is what holds the cap to
+//! the byte, before the driver is asked.
 //!
 //! A pool is made at a tenant's first job on the GPU and kept, with the
 //! memory its jobs freed kept for reuse up to a threshold, so a tenant's
@@ -17,9 +22,9 @@
 //! ([`pool_max`]), how much freed memory it keeps ([`keep_threshold`]) and
 //! what a refusal means ([`refusal`]). The driver calls are around them.
 //!
-//! What it is not: the node-wide count of each tenant's bytes
-//! (`tenant_gpu`, which the CPU backend enforces and the GPU backend only
-//! counts when a pool enforces the cap), or the choice of GPU (`cuda`).
+//! What it is not: the node-wide count of each tenant's bytes, which
+//! enforces the cap exactly on every backend (`tenant_gpu`), or the
+//! choice of GPU (`cuda`).
 
 #![allow(unsafe_code)] // the driver's memory-pool calls are unsafe in cudarc
 
@@ -96,12 +101,7 @@ pub(crate) struct TenantPool {
     /// The cap it was made for, and its maximum in the driver.
     cap: Option<u64>,
     max: u64,
-    /// Unique among the node's pools, ever (the ledger counts per pool).
-    id: u64,
 }
-
-/// The next pool's id.
-static NEXT_POOL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 // SAFETY: a `CUmemoryPool` is a driver handle that may be used from any
 // thread once the context is current there (every use binds it first).
@@ -140,11 +140,6 @@ impl TenantPool {
     /// The cap the driver enforces (`None`: the pool has none).
     pub(crate) fn cap(&self) -> Option<u64> {
         self.cap
-    }
-
-    /// Its id, unique among the node's pools.
-    pub(crate) fn id(&self) -> u64 {
-        self.id
     }
 
     /// `len` elements of `T`, uninitialized, from this pool, on `stream`
@@ -350,7 +345,6 @@ impl TenantPools {
             tenant: tenant.clone(),
             cap,
             max,
-            id: NEXT_POOL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let mut keep = keep_threshold(cap, self.device_bytes);
         // SAFETY: the release threshold is a `cuuint64_t`, which `keep` is;

@@ -12,8 +12,11 @@
 //! one thing that ends the kernel: the process going away.
 //!
 //! [`overdue`] is the decision, pure and table-tested; the rest is one
-//! thread sleeping until the next job is due. What it is not: a
-//! scheduler's timer. It never touches a job that holds no GPU stream.
+//! thread sleeping until the next job is due. A job is watched without
+//! waking that thread unless it is due before the thread's next look (one
+//! wake costs a few µs of the job's own time on a virtual machine, as much
+//! as a no-op GPU job's whole overhead). What it is not: a scheduler's
+//! timer. It never touches a job that holds no GPU stream.
 
 use spillway_proto::JobId;
 use std::collections::HashMap;
@@ -106,8 +109,15 @@ struct Entry {
     flags: Arc<WatchFlags>,
 }
 
+/// The jobs under watch, and when the thread looks at them next.
+struct Watching {
+    jobs: HashMap<JobId, Entry>,
+    /// The thread's next look; a job due before it wakes the thread.
+    next_look: Instant,
+}
+
 struct Shared {
-    jobs: Mutex<HashMap<JobId, Entry>>,
+    watching: Mutex<Watching>,
     wake: Condvar,
     on_overrun: Mutex<OnOverrun>,
 }
@@ -127,7 +137,10 @@ impl GpuWatchdog {
     /// Starts the watchdog's thread; `on_overrun` runs on it.
     pub(crate) fn start(on_overrun: OnOverrun) -> Self {
         let shared = Arc::new(Shared {
-            jobs: Mutex::default(),
+            watching: Mutex::new(Watching {
+                jobs: HashMap::new(),
+                next_look: Instant::now(),
+            }),
             wake: Condvar::new(),
             on_overrun: Mutex::new(on_overrun),
         });
@@ -154,12 +167,15 @@ impl GpuWatchdog {
             deadline_ms,
             flags: flags.clone(),
         };
-        self.shared
-            .jobs
-            .lock()
-            .expect("watchdog lock")
-            .insert(job, entry);
-        self.shared.wake.notify_one();
+        let due = entry.due;
+        let mut watching = self.shared.watching.lock().expect("watchdog lock");
+        watching.jobs.insert(job, entry);
+        // The thread looks again by then anyway and sees this job.
+        let sooner = due < watching.next_look;
+        drop(watching);
+        if sooner {
+            self.shared.wake.notify_one();
+        }
         Watch {
             shared: self.shared.clone(),
             job,
@@ -189,16 +205,16 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut jobs = self.shared.jobs.lock().expect("watchdog lock");
-        jobs.remove(&self.job);
+        let mut watching = self.shared.watching.lock().expect("watchdog lock");
+        watching.jobs.remove(&self.job);
     }
 }
 
 fn watch(shared: &Shared) {
-    let mut jobs = shared.jobs.lock().expect("watchdog lock");
+    let mut watching = shared.watching.lock().expect("watchdog lock");
     loop {
         let now = Instant::now();
-        let view = jobs.iter().map(|(job, e)| {
+        let view = watching.jobs.iter().map(|(job, e)| {
             let w = Watched {
                 started: e.started,
                 due: e.due,
@@ -211,20 +227,21 @@ fn watch(shared: &Shared) {
         let (found, next) = overdue(view, now);
         if let Some(overrun) = found {
             // Reported once: what it does normally ends the process.
-            jobs.remove(&overrun.job);
-            drop(jobs);
+            watching.jobs.remove(&overrun.job);
+            drop(watching);
             tracing::error!(job = %overrun.job, deadline_ms = overrun.deadline_ms,
                 ran_ms = overrun.ran.as_millis() as u64,
                 "a job's GPU work ran past its deadline; only ending the node stops it");
             let act = shared.on_overrun.lock().expect("watchdog lock").clone();
             act(overrun);
-            jobs = shared.jobs.lock().expect("watchdog lock");
+            watching = shared.watching.lock().expect("watchdog lock");
             continue;
         }
+        watching.next_look = next;
         let wait = next.saturating_duration_since(now);
-        jobs = shared
+        watching = shared
             .wake
-            .wait_timeout(jobs, wait)
+            .wait_timeout(watching, wait)
             .expect("watchdog lock")
             .0;
     }
