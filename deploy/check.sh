@@ -7,7 +7,8 @@
 #     network namespaces (rehearse.sh).
 #   deploy/helm, deploy/kubernetes: `helm lint --strict`; the chart
 #     rendered with its defaults must equal deploy/kubernetes/spillway.yaml;
-#     renders (defaults, and mutual TLS without a ServiceMonitor) validated
+#     renders (defaults, mutual TLS without a ServiceMonitor, and the GPU
+#     pool with a node process per GPU) validated
 #     with `kubernetes-validate --strict` against the Kubernetes schemas
 #     (any message but the ServiceMonitor's missing schema fails); the
 #     hosts' TOML in the ConfigMaps through `spillway config check`; the
@@ -70,7 +71,26 @@ helm template spillway "$root/deploy/helm/spillway" -n spillway \
   --set tls.requireClientCertificates=true --set serviceMonitor.enabled=false > "$dir/mtls.yaml"
 grep -q 'tls-client-ca = "/etc/spillway-tls/ca.crt"' "$dir/mtls.yaml"
 grep -q 'kind: ServiceMonitor' "$dir/mtls.yaml" && { echo "serviceMonitor.enabled=false still renders one" >&2; exit 1; }
-out=$(kubernetes-validate --strict --quiet "$root/deploy/kubernetes/namespace.yaml" "$dir/default.yaml" "$dir/mtls.yaml" 2>&1)
+# The GPU pool with a node process per GPU: one `host` container with the
+# GPUs, no node container, and a host.toml.
+helm template spillway "$root/deploy/helm/spillway" -n spillway \
+  -f "$root/deploy/kubernetes/values-executors.yaml" > "$dir/executors.yaml"
+python3 - "$dir/executors.yaml" <<'PY'
+import sys, yaml
+objs = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o]
+gpu = next(o for o in objs if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "spillway-gpu")
+containers = gpu["spec"]["template"]["spec"]["containers"]
+assert [c["name"] for c in containers] == ["host"], [c["name"] for c in containers]
+env = {e["name"]: e.get("value") for e in containers[0]["env"]}
+assert env["SPILLWAY_ROLE"] == "host" and env["SPILLWAY_CONFIG"] == "/etc/spillway/host.toml", env
+resources = containers[0]["resources"]
+assert resources["limits"] == {"nvidia.com/gpu": 8, "memory": "68Gi"}, resources
+config = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "spillway-gpu")
+host = config["data"]["host.toml"]
+assert 'executors = "per-gpu"' in host and "slots = 2" in host and "node-socket" not in host, host
+assert "sidecar.toml" not in config["data"], config["data"].keys()
+PY
+out=$(kubernetes-validate --strict --quiet "$root/deploy/kubernetes/namespace.yaml" "$dir/default.yaml" "$dir/mtls.yaml" "$dir/executors.yaml" 2>&1)
 unexpected=$(printf '%s\n' "$out" | grep -v "Couldn't find schema for kind ServiceMonitor" | grep -v '^$' || true)
 if [ -n "$unexpected" ]; then
   echo "deploy/kubernetes: kubernetes-validate:" >&2
@@ -78,7 +98,7 @@ if [ -n "$unexpected" ]; then
   exit 1
 fi
 echo "deploy/kubernetes: the chart lints and renders as spillway.yaml; kubernetes-validate --strict passes (ServiceMonitor: no schema)"
-python3 "$root/deploy/kubernetes/check_config.py" "$bin" "$dir/default.yaml" "$dir/mtls.yaml"
+python3 "$root/deploy/kubernetes/check_config.py" "$bin" "$dir/default.yaml" "$dir/mtls.yaml" "$dir/executors.yaml"
 hadolint "$root/deploy/kubernetes/Dockerfile"
 echo "deploy/kubernetes: hadolint passes on the Dockerfile"
 

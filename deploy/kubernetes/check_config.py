@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the hosts' settings in rendered Kubernetes objects: every
-ConfigMap's sidecar.toml and node.toml passes `spillway config check` for
-its command, and every ConfigMap carries start.sh.
+ConfigMap's sidecar.toml and node.toml (or host.toml, for a pool run with
+executors) passes `spillway config check` for its command, and every
+ConfigMap carries start.sh.
 
 Usage: deploy/kubernetes/check_config.py SPILLWAY_BINARY RENDERED.yaml...
 """
@@ -25,7 +26,12 @@ def main(binary, files):
             data = obj.get("data", {})
             if "start.sh" not in data:
                 sys.exit(f"{path}: ConfigMap {name} has no start.sh")
-            for key, command in (("sidecar.toml", "sidecar"), ("node.toml", "node")):
+            # A pool runs a sidecar and a node apart, or one host (executors).
+            if "host.toml" in data:
+                files = (("host.toml", "host"),)
+            else:
+                files = (("sidecar.toml", "sidecar"), ("node.toml", "node"))
+            for key, command in files:
                 if key not in data:
                     sys.exit(f"{path}: ConfigMap {name} has no {key}")
                 with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as t:

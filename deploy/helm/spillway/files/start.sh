@@ -8,10 +8,12 @@
 # (the machine that founds), SPILLWAY_POOL, SPILLWAY_STATE (the state
 # directory), SPILLWAY_CONFIG (sidecar.toml), SPILLWAY_API_PORT,
 # SPILLWAY_PEER_PORT, SPILLWAY_TICKET_ENDPOINT (a member's API, https), and
-# for joining SPILLWAY_TOKEN and SPILLWAY_CA.
+# for joining SPILLWAY_TOKEN and SPILLWAY_CA. SPILLWAY_ROLE is `sidecar`
+# (the default: the node runs apart) or `host` (the sidecar starts the
+# node processes itself, as SPILLWAY_CONFIG's `executors` says).
 set -eu
 state="$SPILLWAY_STATE/sidecar"
-set -- sidecar --config "$SPILLWAY_CONFIG" \
+set -- "${SPILLWAY_ROLE:-sidecar}" --config "$SPILLWAY_CONFIG" \
   --listen "$HOST_IP:$SPILLWAY_API_PORT" --peer-listen "$HOST_IP:$SPILLWAY_PEER_PORT" \
   --label "machine=$NODE_NAME" --label "pool=$SPILLWAY_POOL"
 if [ -f "$state/membership.json" ]; then
