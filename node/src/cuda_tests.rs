@@ -791,7 +791,7 @@ fn tenant_state_in(
 ) -> Option<GuestState> {
     let backend = backend()?;
     let tenant = spillway_proto::TenantId(tenant.into());
-    let mut account = crate::tenant_gpu::TenantGpuAccount::open(ledger.clone(), tenant, cap);
+    let account = crate::tenant_gpu::TenantGpuAccount::open(ledger.clone(), tenant, cap);
     let lease = backend.lease_for(&account).expect("a free stream");
     assert_eq!(lease.capped_pool(), cap.is_some());
     let mut s = GuestState::for_test(1 << 30, Some(lease));
