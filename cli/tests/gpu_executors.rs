@@ -1,14 +1,15 @@
 //! Several executors sharing one GPU (issue 21, blast radius), on the
 //! device: `spillway host --executors 0,0` runs two node processes on GPU
 //! 0, standing in for two GPUs where the machine has one (the "several
-//! GPUs" issue runs `per-gpu` on two real ones). A GPU fault (the
-//! test-only `test_oob_write` kernel) in one executor poisons that
-//! process's CUDA context and ends only its jobs: the faulting job answers
-//! 502 `device_fault`, a non-idempotent job beside it 502 `executor_lost`,
-//! an idempotent one runs again on the other executor and answers 200; the
-//! other executor's jobs finish untouched, its process never restarts, and
-//! the next GPU job succeeds. Skips, saying so, without a GPU (CI runs the
-//! CPU version, `executors.rs`).
+//! GPUs" issue runs `per-gpu` on two real ones). A tenant's signed kernel
+//! pack whose kernel writes 256 GiB past its buffer (it passes every check
+//! a manifest allows) poisons the CUDA context of the executor that runs
+//! it and ends only that executor's jobs: the faulting job answers 502
+//! `device_fault`, another tenant's non-idempotent job beside it 502
+//! `executor_lost`, its idempotent one runs again on the other executor
+//! and answers 200; the other executor's jobs finish untouched, its
+//! process never restarts, and the next GPU job succeeds. Skips, saying
+//! so, without a GPU (CI runs the CPU version, `executors.rs`).
 
 use crate::common;
 use crate::executors::*;
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
-    let c = Cluster::start_with(3, 16, &["--executors", "0,0", "--test-kernels"]);
+    let c = Cluster::start_with(3, 16, &["--executors", "0,0"]);
     let before = two_executors_up(&c).await;
     let (_, cuda) = c.wait_node_backends().await;
     if !cuda {
@@ -45,30 +46,30 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
     assert_eq!(isolation["mps"], sharing["mps"], "{member}");
     eprintln!("GPU 0 in membership: {}", member["gpus"][0]);
     let token = c.token.clone();
-    for guest in ["countdown", "gpu_fault"] {
-        let r = c.put_artifact(guest, common::guest(guest)).await;
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    }
+    let r = c
+        .put_artifact("countdown", common::guest("countdown"))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     function(&c, &token, "again", "countdown", true).await;
     function(&c, &token, "once", "countdown", false).await;
-    function(&c, &token, "fault", "gpu_fault", false).await;
     c.deploy("gemm", "gemm", 30_000).await;
+    let packs = wild_pack_function(&c);
     // The function record says plainly that its GPU jobs share a context
     // with other tenants' jobs on this host (both executors are open to
     // every tenant).
     let listed: serde_json::Value = (c.http.get(c.url("/v1/functions")))
-        .bearer_auth(&token)
+        .bearer_auth(&packs)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let fault = (listed.as_array().unwrap().iter())
-        .find(|f| f["name"] == "fault")
+    let wild = (listed.as_array().unwrap().iter())
+        .find(|f| f["name"] == "wild")
         .unwrap();
-    assert_eq!(fault["gpu_context"], "shared", "{fault}");
-    assert_eq!(fault["gpu_context_shared_on"], serde_json::json!(["n1"]));
+    assert_eq!(wild["gpu_context"], "shared", "{wild}");
+    assert_eq!(wild["gpu_context_shared_on"], serde_json::json!(["n1"]));
 
     // Executor 0: an idempotent job, a non-idempotent one, then the
     // fault; executor 1: two non-idempotent jobs (each job goes to the
@@ -83,7 +84,11 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
     let second_bystander = spawn(&c, &token, "once", &SLOW);
     wait_executors(&c, "2 jobs on 1", |e| running(e) == [2, 2]).await;
     let began = Instant::now();
-    let fault = spawn(&c, &token, "fault", &[]);
+    let input: Vec<u8> = [2.0f32, 1.0, -3.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let fault = spawn(&c, &packs, "wild", &input);
 
     let e = expect_error(fault.await.unwrap(), 502, "device_fault").await;
     eprintln!("the faulting job after {:?}: {e}", began.elapsed());
@@ -113,4 +118,81 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
         assert_eq!(r.headers()["spillway-backend"], "cuda");
         assert_eq!(r.bytes().await.unwrap().as_ref(), 6f32.to_le_bytes());
     }
+}
+
+/// The `spillway` CLI against `c` with `token`: success, stdout, stderr.
+fn cli(c: &Cluster, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(args)
+        .env("SPILLWAY_ENDPOINT", c.url(""))
+        .env("SPILLWAY_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A tenant `packs` trusting a publisher key, its signed kernel pack `ops`
+/// whose `scale` is declared as `examples/kernels/ops.json`'s but writes
+/// 2^36 elements (256 GiB) past `out`, and its function `wild` launching
+/// it (`examples/guests/pack_scale.wat`), all through the CLI as a
+/// publisher would. Returns the tenant's token.
+fn wild_pack_function(c: &Cluster) -> String {
+    let run = |token: &str, args: &[&str]| {
+        let (ok, out, err) = cli(c, token, args);
+        assert!(ok, "spillway {args:?}: {err}");
+        out
+    };
+    let dir = c.dir();
+    let key = dir.join("publisher.key");
+    let public = run(&c.token, &["keygen", "--out", key.to_str().unwrap()]);
+    run(&c.token, &["tenant", "create", "packs", "--trust", &public]);
+    let packs = run(
+        &c.token,
+        &[
+            "token", "create", "--tenant", "packs", "--scope", "publish", "--scope", "invoke",
+            "--scope", "read",
+        ],
+    );
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let ops = std::fs::read_to_string(format!("{examples}/kernels/ops.json")).unwrap();
+    let wild = ops.replace(
+        "if (i < n) out[i] = a * x[i];",
+        "if (i < n) out[i + 0x1000000000ull] = a * x[i];",
+    );
+    assert_ne!(wild, ops, "ops.json's scale kernel changed");
+    let wild_path = dir.join("wild-ops.json");
+    std::fs::write(&wild_path, wild).unwrap();
+    let key = key.to_str().unwrap();
+    run(
+        &packs,
+        &[
+            "artifact",
+            "push",
+            "ops",
+            wild_path.to_str().unwrap(),
+            "--sign",
+            key,
+        ],
+    );
+    let guest = format!("{examples}/guests/pack_scale.wat");
+    run(&packs, &["artifact", "push", "pack-scale", &guest]);
+    run(
+        &packs,
+        &[
+            "fn",
+            "create",
+            "wild",
+            "--artifact",
+            "pack-scale",
+            "--accelerator",
+            "required",
+            "--kernel-pack",
+            "ops",
+        ],
+    );
+    packs
 }
