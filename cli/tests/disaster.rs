@@ -7,26 +7,10 @@
 //! `cluster::three_hosts_share_functions_survive_the_leader_and_add_learners`.)
 
 use crate::common::hosts::{self, Host};
-use crate::common::{BIN, Started, start};
+use crate::common::{BIN, Started, spillway_cli as spillway, start};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
-
-/// Runs `spillway ARGS` against `endpoint` with `token`; (success, stdout,
-/// stderr).
-fn spillway(endpoint: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("SPILLWAY_ENDPOINT", endpoint)
-        .env("SPILLWAY_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 async fn invoke(http: &reqwest::Client, endpoint: &str, token: &str, f: &str) -> (u16, String) {
     let r = http

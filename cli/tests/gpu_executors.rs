@@ -120,21 +120,6 @@ async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
     }
 }
 
-/// The `spillway` CLI against `c` with `token`: success, stdout, stderr.
-fn cli(c: &Cluster, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(args)
-        .env("SPILLWAY_ENDPOINT", c.url(""))
-        .env("SPILLWAY_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A tenant `packs` trusting a publisher key, its signed kernel pack `ops`
 /// whose `scale` is declared as `examples/kernels/ops.json`'s but writes
 /// 2^36 elements (256 GiB) past `out`, and its function `wild` launching
@@ -142,7 +127,7 @@ fn cli(c: &Cluster, token: &str, args: &[&str]) -> (bool, String, String) {
 /// publisher would. Returns the tenant's token.
 fn wild_pack_function(c: &Cluster) -> String {
     let run = |token: &str, args: &[&str]| {
-        let (ok, out, err) = cli(c, token, args);
+        let (ok, out, err) = common::spillway_cli(&c.url(""), token, args);
         assert!(ok, "spillway {args:?}: {err}");
         out
     };

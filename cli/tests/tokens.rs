@@ -419,17 +419,7 @@ async fn a_tenants_placement_rule_keeps_its_jobs_on_labelled_hosts() {
 
 /// Runs the `spillway` CLI against `host` as `token`; (success, stdout, stderr).
 fn cli(host: &Host, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(common::BIN)
-        .args(args)
-        .env("SPILLWAY_ENDPOINT", &host.endpoint)
-        .env("SPILLWAY_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::spillway_cli(&host.endpoint, token, args)
 }
 
 /// A publisher key made with `spillway keygen` in `dir`: its file and its

@@ -334,6 +334,22 @@ impl Cluster {
 }
 
 /// The gemm guest's input for a 1×1×1 product `a·b`.
+/// Runs the `spillway` CLI against `endpoint` as `token`: (success,
+/// stdout trimmed, stderr).
+pub fn spillway_cli(endpoint: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env("SPILLWAY_ENDPOINT", endpoint)
+        .env("SPILLWAY_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn gemm_1x1(a: f32, b: f32) -> Vec<u8> {
     [1u32, 1, 1]
         .iter()
