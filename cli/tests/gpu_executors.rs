@@ -181,3 +181,66 @@ fn wild_pack_function(c: &Cluster) -> String {
     );
     packs
 }
+
+/// A host records a change of its GPUs' isolation (`SetGpuIsolation`, an
+/// entry an earlier build cannot apply) only once every other member has
+/// answered it with this build's status: a member that does not answer
+/// (here, host 3 paused with SIGSTOP) holds the entry back, and the host
+/// says so in its log; once the member answers, the entry is recorded.
+/// Skips, saying so, without a GPU (a CPU host records no isolation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_gpu_isolation_waits_until_every_member_answers() {
+    use common::hosts::{Host, form, member};
+    let root = tempfile::tempdir().unwrap();
+    let cpu: &[&str] = &["--gpus", "none"];
+    let (api, mut hosts) = form(root.path(), &[&["--executors", "0,0"], cpu, cpu]).await;
+    if !api.has_cuda(&hosts[0], "n1").await {
+        eprintln!("skipped: no CUDA driver or GPU on this host");
+        return;
+    }
+    let kept_for =
+        |v: &serde_json::Value| member(v, "n1")["gpus"][0]["isolation"]["kept_for"].clone();
+    api.wait(&hosts[1], "host 1's isolation recorded", |v| {
+        kept_for(v) == serde_json::json!([])
+    })
+    .await;
+
+    // Host 3 stops answering; host 1 comes back keeping executor 1 for acme.
+    let paused = hosts[2].process.pid().to_string();
+    let kill = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &paused])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {paused}");
+    };
+    kill("-STOP");
+    let h1_dir = hosts.remove(0).kill9();
+    let h1 = Host::start(&h1_dir, &["--executors", "0,0:acme"], None).unwrap();
+    let log = h1.process.log().to_owned();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("waiting for every member to run this build")
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "host 1 never held its isolation back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let v = api.cluster(&hosts[0]).await;
+    assert_eq!(
+        kept_for(&v),
+        serde_json::json!([]),
+        "recorded while host 3 was paused"
+    );
+
+    kill("-CONT");
+    let v = api
+        .wait(&hosts[0], "host 1's new isolation recorded", |v| {
+            kept_for(v) == serde_json::json!([["acme"]])
+        })
+        .await;
+    eprintln!("GPU 0 of n1 in membership: {}", member(&v, "n1")["gpus"][0]);
+}
