@@ -2,18 +2,23 @@
 //! waker (lock, notify_one), against the lock alone, and a clock read.
 //! Build and run: `rustc -O scripts/notify_cost.rs -o /tmp/notify-cost && /tmp/notify-cost`.
 //! docs/benchmarks.md ("Session 20: the watchdog's wake-up") reads it.
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 fn main() {
     let s = Arc::new((Mutex::new(0u64), Condvar::new()));
     let s2 = s.clone();
+    let started = Arc::new(Barrier::new(2));
+    let waiter_started = started.clone();
     std::thread::spawn(move || {
         let mut g = s2.0.lock().unwrap();
+        waiter_started.wait();
         loop {
             g = s2.1.wait_timeout(g, Duration::from_secs(1)).unwrap().0;
         }
     });
-    std::thread::sleep(Duration::from_millis(50));
+    // The waiter holds the lock until it waits, so the first notify finds
+    // it waiting.
+    started.wait();
     for round in 0..3 {
         let mut v = Vec::new();
         for _ in 0..20000 {

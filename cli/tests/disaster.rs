@@ -7,7 +7,7 @@
 //! `cluster::three_hosts_share_functions_survive_the_leader_and_add_learners`.)
 
 use crate::common::hosts::{self, Host};
-use crate::common::{BIN, Started, spillway_cli as spillway, start};
+use crate::common::{self, BIN, Started, spillway_cli as spillway, start};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -103,18 +103,17 @@ async fn a_backup_restores_on_fresh_directories_with_the_old_tokens_and_function
         &json!({"name": "later", "artifact": "uppercase"}),
     )
     .await;
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !get(&http, &h2.endpoint, &acme, "/v1/functions")
-        .await
-        .to_string()
-        .contains("\"later\"")
-    {
-        assert!(
-            std::time::Instant::now() < until,
-            "host 2 never applied `later`"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let applied = async || {
+        (get(&http, &h2.endpoint, &acme, "/v1/functions").await)
+            .to_string()
+            .contains("\"later\"")
+    };
+    common::wait_until(
+        "host 2 applying `later`",
+        std::time::Duration::from_secs(30),
+        applied,
+    )
+    .await;
 
     // Host 1 lost: host 2 alone has no quorum, and no member can answer
     // a backup.

@@ -15,7 +15,7 @@ use crate::common;
 use crate::executors::*;
 
 use common::{Cluster, expect_error};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_fault_in_one_executor_ends_only_its_jobs() {
@@ -207,28 +207,21 @@ async fn a_hosts_gpu_isolation_waits_until_every_member_answers() {
 
     // Host 3 stops answering; host 1 comes back keeping executor 1 for acme.
     let paused = hosts[2].process.pid().to_string();
-    let kill = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &paused])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig} {paused}");
-    };
-    kill("-STOP");
+    common::signal(&paused, "-STOP");
     let h1_dir = hosts.remove(0).kill9();
     let h1 = Host::start(&h1_dir, &["--executors", "0,0:acme"], None).unwrap();
     let log = h1.process.log().to_owned();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("waiting for every member to run this build")
-    {
-        assert!(
-            std::time::Instant::now() < until,
-            "host 1 never held its isolation back"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let held_back = async || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("waiting for every member to run this build")
+    };
+    common::wait_until(
+        "host 1 holding its isolation back",
+        Duration::from_secs(60),
+        held_back,
+    )
+    .await;
     let v = api.cluster(&hosts[0]).await;
     assert_eq!(
         kept_for(&v),
@@ -236,7 +229,7 @@ async fn a_hosts_gpu_isolation_waits_until_every_member_answers() {
         "recorded while host 3 was paused"
     );
 
-    kill("-CONT");
+    common::signal(&paused, "-CONT");
     let v = api
         .wait(&hosts[0], "host 1's new isolation recorded", |v| {
             kept_for(v) == serde_json::json!([["acme"]])

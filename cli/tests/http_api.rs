@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Cluster, expect_error};
+use common::{Cluster, expect_error, signal};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -494,14 +494,6 @@ async fn a_job_on_a_node_that_does_not_answer_is_answered_at_its_deadline() {
     // The node, going on, serves the next job.
     let r = c.invoke("echo", b"again".to_vec()).await;
     assert_eq!(r.status(), 200);
-}
-
-fn signal(pid: &str, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, pid])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig} {pid}");
 }
 
 /// SIGSTOPs the node the sidecar is linked to and returns its pid, checked

@@ -759,24 +759,23 @@ impl StreamLease {
             return Ok(());
         }
         let bytes = CUBLAS_WORKSPACE_BYTES as u64;
+        // `None`: the tenant's cap has no room for one.
         let allocated = match account.charge(bytes) {
-            Ok(()) => self
-                .alloc_uninit::<u8>(CUBLAS_WORKSPACE_BYTES)
-                .inspect_err(|_| {
-                    account.release(bytes);
-                }),
-            Err(over) => Err(DeviceError {
-                message: format!(
-                    "the tenant holds {} of its {} bytes on this host",
-                    over.held, over.cap
-                ),
-                out_of_memory: true,
-                over_cap: true,
-                poisoned: false,
-            }),
+            Ok(()) => (self.alloc_uninit::<u8>(CUBLAS_WORKSPACE_BYTES))
+                .inspect_err(|_| account.release(bytes))
+                .map(Some),
+            Err(over) => {
+                tracing::debug!(
+                    gpu = self.gpu.info.index,
+                    "no room for a cuBLAS workspace under the tenant's cap ({} of {} bytes held)",
+                    over.held,
+                    over.cap
+                );
+                Ok(None)
+            }
         };
         let (ptr, size, held) = match allocated {
-            Ok(slice) => {
+            Ok(Some(slice)) => {
                 let ptr = slice.device_ptr(self.stream()).0;
                 (
                     ptr,
@@ -784,11 +783,11 @@ impl StreamLease {
                     Workspace::Held { _buffer: slice },
                 )
             }
+            Ok(None) => (0, 0, Workspace::Without),
             Err(e) if e.out_of_memory => {
                 tracing::debug!(
                     gpu = self.gpu.info.index,
-                    "no room for a cuBLAS workspace: {}",
-                    e.message
+                    "no room for a cuBLAS workspace: {e}"
                 );
                 (0, 0, Workspace::Without)
             }

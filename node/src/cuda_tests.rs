@@ -926,8 +926,8 @@ fn a_gemm_takes_its_workspace_from_the_tenants_pool_or_goes_without() {
 /// A tenant's bytes in two of its pools (here, pools made for two caps:
 /// a job under an earlier cap still runs while one under the new cap
 /// starts; on a node with several GPUs, its pools on each) together stay
-/// within the cap: each pool enforces its own part in the driver, and the
-/// node's ledger refuses what would take the sum past the cap.
+/// within the cap: the node's ledger refuses what would take the sum past
+/// it, though the new pool has room in the driver.
 #[test]
 fn a_tenants_pools_together_stay_within_its_cap() {
     const TEST: &str = "a_tenants_pools_together_stay_within_its_cap";

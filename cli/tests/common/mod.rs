@@ -333,7 +333,6 @@ impl Cluster {
     }
 }
 
-/// The gemm guest's input for a 1×1×1 product `a·b`.
 /// Runs the `spillway` CLI against `endpoint` as `token`: (success,
 /// stdout trimmed, stderr).
 pub fn spillway_cli(endpoint: &str, token: &str, args: &[&str]) -> (bool, String, String) {
@@ -350,6 +349,26 @@ pub fn spillway_cli(endpoint: &str, token: &str, args: &[&str]) -> (bool, String
     )
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`, …) to process `pid` with kill(1).
+pub fn signal(pid: &str, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// Waits until `done` answers true, asking every 50 ms for `within` at
+/// most; past that the test fails, saying `what` never happened.
+pub async fn wait_until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < until, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The gemm guest's input for a 1×1×1 product `a·b`.
 pub fn gemm_1x1(a: f32, b: f32) -> Vec<u8> {
     [1u32, 1, 1]
         .iter()
